@@ -1,0 +1,1 @@
+"""PyTorch side: W8A8 Mamba2 reference modules, calibration, checkpoints, ONNX export."""

@@ -1,0 +1,229 @@
+"""PyTorch reference twins of qmamba's custom ops, written straight from docs/ops.md.
+
+``quant_conv1d_silu_ref`` and ``quant_ssd_ref`` are the executable spec: plain loops over the
+definition, fp32, no tricks. ``quant_ssd_chunked`` is the fast form the model uses (same signature
+plus ``chunk_size``); its tests compare it with ``quant_ssd_ref``. The CUDA kernels, the ONNX
+function bodies and the TensorRT plugins are all checked against these functions.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .validate import check_group_ranges, check_scales, check_tensor
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def quantize(v: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Q(v, s) of docs/ops.md: fp32 true division, round half to even, saturate, int8."""
+    q = torch.round(v.float() / scale)  # torch.round rounds half to even
+    return q.clamp_(INT8_MIN, INT8_MAX).to(torch.int8)
+
+
+def head_dim_groups(x_head_group_range: torch.Tensor, x_dim_group_range: torch.Tensor,
+                    nheads: int, headdim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per head: SSD group and head group; per (head, dim): dim group. The lookup of docs/ops.md."""
+    g = x_head_group_range.shape[0]
+    hpg = nheads // g
+    heads = torch.arange(nheads)
+    sg = heads // hpg
+    h_loc = heads % hpg
+    hr = x_head_group_range.long().cpu()
+    dr = x_dim_group_range.long().cpu()
+    hg = (hr[sg] <= h_loc[:, None]).sum(-1)                        # [h]
+    dims = torch.arange(headdim)
+    dg = (dr[sg, hg][:, None, :] <= dims[None, :, None]).sum(-1)   # [h, p]
+    return sg, hg, dg
+
+
+def x_channel_scales(x_out_scales, x_head_group_range, x_dim_group_range, nheads, headdim):
+    """s_x(c) for every x channel, shape [nheads * headdim] (fp32)."""
+    sg, hg, dg = head_dim_groups(x_head_group_range, x_dim_group_range, nheads, headdim)
+    dev = x_out_scales.device
+    s = x_out_scales.float()[sg[:, None].to(dev), hg[:, None].to(dev), dg.to(dev)]
+    return s.reshape(nheads * headdim)
+
+
+def state_scales(ssm_state_scale, x_head_group_range, x_dim_group_range, nheads, headdim):
+    """The scale of every state element, shape [nheads, headdim, d_state] (fp32)."""
+    sg, hg, dg = head_dim_groups(x_head_group_range, x_dim_group_range, nheads, headdim)
+    dev = ssm_state_scale.device
+    return ssm_state_scale.float()[sg[:, None].to(dev), hg[:, None].to(dev), dg.to(dev)]
+
+
+def _conv_segment_scales(conv_dim, d_ssm, gn, **a):
+    """Per channel (s_in * s_w, s_b) as fp32 tensors of [conv_dim]."""
+    acc_scale = torch.empty(conv_dim, dtype=torch.float32)
+    bias_scale = torch.empty(conv_dim, dtype=torch.float32)
+    for seg, lo, hi in (("x", 0, d_ssm), ("B", d_ssm, d_ssm + gn), ("C", d_ssm + gn, conv_dim)):
+        # fp32(s_in * s_w): the product is rounded to fp32 once, as every implementation does.
+        acc_scale[lo:hi] = torch.tensor(a[f"{seg}_scale"], dtype=torch.float32) * torch.tensor(
+            a[f"w{seg}_scale"], dtype=torch.float32)
+        bias_scale[lo:hi] = a[f"b{seg}_scale"]
+    return acc_scale, bias_scale
+
+
+def quant_conv1d_silu_ref(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                          x_head_group_range, x_dim_group_range, conv_state=None, *,
+                          x_scale, wx_scale, bx_scale, B_scale, wB_scale, bB_scale,
+                          C_scale, wC_scale, bC_scale, ngroups, nheads, headdim, d_state):
+    """QuantConv1dSiLU of docs/ops.md. Returns (x, B, C, conv_state_out), all int8."""
+    scalars = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale,
+                   wB_scale=wB_scale, bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale,
+                   bC_scale=bC_scale)
+    check_scales("QuantConv1dSiLU", **scalars)
+    d_ssm, gn = nheads * headdim, ngroups * d_state
+    conv_dim = d_ssm + 2 * gn
+    check_tensor("QuantConv1dSiLU", "xBC", xBC, torch.int8, (None, None, conv_dim))
+    bt, L, _ = xBC.shape
+    check_tensor("QuantConv1dSiLU", "weight", weight, torch.int8, (conv_dim, None))
+    K = weight.shape[1]
+    check_tensor("QuantConv1dSiLU", "bias", bias, torch.int8, (conv_dim,))
+    check_group_ranges("QuantConv1dSiLU", x_out_scales, B_out_scales, C_out_scales,
+                       x_head_group_range, x_dim_group_range, ngroups, nheads, headdim)
+    dev = xBC.device
+    if conv_state is None:
+        conv_state = torch.zeros(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)
+    check_tensor("QuantConv1dSiLU", "conv_state", conv_state, torch.int8, (bt, K - 1, conv_dim))
+
+    u = torch.cat([conv_state, xBC], dim=1).to(torch.int32)          # [bt, K-1+L, conv_dim]
+    acc = torch.zeros(bt, L, conv_dim, dtype=torch.int32, device=dev)
+    for w in range(K):
+        acc += weight[:, w].to(torch.int32) * u[:, w:w + L]
+    acc_scale, bias_scale = _conv_segment_scales(conv_dim, d_ssm, gn, **scalars)
+    v = acc.float() * acc_scale.to(dev) + bias.float() * bias_scale.to(dev)
+    v = v * torch.sigmoid(v)
+
+    s_out = torch.cat([
+        x_channel_scales(x_out_scales, x_head_group_range, x_dim_group_range, nheads, headdim),
+        B_out_scales.float().repeat_interleave(d_state),
+        C_out_scales.float().repeat_interleave(d_state),
+    ]).to(dev)
+    q = quantize(v, s_out)
+    state_out = u[:, L:].to(torch.int8).contiguous() if K > 1 else conv_state
+    return (q[..., :d_ssm].contiguous(), q[..., d_ssm:d_ssm + gn].contiguous(),
+            q[..., d_ssm + gn:].contiguous(), state_out)
+
+
+def _ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+                x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
+                dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state):
+    """Validates QuantSSD's inputs and dequantizes them (docs/ops.md, QuantSSD, Computation)."""
+    op = "QuantSSD"
+    check_scales(op, dt_scale=dt_scale)
+    if not (dt_min >= 0 and dt_max > dt_min) or math.isnan(dt_max):
+        raise ValueError(f"{op}: need 0 <= dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    h, p, n, g = nheads, headdim, d_state, ngroups
+    check_tensor(op, "x", x, torch.int8, (None, None, h * p))
+    bt, L, _ = x.shape
+    check_tensor(op, "dt", dt, torch.int8, (bt, L, h))
+    check_tensor(op, "B", B, torch.int8, (bt, L, g * n))
+    check_tensor(op, "C", C, torch.int8, (bt, L, g * n))
+    for name, t in (("A_log", A_log), ("D", D), ("dt_bias", dt_bias)):
+        check_tensor(op, name, t, torch.float32, (h,), finite=True)
+    check_group_ranges(op, x_out_scales, B_out_scales, C_out_scales,
+                       x_head_group_range, x_dim_group_range, ngroups, nheads, headdim)
+    nhg, ndg = x_out_scales.shape[1], x_out_scales.shape[2]
+    check_tensor(op, "ssm_state_scale", ssm_state_scale, torch.float32, (g, nhg, ndg, n),
+                 finite=True, positive=True)
+    dev = x.device
+    hpg = h // g
+    xs = x_channel_scales(x_out_scales, x_head_group_range, x_dim_group_range, h, p).to(dev)
+    xh = (x.float() * xs).view(bt, L, h, p)
+    Bh = (B.float().view(bt, L, g, n) * B_out_scales.float().view(g, 1)).repeat_interleave(hpg, dim=2)
+    Ch = (C.float().view(bt, L, g, n) * C_out_scales.float().view(g, 1)).repeat_interleave(hpg, dim=2)
+    v = dt.float() * dt_scale + dt_bias.float()
+    dtv = torch.where(v > 20.0, v, torch.log1p(torch.exp(v))).clamp(dt_min, dt_max)  # [bt, L, h]
+    A = -torch.exp(A_log.float())
+    sscale = state_scales(ssm_state_scale, x_head_group_range, x_dim_group_range, h, p).to(dev)
+    if ssm_state is None:
+        S0 = torch.zeros(bt, h, p, n, dtype=torch.float32, device=dev)
+    else:
+        check_tensor(op, "ssm_state", ssm_state, torch.int8, (bt, h, p, n))
+        S0 = ssm_state.float() * sscale
+    return xh, Bh, Ch, dtv, A, D.float(), S0, sscale
+
+
+def _out_dtype(out_dtype):
+    if out_dtype in (torch.float32, 1):
+        return torch.float32
+    if out_dtype in (torch.float16, 10):
+        return torch.float16
+    raise ValueError(f"QuantSSD: out_dtype must be 1 (float32) or 10 (float16), got {out_dtype!r}")
+
+
+def quant_ssd_ref(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+                  x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state=None, *,
+                  dt_scale, dt_min=0.0, dt_max=math.inf, ngroups, nheads, headdim, d_state,
+                  out_dtype=torch.float32, chunk_size=None):
+    """QuantSSD of docs/ops.md, one step per token in fp32. Returns (y, ssm_state_out int8).
+
+    ``chunk_size`` is accepted (and ignored) so that the reference and the chunked form share
+    one signature.
+    """
+    ydt = _out_dtype(out_dtype)
+    xh, Bh, Ch, dtv, A, Dv, S, sscale = _ssd_inputs(
+        x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+        x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
+        dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state)
+    bt, L, h, p = xh.shape
+    ys = []
+    for t in range(L):
+        dA = torch.exp(dtv[:, t] * A)                                             # [bt, h]
+        dBx = (dtv[:, t, :, None] * xh[:, t])[..., None] * Bh[:, t, :, None, :]   # [bt, h, p, n]
+        S = dA[:, :, None, None] * S + dBx
+        y = (S * Ch[:, t, :, None, :]).sum(-1) + Dv[:, None] * xh[:, t]           # [bt, h, p]
+        ys.append(y)
+    y = torch.stack(ys, dim=1).reshape(bt, L, h * p) if L else xh.new_zeros(bt, 0, h * p)
+    return y.to(ydt), quantize(S, sscale)
+
+
+def _segsum(a: torch.Tensor) -> torch.Tensor:
+    """exp-able segment sums: out[..., i, j] = sum_{k=j+1..i} a[..., k] for j <= i, -inf above."""
+    T = a.shape[-1]
+    cs = torch.cumsum(a, dim=-1)
+    out = cs[..., :, None] - cs[..., None, :]
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device))
+    return out.masked_fill(~mask, -math.inf)
+
+
+def quant_ssd_chunked(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+                      x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state=None, *,
+                      dt_scale, dt_min=0.0, dt_max=math.inf, ngroups, nheads, headdim, d_state,
+                      out_dtype=torch.float32, chunk_size=128):
+    """QuantSSD in the chunked (SSD) form: quadratic inside a chunk, recurrent between chunks.
+
+    Same result as ``quant_ssd_ref`` up to fp32 summation order.
+    """
+    ydt = _out_dtype(out_dtype)
+    xh, Bh, Ch, dtv, A, Dv, S, sscale = _ssd_inputs(
+        x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+        x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
+        dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state)
+    bt, L, h, p = xh.shape
+    if chunk_size < 1:
+        raise ValueError(f"QuantSSD: chunk_size must be >= 1, got {chunk_size}")
+    ys = []
+    for c0 in range(0, L, chunk_size):
+        sl = slice(c0, min(L, c0 + chunk_size))
+        a = (dtv[:, sl] * A).permute(0, 2, 1)                     # [bt, h, T]
+        xc, Bc, Cc = xh[:, sl], Bh[:, sl], Ch[:, sl]              # [bt, T, h, *]
+        dtc = dtv[:, sl]                                          # [bt, T, h]
+        a_cum = torch.cumsum(a, dim=-1)                           # [bt, h, T]
+        decay = torch.exp(_segsum(a))                             # [bt, h, T, T]
+        # y_intra[t] = sum_{s<=t} (C_t . B_s) decay[t, s] dt_s x_s
+        cb = torch.einsum("bthn,bshn->bhts", Cc, Bc) * decay
+        y = torch.einsum("bhts,bsh,bshp->bthp", cb, dtc, xc)
+        # y from the state entering the chunk: C_t . (exp(a_cum[t]) S)
+        y = y + torch.einsum("bthn,bhpn,bht->bthp", Cc, S, torch.exp(a_cum))
+        y = y + Dv[None, None, :, None] * xc
+        ys.append(y)
+        # state leaving the chunk
+        to_end = torch.exp(a_cum[..., -1:] - a_cum)              # [bt, h, T]
+        S = S * torch.exp(a_cum[..., -1])[..., None, None] + torch.einsum(
+            "bht,bth,bthp,bthn->bhpn", to_end, dtc, xc, Bc)
+    y = torch.cat(ys, dim=1).reshape(bt, L, h * p) if L else xh.new_zeros(bt, 0, h * p)
+    return y.to(ydt), quantize(S, sscale)

@@ -1,0 +1,1 @@
+"""Running exported models: ONNX Runtime reference, TensorRT engines, generation."""

@@ -1,0 +1,108 @@
+// qmamba CUDA kernels: a C ABI with no TensorRT dependency.
+//
+// Every launcher validates its arguments first and returns QMAMBA_ERR_* with a readable message
+// (qmamba_last_error()) instead of launching; on success the work is queued on `stream` and
+// QMAMBA_OK is returned (launch errors are reported as QMAMBA_ERR_CUDA). The math is defined by
+// docs/ops.md; tensor layouts are those of the tables there, all contiguous, row-major.
+#ifndef QMAMBA_KERNELS_H
+#define QMAMBA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st* qmamba_stream_t;  // the same type as cudaStream_t
+
+enum qmamba_status {
+  QMAMBA_OK = 0,
+  QMAMBA_ERR_NULL_POINTER = 1,
+  QMAMBA_ERR_BAD_SIZE = 2,      // a size outside what the kernel supports
+  QMAMBA_ERR_BAD_VALUE = 3,     // a scalar attribute out of range (non-finite or non-positive scale ...)
+  QMAMBA_ERR_CUDA = 4,          // the launch itself failed
+  QMAMBA_ERR_WORKSPACE = 5      // workspace missing or too small
+};
+
+// Message of the last error raised on the calling thread ("" if none).
+const char* qmamba_last_error(void);
+
+// Scalar attributes of QuantConv1dSiLU (docs/ops.md, "Attributes").
+typedef struct qmamba_conv_params {
+  float x_scale, wx_scale, bx_scale;
+  float B_scale, wB_scale, bB_scale;
+  float C_scale, wC_scale, bC_scale;
+  int32_t ngroups, nheads, headdim, d_state;
+  int32_t d_conv;            // K, 2..4
+  int32_t n_head_groups;     // nhg (shape of x_out_scales)
+  int32_t n_dim_groups;      // ndg
+} qmamba_conv_params;
+
+// Device tensors of QuantConv1dSiLU; conv_state may be NULL (zeros). Outputs x, B, C and
+// conv_state_out must not alias the inputs.
+typedef struct qmamba_conv_tensors {
+  const int8_t* xBC;                 // [batch, seqlen, conv_dim]
+  const int8_t* weight;              // [conv_dim, K]
+  const int8_t* bias;                // [conv_dim]
+  const float* x_out_scales;         // [g, nhg, ndg]
+  const float* B_out_scales;         // [g]
+  const float* C_out_scales;         // [g]
+  const int32_t* x_head_group_range; // [g, nhg]
+  const int32_t* x_dim_group_range;  // [g, nhg, ndg]
+  const int8_t* conv_state;          // [batch, K-1, conv_dim] or NULL
+  int8_t* x;                         // [batch, seqlen, d_ssm]
+  int8_t* B;                         // [batch, seqlen, g*n]
+  int8_t* C;                         // [batch, seqlen, g*n]
+  int8_t* conv_state_out;            // [batch, K-1, conv_dim]
+} qmamba_conv_tensors;
+
+// Whole sequence (any seqlen >= 1).
+int qmamba_quant_conv1d_silu_prefill(const qmamba_conv_params* params, const qmamba_conv_tensors* t,
+                                     int64_t batch, int64_t seqlen, qmamba_stream_t stream);
+// One token per batch row (seqlen == 1); conv_state may equal conv_state_out (in place).
+int qmamba_quant_conv1d_silu_decode(const qmamba_conv_params* params, const qmamba_conv_tensors* t,
+                                    int64_t batch, qmamba_stream_t stream);
+
+// Scalar attributes of QuantSSD.
+typedef struct qmamba_ssd_params {
+  float dt_scale, dt_min, dt_max;
+  int32_t ngroups, nheads, headdim, d_state;
+  int32_t n_head_groups, n_dim_groups;
+  int32_t out_fp16;          // 0: y is float32, 1: y is float16
+  int32_t chunk_size;        // prefill chunk length (tuning); 0 picks the default
+} qmamba_ssd_params;
+
+typedef struct qmamba_ssd_tensors {
+  const int8_t* x;                   // [batch, seqlen, h*p]
+  const int8_t* dt;                  // [batch, seqlen, h]
+  const int8_t* B;                   // [batch, seqlen, g*n]
+  const int8_t* C;                   // [batch, seqlen, g*n]
+  const float* A_log;                // [h]
+  const float* D;                    // [h]
+  const float* dt_bias;              // [h]
+  const float* x_out_scales;         // [g, nhg, ndg]
+  const float* B_out_scales;         // [g]
+  const float* C_out_scales;         // [g]
+  const int32_t* x_head_group_range; // [g, nhg]
+  const int32_t* x_dim_group_range;  // [g, nhg, ndg]
+  const float* ssm_state_scale;      // [g, nhg, ndg, n]
+  const int8_t* ssm_state;           // [batch, h, p, n] or NULL
+  void* y;                           // [batch, seqlen, h*p], float or half per out_fp16
+  int8_t* ssm_state_out;             // [batch, h, p, n]
+} qmamba_ssd_tensors;
+
+// Bytes of device workspace the prefill needs for these sizes (0 is a valid answer).
+size_t qmamba_quant_ssd_prefill_workspace(const qmamba_ssd_params* params, int64_t batch, int64_t seqlen);
+int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const qmamba_ssd_tensors* t,
+                             int64_t batch, int64_t seqlen, void* workspace, size_t workspace_bytes,
+                             qmamba_stream_t stream);
+// One token per batch row; ssm_state may equal ssm_state_out (in place).
+int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qmamba_ssd_tensors* t,
+                            int64_t batch, qmamba_stream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // QMAMBA_KERNELS_H
