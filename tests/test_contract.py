@@ -1,0 +1,71 @@
+"""docs/ops.md is the one contract: the torch reference, the ONNX schemas, the TensorRT plugin
+creators and the README must all say the same thing about each op."""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from qmamba.export import ops
+
+ROOT = Path(__file__).resolve().parents[1]
+OP_NAMES = ("QuantConv1dSiLU", "QuantSSD")
+
+
+def _table_rows(section: str, heading: str) -> list[list[str]]:
+    m = re.search(rf"### {heading}\n\n(\|.*?\n)\n", section + "\n\n", re.S)
+    assert m, f"docs/ops.md: no '### {heading}' table"
+    lines = [ln for ln in m.group(1).strip().splitlines()[2:]]
+    return [[c.strip().strip("`") for c in ln.strip("|").split("|")] for ln in lines]
+
+
+def contract() -> dict:
+    """{op: {"inputs": [(name, dtype)], "outputs": [(name, dtype)], "attributes": {name: (type, default)}}}"""
+    text = (ROOT / "docs" / "ops.md").read_text()
+    out = {}
+    for op in OP_NAMES:
+        m = re.search(rf"\n## {op}\n(.*?)(?=\n## |\Z)", text, re.S)
+        assert m, f"docs/ops.md: no section for {op}"
+        sec = m.group(1)
+        out[op] = {
+            "inputs": [(r[1], r[2]) for r in _table_rows(sec, "Inputs")],
+            "outputs": [(r[1], r[2]) for r in _table_rows(sec, "Outputs")],
+            "attributes": {r[0]: (r[1], r[2]) for r in _table_rows(sec, "Attributes")},
+        }
+    return out
+
+
+CONTRACT = contract()
+
+
+def test_contract_parses():
+    assert [n for n, _ in CONTRACT["QuantConv1dSiLU"]["inputs"]][:3] == ["xBC", "weight", "bias"]
+    assert CONTRACT["QuantSSD"]["attributes"]["out_dtype"] == ("int", "1")
+
+
+def _default(value: str):
+    if value == "required":
+        return inspect.Parameter.empty
+    return math.inf if value == "inf" else float(value)
+
+
+@pytest.mark.parametrize("op,fns", [("QuantConv1dSiLU", [ops.quant_conv1d_silu_ref]),
+                                    ("QuantSSD", [ops.quant_ssd_ref, ops.quant_ssd_chunked])])
+def test_torch_reference_matches_contract(op, fns):
+    spec = CONTRACT[op]
+    for fn in fns:
+        params = inspect.signature(fn).parameters.values()
+        positional = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
+        keyword = {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY}
+        assert positional == [n for n, _ in spec["inputs"]], fn.__name__
+        assert set(keyword) == set(spec["attributes"]), fn.__name__
+        for name, (_, default) in spec["attributes"].items():
+            got = keyword[name]
+            if name == "out_dtype":  # torch dtype standing for the ONNX code of the table
+                got = {"torch.float32": 1.0, "torch.float16": 10.0}[str(got)]
+            if name == "chunk_size" and fn is ops.quant_ssd_ref:
+                continue  # accepted for a shared signature, ignored by the sequential reference
+            assert got == _default(default), (fn.__name__, name, got, default)
