@@ -69,3 +69,25 @@ def test_torch_reference_matches_contract(op, fns):
             if name == "chunk_size" and fn is ops.quant_ssd_ref:
                 continue  # accepted for a shared signature, ignored by the sequential reference
             assert got == _default(default), (fn.__name__, name, got, default)
+
+
+def _num(v):
+    return math.inf if v == "inf" else float(v)
+
+
+@pytest.mark.parametrize("op", OP_NAMES)
+def test_onnx_spec_matches_contract(op):
+    from qmamba.export.onnx_ops import OPS
+
+    spec, doc = OPS[op], CONTRACT[op]
+    assert [(t.name, t.dtype) for t in spec.inputs] == doc["inputs"]
+    dtype_of = {"float32 or float16": "float32 or float16"}
+    assert [(t.name, dtype_of.get(t.dtype, t.dtype)) for t in spec.outputs] == doc["outputs"]
+    assert set(spec.attributes) == set(doc["attributes"])
+    for name, (typ, default) in doc["attributes"].items():
+        a = spec.attributes[name]
+        assert a.type == typ, name
+        if default == "required":
+            assert a.default is None, name
+        else:
+            assert a.default is not None and float(a.default) == _num(default), name
