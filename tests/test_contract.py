@@ -91,3 +91,11 @@ def test_onnx_spec_matches_contract(op):
             assert a.default is None, name
         else:
             assert a.default is not None and float(a.default) == _num(default), name
+
+
+def test_readme_lists_each_ops_attributes():
+    readme = (ROOT / "README.md").read_text()
+    for op in OP_NAMES:
+        row = re.search(rf"^\| {op} \| (.*) \|$", readme, re.M)
+        assert row, f"README has no attribute row for {op}"
+        assert [a.strip() for a in row.group(1).split(",")] == list(CONTRACT[op]["attributes"])
