@@ -203,10 +203,22 @@ def quant_ssd_chunked(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales
         x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
         x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
         dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state)
-    bt, L, h, p = xh.shape
     if chunk_size < 1:
         raise ValueError(f"QuantSSD: chunk_size must be >= 1, got {chunk_size}")
-    ys = []
+    y, S, _ = ssd_chunked_fp32(xh, dtv, A, Bh, Ch, Dv, S, chunk_size)
+    return y.to(ydt), quantize(S, sscale)
+
+
+def ssd_chunked_fp32(xh, dtv, A, Bh, Ch, Dv, S, chunk_size):
+    """The fp32 chunked SSD scan shared by ``quant_ssd_chunked`` and calibration.
+
+    ``xh [bt, L, h, p]``, ``dtv [bt, L, h]`` (after softplus and clamp), ``A [h]`` (negative),
+    ``Bh, Ch [bt, L, h, n]`` (already repeated per head), ``Dv [h]``, ``S [bt, h, p, n]`` the state
+    entering the sequence. Returns ``(y [bt, L, h*p], final state, states)``, ``states`` listing
+    the state after every chunk (the last one is the final state).
+    """
+    bt, L, h, p = xh.shape
+    ys, states = [], []
     for c0 in range(0, L, chunk_size):
         sl = slice(c0, min(L, c0 + chunk_size))
         a = (dtv[:, sl] * A).permute(0, 2, 1)                     # [bt, h, T]
@@ -225,5 +237,6 @@ def quant_ssd_chunked(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales
         to_end = torch.exp(a_cum[..., -1:] - a_cum)              # [bt, h, T]
         S = S * torch.exp(a_cum[..., -1])[..., None, None] + torch.einsum(
             "bht,bth,bthp,bthn->bhpn", to_end, dtc, xc, Bc)
+        states.append(S)
     y = torch.cat(ys, dim=1).reshape(bt, L, h * p) if L else xh.new_zeros(bt, 0, h * p)
-    return y.to(ydt), quantize(S, sscale)
+    return y, S, states
