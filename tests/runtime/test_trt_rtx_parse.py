@@ -1,0 +1,36 @@
+"""TensorRT-RTX (CPU only) parses qmamba's ONNX graphs with the function bodies and builds a plan."""
+from __future__ import annotations
+
+import importlib.util
+
+import onnx
+import pytest
+
+from qmamba.export import onnx_ops
+from qmamba.export.op_cases import LAYER_SHAPES, conv_case, ssd_case
+from qmamba.runtime.trt_rtx import parse_and_build
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt_rtx_bindings") is None,
+    reason="TensorRT-RTX (tensorrt-rtx-cu13) is not installed")]
+
+
+@pytest.mark.parametrize("op", list(onnx_ops.OPS))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_single_op_graph_builds(tmp_path, op, with_state):
+    case = conv_case if op == "QuantConv1dSiLU" else ssd_case
+    acts, params, attrs = case(LAYER_SHAPES["8b-narrow"], 1, 5, with_state)
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(onnx_ops.single_op_model(op, with_state, acts, params, attrs), path)
+    report = parse_and_build(path)
+    assert set(report.inputs) == set(acts)
+    assert report.plan_bytes > 0
+
+
+def test_function_free_graph_is_refused_without_plugin(tmp_path):
+    """Without the body (and with no plugin registered) the parser must fail, naming the op."""
+    acts, params, attrs = ssd_case(LAYER_SHAPES["8b-narrow"], 1, 5, False)
+    path = tmp_path / "ssd.onnx"
+    onnx.save(onnx_ops.single_op_model("QuantSSD", False, acts, params, attrs, functions=False), path)
+    with pytest.raises(RuntimeError, match="QuantSSD"):
+        parse_and_build(path)
