@@ -11,8 +11,8 @@ The first ``num_samples`` consecutive windows of ``seq_len`` tokens are the cali
    (``float_mixer.trace_mixer``) and record each x channel's conv+SiLU absmax; ``grouping`` clusters
    heads and cuts dim groups, and the float weights are reordered so that groups are contiguous.
 2. Scale pass on the reordered model: the observers (``observers``) see the mixer input, the in_proj
-   segments z/x/B/C/dt, conv+SiLU x (per group), B and C (per SSD group), the SSM state at every
-   64-token chunk end and at the end (always min-max), the out_proj input (after the Hadamard
+   segments z/x/B/C/dt, conv+SiLU x (per group), B and C (per SSD group), the SSM state after every
+   token (always min-max), the out_proj input (after the Hadamard
    rotation when ``hadamard``) and the lm_head input. Every scale is ``range / 127``.
 3. Weights: int8 with one scale per output row (in_proj, out_proj with the rotation folded in,
    embedding, lm_head); conv weight and bias with one scale per segment x/B/C (the op's attributes).
@@ -40,7 +40,6 @@ from .quant_modules import (ZERO_RANGE_SCALE, QuantEmbedding, QuantLinear, quant
                             scalar_buffer)
 from .validate import QMambaInputError
 
-STATE_CHUNK = 64  # the SSM state is observed every STATE_CHUNK tokens and at the end
 ACTIVATIONS = ("u", "z_in", "x_in", "B_in", "C_in", "dt_in", "x", "B", "C", "out_in")
 
 
@@ -70,7 +69,7 @@ def _run_pass(model, windows, batch_size, on_mixer, on_final, desc, progress):
     hooks = []
     for i, layer in enumerate(model.backbone.layers):
         def pre_hook(module, args, i=i):
-            on_mixer(i, trace_mixer(module, args[0], STATE_CHUNK))
+            on_mixer(i, trace_mixer(module, args[0]))
         hooks.append(layer.mixer.register_forward_pre_hook(pre_hook))
     if on_final is not None:
         hooks.append(model.backbone.norm_f.register_forward_hook(lambda m, a, out: on_final(out)))
@@ -114,8 +113,7 @@ class LayerObservers:
             self.act[name].update(getattr(t, name))
         g = t.gated if self.rotation is None else t.gated @ self.rotation
         self.act["out_in"].update(g)
-        for s in t.states:
-            self.state.update(s)
+        self.state.update(t.state_absmax)
 
     def x_out_scales(self, lay: GroupLayout, g, hpg, p, per_tensor) -> torch.Tensor:
         obs = self.act["x"]

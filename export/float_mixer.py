@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .ops import ssd_chunked_fp32
+from .ops import _segsum, ssd_chunked_fp32
 from .validate import QMambaInputError
 
 
@@ -27,7 +27,7 @@ class MixerTrace:
     x: torch.Tensor          # conv + SiLU outputs
     B: torch.Tensor
     C: torch.Tensor
-    states: list             # SSM state [B, h, p, n] after every chunk (last = final state)
+    state_absmax: torch.Tensor  # [h, p, n]: max |SSM state| over the batch and every token
     y: torch.Tensor          # SSD output [B, L, d_ssm]
     gated: torch.Tensor      # gated norm output (out_proj input before any rotation)
     out: torch.Tensor        # mixer output
@@ -53,12 +53,31 @@ def dt_limits(m) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-@torch.no_grad()
-def trace_mixer(m, u: torch.Tensor, state_chunk: int = 64) -> MixerTrace:
-    """Runs mixer ``m`` on ``u [B, L, d_model]`` in fp32 from zero states, keeping intermediates.
+def state_absmax_all_tokens(x, dt, A, Bh, chunk: int = 16) -> torch.Tensor:
+    """max over batch and time of |S_t| (``[h, p, n]``), S_t the fp32 SSM state after token t.
 
-    ``state_chunk`` sets where the SSM state is sampled (every ``state_chunk`` tokens and at the end).
+    Decode quantizes the state after every token, so its scale must cover every S_t, not only
+    the states at chunk ends (a peak between them would saturate). Inside a chunk of T tokens,
+    ``S_t = exp(a_cum[t]) S_in + sum_{s<=t} exp(a_cum[t] - a_cum[s]) dt_s x_s B_s^T``.
     """
+    bt, L, h, p = x.shape
+    S = x.new_zeros(bt, h, p, Bh.shape[-1])
+    amax = torch.zeros_like(S[0])
+    for c0 in range(0, L, chunk):
+        sl = slice(c0, min(L, c0 + chunk))
+        a = (dt[:, sl] * A).permute(0, 2, 1)                          # [bt, h, T]
+        a_cum = torch.cumsum(a, dim=-1)
+        decay = torch.exp(_segsum(a))                                 # [bt, h, T, T]
+        St = torch.einsum("bhts,bsh,bshp,bshn->bthpn", decay, dt[:, sl], x[:, sl], Bh[:, sl])
+        St = St + torch.exp(a_cum).permute(0, 2, 1)[..., None, None] * S[:, None]
+        amax = torch.maximum(amax, St.abs().amax(dim=(0, 1)))
+        S = St[:, -1]
+    return amax
+
+
+@torch.no_grad()
+def trace_mixer(m, u: torch.Tensor) -> MixerTrace:
+    """Runs mixer ``m`` on ``u [B, L, d_model]`` in fp32 from zero states, keeping intermediates."""
     d = mixer_dims(m)
     h, p, g, n, d_ssm = d["nheads"], d["headdim"], d["ngroups"], d["d_state"], d["d_ssm"]
     u = u.float()
@@ -76,10 +95,10 @@ def trace_mixer(m, u: torch.Tensor, state_chunk: int = 64) -> MixerTrace:
     Bh = B.reshape(bt, L, g, n).repeat_interleave(h // g, dim=2)
     Ch = C.reshape(bt, L, g, n).repeat_interleave(h // g, dim=2)
     S0 = u.new_zeros(bt, h, p, n)
-    y, _, states = ssd_chunked_fp32(x.reshape(bt, L, h, p), dt, A, Bh, Ch, m.D.float(), S0,
-                                    state_chunk)
+    xh = x.reshape(bt, L, h, p)
+    y, _, _ = ssd_chunked_fp32(xh, dt, A, Bh, Ch, m.D.float(), S0, m.chunk_size)
     gated = m.norm(y, z)
     out = gated.float() @ m.out_proj.weight.float().t()
     x_in, B_in, C_in = torch.split(xBC, [d_ssm, g * n, g * n], dim=-1)
     return MixerTrace(u=u, z_in=z, x_in=x_in, B_in=B_in, C_in=C_in, dt_in=dt_in, x=x, B=B, C=C,
-                      states=states, y=y, gated=gated.float(), out=out)
+                      state_absmax=state_absmax_all_tokens(xh, dt, A, Bh), y=y, gated=gated.float(), out=out)

@@ -62,12 +62,12 @@ def percentile_of_abs(vals: torch.Tensor, alpha: float) -> float:
 
 
 class StateObserver:
-    """Element-wise absmax of the SSM state ``[B, h, p, n]`` (always min-max: a clipped state
-    keeps its error through every later step, so the state is never clipped on purpose)."""
+    """Element-wise absmax ``[h, p, n]`` of the SSM state (always min-max: a clipped state keeps
+    its error through every later step, so the state is never clipped on purpose)."""
 
     def __init__(self):
         self.absmax: torch.Tensor | None = None
 
-    def update(self, s: torch.Tensor) -> None:
-        m = s.detach().float().abs().amax(dim=0).cpu()
+    def update(self, state_absmax: torch.Tensor) -> None:
+        m = state_absmax.detach().float().cpu()
         self.absmax = m if self.absmax is None else torch.maximum(self.absmax, m)
