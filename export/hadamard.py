@@ -1,12 +1,21 @@
 """Orthogonal Hadamard rotations for the out_proj input (Quamba2 rotates it to spread outliers).
 
-Sizes: ``2^k``, ``12 * 2^k`` and ``20 * 2^k`` (which covers Quamba2's ``40 * 2^k``). Orders 12 and 20
-come from Paley's first construction (q = 11 and q = 19, both prime and = 3 mod 4); larger orders
-are Kronecker products with Sylvester's ``[[1, 1], [1, -1]]`` doubling. ``scipy.linalg.hadamard``
-only builds powers of two, hence this module.
+Sizes: ``2^k``, ``12 * 2^k``, ``40 * 2^k`` (and 20), the sizes Quamba2's kernels (Dao-AILab's
+fast-hadamard-transform) handle. The matrices are built here from their textbook definitions, in
+the conventions those kernels use, so that released Quamba2 checkpoints (whose out_proj weights
+have the rotation folded in) compute correctly:
 
-The rotation used by the model is ``R = H / sqrt(n)`` (orthogonal): the rotated activation is
-``y @ R`` and the folded out_proj weight is ``W @ R``, so that ``(y @ R) @ (W @ R).T == y @ W.T``.
+- order 12: Paley construction II with q = 5: ``kron(C, [[1, 1], [1, -1]]) + kron(I, [[1, -1], [-1, -1]])``
+  with ``C = [[0, 1^T], [1, Q]]``, ``Q[i, j] = chi(j - i)`` (the Jacobsthal matrix);
+- order 20: Paley construction I with q = 19, as ``I + [[0, -1^T], [1, Q^T]]``;
+- order 40: ``kron([[1, 1], [1, -1]], H_20)``;
+- size ``b * 2^k``: ``kron(H_b, S_k)`` with ``S_k`` Sylvester's matrix of order 2^k (natural order,
+  ``scipy.linalg.hadamard``), i.e. a flat index is ``i_b * 2^k + i_s``.
+
+``hadamard_matrix(n)`` is the matrix H those kernels multiply a vector by (``out = H x``). The
+rotation of the model is ``R = H.T / sqrt(n)`` (orthogonal), applied to row vectors: the rotated
+activation is ``y @ R`` (== ``H y / sqrt(n)``) and the folded out_proj weight is ``W @ R``, so that
+``(y @ R) @ (W @ R).T == y @ W.T``.
 """
 from __future__ import annotations
 
@@ -14,38 +23,60 @@ import functools
 
 import torch
 
-_PALEY_PRIMES = {12: 11, 20: 19}
+_TWO = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
 
 
-def _legendre(a: int, q: int) -> int:
-    """Legendre symbol (a / q) for a prime q: 0, 1 or -1."""
+def _chi(a: int, q: int) -> int:
+    """Quadratic character (Legendre symbol) of a mod the prime q: 0, 1 or -1."""
     a %= q
     if a == 0:
         return 0
     return 1 if pow(a, (q - 1) // 2, q) == 1 else -1
 
 
-def paley_hadamard(order: int) -> torch.Tensor:
-    """Hadamard matrix of order 12 or 20 (Paley I: ``I + [[0, 1^T], [-1, Q]]``, Q the Jacobsthal matrix)."""
-    if order not in _PALEY_PRIMES:
-        raise ValueError(f"hadamard: Paley orders built here are 12 and 20, got {order}")
-    q = _PALEY_PRIMES[order]
-    Q = torch.tensor([[_legendre(j - i, q) for j in range(q)] for i in range(q)], dtype=torch.float64)
+def _jacobsthal(q: int) -> torch.Tensor:
+    return torch.tensor([[_chi(j - i, q) for j in range(q)] for i in range(q)], dtype=torch.float64)
+
+
+def paley2_12() -> torch.Tensor:
+    """Order 12 by Paley's construction II (q = 5)."""
+    q = 5
+    C = torch.zeros(q + 1, q + 1, dtype=torch.float64)
+    C[0, 1:] = 1.0
+    C[1:, 0] = 1.0
+    C[1:, 1:] = _jacobsthal(q)
+    A = torch.tensor([[1.0, -1.0], [-1.0, -1.0]], dtype=torch.float64)
+    return torch.kron(C, _TWO) + torch.kron(torch.eye(q + 1, dtype=torch.float64), A)
+
+
+def paley1_20() -> torch.Tensor:
+    """Order 20 by Paley's construction I (q = 19), in the transposed form ``I + [[0, -1^T], [1, Q^T]]``."""
+    q = 19
     S = torch.zeros(q + 1, q + 1, dtype=torch.float64)
-    S[0, 1:] = 1.0
-    S[1:, 0] = -1.0
-    S[1:, 1:] = Q
+    S[0, 1:] = -1.0
+    S[1:, 0] = 1.0
+    S[1:, 1:] = _jacobsthal(q).t()
     return torch.eye(q + 1, dtype=torch.float64) + S
 
 
+def _base_matrix(base: int) -> torch.Tensor:
+    if base == 12:
+        return paley2_12()
+    if base == 20:
+        return paley1_20()
+    if base == 40:
+        return torch.kron(_TWO, paley1_20())
+    return torch.ones(1, 1, dtype=torch.float64)
+
+
 def hadamard_base(n: int) -> tuple[int, int]:
-    """(base order 1, 12 or 20, power of two k) with n = base * 2^k; ValueError for other sizes."""
-    for base in (1, 12, 20):
+    """(base order 1, 12, 40 or 20, k) with n = base * 2^k, in Quamba2's order of preference."""
+    for base in (12, 40, 1, 20):
         if n >= base and n % base == 0:
             m = n // base
             if m & (m - 1) == 0:
                 return base, m.bit_length() - 1
-    raise ValueError(f"hadamard: size {n} is not 2^k, 12*2^k, 20*2^k or 40*2^k")
+    raise ValueError(f"hadamard: size {n} is not 2^k, 12*2^k, 40*2^k or 20")
 
 
 def is_supported_size(n: int) -> bool:
@@ -59,11 +90,10 @@ def is_supported_size(n: int) -> bool:
 @functools.lru_cache(maxsize=16)
 def _hadamard(n: int) -> torch.Tensor:
     base, k = hadamard_base(n)
-    H = paley_hadamard(base) if base > 1 else torch.ones(1, 1, dtype=torch.float64)
-    two = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    S = torch.ones(1, 1, dtype=torch.float64)
     for _ in range(k):
-        H = torch.kron(two, H)
-    return H
+        S = torch.kron(_TWO, S)                     # Sylvester doubling, natural order
+    return torch.kron(_base_matrix(base), S)
 
 
 def hadamard_matrix(n: int) -> torch.Tensor:
@@ -72,5 +102,5 @@ def hadamard_matrix(n: int) -> torch.Tensor:
 
 
 def rotation_matrix(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """R = H / sqrt(n), orthogonal: the rotation applied to the out_proj input (``y @ R``)."""
-    return (_hadamard(n) / n ** 0.5).to(dtype)
+    """R = H.T / sqrt(n), orthogonal: the rotation applied to the out_proj input (``y @ R``)."""
+    return (_hadamard(n).t() / n ** 0.5).to(dtype)
