@@ -1,0 +1,132 @@
+// ONNX -> TensorRT engine, with the qmamba plugins and one optimization profile over batch and sequence.
+#include "engineBuilder.h"
+
+#include "runnerCommon.h"
+
+#include <NvOnnxParser.h>
+
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+namespace qmr
+{
+namespace
+{
+
+std::string describeProfile(qmr_profile const& p)
+{
+    std::ostringstream os;
+    os << "batch " << p.batch_min << ".." << p.batch_opt << ".." << p.batch_max << ", seq " << p.seq_min << ".."
+       << p.seq_opt << ".." << p.seq_max;
+    return os.str();
+}
+
+void checkProfile(qmr_profile const& p)
+{
+    bool const ok = p.batch_min >= 1 && p.batch_min <= p.batch_opt && p.batch_opt <= p.batch_max && p.seq_min >= 1
+        && p.seq_min <= p.seq_opt && p.seq_opt <= p.seq_max;
+    if (!ok)
+    {
+        throw RunnerError("bad profile (" + describeProfile(p) + "): need 1 <= min <= opt <= max for batch and seq");
+    }
+}
+
+// Dynamic dimension 0 of an input is the batch and dimension 1 the sequence; others must be static.
+nvinfer1::Dims profileDims(nvinfer1::ITensor const& input, qmr_profile const& p, int which)
+{
+    nvinfer1::Dims d = input.getDimensions();
+    int64_t const batch[] = {p.batch_min, p.batch_opt, p.batch_max};
+    int64_t const seq[] = {p.seq_min, p.seq_opt, p.seq_max};
+    for (int32_t i = 0; i < d.nbDims; ++i)
+    {
+        if (d.d[i] >= 0)
+        {
+            continue;
+        }
+        if (i > 1)
+        {
+            throw RunnerError(std::string("input ") + input.getName() + " has a dynamic dimension " + std::to_string(i)
+                + "; only dimension 0 (batch) and 1 (sequence) may be dynamic");
+        }
+        d.d[i] = static_cast<int32_t>(i == 0 ? batch[which] : seq[which]);
+    }
+    return d;
+}
+
+} // namespace
+
+void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, qmr_build_options const& options,
+    std::string const& enginePath)
+{
+    checkProfile(options.profile);
+    std::string const pluginVersion = loadPluginLibrary(pluginLibrary);
+    Logger& logger = Logger::instance();
+    logger.takeErrors();
+    std::unique_ptr<nvinfer1::IBuilder> builder{nvinfer1::createInferBuilder(logger)};
+    if (!builder)
+    {
+        failWithTrtErrors("cannot create a TensorRT builder");
+    }
+#if NV_TENSORRT_MAJOR < 10
+    uint32_t const flags = 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kEXPLICIT_BATCH);
+#else
+    uint32_t const flags = 0;
+#endif
+    std::unique_ptr<nvinfer1::INetworkDefinition> network{builder->createNetworkV2(flags)};
+    std::unique_ptr<nvonnxparser::IParser> parser{nvonnxparser::createParser(*network, logger)};
+    if (!parser->parseFromFile(onnxPath.c_str(), static_cast<int>(nvinfer1::ILogger::Severity::kWARNING)))
+    {
+        std::string errors;
+        for (int32_t i = 0; i < parser->getNbErrors(); ++i)
+        {
+            auto const* e = parser->getError(i);
+            errors += std::string(i ? "; " : "") + "node " + std::to_string(e->node()) + ": " + e->desc();
+        }
+        failWithTrtErrors("cannot parse " + onnxPath + ": " + errors);
+    }
+    std::unique_ptr<nvinfer1::IBuilderConfig> config{builder->createBuilderConfig()};
+    if (options.workspace_bytes > 0)
+    {
+        config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, static_cast<size_t>(options.workspace_bytes));
+    }
+#if NV_TENSORRT_MAJOR < 10
+    // Explicit quantization (Q/DQ) in TensorRT 8 needs INT8 enabled; 10+ takes the types from the network.
+    config->setFlag(nvinfer1::BuilderFlag::kINT8);
+    if (options.fp16)
+    {
+        config->setFlag(nvinfer1::BuilderFlag::kFP16);
+    }
+#endif
+    if (options.no_tactic_libraries)
+    {
+        config->setTacticSources(0);
+    }
+    nvinfer1::IOptimizationProfile* profile = builder->createOptimizationProfile();
+    for (int32_t i = 0; i < network->getNbInputs(); ++i)
+    {
+        nvinfer1::ITensor* in = network->getInput(i);
+        profile->setDimensions(in->getName(), nvinfer1::OptProfileSelector::kMIN, profileDims(*in, options.profile, 0));
+        profile->setDimensions(in->getName(), nvinfer1::OptProfileSelector::kOPT, profileDims(*in, options.profile, 1));
+        profile->setDimensions(in->getName(), nvinfer1::OptProfileSelector::kMAX, profileDims(*in, options.profile, 2));
+    }
+    config->addOptimizationProfile(profile);
+    std::unique_ptr<nvinfer1::IHostMemory> plan{builder->buildSerializedNetwork(*network, *config)};
+    if (!plan || plan->size() == 0)
+    {
+        failWithTrtErrors("TensorRT could not build an engine from " + onnxPath);
+    }
+    std::ofstream out(enginePath, std::ios::binary);
+    out.write(static_cast<char const*>(plan->data()), static_cast<std::streamsize>(plan->size()));
+    if (!out)
+    {
+        throw RunnerError("cannot write " + enginePath);
+    }
+    GpuInfo const gpu = currentGpu();
+    writeMetadata(enginePath + ".json",
+        Metadata{{"onnx", onnxPath}, {"tensorrt", tensorrtVersion()}, {"plugin_library", pluginVersion},
+            {"gpu", gpu.name}, {"compute_capability", std::to_string(gpu.major) + "." + std::to_string(gpu.minor)},
+            {"profile", describeProfile(options.profile)}, {"fp16", options.fp16 ? "1" : "0"}});
+}
+
+} // namespace qmr

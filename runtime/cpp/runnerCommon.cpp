@@ -1,0 +1,248 @@
+#include "runnerCommon.h"
+
+#include <NvInferVersion.h>
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace qmr
+{
+
+void Logger::log(Severity severity, char const* msg) noexcept
+{
+    try
+    {
+        if (severity > Severity::kWARNING)
+        {
+            return;
+        }
+        std::fprintf(stderr, "[TensorRT %s] %s\n", severity <= Severity::kERROR ? "error" : "warning", msg);
+        if (severity <= Severity::kERROR)
+        {
+            std::lock_guard<std::mutex> lock(mMutex);
+            mErrors.emplace_back(msg);
+        }
+    }
+    catch (...)
+    {
+    }
+}
+
+std::string Logger::takeErrors()
+{
+    std::lock_guard<std::mutex> lock(mMutex);
+    std::string out;
+    for (auto const& e : mErrors)
+    {
+        out += (out.empty() ? "" : "; ") + e;
+    }
+    mErrors.clear();
+    return out;
+}
+
+Logger& Logger::instance()
+{
+    static Logger logger;
+    return logger;
+}
+
+void checkCuda(cudaError_t status, char const* what)
+{
+    if (status != cudaSuccess)
+    {
+        throw RunnerError(std::string(what) + ": " + cudaGetErrorString(status));
+    }
+}
+
+void failWithTrtErrors(std::string const& message)
+{
+    std::string const errors = Logger::instance().takeErrors();
+    throw RunnerError(errors.empty() ? message : message + " (TensorRT: " + errors + ")");
+}
+
+std::string loadPluginLibrary(std::string const& path)
+{
+    if (path.empty())
+    {
+        return "";
+    }
+    static std::mutex mutex;
+    static std::map<std::string, std::string> loaded;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = loaded.find(path);
+    if (it != loaded.end())
+    {
+        return it->second;
+    }
+    // Global symbols: the plugin library resolves TensorRT's symbols from the libnvinfer already loaded.
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    if (handle == nullptr)
+    {
+        char const* err = dlerror();
+        throw RunnerError("cannot load plugin library " + path + ": " + (err ? err : "unknown error"));
+    }
+    using VersionFn = char const* (*) ();
+    auto version = reinterpret_cast<VersionFn>(dlsym(handle, "qmamba_plugin_library_version"));
+    if (version == nullptr)
+    {
+        throw RunnerError(path + " is not a qmamba plugin library (no qmamba_plugin_library_version)");
+    }
+    std::string const v = version();
+    std::string const mine = tensorrtVersion();
+    // "...; TensorRT 8.6.0 (V2)": the library must be compiled for the TensorRT this runner uses.
+    std::string const major = mine.substr(0, mine.find('.'));
+    if (v.find(major + ".") == std::string::npos)
+    {
+        throw RunnerError("plugin library " + path + " (" + v + ") was compiled for another TensorRT than this runner ("
+            + mine + ")");
+    }
+    loaded[path] = v;
+    return v;
+}
+
+std::string tensorrtVersion()
+{
+    std::ostringstream os;
+    os << "TensorRT " << NV_TENSORRT_MAJOR << '.' << NV_TENSORRT_MINOR << '.' << NV_TENSORRT_PATCH;
+    return os.str();
+}
+
+GpuInfo currentGpu()
+{
+    int dev = 0;
+    checkCuda(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp prop{};
+    checkCuda(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+    return GpuInfo{prop.name, prop.major, prop.minor};
+}
+
+namespace
+{
+std::string escape(std::string const& s)
+{
+    std::string out;
+    for (char c : s)
+    {
+        if (c == '"' || c == '\\')
+        {
+            out += '\\';
+        }
+        out += c;
+    }
+    return out;
+}
+} // namespace
+
+void writeMetadata(std::string const& path, Metadata const& m)
+{
+    std::ofstream f(path);
+    if (!f)
+    {
+        throw RunnerError("cannot write " + path);
+    }
+    f << "{\n";
+    size_t i = 0;
+    for (auto const& kv : m)
+    {
+        f << "  \"" << escape(kv.first) << "\": \"" << escape(kv.second) << '"' << (++i < m.size() ? ",\n" : "\n");
+    }
+    f << "}\n";
+}
+
+Metadata readMetadata(std::string const& path)
+{
+    Metadata m;
+    std::ifstream f(path);
+    if (!f)
+    {
+        return m;
+    }
+    // The file is written by writeMetadata: one "key": "value" pair per line.
+    std::string line;
+    while (std::getline(f, line))
+    {
+        std::vector<std::string> parts;
+        std::string cur;
+        bool inString = false;
+        for (size_t i = 0; i < line.size(); ++i)
+        {
+            char const c = line[i];
+            if (inString && c == '\\' && i + 1 < line.size())
+            {
+                cur += line[++i];
+            }
+            else if (c == '"')
+            {
+                if (inString)
+                {
+                    parts.push_back(cur);
+                    cur.clear();
+                }
+                inString = !inString;
+            }
+            else if (inString)
+            {
+                cur += c;
+            }
+        }
+        if (parts.size() == 2)
+        {
+            m[parts[0]] = parts[1];
+        }
+    }
+    return m;
+}
+
+void checkMetadata(std::string const& enginePath, Metadata const& m, std::string const& pluginVersion)
+{
+    if (m.empty())
+    {
+        std::fprintf(stderr, "qmamba runner: warning: %s.json is missing; the engine's GPU and versions are not checked\n",
+            enginePath.c_str());
+        return;
+    }
+    auto get = [&](char const* key) {
+        auto it = m.find(key);
+        return it == m.end() ? std::string() : it->second;
+    };
+    GpuInfo const gpu = currentGpu();
+    std::string const cc = std::to_string(gpu.major) + "." + std::to_string(gpu.minor);
+    if (get("compute_capability") != cc)
+    {
+        throw RunnerError("engine " + enginePath + " was built for another GPU (" + get("gpu") + ", compute capability "
+            + get("compute_capability") + "); this GPU is " + gpu.name + " (compute capability " + cc
+            + "): rebuild the engine on this GPU");
+    }
+    if (get("tensorrt") != tensorrtVersion())
+    {
+        throw RunnerError("engine " + enginePath + " was built with " + get("tensorrt") + ", this runner uses "
+            + tensorrtVersion() + ": rebuild the engine");
+    }
+    if (get("plugin_library") != pluginVersion)
+    {
+        throw RunnerError("engine " + enginePath + " was built with plugin library '" + get("plugin_library")
+            + "', the library given is '" + pluginVersion + "': use the library the engine was built with, or rebuild it");
+    }
+}
+
+std::vector<char> readFile(std::string const& path)
+{
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    if (!f)
+    {
+        throw RunnerError("cannot read " + path);
+    }
+    std::streamsize const size = f.tellg();
+    f.seekg(0);
+    std::vector<char> data(static_cast<size_t>(size));
+    if (!f.read(data.data(), size))
+    {
+        throw RunnerError("cannot read " + path);
+    }
+    return data;
+}
+
+} // namespace qmr

@@ -1,0 +1,73 @@
+"""The TensorRT plugin creators declare exactly docs/ops.md's attribute tables (names, types,
+defaults, order), their tensor positions follow its input/output tables, and the plugin name,
+version and namespace are what the ONNX exporter writes. Parses the C++ sources: no TensorRT needed."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_contract import CONTRACT
+
+ROOT = Path(__file__).resolve().parents[2]
+CORES = {
+    "QuantConv1dSiLU": ROOT / "trt_plugins" / "quantConv1dSiLUPlugin" / "quantConv1dSiLUCore",
+    "QuantSSD": ROOT / "trt_plugins" / "quantSSDPlugin" / "quantSSDCore",
+}
+ROW = re.compile(r'\{"(\w+)", FieldKind::k(Float|Int), (true|false), ([^}]+)\}')
+
+
+def creator_fields(op: str) -> list[tuple[str, str, str]]:
+    """(name, type, default) rows of the op's field table, in the docs' notation."""
+    src = CORES[op].with_suffix(".cpp").read_text()
+    table = re.search(r"FieldSpec const \w+::kFIELDS\[kNB_FIELDS\] = \{(.*?)\n\};", src, re.S)
+    assert table, f"{op}: no kFIELDS table"
+    rows = []
+    for name, kind, required, default in ROW.findall(table.group(1)):
+        if required == "true":
+            d = "required"
+        elif default.strip() == "kInf":
+            d = "inf"
+        else:
+            d = default.strip()
+        rows.append((name, kind.lower(), d))
+    return rows
+
+
+def _same_default(doc: str, mine: str) -> bool:
+    if doc in ("required", "inf") or mine in ("required", "inf"):
+        return doc == mine
+    return math.isclose(float(doc), float(mine))
+
+
+@pytest.mark.parametrize("op", list(CORES))
+def test_creator_fields_match_docs(op):
+    rows = creator_fields(op)
+    attrs = CONTRACT[op]["attributes"]
+    assert [r[0] for r in rows] == list(attrs), f"{op}: field names/order differ from docs/ops.md"
+    for name, kind, default in rows:
+        doc_type, doc_default = attrs[name]
+        assert kind == doc_type, f"{op}.{name}: plugin type {kind}, docs {doc_type}"
+        assert _same_default(doc_default, default), f"{op}.{name}: plugin default {default}, docs {doc_default}"
+
+
+@pytest.mark.parametrize("op", list(CORES))
+def test_tensor_positions_match_docs(op):
+    header = CORES[op].with_suffix(".h").read_text()
+    consts = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (k(?:IN|OUT)_\w+) = (\d+);", header)}
+    for kind, prefix in (("inputs", "kIN_"), ("outputs", "kOUT_")):
+        names = [n for n, _ in CONTRACT[op][kind]]
+        for pos, name in enumerate(names):
+            const = prefix + re.sub(r"(?<=[a-z])(?=[A-Z][a-z_])", "_", name).upper()
+            assert consts.get(const) == pos, f"{op}: {const} should be {pos} ({name})"
+
+
+@pytest.mark.parametrize("op", list(CORES))
+def test_name_version_namespace(op):
+    header = CORES[op].with_suffix(".h").read_text()
+    assert f'kNAME = "{op}"' in header
+    assert 'kVERSION = "1"' in header
+    adapters = (ROOT / "trt_plugins" / "common" / "pluginV3Adapter.h").read_text()
+    assert 'getPluginNamespace() const noexcept override { return ""; }' in adapters

@@ -1,0 +1,132 @@
+// Registration of qmamba's plugins: statically on load (REGISTER_TENSORRT_PLUGIN: dlopen, ctypes,
+// `polygraphy --plugins`, `trtexec --staticPlugins`) and through the entry points that
+// IPluginRegistry::loadLibrary and `trtexec --dynamicPlugins` look up.
+#include "qmambaPluginLibrary.h"
+
+#include "qmambaSerialize.h"
+#include "qmambaTrtUtils.h"
+#include "quantConv1dSiLUPlugin.h"
+#include "quantSSDPlugin.h"
+
+#include <NvInferRuntime.h>
+#include <NvInferVersion.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#ifndef QMAMBA_VERSION
+#define QMAMBA_VERSION "0.0.0"
+#endif
+
+using qmamba::QuantConv1dSiLUPluginCreator;
+using qmamba::QuantSSDPluginCreator;
+
+REGISTER_TENSORRT_PLUGIN(QuantConv1dSiLUPluginCreator);
+REGISTER_TENSORRT_PLUGIN(QuantSSDPluginCreator);
+
+namespace
+{
+
+#if NV_TENSORRT_MAJOR >= 10
+using CreatorBase = nvinfer1::IPluginCreatorInterface;
+#else
+using CreatorBase = nvinfer1::IPluginCreator;
+#endif
+
+// loadLibrary refuses a library whose plugins are already registered, and ours registered themselves
+// when the library was loaded: drop those registrations so loadLibrary can register these creators.
+template <typename Creator>
+void dropStaticRegistration(Creator const& mine)
+{
+    nvinfer1::IPluginRegistry* registry = getPluginRegistry();
+    if (registry == nullptr)
+    {
+        return;
+    }
+#if NV_TENSORRT_MAJOR >= 10
+    auto* registered = registry->getCreator(mine.getPluginName(), mine.getPluginVersion(), "");
+#else
+    auto* registered = registry->getPluginCreator(mine.getPluginName(), mine.getPluginVersion(), "");
+#endif
+    if (registered != nullptr && registered != static_cast<CreatorBase const*>(&mine))
+    {
+        registry->deregisterCreator(*registered);
+    }
+}
+
+CreatorBase* const* libraryCreators(int32_t& nbCreators)
+{
+    static QuantConv1dSiLUPluginCreator conv;
+    static QuantSSDPluginCreator ssd;
+    static CreatorBase* const creators[] = {&conv, &ssd};
+    dropStaticRegistration(conv);
+    dropStaticRegistration(ssd);
+    nbCreators = 2;
+    return creators;
+}
+
+template <typename Core>
+void describeFields(std::ostringstream& os)
+{
+    for (size_t i = 0; i < Core::kNB_FIELDS; ++i)
+    {
+        qmamba::FieldSpec const& f = Core::kFIELDS[i];
+        os << Core::kNAME << ' ' << f.name << ' ' << (f.kind == qmamba::FieldKind::kFloat ? "float" : "int") << ' ';
+        if (f.required)
+        {
+            os << "required";
+        }
+        else if (std::isinf(f.defaultValue))
+        {
+            os << "default=inf";
+        }
+        else
+        {
+            os << "default=" << f.defaultValue;
+        }
+        os << '\n';
+    }
+}
+
+} // namespace
+
+extern "C" TENSORRTAPI void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
+{
+    qmamba::setPluginLogger(finder != nullptr ? finder->findLogger() : nullptr);
+}
+
+#if NV_TENSORRT_MAJOR >= 10
+extern "C" TENSORRTAPI nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
+{
+    return libraryCreators(nbCreators);
+}
+#else
+extern "C" TENSORRTAPI nvinfer1::IPluginCreator* const* getPluginCreators(int32_t& nbCreators)
+{
+    return libraryCreators(nbCreators);
+}
+#endif
+
+extern "C" const char* qmamba_plugin_library_version(void)
+{
+    static std::string const version = [] {
+        std::ostringstream os;
+        os << "qmamba-trt-plugins " << QMAMBA_VERSION << "; format " << qmamba::kSERIAL_FORMAT << "; TensorRT "
+           << NV_TENSORRT_MAJOR << '.' << NV_TENSORRT_MINOR << '.' << NV_TENSORRT_PATCH
+           << (NV_TENSORRT_MAJOR >= 10 ? " (V3)" : " (V2)");
+        return os.str();
+    }();
+    return version.c_str();
+}
+
+extern "C" const char* qmamba_plugin_fields(void)
+{
+    static std::string const table = [] {
+        std::ostringstream os;
+        describeFields<qmamba::QuantConv1dSiLUCore>(os);
+        describeFields<qmamba::QuantSSDCore>(os);
+        return os.str();
+    }();
+    return table.c_str();
+}
