@@ -268,7 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from .checkpoint import save_quantized
-    from .inspect import print_report, report
+    from .inspect import format_report, report
 
     text = Path(args.text).read_bytes()
     model = calibrate_model(load_float_model(args.model), text, observer=args.observer,
@@ -278,6 +278,6 @@ def run(args) -> int:
                             seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
     model.config.calibration.update(model=args.model, text=str(args.text))
     save_quantized(model, args.out)
-    print_report(report(model.state_dict(), model.config.to_dict(), source=args.out))
+    print(format_report(report(args.out)))
     print(f"saved {args.out}")
     return 0
