@@ -268,7 +268,7 @@ def conv1d_silu_function(with_state: bool) -> onnx.FunctionProto:
     Km1 = b.op("Sub", K, b.const(1))
     Bt, L, cd = b.dim("xBC", 0), b.dim("xBC", 1), b.dim("xBC", 2)
     # u in fp32 (int8 values are exact there): TensorRT refuses int8 constants such as a zero
-    # state that do not feed a DequantizeLinear, so the zero state is made in fp32.
+    # state that feed anything but a DequantizeLinear or a plugin, so the zero state is fp32.
     f32 = TensorProto.FLOAT
     if with_state:
         state = b.op("Cast", "conv_state", to=f32)
@@ -283,12 +283,10 @@ def conv1d_silu_function(with_state: bool) -> onnx.FunctionProto:
     win_idx = b.op("Add", b.op("Unsqueeze", b.op("Range", zero, L, one), b.const([1])),
                    b.op("Unsqueeze", b.op("Range", zero, K, one), b.const([0])))       # [L, K]
     windows = b.op("Gather", u, win_idx, axis=1)                                    # [Bt,L,K,cd]
-    # Constant int8 tensors reach fp32 through DequantizeLinear with scale 1 (exact), for the
-    # same reason.
-    unit = b.const(1.0, np.float32)
-    w_t = b.op("Transpose", b.op("DequantizeLinear", "weight", unit), perm=[1, 0])       # [K, cd]
+    # weight and bias come from initializers through constant_int8_input (see there).
+    w_t = b.op("Transpose", b.op("Cast", "weight", to=f32), perm=[1, 0])                 # [K, cd]
     acc = b.op("ReduceSum", b.op("Mul", windows, w_t), b.const([2]), keepdims=0)       # [Bt,L,cd]
-    bias = b.op("DequantizeLinear", "bias", unit)
+    bias = b.op("Cast", "bias", to=f32)
 
     s_x = b.op("Reshape", b.op("Gather", b.op("Reshape", "x_out_scales", b.const([-1])),
                                _x_group_index(b, "x_out_scales", "x_head_group_range",
@@ -444,6 +442,35 @@ def make_node(op: str, inputs: list[str], outputs: list[str], name: str,
 
 
 # ----------------------------------------------------------------------------------------------
+# int8 initializers as custom-node inputs
+# ----------------------------------------------------------------------------------------------
+
+INT8_ZERO = "qmamba.int8_zero"     # zero point of every int8 QuantizeLinear (symmetric int8)
+UNIT_SCALE = "qmamba.unit_scale"   # scale 1: DequantizeLinear/QuantizeLinear as exact casts
+
+
+def shared_initializers() -> list[onnx.TensorProto]:
+    return [numpy_helper.from_array(np.array(0, np.int8), INT8_ZERO),
+            numpy_helper.from_array(np.array(1.0, np.float32), UNIT_SCALE)]
+
+
+def constant_int8_input(name: str) -> tuple[list[onnx.NodeProto], str]:
+    """Nodes that pass the int8 initializer ``name`` to a custom node: DequantizeLinear then
+    QuantizeLinear, both with scale 1 (an exact identity on int8 values).
+
+    Why not the initializer itself: TensorRT accepts an int8 constant only in front of a
+    DequantizeLinear or a plugin; without the plugin the body would have to dequantize it, and
+    TensorRT's parser names a DequantizeLinear layer inside a function body by the body's own node
+    name, so a model with two layers fails on a duplicate layer name. An int8 tensor made by a
+    QuantizeLinear is not a constant: the body casts it, and a plugin takes it as int8 directly.
+    """
+    dq, q = f"{name}.dq", f"{name}.int8"
+    return [helper.make_node("DequantizeLinear", [name, UNIT_SCALE], [dq], name=f"{dq}/DequantizeLinear"),
+            helper.make_node("QuantizeLinear", [dq, UNIT_SCALE, INT8_ZERO], [q],
+                             name=f"{q}/QuantizeLinear")], q
+
+
+# ----------------------------------------------------------------------------------------------
 # Whole models of one node (tests, benchmarks, parser checks)
 # ----------------------------------------------------------------------------------------------
 
@@ -483,6 +510,13 @@ def single_op_model(op: str, with_state: bool, activations: dict[str, np.ndarray
     outputs = [helper.make_tensor_value_info(
         t.name, out_types.get(t.name, TensorProto.INT8),
         [f"{t.name}_{i}" for i in range(t.shape.count(",") + 1)]) for t in spec.outputs]
-    node = make_node(op, names, spec.output_names(), f"{op}_0", **attributes)
-    graph = helper.make_graph([node], f"{op}_single", inputs, outputs, initializer=inits)
+    nodes, node_inputs = [], []
+    for name in names:
+        if name in params and params[name].dtype == np.int8:
+            pass_nodes, name = constant_int8_input(name)
+            nodes += pass_nodes
+        node_inputs.append(name)
+    nodes.append(make_node(op, node_inputs, spec.output_names(), f"{op}_0", **attributes))
+    graph = helper.make_graph(nodes, f"{op}_single", inputs, outputs,
+                              initializer=inits + shared_initializers())
     return make_model(graph, [make_function(op, with_state)] if functions else [])

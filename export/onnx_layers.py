@@ -1,0 +1,127 @@
+"""Standard-ONNX pieces of a W8A8 Mamba2 graph, each the ONNX twin of one method of
+``qmamba.export.quant_modules`` / ``qmixer`` (their docstrings state the math followed here).
+
+- W8A8 linear: ``QuantizeLinear -> DequantizeLinear`` on the activation, an int8 weight
+  initializer ``[in, out]`` (the PyTorch ``[out, in]`` transposed, so that MatMul reads it directly)
+  through a per-axis ``DequantizeLinear``, then ``MatMul``: the Q/DQ pattern TensorRT turns into an
+  INT8 GEMM. (ONNX Runtime may fuse it into an integer matmul; either way the float result differs
+  from the exact int32 accumulation of the reference by fp32 rounding only.)
+- Embedding: per-row ``DequantizeLinear`` of the int8 table, then ``Gather``.
+- RMSNorm, gated RMSNorm, Hadamard rotation (``MatMul`` by the orthogonal matrix): plain fp32 ops.
+
+``GraphBuilder`` collects nodes and initializers; an initializer is added once by name, so a
+tensor used by several nodes (a layer's group scales feed both custom ops) is stored once.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .onnx_ops import INT8_ZERO
+
+
+class GraphBuilder:
+    """Nodes and initializers of one graph, with unique names for intermediate tensors."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self._arrays: dict[str, np.ndarray] = {}
+        self._count = 0
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}.{self._count}"
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, outputs=None,
+           domain: str = "", **attrs) -> str:
+        """Adds one node; returns its (first) output name."""
+        outs = outputs or [out or self.fresh(op_type.lower())]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs,
+                                           name=f"{outs[0]}/{op_type}", domain=domain, **attrs))
+        return outs[0]
+
+    def add_node(self, node: onnx.NodeProto) -> None:
+        self.nodes.append(node)
+
+    def initializer(self, name: str, array) -> str:
+        """Adds ``array`` as initializer ``name`` once; a second add must hold the same bits."""
+        array = np.ascontiguousarray(array)
+        if name in self._arrays:
+            old = self._arrays[name]
+            if old.dtype != array.dtype or old.shape != array.shape or old.tobytes() != array.tobytes():
+                raise ValueError(f"initializer {name}: added twice with different values")
+            return name
+        self._arrays[name] = array
+        self.initializers[name] = numpy_helper.from_array(array, name)
+        return name
+
+    def const(self, value, dtype=np.float32, name: str | None = None) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        key = name or f"const.{arr.dtype}.{'_'.join(map(str, arr.shape))}.{arr.tobytes().hex()}"
+        return self.initializer(key, arr)
+
+
+def _np(t) -> np.ndarray:
+    """A torch tensor or array as numpy (scales keep their exact fp32 bits)."""
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
+def quantize(b: GraphBuilder, x: str, scale: str, out: str | None = None) -> str:
+    """``Q(x, scale)`` (docs/ops.md) as QuantizeLinear with an int8 zero point of 0."""
+    return b.op("QuantizeLinear", x, scale, b.initializer(INT8_ZERO, np.array(0, np.int8)), out=out)
+
+
+def dequantize(b: GraphBuilder, q: str, scale: str, axis: int | None = None) -> str:
+    attrs = {} if axis is None else {"axis": axis}
+    return b.op("DequantizeLinear", q, scale, **attrs)
+
+
+def quant_linear(b: GraphBuilder, x: str, prefix: str, module, out: str | None = None) -> str:
+    """``QuantLinear`` on the fp32 activation ``x``: Q/DQ of the input, DQ of the weight, MatMul.
+
+    Initializers: ``{prefix}.input_scale`` (scalar), ``{prefix}.weight_t`` (int8 ``[in, out]``,
+    the PyTorch weight transposed), ``{prefix}.weight_scale`` (fp32 ``[out]``).
+    """
+    s_in = b.initializer(f"{prefix}.input_scale", _np(module.input_scale))
+    q = quantize(b, x, s_in, out=f"{prefix}.input_q")
+    w = b.initializer(f"{prefix}.weight", _np(module.weight))
+    s_w = b.initializer(f"{prefix}.weight_scale", _np(module.weight_scale))
+    w_t = b.op("Transpose", dequantize(b, w, s_w, axis=0), perm=[1, 0])
+    return b.op("MatMul", dequantize(b, q, s_in), w_t, out=out)
+
+
+def embedding(b: GraphBuilder, ids: str, prefix: str, module) -> str:
+    """``QuantEmbedding``: ``float(W[ids]) * scale[ids]`` = Gather of the per-row dequantized table."""
+    w = b.initializer(f"{prefix}.weight", _np(module.weight))
+    s = b.initializer(f"{prefix}.scale", _np(module.scale))
+    return b.op("Gather", dequantize(b, w, s, axis=0), ids, axis=0, out=f"{prefix}.out")
+
+
+def _rms(b: GraphBuilder, x: str, eps: float) -> str:
+    """``x * rsqrt(mean(x^2, -1) + eps)`` (rsqrt as Reciprocal(Sqrt), both standard ops)."""
+    ms = b.op("ReduceMean", b.op("Mul", x, x), axes=[-1], keepdims=1)
+    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", ms, b.const(eps))))
+    return b.op("Mul", x, inv)
+
+
+def rms_norm(b: GraphBuilder, x: str, prefix: str, module, out: str | None = None) -> str:
+    """``QuantRMSNorm``: ``res * rsqrt(mean(res^2) + eps) * weight`` in fp32."""
+    w = b.initializer(f"{prefix}.weight", _np(module.weight))
+    return b.op("Mul", _rms(b, x, module.eps), w, out=out)
+
+
+def gated_rms_norm(b: GraphBuilder, y: str, z: str, prefix: str, module) -> str:
+    """``QuantGatedRMSNorm``: ``g = y * z * sigmoid(z)``; RMS per group of ``group_size``; ``* w``."""
+    g = b.op("Mul", y, b.op("Mul", z, b.op("Sigmoid", z)))
+    grouped = b.op("Reshape", g, b.const([0, 0, -1, module.group_size], np.int64))
+    normed = b.op("Reshape", _rms(b, grouped, module.eps), b.const([0, 0, -1], np.int64))
+    w = b.initializer(f"{prefix}.weight", _np(module.weight))
+    return b.op("Mul", normed, w)
+
+
+def hadamard(b: GraphBuilder, x: str, rotation) -> str:
+    """``x @ R`` with the orthogonal Hadamard matrix R (one initializer per size, shared by layers)."""
+    r = _np(rotation).astype(np.float32)
+    return b.op("MatMul", x, b.initializer(f"hadamard.{r.shape[0]}", r))
