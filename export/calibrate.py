@@ -2,7 +2,9 @@
 
 ``calibrate_model(float_model, data, *, observer="minmax" | "percentile", percentile=0.9995,
 n_head_groups=4, n_dim_groups=4, per_tensor=False, hadamard=False, num_samples=16, seq_len=256,
-batch_size=4, progress=True, seed=0) -> QuantMamba2LM``
+batch_size=4, progress=True, seed=0) -> QuantMamba2LM``; ``calibrate(...)`` (same arguments)
+returns a ``Calibrated`` with the reordered float model and the layouts as well, and
+``x_quantization_error`` measures how well the x scales fit a text.
 
 ``data`` is raw text bytes (byte-level tokens: token id = byte value) or a LongTensor of token ids.
 The first ``num_samples`` consecutive windows of ``seq_len`` tokens are the calibration set.
@@ -27,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import hadamard as had
+from . import ops
 from .float_mixer import dt_limits, mixer_dims, trace_mixer
 from .grouping import GroupLayout, apply_layout, identity_layout, make_layout
 from .observers import OBSERVERS, ChannelObserver, StateObserver
@@ -196,11 +200,20 @@ def build_quantized(model, layouts, observers, final_obs, cfg: QuantConfig) -> Q
     return qm
 
 
-def calibrate_model(float_model, data, *, observer: str = "minmax", percentile: float = 0.9995,
-                    n_head_groups: int = 4, n_dim_groups: int = 4, per_tensor: bool = False,
-                    hadamard: bool = False, num_samples: int = 16, seq_len: int = 256,
-                    batch_size: int = 4, progress: bool = True, seed: int = 0) -> QuantMamba2LM:
-    """Float Mamba2ForCausalLM + calibration data -> QuantMamba2LM (see the module docstring)."""
+@dataclass
+class Calibrated:
+    """What calibration made: the W8A8 model, the reordered fp32 float model (the same function as
+    the source, channels in the quantized model's order) and each layer's grouping."""
+    model: QuantMamba2LM
+    float_model: object
+    layouts: list
+
+
+def calibrate(float_model, data, *, observer: str = "minmax", percentile: float = 0.9995,
+              n_head_groups: int = 4, n_dim_groups: int = 4, per_tensor: bool = False,
+              hadamard: bool = False, num_samples: int = 16, seq_len: int = 256,
+              batch_size: int = 4, progress: bool = True, seed: int = 0) -> Calibrated:
+    """Float Mamba2ForCausalLM + calibration data -> ``Calibrated`` (see the module docstring)."""
     if observer not in OBSERVERS:
         raise QMambaInputError(f"calibrate: observer must be one of {OBSERVERS}, got {observer!r}")
     fc = float_model.config
@@ -230,7 +243,29 @@ def calibrate_model(float_model, data, *, observer: str = "minmax", percentile: 
     final_obs = ChannelObserver(observer, percentile, rows)
     _run_pass(model, windows, batch_size, lambda i, t: observers[i].update(t), final_obs.update,
               "calibrate: scales", progress)
-    return build_quantized(model, layouts, observers, final_obs, cfg)
+    return Calibrated(build_quantized(model, layouts, observers, final_obs, cfg), model, layouts)
+
+
+def calibrate_model(float_model, data, **kwargs) -> QuantMamba2LM:
+    """``calibrate(...).model``: the W8A8 model only (same keyword arguments as ``calibrate``)."""
+    return calibrate(float_model, data, **kwargs).model
+
+
+@torch.no_grad()
+def x_quantization_error(calibrated: Calibrated, tokens: torch.Tensor) -> list[float]:
+    """Per layer, the relative RMS error ``||Q(x)*s - x|| / ||x||`` of the conv+SiLU x output of the
+    float model on ``tokens [B, L]`` when quantized with the model's x scales (groups or one)."""
+    err = [[0.0, 0.0] for _ in calibrated.model.layers]
+
+    def on_mixer(i, t):
+        m = calibrated.model.layers[i].mixer
+        s = ops.x_channel_scales(m.x_out_scales, m.x_head_group_range, m.x_dim_group_range,
+                                 m.nheads, m.headdim)
+        err[i][0] += float((ops.quantize(t.x, s).float() * s - t.x).pow(2).sum())
+        err[i][1] += float(t.x.pow(2).sum())
+
+    _run_pass(calibrated.float_model, tokens, tokens.shape[0], on_mixer, None, "x error", False)
+    return [(e / max(n, 1e-30)) ** 0.5 for e, n in err]
 
 
 # ---- CLI -------------------------------------------------------------------------------------
