@@ -26,7 +26,7 @@ class Agreement:
     def row(self) -> str:
         status = "ok" if self.ok else "FAIL"
         what = f"{self.fraction * 100:.4f}% differ" if self.kind == "int8" else f"rel {self.fraction:.2e}"
-        return f"{self.name:<40} {self.kind:<6} max|d| {self.max_abs:<10.3g} {what:<18} {self.bound:<22} {status}"
+        return f"{self.name:<42} {self.kind:<6} {self.max_abs:<10.3g} {what:<18} {self.bound:<18} {status}"
 
 
 def _check_shapes(name: str, a: np.ndarray, b: np.ndarray) -> None:
