@@ -1,0 +1,283 @@
+"""Bandwidth of the qmamba CUDA kernels: bytes that must move / time, as a share of the device's
+measured device-to-device copy bandwidth, with the same work in plain PyTorch fp16 as a baseline.
+
+    python benchmarks/bench_kernels.py [--quick] [--json out.json]
+
+Timing: each measured call is captured (several times, on rotating input sets so that together
+they exceed the L2 cache) in a CUDA graph; the graph is replayed and timed with CUDA events; the
+median over replays, divided by the calls in the graph, is reported. Bytes that must move:
+QuantConv1dSiLU prefill: int8 xBC in, int8 x|B|C out, conv state in and out; QuantSSD prefill
+(as in /work/shared/ANCHORS.md): int8 x, dt, B, C in, fp16 y out, int8 final state out; decode
+steps: the int8 states in and out plus the token's inputs and outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import pathlib
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "trt_plugins"))
+import kernel_cases as kc  # noqa: E402
+
+from qmamba.runtime import kernels  # noqa: E402
+
+L2_ROTATE_BYTES = 256 << 20  # input sets rotated per graph: together well past the 50 MB L2
+
+
+def time_graph(calls, reps: int = 20) -> float:
+    """Median ms per call of `calls` (a list of no-argument launches), replayed from a graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for c in calls[:2]:
+            c()  # warm-up: module load, allocator
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for c in calls:
+            c()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / len(calls))
+    del graph
+    return statistics.median(times)
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    ms = time_graph([lambda: b.copy_(a)] * 4)
+    return 2 * a.numel() / (ms * 1e-3)
+
+
+def n_sets(bytes_per_set: int) -> int:
+    return max(1, min(32, math.ceil(L2_ROTATE_BYTES / max(bytes_per_set, 1))))
+
+
+def _lib():
+    return kernels.load_library()
+
+
+def _stream():
+    return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+
+# ----------------------------------------------------------------------------- QuantConv1dSiLU
+def conv_launch(t, a, decode: bool):
+    """A no-argument launch of the conv kernel on prepared tensors (no checks: they ran once)."""
+    bt, L, _ = t["xBC"].shape
+    s = kc.Shape(h=a["nheads"], p=a["headdim"], n=a["d_state"], g=a["ngroups"], K=t["weight"].shape[1])
+    x = torch.empty(bt, L, s.d_ssm, dtype=torch.int8, device="cuda")
+    B = torch.empty(bt, L, s.g * s.n, dtype=torch.int8, device="cuda")
+    C = torch.empty_like(B)
+    st_out = t["conv_state"] if decode else torch.empty_like(t["conv_state"])
+    params = kernels.ConvParams(**{k: float(a[k]) for k in (
+        "x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale",
+        "bC_scale")}, ngroups=s.g, nheads=s.h, headdim=s.p, d_state=s.n, d_conv=s.K,
+        n_head_groups=t["x_out_scales"].shape[1], n_dim_groups=t["x_out_scales"].shape[2])
+    ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
+    tens = kernels.ConvTensors(*[ptr(v) for v in (
+        t["xBC"], t["weight"], t["bias"], t["x_out_scales"], t["B_out_scales"], t["C_out_scales"],
+        t["x_head_group_range"], t["x_dim_group_range"], t["conv_state"], x, B, C, st_out)])
+    lib = _lib()
+    keep = (x, B, C, st_out)
+
+    def launch():
+        _ = keep
+        if decode:
+            rc = lib.qmamba_quant_conv1d_silu_decode(ctypes.byref(params), ctypes.byref(tens), bt, _stream())
+        else:
+            rc = lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, _stream())
+        kernels.check_status(rc, lib)
+    return launch
+
+
+def conv_torch_fp16(t, a, decode: bool):
+    """The same conv + SiLU in fp16 PyTorch (what an unfused fp16 model runs)."""
+    x16 = t["xBC"].half()
+    w16 = t["weight"].half().unsqueeze(1)  # [C, 1, K]
+    b16 = t["bias"].half()
+    K = w16.shape[-1]
+    if decode:
+        st16 = t["conv_state"].half().transpose(1, 2).contiguous()  # [bt, C, K-1]
+
+        def step():
+            win = torch.cat([st16, x16.transpose(1, 2)], dim=-1)    # [bt, C, K]
+            st16.copy_(win[..., 1:])
+            return F.silu((win * w16.squeeze(1)).sum(-1) + b16)
+        return step
+    xt = x16.transpose(1, 2).contiguous()  # channels first, as F.conv1d wants
+    return lambda: F.silu(F.conv1d(xt, w16, b16, padding=K - 1, groups=w16.shape[0])[..., : xt.shape[-1]])
+
+
+def conv_bytes(s: kc.Shape, bt: int, L: int) -> int:
+    return 2 * bt * L * s.conv_dim + 2 * bt * (s.K - 1) * s.conv_dim + s.conv_dim * (s.K + 1)
+
+
+# ----------------------------------------------------------------------------- QuantSSD
+def ssd_launch(t, a, decode: bool, chunk_size: int = 0):
+    bt, L, _ = t["x"].shape
+    h, p, n, g = a["nheads"], a["headdim"], a["d_state"], a["ngroups"]
+    y = torch.empty(bt, L, h * p, dtype=torch.float16, device="cuda")
+    st_in = t["ssm_state"]
+    st_out = st_in if decode else torch.empty(bt, h, p, n, dtype=torch.int8, device="cuda")
+    params = kernels.SSDParams(dt_scale=a["dt_scale"], dt_min=a["dt_min"], dt_max=a["dt_max"],
+                               ngroups=g, nheads=h, headdim=p, d_state=n,
+                               n_head_groups=t["x_out_scales"].shape[1],
+                               n_dim_groups=t["x_out_scales"].shape[2], out_fp16=1,
+                               chunk_size=chunk_size)
+    ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
+    tens = kernels.SSDTensors(*[ptr(v) for v in (
+        t["x"], t["dt"], t["B"], t["C"], t["A_log"], t["D"], t["dt_bias"], t["x_out_scales"],
+        t["B_out_scales"], t["C_out_scales"], t["x_head_group_range"], t["x_dim_group_range"],
+        t["ssm_state_scale"], st_in if decode else None, y, st_out)])
+    lib = _lib()
+    keep = (y, st_out)
+
+    def launch():
+        _ = keep
+        if decode:
+            rc = lib.qmamba_quant_ssd_decode(ctypes.byref(params), ctypes.byref(tens), bt, _stream())
+        else:
+            rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, None, 0, _stream())
+        kernels.check_status(rc, lib)
+    return launch
+
+
+def _segsum(a):
+    T = a.shape[-1]
+    cs = torch.cumsum(a, -1)
+    out = cs[..., :, None] - cs[..., None, :]
+    return out.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device)), -math.inf)
+
+
+def ssd_torch_fp16(t, a, decode: bool, chunk: int = 128):
+    """The same scan in fp16 PyTorch: the chunked SSD (ssd_minimal's form) or one decode step."""
+    bt, L, _ = t["x"].shape
+    h, p, n, g = a["nheads"], a["headdim"], a["d_state"], a["ngroups"]
+    x = (t["x"].half() * 0.01).view(bt, L, h, p)
+    dt = F.softplus(t["dt"].float() * a["dt_scale"] + t["dt_bias"]).half()
+    A = -torch.exp(t["A_log"]).half()
+    B = (t["B"].half() * 0.1).view(bt, L, g, n)
+    C = (t["C"].half() * 0.1).view(bt, L, g, n)
+    D = t["D"].half()
+    if decode:
+        S = (t["ssm_state"].half() * 0.01)
+        Bh = B[:, 0].repeat_interleave(h // g, dim=1)
+        Ch = C[:, 0].repeat_interleave(h // g, dim=1)
+
+        def step():
+            dA = torch.exp(dt[:, 0] * A)
+            S.mul_(dA[..., None, None]).add_((dt[:, 0, :, None] * x[:, 0])[..., None] * Bh[:, :, None, :])
+            return (S @ Ch[..., None]).squeeze(-1) + D[:, None] * x[:, 0]
+        return step
+    c = L // chunk
+
+    def scan():
+        X = (x * dt[..., None]).view(bt, c, chunk, h, p)
+        Ac = (A * dt).view(bt, c, chunk, h).permute(0, 3, 1, 2)            # [b, h, c, l]
+        Bc = B.repeat_interleave(h // g, dim=2).view(bt, c, chunk, h, n)
+        Cc = C.repeat_interleave(h // g, dim=2).view(bt, c, chunk, h, n)
+        A_cum = torch.cumsum(Ac, -1)
+        Lm = torch.exp(_segsum(Ac))
+        y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", Cc, Bc, Lm, X)
+        decay_states = torch.exp(A_cum[..., -1:] - A_cum)
+        states = torch.einsum("bclhn,bhcl,bclhp->bchpn", Bc, decay_states, X)
+        states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
+        decay_chunk = torch.exp(_segsum(F.pad(A_cum[..., -1], (1, 0))))
+        new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)
+        y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", Cc, new_states[:, :-1], torch.exp(A_cum))
+        return (y_diag + y_off).reshape(bt, L, h, p) + D[:, None] * x, new_states[:, -1]
+    return scan
+
+
+def ssd_bytes(s: kc.Shape, bt: int, L: int, decode: bool) -> int:
+    tokens = bt * L * (s.d_ssm + s.h + 2 * s.g * s.n) + 2 * bt * L * s.d_ssm
+    state = bt * s.h * s.p * s.n
+    return tokens + (2 * state if decode else state)
+
+
+# ----------------------------------------------------------------------------- driver
+def bench(kind: str, s: kc.Shape, bt: int, L: int, copy_bw: float, gen, baseline: bool, **kw) -> dict:
+    decode = L == 1
+    if kind == "conv":
+        nbytes = conv_bytes(s, bt, L)
+        sets = [kc.conv_case(s, bt, L, gen) for _ in range(n_sets(nbytes))]
+        calls = [conv_launch(t, a, decode) for t, a in sets]
+        base = [conv_torch_fp16(t, a, decode) for t, a in sets[:4]] if baseline else None
+    else:
+        nbytes = ssd_bytes(s, bt, L, decode)
+        sets = [kc.ssd_case(s, bt, L, gen, with_state=decode) for _ in range(n_sets(nbytes))]
+        calls = [ssd_launch(t, a, decode, **kw) for t, a in sets]
+        base = [ssd_torch_fp16(t, a, decode) for t, a in sets[:2]] if baseline else None
+    ms = time_graph(calls)
+    row = dict(kernel=kind + (" decode" if decode else " prefill"), shape=s.__dict__, batch=bt, L=L,
+               ms=ms, bytes=nbytes, GBps=nbytes / (ms * 1e-3) / 1e9, of_copy=nbytes / (ms * 1e-3) / copy_bw, **kw)
+    if base:
+        try:
+            row["torch_fp16_ms"] = time_graph(base, reps=10)
+        except torch.cuda.OutOfMemoryError:
+            row["torch_fp16_ms"] = float("nan")
+    del sets, calls, base
+    torch.cuda.empty_cache()
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one shape per kernel")
+    ap.add_argument("--json", type=pathlib.Path, default=None)
+    ap.add_argument("--no-baseline", action="store_true")
+    args = ap.parse_args()
+    if kernels.library_path() is None or not torch.cuda.is_available():
+        print("needs a CUDA GPU and libqmamba_kernels", file=sys.stderr)
+        return 2
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    copy_bw = copy_bandwidth()
+    print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {copy_bw / 1e9:.0f} GB/s (read + write)")
+    layers = {k: kc.LAYERS[k] for k in ("2.7b", "8b")}
+    lengths = [2048] if args.quick else [512, 2048, 8192]
+    rows = []
+    for kind in ("conv", "ssd"):
+        for name, s in layers.items():
+            for bt in (1, 8):
+                for L in lengths:
+                    rows.append(bench(kind, s, bt, L, copy_bw, gen, not args.no_baseline) | {"layer": name})
+                    print(_fmt(rows[-1]), flush=True)
+            for bt in ((16,) if args.quick else (1, 16, 64)):
+                rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline) | {"layer": name})
+                print(_fmt(rows[-1]), flush=True)
+    for cs in (32, 64, 128):  # chunk length of the SSD prefill, at the ANCHORS' heaviest shape
+        rows.append(bench("ssd", layers["8b"], 8, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": "8b"})
+        print(_fmt(rows[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(dict(copy_bw=copy_bw, rows=rows), indent=1))
+    return 0
+
+
+def _fmt(r: dict) -> str:
+    base = r.get("torch_fp16_ms")
+    extra = f"  torch fp16 {base:8.4f} ms ({base / r['ms']:5.1f}x)" if base else ""
+    cs = f" chunk {r['chunk_size']}" if "chunk_size" in r else ""
+    return (f"{r['kernel']:<12} {r.get('layer', ''):>5} b={r['batch']:<3} L={r['L']:<5}{cs} "
+            f"{r['ms'] * 1e3:9.1f} us {r['GBps']:7.0f} GB/s {100 * r['of_copy']:5.1f}% of copy{extra}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

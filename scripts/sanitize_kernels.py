@@ -1,0 +1,59 @@
+"""Small runs of every kernel for compute-sanitizer (memcheck, racecheck, synccheck).
+
+    compute-sanitizer --tool memcheck --error-exitcode 1 python scripts/sanitize_kernels.py
+    compute-sanitizer --tool racecheck --error-exitcode 1 python scripts/sanitize_kernels.py --only ssd
+
+Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
+the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode. Exits non-zero if a kernel
+refuses its arguments or a result is off (a coarse check: the tests do the fine one).
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "trt_plugins"))
+import kernel_cases as kc  # noqa: E402
+
+from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref  # noqa: E402
+from qmamba.runtime import kernels  # noqa: E402
+
+CONV = [(kc.LAYERS["8b"], 2, 37), (kc.Shape(h=8, p=32, n=40, g=2, K=3), 2, 9),
+        (kc.Shape(h=8, p=64, n=64, g=1, K=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
+SSD = [(kc.LAYERS["8b"], 1, 70), (kc.Shape(h=4, p=128, n=256, g=1), 1, 45),
+       (kc.Shape(h=8, p=32, n=16, g=2), 2, 33), (kc.Shape(h=6, p=32, n=40, g=2), 1, 20),
+       (kc.LAYERS["130m"], 3, 1)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["conv", "ssd"], default=None)
+    args = ap.parse_args()
+    gen = torch.Generator().manual_seed(0)
+    bad = 0
+    if args.only in (None, "conv"):
+        for s, bt, L in CONV:
+            t, a = kc.conv_case(s, bt, L, gen)
+            ref = quant_conv1d_silu_ref(**t, **a)
+            got = kernels.quant_conv1d_silu(**t, **a, state_in_place=(L == 1))
+            ok = all((g.int() - r.int()).abs().max().item() <= 1 for g, r in zip(got, ref))
+            print(f"conv {s} bt={bt} L={L}: {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+    if args.only in (None, "ssd"):
+        for s, bt, L in SSD:
+            t, a = kc.ssd_case(s, bt, L, gen)
+            y_ref, st_ref = quant_ssd_ref(**t, **a)
+            y, st = kernels.quant_ssd(**t, **a, chunk_size=32, state_in_place=(L == 1))
+            err = ((y - y_ref).norm() / y_ref.norm()).item()
+            ok = err < 2e-3 and (st.int() - st_ref.int()).abs().max().item() <= 1
+            print(f"ssd {s} bt={bt} L={L}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+    torch.cuda.synchronize()
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

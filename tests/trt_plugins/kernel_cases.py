@@ -1,0 +1,135 @@
+"""Realistic inputs for the CUDA kernel checks, benchmarks and sanitizer runs.
+
+Scales follow the calibrated Quamba2 checkpoints of /work/shared/SEED.md (2.7b layer 0 values,
+4 x 4 head/dim groups of uneven sizes), so outputs are neither all saturated nor all zero. Every
+builder takes a torch.Generator and draws on its device (a CUDA generator makes large inputs
+quickly); fresh seeds give fresh inputs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from qmamba.export.ops import _ssd_inputs, head_dim_groups
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One Mamba2 layer: heads h, headdim p, d_state n, SSD groups g, conv width K."""
+    h: int
+    p: int
+    n: int
+    g: int
+    K: int = 4
+
+    @property
+    def d_ssm(self) -> int:
+        return self.h * self.p
+
+    @property
+    def conv_dim(self) -> int:
+        return self.d_ssm + 2 * self.g * self.n
+
+
+LAYERS = {
+    "130m": Shape(h=24, p=64, n=128, g=1),
+    "2.7b": Shape(h=80, p=64, n=128, g=1),
+    "8b": Shape(h=128, p=64, n=128, g=8),
+}
+
+
+def _uneven_ends(total: int, parts: int, gen: torch.Generator) -> list[int]:
+    """Cumulative ends of `parts` non-empty groups of uneven sizes covering `total`."""
+    parts = min(parts, total)
+    cuts = torch.randperm(total - 1, generator=gen, device=gen.device)[: parts - 1].cpu() + 1
+    return sorted(cuts.tolist()) + [total]
+
+
+def group_tensors(s: Shape, gen: torch.Generator, nhg: int = 4, ndg: int = 4) -> dict:
+    """x_out_scales, B/C_out_scales and the group ranges (docs/ops.md, Group lookup)."""
+    hpg = s.h // s.g
+    nhg = min(nhg, hpg)
+    ndg = min(ndg, s.p)
+    hr = torch.tensor([_uneven_ends(hpg, nhg, gen) for _ in range(s.g)], dtype=torch.int32)
+    dr = torch.tensor([[_uneven_ends(s.p, ndg, gen) for _ in range(nhg)] for _ in range(s.g)],
+                      dtype=torch.int32)
+    # log-uniform between the smallest and largest 2.7b layer-0 scales (0.0029 .. 0.0816)
+    lo, hi = math.log(0.0029), math.log(0.0816)
+    xs = torch.exp(lo + (hi - lo) * torch.rand(s.g, nhg, ndg, generator=gen, device=gen.device))
+    return dict(x_out_scales=xs.float(),
+                B_out_scales=0.1137 * (0.5 + torch.rand(s.g, generator=gen, device=gen.device)),
+                C_out_scales=0.2671 * (0.5 + torch.rand(s.g, generator=gen, device=gen.device)),
+                x_head_group_range=hr, x_dim_group_range=dr)
+
+
+def _int8(shape, std: float, gen: torch.Generator) -> torch.Tensor:
+    return (torch.randn(*shape, generator=gen, device=gen.device) * std).round().clamp(-128, 127).to(torch.int8)
+
+
+def conv_case(s: Shape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
+              device: str = "cuda") -> tuple[dict, dict]:
+    """(tensors, attributes) of QuantConv1dSiLU for `bt` rows of `L` tokens."""
+    grp = group_tensors(s, gen)
+    t = dict(xBC=_int8((bt, L, s.conv_dim), 40.0, gen),
+             weight=_int8((s.conv_dim, s.K), 40.0, gen),
+             bias=_int8((s.conv_dim,), 50.0, gen),
+             **{k: grp[k] for k in ("x_out_scales", "B_out_scales", "C_out_scales",
+                                    "x_head_group_range", "x_dim_group_range")},
+             conv_state=_int8((bt, s.K - 1, s.conv_dim), 40.0, gen) if with_state else None)
+    attrs = dict(x_scale=0.1656, wx_scale=0.0022, bx_scale=0.004, B_scale=0.12, wB_scale=0.008,
+                 bB_scale=0.003, C_scale=0.15, wC_scale=0.008, bC_scale=0.003,
+                 ngroups=s.g, nheads=s.h, headdim=s.p, d_state=s.n)
+    return {k: (v.to(device) if v is not None else None) for k, v in t.items()}, attrs
+
+
+def ssd_case(s: Shape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
+             device: str = "cuda") -> tuple[dict, dict]:
+    """(tensors, attributes) of QuantSSD; ssm_state_scale is calibrated on the inputs' own state."""
+    grp = group_tensors(s, gen)
+    dt0 = torch.exp(math.log(1e-3) + (math.log(1e-1) - math.log(1e-3)) * torch.rand(s.h, generator=gen, device=gen.device))
+    t = dict(x=_int8((bt, L, s.d_ssm), 35.0, gen),
+             dt=_int8((bt, L, s.h), 40.0, gen),
+             B=_int8((bt, L, s.g * s.n), 35.0, gen),
+             C=_int8((bt, L, s.g * s.n), 35.0, gen),
+             A_log=torch.log(1 + 15 * torch.rand(s.h, generator=gen, device=gen.device)),
+             D=0.5 + torch.rand(s.h, generator=gen, device=gen.device),
+             dt_bias=torch.log(torch.expm1(dt0)),
+             **{k: grp[k] for k in ("x_out_scales", "B_out_scales", "C_out_scales",
+                                    "x_head_group_range", "x_dim_group_range")})
+    attrs = dict(dt_scale=0.02, dt_min=0.0, dt_max=math.inf, ngroups=s.g, nheads=s.h,
+                 headdim=s.p, d_state=s.n)
+    t = {k: v.to(device) for k, v in t.items()}
+    t["ssm_state_scale"] = calibrate_state_scale(t, attrs, gen, nsteps=min(L, 64))
+    t["ssm_state"] = _int8((bt, s.h, s.p, s.n), 45.0, gen).to(device) if with_state else None
+    return t, attrs
+
+
+def calibrate_state_scale(t: dict, attrs: dict, gen: torch.Generator, nsteps: int) -> torch.Tensor:
+    """Per (SSD group, head group, dim group, state index): the largest |state| after `nsteps`
+    tokens from a zero state, over the rows of that group, / 127, with room to grow (x 4)."""
+    g, h, p, n = attrs["ngroups"], attrs["nheads"], attrs["headdim"], attrs["d_state"]
+    nhg, ndg = t["x_out_scales"].shape[1:]
+    ones = torch.ones(g, nhg, ndg, n, device=t["x"].device)
+    sl = {k: t[k][:, :nsteps] for k in ("x", "dt", "B", "C")}
+    xh, Bh, _, dtv, A, _, S, _ = _ssd_inputs(
+        sl["x"], sl["dt"], sl["B"], sl["C"], t["A_log"], t["D"], t["dt_bias"], t["x_out_scales"],
+        t["B_out_scales"], t["C_out_scales"], t["x_head_group_range"], t["x_dim_group_range"], ones,
+        None, attrs["dt_scale"], attrs["dt_min"], attrs["dt_max"], g, h, p, n)
+    for k in range(xh.shape[1]):
+        S = torch.exp(dtv[:, k] * A)[:, :, None, None] * S + (
+            (dtv[:, k, :, None] * xh[:, k])[..., None] * Bh[:, k, :, None, :])
+    amax = S.abs().amax(0).reshape(h * p, n)
+    sg, hg, dg = head_dim_groups(t["x_head_group_range"], t["x_dim_group_range"], h, p)
+    group = ((sg[:, None] * nhg + hg[:, None]) * ndg + dg).reshape(h * p).to(amax.device)
+    scale = torch.zeros(g * nhg * ndg, n, device=amax.device).scatter_reduce(
+        0, group[:, None].expand(h * p, n), amax, reduce="amax")
+    return (scale.reshape(g, nhg, ndg, n) * 4 / 127).clamp_min(1e-6).float()
+
+
+def poison_(*tensors: torch.Tensor) -> None:
+    """Fills outputs with a value no kernel writes on these inputs (NaN, or -77 for int8)."""
+    for t in tensors:
+        if t is not None:
+            t.fill_(-77 if t.dtype == torch.int8 else float("nan"))

@@ -1,0 +1,118 @@
+"""Argument checks of the CUDA kernel launchers (libqmamba_kernels) and of their Python binding.
+
+The C launchers check everything before their first CUDA call, so these run without a GPU wherever
+the library was built (CI builds it with nvcc). The numerical checks are in test_kernels_gpu.py.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import pytest
+import torch
+
+import kernel_cases as kc
+from qmamba.export.validate import QMambaInputError
+from qmamba.runtime import kernels
+
+needs_lib = pytest.mark.skipif(kernels.library_path() is None, reason="libqmamba_kernels not built")
+
+def _conv_args(**over):
+    p = kernels.ConvParams(x_scale=0.1, wx_scale=0.01, bx_scale=0.01, B_scale=0.1, wB_scale=0.01,
+                           bB_scale=0.01, C_scale=0.1, wC_scale=0.01, bC_scale=0.01, ngroups=1,
+                           nheads=8, headdim=64, d_state=64, d_conv=4, n_head_groups=4,
+                           n_dim_groups=4)
+    t = kernels.ConvTensors(*[256 * (i + 1) for i in range(13)])  # fake, distinct device addresses
+    for k, v in over.items():
+        setattr(t if k in dict(kernels.ConvTensors._fields_) else p, k, v)
+    return p, t
+
+
+@needs_lib
+@pytest.mark.parametrize("over, status, text", [
+    (dict(xBC=None), 1, "xBC is a null pointer"),
+    (dict(conv_state_out=None), 1, "conv_state_out is a null pointer"),
+    (dict(d_conv=5), 2, "d_conv (K) = 5 is not supported"),
+    (dict(headdim=48), 2, "headdim = 48 is not supported"),
+    (dict(d_state=8), 2, "d_state = 8 is not supported"),
+    (dict(ngroups=3), 2, "ngroups = 3 does not divide nheads = 8"),
+    (dict(n_dim_groups=9), 2, "n_dim_groups = 9 is not supported"),
+    (dict(wx_scale=float("nan")), 3, "wx_scale must be finite and > 0"),
+    (dict(bC_scale=0.0), 3, "bC_scale must be finite and > 0"),
+])
+def test_conv_launcher_refuses_bad_arguments(over, status, text):
+    lib = kernels.load_library()
+    p, t = _conv_args(**over)
+    rc = lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(p), ctypes.byref(t), 2, 16, None)
+    assert rc == status
+    msg = lib.qmamba_last_error().decode()
+    assert "qmamba_quant_conv1d_silu_prefill" in msg and text in msg, msg
+
+
+@needs_lib
+def test_conv_launcher_refuses_bad_lengths_and_prefill_aliasing():
+    lib = kernels.load_library()
+    p, t = _conv_args()
+    assert lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(p), ctypes.byref(t), 1, 65537, None) == 2
+    assert "seqlen = 65537" in lib.qmamba_last_error().decode()
+    assert lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(p), ctypes.byref(t), 0, 8, None) == 2
+    assert "batch = 0" in lib.qmamba_last_error().decode()
+    p, t = _conv_args(conv_state=512, conv_state_out=512)
+    assert lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(p), ctypes.byref(t), 1, 8, None) == 3
+    assert "aliases conv_state" in lib.qmamba_last_error().decode()
+
+
+def _ssd_args(**over):
+    p = kernels.SSDParams(dt_scale=0.02, dt_min=0.0, dt_max=math.inf, ngroups=2, nheads=8,
+                          headdim=64, d_state=128, n_head_groups=2, n_dim_groups=4, out_fp16=0,
+                          chunk_size=0)
+    t = kernels.SSDTensors(*[256 * (i + 1) for i in range(16)])
+    for k, v in over.items():
+        setattr(t if k in dict(kernels.SSDTensors._fields_) else p, k, v)
+    return p, t
+
+
+@needs_lib
+@pytest.mark.parametrize("launcher", ["prefill", "decode"])
+@pytest.mark.parametrize("over, status, text", [
+    (dict(ssm_state_scale=None), 1, "ssm_state_scale is a null pointer"),
+    (dict(y=None), 1, "y is a null pointer"),
+    (dict(dt_scale=-1.0), 3, "dt_scale must be finite and > 0"),
+    (dict(dt_min=0.5, dt_max=0.5), 3, "need 0 <= dt_min < dt_max"),
+    (dict(dt_max=float("nan")), 3, "need 0 <= dt_min < dt_max"),
+    (dict(out_fp16=2), 3, "out_fp16 must be 0"),
+    (dict(d_state=300), 2, "d_state = 300 is not supported"),
+    (dict(headdim=96), 2, "headdim = 96 is not supported"),
+    (dict(n_head_groups=5), 2, "n_head_groups = 5 exceeds the 4 heads of an SSD group"),
+])
+def test_ssd_launchers_refuse_bad_arguments(launcher, over, status, text):
+    lib = kernels.load_library()
+    p, t = _ssd_args(**over)
+    if launcher == "prefill":
+        rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(p), ctypes.byref(t), 1, 16, None, 0, None)
+    else:
+        rc = lib.qmamba_quant_ssd_decode(ctypes.byref(p), ctypes.byref(t), 1, None)
+    assert rc == status
+    msg = lib.qmamba_last_error().decode()
+    assert f"qmamba_quant_ssd_{launcher}" in msg and text in msg, msg
+
+
+@needs_lib
+def test_prefill_needs_no_workspace():
+    p, _ = _ssd_args()
+    assert kernels.load_library().qmamba_quant_ssd_prefill_workspace(ctypes.byref(p), 8, 4096) == 0
+
+
+def test_binding_refuses_cpu_tensors_by_name():
+    gen = torch.Generator().manual_seed(1)
+    t, a = kc.conv_case(kc.Shape(h=4, p=32, n=16, g=1), 1, 3, gen, device="cpu")
+    with pytest.raises(QMambaInputError, match="QuantConv1dSiLU: xBC must be a CUDA tensor"):
+        kernels.quant_conv1d_silu(**t, **a)
+
+
+def test_binding_refuses_bad_group_ranges_before_launch():
+    gen = torch.Generator().manual_seed(2)
+    t, a = kc.conv_case(kc.Shape(h=8, p=32, n=16, g=1), 1, 3, gen, device="cpu")
+    t["x_dim_group_range"] = t["x_dim_group_range"].flip(-1).contiguous()
+    with pytest.raises(QMambaInputError, match=r"x_dim_group_range\[0, 0\].*strictly increasing"):
+        kernels.quant_conv1d_silu(**t, **a)
