@@ -49,7 +49,8 @@ target_include_directories(qmamba_trt_plugins SYSTEM PRIVATE "${TensorRT_INCLUDE
 target_compile_definitions(qmamba_trt_plugins PRIVATE QMAMBA_VERSION="${PROJECT_VERSION}${SKBUILD_PROJECT_VERSION}")
 # TensorRT's headers deprecate the V2 API in 10+ and warn inside themselves.
 target_compile_options(qmamba_trt_plugins PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-deprecated-declarations>)
-set_target_properties(qmamba_trt_plugins PROPERTIES POSITION_INDEPENDENT_CODE ON)
+# $ORIGIN: libqmamba_kernels.so is installed beside the plugin library (qmamba/lib).
+set_target_properties(qmamba_trt_plugins PROPERTIES POSITION_INDEPENDENT_CODE ON INSTALL_RPATH "$ORIGIN")
 target_link_libraries(qmamba_trt_plugins PRIVATE qmamba_kernels)
 if(TensorRT_nvinfer_LIBRARY)
   # --allow-shlib-undefined: a staged TensorRT may name libraries (cuBLAS, cuDNN) it never calls.

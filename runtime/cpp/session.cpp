@@ -76,11 +76,17 @@ std::string only(Engine const& e, bool (*pred)(TensorInfo const&), char const* w
     return found;
 }
 
-// Output names that carry the state an input named `in` takes: "<in>_out", "present_*" for "past_*",
+// Output names that carry the state an input named `in` takes: "<in>_out", "<base>_out.<i>" for
+// "<base>.<i>" (qmamba's exporter: conv_state.3 -> conv_state_out.3), "present_*" for "past_*",
 // "*_out*" for "*_in*".
 std::vector<std::string> outputCandidates(std::string const& in)
 {
-    std::vector<std::string> c{in + "_out", in + ".out"};
+    std::vector<std::string> c{in + "_out"};
+    size_t const dot = in.find('.');
+    if (dot != std::string::npos)
+    {
+        c.push_back(in.substr(0, dot) + "_out" + in.substr(dot));
+    }
     if (in.rfind("past_", 0) == 0)
     {
         c.push_back("present_" + in.substr(5));
@@ -183,7 +189,7 @@ void Session::findRoles()
         if (s.decodeOutput.empty())
         {
             throw RunnerError(mDecode->path() + ": no output carries state input " + t.name + " (expected one of "
-                + outputCandidates(t.name).front() + ", present_*, *_out*)");
+                + outputCandidates(t.name).back() + ", " + t.name + "_out, present_*, *_out*)");
         }
         // The prefill names its state outputs like the decode engine does; else they come in the same order.
         auto same = std::find(prefillStates.begin(), prefillStates.end(), s.decodeOutput);

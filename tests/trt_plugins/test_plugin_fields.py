@@ -3,15 +3,19 @@ defaults, order), their tensor positions follow its input/output tables, and the
 version and namespace are what the ONNX exporter writes. Parses the C++ sources: no TensorRT needed."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.test_contract import CONTRACT
-
 ROOT = Path(__file__).resolve().parents[2]
+# tests/test_contract.py parses docs/ops.md; loaded by path so that `pytest` from any directory finds it.
+_spec = importlib.util.spec_from_file_location("qmamba_test_contract", ROOT / "tests" / "test_contract.py")
+_contract = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_contract)
+CONTRACT = _contract.CONTRACT
 CORES = {
     "QuantConv1dSiLU": ROOT / "trt_plugins" / "quantConv1dSiLUPlugin" / "quantConv1dSiLUCore",
     "QuantSSD": ROOT / "trt_plugins" / "quantSSDPlugin" / "quantSSDCore",

@@ -1,0 +1,182 @@
+"""``qmamba build DIR -o ENGINES``: the ONNX pair of ``qmamba export`` -> TensorRT engines.
+
+ENGINES gets prefill.engine and decode.engine (each with a ``.json`` of what it was built with and
+for: TensorRT, plugin library, GPU, profile, checked when it is loaded) and qmamba_engines.json (the
+model config, state layout and the bytes a decode step must read, for ``qmamba bench``).
+
+The prefill engine's profile covers ``--batch`` and ``--seq``; the decode engine's covers ``--batch``
+with one token per row. TensorRT's Python API builds when it is importable, else the C++ runner
+(libqmamba_runner.so) does; ``--backend`` picks one explicitly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from . import trt_runner
+
+ENGINES_METADATA = "qmamba_engines.json"
+ONNX_METADATA = "qmamba_onnx.json"
+
+
+def _range(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX (three integers), got {text!r}")
+    return parts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("onnx_dir", metavar="DIR", help="output directory of `qmamba export`")
+    parser.add_argument("-o", "--out", required=True, metavar="ENGINES", help="engine directory to write")
+    parser.add_argument("--batch", type=_range, default=(1, 1, 8), metavar="MIN,OPT,MAX",
+                        help="batch range of both engines (default 1,1,8)")
+    parser.add_argument("--seq", type=_range, default=(1, 128, 2048), metavar="MIN,OPT,MAX",
+                        help="prompt length range of the prefill engine (default 1,128,2048)")
+    parser.add_argument("--plugins", metavar="LIB", help="libqmamba_trt_plugins.so (default: the built one)")
+    parser.add_argument("--fp16", action="store_true", help="allow fp16 kernels for the float parts (TensorRT 8)")
+    parser.add_argument("--no-tactic-libraries", action="store_true",
+                        help="no cuBLAS/cuDNN tactics (a TensorRT staged without those libraries)")
+    parser.add_argument("--backend", choices=("auto", "python", "cpp"), default="auto",
+                        help="TensorRT's Python API or the C++ runner (auto: Python if importable)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing engines")
+
+
+def _read_onnx_metadata(onnx_dir: Path) -> dict:
+    meta_path = onnx_dir / ONNX_METADATA
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{onnx_dir}: no {ONNX_METADATA} (not a `qmamba export` directory)")
+    meta = json.loads(meta_path.read_text())
+    for kind in ("prefill", "decode"):
+        f = onnx_dir / meta["graphs"][kind]["file"]
+        if not f.is_file():
+            raise FileNotFoundError(f"{onnx_dir}: {f.name} is missing")
+    return meta
+
+
+def decode_bytes(meta: dict, onnx_path: Path) -> dict:
+    """What a decode step must move: every weight once, and per batch row the states read and written."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    weight_bytes = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        weight_bytes += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    state_row = 0
+    for s in meta["states"]:
+        for k in ("conv_state", "ssm_state"):
+            n = 1
+            for d in s[k]["shape"][1:]:
+                n *= int(d)
+            state_row += n  # int8
+    return {"weight_bytes": weight_bytes, "state_bytes_per_row": state_row}
+
+
+def _build_python(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Profile, plugins: Path,
+                  fp16: bool, no_tactic_libraries: bool) -> None:
+    """The same build as the C++ runner's (engineBuilder.cpp), through TensorRT's Python API."""
+    import ctypes
+
+    lib = ctypes.CDLL(str(plugins), mode=ctypes.RTLD_GLOBAL)
+    lib.qmamba_plugin_library_version.restype = ctypes.c_char_p
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else \
+        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if int(trt.__version__.split(".")[0]) < 10:
+        config.set_flag(trt.BuilderFlag.INT8)
+        if fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+    if no_tactic_libraries:
+        config.set_tactic_sources(0)
+    opt = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        shapes = [list(t.shape) for _ in range(3)]
+        for axis, d in enumerate(t.shape):
+            if d == -1:
+                if axis > 1:
+                    raise ValueError(f"input {t.name} has a dynamic axis {axis}; only batch and sequence may be")
+                for k in range(3):
+                    shapes[k][axis] = (profile.batch if axis == 0 else profile.seq)[k]
+        opt.set_shape(t.name, *shapes)
+    config.add_optimization_profile(opt)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
+    engine_path.write_bytes(bytes(plan))
+    cudart = trt_runner._cudart()
+    dev = trt_runner._cuda(cudart.cudaGetDevice())
+    prop = trt_runner._cuda(cudart.cudaGetDeviceProperties(dev))
+    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+    p = profile
+    meta = {"onnx": str(onnx_path), "tensorrt": f"TensorRT {trt.__version__.split('.post')[0]}",
+            "plugin_library": lib.qmamba_plugin_library_version().decode(), "gpu": name.strip("\x00"),
+            "compute_capability": f"{prop.major}.{prop.minor}", "fp16": "1" if fp16 else "0",
+            "profile": f"batch {p.batch[0]}..{p.batch[1]}..{p.batch[2]}, seq {p.seq[0]}..{p.seq[1]}..{p.seq[2]}"}
+    Path(str(engine_path) + ".json").write_text(json.dumps(meta, indent=2))
+
+
+def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
+                  no_tactic_libraries=False, backend="auto", force=False) -> dict:
+    """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json."""
+    onnx_dir, out = Path(onnx_dir), Path(out_dir)
+    meta = _read_onnx_metadata(onnx_dir)
+    if out.exists() and any((out / f).exists() for f in trt_runner.ENGINE_FILES) and not force:
+        raise FileExistsError(f"build: {out} already holds engines; pass --force to overwrite")
+    plugins = Path(plugins) if plugins else trt_runner.plugin_library()
+    if not plugins.is_file():
+        raise FileNotFoundError(f"plugin library {plugins} does not exist")
+    trt = trt_runner.tensorrt_python() if backend in ("auto", "python") else None
+    if backend == "python" and trt is None:
+        raise RuntimeError("--backend python: TensorRT's Python package is not importable")
+    out.mkdir(parents=True, exist_ok=True)
+    profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
+                "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
+    for kind, profile in profiles.items():
+        onnx_path = onnx_dir / meta["graphs"][kind]["file"]
+        engine_path = out / f"{kind}.engine"
+        if trt is not None:
+            _build_python(trt, onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+        else:
+            trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+    engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
+               "backend": "python" if trt is not None else "cpp",
+               "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
+               **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
+    (out / ENGINES_METADATA).write_text(json.dumps(engines, indent=2))
+    shutil.copyfile(onnx_dir / ONNX_METADATA, out / ONNX_METADATA)
+    return engines
+
+
+def read_engines_metadata(engine_dir) -> dict:
+    p = Path(engine_dir) / ENGINES_METADATA
+    if not p.is_file():
+        raise FileNotFoundError(f"{engine_dir}: no {ENGINES_METADATA} (not a `qmamba build` directory)")
+    return json.loads(p.read_text())
+
+
+def run(args) -> int:
+    meta = build_engines(args.onnx_dir, args.out, batch=args.batch, seq=args.seq, plugins=args.plugins,
+                         fp16=args.fp16, no_tactic_libraries=args.no_tactic_libraries, backend=args.backend,
+                         force=args.force)
+    for f in trt_runner.ENGINE_FILES:
+        p = Path(args.out) / f
+        print(f"{p} ({p.stat().st_size / 1e6:.1f} MB)")
+    print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
+          f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step")
+    return 0

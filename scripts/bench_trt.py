@@ -1,0 +1,182 @@
+"""TensorRT engines vs PyTorch on one GPU, in one run: prefill latency (L = 512, 2048) and decode
+tokens/s (batch 1, 8) of
+  - the TensorRT engine (qmamba's plugins, decode under a CUDA graph),
+  - the PyTorch W8A8 reference model (QuantMamba2LM with the CUDA kernels),
+  - the float model in PyTorch fp16 (transformers Mamba2ForCausalLM, same shape),
+for the tiny byte-level model (g = 1) and a 2.7b-shaped W8A8 model with random weights (2.7b's layer
+widths, byte vocabulary; --layers of its 64 layers to fit the time). Decode is also given as a
+fraction of its bandwidth bound (bytes of weights and states per step ÷ measured copy bandwidth).
+
+    python scripts/bench_trt.py --out OUT [--layers 8] [--skip-torch]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qmamba.export.onnx_export import export_onnx
+from qmamba.export.qmodel import QuantConfig, QuantMamba2LM
+from qmamba.runtime import bench as trt_bench
+from qmamba.runtime import trt_runner
+from qmamba.runtime.build import build_engines, read_engines_metadata
+
+SEQS, BATCHES = (512, 2048), (1, 8)
+
+
+def random_w8a8(cfg: QuantConfig, seed: int = 0) -> QuantMamba2LM:
+    """A valid W8A8 model with random int8 weights and plausible scales (speed only, not accuracy)."""
+    g = torch.Generator().manual_seed(seed)
+    model = QuantMamba2LM(cfg)
+    hpg = cfg.nheads // cfg.ngroups
+    head_ends = torch.linspace(0, hpg, cfg.n_head_groups + 1)[1:].round().int()
+    dim_ends = torch.linspace(0, cfg.headdim, cfg.n_dim_groups + 1)[1:].round().int()
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if buf.dtype == torch.int8:
+                buf.copy_(torch.randint(-127, 128, buf.shape, generator=g, dtype=torch.int8))
+            elif name.endswith("x_head_group_range"):
+                buf.copy_(head_ends.expand_as(buf))
+            elif name.endswith("x_dim_group_range"):
+                buf.copy_(dim_ends.expand_as(buf))
+            elif name.endswith("A_log"):
+                buf.copy_(torch.rand(buf.shape, generator=g) * 2)
+            elif name.endswith(("D", "dt_bias")) or "norm" in name and name.endswith("weight"):
+                buf.fill_(1.0 if not name.endswith("dt_bias") else -3.0)
+            elif buf.dtype == torch.float32:
+                buf.fill_(0.02)   # every scale: activations and weights of magnitude ~1
+    model.validate()
+    return model
+
+
+def cuda_ms(fn, iters: int) -> float:
+    """Median GPU time of fn() in ms (CUDA events), after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return float(np.median(times))
+
+
+def torch_w8a8(model: QuantMamba2LM, iters: int) -> list[dict]:
+    model = model.cuda()
+    model.ops_backend = "kernels"
+    rows = []
+    for b in BATCHES:
+        for L in SEQS:
+            ids = torch.randint(0, model.config.vocab_size, (b, L), device="cuda")
+            pre = cuda_ms(lambda: model(ids), iters)
+            _, states = model(ids)
+            step = ids[:, -1:]
+            dec = cuda_ms(lambda: model(step, states), iters)
+            rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
+                         "decode_tokens_per_s": b * 1e3 / dec})
+    model.cpu()
+    return rows
+
+
+def torch_fp16(cfg: QuantConfig, iters: int) -> list[dict]:
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    fc = Mamba2Config(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
+                      num_heads=cfg.nheads, head_dim=cfg.headdim, state_size=cfg.d_state, n_groups=cfg.ngroups,
+                      expand=cfg.d_ssm // cfg.d_model, conv_kernel=cfg.d_conv, chunk_size=256)
+    with torch.device("cuda"):
+        model = Mamba2ForCausalLM(fc).half().eval()
+    rows = []
+    with torch.no_grad():
+        for b in BATCHES:
+            for L in SEQS:
+                ids = torch.randint(0, cfg.vocab_size, (b, L), device="cuda")
+                pre = cuda_ms(lambda: model(ids), iters)
+                out = model(ids, use_cache=True)
+                cache, step = out.cache_params, ids[:, -1:]
+                pos = torch.tensor([L], device="cuda")
+                dec = cuda_ms(lambda: model(step, cache_params=cache, use_cache=True, cache_position=pos), iters)
+                rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
+                             "decode_tokens_per_s": b * 1e3 / dec})
+    del model
+    torch.cuda.empty_cache()
+    return rows
+
+
+def engines_for(model: QuantMamba2LM, root: Path) -> Path:
+    export_onnx(model, root / "onnx", force=True, check=False)
+    t = time.time()
+    build_engines(root / "onnx", root / "engines", batch=(1, 1, max(BATCHES)), seq=(1, 512, max(SEQS)),
+                  no_tactic_libraries=True, force=True)
+    print(f"  engines built in {time.time() - t:.0f} s")
+    return root / "engines"
+
+
+def trt_rows(engines: Path, iters: int, bw: float) -> list[dict]:
+    meta = read_engines_metadata(engines)
+    session = trt_runner.TrtSession(engines, max_batch=max(BATCHES))
+    rows = []
+    for b in BATCHES:
+        for L in SEQS:
+            pre, dec = session.bench(b, L, iters, use_graph=True)
+            bound = trt_bench.decode_bound_tokens_per_s(meta, b, bw)
+            rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
+                         "decode_tokens_per_s": b * 1e3 / dec, "decode_bound_tokens_per_s": bound,
+                         "decode_fraction_of_bound": b * 1e3 / dec / bound})
+    return rows
+
+
+def table(name: str, results: dict) -> None:
+    print(f"\n{name}")
+    print(f"{'runner':<12} {'batch':>5} {'seq':>5} {'prefill ms':>11} {'decode ms':>10} {'tok/s':>9} {'of bound':>8}")
+    for runner, rows in results.items():
+        for r in rows:
+            frac = r.get("decode_fraction_of_bound")
+            print(f"{runner:<12} {r['batch']:>5} {r['seq']:>5} {r['prefill_ms']:>11.3f} {r['decode_ms_per_step']:>10.4f} "
+                  f"{r['decode_tokens_per_s']:>9.0f} {'' if frac is None else f'{frac:.1%}':>8}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out")
+    ap.add_argument("--layers", type=int, default=8, help="layers of the 2.7b-shaped model (2.7b has 64)")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--skip-torch", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    work = Path("/tmp/qmamba_bench")
+    bw = trt_bench.copy_bandwidth()
+    print(f"device-to-device copy bandwidth: {bw / 1e9:.0f} GB/s")
+    from qmamba.export.tiny import tiny_quantized_model
+
+    models = {
+        "tiny g1 (2 layers, d_model 64)": tiny_quantized_model("g1"),
+        f"2.7b-shaped ({args.layers} of 64 layers, d_model 2560, h 80, p 64, n 128, byte vocab)": random_w8a8(
+            QuantConfig(vocab_size=256, d_model=2560, n_layer=args.layers, nheads=80, headdim=64, d_state=128,
+                        ngroups=1, d_conv=4)),
+    }
+    report = {"copy_bandwidth_GBps": bw / 1e9, "models": {}}
+    for i, (name, model) in enumerate(models.items()):
+        print(f"{name}:")
+        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}"), args.iters, bw)}
+        if not args.skip_torch:
+            for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.iters)),
+                               ("torch-fp16", lambda: torch_fp16(model.config, args.iters))):
+                try:
+                    results[runner] = fn()
+                except Exception as e:  # report and go on: one runner's failure must not hide the others
+                    print(f"  {runner}: not measured ({type(e).__name__}: {e})")
+        table(name, results)
+        report["models"][name] = results
+        (out / "trt_bench.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The TensorRT device suite: plugins + runner built against TensorRT 8.6 (staged onto the GPU machine in
+# 11 chunks), engines checked against ONNX Runtime, then benchmarks. Logs go to $OUT (default ./out).
+#
+# One command, sent once per chunk, back to back (the machine keeps /tmp only while it stays warm):
+#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p00", ".deps"])
+#   ... p01 ... p09 ...
+#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p10", ".deps"])   # unpacks, then tests
+# Each call files the chunk it carries; once all are there it builds, tests and benchmarks in the same
+# call. A later call with no chunk (and /tmp/trt86 still there) reruns the suite. Where TensorRT is
+# installed, set TensorRT_ROOT (and TensorRT_INCLUDE_DIR if its headers live elsewhere): no staging.
+# Steps: QMAMBA_TRT_STEPS="test bench" (default both).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+if [ -z "${TensorRT_ROOT:-}" ]; then
+  for chunk in .device/trt86/p*/; do
+    [ -f "$chunk/recv.sh" ] && { bash "$chunk/recv.sh" || exit 1; }
+  done
+  if [ ! -f /tmp/trt86/env.sh ]; then
+    echo "device_trt: TensorRT 8.6 not complete on this machine yet; send the next chunk"; exit 0
+  fi
+  source /tmp/trt86/env.sh
+  export TensorRT_ROOT=$TRT86_ROOT
+  export TensorRT_INCLUDE_DIR=${TensorRT_INCLUDE_DIR:-$PWD/.deps/tensorrt-8.6/include}
+fi
+[ -f "$TensorRT_INCLUDE_DIR/NvInferVersion.h" ] || { echo "device_trt: no TensorRT headers at $TensorRT_INCLUDE_DIR (carry .deps)"; exit 1; }
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/device.txt"
+start=$(date +%s)
+# Kernels, plugins and runner for sm_90 only (speed), installed where a user's install puts them.
+if ! pip install --no-build-isolation --no-deps -q -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 \
+     -C build-dir=build/device-trt -C "cmake.define.TensorRT_ROOT=$TensorRT_ROOT" \
+     -C "cmake.define.TensorRT_INCLUDE_DIR=$TensorRT_INCLUDE_DIR" . > "$OUT/trt_build.log" 2>&1; then
+  tail -40 "$OUT/trt_build.log"; exit 1
+fi
+grep -h "qmamba:" build/device-trt/CMakeCache.txt "$OUT/trt_build.log" 2>/dev/null | head -5
+echo "build + install: $(( $(date +%s) - start )) s"
+LIB=$(python3 -c "import qmamba, pathlib; print(pathlib.Path(qmamba.__file__).parent / 'lib')")
+ls "$LIB"
+# Polygraphy is not in the machine's image: take the carried wheel if there is one.
+if ! python3 -c "import polygraphy" 2>/dev/null && ls .whl/polygraphy-*.whl >/dev/null 2>&1; then
+  pip install -q --no-index --no-deps --target /tmp/site .whl/polygraphy-*.whl && export PYTHONPATH=/tmp/site
+fi
+
+rc=0
+for step in ${QMAMBA_TRT_STEPS:-test bench}; do
+  case "$step" in
+    test)
+      # pytest, not python -m pytest: the installed package, not the checkout's bare qmamba/ folder.
+      timeout 420 pytest -q -rs tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py \
+        tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
+      [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
+    bench)
+      timeout 420 python3 scripts/bench_trt.py --out "$OUT" 2>&1 | tee "$OUT/trt_bench.log" | tail -60
+      [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
+    *) echo "unknown step $step"; rc=2 ;;
+  esac
+done
+echo "total: $(( $(date +%s) - start )) s"
+exit $rc

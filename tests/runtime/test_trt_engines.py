@@ -1,0 +1,204 @@
+"""TensorRT engines with qmamba's plugins against ONNX Runtime (which runs the function bodies).
+
+Runs where the C++ runner, the plugin library and a GPU are (the H100 with TensorRT 8.6 staged:
+scripts/device_trt.sh); skips elsewhere. int8 outputs and states must agree except at rounding
+ties (runtime/agreement.py), float outputs within a relative L2 bound, greedy tokens exactly.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from qmamba.export import onnx_ops
+from qmamba.export.op_cases import LAYER_SHAPES, conv_case, ssd_case
+from qmamba.runtime import trt_runner
+from qmamba.runtime.agreement import float_agreement, int8_agreement
+
+from trt_helpers import export_small_model, float_feed, float_io, ort_run, ort_session, trt_unavailable
+
+pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt,
+              pytest.mark.skipif(trt_unavailable() is not None, reason=str(trt_unavailable()))]
+
+# Relative L2 bounds against ONNX Runtime: the SSD prefill kernel sums in another order on TF32 tensor
+# cores (its own bound against the fp32 reference is 2e-3, tests/trt_plugins/test_kernels_gpu.py).
+Y_BOUND = 3e-3
+LOGITS_BOUND = 1e-2
+PROFILE = trt_runner.Profile(batch=(1, 2, 4), seq=(1, 16, 64))
+
+
+def _single_op_engine(tmp_path, op, shape, with_state, batch, seqlen):
+    case = conv_case if op == "QuantConv1dSiLU" else ssd_case
+    acts, params, attrs = case(LAYER_SHAPES[shape], batch, seqlen, with_state)
+    model = float_io(onnx_ops.single_op_model(op, with_state, acts, params, attrs))
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(model, path)
+    engine = trt_runner.build_engine(path, tmp_path / f"{op}.engine", PROFILE, no_tactic_libraries=True)
+    return path, engine, float_feed(acts)
+
+
+@pytest.mark.parametrize("op", ["QuantConv1dSiLU", "QuantSSD"])
+@pytest.mark.parametrize("shape", ["130m-narrow", "8b-narrow"])
+@pytest.mark.parametrize("with_state,seqlen", [(False, 37), (True, 37), (True, 1)])
+def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, seqlen):
+    path, engine_path, feed = _single_op_engine(tmp_path, op, shape, with_state, 2, seqlen)
+    got = trt_runner.TrtEngine(engine_path).infer(feed)
+    want = ort_run(ort_session(path), feed)
+    assert set(got) == set(want)
+    for name, ref in want.items():
+        if name == "y":
+            a = float_agreement(name, got[name], ref, Y_BOUND)
+        else:  # int8 values carried as float through DequantizeLinear(scale 1)
+            a = int8_agreement(name, got[name].astype(np.int8), ref.astype(np.int8))
+        assert a.ok, a.row()
+
+
+def test_shape_outside_profile_is_refused(tmp_path):
+    _, engine_path, feed = _single_op_engine(tmp_path, "QuantSSD", "130m-narrow", False, 2, 5)
+    engine = trt_runner.TrtEngine(engine_path)
+    too_long = {k: np.zeros((2, 65, *v.shape[2:]), np.float32) for k, v in feed.items()}
+    with pytest.raises(trt_runner.TrtRunnerError, match=r"dimension 1 = 65 is outside the engine's profile \[1, 64\]"):
+        engine.infer(too_long)
+
+
+def test_engine_of_another_gpu_or_library_is_refused(tmp_path):
+    _, engine_path, _ = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-narrow", False, 1, 4)
+    meta_path = engine_path.with_name(engine_path.name + ".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "compute_capability": "8.7", "gpu": "Orin"}))
+    with pytest.raises(trt_runner.TrtRunnerError, match="built for another GPU .*Orin"):
+        trt_runner.TrtEngine(engine_path)
+    meta_path.write_text(json.dumps({**meta, "plugin_library": "qmamba-trt-plugins 0.0.1; format 0"}))
+    with pytest.raises(trt_runner.TrtRunnerError, match="built with plugin library"):
+        trt_runner.TrtEngine(engine_path)
+
+
+@pytest.mark.parametrize("attrs,message", [
+    ({"x_scale": None}, "required field x_scale is missing"),
+    ({"x_scale": -1.0}, "x_scale must be finite and > 0"),
+    ({"nheads": 7}, "nheads = 7 must be divisible by ngroups"),
+])
+def test_bad_fields_fail_the_build_with_their_name(tmp_path, attrs, message):
+    acts, params, good = conv_case(LAYER_SHAPES["8b-narrow"], 1, 4, False)
+    model = float_io(onnx_ops.single_op_model("QuantConv1dSiLU", False, acts, params, good))
+    node = next(n for n in model.graph.node if n.op_type == "QuantConv1dSiLU")
+    for name, value in attrs.items():
+        keep = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        if value is not None:
+            node.attribute.append(onnx.helper.make_attribute(name, value))
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    with pytest.raises(trt_runner.TrtRunnerError, match=message):
+        trt_runner.build_engine(path, tmp_path / "bad.engine", PROFILE, no_tactic_libraries=True)
+
+
+def test_missing_plugin_library_is_reported(tmp_path):
+    _, engine_path, _ = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-narrow", False, 1, 4)
+    with pytest.raises(trt_runner.TrtRunnerError, match="cannot load plugin library"):
+        trt_runner.TrtEngine(engine_path, plugins=tmp_path / "libnothere.so")
+
+
+# ---- whole models -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["g1", "g8"])
+def model_engines(request, tmp_path_factory):
+    from qmamba.runtime.build import build_engines
+
+    root = tmp_path_factory.mktemp(request.param)
+    onnx_dir = export_small_model(root / "onnx", request.param)
+    build_engines(onnx_dir, root / "engines", batch=(1, 1, 2), seq=(1, 64, 128), no_tactic_libraries=True,
+                  backend="cpp")
+    return onnx_dir, root / "engines"
+
+
+def _states(meta):
+    for s in meta["states"]:
+        for k in ("conv_state", "ssm_state"):
+            yield s[k]["input"], s[k]["output"]
+
+
+def test_model_prefill_and_decode_match_onnxruntime(model_engines):
+    onnx_dir, engines = model_engines
+    meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
+    prefill, decode = ort_session(onnx_dir / "prefill.onnx"), ort_session(onnx_dir / "decode.onnx")
+    session = trt_runner.TrtSession(engines, max_batch=2)
+    text = b"First Citizen:\nBefore we proceed any further, hear me speak."
+    ids = np.stack([np.frombuffer(text[:40], np.uint8), np.frombuffer(text[5:45], np.uint8)]).astype(np.int64)
+
+    logits = session.prefill(ids)
+    ref = ort_run(prefill, {"input_ids": ids})
+    a = float_agreement("prefill logits", logits, ref["logits"][:, -1], LOGITS_BOUND)
+    assert a.ok, a.row()
+    states = {}
+    for name_in, name_out in _states(meta):
+        got = session.read_state(name_in, ref[name_out].shape)
+        a = int8_agreement(f"prefill {name_out}", got, ref[name_out])
+        assert a.ok, a.row()
+        states[name_in] = ref[name_out]
+    # Decode steps from ONNX Runtime's own states, with the same tokens on both sides.
+    for step in range(3):
+        tok = logits.argmax(-1)
+        logits = session.decode(tok, use_graph=(step % 2 == 0))
+        ref = ort_run(decode, {"input_ids": tok[:, None].astype(np.int64), **states})
+        a = float_agreement(f"decode {step} logits", logits, ref["logits"][:, -1], LOGITS_BOUND)
+        assert a.ok, a.row()
+        for name_in, name_out in _states(meta):
+            got = session.read_state(name_in, ref[name_out].shape)
+            a = int8_agreement(f"decode {step} {name_out}", got, ref[name_out])
+            assert a.ok, a.row()
+            states[name_in] = ref[name_out]
+
+
+def test_greedy_32_tokens_match_onnxruntime(model_engines):
+    onnx_dir, engines = model_engines
+    meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
+    prefill, decode = ort_session(onnx_dir / "prefill.onnx"), ort_session(onnx_dir / "decode.onnx")
+    prompt = np.frombuffer(b"ROMEO:\nBut soft, what light", np.uint8).astype(np.int64)[None]
+
+    out = ort_run(prefill, {"input_ids": prompt})
+    want = []
+    for _ in range(32):
+        tok = out["logits"][:, -1].argmax(-1)
+        want.append(int(tok[0]))
+        states = {i: out[o] for i, o in _states(meta)}
+        out = ort_run(decode, {"input_ids": tok[:, None].astype(np.int64), **states})
+
+    for use_graph in (True, False):
+        session = trt_runner.TrtSession(engines, max_batch=1)
+        logits = session.prefill(prompt)
+        got = []
+        for _ in range(32):
+            tok = logits.argmax(-1)
+            got.append(int(tok[0]))
+            logits = session.decode(tok, use_graph=use_graph)
+        assert got == want, f"graph={use_graph}: {bytes(got)!r} != {bytes(want)!r}"
+
+
+def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
+    from qmamba.cli import main
+
+    onnx_dir, _ = model_engines
+    out = tmp_path / "engines"
+    assert main(["build", str(onnx_dir), "-o", str(out), "--batch", "1,1,2", "--seq", "1,32,64",
+                 "--no-tactic-libraries"]) == 0
+    assert main(["build", str(onnx_dir), "-o", str(out)]) == 1  # exists: needs --force
+    assert main(["generate", str(out), "--prompt", "KING:", "--tokens", "16"]) == 0
+    assert capsys.readouterr().out.startswith("KING:")
+    assert main(["bench", str(out), "--batch", "1", "2", "--seq", "64", "--iters", "3"]) == 0
+    assert "of bound" in capsys.readouterr().out
+    assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 1  # 100 > seq 64
+
+
+def test_polygraphy_comparator_engine_vs_onnxruntime(model_engines):
+    pytest.importorskip("polygraphy")
+    from qmamba.runtime.polygraphy_trt import compare
+
+    onnx_dir, engines = model_engines
+    ids = np.frombuffer(b"To be, or not to be", np.uint8).astype(np.int64)[None]
+    ok, _ = compare(onnx_dir / "prefill.onnx", engines / "prefill.engine", [{"input_ids": ids}], rtol=1e-2,
+                    atol=1e-2)
+    assert ok

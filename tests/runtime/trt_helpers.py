@@ -1,0 +1,85 @@
+"""Shared pieces of the TensorRT tests: whether the runner can run here, float-I/O wrappers of the
+single-op graphs, small exported models, and ONNX Runtime references."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from qmamba.export import onnx_ops
+
+
+@functools.lru_cache(maxsize=1)
+def trt_unavailable() -> str | None:
+    """Why the TensorRT runner cannot run here (None when it can)."""
+    from qmamba.runtime import trt_runner
+
+    try:
+        trt_runner.runner_library()
+        trt_runner.plugin_library()
+    except (FileNotFoundError, OSError, trt_runner.TrtRunnerError) as e:
+        return f"TensorRT runner not available: {e}"
+    try:
+        cudart = trt_runner._cudart()
+        if trt_runner._cuda(cudart.cudaGetDeviceCount()) < 1:
+            return "no CUDA GPU"
+    except Exception as e:  # no driver, no cuda-python
+        return f"no CUDA GPU: {e}"
+    return None
+
+
+def float_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its int8 graph inputs and outputs turned into float ones through
+    QuantizeLinear / DequantizeLinear of scale 1 (exact): TensorRT 8.6 takes int8 into a plugin from
+    a QuantizeLinear, the proven path (../shared/tools/README.md)."""
+    g = model.graph
+    pre, post = [], []
+    for vi in g.input:
+        if vi.type.tensor_type.elem_type == TensorProto.INT8:
+            name = vi.name
+            vi.name = f"{name}_f"
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+            pre.append(helper.make_node("QuantizeLinear", [vi.name, onnx_ops.UNIT_SCALE, onnx_ops.INT8_ZERO],
+                                        [name], name=f"{name}/q"))
+    for vo in g.output:
+        if vo.type.tensor_type.elem_type == TensorProto.INT8:
+            name = vo.name
+            for node in g.node:
+                for i, o in enumerate(node.output):
+                    if o == name:
+                        node.output[i] = f"{name}_q"
+            vo.type.tensor_type.elem_type = TensorProto.FLOAT
+            post.append(helper.make_node("DequantizeLinear", [f"{name}_q", onnx_ops.UNIT_SCALE], [name],
+                                         name=f"{name}/dq"))
+    nodes = pre + list(g.node) + post
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def float_feed(acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{k}_f" if v.dtype == np.int8 else k: v.astype(np.float32) for k, v in acts.items()}
+
+
+def ort_session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def ort_run(sess, feed: dict) -> dict[str, np.ndarray]:
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feed)))
+
+
+def export_small_model(out_dir: Path, kind: str) -> Path:
+    """The tiny calibrated model with the 130m-like ("g1") or 8b-like ("g8") layer structure
+    (qmamba.export.tiny), exported with `qmamba export`."""
+    from qmamba.export.onnx_export import export_onnx
+    from qmamba.export.tiny import tiny_quantized_model
+
+    export_onnx(tiny_quantized_model(kind), out_dir, force=True)
+    return out_dir
