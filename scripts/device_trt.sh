@@ -3,9 +3,11 @@
 # 11 chunks), engines checked against ONNX Runtime, then benchmarks. Logs go to $OUT (default ./out).
 #
 # One command, sent once per chunk, back to back (the machine keeps /tmp only while it stays warm):
-#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p00", ".deps"])
+#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p00", ".deps", ".device/data", ".whl"])
 #   ... p01 ... p09 ...
-#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p10", ".deps"])   # unpacks, then tests
+#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p10", ".deps", ".device/data", ".whl"])
+# (.deps: TensorRT headers; .device/data: a copy of tinyshakespeare/input.txt for calibrating the tiny
+# models; .whl: the polygraphy wheel, not in the machine's image.)
 # Each call files the chunk it carries; once all are there it builds, tests and benchmarks in the same
 # call. A later call with no chunk (and /tmp/trt86 still there) reruns the suite. Where TensorRT is
 # installed, set TensorRT_ROOT (and TensorRT_INCLUDE_DIR if its headers live elsewhere): no staging.
@@ -15,6 +17,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# Calibration text for the tiny models: the shared data folder is not on the GPU machine; carry a copy
+# in the git-ignored .device/data (never in the repository).
+[ -d .device/data ] && export QMAMBA_DATA=${QMAMBA_DATA:-$PWD/.device/data}
 
 if [ -z "${TensorRT_ROOT:-}" ]; then
   for chunk in .device/trt86/p*/; do

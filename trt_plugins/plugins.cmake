@@ -46,7 +46,12 @@ target_compile_features(qmamba_trt_plugins PRIVATE cxx_std_17)
 target_include_directories(qmamba_trt_plugins PRIVATE
   ${_qp}/common ${_qp}/include ${_qp}/quantConv1dSiLUPlugin ${_qp}/quantSSDPlugin)
 target_include_directories(qmamba_trt_plugins SYSTEM PRIVATE "${TensorRT_INCLUDE_DIR}" ${CUDAToolkit_INCLUDE_DIRS})
-target_compile_definitions(qmamba_trt_plugins PRIVATE QMAMBA_VERSION="${PROJECT_VERSION}${SKBUILD_PROJECT_VERSION}")
+# The version engines record and check: the package's (scikit-build-core), else "dev".
+set(_qmamba_version "${SKBUILD_PROJECT_VERSION}")
+if(NOT _qmamba_version)
+  set(_qmamba_version "dev")
+endif()
+target_compile_definitions(qmamba_trt_plugins PRIVATE QMAMBA_VERSION="${_qmamba_version}")
 # TensorRT's headers deprecate the V2 API in 10+ and warn inside themselves.
 target_compile_options(qmamba_trt_plugins PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-deprecated-declarations>)
 # $ORIGIN: libqmamba_kernels.so is installed beside the plugin library (qmamba/lib).
