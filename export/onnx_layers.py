@@ -47,7 +47,7 @@ class GraphBuilder:
 
     def initializer(self, name: str, array) -> str:
         """Adds ``array`` as initializer ``name`` once; a second add must hold the same bits."""
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")  # a copy that keeps 0-d scalars 0-d
         if name in self._arrays:
             old = self._arrays[name]
             if old.dtype != array.dtype or old.shape != array.shape or old.tobytes() != array.tobytes():

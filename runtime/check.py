@@ -58,7 +58,7 @@ def _reference_op(node: onnx.NodeProto, inputs: list, attrs: dict):
 def op_level_rows(path: Path, feed: dict[str, np.ndarray], label: str) -> list[Agreement]:
     """Every qmamba node of ``path``, run by ONNX Runtime on ``feed``, vs its reference twin."""
     model = onnx.load(str(path))
-    consts = GraphConstants(model)
+    consts = GraphConstants(model, str(path.parent))
     nodes = [n for n in model.graph.node if n.domain == onnx_ops.DOMAIN]
     wanted = sorted({t for n in nodes for t in [*n.input, *n.output]
                      if t and consts.constant(t) is None and t not in feed})

@@ -29,8 +29,9 @@ _ATTR_TYPES = {"float": AttributeProto.FLOAT, "int": AttributeProto.INT}
 class GraphConstants:
     """What the validator knows of a graph: constant values and declared types of tensors."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, base_dir: str = ""):
         g = model.graph
+        self.base_dir = base_dir   # where external data lives; read only for the tensors asked
         self.constants = {t.name: t for t in g.initializer}
         self.producers = {o: n for n in g.node for o in n.output}
         self.types = {}
@@ -44,7 +45,7 @@ class GraphConstants:
         """Value of an initializer, or of one passed through DequantizeLinear -> QuantizeLinear
         with scale 1 (``onnx_ops.constant_int8_input``); None for computed tensors."""
         if name in self.constants:
-            return numpy_helper.to_array(self.constants[name])
+            return numpy_helper.to_array(self.constants[name], base_dir=self.base_dir)
         q = self.producers.get(name)
         if q is None or q.op_type != "QuantizeLinear" or q.input[1] != onnx_ops.UNIT_SCALE:
             return None
@@ -181,8 +182,8 @@ def validate_onnx_model(path) -> dict[str, int]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # a damaged or foreign file: say which, not a protobuf traceback
         raise QMambaInputError(f"{path}: not a readable ONNX model ({e})") from e
-    # External data is not loaded: constants stored there are not value-checked.
-    graph = GraphConstants(model)
+    # External data is not loaded as a whole: only the constants the checks need are read.
+    graph = GraphConstants(model, str(path.parent))
     functions = {(f.domain, f.name): f for f in model.functions}
     counts: dict[str, int] = {}
     forms: dict[str, set[bool]] = {}
