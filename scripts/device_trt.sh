@@ -22,7 +22,7 @@ export PYTHONUNBUFFERED=1
 [ -d .device/data ] && export QMAMBA_DATA=${QMAMBA_DATA:-$PWD/.device/data}
 
 if [ -z "${TensorRT_ROOT:-}" ]; then
-  for chunk in .device/trt86/p*/; do
+  for chunk in .device/trt86*/p*/; do
     [ -f "$chunk/recv.sh" ] && { bash "$chunk/recv.sh" || exit 1; }
   done
   if [ ! -f /tmp/trt86/env.sh ]; then
@@ -37,26 +37,26 @@ fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/device.txt"
 start=$(date +%s)
 # Kernels, plugins and runner for sm_90 only (speed), installed where a user's install puts them.
-if ! pip install --no-build-isolation --no-deps -q -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 \
+if ! python3 -m pip install --no-build-isolation --no-deps -q -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 \
      -C build-dir=build/device-trt -C "cmake.define.TensorRT_ROOT=$TensorRT_ROOT" \
      -C "cmake.define.TensorRT_INCLUDE_DIR=$TensorRT_INCLUDE_DIR" . > "$OUT/trt_build.log" 2>&1; then
   tail -40 "$OUT/trt_build.log"; exit 1
 fi
 grep -h "qmamba:" build/device-trt/CMakeCache.txt "$OUT/trt_build.log" 2>/dev/null | head -5
 echo "build + install: $(( $(date +%s) - start )) s"
-LIB=$(python3 -c "import qmamba, pathlib; print(pathlib.Path(qmamba.__file__).parent / 'lib')")
+LIB=$(python3 -P -c "import qmamba, pathlib; print(pathlib.Path(qmamba.__file__).parent / 'lib')")
 ls "$LIB"
 # Polygraphy is not in the machine's image: take the carried wheel if there is one.
 if ! python3 -c "import polygraphy" 2>/dev/null && ls .whl/polygraphy-*.whl >/dev/null 2>&1; then
-  pip install -q --no-index --no-deps --target /tmp/site .whl/polygraphy-*.whl && export PYTHONPATH=/tmp/site
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/polygraphy-*.whl && export PYTHONPATH=/tmp/site
 fi
 
 rc=0
 for step in ${QMAMBA_TRT_STEPS:-test bench}; do
   case "$step" in
     test)
-      # pytest, not python -m pytest: the installed package, not the checkout's bare qmamba/ folder.
-      timeout 420 pytest -q -rs tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py \
+      # -P: the installed package, not the checkout's bare qmamba/ folder (python3 is the one with torch).
+      timeout 420 python3 -P -m pytest -q -rs tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py \
         tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     bench)
