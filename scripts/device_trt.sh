@@ -2,10 +2,11 @@
 # The TensorRT device suite: plugins + runner built against TensorRT 8.6 (staged onto the GPU machine in
 # 11 chunks), engines checked against ONNX Runtime, then benchmarks. Logs go to $OUT (default ./out).
 #
-# One command, sent once per chunk, back to back (the machine keeps /tmp only while it stays warm):
-#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p00", ".deps", ".device/data", ".whl"])
-#   ... p01 ... p09 ...
-#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86/p10", ".deps", ".device/data", ".whl"])
+# One command, sent once per chunk (scripts/trt86_chunks.sh makes them), back to back (the machine
+# keeps /tmp only while it stays warm):
+#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86s/p00"])
+#   ... p01 ... p11 ...
+#   run(command="bash scripts/device_trt.sh", carry=[".device/trt86s/p12", ".deps", ".device/data", ".whl"])
 # (.deps: TensorRT headers; .device/data: a copy of tinyshakespeare/input.txt for calibrating the tiny
 # models; .whl: the polygraphy wheel, not in the machine's image.)
 # Each call files the chunk it carries; once all are there it builds, tests and benchmarks in the same
