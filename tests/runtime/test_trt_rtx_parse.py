@@ -34,3 +34,25 @@ def test_function_free_graph_is_refused_without_plugin(tmp_path):
     onnx.save(onnx_ops.single_op_model("QuantSSD", False, acts, params, attrs, functions=False), path)
     with pytest.raises(RuntimeError, match="QuantSSD"):
         parse_and_build(path)
+
+
+@pytest.fixture(scope="module", params=["g1", "g8"])
+def exported(request, tmp_path_factory):
+    from qmamba.export.onnx_export import export_onnx
+    from qmamba.export.tiny import tiny_quantized_model
+
+    model = tiny_quantized_model(request.param)
+    out = tmp_path_factory.mktemp(f"trt_rtx_{request.param}")
+    export_onnx(model, out, force=True)
+    return model, out
+
+
+@pytest.mark.parametrize("kind", ["prefill", "decode"])
+def test_whole_model_graph_builds(exported, kind):
+    """Both graphs of a two-layer model, function bodies inlined (two instances of each)."""
+    model, out = exported
+    report = parse_and_build(out / f"{kind}.onnx")
+    n_states = 2 * model.config.n_layer
+    assert len(report.inputs) == (1 if kind == "prefill" else 1 + n_states)
+    assert report.inputs["input_ids"] == (-1, -1)
+    assert report.plan_bytes > 0
