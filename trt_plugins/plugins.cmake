@@ -30,8 +30,6 @@ endif()
 
 find_library(TensorRT_nvinfer_LIBRARY NAMES nvinfer
   HINTS "${TensorRT_LIB_DIR}" "$ENV{TensorRT_LIB_DIR}" "${TensorRT_ROOT}/lib" "${TensorRT_ROOT}/lib64" "${TensorRT_ROOT}/targets/x86_64-linux/lib")
-find_library(TensorRT_nvonnxparser_LIBRARY NAMES nvonnxparser
-  HINTS "${TensorRT_LIB_DIR}" "$ENV{TensorRT_LIB_DIR}" "${TensorRT_ROOT}/lib" "${TensorRT_ROOT}/lib64" "${TensorRT_ROOT}/targets/x86_64-linux/lib")
 find_package(CUDAToolkit REQUIRED)
 
 set(_qp "${CMAKE_CURRENT_LIST_DIR}")
@@ -67,6 +65,6 @@ else()
 endif()
 install(TARGETS qmamba_trt_plugins LIBRARY DESTINATION qmamba/lib)
 
-if(TensorRT_nvinfer_LIBRARY AND TensorRT_nvonnxparser_LIBRARY)
+if(TensorRT_nvinfer_LIBRARY)
   add_subdirectory("${PROJECT_SOURCE_DIR}/runtime/cpp" "${CMAKE_BINARY_DIR}/runtime_cpp")
 endif()

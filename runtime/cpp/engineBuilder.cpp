@@ -5,6 +5,8 @@
 
 #include <NvOnnxParser.h>
 
+#include <dlfcn.h>
+
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -54,6 +56,31 @@ nvinfer1::Dims profileDims(nvinfer1::ITensor const& input, qmr_profile const& p,
     return d;
 }
 
+// The ONNX parser, loaded on first use with lazy binding rather than linked: libnvonnxparser pulls in
+// libnvinfer_plugin, which names cuBLAS/cuDNN; a deployment without them (TensorRT 8.6 staged with
+// stand-ins, or a runtime-only install) can still load the runner and run engines.
+nvonnxparser::IParser* createOnnxParser(nvinfer1::INetworkDefinition& network, nvinfer1::ILogger& logger)
+{
+    static void* lib = [] {
+        std::string const major = "libnvonnxparser.so." + std::to_string(NV_TENSORRT_MAJOR);
+        void* h = dlopen(major.c_str(), RTLD_LAZY | RTLD_GLOBAL);
+        return h != nullptr ? h : dlopen("libnvonnxparser.so", RTLD_LAZY | RTLD_GLOBAL);
+    }();
+    if (lib == nullptr)
+    {
+        char const* err = dlerror();
+        throw RunnerError(std::string("cannot load TensorRT's ONNX parser (libnvonnxparser.so.") + std::to_string(NV_TENSORRT_MAJOR)
+            + "): " + (err ? err : "not found") + "; is TensorRT's lib/ on LD_LIBRARY_PATH?");
+    }
+    using CreateFn = void* (*) (void*, void*, int);
+    auto create = reinterpret_cast<CreateFn>(dlsym(lib, "createNvOnnxParser_INTERNAL"));
+    if (create == nullptr)
+    {
+        throw RunnerError("libnvonnxparser has no createNvOnnxParser_INTERNAL");
+    }
+    return static_cast<nvonnxparser::IParser*>(create(&network, &logger, NV_ONNX_PARSER_VERSION));
+}
+
 } // namespace
 
 void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, qmr_build_options const& options,
@@ -74,7 +101,11 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
     uint32_t const flags = 0;
 #endif
     std::unique_ptr<nvinfer1::INetworkDefinition> network{builder->createNetworkV2(flags)};
-    std::unique_ptr<nvonnxparser::IParser> parser{nvonnxparser::createParser(*network, logger)};
+    std::unique_ptr<nvonnxparser::IParser> parser{createOnnxParser(*network, logger)};
+    if (!parser)
+    {
+        failWithTrtErrors("cannot create TensorRT's ONNX parser");
+    }
     if (!parser->parseFromFile(onnxPath.c_str(), static_cast<int>(nvinfer1::ILogger::Severity::kWARNING)))
     {
         std::string errors;
