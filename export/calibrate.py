@@ -9,8 +9,9 @@ returns a ``Calibrated`` with the reordered float model and the layouts as well,
 ``data`` is raw text bytes (byte-level tokens: token id = byte value) or a LongTensor of token ids.
 The first ``num_samples`` consecutive windows of ``seq_len`` tokens are the calibration set.
 
-1. Grouping pass (skipped for ``per_tensor``): forward pre-hooks on every mixer re-run it in fp32
-   (``float_mixer.trace_mixer``) and record each x channel's conv+SiLU absmax; ``grouping`` clusters
+1. Grouping pass (skipped for ``per_tensor``): the float model runs in fp32 through
+   ``float_mixer.float_forward`` (the transformers blocks, every mixer re-stated by ``trace_mixer``
+   so that its intermediates are visible) and each x channel's conv+SiLU absmax is recorded; ``grouping`` clusters
    heads and cuts dim groups, and the float weights are reordered so that groups are contiguous.
 2. Scale pass on the reordered model: the observers (``observers``) see the mixer input, the in_proj
    segments z/x/B/C/dt, conv+SiLU x (per group), B and C (per SSD group), the SSM state after every
@@ -36,7 +37,7 @@ import torch
 
 from . import hadamard as had
 from . import ops
-from .float_mixer import dt_limits, mixer_dims, trace_mixer
+from .float_mixer import dt_limits, float_forward, mixer_dims
 from .grouping import GroupLayout, apply_layout, identity_layout, make_layout
 from .observers import OBSERVERS, ChannelObserver, StateObserver
 from .qmodel import QuantConfig, QuantMamba2LM
@@ -66,32 +67,22 @@ def calibration_windows(data, num_samples: int, seq_len: int, vocab_size: int) -
     return tokens[: n * seq_len].reshape(n, seq_len)
 
 
-def _run_pass(model, windows, batch_size, on_mixer, on_final, desc, progress):
-    """Runs the float model over the windows; hooks hand each mixer's fp32 trace to ``on_mixer``."""
+def _run_pass(model, windows, batch_size, on_mixer, on_final, desc, progress, with_state=True):
+    """Runs the float model over the windows in fp32 (``float_mixer.float_forward``), handing every
+    mixer's trace to ``on_mixer(i, trace)`` and the lm_head input to ``on_final``."""
     from tqdm.auto import tqdm
 
-    hooks = []
-    for i, layer in enumerate(model.backbone.layers):
-        def pre_hook(module, args, i=i):
-            on_mixer(i, trace_mixer(module, args[0]))
-        hooks.append(layer.mixer.register_forward_pre_hook(pre_hook))
-    if on_final is not None:
-        hooks.append(model.backbone.norm_f.register_forward_hook(lambda m, a, out: on_final(out)))
-    try:
-        batches = windows.split(batch_size)
-        with torch.no_grad():
-            for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-                model(input_ids=batch, use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
+    for batch in tqdm(windows.split(batch_size), desc=desc, disable=not progress, unit="batch"):
+        hidden = float_forward(model, batch, on_mixer, with_state)
+        if on_final is not None:
+            on_final(hidden)
 
 
 def group_layouts(model, windows, batch_size, nhg, ndg, progress, seed=0) -> list[GroupLayout]:
     """Pass 1: per-channel absmax of conv+SiLU x of every layer -> head/dim grouping."""
     obs = [ChannelObserver("minmax") for _ in model.backbone.layers]
     _run_pass(model, windows, batch_size, lambda i, t: obs[i].update(t.x), None,
-              "calibrate: grouping", progress)
+              "calibrate: grouping", progress, with_state=False)
     layouts = []
     for layer, o in zip(model.backbone.layers, obs):
         d = mixer_dims(layer.mixer)
@@ -264,7 +255,8 @@ def x_quantization_error(calibrated: Calibrated, tokens: torch.Tensor) -> list[f
         err[i][0] += float((ops.quantize(t.x, s).float() * s - t.x).pow(2).sum())
         err[i][1] += float(t.x.pow(2).sum())
 
-    _run_pass(calibrated.float_model, tokens, tokens.shape[0], on_mixer, None, "x error", False)
+    _run_pass(calibrated.float_model, tokens, tokens.shape[0], on_mixer, None, "x error", False,
+              with_state=False)
     return [(e / max(n, 1e-30)) ** 0.5 for e, n in err]
 
 

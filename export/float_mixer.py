@@ -27,7 +27,7 @@ class MixerTrace:
     x: torch.Tensor          # conv + SiLU outputs
     B: torch.Tensor
     C: torch.Tensor
-    state_absmax: torch.Tensor  # [h, p, n]: max |SSM state| over the batch and every token
+    state_absmax: torch.Tensor | None  # [h, p, n]: max |SSM state| over the batch and every token
     y: torch.Tensor          # SSD output [B, L, d_ssm]
     gated: torch.Tensor      # gated norm output (out_proj input before any rotation)
     out: torch.Tensor        # mixer output
@@ -53,7 +53,7 @@ def dt_limits(m) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def state_absmax_all_tokens(x, dt, A, Bh, chunk: int = 16) -> torch.Tensor:
+def state_absmax_all_tokens(x, dt, A, Bh, chunk: int = 32) -> torch.Tensor:
     """max over batch and time of |S_t| (``[h, p, n]``), S_t the fp32 SSM state after token t.
 
     Decode quantizes the state after every token, so its scale must cover every S_t, not only
@@ -61,23 +61,29 @@ def state_absmax_all_tokens(x, dt, A, Bh, chunk: int = 16) -> torch.Tensor:
     ``S_t = exp(a_cum[t]) S_in + sum_{s<=t} exp(a_cum[t] - a_cum[s]) dt_s x_s B_s^T``.
     """
     bt, L, h, p = x.shape
-    S = x.new_zeros(bt, h, p, Bh.shape[-1])
-    amax = torch.zeros_like(S[0])
+    n = Bh.shape[-1]
+    S = x.new_zeros(bt, h, 1, p, n)
+    amax = x.new_zeros(h, p, n)
+    xp, Bp, dtp = x.permute(0, 2, 1, 3), Bh.permute(0, 2, 1, 3), dt.permute(0, 2, 1)
     for c0 in range(0, L, chunk):
         sl = slice(c0, min(L, c0 + chunk))
-        a = (dt[:, sl] * A).permute(0, 2, 1)                          # [bt, h, T]
+        a = dtp[:, :, sl] * A[:, None]                                  # [bt, h, T]
         a_cum = torch.cumsum(a, dim=-1)
-        decay = torch.exp(_segsum(a))                                 # [bt, h, T, T]
-        St = torch.einsum("bhts,bsh,bshp,bshn->bthpn", decay, dt[:, sl], x[:, sl], Bh[:, sl])
-        St = St + torch.exp(a_cum).permute(0, 2, 1)[..., None, None] * S[:, None]
-        amax = torch.maximum(amax, St.abs().amax(dim=(0, 1)))
-        S = St[:, -1]
+        W = torch.exp(_segsum(a)) * dtp[:, :, None, sl]                 # [bt, h, t, s]
+        Y = W[..., None] * xp[:, :, None, sl]                            # [bt, h, t, s, p]
+        St = Y.transpose(-1, -2) @ Bp[:, :, None, sl]                    # [bt, h, t, p, n]
+        St += torch.exp(a_cum)[..., None, None] * S
+        S = St[:, :, -1:]
+        amax = torch.maximum(amax, torch.linalg.vector_norm(St, float("inf"), dim=(0, 2)))
     return amax
 
 
 @torch.no_grad()
-def trace_mixer(m, u: torch.Tensor) -> MixerTrace:
-    """Runs mixer ``m`` on ``u [B, L, d_model]`` in fp32 from zero states, keeping intermediates."""
+def trace_mixer(m, u: torch.Tensor, with_state: bool = True) -> MixerTrace:
+    """Runs mixer ``m`` on ``u [B, L, d_model]`` in fp32 from zero states, keeping intermediates.
+
+    ``with_state=False`` skips the (costly) per-token state maximum (``state_absmax`` is None).
+    """
     d = mixer_dims(m)
     h, p, g, n, d_ssm = d["nheads"], d["headdim"], d["ngroups"], d["d_state"], d["d_ssm"]
     u = u.float()
@@ -101,4 +107,22 @@ def trace_mixer(m, u: torch.Tensor) -> MixerTrace:
     out = gated.float() @ m.out_proj.weight.float().t()
     x_in, B_in, C_in = torch.split(xBC, [d_ssm, g * n, g * n], dim=-1)
     return MixerTrace(u=u, z_in=z, x_in=x_in, B_in=B_in, C_in=C_in, dt_in=dt_in, x=x, B=B, C=C,
-                      state_absmax=state_absmax_all_tokens(xh, dt, A, Bh), y=y, gated=gated.float(), out=out)
+                      state_absmax=state_absmax_all_tokens(xh, dt, A, Bh) if with_state else None, y=y, gated=gated.float(), out=out)
+
+
+@torch.no_grad()
+def float_forward(model, input_ids: torch.Tensor, on_mixer=None, with_state: bool = True):
+    """fp32 forward of a transformers Mamba2ForCausalLM through ``trace_mixer``; returns the final
+    norm's output ``[B, L, d_model]`` (the lm_head input: ``logits = lm_head(result)``).
+
+    Mamba2Block is ``res = res + mixer(norm(res))``; ``on_mixer(i, trace)`` sees every layer.
+    One mixer computation per layer (the transformers forward would be a second one).
+    """
+    bb = model.backbone
+    res = bb.embeddings(input_ids).float()
+    for i, layer in enumerate(bb.layers):
+        t = trace_mixer(layer.mixer, layer.norm(res), with_state)
+        if on_mixer is not None:
+            on_mixer(i, t)
+        res = res + t.out
+    return bb.norm_f(res)

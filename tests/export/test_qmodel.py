@@ -6,7 +6,7 @@ import torch
 
 from qmamba.export import ops
 from qmamba.export.checkpoint import load_quantized, save_quantized
-from qmamba.export.float_mixer import trace_mixer
+from qmamba.export.float_mixer import float_forward, state_absmax_all_tokens, trace_mixer
 from qmamba.export.grouping import apply_layout
 
 from qm_helpers import byte_tokens, contract_tables, tiny_mamba2
@@ -42,6 +42,26 @@ def test_float_trace_matches_transformers_mixer():
     assert torch.allclose(t.out, ref, atol=1e-5 * ref.abs().max())
     # the state absmax covers the final state, which a sequential scan gives
     assert t.state_absmax.shape == (8, 16, 16) and (t.state_absmax > 0).all()
+
+
+def test_state_absmax_covers_every_token():
+    torch.manual_seed(0)
+    bt, L, h, p, n = 2, 45, 3, 4, 5
+    x, Bh = torch.randn(bt, L, h, p), torch.randn(bt, L, h, n)
+    dt, A = torch.rand(bt, L, h) * 0.5, -torch.rand(h) * 2
+    S, amax = torch.zeros(bt, h, p, n), torch.zeros(h, p, n)
+    for t in range(L):                                   # the plain recurrence, token by token
+        S = torch.exp(dt[:, t] * A)[..., None, None] * S + (dt[:, t, :, None] * x[:, t])[..., None] * Bh[:, t, :, None, :]
+        amax = torch.maximum(amax, S.abs().amax(0))
+    assert torch.allclose(state_absmax_all_tokens(x, dt, A, Bh, chunk=8), amax, rtol=1e-5, atol=1e-6)
+
+
+def test_float_forward_matches_transformers(tiny_float, shakespeare):
+    ids = _ids(shakespeare, 100, 70, batch=2)
+    with torch.no_grad():
+        ref = tiny_float(ids).logits
+        got = tiny_float.lm_head(float_forward(tiny_float, ids))
+    assert torch.allclose(got, ref, atol=1e-5 * ref.abs().max())
 
 
 def test_quantized_model_shapes_and_layout(tiny_calibrated):
