@@ -80,6 +80,47 @@ def decode_bytes(meta: dict, onnx_path: Path) -> dict:
     return {"weight_bytes": weight_bytes, "state_bytes_per_row": state_row}
 
 
+def explicit_zero_points(model):
+    """Gives every DequantizeLinear of an int8 tensor an explicit zero point (zeros shaped like its
+    scale). ONNX allows leaving it out; TensorRT 8.6's parser does not (it reads input 2 and fails
+    with "vector::_M_range_check"). Same values, so the model means the same."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    int8_names = {t.name for t in g.initializer if t.data_type == onnx.TensorProto.INT8}
+    int8_names |= {vi.name for vi in list(g.input) + list(g.value_info)
+                   if vi.type.tensor_type.elem_type == onnx.TensorProto.INT8}
+    for n in g.node:  # int8 outputs of QuantizeLinear with an int8 zero point
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in int8_names:
+            int8_names.add(n.output[0])
+    added = {}
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or len(n.input) > 2 or n.input[0] not in int8_names:
+            continue
+        scale = n.input[1]
+        shape = tuple(inits[scale].dims) if scale in inits else ()
+        name = f"{scale}.int8_zero_point"
+        if name not in added:
+            added[name] = numpy_helper.from_array(np.zeros(shape, np.int8), name)
+        n.input.append(name)
+    g.initializer.extend(added.values())
+    return model
+
+
+def _trt_onnx(onnx_path: Path, out_dir: Path) -> Path:
+    """onnx_path made parseable by TensorRT 8.6 too (explicit_zero_points), written into out_dir."""
+    import onnx
+
+    model = explicit_zero_points(onnx.load(str(onnx_path)))
+    path = out_dir / f"{onnx_path.stem}.trt.onnx"
+    big = model.ByteSize() > 1_800_000_000
+    onnx.save(model, str(path), save_as_external_data=big, location=f"{path.name}.data" if big else None)
+    return path
+
+
 def _build_python(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Profile, plugins: Path,
                   fp16: bool, no_tactic_libraries: bool) -> None:
     """The same build as the C++ runner's (engineBuilder.cpp), through TensorRT's Python API."""
@@ -148,12 +189,16 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
                 "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
     for kind, profile in profiles.items():
-        onnx_path = onnx_dir / meta["graphs"][kind]["file"]
+        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out)
         engine_path = out / f"{kind}.engine"
-        if trt is not None:
-            _build_python(trt, onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
-        else:
-            trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+        try:
+            if trt is not None:
+                _build_python(trt, onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+            else:
+                trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+        finally:
+            for f in (onnx_path, Path(f"{onnx_path}.data")):
+                f.unlink(missing_ok=True)
     engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
                "backend": "python" if trt is not None else "cpp",
                "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},

@@ -51,16 +51,6 @@ def plugin_library() -> Path:
     return _find_library("QMAMBA_TRT_PLUGINS", "libqmamba_trt_plugins.so")
 
 
-class _Profile(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int64) for n in
-                ("batch_min", "batch_opt", "batch_max", "seq_min", "seq_opt", "seq_max")]
-
-
-class _BuildOptions(ctypes.Structure):
-    _fields_ = [("profile", _Profile), ("fp16", ctypes.c_int32), ("no_tactic_libraries", ctypes.c_int32),
-                ("workspace_bytes", ctypes.c_int64)]
-
-
 _LIB: ctypes.CDLL | None = None
 
 
@@ -79,7 +69,6 @@ def runner_library() -> ctypes.CDLL:
     sigs = {
         "qmr_last_error": (c_char_p, []),
         "qmr_tensorrt_version": (c_char_p, []),
-        "qmr_build_engine": (c_int, [c_char_p, c_char_p, ctypes.POINTER(_BuildOptions), c_char_p]),
         "qmr_engine_load": (c_int, [c_char_p, c_char_p, ctypes.POINTER(c_void_p)]),
         "qmr_engine_free": (None, [c_void_p]),
         "qmr_engine_num_io": (c_int, [c_void_p]),
@@ -128,17 +117,36 @@ class Profile:
                 raise ValueError(f"profile {name} must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {r}")
 
 
+def runner_executable() -> Path:
+    """qmamba_trt, the runner's command line (installed beside libqmamba_runner.so)."""
+    exe = _find_library("QMAMBA_RUNNER_LIB", "libqmamba_runner.so").with_name("qmamba_trt")
+    if not exe.is_file():
+        raise FileNotFoundError(f"{exe} not found (it is built and installed with libqmamba_runner.so)")
+    return exe
+
+
 def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: bool = False,
-                 no_tactic_libraries: bool = False, workspace_bytes: int = 0) -> Path:
-    """ONNX file -> engine file (+ ``.json`` metadata) with the C++ runner."""
+                 no_tactic_libraries: bool = False) -> Path:
+    """ONNX file -> engine file (+ ``.json`` metadata) with the C++ runner.
+
+    The build runs in a child process (``qmamba_trt build``): TensorRT's ONNX parser carries its own
+    protobuf, which can clash with the one already in a Python process that imported onnx and torch
+    (seen: a segmentation fault on the GPU machine); a child process also turns any crash into an error.
+    """
+    import subprocess
+
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{onnx_path} does not exist")
-    opts = _BuildOptions(_Profile(*profile.batch, *profile.seq), int(fp16), int(no_tactic_libraries),
-                         int(workspace_bytes))
-    lib = runner_library()
-    _check(lib.qmr_build_engine(_b(onnx_path), _b(plugins or plugin_library()), ctypes.byref(opts),
-                                _b(engine_path)))
+    cmd = [str(runner_executable()), "build", str(onnx_path), str(engine_path),
+           "--plugins", str(plugins or plugin_library()),
+           "--batch", ",".join(map(str, profile.batch)), "--seq", ",".join(map(str, profile.seq))]
+    cmd += ["--fp16"] * fp16 + ["--no-tactic-libraries"] * no_tactic_libraries
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or ln.startswith("qmamba_trt")]
+        detail = "\n".join(lines[-20:]) or r.stderr[-2000:] or f"exit status {r.returncode}"
+        raise TrtRunnerError(f"building {engine_path} from {onnx_path} failed:\n{detail}")
     return Path(engine_path)
 
 

@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from qmamba.export import onnx_ops
+from qmamba.runtime.build import explicit_zero_points
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,12 +53,12 @@ def float_io(model: onnx.ModelProto) -> onnx.ModelProto:
                     if o == name:
                         node.output[i] = f"{name}_q"
             vo.type.tensor_type.elem_type = TensorProto.FLOAT
-            post.append(helper.make_node("DequantizeLinear", [f"{name}_q", onnx_ops.UNIT_SCALE], [name],
-                                         name=f"{name}/dq"))
+            post.append(helper.make_node("DequantizeLinear", [f"{name}_q", onnx_ops.UNIT_SCALE, onnx_ops.INT8_ZERO],
+                                         [name], name=f"{name}/dq"))
     nodes = pre + list(g.node) + post
     del g.node[:]
     g.node.extend(nodes)
-    return model
+    return explicit_zero_points(model)
 
 
 def float_feed(acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -65,9 +66,14 @@ def float_feed(acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def ort_session(path):
+    """ONNX Runtime on the CPU with graph optimizations off: the model's own semantics. (With them on,
+    ORT fuses DequantizeLinear -> MatMul -> QuantizeLinear into its quantized kernels when zero points
+    are explicit, which rounds differently: not the reference we want.)"""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def ort_run(sess, feed: dict) -> dict[str, np.ndarray]:
