@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|bench|bench-quick] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|profile|bench|bench-quick] ...
 #
-# Installs qmamba (non-editable, CUDA kernels for sm_90 only, for speed) so that the library is
-# found where a user's install puts it (qmamba/lib), then runs the steps named (default: all =
-# test sanitize bench). Tests and scripts run through the installed package: `pytest` (not
-# `python -m pytest`, which would import the checkout's bare qmamba/ folder first).
+# Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
+# scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
+# `import qmamba` resolve to this checkout through a shadow package under /tmp (the wheel maps
+# export/ and runtime/ into qmamba/). Then runs the steps named (default: all = test sanitize
+# bench). Tests run through `pytest` (not `python -m pytest`, which would put the checkout's bare
+# qmamba/ folder first on sys.path).
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -17,11 +19,18 @@ steps=("$@")
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/device.txt"
 start=$(date +%s)
-if ! pip install --no-build-isolation --no-deps -q -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 \
-     -C build-dir=build/device . > "$OUT/build.log" 2>&1; then
+if ! { cmake -S . -B build/device -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 &&
+        cmake --build build/device --target qmamba_kernels -j 16; } > "$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; exit 1
 fi
-echo "build + install: $(( $(date +%s) - start )) s"
+export QMAMBA_KERNELS_LIB=$PWD/build/device/trt_plugins/libqmamba_kernels.so
+shadow=/tmp/qmamba_shadow
+rm -rf "$shadow" && mkdir -p "$shadow/qmamba"
+cp -r qmamba/. "$shadow/qmamba/"
+ln -s "$PWD/export" "$shadow/qmamba/export"
+ln -s "$PWD/runtime" "$shadow/qmamba/runtime"
+export PYTHONPATH=$shadow${PYTHONPATH:+:$PYTHONPATH}
+echo "build: $(( $(date +%s) - start )) s"
 rc=0
 for step in "${steps[@]}"; do
   case "$step" in
@@ -35,6 +44,12 @@ for step in "${steps[@]}"; do
         r=$?; echo "compute-sanitizer $tool: exit $r"; tail -3 "$OUT/sanitize_$tool.log"
         [ $r -ne 0 ] && rc=1
       done ;;
+    profile)
+      timeout 300 ncu --clock-control none --section SpeedOfLight --section Occupancy \
+        --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis \
+        --section ComputeWorkloadAnalysis -k regex:quant_ python scripts/profile_kernels.py \
+        > "$OUT/ncu.log" 2>&1 || rc=1
+      grep -E "quant_|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Block Limit|Issue Slots Busy|No Eligible" "$OUT/ncu.log" | head -80 ;;
     bench)
       timeout 420 python benchmarks/bench_kernels.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     bench-quick)

@@ -4,7 +4,8 @@
     compute-sanitizer --tool racecheck --error-exitcode 1 python scripts/sanitize_kernels.py --only ssd
 
 Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
-the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode. Exits non-zero if a kernel
+the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
+several batch rows. Exits non-zero if a kernel
 refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ CONV = [(kc.LAYERS["8b"], 2, 37), (kc.Shape(h=8, p=32, n=40, g=2, K=3), 2, 9),
         (kc.Shape(h=8, p=64, n=64, g=1, K=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
 SSD = [(kc.LAYERS["8b"], 1, 70), (kc.Shape(h=4, p=128, n=256, g=1), 1, 45),
        (kc.Shape(h=8, p=32, n=16, g=2), 2, 33), (kc.Shape(h=6, p=32, n=40, g=2), 1, 20),
-       (kc.LAYERS["130m"], 3, 1)]
+       (kc.LAYERS["130m"], 3, 1), (kc.Shape(h=8, p=64, n=128, g=2), 64, 1)]
 
 
 def main() -> int:

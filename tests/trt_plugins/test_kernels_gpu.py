@@ -174,5 +174,11 @@ def test_ssd_prefill_then_decode_equals_longer_prefill(name):
     gap = rel_err(y_step[:, 0], y_full[:, L])
     print(f"\n{name}: decode-after-prefill gap {gap:.2e} (reference's own gap {gap_ref:.2e})")
     assert gap <= 1.5 * gap_ref + Y_BOUND
-    assert rel_err(y_step, y_ref_step) <= Y_BOUND
-    assert (st_step.int() - st_full.int()).abs().max().item() <= 1
+    # and the step itself (from the kernel's own state) is the reference's decode of that state
+    y_ref_own, st_ref_own = quant_ssd_ref(**{**tail, "ssm_state": st_head}, **a)
+    assert rel_err(y_step, y_ref_own) <= Y_BOUND_DECODE
+    assert_int8_close(st_step, st_ref_own, f"{name} decode after prefill: ssm_state_out")
+    # the state after L + 1 tokens agrees within 1 LSB (the head state's rounding, decayed, plus
+    # the last rounding) wherever the head state did not saturate
+    unsat = (st_head.int().abs() < 127) & (st_full.int().abs() < 127)
+    assert (st_step.int() - st_full.int())[unsat].abs().max().item() <= 1

@@ -43,17 +43,25 @@ struct alignas(VEC) Bytes {
   int8_t v[VEC];
 };
 
-// Output scale of channel c (docs/ops.md, Group lookup).
-__device__ __forceinline__ float out_scale(const ConvArgs& a, int c) {
-  if (c < a.d_ssm) {
-    int hd = c / a.headdim, dim = c % a.headdim;
-    int sg = hd / a.hpg;
-    int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
-    int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, dim);
-    return __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
+// Output scales of channels [c0, c0 + VEC), all in one segment and (for x) one head
+// (docs/ops.md, Group lookup): the head group is looked up once, the dim group per channel.
+template <int VEC>
+__device__ __forceinline__ void out_scales(const ConvArgs& a, int c0, float (&s_out)[VEC]) {
+  if (c0 < a.d_ssm) {
+    const int hd = c0 / a.headdim, sg = hd / a.hpg;
+    const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
+    const float* scales = a.x_out_scales + (sg * a.nhg + hg) * a.ndg;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      s_out[k] = __ldg(scales + dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, (c0 + k) % a.headdim));
+    }
+    return;
   }
-  if (c < a.d_ssm + a.gn) return __ldg(a.B_out_scales + (c - a.d_ssm) / a.d_state);
-  return __ldg(a.C_out_scales + (c - a.d_ssm - a.gn) / a.d_state);
+  const bool is_B = c0 < a.d_ssm + a.gn;
+  const float* scales = is_B ? a.B_out_scales : a.C_out_scales;
+  const int first = is_B ? c0 - a.d_ssm : c0 - a.d_ssm - a.gn;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) s_out[k] = __ldg(scales + (first + k) / a.d_state);
 }
 
 // Row `row` of u = concat(conv_state, xBC) along time for batch b, channels [c0, c0 + VEC).
@@ -73,10 +81,12 @@ __device__ __forceinline__ Bytes<VEC> load_u(const ConvArgs& a, int64_t b, int64
 
 // SiLU then Q(., s) of docs/ops.md, bit-exact. The exact sequence costs two IEEE divisions and
 // the accurate expf per element, which would make this memory-bound kernel compute-bound, so a
-// fast estimate (__expf, approximate divisions) decides first: its relative error is below 2^-16
-// for |v| < 80 (CUDA's __expf bound, 2 + 1.173|x| ulp, dominates), and whenever the estimate lies
-// further than 2^-13 (relative) from a rounding tie, rounding it gives the same integer as rounding
-// the exact quotient. Only estimates near a tie (or |v| >= 80) take the exact sequence.
+// fast estimate (__expf, approximate divisions) decides first. Its error against the exact
+// sequence is at most (2 + 1.173|v|) ulp from __expf (CUDA's bound, |v| < 80) plus 2 ulp for each
+// approximate division and the exact sequence's own roundings: below (16 + 2|v|) ulp, i.e.
+// (16 + 2|v|) * 2^-23 relative. When the estimate lies further than that from a rounding tie,
+// rounding it gives the integer the exact quotient rounds to; only estimates that close to a tie
+// (a few in 10^4 at real scales) or |v| >= 80 run the exact sequence.
 __device__ __noinline__ int8_t silu_quantize_exact(float v, float s) {
   // The contract's sequence: sigmoid(v) = 1 / (1 + expf(-v)) with the accurate expf, v * sigmoid,
   // true division by s, round half to even, saturate. Out of line: it runs rarely.
@@ -88,9 +98,11 @@ __device__ __forceinline__ int8_t silu_quantize(float v, float s) {
   if (fabsf(v) < 80.0f) {
     const float est = __fdividef(__fdividef(v, 1.0f + __expf(-v)), s);
     const float r = rintf(est);
-    if (fabsf(fabsf(est - r) - 0.5f) > fabsf(est) * 0x1p-13f + 0x1p-20f) {
-      const int qi = static_cast<int>(r);
-      return static_cast<int8_t>(qi < -128 ? -128 : (qi > 127 ? 127 : qi));
+    const float margin = fabsf(est) * fmaf(fabsf(v), 0x1p-22f, 0x1p-19f) + 0x1p-24f;
+    if (fabsf(fabsf(est - r) - 0.5f) > margin) {
+      int q;  // round half to even and saturate to int8 in one conversion
+      asm("cvt.rni.sat.s8.f32 %0, %1;" : "=r"(q) : "f"(est));
+      return static_cast<int8_t>(q);
     }
   }
   return silu_quantize_exact(v, s);
@@ -141,8 +153,8 @@ __global__ void __launch_bounds__(128) quant_conv1d_silu_kernel(const ConvArgs a
     }
     w[k] = packed;
     bias_term[k] = __fmul_rn(static_cast<float>(__ldg(a.bias + c0 + k)), a.bias_scale[seg]);
-    s_out[k] = out_scale(a, c0 + k);
   }
+  out_scales<VEC>(a, c0, s_out);
 
   // win[j] holds u row t + j for the step t being computed (u row t + K - 1 is xBC row t).
   const int64_t t_begin = tile * a.tile;
@@ -151,19 +163,23 @@ __global__ void __launch_bounds__(128) quant_conv1d_silu_kernel(const ConvArgs a
 #pragma unroll
   for (int j = 0; j < K - 1; ++j) win[j] = load_u<VEC, K>(a, b, t_begin + j, c0);
 
-  constexpr int kUnroll = 4;  // loads issued before the first use, for memory-level parallelism
+  // Software pipeline: the loads of the next kUnroll steps are in flight while this batch computes.
+  constexpr int kUnroll = 4;
+  Bytes<VEC> cur[kUnroll], nxt[kUnroll];
+  const int8_t* row_ptr = a.xBC + b * a.seqlen * a.conv_dim + c0;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if (t_begin + u < t_end) cur[u] = *reinterpret_cast<const Bytes<VEC>*>(row_ptr + (t_begin + u) * a.conv_dim);
+  }
   for (int64_t t0 = t_begin; t0 < t_end; t0 += kUnroll) {
-    Bytes<VEC> next[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (t0 + u < t_end) {
-        next[u] = *reinterpret_cast<const Bytes<VEC>*>(a.xBC + (b * a.seqlen + t0 + u) * a.conv_dim + c0);
-      }
+      if (t0 + kUnroll + u < t_end) nxt[u] = *reinterpret_cast<const Bytes<VEC>*>(row_ptr + (t0 + kUnroll + u) * a.conv_dim);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (t0 + u >= t_end) break;
-      win[K - 1] = next[u];
+      win[K - 1] = cur[u];
       Bytes<VEC> q;
       if constexpr (VEC >= 4) {
         // acc = sum_j w[j] * u[t + j] exactly, four taps per __dp4a after a byte transpose.
@@ -191,6 +207,8 @@ __global__ void __launch_bounds__(128) quant_conv1d_silu_kernel(const ConvArgs a
 #pragma unroll
       for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
     }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) cur[u] = nxt[u];
   }
 
   // The thread of the last tile holds the last K-1 rows of u: they are the new conv state.
@@ -270,8 +288,9 @@ int launch_conv(const char* where, const qmamba_conv_params* p, const qmamba_con
                     aligned8(a.B) && aligned8(a.C) && aligned8(a.state) && aligned8(a.state_out);
   const int vec = vec8 ? 8 : 1;
   a.nvec = a.conv_dim / vec;
-  // Long tiles amortize the K-1 halo; shorter ones when the grid would not fill the GPU.
-  const int64_t want_threads = int64_t(dev.sm_count) * 2048 * 2;
+  // Long tiles amortize the K-1 halo and the per-thread setup (weights, scale lookup); shorter
+  // ones when the grid would not give every SM two rounds of resident threads (~512 an SM).
+  const int64_t want_threads = int64_t(dev.sm_count) * 1024;
   a.tile = 64;
   while (a.tile > 4 && batch * ((seqlen + a.tile - 1) / a.tile) * a.nvec < want_threads) a.tile /= 2;
   a.ntiles = (seqlen + a.tile - 1) / a.tile;

@@ -2,9 +2,11 @@
 // requantized with its per-group scales. The state update follows the reference's order of
 // operations without FMA contraction, so ssm_state_out equals the reference except at ties.
 //
-// Layout: a block owns one (batch row, head) and a range of dims i; TPR threads share one state
-// row (i, 0..n) and each takes VEC consecutive state entries per step (16 with 16-byte accesses).
-// The state is read and written once: it is the whole memory traffic at real sizes.
+// Layout: a block owns one head and a range of its dims i, for a range of batch rows; TPR threads
+// share one state row (i, 0..n), each taking VEC consecutive entries (16 with 16-byte accesses).
+// The state is read and written once: it is the whole memory traffic at real sizes. The group
+// lookups and the state scales depend on (head, i, j) only, so they are done once per thread,
+// and the loop over batch rows streams the state with the next row's loads in flight.
 #include <math.h>
 
 #include "checks.h"
@@ -35,8 +37,10 @@ struct DecodeArgs {
   int8_t* state_out;
   float dt_scale, dt_min, dt_max;
   int nheads, headdim, d_state, gn, hpg, nhg, ndg;
-  int tpr;             // threads per state row (power of two, <= 32)
-  int row_blocks;      // blocks per (batch row, head)
+  int tpr;               // threads per state row (power of two, <= 32)
+  int row_blocks;        // blocks per head along headdim
+  int64_t batch;
+  int64_t batch_per_block;
   int out_fp16;
 };
 
@@ -49,58 +53,104 @@ struct alignas(VEC * 4) Floats {
   float v[VEC];
 };
 
+// What one batch row needs from memory: its state piece, B and C pieces, x and dt of this head.
+template <int VEC>
+struct RowInputs {
+  Bytes<VEC> st, bq, cq;
+  int8_t xq, dtq;
+};
+
+template <int VEC>
+__device__ __forceinline__ RowInputs<VEC> load_row(const DecodeArgs& a, int64_t b, int hd, int i,
+                                                   int sg, int j0) {
+  RowInputs<VEC> r;
+  const int64_t head_row = (b * a.nheads + hd) * a.headdim + i;
+  r.st = a.state != nullptr ? *reinterpret_cast<const Bytes<VEC>*>(a.state + head_row * a.d_state + j0)
+                            : Bytes<VEC>{};
+  const int64_t bc = b * a.gn + static_cast<int64_t>(sg) * a.d_state + j0;
+  r.bq = *reinterpret_cast<const Bytes<VEC>*>(a.B + bc);
+  r.cq = *reinterpret_cast<const Bytes<VEC>*>(a.C + bc);
+  r.xq = __ldg(a.x + head_row);
+  r.dtq = __ldg(a.dt + b * a.nheads + hd);
+  return r;
+}
+
+// One state piece: S = dA * S0 + (dt * xh) * Bh in the reference's order (no FMA), requantized;
+// returns this piece's share of y = sum_j S * Ch.
+template <int VEC>
+__device__ __forceinline__ float update_piece(const RowInputs<VEC>& r, const Floats<VEC>& sc,
+                                              float dA, float dtx, float sB, float sC,
+                                              int8_t* __restrict__ out) {
+  Bytes<VEC> q;
+  float y = 0.0f;
+#pragma unroll
+  for (int e = 0; e < VEC; ++e) {
+    const float s0 = __fmul_rn(static_cast<float>(r.st.v[e]), sc.v[e]);
+    const float bh = __fmul_rn(static_cast<float>(r.bq.v[e]), sB);
+    const float s1 = __fadd_rn(__fmul_rn(dA, s0), __fmul_rn(dtx, bh));
+    y += s1 * __fmul_rn(static_cast<float>(r.cq.v[e]), sC);
+    q.v[e] = quantize_rn(s1, sc.v[e]);
+  }
+  *reinterpret_cast<Bytes<VEC>*>(out) = q;
+  return y;
+}
+
 template <int VEC>
 __global__ void __launch_bounds__(kThreads) quant_ssd_decode_kernel(const DecodeArgs a) {
   const int rows_per_block = kThreads / a.tpr;
-  const int64_t bh = blockIdx.x / a.row_blocks;
-  const int i = (blockIdx.x % a.row_blocks) * rows_per_block + threadIdx.x / a.tpr;
+  const int rb = blockIdx.x % a.row_blocks;
+  const int64_t rest = blockIdx.x / a.row_blocks;
+  const int hd = static_cast<int>(rest % a.nheads);
+  const int64_t b_begin = (rest / a.nheads) * a.batch_per_block;
+  const int64_t b_end = min(b_begin + a.batch_per_block, a.batch);
+  const int i_raw = rb * rows_per_block + threadIdx.x / a.tpr;
+  const bool active = i_raw < a.headdim;  // rows past headdim only join the shuffles
+  const int i = active ? i_raw : 0;
   const int lane_in_row = threadIdx.x % a.tpr;
-  const int hd = static_cast<int>(bh % a.nheads);
-  const int64_t b = bh / a.nheads;
-  const int p = a.headdim, n = a.d_state;
-  const bool active = i < p;  // rows past headdim only join the shuffles
-  const int dim = active ? i : 0;
+  const int n = a.d_state;
 
   const int sg = hd / a.hpg;
   const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
-  const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, dim);
+  const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
   const float s_x = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
   const float* sscale = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg + dg) * n;
-
-  // Reference order: dA = exp(dt * A), dBx = (dt * xh) * Bh, S = dA * S + dBx.
-  const float dtv = dt_value(__ldg(a.dt + b * a.nheads + hd), a.dt_scale, __ldg(a.dt_bias + hd),
-                             a.dt_min, a.dt_max);
   const float A = -expf(__ldg(a.A_log + hd));
-  const float dA = expf(__fmul_rn(dtv, A));
-  const int64_t x_idx = (b * a.nheads + hd) * p + dim;
-  const float xh = __fmul_rn(s_x, static_cast<float>(__ldg(a.x + x_idx)));
-  const float dtx = __fmul_rn(dtv, xh);
+  const float Dh = __ldg(a.D + hd), dt_b = __ldg(a.dt_bias + hd);
   const float sB = __ldg(a.B_out_scales + sg), sC = __ldg(a.C_out_scales + sg);
-  const int64_t bc_row = b * a.gn + static_cast<int64_t>(sg) * n;
-  const int64_t st_row = x_idx * n;
+  const int j_first = lane_in_row * VEC;
+  const bool has_piece = active && j_first < n;
 
-  float y = 0.0f;
-  if (active) {
-    for (int j0 = lane_in_row * VEC; j0 < n; j0 += a.tpr * VEC) {
-      Bytes<VEC> s = {};
-      if (a.state != nullptr) s = *reinterpret_cast<const Bytes<VEC>*>(a.state + st_row + j0);
-      const Bytes<VEC> bq = *reinterpret_cast<const Bytes<VEC>*>(a.B + bc_row + j0);
-      const Bytes<VEC> cq = *reinterpret_cast<const Bytes<VEC>*>(a.C + bc_row + j0);
-      const Floats<VEC> sc = *reinterpret_cast<const Floats<VEC>*>(sscale + j0);
-      Bytes<VEC> out;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const float s0 = __fmul_rn(static_cast<float>(s.v[k]), sc.v[k]);
-        const float bh_ = __fmul_rn(static_cast<float>(bq.v[k]), sB);
-        const float st = __fadd_rn(__fmul_rn(dA, s0), __fmul_rn(dtx, bh_));
-        y += st * __fmul_rn(static_cast<float>(cq.v[k]), sC);
-        out.v[k] = quantize_rn(st, sc.v[k]);
-      }
-      *reinterpret_cast<Bytes<VEC>*>(a.state_out + st_row + j0) = out;
-    }
+  // With 16-byte pieces the launcher makes tpr * 16 == d_state: one piece a row, its scales kept
+  // in registers, and the next batch row's loads issued before this one computes.
+  Floats<VEC> sc_first = {};
+  RowInputs<VEC> cur = {};
+  if (has_piece) {
+    sc_first = *reinterpret_cast<const Floats<VEC>*>(sscale + j_first);
+    if (b_begin < b_end) cur = load_row<VEC>(a, b_begin, hd, i, sg, j_first);
   }
-  for (int off = a.tpr / 2; off > 0; off /= 2) y += __shfl_xor_sync(0xffffffffu, y, off);
-  if (active && lane_in_row == 0) store_y(a.y, x_idx, y + __ldg(a.D + hd) * xh, a.out_fp16 != 0);
+  for (int64_t b = b_begin; b < b_end; ++b) {
+    RowInputs<VEC> nxt = {};
+    if (has_piece && b + 1 < b_end) nxt = load_row<VEC>(a, b + 1, hd, i, sg, j_first);
+    // Reference order: dA = exp(dt * A), xh = s_x * x, dtx = dt * xh.
+    const float dtv = dt_value(cur.dtq, a.dt_scale, dt_b, a.dt_min, a.dt_max);
+    const float dA = expf(__fmul_rn(dtv, A));
+    const float xh = __fmul_rn(s_x, static_cast<float>(cur.xq));
+    const float dtx = __fmul_rn(dtv, xh);
+    const int64_t head_row = (b * a.nheads + hd) * a.headdim + i;
+    float y = 0.0f;
+    if (has_piece) {
+      y = update_piece<VEC>(cur, sc_first, dA, dtx, sB, sC, a.state_out + head_row * n + j_first);
+      // Further pieces of the row (bytewise path, or d_state > 32 * VEC): loaded here.
+      for (int j0 = j_first + a.tpr * VEC; j0 < n; j0 += a.tpr * VEC) {
+        const RowInputs<VEC> r = load_row<VEC>(a, b, hd, i, sg, j0);
+        const Floats<VEC> sc = *reinterpret_cast<const Floats<VEC>*>(sscale + j0);
+        y += update_piece<VEC>(r, sc, dA, dtx, sB, sC, a.state_out + head_row * n + j0);
+      }
+    }
+    for (int off = a.tpr / 2; off > 0; off /= 2) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (active && lane_in_row == 0) store_y(a.y, head_row, y + Dh * xh, a.out_fp16 != 0);
+    cur = nxt;
+  }
 }
 
 }  // namespace
@@ -128,12 +178,22 @@ extern "C" int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qm
   const bool vec16 = n % 16 == 0 && aligned16(a.state) && aligned16(a.state_out) && aligned16(a.B) &&
                      aligned16(a.C) && aligned16(a.state_scale);
   const int vec = vec16 ? 16 : 1;
-  // Enough threads per row to cover it in one pass when possible, at most a warp.
+  // Enough threads per row to cover it in one piece each when possible, at most a warp.
   a.tpr = 1;
   while (a.tpr < 32 && a.tpr * vec < n) a.tpr *= 2;
   const int rows_per_block = kThreads / a.tpr;
   a.row_blocks = (a.headdim + rows_per_block - 1) / rows_per_block;
-  const int64_t blocks = batch * a.nheads * a.row_blocks;
+  // Batch rows are split over blocks only as far as needed to give every SM a few blocks: the
+  // longer a block's run of rows, the more of its loads overlap.
+  DeviceLimits dev;
+  QMAMBA_TRY(device_limits(where, &dev));
+  const int64_t head_blocks = int64_t(a.nheads) * a.row_blocks;
+  int64_t splits = (4 * int64_t(dev.sm_count) + head_blocks - 1) / head_blocks;
+  splits = splits < 1 ? 1 : (splits > batch ? batch : splits);
+  a.batch = batch;
+  a.batch_per_block = (batch + splits - 1) / splits;
+  splits = (batch + a.batch_per_block - 1) / a.batch_per_block;
+  const int64_t blocks = head_blocks * splits;
   if (blocks > 0x7fffffff) return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * nheads too large for one launch", where);
   if (vec16) {
     quant_ssd_decode_kernel<16><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
