@@ -55,14 +55,14 @@ _LIB: ctypes.CDLL | None = None
 
 
 def runner_library() -> ctypes.CDLL:
-    """libqmamba_runner.so with its signatures declared (loaded once, with global symbols so that the
-    plugin library it loads resolves TensorRT's symbols)."""
+    """libqmamba_runner.so with its signatures declared (loaded once, with local symbols: nothing of it
+    may interpose on the libraries loaded after it; the plugin library links TensorRT itself)."""
     global _LIB
     if _LIB is not None:
         return _LIB
     path = _find_library("QMAMBA_RUNNER_LIB", "libqmamba_runner.so")
     try:
-        lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        lib = ctypes.CDLL(str(path))
     except OSError as e:  # typically libnvinfer not on the loader's path
         raise TrtRunnerError(f"cannot load {path}: {e} (is TensorRT's lib/ on LD_LIBRARY_PATH?)") from e
     c_int, c_char_p, c_void_p, i64p = ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)

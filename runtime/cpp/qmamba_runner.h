@@ -7,14 +7,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The library is built with hidden symbols; only these functions are exported.
+#if defined(__GNUC__)
+#define QMR_API __attribute__((visibility("default")))
+#else
+#define QMR_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 // Message of the last failure on the calling thread ("" if none).
-const char* qmr_last_error(void);
+QMR_API const char* qmr_last_error(void);
 // "TensorRT <major.minor.patch>" of the library this runner was compiled against.
-const char* qmr_tensorrt_version(void);
+QMR_API const char* qmr_tensorrt_version(void);
 
 // Element types of engine tensors (the same codes the Python wrapper maps to numpy).
 enum qmr_dtype { QMR_FLOAT = 0, QMR_HALF = 1, QMR_INT8 = 2, QMR_INT32 = 3, QMR_INT64 = 4, QMR_BOOL = 5, QMR_OTHER = 99 };
@@ -35,7 +42,7 @@ typedef struct qmr_build_options {
 // ONNX file -> serialized engine at engine_path, plus engine_path + ".json" (TensorRT and plugin library
 // versions, GPU, profile) which qmr_engine_load checks. plugin_library may be NULL when the model has no
 // custom ops.
-int qmr_build_engine(const char* onnx_path, const char* plugin_library, const qmr_build_options* options,
+QMR_API int qmr_build_engine(const char* onnx_path, const char* plugin_library, const qmr_build_options* options,
                      const char* engine_path);
 
 // ---- one engine: generic tensors, for Python/Polygraphy -----------------------------------------------
@@ -43,41 +50,41 @@ typedef struct qmr_engine qmr_engine;
 
 // Loads the plugin library, checks engine_path + ".json" against this GPU, TensorRT and plugin library
 // (a clear error for an engine of another GPU or library version), deserializes, makes a context.
-int qmr_engine_load(const char* engine_path, const char* plugin_library, qmr_engine** out);
-void qmr_engine_free(qmr_engine* engine);
-int qmr_engine_num_io(const qmr_engine* engine);
+QMR_API int qmr_engine_load(const char* engine_path, const char* plugin_library, qmr_engine** out);
+QMR_API void qmr_engine_free(qmr_engine* engine);
+QMR_API int qmr_engine_num_io(const qmr_engine* engine);
 // dims: 8 entries, -1 for dynamic ones.
-int qmr_engine_io(const qmr_engine* engine, int index, const char** name, int* is_input, int* dtype, int* nbdims,
+QMR_API int qmr_engine_io(const qmr_engine* engine, int index, const char** name, int* is_input, int* dtype, int* nbdims,
                   int64_t* dims);
 // The profile's min / opt / max of an input (8 entries each).
-int qmr_engine_profile(const qmr_engine* engine, const char* name, int64_t* min, int64_t* opt, int64_t* max);
+QMR_API int qmr_engine_profile(const qmr_engine* engine, const char* name, int64_t* min, int64_t* opt, int64_t* max);
 // Refuses shapes outside the profile with the name, dimension and range.
-int qmr_engine_set_input_shape(qmr_engine* engine, const char* name, int nbdims, const int64_t* dims);
+QMR_API int qmr_engine_set_input_shape(qmr_engine* engine, const char* name, int nbdims, const int64_t* dims);
 // Shape of any tensor once all input shapes are set.
-int qmr_engine_shape(const qmr_engine* engine, const char* name, int* nbdims, int64_t* dims);
-int qmr_engine_set_address(qmr_engine* engine, const char* name, void* device_ptr);
+QMR_API int qmr_engine_shape(const qmr_engine* engine, const char* name, int* nbdims, int64_t* dims);
+QMR_API int qmr_engine_set_address(qmr_engine* engine, const char* name, void* device_ptr);
 // Queues the engine on stream (a cudaStream_t; NULL = legacy default stream).
-int qmr_engine_enqueue(qmr_engine* engine, void* stream);
+QMR_API int qmr_engine_enqueue(qmr_engine* engine, void* stream);
 
 // ---- a language model: prefill.engine + decode.engine in one directory -----------------------------
 typedef struct qmr_session qmr_session;
 
 // Loads ENGINE_DIR/prefill.engine and ENGINE_DIR/decode.engine and allocates device states for
 // max_batch rows (states stay on the device between calls).
-int qmr_session_open(const char* engine_dir, const char* plugin_library, int max_batch, qmr_session** out);
-void qmr_session_free(qmr_session* session);
-int qmr_session_vocab(const qmr_session* session);
+QMR_API int qmr_session_open(const char* engine_dir, const char* plugin_library, int max_batch, qmr_session** out);
+QMR_API void qmr_session_free(qmr_session* session);
+QMR_API int qmr_session_vocab(const qmr_session* session);
 // ids: host [batch, seqlen]; logits_out: host [batch, vocab] float32, the last position's logits.
-int qmr_session_prefill(qmr_session* session, const int64_t* ids, int batch, int seqlen, float* logits_out);
+QMR_API int qmr_session_prefill(qmr_session* session, const int64_t* ids, int batch, int seqlen, float* logits_out);
 // One token per row (the batch of the last prefill); use_graph replays a captured CUDA graph.
-int qmr_session_decode(qmr_session* session, const int64_t* ids, float* logits_out, int use_graph);
+QMR_API int qmr_session_decode(qmr_session* session, const int64_t* ids, float* logits_out, int use_graph);
 // Device-side timings: prefill of [batch, seqlen] (median ms over iters) and decode ms per step.
-int qmr_session_bench(qmr_session* session, int batch, int seqlen, int iters, int use_graph, double* prefill_ms,
+QMR_API int qmr_session_bench(qmr_session* session, int batch, int seqlen, int iters, int use_graph, double* prefill_ms,
                       double* decode_ms);
 // Copies one state tensor (as the decode engine names its input) of the current batch to host memory.
-int qmr_session_read_state(const qmr_session* session, const char* name, void* host, size_t bytes);
+QMR_API int qmr_session_read_state(const qmr_session* session, const char* name, void* host, size_t bytes);
 // Names of the decode engine's state inputs, '\n'-separated.
-const char* qmr_session_state_names(const qmr_session* session);
+QMR_API const char* qmr_session_state_names(const qmr_session* session);
 
 #ifdef __cplusplus
 }
