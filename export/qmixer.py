@@ -64,10 +64,7 @@ class QuantMamba2Mixer(nn.Module):
         self.d_ssm, self.conv_dim = cfg.d_ssm, cfg.conv_dim
         self.dt_min, self.dt_max = float(cfg.dt_min), float(cfg.dt_max)
         self.chunk_size = cfg.chunk_size
-        self.hadamard = bool(cfg.hadamard)
-        if self.hadamard and not had.is_supported_size(self.d_ssm):
-            raise QMambaInputError(f"{self.where}: hadamard needs d_ssm = 2^k, 12*2^k or 20*2^k, "
-                                   f"got {self.d_ssm}")
+        self.hadamard = bool(cfg.hadamard)     # sizes checked by QuantConfig.validate
         g, nhg, ndg, n = cfg.ngroups, cfg.n_head_groups, cfg.n_dim_groups, cfg.d_state
         d_in_proj = 2 * self.d_ssm + 2 * g * n + self.nheads
         self.in_proj = QuantLinear(cfg.d_model, d_in_proj)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import hadamard as had
 from .qmixer import OPS_BACKENDS, QuantMamba2Mixer
 from .quant_modules import QuantEmbedding, QuantLinear, QuantRMSNorm
 from .validate import QMambaInputError, check_tensor
@@ -74,6 +75,8 @@ class QuantConfig:
                                    f"{self.nheads // self.ngroups} heads per SSD group")
         if self.n_dim_groups > self.headdim:
             raise QMambaInputError(f"config: n_dim_groups={self.n_dim_groups} exceeds headdim={self.headdim}")
+        if self.hadamard and not had.is_supported_size(self.d_ssm):
+            raise QMambaInputError(f"config: hadamard needs d_ssm = 2^k, 12*2^k or 40*2^k, got {self.d_ssm}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
