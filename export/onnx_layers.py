@@ -1,11 +1,10 @@
 """Standard-ONNX pieces of a W8A8 Mamba2 graph, each the ONNX twin of one method of
 ``qmamba.export.quant_modules`` / ``qmixer`` (their docstrings state the math followed here).
 
-- W8A8 linear: ``QuantizeLinear -> DequantizeLinear`` on the activation, an int8 weight
-  initializer ``[in, out]`` (the PyTorch ``[out, in]`` transposed, so that MatMul reads it directly)
-  through a per-axis ``DequantizeLinear``, then ``MatMul``: the Q/DQ pattern TensorRT turns into an
-  INT8 GEMM. (ONNX Runtime may fuse it into an integer matmul; either way the float result differs
-  from the exact int32 accumulation of the reference by fp32 rounding only.)
+- W8A8 linear: ``QuantizeLinear -> DequantizeLinear`` on the activation and ``DequantizeLinear``
+  on the int8 weight around ``MatMul`` (the Q/DQ pattern TensorRT turns into an INT8 GEMM), with
+  unit DQ scales and the output scale applied after the MatMul, so that the result is the exact
+  integer accumulation of the reference times its fp32 output scale (see ``quant_linear``).
 - Embedding: per-row ``DequantizeLinear`` of the int8 table, then ``Gather``.
 - RMSNorm, gated RMSNorm, Hadamard rotation (``MatMul`` by the orthogonal matrix): plain fp32 ops.
 
@@ -18,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_ops import INT8_ZERO
+from .onnx_ops import INT8_ZERO, UNIT_SCALE
 
 
 class GraphBuilder:
@@ -79,17 +78,27 @@ def dequantize(b: GraphBuilder, q: str, scale: str, axis: int | None = None) -> 
 
 
 def quant_linear(b: GraphBuilder, x: str, prefix: str, module, out: str | None = None) -> str:
-    """``QuantLinear`` on the fp32 activation ``x``: Q/DQ of the input, DQ of the weight, MatMul.
+    """``QuantLinear`` on the fp32 activation ``x``, as the reference computes it:
+    ``float(int32(Q(x, s_in)) @ int32(W).T) * fp32(s_in * s_w[row])``.
 
-    Initializers: ``{prefix}.input_scale`` (scalar), ``{prefix}.weight_t`` (int8 ``[in, out]``,
-    the PyTorch weight transposed), ``{prefix}.weight_scale`` (fp32 ``[out]``).
+    ONNX: ``QuantizeLinear(x, s_in)``, then ``DequantizeLinear`` with scale 1 of both the int8
+    activation and the int8 weight, ``MatMul`` (an INT8 GEMM for TensorRT; in fp32 the integer
+    products and sums are exact while partial sums stay below 2^24, which real activations do
+    by orders of magnitude), then ``Mul`` by the per-column ``s_in * s_w`` computed in the graph
+    from the two stored scales. Dequantizing with the real scales before the MatMul would round
+    every product and sum instead, and those roundings flip int8 ties in the layers that follow.
+
+    Initializers: ``{prefix}.input_scale`` (scalar), ``{prefix}.weight`` (int8 ``[out, in]``, as
+    in PyTorch; transposed in the graph), ``{prefix}.weight_scale`` (fp32 ``[out]``).
     """
     s_in = b.initializer(f"{prefix}.input_scale", _np(module.input_scale))
     q = quantize(b, x, s_in, out=f"{prefix}.input_q")
     w = b.initializer(f"{prefix}.weight", _np(module.weight))
     s_w = b.initializer(f"{prefix}.weight_scale", _np(module.weight_scale))
-    w_t = b.op("Transpose", dequantize(b, w, s_w, axis=0), perm=[1, 0])
-    return b.op("MatMul", dequantize(b, q, s_in), w_t, out=out)
+    unit = b.initializer(UNIT_SCALE, np.array(1.0, np.float32))
+    w_t = b.op("Transpose", dequantize(b, w, unit), perm=[1, 0])
+    acc = b.op("MatMul", dequantize(b, q, unit), w_t)
+    return b.op("Mul", acc, b.op("Mul", s_in, s_w), out=out)
 
 
 def embedding(b: GraphBuilder, ids: str, prefix: str, module) -> str:

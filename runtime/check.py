@@ -1,24 +1,26 @@
 """``qmamba check MODEL DIR``: the PyTorch reference and ONNX Runtime on the same real text.
 
-Prints one agreement row per tensor and returns 1 if any bar is missed:
+The PyTorch reference is the model with the sequential twins of docs/ops.md
+(``runtime/reference.py`` says why not the chunked SSD). Prefill of a real-text prompt, one decode
+step from the same states on both sides, then greedy generation. One row per tensor; the command
+returns 1 if a gating bar is missed:
 
-- every custom node's outputs, op by op: the node's inputs as ONNX Runtime computed them are fed
-  to the reference twin (``quant_conv1d_silu_ref`` / ``quant_ssd_ref``), so each op is judged on
-  its own. int8 outputs (x, B, C, both states): equal except at rounding ties, <= 1 LSB on
-  <= 0.1 % of the elements. y: relative L2 error <= 2e-5 (the chunked body vs the sequential
-  reference; see tests/export/test_onnx_ops.py).
-- end to end, prefill then one decode step, the whole PyTorch model vs the whole ONNX model:
-  logits by relative L2 error, states by their share of 1-LSB differences (bounds below).
-- greedy generation of 32 tokens: identical.
-
-Why the end-to-end bounds are looser than the per-op ones: each rounding tie that flips (allowed
-above: up to 0.1 % of a tensor, by 1 LSB) moves everything downstream of it, through the following
-layers. A 1-LSB change of an int8 activation is 1/127 of its range; with up to 0.1 % of the
-elements changed the relative L2 change of that tensor is at most about sqrt(1e-3) / 127 ~ 2.5e-4
-of its range, i.e. ~1e-3 of its norm for activations that use a quarter of their range. Summing
-such changes over a few quantization points per layer and a few layers gives ~1e-2: that is
-LOGITS_REL_BOUND. States downstream of a flipped input may in turn flip at ties of their own:
-they are allowed 1 LSB on up to 1 % of their elements (10x the per-op budget).
+1. Every custom node, op by op (gating): the node's inputs as ONNX Runtime computed them are fed
+   to the reference twin. int8 outputs (x, B, C, conv_state_out, ssm_state_out: these rows are
+   every state of the model): equal except at rounding ties, <= 1 LSB on <= 0.1 % of the
+   elements. y: relative L2 error <= 2e-5 (chunked body vs sequential reference, see
+   tests/export/test_onnx_ops.py).
+2. Logits with the custom ops' outputs shared (gating): the reference runs with ONNX Runtime's
+   x, B, C and y, so the rest of the graph (embedding, norms, W8A8 linears, gating, Hadamard) is
+   compared on identical inputs. The ONNX graph computes the reference's integer accumulations
+   exactly and the same fp32 operations, so the bound is fp32 reordering only: 1e-5.
+3. Logits, free running (gating): a tie that flips in an op (allowed by 1.) moves everything
+   downstream of it, and a trained model carries that through its states. Measured worst case on
+   the shipped 8-layer byte model (256-token prefill, one conv output flipped at an exp() ulp in
+   layer 1): 9.8e-3; without a flip the logits are bit-identical. Bound: 5e-2.
+4. States, free running: reported for information (their own agreement is row group 1); after a
+   flip they differ in many elements by 1-2 LSB in deeper layers, as in (3).
+5. Greedy generation of 32 tokens (gating): identical.
 """
 from __future__ import annotations
 
@@ -34,18 +36,17 @@ from qmamba.export.onnx_export import load_model_arg
 from .agreement import Agreement, float_agreement, int8_agreement
 from .onnx_validate import GraphConstants, node_attributes, validate_onnx_model
 from .ort import OrtModel, make_session
+from .reference import reference_forward, reference_greedy
 
 SSD_Y_REL_BOUND = 2e-5
-LOGITS_REL_BOUND = 1e-2
-STATE_MAX_FRACTION = 1e-2
+SHARED_OPS_LOGITS_REL_BOUND = 1e-5
+LOGITS_REL_BOUND = 5e-2
 GREEDY_TOKENS = 32
 
 
-def propagated_int8_agreement(name: str, a, b) -> Agreement:
-    """States end to end: <= 1 LSB on <= 1 % (ties downstream of upstream ties, see above)."""
-    base = int8_agreement(name, a, b)
-    ok = base.max_abs <= 1 and base.fraction <= STATE_MAX_FRACTION
-    return Agreement(name, "int8", base.max_abs, base.fraction, ok, "<=1 LSB on <=1%")
+def for_information(a: Agreement) -> Agreement:
+    """A row that is shown but does not gate."""
+    return Agreement(a.name, a.kind, a.max_abs, a.fraction, True, "(information)")
 
 
 def _reference_op(node: onnx.NodeProto, inputs: list, attrs: dict):
@@ -55,8 +56,9 @@ def _reference_op(node: onnx.NodeProto, inputs: list, attrs: dict):
     return ops.quant_ssd_ref(*t, **attrs)
 
 
-def op_level_rows(path: Path, feed: dict[str, np.ndarray], label: str) -> list[Agreement]:
-    """Every qmamba node of ``path``, run by ONNX Runtime on ``feed``, vs its reference twin."""
+def op_level_rows(path: Path, feed: dict[str, np.ndarray], label: str):
+    """Every qmamba node of ``path``, run by ONNX Runtime on ``feed``, vs its reference twin.
+    Returns (rows, ``{layer: {"x", "B", "C", "y"}}`` as ONNX Runtime computed them)."""
     model = onnx.load(str(path))
     consts = GraphConstants(model, str(path.parent))
     nodes = [n for n in model.graph.node if n.domain == onnx_ops.DOMAIN]
@@ -66,8 +68,16 @@ def op_level_rows(path: Path, feed: dict[str, np.ndarray], label: str) -> list[A
     values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
     values.update(feed)
     rows = []
+    # The k-th QuantConv1dSiLU and the k-th QuantSSD belong to layer k (the exporter's order).
+    outputs: dict[int, dict[str, torch.Tensor]] = {}
+    seen = {op: 0 for op in onnx_ops.OPS}
     for node in nodes:
         where = f"{label} {node.name}"
+        layer = outputs.setdefault(seen[node.op_type], {})
+        seen[node.op_type] += 1
+        for spec, out in zip(onnx_ops.OPS[node.op_type].outputs, node.output):
+            if spec.name in ("x", "B", "C", "y"):
+                layer[spec.name] = torch.from_numpy(np.array(values[out]))
         attrs = node_attributes(node, where)
         n_inputs = len(onnx_ops.OPS[node.op_type].inputs)
         inputs = [consts.constant(t) if consts.constant(t) is not None else values[t]
@@ -78,26 +88,18 @@ def op_level_rows(path: Path, feed: dict[str, np.ndarray], label: str) -> list[A
             name = f"{where}.{spec.name}"
             rows.append(float_agreement(name, values[out], r, SSD_Y_REL_BOUND) if spec.name == "y"
                         else int8_agreement(name, values[out], r))
-    return rows
+    return rows, outputs
 
 
-def end_to_end_rows(label: str, logits, states, ref_logits, ref_states) -> list[Agreement]:
-    rows = [float_agreement(f"{label} logits", logits, ref_logits.numpy(), LOGITS_REL_BOUND)]
+def end_to_end_rows(label: str, logits, states, ref_logits, ref_states, shared_logits):
+    rows = [float_agreement(f"{label} logits, op outputs shared", logits, shared_logits.numpy(),
+                            SHARED_OPS_LOGITS_REL_BOUND),
+            float_agreement(f"{label} logits, free running", logits, ref_logits.numpy(),
+                            LOGITS_REL_BOUND)]
     for i, ((c, s), (rc, rs)) in enumerate(zip(states, ref_states)):
-        rows.append(propagated_int8_agreement(f"{label} layer {i} conv_state", c, rc.numpy()))
-        rows.append(propagated_int8_agreement(f"{label} layer {i} ssm_state", s, rs.numpy()))
+        rows.append(for_information(int8_agreement(f"{label} layer {i} conv_state", c, rc.numpy())))
+        rows.append(for_information(int8_agreement(f"{label} layer {i} ssm_state", s, rs.numpy())))
     return rows
-
-
-def torch_greedy(model, ids: torch.Tensor, n: int) -> np.ndarray:
-    logits, states = model(ids)
-    token = logits[:, -1].argmax(-1)
-    out = [token]
-    for _ in range(n - 1):
-        logits, states = model(token[:, None], states)
-        token = logits[:, -1].argmax(-1)
-        out.append(token)
-    return torch.stack(out, 1).numpy()
 
 
 def read_tokens(text_path: Path, offset: int, length: int) -> np.ndarray:
@@ -116,22 +118,27 @@ def check(model, onnx_dir, tokens: np.ndarray, greedy_tokens: int = GREEDY_TOKEN
     if ort_model.config["vocab_size"] != cfg.vocab_size or ort_model.config["n_layer"] != cfg.n_layer:
         raise ValueError(f"check: {onnx_dir} was not exported from this model (config differs)")
     prompt, nxt = tokens[None, :-1], tokens[None, -1:]
-    rows = op_level_rows(ort_model.paths["prefill"], {"input_ids": prompt}, "prefill")
+    rows, op_outputs = op_level_rows(ort_model.paths["prefill"], {"input_ids": prompt}, "prefill")
     logits, states = ort_model.prefill(prompt)
-    ref_logits, ref_states = model(torch.from_numpy(prompt))
-    rows += end_to_end_rows("prefill", logits, states, ref_logits, ref_states)
+    ids = torch.from_numpy(prompt)
+    ref_logits, ref_states = reference_forward(model, ids)
+    shared_logits, _ = reference_forward(model, ids, forced=op_outputs)
+    rows += end_to_end_rows("prefill", logits, states, ref_logits, ref_states, shared_logits)
 
     # Decode from the same states on both sides, so the step itself is compared.
     feed = {"input_ids": nxt}
     for s, (c, m) in zip(ort_model.states_meta, states):
         feed[s["conv_state"]["input"]], feed[s["ssm_state"]["input"]] = c, m
-    rows += op_level_rows(ort_model.paths["decode"], feed, "decode")
+    step_rows, op_outputs = op_level_rows(ort_model.paths["decode"], feed, "decode")
+    rows += step_rows
     d_logits, d_states = ort_model.decode(nxt, states)
     t_states = [(torch.from_numpy(c), torch.from_numpy(m)) for c, m in states]
-    r_logits, r_states = model(torch.from_numpy(nxt), t_states)
-    rows += end_to_end_rows("decode", d_logits, d_states, r_logits, r_states)
+    ids = torch.from_numpy(nxt)
+    r_logits, r_states = reference_forward(model, ids, t_states)
+    shared_logits, _ = reference_forward(model, ids, t_states, forced=op_outputs)
+    rows += end_to_end_rows("decode", d_logits, d_states, r_logits, r_states, shared_logits)
 
-    ref_tokens = torch_greedy(model, torch.from_numpy(prompt), greedy_tokens)
+    ref_tokens = reference_greedy(model, torch.from_numpy(prompt), greedy_tokens).numpy()
     ort_tokens = ort_model.generate(prompt, greedy_tokens)
     return rows, bool((ref_tokens == ort_tokens).all()), ref_tokens, ort_tokens
 
