@@ -98,8 +98,8 @@ def _scale(r: float) -> float:
 class LayerObservers:
     """Every observer of one layer (pass 2)."""
 
-    def __init__(self, kind, alpha, rows, rotation):
-        self.act = {name: ChannelObserver(kind, alpha, rows) for name in ACTIVATIONS}
+    def __init__(self, kind, alpha, n_updates, rotation):
+        self.act = {name: ChannelObserver(kind, alpha, n_updates=n_updates) for name in ACTIVATIONS}
         self.state = StateObserver()
         self.rotation = rotation
 
@@ -228,10 +228,9 @@ def calibrate(float_model, data, *, observer: str = "minmax", percentile: float 
         layouts = group_layouts(model, windows, batch_size, nhg, ndg, progress, seed)
         model = apply_layout(model, layouts)
     n_batches = -(-windows.shape[0] // batch_size)
-    rows = max(1, 65536 // n_batches)   # percentile subsample: at most ~64k rows per tensor
     rotation = had.rotation_matrix(cfg.d_ssm) if hadamard else None
-    observers = [LayerObservers(observer, percentile, rows, rotation) for _ in range(cfg.n_layer)]
-    final_obs = ChannelObserver(observer, percentile, rows)
+    observers = [LayerObservers(observer, percentile, n_batches, rotation) for _ in range(cfg.n_layer)]
+    final_obs = ChannelObserver(observer, percentile, n_updates=n_batches)
     _run_pass(model, windows, batch_size, lambda i, t: observers[i].update(t), final_obs.update,
               "calibrate: scales", progress)
     return Calibrated(build_quantized(model, layouts, observers, final_obs, cfg), model, layouts)

@@ -6,8 +6,9 @@
   one group's outliers never widen another group's scale.
 
 ``ChannelObserver`` sees a tensor ``[..., C]`` per calibration batch and keeps the per-channel
-absmax (for grouping and min-max) and, for the percentile observer, a bounded random subsample of
-rows of ``|v|`` (fixed seed), from which any group of channels gets its own quantile later.
+absmax (for grouping and min-max) and, for the percentile observer, a random subsample of rows of
+``|v|`` (fixed seed, about ``sample_budget`` values over ``n_updates`` batches), from which any group
+of channels gets its own quantile later.
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ OBSERVERS = ("minmax", "percentile")
 class ChannelObserver:
     """Per-channel statistics of a ``[..., C]`` activation across calibration batches."""
 
-    def __init__(self, kind: str = "minmax", alpha: float = 0.9995, rows_per_update: int = 4096,
-                 seed: int = 0):
+    def __init__(self, kind: str = "minmax", alpha: float = 0.9995, sample_budget: int = 1 << 20,
+                 n_updates: int = 1, seed: int = 0):
         if kind not in OBSERVERS:
             raise ValueError(f"observer must be one of {OBSERVERS}, got {kind!r}")
         if kind == "percentile" and not 0.0 < alpha <= 1.0:
             raise ValueError(f"percentile must be in (0, 1], got {alpha}")
-        self.kind, self.alpha, self.rows_per_update = kind, alpha, rows_per_update
+        self.kind, self.alpha = kind, alpha
+        self.sample_budget, self.n_updates = sample_budget, max(1, n_updates)
         self.absmax: torch.Tensor | None = None
         self._rows: list[torch.Tensor] = []
         self._gen = torch.Generator().manual_seed(seed)
@@ -37,8 +39,9 @@ class ChannelObserver:
         m = a.amax(dim=0)
         self.absmax = m if self.absmax is None else torch.maximum(self.absmax, m)
         if self.kind == "percentile":
-            if a.shape[0] > self.rows_per_update:
-                a = a[torch.randperm(a.shape[0], generator=self._gen)[: self.rows_per_update]]
+            rows = max(16, self.sample_budget // (a.shape[1] * self.n_updates))
+            if a.shape[0] > rows:
+                a = a[torch.randperm(a.shape[0], generator=self._gen)[:rows]]
             self._rows.append(a)
 
     def channel_absmax(self) -> torch.Tensor:

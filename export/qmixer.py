@@ -10,8 +10,9 @@ One method per step, each stating its fp32 math (``Q`` = ``ops.quantize``):
 3. ``ssd_step``: ``ops.quant_ssd_chunked`` (or the GPU kernel) with ``ssd_op_tensors()`` /
    ``ssd_op_attributes()``; returns fp32 y and the new int8 SSM state.
 4. ``gate_norm_step(y, z_q)``: ``z = float(z_q) * z_scale``; ``QuantGatedRMSNorm(y, z)``.
-5. ``rotate_step(g)``: ``g @ R`` with ``R = hadamard.rotation_matrix(d_ssm)`` if ``hadamard`` (its
-   transpose is already folded into ``out_proj.weight``), else ``g``.
+5. ``rotate_step(g)``: ``g @ R`` with ``R = hadamard.rotation_matrix(d_ssm)`` if ``hadamard`` (R is
+   folded into the out_proj weight: it holds ``Q(W @ R)``, so ``(g @ R) @ (W @ R).T == g @ W.T``),
+   else ``g``.
 6. ``out_proj_step(g)``: ``out_proj(Q(g, out_proj.input_scale))``, fp32 ``[B, L, d_model]``.
 
 Op backends: ``ops_backend="reference"`` runs the PyTorch twins of ``qmamba.export.ops``;

@@ -121,7 +121,7 @@ def test_head_clustering_and_layout():
 
 
 def test_percentile_observer_ignores_the_top_of_each_group():
-    obs = ChannelObserver("percentile", alpha=0.99, rows_per_update=10_000)
+    obs = ChannelObserver("percentile", alpha=0.99)
     v = torch.zeros(1000, 2)
     v[:, 0] = torch.arange(1000) / 1000.0          # group A: uniform in [0, 1)
     v[:, 1] = 0.01
