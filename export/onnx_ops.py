@@ -517,6 +517,6 @@ def single_op_model(op: str, with_state: bool, activations: dict[str, np.ndarray
             nodes += pass_nodes
         node_inputs.append(name)
     nodes.append(make_node(op, node_inputs, spec.output_names(), f"{op}_0", **attributes))
-    graph = helper.make_graph(nodes, f"{op}_single", inputs, outputs,
-                              initializer=inits + shared_initializers())
+    shared = shared_initializers() if len(nodes) > 1 else []
+    graph = helper.make_graph(nodes, f"{op}_single", inputs, outputs, initializer=inits + shared)
     return make_model(graph, [make_function(op, with_state)] if functions else [])
