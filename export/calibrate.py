@@ -11,12 +11,14 @@ The first ``num_samples`` consecutive windows of ``seq_len`` tokens are the cali
 
 1. Grouping pass (skipped for ``per_tensor``): the float model runs in fp32 through
    ``float_mixer.float_forward`` (the transformers blocks, every mixer re-stated by ``trace_mixer``
-   so that its intermediates are visible) and each x channel's conv+SiLU absmax is recorded; ``grouping`` clusters
-   heads and cuts dim groups, and the float weights are reordered so that groups are contiguous.
+   so that its intermediates are visible; one mixer computation per layer instead of hooks on the
+   transformers forward, which would compute every mixer twice) and each x channel's conv+SiLU
+   absmax is recorded; ``grouping`` clusters heads and cuts dim groups, and the float weights are
+   reordered so that groups are contiguous.
 2. Scale pass on the reordered model: the observers (``observers``) see the mixer input, the in_proj
    segments z/x/B/C/dt, conv+SiLU x (per group), B and C (per SSD group), the SSM state after every
-   token (always min-max), the out_proj input (after the Hadamard
-   rotation when ``hadamard``) and the lm_head input. Every scale is ``range / 127``.
+   token (always min-max), the out_proj input (after the Hadamard rotation when ``hadamard``) and
+   the lm_head input. Every scale is ``range / 127``.
 3. Weights: int8 with one scale per output row (in_proj, out_proj with the rotation folded in,
    embedding, lm_head); conv weight and bias with one scale per segment x/B/C (the op's attributes).
 
@@ -55,8 +57,8 @@ def calibration_windows(data, num_samples: int, seq_len: int, vocab_size: int) -
     elif isinstance(data, torch.Tensor) and data.dtype == torch.int64:
         tokens = data.reshape(-1)
     else:
-        raise QMambaInputError("calibrate: data must be bytes or a LongTensor of token ids, got "
-                               f"{type(data).__name__}{'' if not isinstance(data, torch.Tensor) else ' ' + str(data.dtype)}")
+        got = f"tensor of {data.dtype}" if isinstance(data, torch.Tensor) else type(data).__name__
+        raise QMambaInputError(f"calibrate: data must be bytes or a LongTensor of token ids, got {got}")
     if seq_len < 1 or num_samples < 1:
         raise QMambaInputError(f"calibrate: need num_samples >= 1 and seq_len >= 1, got {num_samples}, {seq_len}")
     n = min(num_samples, tokens.numel() // seq_len)
