@@ -161,9 +161,12 @@ def load_scorer(model: str, backend: str = "torch", *, dtype: str = "fp32", devi
         except ImportError as e:
             raise _unavailable(backend, e) from e
         return OrtScorer(path, tuple(providers))
+    for name in ("prefill.engine", "decode.engine"):  # trt_runner.ENGINE_FILES, checked before any import
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"eval: {path / name} does not exist (build engines with `qmamba build`)")
     try:
         return TrtStepwiseScorer(path, batch)
-    except (ImportError, OSError) as e:
+    except (ImportError, OSError, RuntimeError) as e:  # no runner library, no TensorRT, no GPU
         raise _unavailable(backend, e) from e
 
 

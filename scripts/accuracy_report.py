@@ -84,8 +84,13 @@ def report_model(name, text, calib, args, out: Path, save) -> dict:
                 rows.append({"row": label, "span": "prefix", "error": f"calibrate: {type(e).__name__}: {e}"})
                 continue
             print(f"{name:16s} {label:40s} calibrated in {time.monotonic() - t0:.1f}s", flush=True)
+            cal.model.to(args.device)  # calibrate() builds the W8A8 model on the CPU
             if not hadamard:  # the rotation acts after the conv: x's SQNR is the same either way
-                sqnr[row] = [sqnr_db(e) for e in x_quantization_error(cal, sqnr_tokens)]
+                try:
+                    sqnr[row] = [sqnr_db(e) for e in x_quantization_error(cal, sqnr_tokens)]
+                except Exception as e:
+                    traceback.print_exc()
+                    sqnr[row] = f"error: {type(e).__name__}: {e}"
             if row == "W8A8 group min-max" and not hadamard:  # (the device returns at most 8 files)
                 save_quantized(cal.model, out / f"{name}-minmax")
             add(label, lambda: ev.QuantTorchScorer(cal.model, args.device), prefix, "prefix")
