@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
+from polygraphy.datatype import DataType
 
 from qmamba.export.onnx_export import GRAPHS, read_metadata, state_names
 from .reference import reference_forward
@@ -41,12 +42,12 @@ class TorchReferenceRunner(BaseRunner):
 
     def get_input_metadata_impl(self):
         c = self.model.config
-        meta = TensorMetadata().add("input_ids", np.int64, (-1, -1))
+        meta = TensorMetadata().add("input_ids", DataType.INT64, (-1, -1))
         if self.kind == "decode":
             for i in range(c.n_layer):
                 n = state_names(i)
-                meta.add(n["conv_state"], np.int8, (-1, c.d_conv - 1, c.conv_dim))
-                meta.add(n["ssm_state"], np.int8, (-1, c.nheads, c.headdim, c.d_state))
+                meta.add(n["conv_state"], DataType.INT8, (-1, c.d_conv - 1, c.conv_dim))
+                meta.add(n["ssm_state"], DataType.INT8, (-1, c.nheads, c.headdim, c.d_state))
         return meta
 
     def infer_impl(self, feed_dict):
