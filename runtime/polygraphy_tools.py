@@ -3,7 +3,7 @@
 ``TorchReferenceRunner(model, kind)`` runs a QuantMamba2LM (with the sequential twins, as
 ``qmamba check`` does: ``runtime/reference.py``) with the inputs and outputs of the exported
 ``kind`` graph ("prefill" or "decode"), so Polygraphy can compare it with any other runner. ``compare_with_onnxrt(model, onnx_dir, kind)`` runs it beside Polygraphy's OnnxrtRunner
-on real-text feeds (``data_loader``) and compares every output with ``CompareFunc.simple``:
+on real-text feeds (``data_loader``) and compares every output with ``SimpleCompareFunc``:
 
 - int8 states: |diff| <= 1 (a rounding tie; their share is checked by ``qmamba check``);
 - logits: |diff| <= LOGITS_ATOL + LOGITS_RTOL * |ref|. Without a flipped tie the graphs agree
@@ -80,7 +80,7 @@ def _int8_as_int32(results):
 def compare_with_onnxrt(model, onnx_dir, kind: str, data_loader=None) -> bool:
     """Polygraphy Comparator: OnnxrtRunner on DIR/<kind>.onnx vs TorchReferenceRunner."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
 
     from .data_loader import decode_feeds, prefill_feeds
 
@@ -93,6 +93,6 @@ def compare_with_onnxrt(model, onnx_dir, kind: str, data_loader=None) -> bool:
     results = _int8_as_int32(Comparator.run(runners, data_loader=data_loader))
     atol = {"": float(STATE_ATOL), "logits": LOGITS_ATOL}
     rtol = {"": 0.0, "logits": LOGITS_RTOL}
-    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
+    accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol))
     valid = Comparator.validate(results, check_inf=True, check_nan=True)
     return bool(accuracy) and bool(valid)
