@@ -58,7 +58,7 @@ struct PrefillArgs {
 // stride = 8 (mod 32) and X, read as [row 2q][col g], a stride = 4 (mod 32): no bank conflicts.
 struct Layout {
   int ldc, ldx, ldm;
-  int off_B, off_X, off_M, off_S, off_vec;
+  int off_B, off_X, off_M, off_S, off_vec, off_stage;
   int floats;
 };
 
@@ -72,7 +72,9 @@ __host__ __device__ inline Layout make_layout(int Q, int P, int npad) {
   l.off_M = l.off_X + Q * l.ldx;
   l.off_S = l.off_M + Q * l.ldm;
   l.off_vec = l.off_S + P * l.ldc;  // dtv, a_cum, rC, w (Q each), s_x (P), dim group (P)
-  l.floats = l.off_vec + 4 * Q + 2 * P;
+  l.off_stage = l.off_vec + 4 * Q + 2 * P;
+  l.off_stage = (l.off_stage + 3) / 4 * 4;  // 16-byte aligned: the raw int8 C, B, X of the next chunk
+  l.floats = l.off_stage + Q * (2 * npad + P) / 4;
   return l;
 }
 
@@ -117,6 +119,19 @@ __device__ __forceinline__ void load_tile(float* dst, int ld, const int8_t* __re
   }
 }
 
+// Starts copying rows [0, rows) x cols (16-byte pieces) of an int8 tile from global into shared
+// memory without going through registers (cp.async, sm_80+): the copy runs under the compute of
+// the current chunk.
+__device__ __forceinline__ void copy_tile_async(int8_t* dst, int dst_ld, const int8_t* src,
+                                                int64_t src_ld, int rows, int cols) {
+  const int vecs = cols / 16;
+  for (int e = threadIdx.x; e < rows * vecs; e += kThreads) {
+    const int r = e / vecs, c = (e % vecs) * 16;
+    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst + r * dst_ld + c));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src + r * src_ld + c));
+  }
+}
+
 template <int VEC>
 __global__ void __launch_bounds__(kThreads) quant_ssd_prefill_kernel(const PrefillArgs a) {
   extern __shared__ float4 smem_f4[];
@@ -134,6 +149,10 @@ __global__ void __launch_bounds__(kThreads) quant_ssd_prefill_kernel(const Prefi
   float* wS = rC + Q;
   float* sx = wS + Q;
   int* dgs = reinterpret_cast<int*>(sx + P);
+  int8_t* stage = reinterpret_cast<int8_t*>(smem + lay.off_stage);  // [C | B | X] of the next chunk
+  int8_t* stC = stage;
+  int8_t* stB = stage + Q * npad;
+  int8_t* stX = stage + 2 * Q * npad;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
@@ -169,20 +188,54 @@ __global__ void __launch_bounds__(kThreads) quant_ssd_prefill_kernel(const Prefi
     tS[i * lay.ldc + j] = v;
   }
 
+  // The chunk's int8 inputs: with 16-byte pieces, copied asynchronously one chunk ahead (issued
+  // before the previous chunk's products); otherwise loaded when the chunk starts.
+  const int8_t* C_row = a.C + b * a.seqlen * a.gn + sg * n;
+  const int8_t* B_row = a.B + b * a.seqlen * a.gn + sg * n;
+  const int8_t* X_row = a.x + b * a.seqlen * d_ssm + hd * p + i0;
+  const int8_t* dt_row = a.dt + b * a.seqlen * a.nheads + hd;
+  auto issue_copies = [&](int64_t c0) {
+    const int rows = a.seqlen - c0 < Q ? static_cast<int>(a.seqlen - c0) : Q;
+    copy_tile_async(stC, npad, C_row + c0 * a.gn, a.gn, rows, n);
+    copy_tile_async(stB, npad, B_row + c0 * a.gn, a.gn, rows, n);
+    copy_tile_async(stX, P, X_row + c0 * d_ssm, d_ssm, rows, P);
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  // Each thread t < Q keeps dt of its row of the next chunk in a register.
+  auto load_dt = [&](int64_t c0) -> int8_t {
+    const int t = threadIdx.x;
+    return (t < Q && c0 + t < a.seqlen) ? dt_row[(c0 + t) * a.nheads] : int8_t(0);
+  };
+  if constexpr (VEC == 16) issue_copies(0);
+  int8_t dt_next = load_dt(0);
+
   for (int64_t c0 = 0; c0 < a.seqlen; c0 += Q) {
     const int T = a.seqlen - c0 < Q ? static_cast<int>(a.seqlen - c0) : Q;
+    const int64_t row0 = b * a.seqlen + c0;  // token row of y
     __syncthreads();  // the previous chunk is done with every tile
-    const int64_t row0 = b * a.seqlen + c0;
-    load_tile<VEC>(tC, lay.ldc, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
-    load_tile<VEC>(tB, lay.ldc, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
-    load_tile<VEC>(tX, lay.ldx, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
-    for (int t = threadIdx.x; t < Q; t += kThreads) {
+    if constexpr (VEC == 16) {
+      asm volatile("cp.async.wait_all;\n" ::: "memory");
+      __syncthreads();
+      load_tile<16>(tC, lay.ldc, stC, npad, T, Q, n, npad);
+      load_tile<16>(tB, lay.ldc, stB, npad, T, Q, n, npad);
+      load_tile<16>(tX, lay.ldx, stX, P, T, Q, P, P);
+    } else {
+      load_tile<1>(tC, lay.ldc, C_row + c0 * a.gn, a.gn, T, Q, n, npad);
+      load_tile<1>(tB, lay.ldc, B_row + c0 * a.gn, a.gn, T, Q, n, npad);
+      load_tile<1>(tX, lay.ldx, X_row + c0 * d_ssm, d_ssm, T, Q, P, P);
+    }
+    if (threadIdx.x < Q) {
       // Rows past the sequence get dt = 0: no decay, no input.
-      const float d = t < T ? dt_value(a.dt[(row0 + t) * a.nheads + hd], a.dt_scale, dt_b, a.dt_min, a.dt_max) : 0.0f;
+      const int t = threadIdx.x;
+      const float d = t < T ? dt_value(dt_next, a.dt_scale, dt_b, a.dt_min, a.dt_max) : 0.0f;
       dtv[t] = d;
       acum[t] = d * A;
     }
-    __syncthreads();
+    __syncthreads();  // the staging buffer is read: the next chunk's copies may start
+    if (c0 + Q < a.seqlen) {
+      if constexpr (VEC == 16) issue_copies(c0 + Q);
+      dt_next = load_dt(c0 + Q);
+    }
     if (warp == 0) {  // inclusive scan of dt * A over the chunk: Q / 32 consecutive values a lane
       const int per = Q / 32;
       float v[4];
