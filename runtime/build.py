@@ -110,11 +110,58 @@ def explicit_zero_points(model):
     return model
 
 
+# Which inputs of each custom op are int8 (docs/ops.md); every output is int8 except QuantSSD's y (0).
+PLUGIN_INT8_INPUTS = {"QuantConv1dSiLU": {0, 1, 2, 8}, "QuantSSD": {0, 1, 2, 3, 13}}
+PLUGIN_FLOAT_OUTPUTS = {"QuantSSD": {0}}
+
+
+def qdq_plugin_edges(model):
+    """Every int8 input of a plugin node comes straight from a QuantizeLinear, and every int8 output
+    goes straight into a DequantizeLinear: an exact DequantizeLinear -> QuantizeLinear pair (scale 1,
+    zero point 0) on each int8 edge that lacks one. TensorRT's explicit-quantization builder marks
+    int8 tensors by their Q/DQ neighbours and refuses a plugin whose int8 tensors are not so marked
+    (TensorRT 8.6: "All of the candidates were removed, which points to the node being incorrectly
+    marked as an int8 node"; NVIDIA/TensorRT#3055)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    unit, zero = "qmamba.trt.unit_scale", "qmamba.trt.int8_zero"
+    g.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), unit),
+                          numpy_helper.from_array(np.array(0, np.int8), zero)])
+    producers = {o: n for n in g.node for o in n.output}
+    nodes = []
+    for n in g.node:
+        if n.op_type not in PLUGIN_INT8_INPUTS:
+            nodes.append(n)
+            continue
+        for i, name in enumerate(n.input):
+            p = producers.get(name)
+            if i not in PLUGIN_INT8_INPUTS[n.op_type] or not name or (p is not None and p.op_type == "QuantizeLinear"):
+                continue
+            dq, q = f"{name}.trt_dq.{n.name}", f"{name}.trt_q.{n.name}"
+            nodes += [helper.make_node("DequantizeLinear", [name, unit, zero], [dq], name=f"{dq}/DequantizeLinear"),
+                      helper.make_node("QuantizeLinear", [dq, unit, zero], [q], name=f"{q}/QuantizeLinear")]
+            n.input[i] = q
+        nodes.append(n)
+        for i, name in enumerate(n.output):
+            if i in PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ()):
+                continue
+            raw, dq = f"{name}.trt_raw", f"{name}.trt_dq_out"
+            n.output[i] = raw
+            nodes += [helper.make_node("DequantizeLinear", [raw, unit, zero], [dq], name=f"{dq}/DequantizeLinear"),
+                      helper.make_node("QuantizeLinear", [dq, unit, zero], [name], name=f"{name}.trt_q_out/QuantizeLinear")]
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
 def _trt_onnx(onnx_path: Path, out_dir: Path) -> Path:
-    """onnx_path made parseable by TensorRT 8.6 too (explicit_zero_points), written into out_dir."""
+    """onnx_path as TensorRT's explicit-quantization builder takes it (explicit_zero_points,
+    qdq_plugin_edges; both exact), written into out_dir."""
     import onnx
 
-    model = explicit_zero_points(onnx.load(str(onnx_path)))
+    model = qdq_plugin_edges(explicit_zero_points(onnx.load(str(onnx_path))))
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     big = model.ByteSize() > 1_800_000_000
     onnx.save(model, str(path), save_as_external_data=big, location=f"{path.name}.data" if big else None)

@@ -12,7 +12,7 @@
 # Each call files the chunk it carries; once all are there it builds, tests and benchmarks in the same
 # call. A later call with no chunk (and /tmp/trt86 still there) reruns the suite. Where TensorRT is
 # installed, set TensorRT_ROOT (and TensorRT_INCLUDE_DIR if its headers live elsewhere): no staging.
-# Steps: QMAMBA_TRT_STEPS="test bench" (default both).
+# Steps: QMAMBA_TRT_STEPS="probe test bench" (default "test bench"; probe: scripts/trt86_probe.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -60,6 +60,8 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
       timeout 420 python3 -P -m pytest -q -rs tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py \
         tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
+    probe)
+      timeout 300 python3 scripts/trt86_probe.py --out "$OUT" 2>&1 | tee "$OUT/trt86_probe.log" | tail -40 ;;
     bench)
       timeout 420 python3 scripts/bench_trt.py --out "$OUT" 2>&1 | tee "$OUT/trt_bench.log" | tail -60
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 namespace qmr
@@ -160,38 +161,40 @@ Metadata readMetadata(std::string const& path)
     {
         return m;
     }
-    // The file is written by writeMetadata: one "key": "value" pair per line.
-    std::string line;
-    while (std::getline(f, line))
+    // A flat JSON object of string values (writeMetadata's, or Python's json.dump of it): its strings,
+    // in order, alternate key and value whatever the layout.
+    std::string const text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::vector<std::string> strings;
+    std::string cur;
+    bool inString = false;
+    for (size_t i = 0; i < text.size(); ++i)
     {
-        std::vector<std::string> parts;
-        std::string cur;
-        bool inString = false;
-        for (size_t i = 0; i < line.size(); ++i)
+        char const c = text[i];
+        if (inString && c == '\\' && i + 1 < text.size())
         {
-            char const c = line[i];
-            if (inString && c == '\\' && i + 1 < line.size())
-            {
-                cur += line[++i];
-            }
-            else if (c == '"')
-            {
-                if (inString)
-                {
-                    parts.push_back(cur);
-                    cur.clear();
-                }
-                inString = !inString;
-            }
-            else if (inString)
-            {
-                cur += c;
-            }
+            cur += text[++i];
         }
-        if (parts.size() == 2)
+        else if (c == '"')
         {
-            m[parts[0]] = parts[1];
+            if (inString)
+            {
+                strings.push_back(cur);
+                cur.clear();
+            }
+            inString = !inString;
         }
+        else if (inString)
+        {
+            cur += c;
+        }
+    }
+    if (inString || strings.size() % 2 != 0)
+    {
+        throw RunnerError(path + " is not a flat JSON object of strings (the engine metadata qmamba writes)");
+    }
+    for (size_t i = 0; i + 1 < strings.size(); i += 2)
+    {
+        m[strings[i]] = strings[i + 1];
     }
     return m;
 }
