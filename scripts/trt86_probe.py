@@ -5,6 +5,7 @@ points to the node being incorrectly marked as an int8 node"). This builds small
 runner's command line and reports, for each, whether the engine builds and TensorRT's last messages:
   ssd-q-dq      QuantSSD: int8 inputs from QuantizeLinear, ssm_state_out into DequantizeLinear, y float
   ssd-q-int8out QuantSSD: int8 inputs from QuantizeLinear, ssm_state_out an int8 network output
+  ssd-params-as-inputs  ssd-q-dq with the float/int32 parameters as network inputs, not constants
   conv-q-dq     QuantConv1dSiLU: int8 inputs from QuantizeLinear, int8 outputs into DequantizeLinear
   model         the tiny g1 prefill graph as exported (explicit zero points added)
   model-sandwich  the same through runtime/build.py's qdq_plugin_edges (what `qmamba build` does)
@@ -31,6 +32,21 @@ from qmamba.export.tiny import tiny_quantized_model  # noqa: E402
 from qmamba.runtime import trt_runner  # noqa: E402
 from qmamba.runtime.build import explicit_zero_points, qdq_plugin_edges  # noqa: E402
 
+
+
+def params_as_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """float32/int32 initializers of the plugin node turned into graph inputs of the same shape."""
+    g = model.graph
+    plugin_inputs = {i for n in g.node if n.op_type in ("QuantSSD", "QuantConv1dSiLU") for i in n.input}
+    keep = []
+    for t in g.initializer:
+        if t.name in plugin_inputs and t.data_type in (TensorProto.FLOAT, TensorProto.INT32):
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            keep.append(t)
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return model
 
 
 def drop_output_dq(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -70,6 +86,8 @@ def main() -> int:
     results = [build("ssd-q-dq", float_io(onnx_ops.single_op_model("QuantSSD", False, a, p, t)), work)]
     results.append(build("ssd-q-int8out", drop_output_dq(float_io(onnx_ops.single_op_model("QuantSSD", False, a, p, t))),
                          work))
+    results.append(build("ssd-params-as-inputs",
+                         params_as_inputs(float_io(onnx_ops.single_op_model("QuantSSD", False, a, p, t))), work))
     a, p, t = conv_case(s, 2, 5, False)
     results.append(build("conv-q-dq", float_io(onnx_ops.single_op_model("QuantConv1dSiLU", False, a, p, t)), work))
     export_onnx(tiny_quantized_model("g1"), work / "g1", force=True)
