@@ -30,14 +30,19 @@ def make_session(path, providers=DEFAULT_PROVIDERS, extra_outputs: list[str] | N
     import onnx
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    # ONNX Runtime's QDQ fusions (MatMulIntegerToFloat) were seen to compute wrong results on
+    # Q/DQ MatMul patterns close to qmamba's (weights with explicit zero points, or transposed
+    # with a per-axis scale): run the graph as written.
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
     if not extra_outputs:
-        return ort.InferenceSession(str(path), providers=list(providers))
+        return ort.InferenceSession(str(path), options, providers=list(providers))
     model = onnx.load(str(path))
     have = {o.name for o in model.graph.output}
     for name in extra_outputs:
         if name not in have:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
-    return ort.InferenceSession(model.SerializeToString(), providers=list(providers))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
 
 
 class OrtModel:
