@@ -79,16 +79,18 @@ def _int8_as_int32(results):
 
 def compare_with_onnxrt(model, onnx_dir, kind: str, data_loader=None) -> bool:
     """Polygraphy Comparator: OnnxrtRunner on DIR/<kind>.onnx vs TorchReferenceRunner."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
     from .data_loader import decode_feeds, prefill_feeds
+    from .ort import make_session
 
     meta = read_metadata(onnx_dir)
     path = Path(onnx_dir) / meta["graphs"][kind]["file"]
     if data_loader is None:
         data_loader = prefill_feeds() if kind == "prefill" else decode_feeds(onnx_dir)
-    runners = [OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"])),
+    # The session comes from ort.make_session: the same options as OrtModel and `qmamba check`.
+    runners = [OnnxrtRunner(lambda: make_session(path)),
                TorchReferenceRunner(model, kind)]
     results = _int8_as_int32(Comparator.run(runners, data_loader=data_loader))
     atol = {"": float(STATE_ATOL), "logits": LOGITS_ATOL}
