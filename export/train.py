@@ -118,14 +118,26 @@ def validation_bits(model, val: torch.Tensor, batch: int, seq_len: int, amp: boo
 
 def train(config, data_paths, out_dir=None, *, seed=0, steps=2000, time_budget=None, batch=32,
           seq_len=512, lr=2e-3, weight_decay=0.1, warmup=100, val_fraction=0.01, device="cpu",
-          log_every=50, val_windows=64, compile=False, log=print):
-    """Trains a Mamba2ForCausalLM from scratch; returns (model, history). Saves fp16 if out_dir."""
+          log_every=50, val_windows=64, compile=False, init=None, log=print):
+    """Trains a Mamba2ForCausalLM from scratch (or on from the model folder ``init``); returns
+    (model, summary). Saves fp16 if out_dir."""
     from transformers import Mamba2ForCausalLM
+
+    from qmamba.models import ensure_grouped_norm
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train_data, val_data = load_bytes(data_paths, val_fraction)
-    model = Mamba2ForCausalLM(config).to(device)
+    if init is not None:
+        if not (Path(init) / "config.json").is_file():
+            raise FileNotFoundError(f"train: --init {init} holds no config.json")
+        model = Mamba2ForCausalLM.from_pretrained(str(init), dtype=torch.float32)
+        model.config.use_cache = False
+    else:
+        model = Mamba2ForCausalLM(config)
+    # The per-SSD-group gated norm of mamba_ssm, whatever this transformers version does (see
+    # ensure_grouped_norm): the 5.17 on the GPU device would otherwise train a different function.
+    model = ensure_grouped_norm(model).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"train: {n_params / 1e6:.2f}M parameters, {len(train_data)} training bytes, "
         f"{len(val_data)} held out, device {device}")
@@ -179,7 +191,8 @@ def train(config, data_paths, out_dir=None, *, seed=0, steps=2000, time_budget=N
     summary = {"steps": step, "seed": seed, "batch": batch, "seq_len": seq_len, "lr": lr,
                "time_s": round(time.monotonic() - t0, 1), "params": n_params, "compiled": compile,
                "final_train_bpb": final_train, "val_bpb": val_bpb, "history": history,
-               "data": [Path(p).name for p in data_paths], "val_fraction": val_fraction}
+               "data": [Path(p).name for p in data_paths], "val_fraction": val_fraction,
+               "init": None if init is None else str(init)}
     if out_dir is not None:
         save_fp16(model, out_dir)
         (Path(out_dir) / "train_log.json").write_text(json.dumps(summary, indent=1))
@@ -215,6 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of each file held out for the validation loss")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--init", default=None, help="go on training the model in this folder (fine-tuning)")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps (default %(default)s)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the training step (default: on for CUDA)")
 
@@ -224,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"train: --steps must be >= 1, got {args.steps}")
     config = make_config(args.variant)
     train(config, args.data, args.out, seed=args.seed, steps=args.steps, time_budget=args.time_budget,
+          warmup=args.warmup, init=args.init,
           batch=args.batch, seq_len=args.seq_len, lr=args.lr, val_fraction=args.val_fraction,
           device=args.device, log_every=args.log_every,
           compile=args.device.startswith("cuda") if args.compile is None else args.compile,

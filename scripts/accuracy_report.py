@@ -17,6 +17,7 @@ Usage (scripts/device_eval.sh runs it on the GPU device)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from qmamba import models
+from qmamba.export import hadamard as had
 from qmamba.export.calibrate import calibrate, x_quantization_error
 from qmamba.export.checkpoint import save_quantized
 from qmamba.runtime import evaluate as ev
@@ -36,6 +38,18 @@ QUANT_ROWS = [
     ("W8A8 group min-max", dict(observer="minmax")),
     ("W8A8 group percentile", dict(observer="percentile", percentile=0.9995)),
 ]
+
+
+@contextlib.contextmanager
+def rotation_on(device):
+    """calibrate() makes its Hadamard matrix on the CPU, which a model on CUDA cannot multiply by:
+    hand it one on the model's device for the duration of the call."""
+    make = had.rotation_matrix
+    had.rotation_matrix = lambda n, dtype=torch.float32: make(n, dtype).to(device)
+    try:
+        yield
+    finally:
+        had.rotation_matrix = make
 
 
 def sqnr_db(rel_err: float) -> float:
@@ -77,8 +91,9 @@ def report_model(name, text, calib, args, out: Path, save) -> dict:
             label = f"{row}{' + Hadamard' if hadamard else ''}"
             t0 = time.monotonic()
             try:
-                cal = calibrate(float_model, calib_ids, hadamard=hadamard, num_samples=args.num_samples,
-                                seq_len=args.seq_len, batch_size=args.calib_batch, progress=False, **kw)
+                with rotation_on(args.device):
+                    cal = calibrate(float_model, calib_ids, hadamard=hadamard, num_samples=args.num_samples,
+                                    seq_len=args.seq_len, batch_size=args.calib_batch, progress=False, **kw)
             except Exception as e:
                 traceback.print_exc()
                 rows.append({"row": label, "span": "prefix", "error": f"calibrate: {type(e).__name__}: {e}"})
@@ -91,7 +106,7 @@ def report_model(name, text, calib, args, out: Path, save) -> dict:
                 except Exception as e:
                     traceback.print_exc()
                     sqnr[row] = f"error: {type(e).__name__}: {e}"
-            if row == "W8A8 group min-max" and not hadamard:  # (the device returns at most 8 files)
+            if args.checkpoints and row == "W8A8 group min-max" and not hadamard:
                 save_quantized(cal.model, out / f"{name}-minmax")
             add(label, lambda: ev.QuantTorchScorer(cal.model, args.device), prefix, "prefix")
     return result
@@ -113,6 +128,8 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=256, help="calibration window length")
     p.add_argument("--calib-batch", type=int, default=4)
     p.add_argument("--sqnr-rows", type=int, default=8, help="windows of the text for the SQNR")
+    p.add_argument("--checkpoints", action=argparse.BooleanOptionalAction, default=True,
+                   help="save the group min-max checkpoints (for the ONNX Runtime row)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

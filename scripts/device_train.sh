@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Trains both shipped models (qmamba/models/) at once on the one GPU of the device machine.
+# Trains the shipped models (qmamba/models/) at once on the one GPU of the device machine.
 #
 # Run from the repository root on the device, with the training text staged (git-ignored) in
 # .device/data/ (tinyshakespeare input.txt and wikitext-2 valid.txt; never test.txt):
 #   run(command="bash scripts/device_train.sh", carry=[".device/data"])
 # Each variant writes $OUT/<name>/{config.json,model.safetensors,train_log.json} and
 # $OUT/<name>.log; copy the first two into qmamba/models/<name>/.
-# The script needs only torch + transformers there, so it runs export/train.py directly rather than
-# building the package (which would compile the CUDA kernels first).
+# Only pure Python is needed there, so the package is put on PYTHONPATH as a folder of links
+# (qmamba/, qmamba/export -> export/, qmamba/runtime -> runtime/) instead of being built (which
+# would compile the CUDA kernels first).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-out/train}
 DATA=${DATA:-.device/data}
-BUDGET=${BUDGET:-240}   # seconds of training per variant, after compiling; both run in parallel
+BUDGET=${BUDGET:-240}   # seconds of training per variant, after compiling; variants run in parallel
+VARIANTS=${VARIANTS:-"mamba2-tiny-g1 mamba2-tiny-g4"}
 mkdir -p "$OUT"
+PKG=$(mktemp -d)
+mkdir "$PKG/qmamba"
+for f in qmamba/*; do ln -s "$PWD/$f" "$PKG/qmamba/"; done
+ln -s "$PWD/export" "$PKG/qmamba/export"
+ln -s "$PWD/runtime" "$PKG/qmamba/runtime"
+export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 pids=()
-for name in mamba2-tiny-g1 mamba2-tiny-g4; do
-  python export/train.py --variant "$name" --data "$DATA/input.txt" "$DATA/valid.txt" \
+for name in $VARIANTS; do
+  python -m qmamba.export.train --variant "$name" --data "$DATA/input.txt" "$DATA/valid.txt" \
     --out "$OUT/$name" --seed 0 --time-budget "$BUDGET" --batch 32 --seq-len 512 --lr 2e-3 \
     --log-every 100 --compile > "$OUT/$name.log" 2>&1 &
   pids+=($!)
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-for name in mamba2-tiny-g1 mamba2-tiny-g4; do echo "== $name"; grep -v falling "$OUT/$name.log" | tail -n 8; done
+for name in $VARIANTS; do echo "== $name"; grep -v "falling back" "$OUT/$name.log" | tail -n 12; done
 exit $status

@@ -37,4 +37,43 @@ def load_float(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
     from transformers import Mamba2ForCausalLM
 
     model = Mamba2ForCausalLM.from_pretrained(model_dir(name), dtype=dtype)
-    return model.eval()
+    return ensure_grouped_norm(model).eval()
+
+
+class GroupedGatedRMSNorm(torch.nn.Module):
+    """Mamba2's gated RMSNorm, normalized over each SSD group's channels separately (mamba_ssm's
+    ``RMSNormGated(group_size=d_ssm // ngroups)``, transformers' own norm from 5.2x on)."""
+
+    def __init__(self, weight: torch.nn.Parameter, group_size: int, eps: float):
+        super().__init__()
+        self.weight = weight
+        self.group_size = group_size
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states, gate=None):
+        dtype = hidden_states.dtype
+        h = hidden_states.float()
+        if gate is not None:
+            h = h * torch.nn.functional.silu(gate.float())
+        g = h.view(*h.shape[:-1], -1, self.group_size)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * g.view(h.shape).to(dtype)
+
+
+def ensure_grouped_norm(model):
+    """Makes every mixer's gated norm per SSD group, whatever the installed transformers does.
+
+    Some transformers versions (5.17 on the GPU device, for one) normalize over all d_ssm channels
+    when n_groups > 1; the reference (mamba_ssm), newer transformers and qmamba's W8A8 model
+    normalize each group on its own. With n_groups = 1 the two agree. The shipped models are
+    trained and evaluated with the per-group norm, so the same weights mean the same function
+    everywhere. The parameter keeps its name (``norm.weight``): checkpoints are unaffected.
+    """
+    for layer in model.backbone.layers:
+        mixer = layer.mixer
+        group_size = mixer.intermediate_size // mixer.n_groups
+        norm = mixer.norm
+        if getattr(norm, "group_size", None) != group_size:
+            eps = getattr(norm, "variance_epsilon", model.config.layer_norm_epsilon)
+            mixer.norm = GroupedGatedRMSNorm(norm.weight, group_size, eps)
+    return model
