@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|profile|bench|bench-quick] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -37,8 +37,10 @@ for step in "${steps[@]}"; do
     test)
       timeout 300 pytest -q -rs -s tests/trt_plugins/test_kernels.py tests/trt_plugins/test_kernels_gpu.py \
         2>&1 | tee "$OUT/tests.log" | grep -E "rel err|gap|passed|failed|FAILED|Error|error" | tail -60 || rc=1 ;;
-    sanitize)
-      for tool in memcheck racecheck synccheck; do
+    sanitize|memcheck)
+      tools="memcheck racecheck synccheck"
+      [ "$step" = memcheck ] && tools=memcheck
+      for tool in $tools; do
         timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 python scripts/sanitize_kernels.py \
           > "$OUT/sanitize_$tool.log" 2>&1
         r=$?; echo "compute-sanitizer $tool: exit $r"; tail -3 "$OUT/sanitize_$tool.log"

@@ -15,6 +15,46 @@ __device__ __forceinline__ int8_t quantize_rn(float v, float s) {
   return static_cast<int8_t>(q);
 }
 
+// The conversions below avoid the I2F / F2I / FRND instructions, which run at a quarter of the
+// rate of float adds on the SMs these kernels target and bounded the memory-bound kernels.
+
+// Exact float of an int8 that sits in byte K of `biased`, a word whose bytes were XORed with 0x80
+// (so they hold value + 128): the byte becomes the low mantissa bits of 2^23, then 2^23 + 128 is
+// subtracted. Both steps are exact.
+template <int K>
+__device__ __forceinline__ float biased_byte_to_float(uint32_t biased) {
+  return __fadd_rn(__uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7540 + K)), -8388736.0f);
+}
+
+// The four int8 of a biased word (see above) as exact floats.
+__device__ __forceinline__ void biased_word_to_floats(uint32_t biased, float* f) {
+  f[0] = biased_byte_to_float<0>(biased);
+  f[1] = biased_byte_to_float<1>(biased);
+  f[2] = biased_byte_to_float<2>(biased);
+  f[3] = biased_byte_to_float<3>(biased);
+}
+
+// Exact float of an integer with |v| < 2^22 (1.5 * 2^23 in the exponent, then subtracted).
+__device__ __forceinline__ float small_int_to_float(int v) {
+  return __fadd_rn(__int_as_float(v + 0x4B400000), -12582912.0f);
+}
+
+// Q(v, s) given inv_s = 1/s: v * inv_s is within 1.5 ulp of the true quotient, so unless it lies
+// within 2^-20 (relative) of a rounding tie, rounding it gives the contract's result; near a tie
+// the true division decides. The clamp to [-128, 127] before rounding equals saturating after it.
+// Rounding: adding 1.5 * 2^23 rounds to an integer (half to even) in the low mantissa bits.
+__device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float inv_s);
+
+__device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float inv_s) {
+  const float est = fminf(fmaxf(v * inv_s, -128.0f), 127.0f);
+  const float shifted = __fadd_rn(est, 12582912.0f);
+  const float r = __fadd_rn(shifted, -12582912.0f);
+  if (fabsf(fabsf(est - r) - 0.5f) > fabsf(est) * 0x1p-20f + 0x1p-30f) {
+    return static_cast<int8_t>(__float_as_uint(shifted) & 0xffu);
+  }
+  return quantize_rn(v, s);
+}
+
 // Number of cumulative group ends <= v, clamped to a valid index: the group that holds v.
 // The ranges come from device memory; the clamp keeps an out-of-contract range from reading out
 // of bounds (the Python binding and the plugins check the values before launching).

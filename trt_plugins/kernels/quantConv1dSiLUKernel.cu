@@ -96,21 +96,20 @@ __device__ __noinline__ int8_t silu_quantize_exact(float v, float s) {
 
 __device__ __forceinline__ int8_t silu_quantize(float v, float s) {
   if (fabsf(v) < 80.0f) {
-    const float est = __fdividef(__fdividef(v, 1.0f + __expf(-v)), s);
-    const float r = rintf(est);
+    // Clamping to [-128, 127] before rounding equals saturating after it; adding 1.5 * 2^23
+    // rounds half to even into the low mantissa bits (no quarter-rate FRND / F2I).
+    const float est = fminf(fmaxf(__fdividef(__fdividef(v, 1.0f + __expf(-v)), s), -128.0f), 127.0f);
+    const float shifted = __fadd_rn(est, 12582912.0f);
+    const float r = __fadd_rn(shifted, -12582912.0f);
     const float margin = fabsf(est) * fmaf(fabsf(v), 0x1p-22f, 0x1p-19f) + 0x1p-24f;
-    if (fabsf(fabsf(est - r) - 0.5f) > margin) {
-      int q;  // round half to even and saturate to int8 in one conversion
-      asm("cvt.rni.sat.s8.f32 %0, %1;" : "=r"(q) : "f"(est));
-      return static_cast<int8_t>(q);
-    }
+    if (fabsf(fabsf(est - r) - 0.5f) > margin) return static_cast<int8_t>(__float_as_uint(shifted) & 0xffu);
   }
   return silu_quantize_exact(v, s);
 }
 
 // v = float(acc) * fp32(s_in * s_w) + float(bias) * s_b: two roundings, then the add (no FMA).
 __device__ __forceinline__ float conv_value(int acc, float acc_scale, float bias_term) {
-  return __fadd_rn(__fmul_rn(static_cast<float>(acc), acc_scale), bias_term);
+  return __fadd_rn(__fmul_rn(small_int_to_float(acc), acc_scale), bias_term);  // |acc| <= 2^16
 }
 
 // Byte e of each of four words, gathered into one word (r0's byte lowest).

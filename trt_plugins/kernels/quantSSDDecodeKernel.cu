@@ -3,7 +3,8 @@
 // operations without FMA contraction, so ssm_state_out equals the reference except at ties.
 //
 // Layout: a block owns one head and a range of its dims i, for a range of batch rows; TPR threads
-// share one state row (i, 0..n), each taking VEC consecutive entries (16 with 16-byte accesses).
+// share one state row (i, 0..n), each taking VEC consecutive entries (8 with 8-byte accesses: 16
+// needed twice the registers for the scales and halved the resident warps).
 // The state is read and written once: it is the whole memory traffic at real sizes. The group
 // lookups and the state scales depend on (head, i, j) only, so they are done once per thread,
 // and the loop over batch rows streams the state with the next row's loads in flight.
@@ -49,7 +50,7 @@ struct alignas(VEC) Bytes {
   int8_t v[VEC];
 };
 template <int VEC>
-struct alignas(VEC * 4) Floats {
+struct alignas(VEC * 4 < 16 ? VEC * 4 : 16) Floats {
   float v[VEC];
 };
 
@@ -75,21 +76,37 @@ __device__ __forceinline__ RowInputs<VEC> load_row(const DecodeArgs& a, int64_t 
   return r;
 }
 
-// One state piece: S = dA * S0 + (dt * xh) * Bh in the reference's order (no FMA), requantized;
-// returns this piece's share of y = sum_j S * Ch.
+// One state piece: S = dA * S0 + (dt * xh) * Bh in the reference's order (no FMA), requantized
+// (inv_sc = 1 / scale for the fast rounding path); returns this piece's share of y = sum_j S * Ch.
 template <int VEC>
 __device__ __forceinline__ float update_piece(const RowInputs<VEC>& r, const Floats<VEC>& sc,
-                                              float dA, float dtx, float sB, float sC,
-                                              int8_t* __restrict__ out) {
+                                              const Floats<VEC>& inv_sc, float dA, float dtx,
+                                              float sB, float sC, int8_t* __restrict__ out) {
+  float st[VEC], bq[VEC], cq[VEC];
+  if constexpr (VEC % 4 == 0) {  // exact int8 -> float without the quarter-rate I2F
+#pragma unroll
+    for (int m = 0; m < VEC / 4; ++m) {
+      biased_word_to_floats(reinterpret_cast<const uint32_t*>(r.st.v)[m] ^ 0x80808080u, st + 4 * m);
+      biased_word_to_floats(reinterpret_cast<const uint32_t*>(r.bq.v)[m] ^ 0x80808080u, bq + 4 * m);
+      biased_word_to_floats(reinterpret_cast<const uint32_t*>(r.cq.v)[m] ^ 0x80808080u, cq + 4 * m);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      st[e] = static_cast<float>(r.st.v[e]);
+      bq[e] = static_cast<float>(r.bq.v[e]);
+      cq[e] = static_cast<float>(r.cq.v[e]);
+    }
+  }
   Bytes<VEC> q;
   float y = 0.0f;
 #pragma unroll
   for (int e = 0; e < VEC; ++e) {
-    const float s0 = __fmul_rn(static_cast<float>(r.st.v[e]), sc.v[e]);
-    const float bh = __fmul_rn(static_cast<float>(r.bq.v[e]), sB);
+    const float s0 = __fmul_rn(st[e], sc.v[e]);
+    const float bh = __fmul_rn(bq[e], sB);
     const float s1 = __fadd_rn(__fmul_rn(dA, s0), __fmul_rn(dtx, bh));
-    y += s1 * __fmul_rn(static_cast<float>(r.cq.v[e]), sC);
-    q.v[e] = quantize_rn(s1, sc.v[e]);
+    y += s1 * __fmul_rn(cq[e], sC);
+    q.v[e] = quantize_with_inverse(s1, sc.v[e], inv_sc.v[e]);
   }
   *reinterpret_cast<Bytes<VEC>*>(out) = q;
   return y;
@@ -120,12 +137,14 @@ __global__ void __launch_bounds__(kThreads) quant_ssd_decode_kernel(const Decode
   const int j_first = lane_in_row * VEC;
   const bool has_piece = active && j_first < n;
 
-  // With 16-byte pieces the launcher makes tpr * 16 == d_state: one piece a row, its scales kept
-  // in registers, and the next batch row's loads issued before this one computes.
-  Floats<VEC> sc_first = {};
+  // With 8-byte pieces and d_state <= 256 each thread has one piece a row: its scales stay in
+  // registers, and the next batch row's loads are issued before this one computes.
+  Floats<VEC> sc_first = {}, inv_first = {};
   RowInputs<VEC> cur = {};
   if (has_piece) {
     sc_first = *reinterpret_cast<const Floats<VEC>*>(sscale + j_first);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) inv_first.v[e] = __frcp_rn(sc_first.v[e]);
     if (b_begin < b_end) cur = load_row<VEC>(a, b_begin, hd, i, sg, j_first);
   }
   for (int64_t b = b_begin; b < b_end; ++b) {
@@ -139,12 +158,15 @@ __global__ void __launch_bounds__(kThreads) quant_ssd_decode_kernel(const Decode
     const int64_t head_row = (b * a.nheads + hd) * a.headdim + i;
     float y = 0.0f;
     if (has_piece) {
-      y = update_piece<VEC>(cur, sc_first, dA, dtx, sB, sC, a.state_out + head_row * n + j_first);
+      y = update_piece<VEC>(cur, sc_first, inv_first, dA, dtx, sB, sC, a.state_out + head_row * n + j_first);
       // Further pieces of the row (bytewise path, or d_state > 32 * VEC): loaded here.
       for (int j0 = j_first + a.tpr * VEC; j0 < n; j0 += a.tpr * VEC) {
         const RowInputs<VEC> r = load_row<VEC>(a, b, hd, i, sg, j0);
         const Floats<VEC> sc = *reinterpret_cast<const Floats<VEC>*>(sscale + j0);
-        y += update_piece<VEC>(r, sc, dA, dtx, sB, sC, a.state_out + head_row * n + j0);
+        Floats<VEC> inv;
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) inv.v[e] = __frcp_rn(sc.v[e]);
+        y += update_piece<VEC>(r, sc, inv, dA, dtx, sB, sC, a.state_out + head_row * n + j0);
       }
     }
     for (int off = a.tpr / 2; off > 0; off /= 2) y += __shfl_xor_sync(0xffffffffu, y, off);
@@ -175,9 +197,9 @@ extern "C" int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qm
   a.out_fp16 = params->out_fp16;
 
   const int n = a.d_state;
-  const bool vec16 = n % 16 == 0 && aligned16(a.state) && aligned16(a.state_out) && aligned16(a.B) &&
-                     aligned16(a.C) && aligned16(a.state_scale);
-  const int vec = vec16 ? 16 : 1;
+  const bool vec8 = n % 8 == 0 && aligned8(a.state) && aligned8(a.state_out) && aligned8(a.B) &&
+                    aligned8(a.C) && aligned16(a.state_scale);
+  const int vec = vec8 ? 8 : 1;
   // Enough threads per row to cover it in one piece each when possible, at most a warp.
   a.tpr = 1;
   while (a.tpr < 32 && a.tpr * vec < n) a.tpr *= 2;
@@ -195,8 +217,8 @@ extern "C" int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qm
   splits = (batch + a.batch_per_block - 1) / a.batch_per_block;
   const int64_t blocks = head_blocks * splits;
   if (blocks > 0x7fffffff) return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * nheads too large for one launch", where);
-  if (vec16) {
-    quant_ssd_decode_kernel<16><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
+  if (vec8) {
+    quant_ssd_decode_kernel<8><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
   } else {
     quant_ssd_decode_kernel<1><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
   }
