@@ -3,7 +3,7 @@ tokens/s (batch 1, 8) of
   - the TensorRT engine (qmamba's plugins, decode under a CUDA graph),
   - the PyTorch W8A8 reference model (QuantMamba2LM with the CUDA kernels),
   - the float model in PyTorch fp16 (transformers Mamba2ForCausalLM, same shape),
-for the tiny byte-level model (g = 1) and a 2.7b-shaped W8A8 model with random weights (2.7b's layer
+for the small byte-level model of the device tests (g = 1) and a 2.7b-shaped W8A8 model with random weights (2.7b's layer
 widths, byte vocabulary; --layers of its 64 layers to fit the time). Decode is also given as a
 fraction of its bandwidth bound (bytes of weights and states per step ÷ measured copy bandwidth).
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -153,10 +154,11 @@ def main() -> int:
     work = Path("/tmp/qmamba_bench")
     bw = trt_bench.copy_bandwidth()
     print(f"device-to-device copy bandwidth: {bw / 1e9:.0f} GB/s")
-    from qmamba.export.tiny import tiny_quantized_model
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
+    from trt_helpers import small_quantized_model  # the device tests' small model (kernel-supported sizes)
 
     models = {
-        "tiny g1 (2 layers, d_model 64)": tiny_quantized_model("g1"),
+        "small g1 (2 layers, d_model 128, h 8, p 32, n 32)": small_quantized_model("g1"),
         f"2.7b-shaped ({args.layers} of 64 layers, d_model 2560, h 80, p 64, n 128, byte vocab)": random_w8a8(
             QuantConfig(vocab_size=256, d_model=2560, n_layer=args.layers, nheads=80, headdim=64, d_state=128,
                         ngroups=1, d_conv=4)),

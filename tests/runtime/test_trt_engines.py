@@ -13,11 +13,12 @@ import onnx
 import pytest
 
 from qmamba.export import onnx_ops
-from qmamba.export.op_cases import LAYER_SHAPES, conv_case, ssd_case
+from qmamba.export.op_cases import conv_case, ssd_case
 from qmamba.runtime import trt_runner
 from qmamba.runtime.agreement import float_agreement, int8_agreement
 
-from trt_helpers import export_small_model, float_feed, float_io, ort_run, ort_session, trt_unavailable
+from trt_helpers import (SMALL_LAYER_SHAPES, export_small_model, float_feed, float_io, ort_run, ort_session,
+                         trt_unavailable)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt,
               pytest.mark.skipif(trt_unavailable() is not None, reason=str(trt_unavailable()))]
@@ -31,7 +32,7 @@ PROFILE = trt_runner.Profile(batch=(1, 2, 4), seq=(1, 16, 64))
 
 def _single_op_engine(tmp_path, op, shape, with_state, batch, seqlen):
     case = conv_case if op == "QuantConv1dSiLU" else ssd_case
-    acts, params, attrs = case(LAYER_SHAPES[shape], batch, seqlen, with_state)
+    acts, params, attrs = case(SMALL_LAYER_SHAPES[shape], batch, seqlen, with_state)
     model = float_io(onnx_ops.single_op_model(op, with_state, acts, params, attrs))
     path = tmp_path / f"{op}.onnx"
     onnx.save(model, path)
@@ -39,8 +40,19 @@ def _single_op_engine(tmp_path, op, shape, with_state, batch, seqlen):
     return path, engine, float_feed(acts)
 
 
-@pytest.mark.parametrize("op", ["QuantConv1dSiLU", "QuantSSD"])
-@pytest.mark.parametrize("shape", ["130m-narrow", "8b-narrow"])
+def _trt_major() -> int:
+    return int(trt_runner.runner_library().qmr_tensorrt_version().decode().split()[1].split(".")[0])
+
+
+# TensorRT 8.6's explicit-quantization builder refuses a plugin node that takes int8 from QuantizeLinear
+# and returns a float tensor (QuantSSD's y): "All of the candidates were removed, which points to the
+# node being incorrectly marked as an int8 node" (seen on the H100; scripts/trt86_probe.py, docs/tensorrt.md).
+SSD_ON_TRT8 = pytest.mark.xfail(condition=trt_unavailable() is None and _trt_major() < 10, strict=False,
+                                reason="TensorRT 8.6 refuses QuantSSD in Q/DQ networks (filterQDQFormats)")
+
+
+@pytest.mark.parametrize("op", ["QuantConv1dSiLU", pytest.param("QuantSSD", marks=SSD_ON_TRT8)])
+@pytest.mark.parametrize("shape", ["130m-like", "8b-like"])
 @pytest.mark.parametrize("with_state,seqlen", [(False, 37), (True, 37), (True, 1)])
 def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, seqlen):
     path, engine_path, feed = _single_op_engine(tmp_path, op, shape, with_state, 2, seqlen)
@@ -56,7 +68,7 @@ def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, s
 
 
 def test_shape_outside_profile_is_refused(tmp_path):
-    _, engine_path, feed = _single_op_engine(tmp_path, "QuantSSD", "130m-narrow", False, 2, 5)
+    _, engine_path, feed = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-like", False, 2, 5)
     engine = trt_runner.TrtEngine(engine_path)
     too_long = {k: np.zeros((2, 65, *v.shape[2:]), np.float32) for k, v in feed.items()}
     with pytest.raises(trt_runner.TrtRunnerError, match=r"dimension 1 = 65 is outside the engine's profile \[1, 64\]"):
@@ -64,7 +76,7 @@ def test_shape_outside_profile_is_refused(tmp_path):
 
 
 def test_engine_of_another_gpu_or_library_is_refused(tmp_path):
-    _, engine_path, _ = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-narrow", False, 1, 4)
+    _, engine_path, _ = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-like", False, 1, 4)
     meta_path = engine_path.with_name(engine_path.name + ".json")
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "compute_capability": "8.7", "gpu": "Orin"}))
@@ -81,7 +93,7 @@ def test_engine_of_another_gpu_or_library_is_refused(tmp_path):
     ({"nheads": 7}, "nheads = 7 must be divisible by ngroups"),
 ])
 def test_bad_fields_fail_the_build_with_their_name(tmp_path, attrs, message):
-    acts, params, good = conv_case(LAYER_SHAPES["8b-narrow"], 1, 4, False)
+    acts, params, good = conv_case(SMALL_LAYER_SHAPES["8b-like"], 1, 4, False)
     model = float_io(onnx_ops.single_op_model("QuantConv1dSiLU", False, acts, params, good))
     node = next(n for n in model.graph.node if n.op_type == "QuantConv1dSiLU")
     for name, value in attrs.items():
@@ -97,14 +109,14 @@ def test_bad_fields_fail_the_build_with_their_name(tmp_path, attrs, message):
 
 
 def test_missing_plugin_library_is_reported(tmp_path):
-    _, engine_path, _ = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-narrow", False, 1, 4)
+    _, engine_path, _ = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-like", False, 1, 4)
     with pytest.raises(trt_runner.TrtRunnerError, match="cannot load plugin library"):
         trt_runner.TrtEngine(engine_path, plugins=tmp_path / "libnothere.so")
 
 
 # ---- whole models -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["g1", "g8"])
+@pytest.fixture(scope="module", params=[pytest.param("g1", marks=SSD_ON_TRT8), pytest.param("g8", marks=SSD_ON_TRT8)])
 def model_engines(request, tmp_path_factory):
     from qmamba.runtime.build import build_engines
 
