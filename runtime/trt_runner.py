@@ -129,9 +129,9 @@ def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: b
                  no_tactic_libraries: bool = False) -> Path:
     """ONNX file -> engine file (+ ``.json`` metadata) with the C++ runner.
 
-    The build runs in a child process (``qmamba_trt build``): TensorRT's ONNX parser carries its own
-    protobuf, which can clash with the one already in a Python process that imported onnx and torch
-    (seen: a segmentation fault on the GPU machine); a child process also turns any crash into an error.
+    The build runs in a child process (``qmamba_trt build``): a crash while TensorRT builds (seen on the
+    GPU machine from a Python process that had loaded the runner with global symbols) becomes an error
+    here instead of ending the caller, and the parser's own libraries stay out of the caller.
     """
     import subprocess
 
