@@ -244,6 +244,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one shape per kernel")
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--decode-only", action="store_true", help="only the decode kernels")
     args = ap.parse_args()
     if kernels.library_path() is None or not torch.cuda.is_available():
         print("needs a CUDA GPU and libqmamba_kernels", file=sys.stderr)
@@ -256,14 +257,14 @@ def main() -> int:
     rows = []
     for kind in ("conv", "ssd"):
         for name, s in layers.items():
-            for bt in (1, 8):
+            for bt in (() if args.decode_only else (1, 8)):
                 for L in lengths:
                     rows.append(bench(kind, s, bt, L, copy_bw, gen, not args.no_baseline) | {"layer": name})
                     print(_fmt(rows[-1]), flush=True)
             for bt in ((16,) if args.quick else (1, 16, 64)):
                 rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline) | {"layer": name})
                 print(_fmt(rows[-1]), flush=True)
-    for cs in (32, 64, 128):  # chunk length of the SSD prefill, at the ANCHORS' heaviest shape
+    for cs in (() if args.decode_only else (32, 64, 128)):  # chunk length of the SSD prefill, at the ANCHORS' heaviest shape
         rows.append(bench("ssd", layers["8b"], 8, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": "8b"})
         print(_fmt(rows[-1]), flush=True)
     if args.json:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick|bench-decode] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -54,6 +54,8 @@ for step in "${steps[@]}"; do
       grep -E "quant_|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Block Limit|Issue Slots Busy|No Eligible" "$OUT/ncu.log" | head -80 ;;
     bench)
       timeout 420 python benchmarks/bench_kernels.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
+    bench-decode)
+      timeout 240 python benchmarks/bench_kernels.py --decode-only --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     bench-quick)
       timeout 240 python benchmarks/bench_kernels.py --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     *) echo "unknown step $step"; rc=2 ;;
