@@ -17,8 +17,9 @@ The first ``num_samples`` consecutive windows of ``seq_len`` tokens are the cali
    reordered so that groups are contiguous.
 2. Scale pass on the reordered model: the observers (``observers``) see the mixer input, the in_proj
    segments z/x/B/C/dt, conv+SiLU x (per group), B and C (per SSD group), the SSM state after every
-   token (always min-max), the out_proj input (after the Hadamard rotation when ``hadamard``) and
-   the lm_head input. Every scale is ``range / 127``.
+   token, the out_proj input (after the Hadamard rotation when ``hadamard``) and the lm_head input.
+   Every scale is ``range / 127``. ``observer`` ("minmax" or "percentile") sets the range of the
+   conv+SiLU outputs x, B and C; the other ranges are min-max (see ``OBSERVED_BY_CHOICE``).
 3. Weights: int8 with one scale per output row (in_proj, out_proj with the rotation folded in,
    embedding, lm_head); conv weight and bias with one scale per segment x/B/C (the op's attributes).
 
@@ -48,6 +49,10 @@ from .quant_modules import (ZERO_RANGE_SCALE, QuantEmbedding, QuantLinear, quant
 from .validate import QMambaInputError
 
 ACTIVATIONS = ("u", "z_in", "x_in", "B_in", "C_in", "dt_in", "x", "B", "C", "out_in")
+# The observer choice applies to the conv+SiLU outputs (the group-scaled x, and B, C), as in
+# Quamba2's analysis; every other activation scale is min-max: clipping the outlier features of
+# the residual stream, in_proj or out_proj inputs costs an LM far more than their rounding does.
+OBSERVED_BY_CHOICE = ("x", "B", "C")
 
 
 def calibration_windows(data, num_samples: int, seq_len: int, vocab_size: int) -> torch.Tensor:
@@ -101,7 +106,8 @@ class LayerObservers:
     """Every observer of one layer (pass 2)."""
 
     def __init__(self, kind, alpha, n_updates, rotation):
-        self.act = {name: ChannelObserver(kind, alpha, n_updates=n_updates) for name in ACTIVATIONS}
+        self.act = {name: ChannelObserver(kind if name in OBSERVED_BY_CHOICE else "minmax", alpha,
+                                          n_updates=n_updates) for name in ACTIVATIONS}
         self.state = StateObserver()
         self.rotation = rotation
 
@@ -232,7 +238,7 @@ def calibrate(float_model, data, *, observer: str = "minmax", percentile: float 
     n_batches = -(-windows.shape[0] // batch_size)
     rotation = had.rotation_matrix(cfg.d_ssm) if hadamard else None
     observers = [LayerObservers(observer, percentile, n_batches, rotation) for _ in range(cfg.n_layer)]
-    final_obs = ChannelObserver(observer, percentile, n_updates=n_batches)
+    final_obs = ChannelObserver("minmax")
     _run_pass(model, windows, batch_size, lambda i, t: observers[i].update(t), final_obs.update,
               "calibrate: scales", progress)
     return Calibrated(build_quantized(model, layouts, observers, final_obs, cfg), model, layouts)
