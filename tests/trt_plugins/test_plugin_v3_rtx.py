@@ -1,0 +1,100 @@
+"""The IPluginV3 build of libqmamba_trt_plugins.so inside TensorRT-RTX on the CPU: the creators
+register on load with docs/ops.md's fields, createPlugin makes plugins whose core reports the
+exporter's name/version/namespace, and refuses missing or bad fields and plans of another plugin
+format with messages naming them. Builds the library against .deps/tensorrt-11.1 (slow: the kernels
+are compiled too); skips without those headers, nvcc or TensorRT-RTX.
+
+(TensorRT-RTX cannot go further: its network has no plugin layers, and parsing a model whose custom
+nodes find these creators aborts inside its ONNX parser; see docs/tensorrt.md.)"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADERS = ROOT / ".deps" / "tensorrt-11.1" / "include"
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.slow, pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt_rtx_bindings") is None or not (HEADERS / "NvInferVersion.h").exists()
+    or shutil.which("nvcc") is None or shutil.which("cmake") is None,
+    reason="needs TensorRT-RTX (tensorrt-rtx-cu13), the TensorRT 11.1 headers in .deps and nvcc")]
+
+_spec = importlib.util.spec_from_file_location("qmamba_test_contract", ROOT / "tests" / "test_contract.py")
+_contract = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_contract)
+CONTRACT = _contract.CONTRACT
+
+
+@pytest.fixture(scope="module")
+def trt(tmp_path_factory):
+    build = tmp_path_factory.mktemp("v3")
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DTensorRT_INCLUDE_DIR={HEADERS}",
+                    "-DCMAKE_CUDA_ARCHITECTURES=90"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target",
+                    "qmamba_trt_plugins"], check=True, capture_output=True)
+    import tensorrt_rtx_bindings as trt
+    import tensorrt_rtx_libs
+
+    ctypes.CDLL(str(Path(tensorrt_rtx_libs.__file__).parent / "libtensorrt_rtx.so.1"), mode=ctypes.RTLD_GLOBAL)
+    ctypes.CDLL(str(build / "trt_plugins" / "libqmamba_trt_plugins.so"), mode=ctypes.RTLD_GLOBAL)
+    return trt
+
+
+def _fields(trt, **values):
+    out = []
+    for name, v in values.items():
+        if isinstance(v, float):
+            out.append(trt.PluginField(name, np.array([v], np.float32), trt.PluginFieldType.FLOAT32))
+        else:
+            out.append(trt.PluginField(name, np.array([v], np.int32), trt.PluginFieldType.INT32))
+    return trt.PluginFieldCollection(out)
+
+
+SSD = dict(dt_scale=0.02, ngroups=1, nheads=8, headdim=32, d_state=16)
+
+
+@pytest.mark.parametrize("op", ["QuantConv1dSiLU", "QuantSSD"])
+def test_creators_register_with_the_docs_fields(trt, op):
+    creator = trt.get_plugin_registry().get_creator(op, "1", "")
+    assert creator is not None and creator.name == op and creator.plugin_namespace == ""
+    kinds = {trt.PluginFieldType.FLOAT32: "float", trt.PluginFieldType.INT32: "int"}
+    fields = [(f.name, kinds[f.type]) for f in creator.field_names]
+    assert fields == [(n, t) for n, (t, _) in CONTRACT[op]["attributes"].items()]
+
+
+def test_create_plugin_reports_name_version_namespace(trt):
+    creator = trt.get_plugin_registry().get_creator("QuantSSD", "1", "")
+    plugin = creator.create_plugin("ssd", _fields(trt, **SSD), trt.TensorRTPhase.BUILD)
+    core = plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
+    assert (core.plugin_name, core.plugin_version, core.plugin_namespace) == ("QuantSSD", "1", "")
+    assert plugin.get_capability_interface(trt.PluginCapabilityType.BUILD).num_outputs == 2
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(dt_scale=None), "required field dt_scale is missing"),
+    (dict(dt_scale=-1.0), "dt_scale must be finite and > 0"),
+    (dict(nheads=7, ngroups=2), "nheads = 7 must be divisible by ngroups = 2"),
+    (dict(out_dtype=3), "out_dtype must be 1 (float32) or 10 (float16)"),
+    (dict(headdim=32.0), "field headdim must be an int, got a float"),
+])
+def test_bad_fields_are_refused_with_their_name(trt, capfd, change, message):
+    values = {k: v for k, v in {**SSD, **change}.items() if v is not None}
+    creator = trt.get_plugin_registry().get_creator("QuantSSD", "1", "")
+    assert creator.create_plugin("ssd", _fields(trt, **values), trt.TensorRTPhase.BUILD) is None
+    assert message in capfd.readouterr().err
+
+
+def test_plan_of_another_plugin_format_is_refused(trt, capfd):
+    creator = trt.get_plugin_registry().get_creator("QuantSSD", "1", "")
+    assert creator.create_plugin("ssd", _fields(trt, **SSD), trt.TensorRTPhase.RUNTIME) is None
+    assert "built with another version of the qmamba plugin library" in capfd.readouterr().err
+    same = creator.create_plugin("ssd", _fields(trt, **SSD, qmamba_plugin_format=1), trt.TensorRTPhase.RUNTIME)
+    assert same is not None
+    assert creator.create_plugin("ssd", _fields(trt, **SSD, qmamba_plugin_format=2), trt.TensorRTPhase.RUNTIME) is None
