@@ -1,0 +1,203 @@
+// Checks of the plugin cores without TensorRT or a GPU: field parsing, value checks, shape rules and
+// the V2 serialization format. Built and run by test_plugin_core.py; prints "ok <name>" per check
+// and exits non-zero at the first failure, printing what differed.
+#include "qmambaFields.h"
+#include "qmambaSerialize.h"
+#include "qmambaShapes.h"
+#include "quantConv1dSiLUCore.h"
+#include "quantSSDCore.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+using namespace qmamba;
+
+namespace
+{
+
+void check(bool ok, char const* name, std::string const& detail = "")
+{
+    if (!ok)
+    {
+        std::printf("FAIL %s %s\n", name, detail.c_str());
+        std::exit(1);
+    }
+    std::printf("ok %s\n", name);
+}
+
+// Runs f, which must throw PluginError whose message contains `want`.
+void throwsWith(char const* name, std::function<void()> const& f, std::string const& want)
+{
+    try
+    {
+        f();
+    }
+    catch (PluginError const& e)
+    {
+        check(std::string(e.what()).find(want) != std::string::npos, name, std::string("message: ") + e.what());
+        return;
+    }
+    check(false, name, "no error raised");
+}
+
+struct Fields
+{
+    std::vector<float> f;
+    std::vector<int32_t> i;
+    std::vector<RawField> raw;
+    Fields()
+    {
+        f.reserve(32);
+        i.reserve(32);
+    }
+    Fields& flt(char const* name, float v)
+    {
+        f.push_back(v);
+        raw.push_back(RawField{name, RawType::kFloat32, &f.back(), 1});
+        return *this;
+    }
+    Fields& in(char const* name, int32_t v)
+    {
+        i.push_back(v);
+        raw.push_back(RawField{name, RawType::kInt32, &i.back(), 1});
+        return *this;
+    }
+};
+
+Fields ssdFields()
+{
+    Fields x;
+    x.flt("dt_scale", 0.02f).in("ngroups", 2).in("nheads", 8).in("headdim", 32).in("d_state", 16);
+    return x;
+}
+
+Shape shape(std::vector<int64_t> d)
+{
+    Shape s{};
+    s.nbDims = static_cast<int32_t>(d.size());
+    for (size_t k = 0; k < d.size(); ++k)
+    {
+        s.d[k] = d[k];
+    }
+    return s;
+}
+
+} // namespace
+
+int main()
+{
+    // ---- fields ------------------------------------------------------------------------------------
+    auto const& S = QuantSSDCore::kFIELDS;
+    size_t const N = QuantSSDCore::kNB_FIELDS;
+    FieldValues v = parseFields("QuantSSD", S, N, ssdFields().raw);
+    check(std::isinf(v[fieldIndex("QuantSSD", S, N, "dt_max")]) && v[fieldIndex("QuantSSD", S, N, "dt_min")] == 0.0
+            && v[fieldIndex("QuantSSD", S, N, "out_dtype")] == 1 && v[fieldIndex("QuantSSD", S, N, "chunk_size")] == 128,
+        "defaults");
+    throwsWith("missing", [&] { parseFields("QuantSSD", S, N, Fields().in("ngroups", 1).raw); },
+        "QuantSSD: required field dt_scale is missing");
+    throwsWith("unknown", [&] { parseFields("QuantSSD", S, N, ssdFields().in("dstate", 3).raw); },
+        "QuantSSD: unknown field dstate");
+    throwsWith("duplicate", [&] { parseFields("QuantSSD", S, N, ssdFields().in("nheads", 8).raw); },
+        "field nheads is given twice");
+    throwsWith("int for float", [&] {
+        Fields x;
+        x.in("dt_scale", 1).in("ngroups", 1).in("nheads", 8).in("headdim", 32).in("d_state", 16);
+        parseFields("QuantSSD", S, N, x.raw);
+    }, "field dt_scale must be a float, got an int");
+    throwsWith("float for int", [&] { parseFields("QuantSSD", S, N, ssdFields().flt("chunk_size", 64.f).raw); },
+        "field chunk_size must be an int, got a float");
+    {
+        Fields x = ssdFields();
+        x.raw[0].length = 2;
+        throwsWith("length", [&] { parseFields("QuantSSD", S, N, x.raw); }, "must hold exactly one value, got 2");
+    }
+    {
+        Fields x = ssdFields();
+        x.raw[0].type = RawType::kOther;
+        throwsWith("other type", [&] { parseFields("QuantSSD", S, N, x.raw); }, "has an unsupported type");
+    }
+    check(parseFields("QuantSSD", S, N, ssdFields().in("plugin_version", 1).raw, {"plugin_version"}).size() == N,
+        "ignored names");
+
+    // ---- value checks ------------------------------------------------------------------------------
+    auto ssd = [&](Fields x) { return QuantSSDCore(parseFields("QuantSSD", S, N, x.raw)); };
+    throwsWith("dt_scale > 0", [&] { Fields x = ssdFields(); x.f[0] = -1.f; ssd(x); }, "dt_scale must be finite and > 0");
+    throwsWith("dt_scale finite", [&] { Fields x = ssdFields(); x.f[0] = NAN; ssd(x); }, "dt_scale is NaN");
+    throwsWith("dt range", [&] { ssd(ssdFields().flt("dt_min", 0.5f).flt("dt_max", 0.1f)); }, "dt_max = 0.100000 must be > dt_min");
+    throwsWith("divisible", [&] { Fields x = ssdFields(); x.i[1] = 7; ssd(x); }, "nheads = 7 must be divisible by ngroups = 2");
+    throwsWith("out_dtype", [&] { ssd(ssdFields().in("out_dtype", 3)); }, "out_dtype must be 1 (float32) or 10 (float16), got 3");
+    throwsWith("chunk_size", [&] { ssd(ssdFields().in("chunk_size", 0)); }, "chunk_size must be >= 1");
+    QuantSSDCore half = ssd(ssdFields().in("out_dtype", 10));
+    check(half.outputType(QuantSSDCore::kOUT_Y) == DType::kHalf && half.outputType(QuantSSDCore::kOUT_SSM_STATE_OUT) == DType::kInt8,
+        "output types");
+
+    // ---- shapes ------------------------------------------------------------------------------------
+    QuantSSDCore core = ssd(ssdFields());
+    // g 2, h 8, p 32, n 16, nhg 2, ndg 4: x [2, 5, 256]
+    std::vector<Shape> in = {shape({2, 5, 256}), shape({2, 5, 8}), shape({2, 5, 32}), shape({2, 5, 32}), shape({8}),
+        shape({8}), shape({8}), shape({2, 2, 4}), shape({2}), shape({2}), shape({2, 2}), shape({2, 2, 4}),
+        shape({2, 2, 4, 16})};
+    core.checkInputs(in);
+    check(true, "good shapes");
+    std::vector<Shape> dynamic = in;
+    dynamic[0] = shape({-1, -1, 256});
+    dynamic[1] = shape({-1, -1, 8});
+    core.checkInputs(dynamic);
+    check(true, "unknown dims pass at build time");
+    auto bad = in;
+    bad[1] = shape({2, 5, 7});
+    throwsWith("dt shape", [&] { core.checkInputs(bad); }, "QuantSSD: input dt must have shape [2, 5, 8], got [2, 5, 7]");
+    bad = in;
+    bad[12] = shape({2, 2, 4, 8});
+    throwsWith("state scale shape", [&] { core.checkInputs(bad); }, "input ssm_state_scale must have shape [2, 2, 4, 16]");
+    bad = in;
+    bad.push_back(shape({3, 8, 32, 16}));
+    throwsWith("state batch", [&] { core.checkInputs(bad); }, "input ssm_state must have shape [2, 8, 32, 16], got [3, 8, 32, 16]");
+    bad = in;
+    bad.pop_back();
+    throwsWith("input count", [&] { core.checkInputs(bad); }, "takes 13 or 14 inputs (ssm_state is optional), got 12");
+    OutputRule const y = core.outputRule(QuantSSDCore::kOUT_Y);
+    OutputRule const st = core.outputRule(QuantSSDCore::kOUT_SSM_STATE_OUT);
+    check(y.nbDims == 3 && !y.d[0].constant && y.d[1].input == 0 && y.d[1].dim == 1 && y.d[2].constant && y.d[2].value == 256
+            && st.nbDims == 4 && st.d[1].value == 8 && st.d[2].value == 32 && st.d[3].value == 16,
+        "output rules");
+
+    Fields cf;
+    for (char const* name : {"x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale", "bC_scale"})
+    {
+        cf.flt(name, 0.01f);
+    }
+    cf.in("ngroups", 1).in("nheads", 4).in("headdim", 32).in("d_state", 16);
+    QuantConv1dSiLUCore conv(parseFields("QuantConv1dSiLU", QuantConv1dSiLUCore::kFIELDS, QuantConv1dSiLUCore::kNB_FIELDS, cf.raw));
+    OutputRule const cs = conv.outputRule(QuantConv1dSiLUCore::kOUT_CONV_STATE_OUT);
+    check(cs.d[1].input == QuantConv1dSiLUCore::kIN_WEIGHT && cs.d[1].dim == 1 && cs.d[1].value == -1 && cs.d[2].value == 160,
+        "conv state rule: K-1 rows of conv_dim");
+    std::vector<Shape> cin = {shape({1, 3, 160}), shape({160, 5}), shape({160}), shape({1, 2, 2}), shape({1}), shape({1}),
+        shape({1, 2}), shape({1, 2, 2})};
+    throwsWith("d_conv", [&] { conv.checkInputs(cin); }, "d_conv (its second dimension) must be 2..4, got 5");
+
+    // ---- V2 serialization --------------------------------------------------------------------------
+    using Pod = QuantSSDCore::Serial;
+    std::vector<char> buf(serializedSize<Pod>());
+    writeSerialized(core.serial(), buf.data());
+    QuantSSDCore back(readSerialized<Pod>("QuantSSD", buf.data(), buf.size()));
+    check(back.fieldValues() == core.fieldValues(), "round trip");
+    throwsWith("short", [&] { readSerialized<Pod>("QuantSSD", buf.data(), buf.size() - 1); }, "reading must end at the buffer's end");
+    std::vector<char> longer = buf;
+    longer.push_back(0);
+    throwsWith("long", [&] { readSerialized<Pod>("QuantSSD", longer.data(), longer.size()); }, "reading must end at the buffer's end");
+    std::vector<char> other = buf;
+    other[4] = 9; // format
+    throwsWith("format", [&] { readSerialized<Pod>("QuantSSD", other.data(), other.size()); },
+        "engine was built with another version of the qmamba plugin library");
+    std::vector<char> foreign = buf;
+    foreign[0] = 0;
+    throwsWith("magic", [&] { readSerialized<Pod>("QuantSSD", foreign.data(), foreign.size()); }, "not from the qmamba plugin library");
+    throwsWith("tiny", [&] { readSerialized<Pod>("QuantSSD", buf.data(), 3); }, "fewer than its header");
+    std::printf("all checks passed\n");
+    return 0;
+}
