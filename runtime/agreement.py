@@ -34,9 +34,13 @@ def _check_shapes(name: str, a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"{name}: shapes differ, {list(a.shape)} vs {list(b.shape)}")
 
 
+def _numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
 def int8_agreement(name: str, a, b) -> Agreement:
     """int8 equality except at rounding ties (<= 1 LSB on <= 0.1 % of the elements)."""
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = _numpy(a), _numpy(b)
     _check_shapes(name, a, b)
     d = np.abs(a.astype(np.int32) - b.astype(np.int32))
     max_abs = int(d.max()) if d.size else 0
@@ -47,7 +51,7 @@ def int8_agreement(name: str, a, b) -> Agreement:
 
 def float_agreement(name: str, a, b, rel_bound: float) -> Agreement:
     """Relative L2 error ||a - b|| / ||b|| against ``rel_bound``."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = _numpy(a).astype(np.float64), _numpy(b).astype(np.float64)
     _check_shapes(name, a, b)
     if not np.isfinite(a).all():
         return Agreement(name, "float", float("inf"), float("inf"), False, f"rel <= {rel_bound:.0e}")

@@ -110,15 +110,19 @@ class OrtModel:
         feed = {"input_ids": ids, **self._state_feed(states, ids.shape[0])}
         return self._split("decode", self.sessions["decode"].run(None, feed))
 
-    def generate(self, input_ids, max_new_tokens: int) -> np.ndarray:
-        """Greedy continuation: prefill the prompt, then ``max_new_tokens`` decode steps."""
+    def generate(self, input_ids, max_new_tokens: int, return_logits: bool = False):
+        """Greedy continuation: prefill the prompt, then ``max_new_tokens - 1`` decode steps.
+        Returns tokens ``[B, n]`` (and the logits each was chosen from, ``[B, n, V]``)."""
         if max_new_tokens < 1:
             raise QMambaInputError(f"ORT generate: max_new_tokens must be >= 1, got {max_new_tokens}")
         logits, states = self.prefill(input_ids)
+        chosen = [logits[:, -1]]
         token = logits[:, -1].argmax(-1)
         out = [token]
         for _ in range(max_new_tokens - 1):
             logits, states = self.decode(token, states)
+            chosen.append(logits[:, -1])
             token = logits[:, -1].argmax(-1)
             out.append(token)
-        return np.stack(out, axis=1).astype(np.int64)
+        tokens = np.stack(out, axis=1).astype(np.int64)
+        return (tokens, np.stack(chosen, axis=1)) if return_logits else tokens

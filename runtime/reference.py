@@ -53,12 +53,15 @@ def reference_forward(model, input_ids: torch.Tensor, states=None, ssd=ops.quant
 
 
 def reference_greedy(model, ids: torch.Tensor, n: int, ssd=ops.quant_ssd_ref):
-    """Greedy continuation of ``n`` tokens (prefill, then one decode step per token)."""
+    """Greedy continuation of ``n`` tokens (prefill, then one decode step per token).
+    Returns (tokens ``[B, n]``, the logits each token was chosen from ``[B, n, V]``)."""
     logits, states = reference_forward(model, ids, None, ssd)
+    chosen = [logits[:, -1]]
     token = logits[:, -1].argmax(-1)
     out = [token]
     for _ in range(n - 1):
         logits, states = reference_forward(model, token[:, None], states, ssd)
+        chosen.append(logits[:, -1])
         token = logits[:, -1].argmax(-1)
         out.append(token)
-    return torch.stack(out, 1)
+    return torch.stack(out, 1), torch.stack(chosen, 1)

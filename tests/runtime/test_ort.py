@@ -57,7 +57,8 @@ def test_prefill_decode_generate_match_pytorch(pair):
     r_logits, _ = model(torch.from_numpy(nxt[:, None]), t_states)
     assert d_logits.shape == (2, 1, model.config.vocab_size)
     assert rel(d_logits, r_logits.numpy()) < LOGITS_REL
-    assert ort_model.generate(ids[:1], 8).shape == (1, 8)
+    tokens, chosen = ort_model.generate(ids[:1], 8, return_logits=True)
+    assert tokens.shape == (1, 8) and np.array_equal(chosen.argmax(-1), tokens)
 
 
 def test_decode_continues_prefill(pair):
@@ -166,5 +167,6 @@ def test_check_cli(pair, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "greedy 32 tokens: identical" in text
     assert "prefill layers.1.mixer.ssd.ssm_state_out" in text and "FAIL" not in text
+    assert "decode layers.1.mixer.out_proj.input_q" in text and "decode logits, same lm_head input" in text
     assert cli_main(["check", str(tmp_path / "ckpt"), str(tmp_path / "nowhere")]) == 1
     assert "nowhere/prefill.onnx: no such ONNX file" in capsys.readouterr().err

@@ -27,4 +27,6 @@ def test_sequential_reference_is_close_to_the_chunked_model():
     logits, _ = model(ids)
     r_logits, _ = reference_forward(model, ids)
     assert torch.linalg.norm(logits - r_logits) / torch.linalg.norm(logits) < 1e-2
-    assert reference_greedy(model, ids, 4).shape == (1, 4)
+    tokens, logits = reference_greedy(model, ids, 4)
+    assert tokens.shape == (1, 4) and logits.shape == (1, 4, model.config.vocab_size)
+    assert torch.equal(logits.argmax(-1), tokens)
