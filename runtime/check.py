@@ -179,6 +179,13 @@ class GreedyResult:
 
 
 def check(model, onnx_dir, tokens: np.ndarray, greedy_tokens: int = GREEDY_TOKENS):
+    """Runs every comparison; returns (rows, greedy identical, reference tokens ``[1, n]``,
+    ONNX Runtime tokens ``[1, n]``). ``check_report`` gives the greedy logits as well."""
+    rows, greedy = check_report(model, onnx_dir, tokens, greedy_tokens)
+    return rows, greedy.identical, greedy.reference[None], greedy.onnxrt[None]
+
+
+def check_report(model, onnx_dir, tokens: np.ndarray, greedy_tokens: int = GREEDY_TOKENS):
     """Runs every comparison; returns (rows, GreedyResult)."""
     for kind in ("prefill", "decode"):
         validate_onnx_model(Path(onnx_dir) / f"{kind}.onnx")
@@ -231,7 +238,7 @@ def run(args) -> int:
     text = Path(args.text) if args.text else data_file("wikitext-2/valid.txt")
     tokens = read_tokens(text, args.offset, args.length)
     model = load_model_arg(args.model)
-    rows, greedy = check(model, args.onnx_dir, tokens, args.new_tokens)
+    rows, greedy = check_report(model, args.onnx_dir, tokens, args.new_tokens)
     print(f"PyTorch reference vs ONNX Runtime on {text} bytes [{args.offset}, "
           f"{args.offset + args.length}) + 1 decode step")
     print(f"{'tensor':<42} {'kind':<6} {'max|diff|':<10} {'mismatch':<18} {'bar':<18} status")
