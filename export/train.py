@@ -7,14 +7,15 @@ group scales exist for, so qmamba trains its own: a ``transformers`` Mamba2ForCa
 The documented command (scripts/device_train.sh runs it for both variants on the GPU device)::
 
     qmamba train --variant mamba2-tiny-g1 --data input.txt valid.txt --out OUT/mamba2-tiny-g1 \\
-        --seed 0 --time-budget 270
+        --seed 0 --time-budget 240 --batch 32 --seq-len 512 --lr 2e-3 --compile
 
 Training text is tinyshakespeare plus wikitext-2 *valid*; wikitext-2 *test* is evaluation text and
 is refused. The last ``--val-fraction`` of each file is held out for the validation loss. Losses are
-printed in bits per byte. The run stops at ``--max-steps`` or after ``--time-budget`` seconds, and
-the learning-rate schedule follows whichever of the two is closer to its end, so a time-limited run
-still finishes its cosine decay. With a time budget the number of steps depends on the machine; with
-``--max-steps`` alone and no budget the run is fully determined by the seed (on one device).
+printed in bits per byte. The run stops at ``--steps`` or ``--time-budget`` seconds after the first
+(compiling) step, and the learning-rate schedule follows whichever of the two is closer to its end,
+so a time-limited run still finishes its cosine decay. With a time budget the number of steps
+depends on the machine; with ``--steps`` alone the run is determined by the seed (on one device).
+The mixers' gated norm is made per SSD group before training (``qmamba.models.ensure_grouped_norm``).
 """
 from __future__ import annotations
 

@@ -105,3 +105,26 @@ def test_cli_errors(tmp_path, capsys):
         train.make_config("mamba2-huge")
     with pytest.raises(ValueError, match="too few"):
         train.sample_batch(torch.arange(10), 2, 64, torch.Generator())
+
+
+def test_grouped_norm_whatever_the_transformers_version():
+    """Some transformers versions normalize the gated norm over all of d_ssm; ensure_grouped_norm
+    gives every version Mamba2's per-SSD-group norm, computed here by hand."""
+    from transformers import Mamba2ForCausalLM
+
+    from qmamba.models import GroupedGatedRMSNorm, ensure_grouped_norm
+
+    torch.manual_seed(0)
+    model = Mamba2ForCausalLM(train.make_config(dict(TINY, n_groups=2))).eval()
+    norm = model.backbone.layers[0].mixer.norm
+    torch.nn.init.normal_(norm.weight)
+    y, z = torch.randn(2, 5, 64), torch.randn(2, 5, 64)
+    h = (y * torch.nn.functional.silu(z)).view(2, 5, 2, 32)
+    want = norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).view(2, 5, 64)
+    for layer in model.backbone.layers:  # an all-channel norm, as such versions build it
+        layer.mixer.norm.group_size = 64
+    ensure_grouped_norm(model)
+    fixed = model.backbone.layers[0].mixer.norm
+    assert isinstance(fixed, GroupedGatedRMSNorm) and fixed.weight is norm.weight
+    torch.testing.assert_close(fixed(y, z), want)
+    assert ensure_grouped_norm(model).backbone.layers[0].mixer.norm is fixed  # idempotent
