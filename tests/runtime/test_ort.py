@@ -10,13 +10,19 @@ from onnx import helper, numpy_helper
 from qmamba.cli import main as cli_main
 from qmamba.export.checkpoint import save_quantized
 from qmamba.export.onnx_export import export_onnx
-from qmamba.export.tiny import data_file, tiny_quantized_model
+from qmamba.export.tiny import DATA_DIR, data_file, tiny_quantized_model
 from qmamba.export.validate import QMambaInputError
 from qmamba.runtime.ort import OrtModel
 from qmamba.runtime.onnx_validate import validate_onnx_model
 
 # Logits: relative L2 error bound of `qmamba check` (see runtime/check.py for the reasoning).
 LOGITS_REL = 1e-2
+
+needs_text = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file()
+                                or not (DATA_DIR / "wikitext-2" / "valid.txt").is_file(),
+                                reason=f"shared text data not found under {DATA_DIR}")
+pytestmark = needs_text
+
 
 
 @pytest.fixture(scope="module", params=["g1", "g8"])
