@@ -7,7 +7,7 @@ Timing: each measured call is captured (several times, on rotating input sets so
 they exceed the L2 cache) in a CUDA graph; the graph is replayed and timed with CUDA events; the
 median over replays, divided by the calls in the graph, is reported. Bytes that must move:
 QuantConv1dSiLU prefill: int8 xBC in, int8 x|B|C out, conv state in and out; QuantSSD prefill
-(as in /work/shared/ANCHORS.md): int8 x, dt, B, C in, fp16 y out, int8 final state out; decode
+(as in shared/ANCHORS.md): int8 x, dt, B, C in, fp16 y out, int8 final state out; decode
 steps: the int8 states in and out plus the token's inputs and outputs.
 """
 from __future__ import annotations

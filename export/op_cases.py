@@ -1,7 +1,7 @@
 """Random but valid inputs of the two custom ops at named layer shapes (tests, benchmarks, checks).
 
 Values are drawn so that the op sees realistic ranges: int8 activations over the whole range,
-scales of the size Quamba2 checkpoints hold (docs: /work/shared/SEED.md), uneven group ends.
+scales of the size Quamba2 checkpoints hold (see shared/SEED.md), uneven group ends.
 Every case is a triple (activations, params, attributes) of numpy arrays / python scalars, keyed
 by the docs/ops.md input and attribute names.
 """

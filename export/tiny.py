@@ -11,7 +11,16 @@ import functools
 import os
 from pathlib import Path
 
-DATA_DIR = Path(os.environ.get("QMAMBA_DATA", "/work/shared/data"))
+def _data_dir() -> Path:
+    """$QMAMBA_DATA, else the ``shared/data`` folder beside the checkout (where CI and the
+    developers keep the corpora), else the workplace's fixed location."""
+    if os.environ.get("QMAMBA_DATA"):
+        return Path(os.environ["QMAMBA_DATA"])
+    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside_checkout if beside_checkout.is_dir() else Path("/work/shared/data")
+
+
+DATA_DIR = _data_dir()
 
 # kind -> (Mamba2Config fields, calibration head groups)
 TINY_CONFIGS = {

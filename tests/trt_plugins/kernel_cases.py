@@ -1,6 +1,6 @@
 """Realistic inputs for the CUDA kernel checks, benchmarks and sanitizer runs.
 
-Scales follow the calibrated Quamba2 checkpoints of /work/shared/SEED.md (2.7b layer 0 values,
+Scales follow the calibrated Quamba2 checkpoints of shared/SEED.md (2.7b layer 0 values,
 4 x 4 head/dim groups of uneven sizes), so outputs are neither all saturated nor all zero. Every
 builder takes a torch.Generator and draws on its device (a CUDA generator makes large inputs
 quickly); fresh seeds give fresh inputs.
