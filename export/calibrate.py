@@ -23,6 +23,12 @@ The first ``num_samples`` consecutive windows of ``seq_len`` tokens are the cali
 3. Weights: int8 with one scale per output row (in_proj, out_proj with the rotation folded in,
    embedding, lm_head); conv weight and bias with one scale per segment x/B/C (the op's attributes).
 
+Devices: the float model may be on any device (CPU or CUDA); the calibration passes run there (the
+token windows and the Hadamard rotation are put on it), the observers keep their statistics on the
+CPU, and the returned ``QuantMamba2LM`` (its every buffer) is on the float model's device, like
+``Calibrated.float_model``. ``model.to("cpu")`` moves it back; ``checkpoint.save_quantized``
+writes CPU tensors from any device and ``load_quantized`` gives a CPU model.
+
 ``per_tensor=True`` is the baseline: one x scale for all channels (``x_out_scales`` of shape
 ``[g, 1, 1]``, every SSD group the same), one B, one C and one SSM-state scale.
 
@@ -155,7 +161,8 @@ class LayerObservers:
 def _quantize_conv(mixer, q, d_ssm, gn) -> None:
     """Conv weight and bias, int8 with one scale per segment x / B / C."""
     w = mixer.conv1d.weight.detach().float()[:, 0, :]                    # [conv_dim, K]
-    b = mixer.conv1d.bias.detach().float() if mixer.conv1d.bias is not None else torch.zeros(w.shape[0])
+    b = (mixer.conv1d.bias.detach().float() if mixer.conv1d.bias is not None
+         else torch.zeros(w.shape[0], device=w.device))
     w_parts, b_parts = [], []
     for seg, lo, hi in (("x", 0, d_ssm), ("B", d_ssm, d_ssm + gn), ("C", d_ssm + gn, w.shape[0])):
         wq, ws = quantize_per_tensor(w[lo:hi])
@@ -169,11 +176,14 @@ def _quantize_conv(mixer, q, d_ssm, gn) -> None:
 
 
 def build_quantized(model, layouts, observers, final_obs, cfg: QuantConfig) -> QuantMamba2LM:
-    """The W8A8 model from the reordered float model and the pass-2 observers."""
+    """The W8A8 model from the reordered float model and the pass-2 observers, on the float
+    model's device (weights are quantized there; the scales made from the CPU observers and the
+    group ranges are moved there with the rest of the model at the end)."""
+    device = _device_of(model)
     qm = QuantMamba2LM(cfg)
     qm.embedding = QuantEmbedding.from_float(model.backbone.embeddings.weight)
     g, n, p, hpg = cfg.ngroups, cfg.d_state, cfg.headdim, cfg.nheads // cfg.ngroups
-    R = had.rotation_matrix(cfg.d_ssm, torch.float64) if cfg.hadamard else None
+    R = had.rotation_matrix(cfg.d_ssm, torch.float64, device) if cfg.hadamard else None
     for layer, qlayer, lay, obs in zip(model.backbone.layers, qm.layers, layouts, observers):
         m, q = layer.mixer, qlayer.mixer
         qlayer.norm.weight = layer.norm.weight.detach().float().clone()
@@ -195,8 +205,14 @@ def build_quantized(model, layouts, observers, final_obs, cfg: QuantConfig) -> Q
         q.out_proj = QuantLinear.from_float(w_out if R is None else w_out @ R, act["out_in"])
     qm.norm_f.weight = model.backbone.norm_f.weight.detach().float().clone()
     qm.lm_head = QuantLinear.from_float(model.lm_head.weight, _scale(final_obs.group_range()))
+    qm.to(device)
     qm.validate()
     return qm
+
+
+def _device_of(model) -> torch.device:
+    """The device of a float model (its embedding table's)."""
+    return model.backbone.embeddings.weight.device
 
 
 @dataclass
@@ -227,7 +243,8 @@ def calibrate(float_model, data, *, observer: str = "minmax", percentile: float 
                       hadamard=hadamard, dt_min=dt_min, dt_max=dt_max, chunk_size=fc.chunk_size,
                       per_tensor=per_tensor)
     cfg.validate()
-    windows = calibration_windows(data, num_samples, seq_len, fc.vocab_size)
+    device = _device_of(model)
+    windows = calibration_windows(data, num_samples, seq_len, fc.vocab_size).to(device)
     cfg.calibration = dict(observer=observer, percentile=percentile if observer == "percentile" else None,
                            num_samples=windows.shape[0], seq_len=seq_len, seed=seed)
     if per_tensor:
@@ -236,7 +253,7 @@ def calibrate(float_model, data, *, observer: str = "minmax", percentile: float 
         layouts = group_layouts(model, windows, batch_size, nhg, ndg, progress, seed)
         model = apply_layout(model, layouts)
     n_batches = -(-windows.shape[0] // batch_size)
-    rotation = had.rotation_matrix(cfg.d_ssm) if hadamard else None
+    rotation = had.rotation_matrix(cfg.d_ssm, device=device) if hadamard else None
     observers = [LayerObservers(observer, percentile, n_batches, rotation) for _ in range(cfg.n_layer)]
     final_obs = ChannelObserver("minmax")
     _run_pass(model, windows, batch_size, lambda i, t: observers[i].update(t), final_obs.update,
@@ -252,13 +269,15 @@ def calibrate_model(float_model, data, **kwargs) -> QuantMamba2LM:
 @torch.no_grad()
 def x_quantization_error(calibrated: Calibrated, tokens: torch.Tensor) -> list[float]:
     """Per layer, the relative RMS error ``||Q(x)*s - x|| / ||x||`` of the conv+SiLU x output of the
-    float model on ``tokens [B, L]`` when quantized with the model's x scales (groups or one)."""
+    float model on ``tokens [B, L]`` when quantized with the model's x scales (groups or one).
+    The float model runs on its own device (``tokens`` are moved there), wherever the W8A8 model is."""
     err = [[0.0, 0.0] for _ in calibrated.model.layers]
+    tokens = tokens.to(_device_of(calibrated.float_model))
 
     def on_mixer(i, t):
         m = calibrated.model.layers[i].mixer
         s = ops.x_channel_scales(m.x_out_scales, m.x_head_group_range, m.x_dim_group_range,
-                                 m.nheads, m.headdim)
+                                 m.nheads, m.headdim).to(t.x.device)
         err[i][0] += float((ops.quantize(t.x, s).float() * s - t.x).pow(2).sum())
         err[i][1] += float(t.x.pow(2).sum())
 

@@ -145,10 +145,12 @@ def apply_layout(float_model, layouts: list[GroupLayout]):
         m = layer.mixer
         d = m.num_heads * m.head_dim
         gn = m.n_groups * m.ssm_state_size
-        cp, hp = lay.channel_perm, lay.head_perm
-        rows = torch.cat([cp, d + cp, torch.arange(2 * d, 2 * d + 2 * gn), 2 * d + 2 * gn + hp])
+        dev = m.in_proj.weight.device                    # the indices go where the weights are
+        cp, hp = lay.channel_perm.to(dev), lay.head_perm.to(dev)
+        rows = torch.cat([cp, d + cp, torch.arange(2 * d, 2 * d + 2 * gn, device=dev),
+                          2 * d + 2 * gn + hp])
         m.in_proj.weight.copy_(m.in_proj.weight[rows])
-        conv_rows = torch.cat([cp, torch.arange(d, d + 2 * gn)])
+        conv_rows = torch.cat([cp, torch.arange(d, d + 2 * gn, device=dev)])
         m.conv1d.weight.copy_(m.conv1d.weight[conv_rows])
         if m.conv1d.bias is not None:
             m.conv1d.bias.copy_(m.conv1d.bias[conv_rows])

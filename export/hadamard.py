@@ -101,6 +101,7 @@ def hadamard_matrix(n: int) -> torch.Tensor:
     return _hadamard(n).clone()
 
 
-def rotation_matrix(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """R = H.T / sqrt(n), orthogonal: the rotation applied to the out_proj input (``y @ R``)."""
-    return (_hadamard(n).t() / n ** 0.5).to(dtype)
+def rotation_matrix(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """R = H.T / sqrt(n), orthogonal: the rotation applied to the out_proj input (``y @ R``),
+    on ``device`` (the CPU if None; the values do not depend on it)."""
+    return (_hadamard(n).t() / n ** 0.5).to(dtype=dtype, device=device)

@@ -17,7 +17,6 @@ Usage (scripts/device_eval.sh runs it on the GPU device)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -27,7 +26,6 @@ from pathlib import Path
 import torch
 
 from qmamba import models
-from qmamba.export import hadamard as had
 from qmamba.export.calibrate import calibrate, x_quantization_error
 from qmamba.export.checkpoint import save_quantized
 from qmamba.runtime import evaluate as ev
@@ -38,18 +36,6 @@ QUANT_ROWS = [
     ("W8A8 group min-max", dict(observer="minmax")),
     ("W8A8 group percentile", dict(observer="percentile", percentile=0.9995)),
 ]
-
-
-@contextlib.contextmanager
-def rotation_on(device):
-    """calibrate() makes its Hadamard matrix on the CPU, which a model on CUDA cannot multiply by:
-    hand it one on the model's device for the duration of the call."""
-    make = had.rotation_matrix
-    had.rotation_matrix = lambda n, dtype=torch.float32: make(n, dtype).to(device)
-    try:
-        yield
-    finally:
-        had.rotation_matrix = make
 
 
 def sqnr_db(rel_err: float) -> float:
@@ -91,15 +77,13 @@ def report_model(name, text, calib, args, out: Path, save) -> dict:
             label = f"{row}{' + Hadamard' if hadamard else ''}"
             t0 = time.monotonic()
             try:
-                with rotation_on(args.device):
-                    cal = calibrate(float_model, calib_ids, hadamard=hadamard, num_samples=args.num_samples,
-                                    seq_len=args.seq_len, batch_size=args.calib_batch, progress=False, **kw)
+                cal = calibrate(float_model, calib_ids, hadamard=hadamard, num_samples=args.num_samples,
+                                seq_len=args.seq_len, batch_size=args.calib_batch, progress=False, **kw)
             except Exception as e:
                 traceback.print_exc()
                 rows.append({"row": label, "span": "prefix", "error": f"calibrate: {type(e).__name__}: {e}"})
                 continue
             print(f"{name:16s} {label:40s} calibrated in {time.monotonic() - t0:.1f}s", flush=True)
-            cal.model.to(args.device)  # calibrate() builds the W8A8 model on the CPU
             if not hadamard:  # the rotation acts after the conv: x's SQNR is the same either way
                 try:
                     sqnr[row] = [sqnr_db(e) for e in x_quantization_error(cal, sqnr_tokens)]

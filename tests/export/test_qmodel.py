@@ -165,3 +165,31 @@ def test_ops_backend_seam(tiny_calibrated, shakespeare):
                 q(ids)
         finally:
             q.ops_backend = "reference"
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_calibration_runs_on_the_float_models_device(tiny_float, shakespeare, device):
+    """calibrate() with the Hadamard rotation on a float model that lives on ``device``: the
+    windows and the rotation go there, the W8A8 model comes back there (every buffer), and
+    x_quantization_error takes tokens from anywhere."""
+    import copy
+
+    from qmamba.export import hadamard as had
+    from qmamba.export.calibrate import calibrate, x_quantization_error
+
+    assert had.rotation_matrix(128, device=device).device.type == device
+    float_model = copy.deepcopy(tiny_float).to(device)
+    cal = calibrate(float_model, shakespeare, num_samples=4, seq_len=64, hadamard=True,
+                    progress=False)
+    assert {t.device.type for t in cal.model.buffers()} == {device}
+    assert {t.device.type for t in cal.float_model.parameters()} == {device}
+    ids = _ids(shakespeare, 2000, 64, batch=2)                 # CPU tokens: moved by the callee
+    assert all(0 < e < 0.1 for e in x_quantization_error(cal, ids))
+    with torch.no_grad():
+        ref = float_model(ids.to(device)).logits
+    got, _ = cal.model(ids.to(device))
+    assert got.device.type == device
+    assert float((got - ref).norm() / ref.norm()) < 0.15
