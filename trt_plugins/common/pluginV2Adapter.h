@@ -70,8 +70,7 @@ public:
     {
         try
         {
-            require(nbInputs >= Core::kMIN_INPUTS && nbInputs <= Core::kMAX_INPUTS, Core::kNAME,
-                "wrong number of inputs: " + std::to_string(nbInputs));
+            requireNbInputs<Core>(nbInputs);
             return toExprs(mCore.outputRule(outputIndex), inputs, nbInputs, exprBuilder);
         }
         catch (std::exception const& e)
@@ -131,9 +130,7 @@ public:
         try
         {
             // enqueue is not told the input count: configurePlugin (or the engine) stored it.
-            std::vector<Shape> const shapes = shapesOf(inputDesc, mNbInputs);
-            size_t const wsBytes = mCore.workspaceSize(shapes);
-            mCore.enqueue(shapes, inputs, outputs, workspace, wsBytes, reinterpret_cast<qmamba_stream_t>(stream));
+            enqueueCore(mCore, inputDesc, mNbInputs, inputs, outputs, workspace, stream);
             return 0;
         }
         catch (std::exception const& e)
@@ -212,7 +209,7 @@ public:
         }
         catch (std::exception const& e)
         {
-            reportError((std::string(Core::kNAME) + " (" + (name ? name : "?") + ")").c_str(), e.what());
+            reportCreatorError(Core::kNAME, name, e.what());
         }
         return nullptr;
     }
@@ -227,7 +224,7 @@ public:
         }
         catch (std::exception const& e)
         {
-            reportError((std::string(Core::kNAME) + " (" + (name ? name : "?") + ")").c_str(), e.what());
+            reportCreatorError(Core::kNAME, name, e.what());
         }
         return nullptr;
     }

@@ -110,8 +110,7 @@ public:
     {
         try
         {
-            require(nbInputs >= Core::kMIN_INPUTS && nbInputs <= Core::kMAX_INPUTS, Core::kNAME,
-                "wrong number of inputs: " + std::to_string(nbInputs));
+            requireNbInputs<Core>(nbInputs);
             for (int32_t i = 0; i < nbOutputs; ++i)
             {
                 outputs[i] = toExprs(mCore.outputRule(i), inputs, nbInputs, exprBuilder);
@@ -175,10 +174,8 @@ public:
     {
         try
         {
-            std::vector<Shape> const shapes = shapesOf(inputDesc, mNbInputs);
             // TensorRT gives the workspace getWorkspaceSize asked for at the profile's largest shapes.
-            size_t const wsBytes = mCore.workspaceSize(shapes);
-            mCore.enqueue(shapes, inputs, outputs, workspace, wsBytes, reinterpret_cast<qmamba_stream_t>(stream));
+            enqueueCore(mCore, inputDesc, mNbInputs, inputs, outputs, workspace, stream);
             return 0;
         }
         catch (std::exception const& e)
@@ -246,7 +243,7 @@ public:
         }
         catch (std::exception const& e)
         {
-            reportError((std::string(Core::kNAME) + " (" + (name ? name : "?") + ")").c_str(), e.what());
+            reportCreatorError(Core::kNAME, name, e.what());
         }
         return nullptr;
     }

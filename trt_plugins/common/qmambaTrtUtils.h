@@ -3,8 +3,10 @@
 #ifndef QMAMBA_TRT_UTILS_H
 #define QMAMBA_TRT_UTILS_H
 
+#include "qmambaErrors.h"
 #include "qmambaFields.h"
 #include "qmambaShapes.h"
+#include "qmamba_kernels.h"
 
 #include <NvInferRuntime.h>
 
@@ -44,6 +46,31 @@ bool supportsTypeAt(Core const& core, int32_t pos, nvinfer1::PluginTensorDesc co
 {
     DType const want = pos < nbInputs ? core.inputType(pos) : core.outputType(pos - nbInputs);
     return desc.format == nvinfer1::TensorFormat::kLINEAR && desc.type == toTrt(want);
+}
+
+// The body of both adapters' enqueue: the call's shapes (TensorRT does not pass the input count, the
+// adapter keeps it), the workspace getWorkspaceSize asked for at those shapes, then the core's enqueue.
+template <typename Core>
+void enqueueCore(Core const& core, nvinfer1::PluginTensorDesc const* inputDesc, int32_t nbInputs,
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream)
+{
+    std::vector<Shape> const shapes = shapesOf(inputDesc, nbInputs);
+    size_t const wsBytes = core.workspaceSize(shapes);
+    core.enqueue(shapes, inputs, outputs, workspace, wsBytes, reinterpret_cast<qmamba_stream_t>(stream));
+}
+
+// Throws unless TensorRT gives the op an input count it accepts (the state input is optional).
+template <typename Core>
+void requireNbInputs(int32_t nbInputs)
+{
+    require(nbInputs >= Core::kMIN_INPUTS && nbInputs <= Core::kMAX_INPUTS, Core::kNAME,
+        "wrong number of inputs: " + std::to_string(nbInputs));
+}
+
+// Reports an error of a creator's call for the layer `name` (null: "?") as "<op> (<name>)".
+inline void reportCreatorError(char const* op, char const* name, char const* what)
+{
+    reportError((std::string(op) + " (" + (name ? name : "?") + ")").c_str(), what);
 }
 
 // A PluginFieldCollection that owns its fields' names and data.

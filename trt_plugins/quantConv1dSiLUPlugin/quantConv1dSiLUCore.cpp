@@ -1,5 +1,7 @@
 #include "quantConv1dSiLUCore.h"
 
+#include "qmambaOpCore.h"
+
 #include <cmath>
 #include <string>
 
@@ -70,11 +72,7 @@ void QuantConv1dSiLUCore::validate() const
         require(std::isfinite(scales[i]) && scales[i] > 0.0f, kOP,
             std::string("field ") + kFIELDS[i].name + " must be finite and > 0, got " + std::to_string(scales[i]));
     }
-    require(p.ngroups >= 1, kOP, "field ngroups must be >= 1, got " + std::to_string(p.ngroups));
-    require(p.nheads >= 1 && p.nheads % p.ngroups == 0, kOP,
-        "field nheads = " + std::to_string(p.nheads) + " must be divisible by ngroups = " + std::to_string(p.ngroups));
-    require(p.headdim >= 1, kOP, "field headdim must be >= 1, got " + std::to_string(p.headdim));
-    require(p.d_state >= 1, kOP, "field d_state must be >= 1, got " + std::to_string(p.d_state));
+    validateModelDims(kOP, p);
 }
 
 DType QuantConv1dSiLUCore::inputType(int32_t pos) const
@@ -112,9 +110,7 @@ OutputRule QuantConv1dSiLUCore::outputRule(int32_t index) const
 
 void QuantConv1dSiLUCore::checkInputs(std::vector<Shape> const& in) const
 {
-    int32_t const n = static_cast<int32_t>(in.size());
-    require(n >= kMIN_INPUTS && n <= kMAX_INPUTS, kOP,
-        "takes 8 or 9 inputs (conv_state is optional), got " + std::to_string(n));
+    checkInputCount<QuantConv1dSiLUCore>(in, "conv_state");
     qmamba_conv_params const& p = mSerial.params;
     int64_t const g = p.ngroups;
     int64_t const convDim = int64_t{p.nheads} * p.headdim + 2 * g * p.d_state;
@@ -125,14 +121,8 @@ void QuantConv1dSiLUCore::checkInputs(std::vector<Shape> const& in) const
     require(K < 0 || (K >= 2 && K <= 4), kOP, "input weight: d_conv (its second dimension) must be 2..4, got "
         + std::to_string(K));
     checkShape(kOP, "bias", in[kIN_BIAS], {convDim});
-    checkShape(kOP, "x_out_scales", in[kIN_X_OUT_SCALES], {g, -1, -1});
-    int64_t const nhg = in[kIN_X_OUT_SCALES].d[1];
-    int64_t const ndg = in[kIN_X_OUT_SCALES].d[2];
-    checkShape(kOP, "B_out_scales", in[kIN_B_OUT_SCALES], {g});
-    checkShape(kOP, "C_out_scales", in[kIN_C_OUT_SCALES], {g});
-    checkShape(kOP, "x_head_group_range", in[kIN_X_HEAD_GROUP_RANGE], {g, nhg});
-    checkShape(kOP, "x_dim_group_range", in[kIN_X_DIM_GROUP_RANGE], {g, nhg, ndg});
-    if (n > kIN_CONV_STATE)
+    checkGroupInputs<QuantConv1dSiLUCore>(in, g);
+    if (static_cast<int32_t>(in.size()) > kIN_CONV_STATE)
     {
         checkShape(kOP, "conv_state", in[kIN_CONV_STATE], {xBC.d[0], K < 0 ? -1 : K - 1, convDim});
     }
@@ -144,18 +134,13 @@ void QuantConv1dSiLUCore::enqueue(std::vector<Shape> const& in, void const* cons
     checkInputs(in);
     qmamba_conv_params p = mSerial.params;
     p.d_conv = static_cast<int32_t>(in[kIN_WEIGHT].d[1]);
-    p.n_head_groups = static_cast<int32_t>(in[kIN_X_OUT_SCALES].d[1]);
-    p.n_dim_groups = static_cast<int32_t>(in[kIN_X_OUT_SCALES].d[2]);
+    setGroupCounts<QuantConv1dSiLUCore>(p, in);
     bool const hasState = static_cast<int32_t>(in.size()) > kIN_CONV_STATE;
     qmamba_conv_tensors t{};
     t.xBC = static_cast<int8_t const*>(inputs[kIN_XBC]);
     t.weight = static_cast<int8_t const*>(inputs[kIN_WEIGHT]);
     t.bias = static_cast<int8_t const*>(inputs[kIN_BIAS]);
-    t.x_out_scales = static_cast<float const*>(inputs[kIN_X_OUT_SCALES]);
-    t.B_out_scales = static_cast<float const*>(inputs[kIN_B_OUT_SCALES]);
-    t.C_out_scales = static_cast<float const*>(inputs[kIN_C_OUT_SCALES]);
-    t.x_head_group_range = static_cast<int32_t const*>(inputs[kIN_X_HEAD_GROUP_RANGE]);
-    t.x_dim_group_range = static_cast<int32_t const*>(inputs[kIN_X_DIM_GROUP_RANGE]);
+    setGroupTensors<QuantConv1dSiLUCore>(t, inputs);
     t.conv_state = hasState ? static_cast<int8_t const*>(inputs[kIN_CONV_STATE]) : nullptr;
     t.x = static_cast<int8_t*>(outputs[kOUT_X]);
     t.B = static_cast<int8_t*>(outputs[kOUT_B]);
@@ -163,12 +148,10 @@ void QuantConv1dSiLUCore::enqueue(std::vector<Shape> const& in, void const* cons
     t.conv_state_out = static_cast<int8_t*>(outputs[kOUT_CONV_STATE_OUT]);
     int64_t const batch = in[kIN_XBC].d[0];
     int64_t const seqlen = in[kIN_XBC].d[1];
-    require(batch >= 1 && seqlen >= 1, kOP,
-        "input xBC has an empty batch or sequence " + shapeString(in[kIN_XBC]) + " (conv_state_out would be undefined)");
-    // A decode step (one token with the previous state) takes the decode kernel; anything else the prefill.
-    int const status = (seqlen == 1 && hasState) ? qmamba_quant_conv1d_silu_decode(&p, &t, batch, stream)
-                                                 : qmamba_quant_conv1d_silu_prefill(&p, &t, batch, seqlen, stream);
-    require(status == QMAMBA_OK, kOP, std::string("kernel failed: ") + qmamba_last_error());
+    requireBatchAndSequence(kOP, "xBC", in[kIN_XBC], "conv_state_out");
+    launchKernel(
+        kOP, seqlen, hasState, [&] { return qmamba_quant_conv1d_silu_decode(&p, &t, batch, stream); },
+        [&] { return qmamba_quant_conv1d_silu_prefill(&p, &t, batch, seqlen, stream); });
 }
 
 } // namespace qmamba

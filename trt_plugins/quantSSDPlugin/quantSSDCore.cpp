@@ -1,5 +1,7 @@
 #include "quantSSDCore.h"
 
+#include "qmambaOpCore.h"
+
 #include <cmath>
 #include <string>
 
@@ -66,11 +68,7 @@ void QuantSSDCore::validate() const
     require(p.dt_min >= 0.0f, kOP, "field dt_min must be >= 0, got " + std::to_string(p.dt_min));
     require(p.dt_max > p.dt_min, kOP,
         "field dt_max = " + std::to_string(p.dt_max) + " must be > dt_min = " + std::to_string(p.dt_min));
-    require(p.ngroups >= 1, kOP, "field ngroups must be >= 1, got " + std::to_string(p.ngroups));
-    require(p.nheads >= 1 && p.nheads % p.ngroups == 0, kOP,
-        "field nheads = " + std::to_string(p.nheads) + " must be divisible by ngroups = " + std::to_string(p.ngroups));
-    require(p.headdim >= 1, kOP, "field headdim must be >= 1, got " + std::to_string(p.headdim));
-    require(p.d_state >= 1, kOP, "field d_state must be >= 1, got " + std::to_string(p.d_state));
+    validateModelDims(kOP, p);
     require(p.out_fp16 == 0 || p.out_fp16 == 1, kOP, "serialized out_dtype is corrupt");
     require(p.chunk_size >= 1, kOP, "field chunk_size must be >= 1, got " + std::to_string(p.chunk_size));
 }
@@ -113,9 +111,7 @@ OutputRule QuantSSDCore::outputRule(int32_t index) const
 
 void QuantSSDCore::checkInputs(std::vector<Shape> const& in) const
 {
-    int32_t const nb = static_cast<int32_t>(in.size());
-    require(nb >= kMIN_INPUTS && nb <= kMAX_INPUTS, kOP,
-        "takes 13 or 14 inputs (ssm_state is optional), got " + std::to_string(nb));
+    checkInputCount<QuantSSDCore>(in, "ssm_state");
     qmamba_ssd_params const& p = mSerial.params;
     int64_t const h = p.nheads, hp = int64_t{p.nheads} * p.headdim, g = p.ngroups, gn = g * p.d_state;
     Shape const& x = in[kIN_X];
@@ -127,14 +123,9 @@ void QuantSSDCore::checkInputs(std::vector<Shape> const& in) const
     checkShape(kOP, "A_log", in[kIN_A_LOG], {h});
     checkShape(kOP, "D", in[kIN_D], {h});
     checkShape(kOP, "dt_bias", in[kIN_DT_BIAS], {h});
-    checkShape(kOP, "x_out_scales", in[kIN_X_OUT_SCALES], {g, -1, -1});
-    int64_t const nhg = in[kIN_X_OUT_SCALES].d[1], ndg = in[kIN_X_OUT_SCALES].d[2];
-    checkShape(kOP, "B_out_scales", in[kIN_B_OUT_SCALES], {g});
-    checkShape(kOP, "C_out_scales", in[kIN_C_OUT_SCALES], {g});
-    checkShape(kOP, "x_head_group_range", in[kIN_X_HEAD_GROUP_RANGE], {g, nhg});
-    checkShape(kOP, "x_dim_group_range", in[kIN_X_DIM_GROUP_RANGE], {g, nhg, ndg});
-    checkShape(kOP, "ssm_state_scale", in[kIN_SSM_STATE_SCALE], {g, nhg, ndg, p.d_state});
-    if (nb > kIN_SSM_STATE)
+    GroupCounts const groups = checkGroupInputs<QuantSSDCore>(in, g);
+    checkShape(kOP, "ssm_state_scale", in[kIN_SSM_STATE_SCALE], {g, groups.nhg, groups.ndg, p.d_state});
+    if (static_cast<int32_t>(in.size()) > kIN_SSM_STATE)
     {
         checkShape(kOP, "ssm_state", in[kIN_SSM_STATE], {bt, h, p.headdim, p.d_state});
     }
@@ -143,8 +134,7 @@ void QuantSSDCore::checkInputs(std::vector<Shape> const& in) const
 qmamba_ssd_params QuantSSDCore::paramsFor(std::vector<Shape> const& in) const
 {
     qmamba_ssd_params p = mSerial.params;
-    p.n_head_groups = static_cast<int32_t>(in[kIN_X_OUT_SCALES].d[1]);
-    p.n_dim_groups = static_cast<int32_t>(in[kIN_X_OUT_SCALES].d[2]);
+    setGroupCounts<QuantSSDCore>(p, in);
     return p;
 }
 
@@ -171,23 +161,16 @@ void QuantSSDCore::enqueue(std::vector<Shape> const& in, void const* const* inpu
     t.A_log = static_cast<float const*>(inputs[kIN_A_LOG]);
     t.D = static_cast<float const*>(inputs[kIN_D]);
     t.dt_bias = static_cast<float const*>(inputs[kIN_DT_BIAS]);
-    t.x_out_scales = static_cast<float const*>(inputs[kIN_X_OUT_SCALES]);
-    t.B_out_scales = static_cast<float const*>(inputs[kIN_B_OUT_SCALES]);
-    t.C_out_scales = static_cast<float const*>(inputs[kIN_C_OUT_SCALES]);
-    t.x_head_group_range = static_cast<int32_t const*>(inputs[kIN_X_HEAD_GROUP_RANGE]);
-    t.x_dim_group_range = static_cast<int32_t const*>(inputs[kIN_X_DIM_GROUP_RANGE]);
+    setGroupTensors<QuantSSDCore>(t, inputs);
     t.ssm_state_scale = static_cast<float const*>(inputs[kIN_SSM_STATE_SCALE]);
     t.ssm_state = hasState ? static_cast<int8_t const*>(inputs[kIN_SSM_STATE]) : nullptr;
     t.y = outputs[kOUT_Y];
     t.ssm_state_out = static_cast<int8_t*>(outputs[kOUT_SSM_STATE_OUT]);
     int64_t const batch = in[kIN_X].d[0], seqlen = in[kIN_X].d[1];
-    require(batch >= 1 && seqlen >= 1, kOP,
-        "input x has an empty batch or sequence " + shapeString(in[kIN_X]) + " (ssm_state_out would be undefined)");
-    // A decode step (one token with the previous state) takes the decode kernel; anything else the prefill.
-    int const status = (seqlen == 1 && hasState)
-        ? qmamba_quant_ssd_decode(&p, &t, batch, stream)
-        : qmamba_quant_ssd_prefill(&p, &t, batch, seqlen, workspace, workspaceBytes, stream);
-    require(status == QMAMBA_OK, kOP, std::string("kernel failed: ") + qmamba_last_error());
+    requireBatchAndSequence(kOP, "x", in[kIN_X], "ssm_state_out");
+    launchKernel(
+        kOP, seqlen, hasState, [&] { return qmamba_quant_ssd_decode(&p, &t, batch, stream); },
+        [&] { return qmamba_quant_ssd_prefill(&p, &t, batch, seqlen, workspace, workspaceBytes, stream); });
 }
 
 } // namespace qmamba

@@ -1,0 +1,99 @@
+// Pieces of logic the op cores share, free of TensorRT types: the model dimensions both ops carry,
+// the quantization-group inputs both take (x/B/C_out_scales, x_head/dim_group_range) and the
+// choice and launch of their decode or prefill kernel. `Core` is an op's core (its kNAME, kIN_*).
+#ifndef QMAMBA_OP_CORE_H
+#define QMAMBA_OP_CORE_H
+
+#include "qmambaErrors.h"
+#include "qmambaShapes.h"
+#include "qmamba_kernels.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qmamba
+{
+
+// The fields ngroups, nheads, headdim and d_state of an op's params.
+template <typename Params>
+void validateModelDims(char const* op, Params const& p)
+{
+    require(p.ngroups >= 1, op, "field ngroups must be >= 1, got " + std::to_string(p.ngroups));
+    require(p.nheads >= 1 && p.nheads % p.ngroups == 0, op,
+        "field nheads = " + std::to_string(p.nheads) + " must be divisible by ngroups = " + std::to_string(p.ngroups));
+    require(p.headdim >= 1, op, "field headdim must be >= 1, got " + std::to_string(p.headdim));
+    require(p.d_state >= 1, op, "field d_state must be >= 1, got " + std::to_string(p.d_state));
+}
+
+// The input count: kMIN_INPUTS, or kMAX_INPUTS with the optional state input `stateName`.
+template <typename Core>
+void checkInputCount(std::vector<Shape> const& in, char const* stateName)
+{
+    int32_t const n = static_cast<int32_t>(in.size());
+    require(n >= Core::kMIN_INPUTS && n <= Core::kMAX_INPUTS, Core::kNAME,
+        "takes " + std::to_string(Core::kMIN_INPUTS) + " or " + std::to_string(Core::kMAX_INPUTS) + " inputs ("
+            + stateName + " is optional), got " + std::to_string(n));
+}
+
+// Head and dim group counts (nhg, ndg) of x's quantization, given by the shape of x_out_scales.
+struct GroupCounts
+{
+    int64_t nhg;
+    int64_t ndg;
+};
+
+// Checks the quantization-group inputs for `g` groups and returns their group counts.
+template <typename Core>
+GroupCounts checkGroupInputs(std::vector<Shape> const& in, int64_t g)
+{
+    char const* op = Core::kNAME;
+    checkShape(op, "x_out_scales", in[Core::kIN_X_OUT_SCALES], {g, -1, -1});
+    int64_t const nhg = in[Core::kIN_X_OUT_SCALES].d[1];
+    int64_t const ndg = in[Core::kIN_X_OUT_SCALES].d[2];
+    checkShape(op, "B_out_scales", in[Core::kIN_B_OUT_SCALES], {g});
+    checkShape(op, "C_out_scales", in[Core::kIN_C_OUT_SCALES], {g});
+    checkShape(op, "x_head_group_range", in[Core::kIN_X_HEAD_GROUP_RANGE], {g, nhg});
+    checkShape(op, "x_dim_group_range", in[Core::kIN_X_DIM_GROUP_RANGE], {g, nhg, ndg});
+    return {nhg, ndg};
+}
+
+// Fills the params' n_head_groups and n_dim_groups from the shapes of a call.
+template <typename Core, typename Params>
+void setGroupCounts(Params& p, std::vector<Shape> const& in)
+{
+    p.n_head_groups = static_cast<int32_t>(in[Core::kIN_X_OUT_SCALES].d[1]);
+    p.n_dim_groups = static_cast<int32_t>(in[Core::kIN_X_OUT_SCALES].d[2]);
+}
+
+// Points the kernel's tensors at the quantization-group inputs.
+template <typename Core, typename Tensors>
+void setGroupTensors(Tensors& t, void const* const* inputs)
+{
+    t.x_out_scales = static_cast<float const*>(inputs[Core::kIN_X_OUT_SCALES]);
+    t.B_out_scales = static_cast<float const*>(inputs[Core::kIN_B_OUT_SCALES]);
+    t.C_out_scales = static_cast<float const*>(inputs[Core::kIN_C_OUT_SCALES]);
+    t.x_head_group_range = static_cast<int32_t const*>(inputs[Core::kIN_X_HEAD_GROUP_RANGE]);
+    t.x_dim_group_range = static_cast<int32_t const*>(inputs[Core::kIN_X_DIM_GROUP_RANGE]);
+}
+
+// Refuses an empty batch or sequence of the input `tensor` (the state output `stateOut` would be undefined).
+inline void requireBatchAndSequence(char const* op, char const* tensor, Shape const& s, char const* stateOut)
+{
+    require(s.d[0] >= 1 && s.d[1] >= 1, op,
+        std::string("input ") + tensor + " has an empty batch or sequence " + shapeString(s) + " (" + stateOut
+            + " would be undefined)");
+}
+
+// A decode step (one token with the previous state) takes the decode kernel; anything else the prefill.
+// Throws with the kernels' message when the launcher refuses or fails.
+template <typename Decode, typename Prefill>
+void launchKernel(char const* op, int64_t seqlen, bool hasState, Decode decode, Prefill prefill)
+{
+    int const status = (seqlen == 1 && hasState) ? decode() : prefill();
+    require(status == QMAMBA_OK, op, std::string("kernel failed: ") + qmamba_last_error());
+}
+
+} // namespace qmamba
+
+#endif // QMAMBA_OP_CORE_H
