@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .layer_sizes import Mamba2LayerSizes
+
 
 @dataclass(frozen=True)
-class LayerShape:
+class LayerShape(Mamba2LayerSizes):
     ngroups: int
     nheads: int
     headdim: int
@@ -21,14 +23,6 @@ class LayerShape:
     d_conv: int = 4
     n_head_groups: int = 4
     n_dim_groups: int = 4
-
-    @property
-    def d_ssm(self) -> int:
-        return self.nheads * self.headdim
-
-    @property
-    def conv_dim(self) -> int:
-        return self.d_ssm + 2 * self.ngroups * self.d_state
 
 
 LAYER_SHAPES = {

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .validate import check_group_ranges, check_scales, check_tensor
+from .validate import QMambaInputError, check_group_ranges, check_scales, check_tensor
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -66,6 +66,27 @@ def _conv_segment_scales(conv_dim, d_ssm, gn, **a):
     return acc_scale, bias_scale
 
 
+def check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                      x_head_group_range, x_dim_group_range, conv_state, scalars: dict,
+                      ngroups, nheads, headdim, d_state) -> tuple[int, int, int]:
+    """QuantConv1dSiLU's input checks (docs/ops.md), shared by ``quant_conv1d_silu_ref`` and the
+    CUDA binding (``qmamba.runtime.kernels``) so that both refuse a bad call with one message.
+    ``scalars``: the nine scale attributes by name; ``conv_state`` may be None. Returns (bt, L, K)."""
+    op = "QuantConv1dSiLU"
+    check_scales(op, **scalars)
+    conv_dim = nheads * headdim + 2 * ngroups * d_state
+    check_tensor(op, "xBC", xBC, torch.int8, (None, None, conv_dim))
+    bt, L, _ = xBC.shape
+    check_tensor(op, "weight", weight, torch.int8, (conv_dim, None))
+    K = weight.shape[1]
+    check_tensor(op, "bias", bias, torch.int8, (conv_dim,))
+    check_group_ranges(op, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+                       x_dim_group_range, ngroups, nheads, headdim)
+    if conv_state is not None:
+        check_tensor(op, "conv_state", conv_state, torch.int8, (bt, K - 1, conv_dim))
+    return bt, L, K
+
+
 def quant_conv1d_silu_ref(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
                           x_head_group_range, x_dim_group_range, conv_state=None, *,
                           x_scale, wx_scale, bx_scale, B_scale, wB_scale, bB_scale,
@@ -74,20 +95,14 @@ def quant_conv1d_silu_ref(xBC, weight, bias, x_out_scales, B_out_scales, C_out_s
     scalars = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale,
                    wB_scale=wB_scale, bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale,
                    bC_scale=bC_scale)
-    check_scales("QuantConv1dSiLU", **scalars)
+    bt, L, K = check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                                 x_head_group_range, x_dim_group_range, conv_state, scalars,
+                                 ngroups, nheads, headdim, d_state)
     d_ssm, gn = nheads * headdim, ngroups * d_state
     conv_dim = d_ssm + 2 * gn
-    check_tensor("QuantConv1dSiLU", "xBC", xBC, torch.int8, (None, None, conv_dim))
-    bt, L, _ = xBC.shape
-    check_tensor("QuantConv1dSiLU", "weight", weight, torch.int8, (conv_dim, None))
-    K = weight.shape[1]
-    check_tensor("QuantConv1dSiLU", "bias", bias, torch.int8, (conv_dim,))
-    check_group_ranges("QuantConv1dSiLU", x_out_scales, B_out_scales, C_out_scales,
-                       x_head_group_range, x_dim_group_range, ngroups, nheads, headdim)
     dev = xBC.device
     if conv_state is None:
         conv_state = torch.zeros(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)
-    check_tensor("QuantConv1dSiLU", "conv_state", conv_state, torch.int8, (bt, K - 1, conv_dim))
 
     u = torch.cat([conv_state, xBC], dim=1).to(torch.int32)          # [bt, K-1+L, conv_dim]
     acc = torch.zeros(bt, L, conv_dim, dtype=torch.int32, device=dev)
@@ -108,14 +123,16 @@ def quant_conv1d_silu_ref(xBC, weight, bias, x_out_scales, B_out_scales, C_out_s
             q[..., d_ssm + gn:].contiguous(), state_out)
 
 
-def _ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
-                x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
-                dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state):
-    """Validates QuantSSD's inputs and dequantizes them (docs/ops.md, QuantSSD, Computation)."""
+def check_ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+                     x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
+                     dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state) -> tuple[int, int]:
+    """QuantSSD's input checks (docs/ops.md), shared by the reference forms and the CUDA binding
+    (``qmamba.runtime.kernels``) so that both refuse a bad call with one message.
+    ``ssm_state`` may be None. Returns (bt, L)."""
     op = "QuantSSD"
     check_scales(op, dt_scale=dt_scale)
     if not (dt_min >= 0 and dt_max > dt_min) or math.isnan(dt_max):
-        raise ValueError(f"{op}: need 0 <= dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        raise QMambaInputError(f"{op}: need 0 <= dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
     h, p, n, g = nheads, headdim, d_state, ngroups
     check_tensor(op, "x", x, torch.int8, (None, None, h * p))
     bt, L, _ = x.shape
@@ -129,6 +146,19 @@ def _ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_ou
     nhg, ndg = x_out_scales.shape[1], x_out_scales.shape[2]
     check_tensor(op, "ssm_state_scale", ssm_state_scale, torch.float32, (g, nhg, ndg, n),
                  finite=True, positive=True)
+    if ssm_state is not None:
+        check_tensor(op, "ssm_state", ssm_state, torch.int8, (bt, h, p, n))
+    return bt, L
+
+
+def _ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+                x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
+                dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state):
+    """Validates QuantSSD's inputs and dequantizes them (docs/ops.md, QuantSSD, Computation)."""
+    bt, L = check_ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales,
+                             C_out_scales, x_head_group_range, x_dim_group_range, ssm_state_scale,
+                             ssm_state, dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state)
+    h, p, n, g = nheads, headdim, d_state, ngroups
     dev = x.device
     hpg = h // g
     xs = x_channel_scales(x_out_scales, x_head_group_range, x_dim_group_range, h, p).to(dev)
@@ -142,7 +172,6 @@ def _ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_ou
     if ssm_state is None:
         S0 = torch.zeros(bt, h, p, n, dtype=torch.float32, device=dev)
     else:
-        check_tensor(op, "ssm_state", ssm_state, torch.int8, (bt, h, p, n))
         S0 = ssm_state.float() * sscale
     return xh, Bh, Ch, dtv, A, D.float(), S0, sscale
 

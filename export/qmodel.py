@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from . import hadamard as had
+from .layer_sizes import Mamba2LayerSizes
 from .qmixer import OPS_BACKENDS, QuantMamba2Mixer
 from .quant_modules import QuantEmbedding, QuantLinear, QuantRMSNorm
 from .validate import QMambaInputError, check_tensor
 
 
 @dataclass
-class QuantConfig:
+class QuantConfig(Mamba2LayerSizes):
     """Sizes and quantization layout of a QuantMamba2LM (saved as config.json)."""
     vocab_size: int
     d_model: int
@@ -51,14 +52,6 @@ class QuantConfig:
     per_tensor: bool = False
     # How the scales were made (informational): observer name, percentile, source model, ...
     calibration: dict = field(default_factory=dict)
-
-    @property
-    def d_ssm(self) -> int:
-        return self.nheads * self.headdim
-
-    @property
-    def conv_dim(self) -> int:
-        return self.d_ssm + 2 * self.ngroups * self.d_state
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layer", "nheads", "headdim", "d_state", "ngroups",

@@ -59,3 +59,13 @@ def tiny_quantized_model(kind: str, n_layer: int = 2, hadamard: bool = False):
     return calibrate_model(tiny_float_model(kind, n_layer), text, num_samples=4, seq_len=64,
                            batch_size=4, progress=False, n_head_groups=head_groups,
                            hadamard=hadamard)
+
+
+def exported_tiny_model(kind: str, out_dir):
+    """``tiny_quantized_model(kind)`` exported (``export_onnx``: prefill and decode graphs) into
+    ``out_dir``; returns ``(model, out_dir)``. The fixture of the ONNX, ORT and TensorRT tests."""
+    from .onnx_export import export_onnx
+
+    model = tiny_quantized_model(kind)
+    export_onnx(model, out_dir, force=True)
+    return model, out_dir

@@ -19,8 +19,8 @@ import sysconfig
 
 import torch
 
-from ..export.ops import _out_dtype
-from ..export.validate import QMambaInputError, check_group_ranges, check_scales, check_tensor
+from ..export.ops import _out_dtype, check_conv_inputs, check_ssd_inputs
+from ..export.validate import QMambaInputError, check_tensor
 
 LIB_NAME = "libqmamba_kernels.so"
 STATUS = {0: "OK", 1: "NULL_POINTER", 2: "BAD_SIZE", 3: "BAD_VALUE", 4: "CUDA", 5: "WORKSPACE"}
@@ -148,18 +148,11 @@ def quant_conv1d_silu(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scale
     scalars = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale,
                    wB_scale=wB_scale, bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale,
                    bC_scale=bC_scale)
-    check_scales(op, **scalars)
+    bt, L, K = check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                                 x_head_group_range, x_dim_group_range, conv_state, scalars,
+                                 ngroups, nheads, headdim, d_state)
     d_ssm, gn = nheads * headdim, ngroups * d_state
     conv_dim = d_ssm + 2 * gn
-    check_tensor(op, "xBC", xBC, torch.int8, (None, None, conv_dim))
-    bt, L, _ = xBC.shape
-    check_tensor(op, "weight", weight, torch.int8, (conv_dim, None))
-    K = weight.shape[1]
-    check_tensor(op, "bias", bias, torch.int8, (conv_dim,))
-    check_group_ranges(op, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
-                       x_dim_group_range, ngroups, nheads, headdim)
-    if conv_state is not None:
-        check_tensor(op, "conv_state", conv_state, torch.int8, (bt, K - 1, conv_dim))
     dev = _on_cuda(op, xBC=xBC, weight=weight, bias=bias, x_out_scales=x_out_scales,
                    B_out_scales=B_out_scales, C_out_scales=C_out_scales,
                    x_head_group_range=x_head_group_range, x_dim_group_range=x_dim_group_range,
@@ -211,26 +204,13 @@ def quant_ssd(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_
     """
     op = "QuantSSD"
     ydt = _out_dtype(out_dtype)
-    check_scales(op, dt_scale=dt_scale)
-    if not (dt_min >= 0 and dt_max > dt_min) or math.isnan(dt_max):
-        raise QMambaInputError(f"{op}: need 0 <= dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    bt, L = check_ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales,
+                             C_out_scales, x_head_group_range, x_dim_group_range, ssm_state_scale,
+                             ssm_state, dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state)
     if chunk_size < 1:
         raise QMambaInputError(f"{op}: chunk_size must be >= 1, got {chunk_size}")
     h, p, n, g = nheads, headdim, d_state, ngroups
-    check_tensor(op, "x", x, torch.int8, (None, None, h * p))
-    bt, L, _ = x.shape
-    check_tensor(op, "dt", dt, torch.int8, (bt, L, h))
-    check_tensor(op, "B", B, torch.int8, (bt, L, g * n))
-    check_tensor(op, "C", C, torch.int8, (bt, L, g * n))
-    for name, t in (("A_log", A_log), ("D", D), ("dt_bias", dt_bias)):
-        check_tensor(op, name, t, torch.float32, (h,), finite=True)
-    check_group_ranges(op, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
-                       x_dim_group_range, ngroups, nheads, headdim)
     nhg, ndg = x_out_scales.shape[1], x_out_scales.shape[2]
-    check_tensor(op, "ssm_state_scale", ssm_state_scale, torch.float32, (g, nhg, ndg, n),
-                 finite=True, positive=True)
-    if ssm_state is not None:
-        check_tensor(op, "ssm_state", ssm_state, torch.int8, (bt, h, p, n))
     if state_in_place and ssm_state is None:
         raise QMambaInputError(f"{op}: state_in_place needs an ssm_state")
     dev = _on_cuda(op, x=x, dt=dt, B=B, C=C, A_log=A_log, D=D, dt_bias=dt_bias,

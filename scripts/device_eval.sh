@@ -7,16 +7,11 @@
 #   run(command="bash scripts/device_eval.sh", carry=[".device/data", ".device/evaldata"])
 # Writes $OUT/results.json, $OUT/report.log and the group min-max checkpoints $OUT/<model>-minmax/.
 # Only pure Python is needed there, so the package is put on PYTHONPATH as a folder of links
-# (qmamba/, qmamba/export -> export/, qmamba/runtime -> runtime/) instead of being built.
+# instead of being built (scripts/pkg_links.sh).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-out/eval}
 mkdir -p "$OUT"
-PKG=$(mktemp -d)
-mkdir "$PKG/qmamba"
-for f in qmamba/*; do ln -s "$PWD/$f" "$PKG/qmamba/"; done
-ln -s "$PWD/export" "$PKG/qmamba/export"
-ln -s "$PWD/runtime" "$PKG/qmamba/runtime"
-export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/pkg_links.sh"    # the package on PYTHONPATH, unbuilt
 python scripts/accuracy_report.py --text .device/evaldata/test.txt --calib-text .device/data/valid.txt \
   --out "$OUT" --device cuda --batch 16 "$@" 2>&1 | grep -v "falling back" | tee "$OUT/report.log"

@@ -7,8 +7,7 @@
 # Each variant writes $OUT/<name>/{config.json,model.safetensors,train_log.json} and
 # $OUT/<name>.log; copy the first two into qmamba/models/<name>/.
 # Only pure Python is needed there, so the package is put on PYTHONPATH as a folder of links
-# (qmamba/, qmamba/export -> export/, qmamba/runtime -> runtime/) instead of being built (which
-# would compile the CUDA kernels first).
+# instead of being built, which would compile the CUDA kernels first (scripts/pkg_links.sh).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-out/train}
@@ -16,12 +15,7 @@ DATA=${DATA:-.device/data}
 BUDGET=${BUDGET:-240}   # seconds of training per variant, after compiling; variants run in parallel
 VARIANTS=${VARIANTS:-"mamba2-tiny-g1 mamba2-tiny-g4"}
 mkdir -p "$OUT"
-PKG=$(mktemp -d)
-mkdir "$PKG/qmamba"
-for f in qmamba/*; do ln -s "$PWD/$f" "$PKG/qmamba/"; done
-ln -s "$PWD/export" "$PKG/qmamba/export"
-ln -s "$PWD/runtime" "$PKG/qmamba/runtime"
-export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/pkg_links.sh"    # the package on PYTHONPATH, unbuilt
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 pids=()
 for name in $VARIANTS; do

@@ -14,7 +14,7 @@ from qmamba.cli import main as cli_main
 from qmamba.export import onnx_ops
 from qmamba.export.checkpoint import save_quantized
 from qmamba.export.onnx_export import build_graph, export_onnx, read_metadata
-from qmamba.export.tiny import DATA_DIR, tiny_float_model, tiny_quantized_model
+from qmamba.export.tiny import DATA_DIR, exported_tiny_model, tiny_float_model, tiny_quantized_model
 from qmamba.export.validate import QMambaInputError
 
 KINDS = ["g1", "g8"]
@@ -28,10 +28,7 @@ pytestmark = needs_text
 
 @pytest.fixture(scope="module", params=KINDS)
 def exported(request, tmp_path_factory):
-    model = tiny_quantized_model(request.param)
-    out = tmp_path_factory.mktemp(f"onnx_{request.param}")
-    export_onnx(model, out, force=True)
-    return model, out
+    return exported_tiny_model(request.param, tmp_path_factory.mktemp(f"onnx_{request.param}"))
 
 
 @pytest.mark.parametrize("kind", ["prefill", "decode"])

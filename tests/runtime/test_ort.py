@@ -9,8 +9,7 @@ from onnx import helper, numpy_helper
 
 from qmamba.cli import main as cli_main
 from qmamba.export.checkpoint import save_quantized
-from qmamba.export.onnx_export import export_onnx
-from qmamba.export.tiny import DATA_DIR, data_file, tiny_quantized_model
+from qmamba.export.tiny import DATA_DIR, data_file, exported_tiny_model
 from qmamba.export.validate import QMambaInputError
 from qmamba.runtime.ort import OrtModel
 from qmamba.runtime.onnx_validate import validate_onnx_model
@@ -27,9 +26,7 @@ pytestmark = needs_text
 
 @pytest.fixture(scope="module", params=["g1", "g8"])
 def pair(request, tmp_path_factory):
-    model = tiny_quantized_model(request.param)
-    out = tmp_path_factory.mktemp(f"ort_{request.param}")
-    export_onnx(model, out, force=True)
+    model, out = exported_tiny_model(request.param, tmp_path_factory.mktemp(f"ort_{request.param}"))
     return model, OrtModel(out), out
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmamba.export.onnx_export import export_onnx
-from qmamba.export.tiny import DATA_DIR, tiny_quantized_model
+from qmamba.export.tiny import DATA_DIR, exported_tiny_model
 from qmamba.runtime import data_loader
 from qmamba.runtime.polygraphy_tools import TorchReferenceRunner, compare_with_onnxrt
 
@@ -27,10 +26,7 @@ pytestmark = needs_text
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = tiny_quantized_model("g8")
-    out = tmp_path_factory.mktemp("poly_g8")
-    export_onnx(model, out, force=True)
-    return model, out
+    return exported_tiny_model("g8", tmp_path_factory.mktemp("poly_g8"))
 
 
 def test_data_loader_feeds(exported):

@@ -38,16 +38,11 @@ def test_function_free_graph_is_refused_without_plugin(tmp_path):
 
 @pytest.fixture(scope="module", params=["g1", "g8"])
 def exported(request, tmp_path_factory):
-    from qmamba.export.onnx_export import export_onnx
-    from qmamba.export.tiny import DATA_DIR, tiny_quantized_model
+    from qmamba.export.tiny import DATA_DIR, exported_tiny_model
 
     if not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file():
         pytest.skip(f"shared text data not found under {DATA_DIR}")
-
-    model = tiny_quantized_model(request.param)
-    out = tmp_path_factory.mktemp(f"trt_rtx_{request.param}")
-    export_onnx(model, out, force=True)
-    return model, out
+    return exported_tiny_model(request.param, tmp_path_factory.mktemp(f"trt_rtx_{request.param}"))
 
 
 @pytest.mark.parametrize("kind", ["prefill", "decode"])
