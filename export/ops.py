@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .validate import QMambaInputError, check_group_ranges, check_scales, check_tensor
 

@@ -46,7 +46,7 @@ def int8_agreement(name: str, a, b) -> Agreement:
     max_abs = int(d.max()) if d.size else 0
     frac = float((d > 0).mean()) if d.size else 0.0
     ok = max_abs <= TIE_MAX_LSB and frac <= TIE_MAX_FRACTION
-    return Agreement(name, "int8", max_abs, frac, ok, f"<=1 LSB on <=0.1%")
+    return Agreement(name, "int8", max_abs, frac, ok, f"<={TIE_MAX_LSB} LSB on <={TIE_MAX_FRACTION:.1%}")
 
 
 def float_agreement(name: str, a, b, rel_bound: float) -> Agreement:
