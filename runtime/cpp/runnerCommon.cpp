@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -12,15 +13,47 @@
 namespace qmr
 {
 
+namespace
+{
+// QMAMBA_TRT_LOG=error|warning|info|verbose (default warning): how much of TensorRT's log is printed, as
+// trtexec's --verbose; "verbose" shows the builder's layer, fusion and format decisions.
+nvinfer1::ILogger::Severity printedSeverity()
+{
+    using S = nvinfer1::ILogger::Severity;
+    char const* env = std::getenv("QMAMBA_TRT_LOG");
+    std::string const level = env ? env : "warning";
+    if (level == "error")
+    {
+        return S::kERROR;
+    }
+    if (level == "info")
+    {
+        return S::kINFO;
+    }
+    if (level == "verbose")
+    {
+        return S::kVERBOSE;
+    }
+    return S::kWARNING;
+}
+
+char const* severityName(nvinfer1::ILogger::Severity s)
+{
+    using S = nvinfer1::ILogger::Severity;
+    return s <= S::kERROR ? "error" : s == S::kWARNING ? "warning" : s == S::kINFO ? "info" : "verbose";
+}
+} // namespace
+
 void Logger::log(Severity severity, char const* msg) noexcept
 {
     try
     {
-        if (severity > Severity::kWARNING)
+        static Severity const printed = printedSeverity();
+        if (severity > printed)
         {
             return;
         }
-        std::fprintf(stderr, "[TensorRT %s] %s\n", severity <= Severity::kERROR ? "error" : "warning", msg);
+        std::fprintf(stderr, "[TensorRT %s] %s\n", severityName(severity), msg);
         if (severity <= Severity::kERROR)
         {
             std::lock_guard<std::mutex> lock(mMutex);

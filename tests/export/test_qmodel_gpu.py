@@ -14,16 +14,25 @@ import torch
 
 from qmamba.runtime import kernels
 
-from qm_helpers import byte_tokens
+from qm_helpers import byte_tokens, tiny_mamba2
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available() or kernels.library_path() is None,
     reason="needs a CUDA GPU and libqmamba_kernels")]
 
 
-def test_kernels_backend_matches_reference(tiny_calibrated, shakespeare):
-    ref_model = copy.deepcopy(tiny_calibrated.model).cuda()
-    ker_model = copy.deepcopy(tiny_calibrated.model).cuda()
+@pytest.fixture(scope="module")
+def kernel_sized_calibrated(shakespeare):
+    """A tiny random model with sizes the kernels take (headdim 32: the shared tiny model's 16 is refused)."""
+    from qmamba.export.calibrate import calibrate
+
+    float_model = tiny_mamba2(hidden_size=128, num_heads=8, head_dim=32, n_groups=2, state_size=16)
+    return calibrate(float_model, shakespeare, num_samples=8, seq_len=128, progress=False)
+
+
+def test_kernels_backend_matches_reference(kernel_sized_calibrated, shakespeare):
+    ref_model = copy.deepcopy(kernel_sized_calibrated.model).cuda()
+    ker_model = copy.deepcopy(kernel_sized_calibrated.model).cuda()
     ker_model.ops_backend = "kernels"
     ids = torch.stack([byte_tokens(shakespeare[s:s + 96]) for s in (0, 4000)]).cuda()
     ref, ref_states = ref_model(ids)
