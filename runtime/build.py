@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no cuBLAS/cuDNN tactics (a TensorRT staged without those libraries)")
     parser.add_argument("--backend", choices=("auto", "python", "cpp"), default="auto",
                         help="TensorRT's Python API or the C++ runner (auto: Python if importable)")
+    parser.add_argument("--keep-onnx", action="store_true",
+                        help="keep the graphs given to TensorRT (prefill.trt.onnx, decode.trt.onnx) beside the "
+                             "engines, e.g. for trtexec with TensorRT 8")
     parser.add_argument("--force", action="store_true", help="overwrite existing engines")
 
 
@@ -118,10 +121,10 @@ PLUGIN_FLOAT_OUTPUTS = {"QuantSSD": {0}}
 def qdq_plugin_edges(model):
     """Every int8 input of a plugin node comes straight from a QuantizeLinear, and every int8 output
     goes straight into a DequantizeLinear: an exact DequantizeLinear -> QuantizeLinear pair (scale 1,
-    zero point 0) on each int8 edge that lacks one. TensorRT's explicit-quantization builder marks
-    int8 tensors by their Q/DQ neighbours and refuses a plugin whose int8 tensors are not so marked
-    (TensorRT 8.6: "All of the candidates were removed, which points to the node being incorrectly
-    marked as an int8 node"; NVIDIA/TensorRT#3055)."""
+    zero point 0) on each int8 edge that lacks one. TensorRT 8.6's explicit-quantization builder
+    refuses int8 between two plugins and int8 network inputs or outputs at a plugin ("All of the
+    candidates were removed, which points to the node being incorrectly marked as an int8 node"),
+    and builds them with such a pair between (scripts/trt86_probe.py; NVIDIA/TensorRT#3055)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -156,12 +159,44 @@ def qdq_plugin_edges(model):
     return model
 
 
-def _trt_onnx(onnx_path: Path, out_dir: Path) -> Path:
-    """onnx_path as TensorRT's explicit-quantization builder takes it (explicit_zero_points,
-    qdq_plugin_edges; both exact), written into out_dir."""
+def bits_as_float_outputs(model):
+    """QuantSSD's y as TensorRT 8 gets it: the V2 plugin hands y to TensorRT as int32 words holding its
+    bytes (TensorRT 8.6 accepts no float output from a plugin fed by QuantizeLinear;
+    trt_plugins/common/pluginV2Adapter.h), so a QmambaBitsAsFloat node after each QuantSSD turns them
+    back into y (field ``to`` = the node's out_dtype) for y's consumers. Exact: the same bytes."""
+    from onnx import helper
+
+    g = model.graph
+    nodes = []
+    for n in g.node:
+        nodes.append(n)
+        if n.op_type != "QuantSSD":
+            continue
+        out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
+        y = n.output[0]
+        n.output[0] = f"{y}.trt_bits"
+        nodes.append(helper.make_node("QmambaBitsAsFloat", [n.output[0]], [y], name=f"{n.name}/bits_as_float",
+                                      domain=n.domain, to=out_dtype))
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def trt_graph(model, tensorrt_major: int):
+    """The exported graph as the TensorRT of that major version builds it; every rewrite is exact.
+    All versions: explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and bits_as_float_outputs
+    (its explicit-quantization rules, mapped by scripts/trt86_probe.py; docs/tensorrt.md)."""
+    model = explicit_zero_points(model)
+    if tensorrt_major < 10:
+        model = bits_as_float_outputs(qdq_plugin_edges(model))
+    return model
+
+
+def _trt_onnx(onnx_path: Path, out_dir: Path, major: int) -> Path:
+    """onnx_path rewritten by trt_graph for that TensorRT, written into out_dir."""
     import onnx
 
-    model = qdq_plugin_edges(explicit_zero_points(onnx.load(str(onnx_path))))
+    model = trt_graph(onnx.load(str(onnx_path)), major)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     big = model.ByteSize() > 1_800_000_000
     onnx.save(model, str(path), save_as_external_data=big, location=f"{path.name}.data" if big else None)
@@ -219,8 +254,16 @@ def _build_python(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.P
     Path(str(engine_path) + ".json").write_text(json.dumps(meta, indent=2))
 
 
+def tensorrt_major(trt=None) -> int:
+    """Major version of the TensorRT that builds: its Python package's, else the C++ runner's."""
+    if trt is not None:
+        return int(trt.__version__.split(".")[0])
+    text = trt_runner.runner_library().qmr_tensorrt_version().decode()  # "TensorRT 8.6.0"
+    return int(text.split()[-1].split(".")[0])
+
+
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
-                  no_tactic_libraries=False, backend="auto", force=False) -> dict:
+                  no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json."""
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
     meta = _read_onnx_metadata(onnx_dir)
@@ -235,8 +278,9 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     out.mkdir(parents=True, exist_ok=True)
     profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
                 "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
+    major = tensorrt_major(trt)
     for kind, profile in profiles.items():
-        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out)
+        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major)
         engine_path = out / f"{kind}.engine"
         try:
             if trt is not None:
@@ -244,8 +288,9 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
             else:
                 trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
         finally:
-            for f in (onnx_path, Path(f"{onnx_path}.data")):
-                f.unlink(missing_ok=True)
+            if not keep_onnx:
+                for f in (onnx_path, Path(f"{onnx_path}.data")):
+                    f.unlink(missing_ok=True)
     engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
                "backend": "python" if trt is not None else "cpp",
                "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
@@ -265,7 +310,7 @@ def read_engines_metadata(engine_dir) -> dict:
 def run(args) -> int:
     meta = build_engines(args.onnx_dir, args.out, batch=args.batch, seq=args.seq, plugins=args.plugins,
                          fp16=args.fp16, no_tactic_libraries=args.no_tactic_libraries, backend=args.backend,
-                         force=args.force)
+                         force=args.force, keep_onnx=args.keep_onnx)
     for f in trt_runner.ENGINE_FILES:
         p = Path(args.out) / f
         print(f"{p} ({p.stat().st_size / 1e6:.1f} MB)")

@@ -102,6 +102,8 @@ def load_library() -> ctypes.CDLL:
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.qmamba_quant_ssd_decode.argtypes = [
             ctypes.POINTER(SSDParams), ctypes.POINTER(SSDTensors), ctypes.c_int64, ctypes.c_void_p]
+        lib.qmamba_copy_async.restype = ctypes.c_int
+        lib.qmamba_copy_async.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         _LIB = lib
     return _LIB
 

@@ -14,7 +14,7 @@
 # installed, set TensorRT_ROOT (and TensorRT_INCLUDE_DIR if its headers live elsewhere): no staging.
 # Steps: QMAMBA_TRT_STEPS="probe gpu test bench" (default "test bench"; probe: scripts/trt86_probe.py;
 # gpu: the model's CUDA tests without TensorRT, tests/export -m gpu);
-# QMAMBA_TRT_TEST_FILTER: a pytest -k expression for the test step.
+# QMAMBA_TRT_TEST_FILTER: a pytest -k expression for the test step; QMAMBA_PROBE_ONLY: probe variants.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -59,15 +59,15 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
   case "$step" in
     test)
       # -P: the installed package, not the checkout's bare qmamba/ folder (python3 is the one with torch).
-      timeout 420 python3 -P -m pytest -q -rs ${QMAMBA_TRT_TEST_FILTER:+-k "$QMAMBA_TRT_TEST_FILTER"} \
+      timeout 540 python3 -P -m pytest -q -rs ${QMAMBA_TRT_TEST_FILTER:+-k "$QMAMBA_TRT_TEST_FILTER"} \
         tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     gpu)
       # The model's CUDA paths without TensorRT: kernels op backend, calibration on CUDA.
-      timeout 300 python3 -P -m pytest -q -rs -m gpu tests/export 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+      timeout 300 python3 -P -m pytest -q -rs -m gpu tests/export tests/trt_plugins/test_kernels_gpu.py::test_copy_moves_the_bytes 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     probe)
-      timeout 300 python3 scripts/trt86_probe.py --out "$OUT" 2>&1 | tee "$OUT/trt86_probe.log" | tail -40 ;;
+      timeout 420 python3 scripts/trt86_probe.py --out "$OUT" ${QMAMBA_PROBE_ONLY:+--only "$QMAMBA_PROBE_ONLY"} 2>&1 | tee "$OUT/trt86_probe.log" | tail -40 ;;
     bench)
       timeout 420 python3 scripts/bench_trt.py --out "$OUT" 2>&1 | tee "$OUT/trt_bench.log" | tail -60
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;

@@ -42,6 +42,7 @@ class Graph:
         self.nodes, self.inputs, self.outputs = [], [], []
         self.inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
                       numpy_helper.from_array(np.array(0.05, np.float32), "s2"),
+                      numpy_helper.from_array(np.array(1.0, np.float32), "one"),
                       numpy_helper.from_array(np.array(0, np.int8), "zp")]
         self.n = 0
 
@@ -169,6 +170,44 @@ def variants():
         g.dq(g.q(x), out=g.output("y_qdq"))
     add("int8-graph-io", "int8 network input -> P[float, int8] -> (int8 network output, float)  [decode]",
         int8_graph_io)
+
+    def plugin_dq_q_plugin(g):
+        mid = g.probe([g.q(g.input("x"))], [I8], [I8])[0]
+        g.dq(g.probe([g.q(g.dq(mid, "one"), "one")], [I8], [I8])[0], out=g.output("y"))
+    add("plugin-dq-q-plugin", "Q -> P1 -> int8 -> DQ(1) -> Q(1) -> P2 -> int8 -> DQ  [conv -> SSD edges]",
+        plugin_dq_q_plugin)
+
+    def int8_input_dq_q(g):
+        st = g.input("state", TensorProto.INT8)
+        g.dq(g.probe([g.q(g.input("x")), g.q(g.dq(st, "one"), "one")], [I8, I8], [I8])[0], out=g.output("y"))
+    add("int8-input-dq-q", "int8 network input -> DQ(1) -> Q(1) -> P[int8] -> int8 -> DQ  [decode states in]",
+        int8_input_dq_q)
+
+    def int8_output_dq_q(g):
+        o = g.probe([g.q(g.input("x"))], [I8], [I8, I8], ["p.a", "p.b"])
+        g.dq(o[0], out=g.output("y"))
+        g.nodes.append(helper.make_node("QuantizeLinear", [g.dq(o[1], "one"), "one", "zp"],
+                                        [g.output("state_out", TensorProto.INT8)], name="q_state"))
+    add("int8-output-dq-q", "Q -> P -> (int8 -> DQ, int8 -> DQ(1) -> Q(1) -> int8 network output)  [states out]",
+        int8_output_dq_q)
+
+    def int8_output_direct(g):
+        o = g.probe([g.q(g.input("x"))], [I8], [I8, I8], ["p.a", g.output("state_out", TensorProto.INT8)])
+        g.dq(o[0], out=g.output("y"))
+    add("int8-output-direct", "Q -> P -> (int8 -> DQ, int8 network output)", int8_output_direct)
+
+    def model_like(g):
+        """conv -> SSD as qmamba build would give TensorRT 8: DQ(1)->Q(1) on plugin int8 edges and states,
+        SSD's y as int32 words into a bits-to-float plugin."""
+        x, st = g.input("x"), g.input("state", TensorProto.INT8)
+        xb, bb = g.probe([g.q(x)], [I8], [I8, I8], ["conv.x", "conv.B"])
+        y_bits, state = g.probe([g.q(g.dq(xb, "one"), "one"), g.q(g.dq(bb, "one"), "one"), g.q(x, "s2"),
+                                 g.q(g.dq(st, "one"), "one")], [I8] * 4, [I32, I8], ["ssd.y", "ssd.state"])
+        g.probe([y_bits], [I32], [F], [g.output("y")])
+        g.nodes.append(helper.make_node("QuantizeLinear", [g.dq(state, "one"), "one", "zp"],
+                                        [g.output("state_out", TensorProto.INT8)], name="q_state"))
+    add("model-like", "Q -> conv P -> DQ(1)Q(1) -> SSD P (+ int8 state in via DQ(1)Q(1)) -> (int32 -> P -> float,"
+        " int8 -> DQ(1)Q(1) -> int8 output)", model_like)
 
     def ssd_like(g, outs):
         """QuantSSD's input arrangement: 4 int8 from Q, 7 float constants, 2 int32 constants."""

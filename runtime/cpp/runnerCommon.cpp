@@ -94,7 +94,15 @@ void checkCuda(cudaError_t status, char const* what)
 void failWithTrtErrors(std::string const& message)
 {
     std::string const errors = Logger::instance().takeErrors();
-    throw RunnerError(errors.empty() ? message : message + " (TensorRT: " + errors + ")");
+    std::string hint;
+    if (errors.find("filterQDQFormats") != std::string::npos)
+    {
+        // TensorRT 8's Q/DQ rules around plugins: the graph needs the rewrite `qmamba build` makes.
+        hint = "; TensorRT 8 builds qmamba's plugins from the graph `qmamba build` writes "
+               "(runtime/build.py trt_graph: Q/DQ pairs on plugin int8 edges, QmambaBitsAsFloat after "
+               "QuantSSD; docs/tensorrt.md), not from the exported ONNX as is";
+    }
+    throw RunnerError(errors.empty() ? message + hint : message + " (TensorRT: " + errors + ")" + hint);
 }
 
 std::string loadPluginLibrary(std::string const& path)

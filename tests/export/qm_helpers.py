@@ -5,7 +5,9 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from qmamba.export.tiny import DATA_DIR
+
+DATA = DATA_DIR  # $QMAMBA_DATA, else the shared data folder (qmamba.export.tiny)
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 WIKITEXT_TEST = DATA / "wikitext-2" / "test.txt"
 

@@ -16,6 +16,7 @@ from qmamba.export import onnx_ops
 from qmamba.export.op_cases import conv_case, ssd_case
 from qmamba.runtime import trt_runner
 from qmamba.runtime.agreement import float_agreement, int8_agreement
+from qmamba.runtime.build import tensorrt_major, trt_graph
 
 from trt_helpers import (SMALL_LAYER_SHAPES, export_small_model, float_feed, float_io, ort_run, ort_session,
                          trt_unavailable)
@@ -34,24 +35,14 @@ def _single_op_engine(tmp_path, op, shape, with_state, batch, seqlen):
     case = conv_case if op == "QuantConv1dSiLU" else ssd_case
     acts, params, attrs = case(SMALL_LAYER_SHAPES[shape], batch, seqlen, with_state)
     model = float_io(onnx_ops.single_op_model(op, with_state, acts, params, attrs))
-    path = tmp_path / f"{op}.onnx"
-    onnx.save(model, path)
-    engine = trt_runner.build_engine(path, tmp_path / f"{op}.engine", PROFILE, no_tactic_libraries=True)
+    path, trt_path = tmp_path / f"{op}.onnx", tmp_path / f"{op}.trt.onnx"
+    onnx.save(model, path)  # what ONNX Runtime runs
+    onnx.save(trt_graph(model, tensorrt_major()), trt_path)  # as `qmamba build` gives it to TensorRT
+    engine = trt_runner.build_engine(trt_path, tmp_path / f"{op}.engine", PROFILE, no_tactic_libraries=True)
     return path, engine, float_feed(acts)
 
 
-def _trt_major() -> int:
-    return int(trt_runner.runner_library().qmr_tensorrt_version().decode().split()[1].split(".")[0])
-
-
-# TensorRT 8.6's explicit-quantization builder refuses a plugin node that takes int8 from QuantizeLinear
-# and returns a float tensor (QuantSSD's y): "All of the candidates were removed, which points to the
-# node being incorrectly marked as an int8 node" (seen on the H100; scripts/trt86_probe.py, docs/tensorrt.md).
-SSD_ON_TRT8 = pytest.mark.xfail(condition=trt_unavailable() is None and _trt_major() < 10, strict=False,
-                                reason="TensorRT 8.6 refuses QuantSSD in Q/DQ networks (filterQDQFormats)")
-
-
-@pytest.mark.parametrize("op", ["QuantConv1dSiLU", pytest.param("QuantSSD", marks=SSD_ON_TRT8)])
+@pytest.mark.parametrize("op", ["QuantConv1dSiLU", "QuantSSD"])
 @pytest.mark.parametrize("shape", ["130m-like", "8b-like"])
 @pytest.mark.parametrize("with_state,seqlen", [(False, 37), (True, 37), (True, 1)])
 def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, seqlen):
@@ -116,7 +107,7 @@ def test_missing_plugin_library_is_reported(tmp_path):
 
 # ---- whole models -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=[pytest.param("g1", marks=SSD_ON_TRT8), pytest.param("g8", marks=SSD_ON_TRT8)])
+@pytest.fixture(scope="module", params=["g1", "g8"])
 def model_engines(request, tmp_path_factory):
     from qmamba.runtime.build import build_engines
 

@@ -1,6 +1,7 @@
 // Checks of the plugin cores without TensorRT or a GPU: field parsing, value checks, shape rules and
 // the V2 serialization format. Built and run by test_plugin_core.py; prints "ok <name>" per check
 // and exits non-zero at the first failure, printing what differed.
+#include "bitsAsFloatCore.h"
 #include "qmambaFields.h"
 #include "qmambaSerialize.h"
 #include "qmambaShapes.h"
@@ -198,6 +199,24 @@ int main()
     foreign[0] = 0;
     throwsWith("magic", [&] { readSerialized<Pod>("QuantSSD", foreign.data(), foreign.size()); }, "not from the qmamba plugin library");
     throwsWith("tiny", [&] { readSerialized<Pod>("QuantSSD", buf.data(), 3); }, "fewer than its header");
+
+    // ---- QmambaBitsAsFloat (TensorRT 8: QuantSSD's y as int32 words back to floats) -----------------
+    FieldSpec const* BS = BitsAsFloatCore::kFIELDS;
+    size_t const BN = BitsAsFloatCore::kNB_FIELDS;
+    BitsAsFloatCore bitsF(parseFields("QmambaBitsAsFloat", BS, BN, Fields().raw));
+    check(bitsF.outputType(0) == DType::kFloat && bitsF.inputType(0) == DType::kInt32, "bits: default to float32");
+    OutputRule const fr = bitsF.outputRule(0);
+    check(fr.nbDims == 3 && fr.d[2].input == 0 && fr.d[2].dim == 2 && fr.d[2].factor == 1, "bits: float32 shape");
+    BitsAsFloatCore bitsH(parseFields("QmambaBitsAsFloat", BS, BN, Fields().in("to", 10).raw));
+    check(bitsH.outputType(0) == DType::kHalf && bitsH.outputRule(0).d[2].factor == 2, "bits: float16 doubles the last dim");
+    throwsWith("bits: to", [&] { BitsAsFloatCore(parseFields("QmambaBitsAsFloat", BS, BN, Fields().in("to", 3).raw)); },
+        "field to must be 1 (float32) or 10 (float16), got 3");
+    throwsWith("bits: rank", [&] { bitsF.checkInputs({shape({2, 8})}); }, "bits");
+    using BitsPod = BitsAsFloatCore::Serial;
+    std::vector<char> bbuf(serializedSize<BitsPod>());
+    writeSerialized(bitsH.serial(), bbuf.data());
+    check(BitsAsFloatCore(readSerialized<BitsPod>("QmambaBitsAsFloat", bbuf.data(), bbuf.size())).fieldValues()
+            == bitsH.fieldValues(), "bits: round trip");
     std::printf("all checks passed\n");
     return 0;
 }

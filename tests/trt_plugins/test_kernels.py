@@ -116,3 +116,12 @@ def test_binding_refuses_bad_group_ranges_before_launch():
     t["x_dim_group_range"] = t["x_dim_group_range"].flip(-1).contiguous()
     with pytest.raises(QMambaInputError, match=r"x_dim_group_range\[0, 0\].*strictly increasing"):
         kernels.quant_conv1d_silu(**t, **a)
+
+
+@needs_lib
+@pytest.mark.parametrize("dst, src, text", [(None, 256, "dst is a null pointer"), (256, None, "src is a null pointer")])
+def test_copy_refuses_null_pointers(dst, src, text):
+    lib = kernels.load_library()
+    assert lib.qmamba_copy_async(dst, src, 16, None) == 1
+    assert text in lib.qmamba_last_error().decode()
+    assert lib.qmamba_copy_async(None, None, 0, None) == 0  # nothing to copy

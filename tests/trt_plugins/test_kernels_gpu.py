@@ -182,3 +182,15 @@ def test_ssd_prefill_then_decode_equals_longer_prefill(name):
     # the last rounding) wherever the head state did not saturate
     unsat = (st_head.int().abs() < 127) & (st_full.int().abs() < 127)
     assert (st_step.int() - st_full.int())[unsat].abs().max().item() <= 1
+
+
+@pytest.mark.parametrize("nbytes", [1, 4, 4097, 3 * 1024 * 1024 + 5])
+def test_copy_moves_the_bytes(nbytes):
+    """qmamba_copy_async (QmambaBitsAsFloat's copy of QuantSSD's y on TensorRT 8): the same bytes arrive."""
+    src = torch.randint(-128, 128, (nbytes,), dtype=torch.int8, device="cuda")
+    dst = torch.zeros_like(src)
+    lib = kernels.load_library()
+    stream = torch.cuda.current_stream().cuda_stream
+    kernels.check_status(lib.qmamba_copy_async(dst.data_ptr(), src.data_ptr(), nbytes, stream), lib)
+    torch.cuda.synchronize()
+    assert torch.equal(dst, src)

@@ -75,3 +75,20 @@ def test_name_version_namespace(op):
     assert 'kVERSION = "1"' in header
     adapters = (ROOT / "trt_plugins" / "common" / "pluginV3Adapter.h").read_text()
     assert 'getPluginNamespace() const noexcept override { return ""; }' in adapters
+
+
+def test_bits_as_float_fields_match_docs():
+    """QmambaBitsAsFloat (TensorRT 8's carrier of QuantSSD's y) is not an ONNX op of the export: its
+    field table lives in docs/tensorrt.md."""
+    core = ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore"
+    src = core.with_suffix(".cpp").read_text()
+    table = re.search(r"FieldSpec const \w+::kFIELDS\[kNB_FIELDS\] = \{(.*?)\n\};", src, re.S)
+    mine = [(n, k.lower(), "required" if r == "true" else d.strip()) for n, k, r, d in ROW.findall(table.group(1))]
+    doc = (ROOT / "docs" / "tensorrt.md").read_text()
+    rows = re.search(r"### QmambaBitsAsFloat fields\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
+    assert rows, "docs/tensorrt.md: no '### QmambaBitsAsFloat fields' table"
+    docs = [tuple(c.strip() for c in ln.strip("|").split("|"))[:3] for ln in rows.group(1).strip().splitlines()]
+    assert [d[0] for d in docs] == [m[0] for m in mine]
+    for (name, kind, default), (_, doc_kind, doc_default) in zip(mine, docs):
+        assert kind == doc_kind and _same_default(doc_default, default), name
+    assert 'kNAME = "QmambaBitsAsFloat"' in core.with_suffix(".h").read_text()

@@ -16,6 +16,29 @@
 namespace qmamba
 {
 
+// TensorRT 8.6 builds a plugin fed by QuantizeLinear as an int8 node and then accepts only int8 or int32
+// outputs from it: a float or half output is refused ("All of the candidates were removed, which points
+// to the node being incorrectly marked as an int8 node"; scripts/trt86_probe.py maps what it accepts).
+// So V2 hands such an output (QuantSSD's y) to TensorRT as int32 words holding its bytes: the same
+// buffer, half's last dimension halved. `qmamba build` puts QmambaBitsAsFloat after it.
+template <typename Core>
+bool carriedAsInt32(Core const& core, int32_t outputIndex)
+{
+    DType const t = core.outputType(outputIndex);
+    if (t != DType::kFloat && t != DType::kHalf)
+    {
+        return false;
+    }
+    for (int32_t i = 0; i < Core::kMAX_INPUTS; ++i)
+    {
+        if (core.inputType(i) == DType::kInt8)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
 template <typename Core>
 class PluginV2 : public nvinfer1::IPluginV2DynamicExt
 {
@@ -56,7 +79,7 @@ public:
     {
         try
         {
-            return toTrt(mCore.outputType(index));
+            return toTrt(v2OutputType(index));
         }
         catch (std::exception const& e)
         {
@@ -71,7 +94,14 @@ public:
         try
         {
             requireNbInputs<Core>(nbInputs);
-            return toExprs(mCore.outputRule(outputIndex), inputs, nbInputs, exprBuilder);
+            nvinfer1::DimsExprs out = toExprs(mCore.outputRule(outputIndex), inputs, nbInputs, exprBuilder);
+            if (carriedAsInt32(mCore, outputIndex) && mCore.outputType(outputIndex) == DType::kHalf)
+            {
+                // Two half values per int32 word (the channel counts of qmamba's ops are even).
+                nvinfer1::IDimensionExpr const*& last = out.d[out.nbDims - 1];
+                last = exprBuilder.operation(nvinfer1::DimensionOperation::kFLOOR_DIV, *last, *exprBuilder.constant(2));
+            }
+            return out;
         }
         catch (std::exception const& e)
         {
@@ -85,7 +115,8 @@ public:
     {
         try
         {
-            return supportsTypeAt(mCore, pos, inOut[pos], nbInputs);
+            DType const want = pos < nbInputs ? mCore.inputType(pos) : v2OutputType(pos - nbInputs);
+            return inOut[pos].format == nvinfer1::TensorFormat::kLINEAR && inOut[pos].type == toTrt(want);
         }
         catch (std::exception const& e)
         {
@@ -178,6 +209,11 @@ public:
     void setNbInputs(int32_t n) { mNbInputs = n; }
 
 private:
+    DType v2OutputType(int32_t index) const
+    {
+        return carriedAsInt32(mCore, index) ? DType::kInt32 : mCore.outputType(index);
+    }
+
     Core mCore;
     std::string mNamespace;
     int32_t mNbInputs{Core::kMIN_INPUTS};

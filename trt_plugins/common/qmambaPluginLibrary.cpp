@@ -3,6 +3,7 @@
 // IPluginRegistry::loadLibrary and `trtexec --dynamicPlugins` look up.
 #include "qmambaPluginLibrary.h"
 
+#include "bitsAsFloatPlugin.h"
 #include "qmambaSerialize.h"
 #include "qmambaTrtUtils.h"
 #include "quantConv1dSiLUPlugin.h"
@@ -24,6 +25,11 @@ using qmamba::QuantSSDPluginCreator;
 
 REGISTER_TENSORRT_PLUGIN(QuantConv1dSiLUPluginCreator);
 REGISTER_TENSORRT_PLUGIN(QuantSSDPluginCreator);
+#if NV_TENSORRT_MAJOR < 10
+// TensorRT 8 only: QuantSSD's y leaves the V2 plugin as int32 words (pluginV2Adapter.h, carriedAsInt32).
+using qmamba::BitsAsFloatPluginCreator;
+REGISTER_TENSORRT_PLUGIN(BitsAsFloatPluginCreator);
+#endif
 
 namespace
 {
@@ -59,10 +65,16 @@ CreatorBase* const* libraryCreators(int32_t& nbCreators)
 {
     static QuantConv1dSiLUPluginCreator conv;
     static QuantSSDPluginCreator ssd;
-    static CreatorBase* const creators[] = {&conv, &ssd};
     dropStaticRegistration(conv);
     dropStaticRegistration(ssd);
-    nbCreators = 2;
+#if NV_TENSORRT_MAJOR < 10
+    static BitsAsFloatPluginCreator bits;
+    dropStaticRegistration(bits);
+    static CreatorBase* const creators[] = {&conv, &ssd, &bits};
+#else
+    static CreatorBase* const creators[] = {&conv, &ssd};
+#endif
+    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }
 
@@ -126,6 +138,9 @@ extern "C" const char* qmamba_plugin_fields(void)
         std::ostringstream os;
         describeFields<qmamba::QuantConv1dSiLUCore>(os);
         describeFields<qmamba::QuantSSDCore>(os);
+#if NV_TENSORRT_MAJOR < 10
+        describeFields<qmamba::BitsAsFloatCore>(os);
+#endif
         return os.str();
     }();
     return table.c_str();

@@ -31,13 +31,14 @@ struct Shape
     int64_t d[kMAX_RANK]{};
 };
 
-// One output dimension: a constant, or an input's dimension plus an offset.
+// One output dimension: a constant, or an input's dimension times a factor plus an offset.
 struct DimRule
 {
     bool constant;
     int64_t value;   // the constant, or the offset added to the input's dimension
     int32_t input;   // input position (when !constant)
     int32_t dim;     // dimension of that input
+    int64_t factor;  // the input's dimension is multiplied by it (when !constant)
 };
 
 struct OutputRule
@@ -48,12 +49,12 @@ struct OutputRule
 
 inline DimRule constDim(int64_t v)
 {
-    return DimRule{true, v, 0, 0};
+    return DimRule{true, v, 0, 0, 1};
 }
 
-inline DimRule inputDim(int32_t input, int32_t dim, int64_t offset = 0)
+inline DimRule inputDim(int32_t input, int32_t dim, int64_t offset = 0, int64_t factor = 1)
 {
-    return DimRule{false, offset, input, dim};
+    return DimRule{false, offset, input, dim, factor};
 }
 
 // Checks one input's rank and its known dimensions against `want` (-1 in `want` = any size).

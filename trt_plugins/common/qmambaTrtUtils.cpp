@@ -94,6 +94,10 @@ nvinfer1::DimsExprs toExprs(OutputRule const& rule, nvinfer1::DimsExprs const* i
         require(r.input < nbInputs && r.dim < inputs[r.input].nbDims, "qmamba",
             "an output's shape refers to input " + std::to_string(r.input) + " which has too few dimensions");
         nvinfer1::IDimensionExpr const* e = inputs[r.input].d[r.dim];
+        if (r.factor != 1)
+        {
+            e = builder.operation(nvinfer1::DimensionOperation::kPROD, *e, *builder.constant(static_cast<int32_t>(r.factor)));
+        }
         if (r.value != 0)
         {
             e = builder.operation(nvinfer1::DimensionOperation::kSUM, *e, *builder.constant(static_cast<int32_t>(r.value)));

@@ -101,6 +101,9 @@ int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const qmamba_ssd_t
 int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qmamba_ssd_tensors* t,
                             int64_t batch, qmamba_stream_t stream);
 
+// Copies `bytes` from src to dst (both device memory) on `stream`.
+int qmamba_copy_async(void* dst, const void* src, size_t bytes, qmamba_stream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

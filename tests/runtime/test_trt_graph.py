@@ -1,0 +1,96 @@
+"""The graph `qmamba build` gives TensorRT (runtime/build.py trt_graph), checked without TensorRT:
+TensorRT 8's Q/DQ rules around plugins (mapped on the H100 by scripts/trt86_probe.py) are met, and
+every rewrite is exact (ONNX Runtime runs the rewritten Q/DQ pairs to the same values)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qmamba.export.onnx_export import export_onnx
+from qmamba.export.tiny import tiny_quantized_model
+from qmamba.runtime.build import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, trt_graph
+
+from trt_helpers import ort_session
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("g1")
+    export_onnx(tiny_quantized_model("g1"), out, force=True)
+    return {kind: onnx.load(str(out / f"{kind}.onnx")) for kind in ("prefill", "decode")}
+
+
+def _producers(g):
+    return {o: n for n in g.node for o in n.output}
+
+
+def _consumers(g):
+    out = {}
+    for n in g.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["prefill", "decode"])
+def test_tensorrt8_graph_meets_its_qdq_rules(exported, kind):
+    model = trt_graph(onnx.ModelProto.FromString(exported[kind].SerializeToString()), 8)
+    g = model.graph
+    prod, cons = _producers(g), _consumers(g)
+    plugins = [n for n in g.node if n.op_type in PLUGIN_INT8_INPUTS]
+    assert plugins
+    for n in plugins:
+        for i, name in enumerate(n.input):  # int8 in: straight from a QuantizeLinear
+            if i in PLUGIN_INT8_INPUTS[n.op_type] and name:
+                assert prod[name].op_type == "QuantizeLinear", f"{n.name} input {i} from {prod[name].op_type}"
+        for i, name in enumerate(n.output):
+            if i in PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ()):  # QuantSSD's y: int32 words -> QmambaBitsAsFloat
+                (bits,) = cons[name]
+                assert bits.op_type == "QmambaBitsAsFloat" and bits.domain == n.domain
+                out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
+                assert next(a.i for a in bits.attribute if a.name == "to") == out_dtype
+                assert cons[bits.output[0]], "y's consumers read QmambaBitsAsFloat's output"
+            else:  # int8 out: only into DequantizeLinear (also the states that are network outputs)
+                assert {c.op_type for c in cons[name]} == {"DequantizeLinear"}, f"{n.name} output {i}"
+    int8 = TensorProto.INT8
+    for vo in g.output:  # int8 network outputs (states) come from a QuantizeLinear
+        if vo.type.tensor_type.elem_type == int8:
+            assert prod[vo.name].op_type == "QuantizeLinear", vo.name
+    for vi in g.input:  # int8 network inputs (states) go into DequantizeLinear only
+        if vi.type.tensor_type.elem_type == int8:
+            assert {c.op_type for c in cons[vi.name]} == {"DequantizeLinear"}, vi.name
+    assert all(len(n.input) == 3 for n in g.node if n.op_type == "DequantizeLinear")  # explicit zero points
+
+
+def test_tensorrt10_graph_only_spells_out_zero_points(exported):
+    before = exported["prefill"]
+    after = trt_graph(onnx.ModelProto.FromString(before.SerializeToString()), 10)
+    assert [n.op_type for n in after.graph.node] == [n.op_type for n in before.graph.node]
+
+
+def test_qdq_pairs_on_plugin_edges_are_exact(tmp_path):
+    """A DequantizeLinear -> QuantizeLinear pair of scale 1 as the rewrite inserts it returns every int8."""
+    from qmamba.runtime.build import qdq_plugin_edges
+
+    x = helper.make_tensor_value_info("x", TensorProto.INT8, [256])
+    y = helper.make_tensor_value_info("y", TensorProto.INT8, [256])
+    # A plugin node with an int8 network input and output gets a pair on each; then it is made an Identity.
+    g = helper.make_graph([helper.make_node("QuantConv1dSiLU", ["x"], ["y"], name="p")], "g", [x], [y])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    model = qdq_plugin_edges(model)
+    pair = [n.op_type for n in model.graph.node]
+    assert pair[:2] == ["DequantizeLinear", "QuantizeLinear"]
+    for n in model.graph.node:
+        if n.op_type == "QuantConv1dSiLU":
+            n.op_type = "Identity"
+    # Identity's output passes through the output pair too: two round trips in all.
+    path = tmp_path / "pairs.onnx"
+    onnx.save(model, path)
+    values = np.arange(-128, 128, dtype=np.int8)
+    (got,) = ort_session(path).run(None, {"x": values})
+    np.testing.assert_array_equal(got, values)
+    scales = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert all(float(scales[n.input[1]]) == 1.0 for n in model.graph.node if n.op_type.endswith("Linear"))
