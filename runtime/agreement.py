@@ -12,6 +12,10 @@ import numpy as np
 
 TIE_MAX_LSB = 1
 TIE_MAX_FRACTION = 1e-3
+# The CUDA SSD prefill (the TensorRT plugin's too) sums on TF32 tensor cores (y within 2e-3 relative,
+# docs/kernels.md), so its int8 states land on the other side of a rounding boundary more often than an
+# fp32 sum would: still <= 1 LSB, on up to 2 % of the elements (0.6 % seen at L = 37 on the H100).
+TF32_STATE_MAX_FRACTION = 2e-2
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,16 @@ def _numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
-def int8_agreement(name: str, a, b) -> Agreement:
-    """int8 equality except at rounding ties (<= 1 LSB on <= 0.1 % of the elements)."""
+def int8_agreement(name: str, a, b, max_fraction: float = TIE_MAX_FRACTION) -> Agreement:
+    """int8 equality except at rounding ties (<= 1 LSB on <= max_fraction of the elements, 0.1 %
+    unless the computation's own precision says otherwise, e.g. TF32_STATE_MAX_FRACTION)."""
     a, b = _numpy(a), _numpy(b)
     _check_shapes(name, a, b)
     d = np.abs(a.astype(np.int32) - b.astype(np.int32))
     max_abs = int(d.max()) if d.size else 0
     frac = float((d > 0).mean()) if d.size else 0.0
-    ok = max_abs <= TIE_MAX_LSB and frac <= TIE_MAX_FRACTION
-    return Agreement(name, "int8", max_abs, frac, ok, f"<={TIE_MAX_LSB} LSB on <={TIE_MAX_FRACTION:.1%}")
+    ok = max_abs <= TIE_MAX_LSB and frac <= max_fraction
+    return Agreement(name, "int8", max_abs, frac, ok, f"<={TIE_MAX_LSB} LSB on <={max_fraction:.1%}")
 
 
 def float_agreement(name: str, a, b, rel_bound: float) -> Agreement:

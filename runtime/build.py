@@ -120,11 +120,14 @@ PLUGIN_FLOAT_OUTPUTS = {"QuantSSD": {0}}
 
 def qdq_plugin_edges(model):
     """Every int8 input of a plugin node comes straight from a QuantizeLinear, and every int8 output
-    goes straight into a DequantizeLinear: an exact DequantizeLinear -> QuantizeLinear pair (scale 1,
-    zero point 0) on each int8 edge that lacks one. TensorRT 8.6's explicit-quantization builder
-    refuses int8 between two plugins and int8 network inputs or outputs at a plugin ("All of the
-    candidates were removed, which points to the node being incorrectly marked as an int8 node"),
-    and builds them with such a pair between (scripts/trt86_probe.py; NVIDIA/TensorRT#3055)."""
+    goes straight into a DequantizeLinear, through exact DequantizeLinear/QuantizeLinear pairs of scale 1
+    and zero point 0. TensorRT 8.6's explicit-quantization builder refuses int8 between two plugins and
+    int8 network inputs or outputs at a plugin ("All of the candidates were removed, which points to
+    the node being incorrectly marked as an int8 node") and builds them with such a pair between
+    (scripts/trt86_probe.py; NVIDIA/TensorRT#3055). Each plugin output gets one pair, which then also
+    serves a plugin that reads it. An int8 input made by a Concat of QuantizeLinear outputs (xBC, whose
+    x, B and C have their own scales) is concatenated as the integer values in float instead: a
+    DequantizeLinear of scale 1 on each piece, the Concat, then a QuantizeLinear of scale 1."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -132,30 +135,53 @@ def qdq_plugin_edges(model):
     unit, zero = "qmamba.trt.unit_scale", "qmamba.trt.int8_zero"
     g.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), unit),
                           numpy_helper.from_array(np.array(0, np.int8), zero)])
-    producers = {o: n for n in g.node for o in n.output}
+
+    def dq(x, y):
+        return helper.make_node("DequantizeLinear", [x, unit, zero], [y], name=f"{y}/DequantizeLinear")
+
+    def q(x, y):
+        return helper.make_node("QuantizeLinear", [x, unit, zero], [y], name=f"{y}/QuantizeLinear")
+
+    # Outputs first: a plugin's int8 output leaves through DQ -> Q under its own name, so a plugin
+    # reading it reads a QuantizeLinear.
     nodes = []
     for n in g.node:
-        if n.op_type not in PLUGIN_INT8_INPUTS:
-            nodes.append(n)
-            continue
-        for i, name in enumerate(n.input):
-            p = producers.get(name)
-            if i not in PLUGIN_INT8_INPUTS[n.op_type] or not name or (p is not None and p.op_type == "QuantizeLinear"):
-                continue
-            dq, q = f"{name}.trt_dq.{n.name}", f"{name}.trt_q.{n.name}"
-            nodes += [helper.make_node("DequantizeLinear", [name, unit, zero], [dq], name=f"{dq}/DequantizeLinear"),
-                      helper.make_node("QuantizeLinear", [dq, unit, zero], [q], name=f"{q}/QuantizeLinear")]
-            n.input[i] = q
         nodes.append(n)
+        if n.op_type not in PLUGIN_INT8_INPUTS:
+            continue
         for i, name in enumerate(n.output):
-            if i in PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ()):
+            if i in PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ()) or not name:
                 continue
-            raw, dq = f"{name}.trt_raw", f"{name}.trt_dq_out"
-            n.output[i] = raw
-            nodes += [helper.make_node("DequantizeLinear", [raw, unit, zero], [dq], name=f"{dq}/DequantizeLinear"),
-                      helper.make_node("QuantizeLinear", [dq, unit, zero], [name], name=f"{name}.trt_q_out/QuantizeLinear")]
+            n.output[i] = f"{name}.trt_raw"
+            nodes += [dq(n.output[i], f"{name}.trt_dq_out"), q(f"{name}.trt_dq_out", name)]
+    producers = {o: n for n in nodes for o in n.output}
+    consumers = {}
+    for n in nodes:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    out = []
+    for n in nodes:
+        if n.op_type in PLUGIN_INT8_INPUTS:
+            for i, name in enumerate(n.input):
+                p = producers.get(name)
+                if i not in PLUGIN_INT8_INPUTS[n.op_type] or not name or (p is not None and p.op_type == "QuantizeLinear"):
+                    continue
+                pieces = list(p.input) if p is not None and p.op_type == "Concat" else []
+                if pieces and all(producers.get(x) is not None and producers[x].op_type == "QuantizeLinear"
+                                  for x in pieces) and len(consumers[name]) == 1:
+                    # Concat in float of the pieces' integer values, then Q(1) into the plugin.
+                    floats = [f"{x}.trt_dq.{p.name}" for x in pieces]
+                    out[out.index(p):out.index(p)] = [dq(x, f) for x, f in zip(pieces, floats)]
+                    del p.input[:]
+                    p.input.extend(floats)
+                    p.output[0] = f"{name}.trt_float"
+                    out.append(q(p.output[0], name))
+                    continue
+                out += [dq(name, f"{name}.trt_dq.{n.name}"), q(f"{name}.trt_dq.{n.name}", f"{name}.trt_q.{n.name}")]
+                n.input[i] = f"{name}.trt_q.{n.name}"
+        out.append(n)
     del g.node[:]
-    g.node.extend(nodes)
+    g.node.extend(out)
     return model
 
 

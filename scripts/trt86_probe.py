@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 
 from qmamba.runtime import trt_runner  # noqa: E402
-from qmamba.runtime.build import explicit_zero_points  # noqa: E402
+from qmamba.runtime.build import explicit_zero_points, trt_graph  # noqa: E402
 
 F, H, I8, I32, ANY = 0, 1, 2, 3, -1  # nvinfer1::DataType codes; ANY: float, half or int8 accepted
 ONNX_OF = {F: TensorProto.FLOAT, H: TensorProto.FLOAT16, I8: TensorProto.INT8, I32: TensorProto.INT32,
@@ -241,13 +241,43 @@ def qmamba_variants(work: Path):
     out = {"quantssd-single-op": ("QuantSSD: int8 from Q, y float, state -> DQ",
                                   float_io(onnx_ops.single_op_model("QuantSSD", False, a, p, t)))}
     export_onnx(tiny_quantized_model("g1"), work / "g1", force=True)
-    out["model-g1-prefill"] = ("tiny g1 prefill graph as exported", onnx.load(str(work / "g1" / "prefill.onnx")))
+    prefill = onnx.load(str(work / "g1" / "prefill.onnx"))
+    out["model-g1-prefill"] = ("tiny g1 prefill graph as exported", prefill)
+    trt8 = trt_graph(onnx.ModelProto.FromString(prefill.SerializeToString()), 8)
+    out["model-g1-trt8"] = ("tiny g1 prefill as `qmamba build` gives TensorRT 8", trt8)
+    out["model-g1-trt8-decode"] = ("tiny g1 decode as `qmamba build` gives TensorRT 8",
+                                   trt_graph(onnx.load(str(work / "g1" / "decode.onnx")), 8))
+    residual = next(i for n in trt8.graph.node if n.name.startswith("layers.1.") for i in n.input
+                    if not i.startswith("layers.1."))
+    for name, tensor in (("cut-xbc", "layers.0.mixer.xBC_q.trt_float"), ("cut-conv", "layers.0.mixer.conv.x.trt_dq_out"),
+                         ("cut-ssd", "layers.0.mixer.ssd.y"), ("cut-layer0", residual)):
+        out[f"model-g1-trt8-{name}"] = (f"model-g1-trt8 up to {tensor}", cut(trt8, [tensor]))
     return out
+
+
+def cut(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+    """The part of the model that computes `outputs` (float tensors), as a model of its own."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    keep, stack = set(), list(outputs)
+    while stack:
+        n = producer.get(stack.pop())
+        if n is not None and id(n) not in keep:
+            keep.add(id(n))
+            stack += list(n.input)
+    nodes = [n for n in g.node if id(n) in keep]
+    used = {i for n in nodes for i in n.input}
+    graph = helper.make_graph(nodes, "cut", [i for i in g.input if i.name in used],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              [t for t in g.initializer if t.name in used])
+    m = helper.make_model(graph, opset_imports=list(model.opset_import), functions=list(model.functions))
+    m.ir_version = model.ir_version
+    return m
 
 
 def _env(name: str):
     env = dict(os.environ)
-    env.setdefault("QMAMBA_TRT_LOG", "verbose" if name.startswith(("quantssd", "model")) else "info")
+    env.setdefault("QMAMBA_TRT_LOG", "verbose" if name.startswith(("quantssd", "model-g1-trt8")) else "info")
     return env
 
 
@@ -259,7 +289,7 @@ def build(name: str, model: onnx.ModelProto, work: Path, plugins: Path, seq=(1, 
            "--batch", "1,1,2", "--seq", ",".join(map(str, seq)), "--no-tactic-libraries"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(name))
     (work / f"{name}.log").write_text(r.stderr)
-    if r.returncode != 0 and name.startswith(("quantssd", "model")):
+    if r.returncode != 0 and name.startswith(("quantssd", "model-g1-trt8")):
         # What TensorRT decided about Q/DQ and formats before it gave up: the device suite returns these.
         keep = [ln for ln in r.stderr.splitlines() if any(k in ln for k in ("QDQ", "Q/DQ", "int8", "Int8", "INT8",
                 "QuantSSD", "ssd", "Quantize", "Dequantize", "candidate", "format", "Format"))]

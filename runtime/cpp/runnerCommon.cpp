@@ -98,9 +98,9 @@ void failWithTrtErrors(std::string const& message)
     if (errors.find("filterQDQFormats") != std::string::npos)
     {
         // TensorRT 8's Q/DQ rules around plugins: the graph needs the rewrite `qmamba build` makes.
-        hint = "; TensorRT 8 builds qmamba's plugins from the graph `qmamba build` writes "
-               "(runtime/build.py trt_graph: Q/DQ pairs on plugin int8 edges, QmambaBitsAsFloat after "
-               "QuantSSD; docs/tensorrt.md), not from the exported ONNX as is";
+        hint = "; TensorRT 8 takes qmamba's plugins only from a graph rewritten for its Q/DQ rules, as "
+               "`qmamba build` does (runtime/build.py trt_graph; `qmamba build --keep-onnx` keeps it; "
+               "docs/tensorrt.md)";
     }
     throw RunnerError(errors.empty() ? message + hint : message + " (TensorRT: " + errors + ")" + hint);
 }

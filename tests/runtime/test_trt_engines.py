@@ -15,7 +15,7 @@ import pytest
 from qmamba.export import onnx_ops
 from qmamba.export.op_cases import conv_case, ssd_case
 from qmamba.runtime import trt_runner
-from qmamba.runtime.agreement import float_agreement, int8_agreement
+from qmamba.runtime.agreement import TF32_STATE_MAX_FRACTION, TIE_MAX_FRACTION, float_agreement, int8_agreement
 from qmamba.runtime.build import tensorrt_major, trt_graph
 
 from trt_helpers import (SMALL_LAYER_SHAPES, export_small_model, float_feed, float_io, ort_run, ort_session,
@@ -54,7 +54,9 @@ def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, s
         if name == "y":
             a = float_agreement(name, got[name], ref, Y_BOUND)
         else:  # int8 values carried as float through DequantizeLinear(scale 1)
-            a = int8_agreement(name, got[name].astype(np.int8), ref.astype(np.int8))
+            tf32 = op == "QuantSSD" and seqlen > 1  # the prefill kernel's state
+            a = int8_agreement(name, got[name].astype(np.int8), ref.astype(np.int8),
+                               TF32_STATE_MAX_FRACTION if tf32 else TIE_MAX_FRACTION)
         assert a.ok, a.row()
 
 
@@ -139,7 +141,9 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines):
     states = {}
     for name_in, name_out in _states(meta):
         got = session.read_state(name_in, ref[name_out].shape)
-        a = int8_agreement(f"prefill {name_out}", got, ref[name_out])
+        tf32 = name_out.startswith("ssm_state")  # from the prefill kernel
+        a = int8_agreement(f"prefill {name_out}", got, ref[name_out],
+                           TF32_STATE_MAX_FRACTION if tf32 else TIE_MAX_FRACTION)
         assert a.ok, a.row()
         states[name_in] = ref[name_out]
     # Decode steps from ONNX Runtime's own states, with the same tokens on both sides.
