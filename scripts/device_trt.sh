@@ -14,7 +14,8 @@
 # installed, set TensorRT_ROOT (and TensorRT_INCLUDE_DIR if its headers live elsewhere): no staging.
 # Steps: QMAMBA_TRT_STEPS="probe gpu test bench" (default "test bench"; probe: scripts/trt86_probe.py;
 # gpu: the model's CUDA tests without TensorRT, tests/export -m gpu);
-# QMAMBA_TRT_TEST_FILTER: a pytest -k expression for the test step; QMAMBA_PROBE_ONLY: probe variants.
+# QMAMBA_TRT_TEST_FILTER: a pytest -k expression for the test step; QMAMBA_PROBE_ONLY: probe variants;
+# QMAMBA_BENCH_ARGS: arguments of scripts/bench_trt.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -59,7 +60,7 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
   case "$step" in
     test)
       # -P: the installed package, not the checkout's bare qmamba/ folder (python3 is the one with torch).
-      timeout 540 python3 -P -m pytest -q -rs ${QMAMBA_TRT_TEST_FILTER:+-k "$QMAMBA_TRT_TEST_FILTER"} \
+      timeout 540 python3 -P -m pytest -q -rs --tb=short ${QMAMBA_TRT_TEST_FILTER:+-k "$QMAMBA_TRT_TEST_FILTER"} \
         tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     gpu)
@@ -69,7 +70,7 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
     probe)
       timeout 420 python3 scripts/trt86_probe.py --out "$OUT" ${QMAMBA_PROBE_ONLY:+--only "$QMAMBA_PROBE_ONLY"} 2>&1 | tee "$OUT/trt86_probe.log" | tail -40 ;;
     bench)
-      timeout 420 python3 scripts/bench_trt.py --out "$OUT" 2>&1 | tee "$OUT/trt_bench.log" | tail -60
+      timeout 560 python3 scripts/bench_trt.py --out "$OUT" ${QMAMBA_BENCH_ARGS:-} 2>&1 | tee "$OUT/trt_bench.log" | tail -60
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     *) echo "unknown step $step"; rc=2 ;;
   esac
