@@ -196,6 +196,7 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     assert main(["build", str(onnx_dir), "-o", str(out), "--batch", "1,1,2", "--seq", "1,32,64",
                  "--no-tactic-libraries"]) == 0
     assert main(["build", str(onnx_dir), "-o", str(out)]) == 1  # exists: needs --force
+    capsys.readouterr()  # the builds' report
     assert main(["generate", str(out), "--prompt", "KING:", "--tokens", "16"]) == 0
     assert capsys.readouterr().out.startswith("KING:")
     assert main(["bench", str(out), "--batch", "1", "2", "--seq", "64", "--iters", "3"]) == 0
