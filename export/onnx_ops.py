@@ -454,6 +454,12 @@ def shared_initializers() -> list[onnx.TensorProto]:
             numpy_helper.from_array(np.array(1.0, np.float32), UNIT_SCALE)]
 
 
+def add_shared_initializers(graph: onnx.GraphProto) -> None:
+    """Adds those of shared_initializers() that ``graph`` does not have yet (rewrites of a graph use them)."""
+    have = {t.name for t in graph.initializer}
+    graph.initializer.extend(t for t in shared_initializers() if t.name not in have)
+
+
 def constant_int8_input(name: str) -> tuple[list[onnx.NodeProto], str]:
     """Nodes that pass the int8 initializer ``name`` to a custom node: DequantizeLinear then
     QuantizeLinear, both with scale 1 (an exact identity on int8 values).

@@ -128,13 +128,13 @@ def qdq_plugin_edges(model):
     serves a plugin that reads it. An int8 input made by a Concat of QuantizeLinear outputs (xBC, whose
     x, B and C have their own scales) is concatenated as the integer values in float instead: a
     DequantizeLinear of scale 1 on each piece, the Concat, then a QuantizeLinear of scale 1."""
-    import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import helper
+
+    from qmamba.export import onnx_ops
 
     g = model.graph
-    unit, zero = "qmamba.trt.unit_scale", "qmamba.trt.int8_zero"
-    g.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), unit),
-                          numpy_helper.from_array(np.array(0, np.int8), zero)])
+    onnx_ops.add_shared_initializers(g)
+    unit, zero = onnx_ops.UNIT_SCALE, onnx_ops.INT8_ZERO
 
     def dq(x, y):
         return helper.make_node("DequantizeLinear", [x, unit, zero], [y], name=f"{y}/DequantizeLinear")
@@ -196,13 +196,12 @@ def bits_as_float_outputs(model):
     nodes = []
     for n in g.node:
         nodes.append(n)
-        if n.op_type != "QuantSSD":
-            continue
-        out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
-        y = n.output[0]
-        n.output[0] = f"{y}.trt_bits"
-        nodes.append(helper.make_node("QmambaBitsAsFloat", [n.output[0]], [y], name=f"{n.name}/bits_as_float",
-                                      domain=n.domain, to=out_dtype))
+        for i in sorted(PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ())):  # QuantSSD's y
+            out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
+            y = n.output[i]
+            n.output[i] = f"{y}.trt_bits"
+            nodes.append(helper.make_node("QmambaBitsAsFloat", [n.output[i]], [y], name=f"{y}/bits_as_float",
+                                          domain=n.domain, to=out_dtype))
     del g.node[:]
     g.node.extend(nodes)
     return model

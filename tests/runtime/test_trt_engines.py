@@ -126,6 +126,13 @@ def _states(meta):
             yield s[k]["input"], s[k]["output"]
 
 
+def _state_agreement(label, name_out, got, ref):
+    """ssm states come from the TF32 prefill kernel (and decode goes on from them); conv states are
+    exact but for ties."""
+    budget = TF32_STATE_MAX_FRACTION if name_out.startswith("ssm_state") else TIE_MAX_FRACTION
+    return int8_agreement(label, got, ref, budget)
+
+
 def test_model_prefill_and_decode_match_onnxruntime(model_engines):
     onnx_dir, engines = model_engines
     meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
@@ -141,10 +148,7 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines):
     states = {}
     for name_in, name_out in _states(meta):
         got = session.read_state(name_in, ref[name_out].shape)
-        # ssm states come from the TF32 prefill kernel; conv states are exact but for ties.
-        tf32 = name_out.startswith("ssm_state")
-        rows.append(int8_agreement(f"prefill {name_out}", got, ref[name_out],
-                                   TF32_STATE_MAX_FRACTION if tf32 else TIE_MAX_FRACTION))
+        rows.append(_state_agreement(f"prefill {name_out}", name_out, got, ref[name_out]))
         states[name_in] = ref[name_out]
     # Decode steps, the same tokens on both sides; each side goes on from its own states, so the engine's
     # ssm states keep the prefill's TF32 differences.
@@ -155,9 +159,7 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines):
         rows.append(float_agreement(f"decode {step} logits", logits, ref["logits"][:, -1], LOGITS_BOUND))
         for name_in, name_out in _states(meta):
             got = session.read_state(name_in, ref[name_out].shape)
-            tf32 = name_out.startswith("ssm_state")
-            rows.append(int8_agreement(f"decode {step} {name_out}", got, ref[name_out],
-                                       TF32_STATE_MAX_FRACTION if tf32 else TIE_MAX_FRACTION))
+            rows.append(_state_agreement(f"decode {step} {name_out}", name_out, got, ref[name_out]))
             states[name_in] = ref[name_out]
     print("\n".join(r.row() for r in rows))
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)

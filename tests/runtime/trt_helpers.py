@@ -38,8 +38,7 @@ def float_io(model: onnx.ModelProto) -> onnx.ModelProto:
     QuantizeLinear / DequantizeLinear of scale 1 (exact): TensorRT 8.6 takes int8 into a plugin from
     a QuantizeLinear, the proven path (../shared/tools/README.md)."""
     g = model.graph
-    have = {t.name for t in g.initializer}
-    g.initializer.extend(t for t in onnx_ops.shared_initializers() if t.name not in have)
+    onnx_ops.add_shared_initializers(g)
     pre, post = [], []
     for vi in g.input:
         if vi.type.tensor_type.elem_type == TensorProto.INT8:

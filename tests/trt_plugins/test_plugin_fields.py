@@ -23,9 +23,10 @@ CORES = {
 ROW = re.compile(r'\{"(\w+)", FieldKind::k(Float|Int), (true|false), ([^}]+)\}')
 
 
-def creator_fields(op: str) -> list[tuple[str, str, str]]:
-    """(name, type, default) rows of the op's field table, in the docs' notation."""
-    src = CORES[op].with_suffix(".cpp").read_text()
+def creator_fields(op: str, core: Path | None = None) -> list[tuple[str, str, str]]:
+    """(name, type, default) rows of the field table in ``core``.cpp (default: the op's core), in the
+    docs' notation."""
+    src = (core or CORES[op]).with_suffix(".cpp").read_text()
     table = re.search(r"FieldSpec const \w+::kFIELDS\[kNB_FIELDS\] = \{(.*?)\n\};", src, re.S)
     assert table, f"{op}: no kFIELDS table"
     rows = []
@@ -81,9 +82,7 @@ def test_bits_as_float_fields_match_docs():
     """QmambaBitsAsFloat (TensorRT 8's carrier of QuantSSD's y) is not an ONNX op of the export: its
     field table lives in docs/tensorrt.md."""
     core = ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore"
-    src = core.with_suffix(".cpp").read_text()
-    table = re.search(r"FieldSpec const \w+::kFIELDS\[kNB_FIELDS\] = \{(.*?)\n\};", src, re.S)
-    mine = [(n, k.lower(), "required" if r == "true" else d.strip()) for n, k, r, d in ROW.findall(table.group(1))]
+    mine = creator_fields("QmambaBitsAsFloat", core)
     doc = (ROOT / "docs" / "tensorrt.md").read_text()
     rows = re.search(r"### QmambaBitsAsFloat fields\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
     assert rows, "docs/tensorrt.md: no '### QmambaBitsAsFloat fields' table"
