@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=20, help="timed repetitions (default 20)")
     parser.add_argument("--plugins", metavar="LIB", help="libqmamba_trt_plugins.so (default: the built one)")
     parser.add_argument("--no-graph", action="store_true", help="decode without CUDA graphs")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print TensorRT's per-layer times (first batch and prompt length)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -73,6 +75,9 @@ def run(args) -> int:
         print(f"{r['batch']:>5} {r['seq']:>6} {r['prefill_ms']:>11.3f} {r['decode_ms_per_step']:>10.4f} "
               f"{r['decode_tokens_per_s']:>10.0f} {r['decode_bound_tokens_per_s']:>10.0f} "
               f"{r['decode_fraction_of_bound']:>8.1%}")
+    if args.profile:
+        session = trt_runner.TrtSession(args.engine_dir, args.plugins, max_batch=args.batch[0])
+        print(session.profile(args.batch[0], args.seq[0], args.iters))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

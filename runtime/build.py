@@ -185,6 +185,58 @@ def qdq_plugin_edges(model):
     return model
 
 
+# Ops for which TensorRT needs the Q/DQ pair in front of them (int8 GEMMs) or that are qmamba's plugins.
+_QDQ_CONSUMERS = {"MatMul", "Gemm", "Conv", "QuantizeLinear", *PLUGIN_INT8_INPUTS}
+INT8_MIN, INT8_MAX = "qmamba.int8_min", "qmamba.int8_max"
+
+
+def float_fake_quant(model):
+    """A QuantizeLinear whose int8 values only come back as floats (DequantizeLinear into float ops,
+    e.g. the gate z of the gated norm) is computed in float: ``Mul(Clip(Round(Div(x, s)), -128, 127), s)``,
+    what ``DequantizeLinear(QuantizeLinear(x, s), s)`` means (Round is round-half-to-even, as
+    QuantizeLinear's rounding). TensorRT 8.6 fuses such a pair into the float op that follows and there
+    mishandles the value -128: on the H100, Sigmoid of a dequantized -128 came out near sigmoid(+128 s)
+    (scripts/trt_bisect.py found it; one saturated z element moved the decode logits by 14 %)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    consumers = {}
+    for n in g.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def float_only(dq):
+        return dq.op_type == "DequantizeLinear" and dq.output[0] not in outputs and all(
+            c.op_type not in _QDQ_CONSUMERS for c in consumers.get(dq.output[0], []))
+
+    have = {t.name for t in g.initializer}
+    for name, value in ((INT8_MIN, -128.0), (INT8_MAX, 127.0)):
+        if name not in have:
+            g.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    out, dropped = [], set()
+    for n in g.node:
+        if id(n) in dropped:
+            continue
+        users = consumers.get(n.output[0], []) if n.op_type == "QuantizeLinear" else []
+        if not users or n.output[0] in outputs or not all(float_only(u) for u in users) \
+                or any(list(u.input[1:2]) != list(n.input[1:2]) for u in users):
+            out.append(n)
+            continue
+        x, scale, q = n.input[0], n.input[1], n.output[0]
+        out += [helper.make_node("Div", [x, scale], [f"{q}.scaled"], name=f"{q}/Div"),
+                helper.make_node("Round", [f"{q}.scaled"], [f"{q}.rounded"], name=f"{q}/Round"),
+                helper.make_node("Clip", [f"{q}.rounded", INT8_MIN, INT8_MAX], [f"{q}.int8_valued"],
+                                 name=f"{q}/Clip")]
+        for i, u in enumerate(users):
+            dropped.add(id(u))
+            out.append(helper.make_node("Mul", [f"{q}.int8_valued", scale], [u.output[0]], name=f"{q}/Mul.{i}"))
+    del g.node[:]
+    g.node.extend(out)
+    return model
+
+
 def bits_as_float_outputs(model):
     """QuantSSD's y as TensorRT 8 gets it: the V2 plugin hands y to TensorRT as int32 words holding its
     bytes (TensorRT 8.6 accepts no float output from a plugin fed by QuantizeLinear;
@@ -209,9 +261,10 @@ def bits_as_float_outputs(model):
 
 def trt_graph(model, tensorrt_major: int):
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact.
-    All versions: explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and bits_as_float_outputs
-    (its explicit-quantization rules, mapped by scripts/trt86_probe.py; docs/tensorrt.md)."""
-    model = explicit_zero_points(model)
+    All versions: float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
+    explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and bits_as_float_outputs (its
+    explicit-quantization rules, mapped by scripts/trt86_probe.py; docs/tensorrt.md)."""
+    model = explicit_zero_points(float_fake_quant(model))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
     return model

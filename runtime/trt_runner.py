@@ -86,6 +86,7 @@ def runner_library() -> ctypes.CDLL:
         "qmr_session_decode": (c_int, [c_void_p, i64p, ctypes.POINTER(ctypes.c_float), c_int]),
         "qmr_session_bench": (c_int, [c_void_p, c_int, c_int, c_int, c_int, ctypes.POINTER(ctypes.c_double),
                                       ctypes.POINTER(ctypes.c_double)]),
+        "qmr_session_profile": (c_int, [c_void_p, c_int, c_int, c_int, ctypes.POINTER(c_char_p)]),
         "qmr_session_read_state": (c_int, [c_void_p, c_char_p, c_void_p, ctypes.c_size_t]),
         "qmr_session_state_names": (c_char_p, [c_void_p]),
     }
@@ -347,6 +348,13 @@ class TrtSession:
                                            ctypes.byref(dec)))
         self.batch = batch
         return pre.value, dec.value
+
+    def profile(self, batch: int, seqlen: int, iters: int = 10) -> str:
+        """TensorRT's per-layer times (mean ms, slowest first) of a prefill and of a decode step."""
+        report = ctypes.c_char_p()
+        _check(self._lib.qmr_session_profile(self._h, batch, seqlen, iters, ctypes.byref(report)))
+        self.batch = batch
+        return report.value.decode()
 
     def __del__(self):
         if getattr(self, "_h", None):

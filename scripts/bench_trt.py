@@ -97,15 +97,23 @@ def torch_fp16(cfg: QuantConfig, iters: int) -> list[dict]:
     with torch.no_grad():
         for b in BATCHES:
             for L in SEQS:
-                ids = torch.randint(0, cfg.vocab_size, (b, L), device="cuda")
-                pre = cuda_ms(lambda: model(ids), iters)
-                out = model(ids, use_cache=True)
-                cache, step = out.cache_params, ids[:, -1:]
-                pos = torch.tensor([L], device="cuda")
-                dec = cuda_ms(lambda: model(step, cache_params=cache, use_cache=True, cache_position=pos), iters)
+                # transformers' pure-PyTorch scan materializes [batch, chunks, chunk, chunk, heads, headdim]
+                # tensors: the larger shapes may not fit the GPU; each shape is reported on its own.
+                try:
+                    ids = torch.randint(0, cfg.vocab_size, (b, L), device="cuda")
+                    pre = cuda_ms(lambda: model(ids), iters)
+                    out = model(ids, use_cache=True)
+                    cache, step = out.cache_params, ids[:, -1:]
+                    pos = torch.tensor([L], device="cuda")
+                    dec = cuda_ms(lambda: model(step, cache_params=cache, use_cache=True, cache_position=pos), iters)
+                except torch.cuda.OutOfMemoryError as e:
+                    print(f"  torch-fp16 batch {b} seq {L}: out of GPU memory ({str(e).splitlines()[0]})")
+                    out = cache = None  # noqa: F841 (frees the failed shape's tensors)
+                    torch.cuda.empty_cache()
+                    continue
                 rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
                              "decode_tokens_per_s": b * 1e3 / dec})
-    del model
+    model = None  # the closures above hold it: drop it before freeing the cache
     torch.cuda.empty_cache()
     return rows
 
@@ -119,9 +127,11 @@ def engines_for(model: QuantMamba2LM, root: Path) -> Path:
     return root / "engines"
 
 
-def trt_rows(engines: Path, iters: int, bw: float) -> list[dict]:
+def trt_rows(engines: Path, iters: int, bw: float, profile: bool) -> list[dict]:
     meta = read_engines_metadata(engines)
     session = trt_runner.TrtSession(engines, max_batch=max(BATCHES))
+    if profile:  # where a decode step's time goes (TensorRT's layer profiler, no CUDA graph)
+        print(session.profile(BATCHES[0], SEQS[0], iters))
     rows = []
     for b in BATCHES:
         for L in SEQS:
@@ -149,6 +159,8 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=8, help="layers of the 2.7b-shaped model (2.7b has 64)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--models", default="2.7b,small", help="which models, comma-separated: 2.7b, small")
+    ap.add_argument("--profile", action="store_true", help="print TensorRT's per-layer times (batch 1, L 512)")
     args = ap.parse_args()
     out = Path(args.out)
     work = Path("/tmp/qmamba_bench")
@@ -158,16 +170,17 @@ def main() -> int:
     from trt_helpers import small_quantized_model  # the device tests' small model (kernel-supported sizes)
 
     # The 2.7b-shaped model first: it is the one the targets are about (results are written per model).
-    models = {
-        f"2.7b-shaped ({args.layers} of 64 layers, d_model 2560, h 80, p 64, n 128, byte vocab)": random_w8a8(
-            QuantConfig(vocab_size=256, d_model=2560, n_layer=args.layers, nheads=80, headdim=64, d_state=128,
-                        ngroups=1, d_conv=4)),
-        "small g1 (2 layers, d_model 128, h 8, p 32, n 32)": small_quantized_model("g1"),
-    }
+    models = {}
+    if "2.7b" in args.models.split(","):
+        name = f"2.7b-shaped ({args.layers} of 64 layers, d_model 2560, h 80, p 64, n 128, byte vocab)"
+        models[name] = random_w8a8(QuantConfig(vocab_size=256, d_model=2560, n_layer=args.layers, nheads=80,
+                                               headdim=64, d_state=128, ngroups=1, d_conv=4))
+    if "small" in args.models.split(","):
+        models["small g1 (2 layers, d_model 128, h 8, p 32, n 32)"] = small_quantized_model("g1")
     report = {"copy_bandwidth_GBps": bw / 1e9, "models": {}}
     for i, (name, model) in enumerate(models.items()):
         print(f"{name}:")
-        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}"), args.iters, bw)}
+        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}"), args.iters, bw, args.profile)}
         if not args.skip_torch:
             for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.iters)),
                                ("torch-fp16", lambda: torch_fp16(model.config, args.iters))):

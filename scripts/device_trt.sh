@@ -13,9 +13,10 @@
 # call. A later call with no chunk (and /tmp/trt86 still there) reruns the suite. Where TensorRT is
 # installed, set TensorRT_ROOT (and TensorRT_INCLUDE_DIR if its headers live elsewhere): no staging.
 # Steps: QMAMBA_TRT_STEPS="probe gpu test bench" (default "test bench"; probe: scripts/trt86_probe.py;
-# gpu: the model's CUDA tests without TensorRT, tests/export -m gpu);
+# gpu: the model's CUDA tests without TensorRT, tests/export -m gpu; kernels: the CUDA kernel tests);
 # QMAMBA_TRT_TEST_FILTER: a pytest -k expression for the test step; QMAMBA_PROBE_ONLY: probe variants;
-# QMAMBA_BENCH_ARGS: arguments of scripts/bench_trt.py.
+# QMAMBA_BENCH_ARGS: arguments of scripts/bench_trt.py; bisect: scripts/trt_bisect.py for
+# QMAMBA_BISECT_MODELS (default g1) with QMAMBA_BISECT_ARGS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -67,8 +68,18 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
       # The model's CUDA paths without TensorRT: kernels op backend, calibration on CUDA.
       timeout 300 python3 -P -m pytest -q -rs -m gpu tests/export tests/trt_plugins/test_kernels_gpu.py::test_copy_moves_the_bytes 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
+    kernels)
+      # The CUDA kernels against their reference twins (no TensorRT).
+      timeout 400 python3 -P -m pytest -q -rs tests/trt_plugins/test_kernels_gpu.py 2>&1 | tee "$OUT/kernel_tests.log" | tail -15
+      [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     probe)
       timeout 420 python3 scripts/trt86_probe.py --out "$OUT" ${QMAMBA_PROBE_ONLY:+--only "$QMAMBA_PROBE_ONLY"} 2>&1 | tee "$OUT/trt86_probe.log" | tail -40 ;;
+    bisect)
+      # Where the engine and ONNX Runtime part ways (scripts/trt_bisect.py), for QMAMBA_BISECT_MODELS.
+      for m in ${QMAMBA_BISECT_MODELS:-g1}; do
+        timeout 540 python3 -P scripts/trt_bisect.py --model "$m" --out "$OUT" ${QMAMBA_BISECT_ARGS:-} 2>&1 \
+          | tee "$OUT/trt_bisect_$m.log" | grep -v "rel per row 0.00e+00 0.00e+00\|row \[0, 0\]" | tail -80
+      done ;;
     bench)
       timeout 560 python3 scripts/bench_trt.py --out "$OUT" ${QMAMBA_BENCH_ARGS:-} 2>&1 | tee "$OUT/trt_bench.log" | tail -60
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;

@@ -37,6 +37,10 @@ public:
     size_t bytes(std::string const& name) const; // of the current shape
     void setAddress(std::string const& name, void* ptr);
     void enqueue(cudaStream_t stream);
+    // Runs the engine `iters` times under TensorRT's layer profiler (no CUDA graph, synchronized after
+    // each run) and returns one line per layer: mean ms, share of the total, TensorRT's layer name;
+    // slowest first. The execution context is replaced (CUDA graphs captured from it are void).
+    std::string profileLayers(cudaStream_t stream, int iters);
     std::string const& path() const { return mPath; }
 
 private:

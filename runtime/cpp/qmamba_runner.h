@@ -81,6 +81,9 @@ QMR_API int qmr_session_decode(qmr_session* session, const int64_t* ids, float* 
 // Device-side timings: prefill of [batch, seqlen] (median ms over iters) and decode ms per step.
 QMR_API int qmr_session_bench(qmr_session* session, int batch, int seqlen, int iters, int use_graph, double* prefill_ms,
                       double* decode_ms);
+// TensorRT's layer profiler over a prefill of [batch, seqlen] and a decode step (iters runs each, no CUDA
+// graph): one line per layer, slowest first. *report stays valid until the next call on this session.
+QMR_API int qmr_session_profile(qmr_session* session, int batch, int seqlen, int iters, const char** report);
 // Copies one state tensor (as the decode engine names its input) of the current batch to host memory.
 QMR_API int qmr_session_read_state(const qmr_session* session, const char* name, void* host, size_t bytes);
 // Names of the decode engine's state inputs, '\n'-separated.

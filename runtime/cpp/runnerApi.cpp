@@ -20,6 +20,7 @@ struct qmr_engine
 struct qmr_session
 {
     std::unique_ptr<qmr::Session> session;
+    std::string profileReport; // what qmr_session_profile last returned
 };
 
 namespace
@@ -245,6 +246,16 @@ int qmr_session_bench(qmr_session* session, int batch, int seqlen, int iters, in
         need(prefill_ms, "prefill_ms");
         need(decode_ms, "decode_ms");
         session->session->bench(batch, seqlen, iters, use_graph != 0, *prefill_ms, *decode_ms);
+    });
+}
+
+int qmr_session_profile(qmr_session* session, int batch, int seqlen, int iters, const char** report)
+{
+    return guarded([&] {
+        need(session, "session");
+        need(report, "report");
+        session->profileReport = session->session->profile(batch, seqlen, iters);
+        *report = session->profileReport.c_str();
     });
 }
 

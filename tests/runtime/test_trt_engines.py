@@ -133,7 +133,13 @@ def _state_agreement(label, name_out, got, ref):
     return int8_agreement(label, got, ref, budget)
 
 
-def test_model_prefill_and_decode_match_onnxruntime(model_engines):
+# Decode steps under each way of running them: every step a CUDA graph (two per session: one per state
+# buffer set; steps 2 and 3 are pure replays), every step a direct enqueue, and the two alternating.
+DECODE_MODES = {"graph": (True,) * 5, "direct": (False,) * 5, "alternate": (True, False, True, False, True)}
+
+
+@pytest.mark.parametrize("mode", list(DECODE_MODES))
+def test_model_prefill_and_decode_match_onnxruntime(model_engines, mode):
     onnx_dir, engines = model_engines
     meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
     prefill, decode = ort_session(onnx_dir / "prefill.onnx"), ort_session(onnx_dir / "decode.onnx")
@@ -145,22 +151,23 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines):
     logits = session.prefill(ids)
     ref = ort_run(prefill, {"input_ids": ids})
     rows.append(float_agreement("prefill logits", logits, ref["logits"][:, -1], LOGITS_BOUND))
-    states = {}
+    shapes = {}
     for name_in, name_out in _states(meta):
         got = session.read_state(name_in, ref[name_out].shape)
         rows.append(_state_agreement(f"prefill {name_out}", name_out, got, ref[name_out]))
-        states[name_in] = ref[name_out]
-    # Decode steps, the same tokens on both sides; each side goes on from its own states, so the engine's
-    # ssm states keep the prefill's TF32 differences.
-    for step in range(3):
+        shapes[name_in] = ref[name_out].shape
+    # Each decode step is compared alone: ONNX Runtime starts from the engine's states of the step before
+    # (so the prefill's TF32 differences do not carry over), and the step is exact but for ties.
+    for step, use_graph in enumerate(DECODE_MODES[mode]):
         tok = logits.argmax(-1)
-        logits = session.decode(tok, use_graph=(step % 2 == 0))
+        states = {name_in: session.read_state(name_in, shape) for name_in, shape in shapes.items()}
+        logits = session.decode(tok, use_graph=use_graph)
         ref = ort_run(decode, {"input_ids": tok[:, None].astype(np.int64), **states})
-        rows.append(float_agreement(f"decode {step} logits", logits, ref["logits"][:, -1], LOGITS_BOUND))
+        label = f"decode {step} ({'graph' if use_graph else 'direct'})"
+        rows.append(float_agreement(f"{label} logits", logits, ref["logits"][:, -1], LOGITS_BOUND))
         for name_in, name_out in _states(meta):
-            got = session.read_state(name_in, ref[name_out].shape)
-            rows.append(_state_agreement(f"decode {step} {name_out}", name_out, got, ref[name_out]))
-            states[name_in] = ref[name_out]
+            got = session.read_state(name_in, shapes[name_in])
+            rows.append(int8_agreement(f"{label} {name_out}", got, ref[name_out]))
     print("\n".join(r.row() for r in rows))
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
 
@@ -201,8 +208,14 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     capsys.readouterr()  # the builds' report
     assert main(["generate", str(out), "--prompt", "KING:", "--tokens", "16"]) == 0
     assert capsys.readouterr().out.startswith("KING:")
-    assert main(["bench", str(out), "--batch", "1", "2", "--seq", "64", "--iters", "3"]) == 0
-    assert "of bound" in capsys.readouterr().out
+    assert main(["bench", str(out), "--batch", "1", "2", "--seq", "64", "--iters", "3", "--profile"]) == 0
+    printed = capsys.readouterr().out
+    assert "of bound" in printed
+    # The layer profile names the plugins' layers (the exporter's node names) in both engines.
+    prefill_part, decode_part = printed.split("decode step, batch 1")
+    assert "prefill, batch 1, seqlen 64" in prefill_part
+    for part in (prefill_part, decode_part):
+        assert "mixer.ssd" in part and "mixer.conv" in part, part
     assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 1  # 100 > seq 64
 
 

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qmamba.export.onnx_export import export_onnx
 from qmamba.export.tiny import tiny_quantized_model
-from qmamba.runtime.build import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, trt_graph
+from qmamba.runtime.build import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, float_fake_quant, trt_graph
 
 from trt_helpers import ort_session
 
@@ -64,10 +64,63 @@ def test_tensorrt8_graph_meets_its_qdq_rules(exported, kind):
     assert all(len(n.input) == 3 for n in g.node if n.op_type == "DequantizeLinear")  # explicit zero points
 
 
-def test_tensorrt10_graph_only_spells_out_zero_points(exported):
+def test_tensorrt10_graph_only_spells_out_zero_points_and_float_fake_quant(exported):
     before = exported["prefill"]
     after = trt_graph(onnx.ModelProto.FromString(before.SerializeToString()), 10)
-    assert [n.op_type for n in after.graph.node] == [n.op_type for n in before.graph.node]
+    ops = lambda m: [n.op_type for n in m.graph.node]  # noqa: E731
+    assert ops(after) == ops(float_fake_quant(onnx.ModelProto.FromString(before.SerializeToString())))
+
+
+def test_float_fake_quant_takes_only_pairs_that_end_in_float_ops(exported):
+    """The gate z of each layer's gated norm (QuantizeLinear -> DequantizeLinear -> Sigmoid, Mul) is
+    rewritten; QuantizeLinear into a MatMul's DequantizeLinear or into a plugin is not."""
+    before = exported["decode"]
+    after = float_fake_quant(onnx.ModelProto.FromString(before.SerializeToString()))
+    gone = ({n.output[0] for n in before.graph.node if n.op_type == "QuantizeLinear"}
+            - {n.output[0] for n in after.graph.node if n.op_type == "QuantizeLinear"})
+    n_layer = sum(n.op_type == "QuantSSD" for n in before.graph.node)
+    assert gone == {f"layers.{i}.mixer.z_q" for i in range(n_layer)}
+
+
+def test_tensorrt10_graph_computes_what_the_export_does(exported, tmp_path):
+    """The whole rewritten decode graph on ONNX Runtime: logits and states bit for bit."""
+    before = exported["decode"]
+    after = trt_graph(onnx.ModelProto.FromString(before.SerializeToString()), 10)
+    onnx.save(before, tmp_path / "before.onnx")
+    onnx.save(after, tmp_path / "after.onnx")
+    rng = np.random.default_rng(0)
+    feed = {}
+    for vi in before.graph.input:
+        dims = [2 if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if vi.name == "input_ids":
+            feed[vi.name] = rng.integers(0, 256, (2, 1)).astype(np.int64)
+        else:  # int8 states, saturated values included
+            feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
+    want = ort_session(tmp_path / "before.onnx").run(None, feed)
+    got = ort_session(tmp_path / "after.onnx").run(None, feed)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float_fake_quant_is_exact_at_ties_and_saturation(tmp_path):
+    s = np.float32(0.0319)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Sigmoid", ["d"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(s), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "pair.onnx")
+    onnx.save(float_fake_quant(model), tmp_path / "float.onnx")
+    assert "QuantizeLinear" not in [n.op_type for n in onnx.load(tmp_path / "float.onnx").graph.node]
+    k = np.arange(-140, 141, dtype=np.float32)
+    values = np.concatenate([k * s, (k + 0.5) * s, (k + 0.5) * s * (1 + 1e-7), [-1e6, 1e6, 0.0]]).astype(np.float32)
+    (want,) = ort_session(tmp_path / "pair.onnx").run(None, {"x": values})
+    (got,) = ort_session(tmp_path / "float.onnx").run(None, {"x": values})
+    np.testing.assert_array_equal(got, want)
 
 
 def test_qdq_pairs_on_plugin_edges_are_exact(tmp_path):

@@ -4,7 +4,7 @@ The reference runs on the same GPU in fp32; the checks:
 - QuantConv1dSiLU: x, B, C equal except at rounding ties (<= 1 LSB on <= 0.1% of elements),
   conv_state_out exactly equal; prefill(L) then a decode step == prefill(L + 1) exactly;
 - QuantSSD decode (L = 1): y within 1e-5 relative, ssm_state_out equal except at ties, in place too;
-- QuantSSD prefill (TF32 tensor cores): ||y - y_ref|| / ||y_ref|| <= Y_BOUND = 2e-3 (justified in
+- QuantSSD prefill (3xTF32 tensor cores): ||y - y_ref|| / ||y_ref|| <= Y_BOUND = 2e-3 (justified in
   docs/kernels.md), ssm_state_out within 1 LSB; prefill(L) then decode == prefill(L + 1) up to
   the rounding of the int8 state the decode starts from (the reference's own gap, measured).
 Outputs are poisoned before each run.
@@ -131,7 +131,7 @@ def test_ssd_prefill_chunk_sizes_and_fp16(chunk_size, out_dtype):
     y_ref, st_ref = quant_ssd_ref(**t, **a)
     y, st = kernels.quant_ssd(**t, **a, out_dtype=out_dtype, chunk_size=chunk_size)
     assert y.dtype == out_dtype
-    # fp16 adds its own rounding (unit roundoff 2^-11) on top of the TF32 bound
+    # fp16 adds its own rounding (unit roundoff 2^-11) on top of the prefill bound
     assert rel_err(y, y_ref) <= Y_BOUND + (5e-4 if out_dtype == torch.float16 else 0.0)
     assert (st.int() - st_ref.int()).abs().max().item() <= 1
 

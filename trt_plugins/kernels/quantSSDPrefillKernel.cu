@@ -10,9 +10,11 @@
 // each row divided by its x scale, so the per-dim scale factors out of every product.
 //
 // Products run as mma.sync m16n8k8 TF32 with fp32 accumulation. int8 operands are exact in TF32 and
-// Cq Bq^T sums stay below 2^24, so that product is exact; the operands that carry a float factor
-// (M, the scaled Cq, S', the weighted Bq) are rounded to TF32 (10-bit mantissa, unit roundoff
-// 2^-11), which bounds y's error (docs/kernels.md). Inside an 8-wide k slab, thread q of a quad
+// Cq Bq^T sums stay below 2^24, so that product is exact. An operand that carries a float factor
+// (M, the scaled Cq, S', the weighted Bq) is split into two TF32 parts, v = big + small (3xTF32:
+// big * b + small * b, and for two split operands big * big + big * small + small * big), so the
+// products keep about fp32's precision: TF32 alone (unit roundoff 2^-11) moved int8 states and the
+// next layers' rounding far more often than an fp32 sum does (docs/kernels.md). Inside an 8-wide k slab, thread q of a quad
 // takes k = 2q and 2q+1 (a permutation of the sum), so most fragments are single 8-byte loads.
 #include <math.h>
 
@@ -85,6 +87,14 @@ __device__ __forceinline__ uint32_t to_tf32(float v) {
 }
 // Integer-valued floats (int8 data) are exact in TF32: no conversion needed.
 __device__ __forceinline__ uint32_t exact_tf32(float v) { return __float_as_uint(v); }
+// v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
+struct SplitTf32 {
+  uint32_t big, small;
+};
+__device__ __forceinline__ SplitTf32 split_tf32(float v) {
+  const uint32_t big = to_tf32(v);
+  return {big, to_tf32(v - __uint_as_float(big))};
+}
 
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1) {
@@ -306,22 +316,31 @@ __global__ void __launch_bounds__(kThreads) quant_ssd_prefill_kernel(const Prefi
       for (int k0 = 0; k0 < npad; k0 += 8) {
         const float2 lo = *reinterpret_cast<const float2*>(tC + (m0 + g) * lay.ldc + k0 + 2 * q);
         const float2 hi = *reinterpret_cast<const float2*>(tC + (m0 + g + 8) * lay.ldc + k0 + 2 * q);
-        const uint32_t af[4] = {to_tf32(lo.x * r_lo), to_tf32(hi.x * r_hi), to_tf32(lo.y * r_lo), to_tf32(hi.y * r_hi)};
+        const SplitTf32 a0 = split_tf32(lo.x * r_lo), a1 = split_tf32(hi.x * r_hi), a2 = split_tf32(lo.y * r_lo),
+                        a3 = split_tf32(hi.y * r_hi);
+        const uint32_t af[4] = {a0.big, a1.big, a2.big, a3.big};
+        const uint32_t af_small[4] = {a0.small, a1.small, a2.small, a3.small};
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
           const float2 bb = *reinterpret_cast<const float2*>(tS + (n0 + 8 * s + g) * lay.ldc + k0 + 2 * q);
-          mma_tf32(acc[s], af, to_tf32(bb.x), to_tf32(bb.y));
+          const SplitTf32 b0 = split_tf32(bb.x), b1 = split_tf32(bb.y);
+          mma_tf32(acc[s], af_small, b0.big, b1.big);  // the small terms first
+          mma_tf32(acc[s], af, b0.small, b1.small);
+          mma_tf32(acc[s], af, b0.big, b1.big);
         }
       }
       const int k_end = min(Q, m0 + 16);  // causal: M is zero past the diagonal
       for (int k0 = 0; k0 < k_end; k0 += 8) {
         const float2 lo = *reinterpret_cast<const float2*>(tM + (m0 + g) * lay.ldm + k0 + 2 * q);
         const float2 hi = *reinterpret_cast<const float2*>(tM + (m0 + g + 8) * lay.ldm + k0 + 2 * q);
-        const uint32_t af[4] = {to_tf32(lo.x), to_tf32(hi.x), to_tf32(lo.y), to_tf32(hi.y)};
+        const SplitTf32 a0 = split_tf32(lo.x), a1 = split_tf32(hi.x), a2 = split_tf32(lo.y), a3 = split_tf32(hi.y);
+        const uint32_t af[4] = {a0.big, a1.big, a2.big, a3.big};
+        const uint32_t af_small[4] = {a0.small, a1.small, a2.small, a3.small};
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
           const float b0 = tX[(k0 + 2 * q) * lay.ldx + n0 + 8 * s + g];
           const float b1 = tX[(k0 + 2 * q + 1) * lay.ldx + n0 + 8 * s + g];
+          mma_tf32(acc[s], af_small, exact_tf32(b0), exact_tf32(b1));
           mma_tf32(acc[s], af, exact_tf32(b0), exact_tf32(b1));
         }
       }
@@ -368,7 +387,9 @@ __global__ void __launch_bounds__(kThreads) quant_ssd_prefill_kernel(const Prefi
         for (int s = 0; s < 4; ++s) {
           const float b0 = tB[(k0 + 2 * q) * lay.ldc + n0 + 8 * s + g];
           const float b1 = tB[(k0 + 2 * q + 1) * lay.ldc + n0 + 8 * s + g];
-          mma_tf32(acc[s], af, to_tf32(b0 * w0), to_tf32(b1 * w1));
+          const SplitTf32 v0 = split_tf32(b0 * w0), v1 = split_tf32(b1 * w1);
+          mma_tf32(acc[s], af, v0.small, v1.small);
+          mma_tf32(acc[s], af, v0.big, v1.big);
         }
       }
 #pragma unroll
