@@ -454,10 +454,11 @@ def shared_initializers() -> list[onnx.TensorProto]:
             numpy_helper.from_array(np.array(1.0, np.float32), UNIT_SCALE)]
 
 
-def add_shared_initializers(graph: onnx.GraphProto) -> None:
-    """Adds those of shared_initializers() that ``graph`` does not have yet (rewrites of a graph use them)."""
+def add_shared_initializers(graph: onnx.GraphProto, tensors: list[onnx.TensorProto] | None = None) -> None:
+    """Adds those of ``tensors`` (default: shared_initializers()) that ``graph`` does not have yet
+    (rewrites of a graph use them)."""
     have = {t.name for t in graph.initializer}
-    graph.initializer.extend(t for t in shared_initializers() if t.name not in have)
+    graph.initializer.extend(t for t in (shared_initializers() if tensors is None else tensors) if t.name not in have)
 
 
 def constant_int8_input(name: str) -> tuple[list[onnx.NodeProto], str]:

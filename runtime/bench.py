@@ -46,7 +46,9 @@ def decode_bound_tokens_per_s(meta: dict, batch: int, bandwidth: float) -> float
     return batch * bandwidth / step_bytes
 
 
-def bench(engine_dir, batches, seqs, iters=20, plugins=None, use_graph=True) -> dict:
+def bench(engine_dir, batches, seqs, iters=20, plugins=None, use_graph=True, profile=False) -> dict:
+    """Timings per batch and length; with ``profile``, also TensorRT's per-layer times (first batch and
+    length) from the same session."""
     meta = build_mod.read_engines_metadata(engine_dir)
     bw = copy_bandwidth()
     session = trt_runner.TrtSession(engine_dir, plugins, max_batch=max(batches))
@@ -59,15 +61,18 @@ def bench(engine_dir, batches, seqs, iters=20, plugins=None, use_graph=True) -> 
             rows.append({"batch": b, "seq": L, "prefill_ms": pre_ms, "decode_ms_per_step": dec_ms,
                          "decode_tokens_per_s": tps, "decode_bound_tokens_per_s": bound,
                          "decode_fraction_of_bound": tps / bound})
-    return {"copy_bandwidth_GBps": bw / 1e9, "weight_bytes": meta["weight_bytes"],
-            "state_bytes_per_row": meta["state_bytes_per_row"], "graph": use_graph, "rows": rows}
+    res = {"copy_bandwidth_GBps": bw / 1e9, "weight_bytes": meta["weight_bytes"],
+           "state_bytes_per_row": meta["state_bytes_per_row"], "graph": use_graph, "rows": rows}
+    if profile:
+        res["profile"] = session.profile(batches[0], seqs[0], iters)
+    return res
 
 
 def run(args) -> int:
     for name, vals in (("--batch", args.batch), ("--seq", args.seq)):
         if any(v < 1 for v in vals):
             raise ValueError(f"bench: {name} values must be >= 1, got {vals}")
-    res = bench(args.engine_dir, args.batch, args.seq, args.iters, args.plugins, not args.no_graph)
+    res = bench(args.engine_dir, args.batch, args.seq, args.iters, args.plugins, not args.no_graph, args.profile)
     print(f"copy bandwidth {res['copy_bandwidth_GBps']:.0f} GB/s; decode moves {res['weight_bytes'] / 1e6:.1f} MB "
           f"of weights + {res['state_bytes_per_row'] / 1e6:.2f} MB of states per row (x2: read and write)")
     print(f"{'batch':>5} {'seq':>6} {'prefill ms':>11} {'decode ms':>10} {'tokens/s':>10} {'bound':>10} {'of bound':>8}")
@@ -76,8 +81,7 @@ def run(args) -> int:
               f"{r['decode_tokens_per_s']:>10.0f} {r['decode_bound_tokens_per_s']:>10.0f} "
               f"{r['decode_fraction_of_bound']:>8.1%}")
     if args.profile:
-        session = trt_runner.TrtSession(args.engine_dir, args.plugins, max_batch=args.batch[0])
-        print(session.profile(args.batch[0], args.seq[0], args.iters))
+        print(res["profile"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -118,6 +118,15 @@ PLUGIN_INT8_INPUTS = {"QuantConv1dSiLU": {0, 1, 2, 8}, "QuantSSD": {0, 1, 2, 3, 
 PLUGIN_FLOAT_OUTPUTS = {"QuantSSD": {0}}
 
 
+def _consumers(nodes) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    out = {}
+    for n in nodes:
+        for x in n.input:
+            out.setdefault(x, []).append(n)
+    return out
+
+
 def qdq_plugin_edges(model):
     """Every int8 input of a plugin node comes straight from a QuantizeLinear, and every int8 output
     goes straight into a DequantizeLinear, through exact DequantizeLinear/QuantizeLinear pairs of scale 1
@@ -155,10 +164,7 @@ def qdq_plugin_edges(model):
             n.output[i] = f"{name}.trt_raw"
             nodes += [dq(n.output[i], f"{name}.trt_dq_out"), q(f"{name}.trt_dq_out", name)]
     producers = {o: n for n in nodes for o in n.output}
-    consumers = {}
-    for n in nodes:
-        for x in n.input:
-            consumers.setdefault(x, []).append(n)
+    consumers = _consumers(nodes)
     out = []
     for n in nodes:
         if n.op_type in PLUGIN_INT8_INPUTS:
@@ -200,21 +206,18 @@ def float_fake_quant(model):
     import numpy as np
     from onnx import helper, numpy_helper
 
+    from qmamba.export import onnx_ops
+
     g = model.graph
-    consumers = {}
-    for n in g.node:
-        for x in n.input:
-            consumers.setdefault(x, []).append(n)
+    consumers = _consumers(g.node)
     outputs = {o.name for o in g.output}
 
     def float_only(dq):
         return dq.op_type == "DequantizeLinear" and dq.output[0] not in outputs and all(
             c.op_type not in _QDQ_CONSUMERS for c in consumers.get(dq.output[0], []))
 
-    have = {t.name for t in g.initializer}
-    for name, value in ((INT8_MIN, -128.0), (INT8_MAX, 127.0)):
-        if name not in have:
-            g.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    onnx_ops.add_shared_initializers(g, [numpy_helper.from_array(np.array(v, np.float32), name)
+                                         for name, v in ((INT8_MIN, -128.0), (INT8_MAX, 127.0))])
     out, dropped = [], set()
     for n in g.node:
         if id(n) in dropped:

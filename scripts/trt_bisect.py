@@ -11,6 +11,7 @@ first graph run (prefill or decode step) whose logits disagree is the one bisect
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -19,18 +20,18 @@ import numpy as np
 import onnx
 
 from qmamba.runtime import trt_runner
+from qmamba.runtime.agreement import float_agreement, int8_agreement
 from qmamba.runtime.build import build_engines, tensorrt_major, trt_graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
-from trt_helpers import export_small_model, ort_run, ort_session  # noqa: E402
+from trt_helpers import export_small_model, ort_run, ort_session, state_pairs, two_prompts  # noqa: E402
 
-TEXT = b"First Citizen:\nBefore we proceed any further, hear me speak."
-LOGITS_BOUND = 1e-2
+LOGITS_BOUND = 1e-2  # the model test's
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) or 1.0))
+    """Relative L2 error ||a - b|| / ||b||."""
+    return float_agreement("", a, b, LOGITS_BOUND).fraction
 
 
 def float_intermediates(model: onnx.ModelProto, only: str | None) -> list[str]:
@@ -73,9 +74,8 @@ def bisect(onnx_path: Path, feed: dict, batch: int, seq: int, work: Path, only: 
     for name in names + [o.name for o in model.graph.output]:
         a, b = got[name], want[name]
         if a.dtype == np.int8 or b.dtype == np.int8:
-            d = np.abs(a.astype(np.int32) - b.astype(np.int32))
-            per_row = [int(d[i].max()) for i in range(d.shape[0])]
-            line = f"{name:<60} int8  max LSB per row {per_row} differ {float((d > 0).mean()):.4%}"
+            per_row = [int(int8_agreement(name, a[i], b[i]).max_abs) for i in range(a.shape[0])]
+            line = f"{name:<60} int8  max LSB per row {per_row} differ {int8_agreement(name, a, b).fraction:.4%}"
         else:
             per_row = [rel(a[i], b[i]) for i in range(a.shape[0])] if a.ndim and a.shape[0] == batch else [rel(a, b)]
             line = f"{name:<60} float rel per row " + " ".join(f"{r:.2e}" for r in per_row) + \
@@ -98,11 +98,10 @@ def main() -> int:
     onnx_dir = export_small_model(work / "onnx", args.model)
     build_engines(onnx_dir, work / "engines", batch=(1, 1, 2), seq=(1, 64, 128), no_tactic_libraries=True,
                   backend="cpp", force=True)
-    import json
     meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
-    states = [(s[k]["input"], s[k]["output"]) for s in meta["states"] for k in ("conv_state", "ssm_state")]
+    states = list(state_pairs(meta))
     session = trt_runner.TrtSession(work / "engines", max_batch=2)
-    ids = np.stack([np.frombuffer(TEXT[:40], np.uint8), np.frombuffer(TEXT[5:45], np.uint8)]).astype(np.int64)
+    ids = two_prompts()
 
     logits = session.prefill(ids)
     ref = ort_run(ort_session(onnx_dir / "prefill.onnx"), {"input_ids": ids})

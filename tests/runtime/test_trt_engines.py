@@ -19,7 +19,7 @@ from qmamba.runtime.agreement import TF32_STATE_MAX_FRACTION, TIE_MAX_FRACTION, 
 from qmamba.runtime.build import tensorrt_major, trt_graph
 
 from trt_helpers import (SMALL_LAYER_SHAPES, export_small_model, float_feed, float_io, ort_run, ort_session,
-                         trt_unavailable)
+                         state_pairs, trt_unavailable, two_prompts)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt,
               pytest.mark.skipif(trt_unavailable() is not None, reason=str(trt_unavailable()))]
@@ -120,12 +120,6 @@ def model_engines(request, tmp_path_factory):
     return onnx_dir, root / "engines"
 
 
-def _states(meta):
-    for s in meta["states"]:
-        for k in ("conv_state", "ssm_state"):
-            yield s[k]["input"], s[k]["output"]
-
-
 def _state_agreement(label, name_out, got, ref):
     """ssm states come from the TF32 prefill kernel (and decode goes on from them); conv states are
     exact but for ties."""
@@ -144,15 +138,14 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines, mode):
     meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
     prefill, decode = ort_session(onnx_dir / "prefill.onnx"), ort_session(onnx_dir / "decode.onnx")
     session = trt_runner.TrtSession(engines, max_batch=2)
-    text = b"First Citizen:\nBefore we proceed any further, hear me speak."
-    ids = np.stack([np.frombuffer(text[:40], np.uint8), np.frombuffer(text[5:45], np.uint8)]).astype(np.int64)
+    ids = two_prompts()
 
     rows = []
     logits = session.prefill(ids)
     ref = ort_run(prefill, {"input_ids": ids})
     rows.append(float_agreement("prefill logits", logits, ref["logits"][:, -1], LOGITS_BOUND))
     shapes = {}
-    for name_in, name_out in _states(meta):
+    for name_in, name_out in state_pairs(meta):
         got = session.read_state(name_in, ref[name_out].shape)
         rows.append(_state_agreement(f"prefill {name_out}", name_out, got, ref[name_out]))
         shapes[name_in] = ref[name_out].shape
@@ -165,7 +158,7 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines, mode):
         ref = ort_run(decode, {"input_ids": tok[:, None].astype(np.int64), **states})
         label = f"decode {step} ({'graph' if use_graph else 'direct'})"
         rows.append(float_agreement(f"{label} logits", logits, ref["logits"][:, -1], LOGITS_BOUND))
-        for name_in, name_out in _states(meta):
+        for name_in, name_out in state_pairs(meta):
             got = session.read_state(name_in, shapes[name_in])
             rows.append(int8_agreement(f"{label} {name_out}", got, ref[name_out]))
     print("\n".join(r.row() for r in rows))
@@ -183,7 +176,7 @@ def test_greedy_32_tokens_match_onnxruntime(model_engines):
     for _ in range(32):
         tok = out["logits"][:, -1].argmax(-1)
         want.append(int(tok[0]))
-        states = {i: out[o] for i, o in _states(meta)}
+        states = {i: out[o] for i, o in state_pairs(meta)}
         out = ort_run(decode, {"input_ids": tok[:, None].astype(np.int64), **states})
 
     for use_graph in (True, False):

@@ -78,6 +78,19 @@ def ort_session(path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def two_prompts() -> np.ndarray:
+    """The model tests' batch of two byte prompts (int64 [2, 40]), overlapping text of Tiny Shakespeare."""
+    text = b"First Citizen:\nBefore we proceed any further, hear me speak."
+    return np.stack([np.frombuffer(text[:40], np.uint8), np.frombuffer(text[5:45], np.uint8)]).astype(np.int64)
+
+
+def state_pairs(meta: dict):
+    """(decode input, output) names of every state in qmamba_onnx.json's metadata."""
+    for s in meta["states"]:
+        for k in ("conv_state", "ssm_state"):
+            yield s[k]["input"], s[k]["output"]
+
+
 def ort_run(sess, feed: dict) -> dict[str, np.ndarray]:
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, feed)))
