@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the graphs given to TensorRT (prefill.trt.onnx, decode.trt.onnx) beside the "
                              "engines, e.g. for trtexec with TensorRT 8")
     parser.add_argument("--force", action="store_true", help="overwrite existing engines")
+    parser.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="auto",
+                        help="the decode engine's W8A8 linears: qmamba's matrix-vector plugin QmambaW8A8Linear "
+                             f"or TensorRT's int8 MatMul (auto: the plugin up to batch {LINEAR_PLUGIN_MAX_BATCH})")
 
 
 def _read_onnx_metadata(onnx_dir: Path) -> dict:
@@ -262,22 +265,159 @@ def bits_as_float_outputs(model):
     return model
 
 
-def trt_graph(model, tensorrt_major: int):
-    """The exported graph as the TensorRT of that major version builds it; every rewrite is exact.
-    All versions: float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
-    explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and bits_as_float_outputs (its
-    explicit-quantization rules, mapped by scripts/trt86_probe.py; docs/tensorrt.md)."""
+# The decode engine's linears become QmambaW8A8Linear up to this many batch rows (the kernel reads the
+# weights once per 8 rows; TensorRT's int8 GEMM is the better choice for larger batches).
+LINEAR_PLUGIN_MAX_BATCH = 16
+DECODE_LINEAR_CHOICES = ("auto", "plugin", "tensorrt")
+
+
+def _rms_norm_chain(x, producers, consumers, inits):
+    """The RMSNorm of ``export/onnx_layers.rms_norm`` that makes ``x`` (Mul(Mul(x0, inv), w) with
+    inv = Reciprocal(Sqrt(Add(ReduceMean(Mul(x0, x0)), eps))) over the last axis), as (x0, weight, eps,
+    its nodes); None when ``x`` is made otherwise or a piece has other readers."""
+    from onnx import numpy_helper
+
+    def only(name, op):
+        n = producers.get(name)
+        ok = n is not None and n.op_type == op and len(consumers.get(name, [])) == 1
+        return n if ok else None
+
+    mul_w = only(x, "Mul")
+    mul_inv = mul_w and only(mul_w.input[0], "Mul")
+    recip = mul_inv and only(mul_inv.input[1], "Reciprocal")
+    sqrt = recip and only(recip.input[0], "Sqrt")
+    add = sqrt and only(sqrt.input[0], "Add")
+    mean = add and only(add.input[0], "ReduceMean")
+    square = mean and only(mean.input[0], "Mul")
+    if not square or mul_w.input[1] not in inits or add.input[1] not in inits:
+        return None
+    x0 = mul_inv.input[0]
+    axes = next((list(a.ints) for a in mean.attribute if a.name == "axes"), None)
+    keep = next((a.i for a in mean.attribute if a.name == "keepdims"), 1)
+    if list(square.input) != [x0, x0] or axes != [-1] or keep != 1 or len(mean.input) != 1:
+        return None
+    eps = float(numpy_helper.to_array(inits[add.input[1]]))
+    return x0, mul_w.input[1], eps, [square, mean, add, sqrt, recip, mul_inv, mul_w]
+
+
+def fuse_decode_linears(model):
+    """Every W8A8 linear of the graph (``export/onnx_layers.quant_linear``: QuantizeLinear ->
+    DequantizeLinear(1) -> MatMul with Transpose(DequantizeLinear(1, int8 weight)) -> Mul by
+    Mul(input_scale, weight_scale)) becomes one QmambaW8A8Linear node (runtime/w8a8_linear.py), taking
+    along the RMSNorm that feeds it (norm = 1) and a residual Add after it (residual = 1). The weight
+    becomes an int32 initializer ``<weight>.words`` of the same bytes. Exact but for the RMSNorm's
+    order of summation (as TensorRT's own ReduceMean). For decode graphs: a matrix-vector kernel."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+
+    from qmamba.export import onnx_ops
+
+    from .w8a8_linear import OP_NAME, pack_int8_words
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers = _consumers(g.node)
+    graph_outputs = {o.name for o in g.output}
+
+    def sole(name, op):
+        """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op and name not in graph_outputs else None
+
+    def unit_dq(name):
+        n = producers.get(name)
+        return n if n is not None and n.op_type == "DequantizeLinear" and n.input[1] == onnx_ops.UNIT_SCALE else None
+
+    dropped, replace, new_inits = set(), {}, {}
+    for mm in [n for n in g.node if n.op_type == "MatMul"]:
+        dq_x, tr = unit_dq(mm.input[0]), producers.get(mm.input[1])
+        q = dq_x and producers.get(dq_x.input[0])
+        dq_w = tr is not None and tr.op_type == "Transpose" and unit_dq(tr.input[0])
+        perm = tr is not None and next((list(a.ints) for a in tr.attribute if a.name == "perm"), None)
+        scale_mul = sole(mm.output[0], "Mul")
+        if not (q is not None and q.op_type == "QuantizeLinear" and dq_w and perm == [1, 0] and scale_mul
+                and dq_w.input[0] in inits and inits[dq_w.input[0]].data_type == onnx.TensorProto.INT8
+                and sole(q.output[0], "DequantizeLinear") and sole(dq_x.output[0], "MatMul")
+                and sole(dq_w.output[0], "Transpose") and sole(tr.output[0], "MatMul")):
+            continue
+        out_scale = scale_mul.input[1] if scale_mul.input[0] == mm.output[0] else scale_mul.input[0]
+        x, s_in, w = q.input[0], q.input[1], dq_w.input[0]
+        nodes = [q, dq_x, dq_w, tr, mm, scale_mul]
+        scale_of = producers.get(out_scale)
+        if scale_of is not None and scale_of.op_type == "Mul" and all(i in inits for i in scale_of.input) \
+                and len(consumers[out_scale]) == 1:
+            # fp32(input_scale * weight_scale) as a constant (the same IEEE product the Mul gives), so
+            # that no elementwise layer runs for it at each step.
+            a, b = (numpy_helper.to_array(inits[i]) for i in scale_of.input)
+            out_scale = f"{w}.out_scale"
+            new_inits[out_scale] = numpy_helper.from_array((a * b).astype(np.float32), out_scale)
+            nodes.append(scale_of)
+        extra, attrs = [], {"norm": 0, "residual": 0}
+        chain = _rms_norm_chain(x, producers, consumers, inits) if sole(x, "QuantizeLinear") else None
+        if chain:
+            x, norm_weight, eps, norm_nodes = chain
+            nodes += norm_nodes
+            extra.append(norm_weight)
+            attrs.update(norm=1, eps=eps)
+        out, last = scale_mul.output[0], scale_mul
+        add = sole(out, "Add")
+        if add is not None:
+            extra.append(add.input[1] if add.input[0] == out else add.input[0])
+            attrs["residual"] = 1
+            out, last = add.output[0], add
+            nodes.append(add)
+        words = f"{w}.words"
+        new_inits[words] = numpy_helper.from_array(
+            pack_int8_words(torch.from_numpy(numpy_helper.to_array(inits[w]).copy())).numpy(), words)
+        if s_in in inits and not inits[s_in].dims:  # as [1]: no 0-d tensor into a TensorRT 8 plugin
+            s_vec = f"{s_in}.vec"
+            new_inits[s_vec] = numpy_helper.from_array(numpy_helper.to_array(inits[s_in]).reshape(1), s_vec)
+            s_in = s_vec
+        fused = helper.make_node(OP_NAME, [x, words, out_scale, s_in, *extra], [out], name=f"{out}/{OP_NAME}",
+                                 domain=onnx_ops.DOMAIN, **attrs)
+        dropped.update(id(n) for n in nodes)
+        replace[id(last)] = fused
+    kept = [replace.get(id(n), n) for n in g.node if id(n) not in dropped or id(n) in replace]
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits.values())
+    used = {i for n in g.node for i in n.input}
+    keep_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    return model
+
+
+def decode_linear_plugin(choice: str, max_batch: int) -> bool:
+    """Whether the decode engine's linears run as QmambaW8A8Linear (``--decode-linear``)."""
+    if choice not in DECODE_LINEAR_CHOICES:
+        raise ValueError(f"build: decode_linear must be one of {DECODE_LINEAR_CHOICES}, got {choice!r}")
+    return choice == "plugin" or (choice == "auto" and max_batch <= LINEAR_PLUGIN_MAX_BATCH)
+
+
+def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False):
+    """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
+    (fuse_decode_linears up to the RMSNorm's order of summation).
+    ``linear_plugin`` (decode graphs): fuse_decode_linears first. All versions: float_fake_quant (seen
+    wrong on 8.6; kept for 10+, where it could not be checked), explicit_zero_points. TensorRT 8 also:
+    qdq_plugin_edges and bits_as_float_outputs (its explicit-quantization rules, mapped by
+    scripts/trt86_probe.py; docs/tensorrt.md)."""
+    if linear_plugin:
+        model = fuse_decode_linears(model)
     model = explicit_zero_points(float_fake_quant(model))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
     return model
 
 
-def _trt_onnx(onnx_path: Path, out_dir: Path, major: int) -> Path:
+def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool) -> Path:
     """onnx_path rewritten by trt_graph for that TensorRT, written into out_dir."""
     import onnx
 
-    model = trt_graph(onnx.load(str(onnx_path)), major)
+    model = trt_graph(onnx.load(str(onnx_path)), major, linear_plugin)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     big = model.ByteSize() > 1_800_000_000
     onnx.save(model, str(path), save_as_external_data=big, location=f"{path.name}.data" if big else None)
@@ -344,7 +484,8 @@ def tensorrt_major(trt=None) -> int:
 
 
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
-                  no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False) -> dict:
+                  no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
+                  decode_linear="auto") -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json."""
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
     meta = _read_onnx_metadata(onnx_dir)
@@ -360,8 +501,9 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
                 "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
     major = tensorrt_major(trt)
+    linear_plugin = decode_linear_plugin(decode_linear, batch[2])
     for kind, profile in profiles.items():
-        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major)
+        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major, linear_plugin and kind == "decode")
         engine_path = out / f"{kind}.engine"
         try:
             if trt is not None:
@@ -374,6 +516,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                     f.unlink(missing_ok=True)
     engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
                "backend": "python" if trt is not None else "cpp",
+               "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
                "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
                **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
     (out / ENGINES_METADATA).write_text(json.dumps(engines, indent=2))
@@ -391,10 +534,10 @@ def read_engines_metadata(engine_dir) -> dict:
 def run(args) -> int:
     meta = build_engines(args.onnx_dir, args.out, batch=args.batch, seq=args.seq, plugins=args.plugins,
                          fp16=args.fp16, no_tactic_libraries=args.no_tactic_libraries, backend=args.backend,
-                         force=args.force, keep_onnx=args.keep_onnx)
+                         force=args.force, keep_onnx=args.keep_onnx, decode_linear=args.decode_linear)
     for f in trt_runner.ENGINE_FILES:
         p = Path(args.out) / f
         print(f"{p} ({p.stat().st_size / 1e6:.1f} MB)")
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
-          f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step")
+          f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}")
     return 0

@@ -57,6 +57,16 @@ class SSDTensors(ctypes.Structure):
         "y", "ssm_state_out")]
 
 
+class LinearParams(ctypes.Structure):
+    _fields_ = [("in_features", ctypes.c_int32), ("out_features", ctypes.c_int32), ("norm", ctypes.c_int32),
+                ("eps", ctypes.c_float)]
+
+
+class LinearTensors(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y")]
+
+
 def library_path() -> pathlib.Path | None:
     """Where libqmamba_kernels is: $QMAMBA_KERNELS_LIB, else the installed package's lib/."""
     env = os.environ.get("QMAMBA_KERNELS_LIB")
@@ -102,6 +112,9 @@ def load_library() -> ctypes.CDLL:
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.qmamba_quant_ssd_decode.argtypes = [
             ctypes.POINTER(SSDParams), ctypes.POINTER(SSDTensors), ctypes.c_int64, ctypes.c_void_p]
+        lib.qmamba_w8a8_linear.restype = ctypes.c_int
+        lib.qmamba_w8a8_linear.argtypes = [ctypes.POINTER(LinearParams), ctypes.POINTER(LinearTensors),
+                                           ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_copy_async.restype = ctypes.c_int
         lib.qmamba_copy_async.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         _LIB = lib
@@ -246,3 +259,28 @@ def quant_ssd(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_
                                               _ptr(ws), ws_bytes, stream)
     check_status(rc, lib)
     return y, state_out
+
+
+def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
+                out=None):
+    """QmambaW8A8Linear on the GPU (``runtime/w8a8_linear.py``); same arguments and output as
+    ``w8a8_linear_ref``. ``out``: optional preallocated y (it may be ``residual``: an in-place add)."""
+    from .w8a8_linear import OP_NAME, check_linear_inputs
+
+    k, n = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual)
+    dev = _on_cuda(OP_NAME, x=x, weight=weight, out_scale=out_scale, input_scale=input_scale,
+                   norm_weight=norm_weight, residual=residual)
+    if out is None:
+        y = torch.empty(x.shape[0], x.shape[1], n, dtype=torch.float32, device=dev)
+    else:
+        y = check_tensor(OP_NAME, "out y", out, torch.float32, (x.shape[0], x.shape[1], n))
+        _on_cuda(OP_NAME, x=x, out_y=y)
+    params = LinearParams(in_features=k, out_features=n, norm=int(norm_weight is not None), eps=float(eps))
+    tensors = LinearTensors(_ptr(x), _ptr(weight), _ptr(out_scale), _ptr(input_scale), _ptr(norm_weight),
+                            _ptr(residual), _ptr(y))
+    lib = load_library()
+    stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
+    with torch.cuda.device(dev):
+        rc = lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors), x.shape[0] * x.shape[1], stream)
+    check_status(rc, lib)
+    return y

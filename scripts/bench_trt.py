@@ -121,9 +121,9 @@ def torch_fp16(cfg: QuantConfig, iters: int) -> list[dict]:
 def engines_for(model: QuantMamba2LM, root: Path) -> Path:
     export_onnx(model, root / "onnx", force=True, check=False)
     t = time.time()
-    build_engines(root / "onnx", root / "engines", batch=(1, 1, max(BATCHES)), seq=(1, 512, max(SEQS)),
-                  no_tactic_libraries=True, force=True)
-    print(f"  engines built in {time.time() - t:.0f} s")
+    meta = build_engines(root / "onnx", root / "engines", batch=(1, 1, max(BATCHES)), seq=(1, 512, max(SEQS)),
+                         no_tactic_libraries=True, force=True)
+    print(f"  engines built in {time.time() - t:.0f} s; decode linears: {meta['decode_linears']}")
     return root / "engines"
 
 

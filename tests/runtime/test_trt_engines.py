@@ -60,6 +60,51 @@ def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, s
         assert a.ok, a.row()
 
 
+@pytest.mark.parametrize("norm,residual", [(0, 0), (1, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("k,seqlen", [(96, 1), (257, 3)])
+def test_linear_plugin_engine_matches_its_twin(tmp_path, norm, residual, k, seqlen):
+    """QmambaW8A8Linear (what `qmamba build` puts into decode graphs) alone in an engine, against its
+    reference twin: equal, or with the RMSNorm within a rounding tie of one activation."""
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qmamba.runtime.w8a8_linear import OP_NAME, pack_int8_words, w8a8_linear_ref
+
+    n, batch = 70, 2
+    rng = np.random.default_rng(k + 10 * norm + residual)
+    w = torch.from_numpy(rng.integers(-128, 128, (n, k)).astype(np.int8))
+    t = {"weight": pack_int8_words(w), "out_scale": torch.from_numpy(rng.uniform(1e-5, 1e-3, n).astype(np.float32)),
+         "input_scale": torch.tensor([0.02], dtype=torch.float32)}
+    names = ["x", "weight", "out_scale", "input_scale"]
+    if norm:
+        t["norm_weight"] = torch.from_numpy(rng.uniform(0.5, 1.5, k).astype(np.float32))
+        names.append("norm_weight")
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", k])]
+    if residual:
+        names.append("residual")
+        inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["batch", "seq", n]))
+    node = helper.make_node(OP_NAME, names, ["y"], domain=onnx_ops.DOMAIN, norm=norm, residual=residual, eps=1e-5)
+    graph = helper.make_graph([node], "linear", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v.numpy(), name) for name, v in t.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(onnx_ops.DOMAIN, 1)])
+    onnx.save(model, tmp_path / "linear.onnx")
+    engine = trt_runner.build_engine(tmp_path / "linear.onnx", tmp_path / "linear.engine", PROFILE,
+                                     no_tactic_libraries=True)
+    feed = {"x": rng.standard_normal((batch, seqlen, k)).astype(np.float32) * 2}
+    if residual:
+        feed["residual"] = rng.standard_normal((batch, seqlen, n)).astype(np.float32)
+    got = trt_runner.TrtEngine(engine).infer(feed)["y"]
+    want = w8a8_linear_ref(torch.from_numpy(feed["x"]), t["weight"], t["out_scale"], t["input_scale"],
+                           t.get("norm_weight"), 1e-5,
+                           torch.from_numpy(feed["residual"]) if residual else None).numpy()
+    if norm:
+        one_lsb = t["out_scale"].numpy() * np.abs(w.numpy()).max(1)
+        assert (np.abs(got - want) <= one_lsb + 1e-6 * np.abs(want)).all()
+        assert np.mean(got != want) <= 0.02
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
 def test_shape_outside_profile_is_refused(tmp_path):
     _, engine_path, feed = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-like", False, 2, 5)
     engine = trt_runner.TrtEngine(engine_path)

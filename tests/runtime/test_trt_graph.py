@@ -147,3 +147,51 @@ def test_qdq_pairs_on_plugin_edges_are_exact(tmp_path):
     np.testing.assert_array_equal(got, values)
     scales = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     assert all(float(scales[n.input[1]]) == 1.0 for n in model.graph.node if n.op_type.endswith("Linear"))
+
+
+def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, tmp_path):
+    """fuse_decode_linears: every W8A8 linear of the decode graph is one QmambaW8A8Linear (in_proj and
+    lm_head with their RMSNorm, out_proj with the residual Add); the reference twin on the node's
+    inputs, as ONNX Runtime computes them from the exported graph, gives ONNX Runtime's output: exactly
+    without the norm, at most a rounding tie apart with it (another order of summation)."""
+    import torch
+
+    from qmamba.runtime.build import fuse_decode_linears
+    from qmamba.runtime.w8a8_linear import OP_NAME, w8a8_linear_ref
+
+    before = exported["decode"]
+    after = fuse_decode_linears(onnx.ModelProto.FromString(before.SerializeToString()))
+    fused = [n for n in after.graph.node if n.op_type == OP_NAME]
+    attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in fused]
+    n_layer = sum(n.op_type == "QuantSSD" for n in before.graph.node)
+    assert len(fused) == 2 * n_layer + 1
+    assert [(a["norm"], a["residual"]) for a in attrs] == [(1, 0), (0, 1)] * n_layer + [(1, 0)]
+    assert not any(n.op_type in ("MatMul", "Transpose") for n in after.graph.node)
+    inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+
+    # ONNX Runtime on the exported graph, with every tensor the fused nodes read or write as an output.
+    probe = onnx.ModelProto.FromString(before.SerializeToString())
+    names = {x for n in fused for x in [*n.input, *n.output] if x not in inits} - {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
+    onnx.save(probe, tmp_path / "probe.onnx")
+    rng = np.random.default_rng(1)
+    feed = {"input_ids": rng.integers(0, 256, (3, 1)).astype(np.int64)}
+    for vi in before.graph.input[1:]:
+        dims = [3 if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
+        feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
+    sess = ort_session(tmp_path / "probe.onnx")
+    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    values.update(inits)
+    for node, a in zip(fused, attrs):
+        t = [torch.from_numpy(np.asarray(values[i]).copy()) for i in node.input]
+        x, w, out_scale, s_in = t[:4]
+        norm_weight = t[4] if a["norm"] else None
+        residual = t[4 + a["norm"]] if a["residual"] else None
+        got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a.get("eps", 1e-5), residual).numpy()
+        want = values[node.output[0]]
+        if a["norm"]:
+            step = np.abs(inits[node.input[2]]).max() * np.abs(w.view(torch.int8).numpy()).sum(1).max()
+            assert np.abs(got - want).max() <= step, node.name
+            assert np.mean(got != want) <= 0.05, node.name
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=node.name)

@@ -7,6 +7,7 @@
 #include "qmambaShapes.h"
 #include "quantConv1dSiLUCore.h"
 #include "quantSSDCore.h"
+#include "w8a8LinearCore.h"
 
 #include <cmath>
 #include <cstdio>
@@ -217,6 +218,46 @@ int main()
     writeSerialized(bitsH.serial(), bbuf.data());
     check(BitsAsFloatCore(readSerialized<BitsPod>("QmambaBitsAsFloat", bbuf.data(), bbuf.size())).fieldValues()
             == bitsH.fieldValues(), "bits: round trip");
+
+    // ---- QmambaW8A8Linear (decode graphs' linears) ------------------------------------------------------
+    FieldSpec const* LS = W8A8LinearCore::kFIELDS;
+    size_t const LN = W8A8LinearCore::kNB_FIELDS;
+    W8A8LinearCore plain(parseFields("QmambaW8A8Linear", LS, LN, Fields().raw));
+    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0}, "linear: defaults");
+    check(plain.inputType(1) == DType::kInt32 && plain.inputType(0) == DType::kFloat && plain.outputType(0) == DType::kFloat,
+        "linear: types");
+    OutputRule const lr = plain.outputRule(0);
+    check(lr.nbDims == 3 && lr.d[2].input == 1 && lr.d[2].dim == 0 && lr.d[1].input == 0 && lr.d[1].dim == 1,
+        "linear: y is [batch, seq, weight rows]");
+    std::vector<Shape> const lin{shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({})};
+    plain.checkInputs(lin);
+    check(true, "linear: K = 10 takes 3 words per row, a 0-d input_scale");
+    throwsWith("linear: words", [&] { plain.checkInputs({shape({2, 1, 12}), shape({6, 4}), shape({6}), shape({1})}); },
+        "weight");
+    throwsWith("linear: out_scale", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({5}), shape({1})}); },
+        "out_scale");
+    throwsWith("linear: input_scale", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({2})}); },
+        "input input_scale must hold one value");
+    throwsWith("linear: count", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6})}); },
+        "takes 4 inputs with norm = 0 and residual = 0");
+    W8A8LinearCore both(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("residual", 1).flt("eps", 1e-6f).raw));
+    both.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({10}), shape({2, 1, 6})});
+    check(true, "linear: norm and residual inputs");
+    throwsWith("linear: residual shape", [&] {
+        both.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({10}), shape({2, 1, 5})});
+    }, "residual");
+    throwsWith("linear: norm_weight shape", [&] {
+        both.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({9}), shape({2, 1, 6})});
+    }, "norm_weight");
+    throwsWith("linear: norm 2", [&] { W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 2).raw)); },
+        "field norm must be 0 or 1, got 2");
+    throwsWith("linear: eps", [&] { W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().flt("eps", -1.0f).raw)); },
+        "field eps must be finite and >= 0");
+    using LinPod = W8A8LinearCore::Serial;
+    std::vector<char> lbuf(serializedSize<LinPod>());
+    writeSerialized(both.serial(), lbuf.data());
+    check(W8A8LinearCore(readSerialized<LinPod>("QmambaW8A8Linear", lbuf.data(), lbuf.size())).fieldValues()
+            == both.fieldValues(), "linear: round trip");
     std::printf("all checks passed\n");
     return 0;
 }

@@ -4,6 +4,7 @@ The reference runs on the same GPU in fp32; the checks:
 - QuantConv1dSiLU: x, B, C equal except at rounding ties (<= 1 LSB on <= 0.1% of elements),
   conv_state_out exactly equal; prefill(L) then a decode step == prefill(L + 1) exactly;
 - QuantSSD decode (L = 1): y within 1e-5 relative, ssm_state_out equal except at ties, in place too;
+- QmambaW8A8Linear: y equal (within one rounding tie of an activation with the RMSNorm);
 - QuantSSD prefill (3xTF32 tensor cores): ||y - y_ref|| / ||y_ref|| <= Y_BOUND = 2e-3 (justified in
   docs/kernels.md), ssm_state_out within 1 LSB; prefill(L) then decode == prefill(L + 1) up to
   the rounding of the int8 state the decode starts from (the reference's own gap, measured).
@@ -194,3 +195,76 @@ def test_copy_moves_the_bytes(nbytes):
     kernels.check_status(lib.qmamba_copy_async(dst.data_ptr(), src.data_ptr(), nbytes, stream), lib)
     torch.cuda.synchronize()
     assert torch.equal(dst, src)
+
+
+# --------------------------------------------------------------------------------------------
+# QmambaW8A8Linear (the decode engine's linears) on the GPU.
+
+# (K, N, rows, norm, residual): 2.7b's in_proj / out_proj / lm_head-like shapes, 8b's widest K (fewer rows
+# per pass), rows over 8 (several passes), K not a multiple of 16 (word-wise loads) or of 4 (padding).
+LINEAR_CASES = {
+    "2.7b-in_proj-b1": (2560, 10576, 1, True, False),
+    "2.7b-in_proj-b8": (2560, 10576, 8, True, False),
+    "2.7b-out_proj-b1": (5120, 2560, 1, False, True),
+    "8b-out_proj-b8": (8192, 4096, 8, False, True),
+    "lm_head-b3": (2560, 257, 3, True, False),
+    "rows17-passes": (64, 40, 17, True, True),
+    "K257-wordwise": (257, 33, 3, True, False),
+    "K12-three-words": (12, 7, 5, False, False),
+    "K1-N1": (1, 1, 1, False, True),
+}
+
+
+def _linear_case(k, n, rows, norm, residual, seed=0):
+    from qmamba.runtime.w8a8_linear import pack_int8_words
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, device="cuda", generator=g)
+    args = dict(x=torch.randn(rows, 1, k, device="cuda", generator=g) * 2, weight=pack_int8_words(w),
+                out_scale=torch.rand(n, device="cuda", generator=g) * 1e-3 + 1e-5,
+                input_scale=torch.tensor([0.02], device="cuda"))
+    if norm:
+        args["norm_weight"] = torch.rand(k, device="cuda", generator=g) + 0.5
+    if residual:
+        args["residual"] = torch.randn(rows, 1, n, device="cuda", generator=g)
+    return args, w
+
+
+@pytest.mark.parametrize("name", list(LINEAR_CASES))
+def test_linear_matches_reference(name):
+    """y equals the twin exactly without the norm; with it, the norm's sum is taken in another order,
+    so an activation may cross a rounding tie: each output within one weight row's worth of 1 LSB."""
+    from qmamba.runtime.w8a8_linear import w8a8_linear_ref
+
+    k, n, rows, norm, residual = LINEAR_CASES[name]
+    args, w = _linear_case(k, n, rows, norm, residual)
+    out = torch.full((rows, 1, n), float("nan"), device="cuda")
+    got = kernels.w8a8_linear(**args, out=out)
+    want = w8a8_linear_ref(**args)
+    torch.cuda.synchronize()
+    assert torch.isfinite(got).all()
+    if not norm:
+        assert torch.equal(got, want)
+    else:
+        one_lsb = args["out_scale"] * w.abs().max(dim=1).values.float()
+        assert ((got - want).abs() <= one_lsb + 1e-6 * want.abs()).all(), name
+        assert (got != want).float().mean().item() <= 0.01, name
+
+
+def test_linear_residual_in_place():
+    from qmamba.runtime.w8a8_linear import w8a8_linear_ref
+
+    args, _ = _linear_case(96, 70, 2, False, True, seed=3)
+    want = w8a8_linear_ref(**args)
+    got = kernels.w8a8_linear(**args, out=args["residual"])
+    torch.cuda.synchronize()
+    assert got.data_ptr() == args["residual"].data_ptr() and torch.equal(got, want)
+
+
+def test_linear_refuses_what_it_cannot_do():
+    args, _ = _linear_case(8, 8, 2, False, False)
+    with pytest.raises(kernels.KernelError, match="y must not alias x"):
+        kernels.w8a8_linear(**args, out=args["x"])
+    big, _ = _linear_case(47105, 2, 1, False, False)
+    with pytest.raises(kernels.KernelError, match="in_features"):
+        kernels.w8a8_linear(**big)

@@ -78,16 +78,31 @@ def test_name_version_namespace(op):
     assert 'getPluginNamespace() const noexcept override { return ""; }' in adapters
 
 
-def test_bits_as_float_fields_match_docs():
-    """QmambaBitsAsFloat (TensorRT 8's carrier of QuantSSD's y) is not an ONNX op of the export: its
-    field table lives in docs/tensorrt.md."""
-    core = ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore"
-    mine = creator_fields("QmambaBitsAsFloat", core)
+# TensorRT-side plugins that are not ONNX ops of the export: their field tables live in docs/tensorrt.md.
+BUILD_PLUGINS = {
+    "QmambaBitsAsFloat": ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore",
+    "QmambaW8A8Linear": ROOT / "trt_plugins" / "w8a8LinearPlugin" / "w8a8LinearCore",
+}
+
+
+@pytest.mark.parametrize("op", list(BUILD_PLUGINS))
+def test_build_plugin_fields_match_docs(op):
+    core = BUILD_PLUGINS[op]
+    mine = creator_fields(op, core)
     doc = (ROOT / "docs" / "tensorrt.md").read_text()
-    rows = re.search(r"### QmambaBitsAsFloat fields\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
-    assert rows, "docs/tensorrt.md: no '### QmambaBitsAsFloat fields' table"
+    rows = re.search(rf"### {op} fields\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
+    assert rows, f"docs/tensorrt.md: no '### {op} fields' table"
     docs = [tuple(c.strip() for c in ln.strip("|").split("|"))[:3] for ln in rows.group(1).strip().splitlines()]
     assert [d[0] for d in docs] == [m[0] for m in mine]
     for (name, kind, default), (_, doc_kind, doc_default) in zip(mine, docs):
         assert kind == doc_kind and _same_default(doc_default, default), name
-    assert 'kNAME = "QmambaBitsAsFloat"' in core.with_suffix(".h").read_text()
+    assert f'kNAME = "{op}"' in core.with_suffix(".h").read_text()
+
+
+def test_linear_python_fields_match_the_plugin():
+    """runtime/w8a8_linear.py's FIELDS (what `qmamba build` writes) are the plugin's table."""
+    from qmamba.runtime.w8a8_linear import FIELDS, OP_NAME
+
+    mine = creator_fields(OP_NAME, BUILD_PLUGINS[OP_NAME])
+    assert [(n, t) for n, t, _ in FIELDS] == [(n, t) for n, t, _ in mine]
+    assert all(_same_default(str(d), m[2]) for (_, _, d), m in zip(FIELDS, mine))

@@ -8,6 +8,7 @@
 #include "qmambaTrtUtils.h"
 #include "quantConv1dSiLUPlugin.h"
 #include "quantSSDPlugin.h"
+#include "w8a8LinearPlugin.h"
 
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
@@ -22,9 +23,12 @@
 
 using qmamba::QuantConv1dSiLUPluginCreator;
 using qmamba::QuantSSDPluginCreator;
+using qmamba::W8A8LinearPluginCreator;
 
 REGISTER_TENSORRT_PLUGIN(QuantConv1dSiLUPluginCreator);
 REGISTER_TENSORRT_PLUGIN(QuantSSDPluginCreator);
+// Not an exported op: `qmamba build` puts it into decode graphs (runtime/w8a8_linear.py).
+REGISTER_TENSORRT_PLUGIN(W8A8LinearPluginCreator);
 #if NV_TENSORRT_MAJOR < 10
 // TensorRT 8 only: QuantSSD's y leaves the V2 plugin as int32 words (pluginV2Adapter.h, carriedAsInt32).
 using qmamba::BitsAsFloatPluginCreator;
@@ -65,14 +69,16 @@ CreatorBase* const* libraryCreators(int32_t& nbCreators)
 {
     static QuantConv1dSiLUPluginCreator conv;
     static QuantSSDPluginCreator ssd;
+    static W8A8LinearPluginCreator linear;
     dropStaticRegistration(conv);
     dropStaticRegistration(ssd);
+    dropStaticRegistration(linear);
 #if NV_TENSORRT_MAJOR < 10
     static BitsAsFloatPluginCreator bits;
     dropStaticRegistration(bits);
-    static CreatorBase* const creators[] = {&conv, &ssd, &bits};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &bits};
 #else
-    static CreatorBase* const creators[] = {&conv, &ssd};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear};
 #endif
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
@@ -138,6 +144,7 @@ extern "C" const char* qmamba_plugin_fields(void)
         std::ostringstream os;
         describeFields<qmamba::QuantConv1dSiLUCore>(os);
         describeFields<qmamba::QuantSSDCore>(os);
+        describeFields<qmamba::W8A8LinearCore>(os);
 #if NV_TENSORRT_MAJOR < 10
         describeFields<qmamba::BitsAsFloatCore>(os);
 #endif

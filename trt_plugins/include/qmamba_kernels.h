@@ -101,6 +101,32 @@ int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const qmamba_ssd_t
 int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qmamba_ssd_tensors* t,
                             int64_t batch, qmamba_stream_t stream);
 
+// Scalar attributes of QmambaW8A8Linear (docs/tensorrt.md): the W8A8 linear of a decode step.
+typedef struct qmamba_linear_params {
+  int32_t in_features;       // K
+  int32_t out_features;      // N
+  int32_t norm;              // 1: RMSNorm of each row before quantizing it (norm_weight, eps); 0: none
+  float eps;                 // RMSNorm epsilon (norm == 1)
+} qmamba_linear_params;
+
+// Device tensors of QmambaW8A8Linear. y must not alias x; it may alias residual.
+typedef struct qmamba_linear_tensors {
+  const float* x;              // [rows, K]
+  const int32_t* weight;       // [N, ceil(K/4)]: each row's int8 weights, 4 per word (byte j of word w is
+                               //   column 4w + j), zero-padded: the int8 [N, K] matrix's bytes
+  const float* out_scale;      // [N]: fp32(input_scale * weight_scale[n])
+  const float* input_scale;    // [1]: the activation scale of Q(x)
+  const float* norm_weight;    // [K] when norm == 1, else ignored
+  const float* residual;       // [rows, N] or NULL
+  float* y;                    // [rows, N]
+} qmamba_linear_tensors;
+
+// y[m, n] = float(sum_k Q(v[m, k], input_scale) * W[n, k]) * out_scale[n] (+ residual[m, n]), where v is
+// x, or with norm its RMSNorm x * rsqrt(mean(x^2) + eps) * norm_weight. Reads the weights once per
+// pass of up to 8 rows: a matrix-vector kernel for decode (few rows), any row count accepted.
+int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
+                       qmamba_stream_t stream);
+
 // Copies `bytes` from src to dst (both device memory) on `stream`.
 int qmamba_copy_async(void* dst, const void* src, size_t bytes, qmamba_stream_t stream);
 

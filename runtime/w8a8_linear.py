@@ -1,0 +1,81 @@
+"""QmambaW8A8Linear: the W8A8 linear of a decode step as TensorRT runs it (docs/tensorrt.md).
+
+Not an op of the exported ONNX graphs: ``qmamba build`` puts it in the decode graph in place of each
+W8A8 linear (QuantizeLinear -> DequantizeLinear -> MatMul with the int8 weight -> Mul by the output
+scale, ``export/onnx_layers.quant_linear``), taking the RMSNorm in front of it and the residual Add
+after it along when they are there (``runtime/build.py``, ``fuse_decode_linears``). At decode the
+activation is one row per batch row, and TensorRT's int8 GEMM read the weights at about a third of
+the memory bandwidth; this op is one matrix-vector kernel that reads them once
+(``trt_plugins/kernels/w8a8LinearKernel.cu``).
+
+Inputs: ``x`` fp32 ``[batch, seq, K]``; ``weight`` int32 ``[N, ceil(K/4)]``, the int8 ``[N, K]`` weight
+4 per word (``pack_int8_words``: int32 is what TensorRT 8.6 lets a constant reach a float plugin as);
+``out_scale`` fp32 ``[N]`` = ``fp32(input_scale * weight_scale)``; ``input_scale`` fp32 ``[]`` or ``[1]``; then
+``norm_weight`` fp32 ``[K]`` if field ``norm`` is 1, then ``residual`` fp32 ``[batch, seq, N]`` if field
+``residual`` is 1. Output ``y`` fp32 ``[batch, seq, N]``.
+
+``w8a8_linear_ref`` is the kernel's reference twin, in the ONNX graph's order of operations.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..export import ops
+from ..export.validate import QMambaInputError, check_tensor
+
+OP_NAME = "QmambaW8A8Linear"
+# (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp, docs/tensorrt.md).
+FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0))
+
+
+def pack_int8_words(weight: torch.Tensor) -> torch.Tensor:
+    """int8 ``[N, K]`` -> int32 ``[N, ceil(K/4)]``: byte j of word w is column 4w + j (little-endian
+    words), the row padded with zeros to a multiple of 4 (zeros add nothing to the sums)."""
+    check_tensor(OP_NAME, "weight", weight, torch.int8)
+    if weight.dim() != 2:
+        raise QMambaInputError(f"{OP_NAME}: weight must be 2-D [N, K], got {list(weight.shape)}")
+    n, k = weight.shape
+    padded = torch.zeros(n, -(-k // 4) * 4, dtype=torch.int8, device=weight.device)
+    padded[:, :k] = weight
+    return padded.contiguous().view(torch.int32)
+
+
+def unpack_int8_words(words: torch.Tensor, in_features: int) -> torch.Tensor:
+    """The inverse of ``pack_int8_words``: int8 ``[N, in_features]``."""
+    check_tensor(OP_NAME, "weight", words, torch.int32)
+    if words.dim() != 2 or words.shape[1] != -(-in_features // 4):
+        raise QMambaInputError(f"{OP_NAME}: weight must be int32 [N, {-(-in_features // 4)}] for "
+                               f"K = {in_features}, got {list(words.shape)}")
+    return words.contiguous().view(torch.int8)[:, :in_features]
+
+
+def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, residual=None):
+    """Shapes and dtypes of the op's inputs; returns (K, N)."""
+    check_tensor(OP_NAME, "x", x, torch.float32, (None, None, None))
+    k = x.shape[-1]
+    check_tensor(OP_NAME, "weight", weight, torch.int32, (None, -(-k // 4)))
+    n = weight.shape[0]
+    check_tensor(OP_NAME, "out_scale", out_scale, torch.float32, (n,), finite=True)
+    check_tensor(OP_NAME, "input_scale", input_scale, torch.float32, finite=True, positive=True)
+    if input_scale.numel() != 1 or input_scale.dim() > 1:
+        raise QMambaInputError(f"{OP_NAME}: input_scale must hold one value ([] or [1]), got {list(input_scale.shape)}")
+    if norm_weight is not None:
+        check_tensor(OP_NAME, "norm_weight", norm_weight, torch.float32, (k,), finite=True)
+    if residual is not None:
+        check_tensor(OP_NAME, "residual", residual, torch.float32, (x.shape[0], x.shape[1], n))
+    return k, n
+
+
+def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None):
+    """``y = float(Q(v, input_scale) @ W.T) * out_scale (+ residual)`` with ``v = x``, or with
+    ``norm_weight`` the RMSNorm ``(x * (1 / sqrt(mean(x^2) + eps))) * norm_weight`` (the ONNX graph's
+    ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul); fp32 throughout, no fused multiply-add."""
+    k, _ = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual)
+    v = x
+    if norm_weight is not None:
+        inv = torch.reciprocal(torch.sqrt((x * x).mean(-1, keepdim=True) + torch.tensor(eps, dtype=torch.float32)))
+        v = (x * inv) * norm_weight
+    q = ops.quantize(v, input_scale)
+    acc = (q.double() @ unpack_int8_words(weight, k).double().t()).to(torch.int32)
+    y = acc.float() * out_scale
+    return y if residual is None else residual + y

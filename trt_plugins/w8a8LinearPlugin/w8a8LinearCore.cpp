@@ -1,0 +1,108 @@
+#include "w8a8LinearCore.h"
+
+#include "qmambaErrors.h"
+
+#include <cmath>
+#include <string>
+
+namespace qmamba
+{
+namespace
+{
+constexpr char const* kOP = W8A8LinearCore::kNAME;
+} // namespace
+
+// docs/tensorrt.md's table of QmambaW8A8Linear's fields (tests/trt_plugins/test_plugin_fields.py).
+// clang-format off
+FieldSpec const W8A8LinearCore::kFIELDS[kNB_FIELDS] = {
+    {"norm", FieldKind::kInt, false, 0},
+    {"eps", FieldKind::kFloat, false, 1e-5},
+    {"residual", FieldKind::kInt, false, 0},
+};
+// clang-format on
+
+W8A8LinearCore::W8A8LinearCore(FieldValues const& v)
+{
+    require(v.size() == kNB_FIELDS, kOP, "wrong number of field values");
+    mSerial.norm = static_cast<int32_t>(v[0]);
+    mSerial.eps = static_cast<float>(v[1]);
+    mSerial.residual = static_cast<int32_t>(v[2]);
+    validate();
+}
+
+W8A8LinearCore::W8A8LinearCore(Serial const& s)
+    : mSerial(s)
+{
+    validate();
+}
+
+FieldValues W8A8LinearCore::fieldValues() const
+{
+    return {static_cast<double>(mSerial.norm), static_cast<double>(mSerial.eps), static_cast<double>(mSerial.residual)};
+}
+
+void W8A8LinearCore::validate() const
+{
+    require(mSerial.norm == 0 || mSerial.norm == 1, kOP, "field norm must be 0 or 1, got " + std::to_string(mSerial.norm));
+    require(mSerial.residual == 0 || mSerial.residual == 1, kOP,
+        "field residual must be 0 or 1, got " + std::to_string(mSerial.residual));
+    require(std::isfinite(mSerial.eps) && mSerial.eps >= 0.0f, kOP,
+        "field eps must be finite and >= 0, got " + std::to_string(mSerial.eps));
+}
+
+OutputRule W8A8LinearCore::outputRule(int32_t index) const
+{
+    require(index == kOUT_Y, kOP, "no output " + std::to_string(index));
+    return OutputRule{3, {inputDim(kIN_X, 0), inputDim(kIN_X, 1), inputDim(kIN_WEIGHT, 0)}};
+}
+
+void W8A8LinearCore::checkInputs(std::vector<Shape> const& in) const
+{
+    int32_t const n = static_cast<int32_t>(in.size());
+    require(n == nbInputs(), kOP,
+        "takes " + std::to_string(nbInputs()) + " inputs with norm = " + std::to_string(mSerial.norm)
+            + " and residual = " + std::to_string(mSerial.residual) + " (x, weight, out_scale, input_scale"
+            + (mSerial.norm ? ", norm_weight" : "") + (mSerial.residual ? ", residual" : "") + "), got "
+            + std::to_string(n));
+    Shape const& x = in[kIN_X];
+    checkShape(kOP, "x", x, {-1, -1, -1});
+    int64_t const K = x.d[2];
+    checkShape(kOP, "weight", in[kIN_WEIGHT], {-1, K < 0 ? -1 : (K + 3) / 4});
+    int64_t const N = in[kIN_WEIGHT].d[0];
+    checkShape(kOP, "out_scale", in[kIN_OUT_SCALE], {N});
+    Shape const& s = in[kIN_INPUT_SCALE];
+    require(s.nbDims == 0 || (s.nbDims == 1 && (s.d[0] == 1 || s.d[0] < 0)), kOP,
+        "input input_scale must hold one value ([] or [1]), got " + shapeString(s));
+    if (mSerial.norm)
+    {
+        checkShape(kOP, "norm_weight", in[kMIN_INPUTS], {K});
+    }
+    if (mSerial.residual)
+    {
+        checkShape(kOP, "residual", in[residualIndex()], {x.d[0], x.d[1], N});
+    }
+}
+
+void W8A8LinearCore::enqueue(std::vector<Shape> const& in, void const* const* inputs, void* const* outputs,
+    void* /*workspace*/, size_t /*workspaceBytes*/, qmamba_stream_t stream) const
+{
+    checkInputs(in);
+    qmamba_linear_params p{};
+    p.in_features = static_cast<int32_t>(in[kIN_X].d[2]);
+    p.out_features = static_cast<int32_t>(in[kIN_WEIGHT].d[0]);
+    p.norm = mSerial.norm;
+    p.eps = mSerial.eps;
+    qmamba_linear_tensors t{};
+    t.x = static_cast<float const*>(inputs[kIN_X]);
+    t.weight = static_cast<int32_t const*>(inputs[kIN_WEIGHT]);
+    t.out_scale = static_cast<float const*>(inputs[kIN_OUT_SCALE]);
+    t.input_scale = static_cast<float const*>(inputs[kIN_INPUT_SCALE]);
+    t.norm_weight = mSerial.norm ? static_cast<float const*>(inputs[kMIN_INPUTS]) : nullptr;
+    t.residual = mSerial.residual ? static_cast<float const*>(inputs[residualIndex()]) : nullptr;
+    t.y = static_cast<float*>(outputs[kOUT_Y]);
+    int64_t const rows = in[kIN_X].d[0] * in[kIN_X].d[1];
+    require(qmamba_w8a8_linear(&p, &t, rows, stream) == QMAMBA_OK, kOP,
+        std::string("kernel failed: ") + qmamba_last_error());
+}
+
+} // namespace qmamba
