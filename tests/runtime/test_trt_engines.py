@@ -84,7 +84,13 @@ def test_linear_plugin_engine_matches_its_twin(tmp_path, norm, residual, k, seql
         names.append("residual")
         inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["batch", "seq", n]))
     node = helper.make_node(OP_NAME, names, ["y"], domain=onnx_ops.DOMAIN, norm=norm, residual=residual, eps=1e-5)
-    graph = helper.make_graph([node], "linear", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    # TensorRT 8.6 builds in int8 mode only with some Q/DQ in the network (else it asks for a calibrator):
+    # an unrelated fake-quantized copy of x as a second output.
+    t["s"], t["zp"] = torch.tensor(0.05), torch.tensor(0, dtype=torch.int8)
+    qdq = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+           helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["x_fake_quant"])]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "x_fake_quant")]
+    graph = helper.make_graph([node, *qdq], "linear", inputs, outputs,
                               [numpy_helper.from_array(v.numpy(), name) for name, v in t.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(onnx_ops.DOMAIN, 1)])
     onnx.save(model, tmp_path / "linear.onnx")

@@ -2,7 +2,7 @@
 // with the activation's quantization (and optionally the RMSNorm before it) done in the kernel.
 //
 // At decode the few activation rows are tiny and the int8 weight matrix is the whole memory traffic,
-// so the kernel is built to stream the weights once at full bandwidth: each warp owns kRowsPerWarp
+// so the kernel is built to stream the weights once at full bandwidth: each warp owns RPW
 // weight rows and walks them with 16-byte loads, the next loads in flight while the current ones are
 // multiplied (dp4a); the quantized activations sit in shared memory, packed 4 per word like the
 // weights. Each block quantizes the activation rows itself (a few KB read from L2) rather than a
@@ -22,9 +22,11 @@ namespace qmamba {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kRowsPerWarp = 2;
-constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;
-constexpr int kUnroll = 2;                      // loads of 4*VEC bytes per lane and row in flight
+// Weight rows per warp (RPW) times loads in flight per row and lane (kUnroll) is 4: 64 bytes per lane
+// in flight. RPW = 4 (32 rows per block) when that still gives every SM two blocks, else 2: fewer
+// blocks repeat the activation's quantization less, more blocks fill the GPU for short matrices.
+constexpr int kRowsPerWarpPair = 4;
+__host__ __device__ constexpr int kUnrollFor(int rpw) { return kRowsPerWarpPair / rpw; }
 constexpr int kMaxRowsPerPass = 8;              // activation rows per pass over the weights
 // Dynamic shared memory for the activation rows: the 48 KB a block gets without opting in to more,
 // less room for the kernel's own small arrays.
@@ -72,13 +74,13 @@ __device__ __forceinline__ void load_words_shared(const int32_t* p, int* w) {
 }
 
 // The weights of this warp's rows for chunks base + u * 32 + lane (u < kUnroll); zeros past the end.
-template <int VEC>
+template <int RPW, int VEC, int U = kUnrollFor(RPW)>
 __device__ __forceinline__ void load_batch(const LinearArgs& a, int n0, int chunks, int base, int lane,
-                                           int (&w)[kRowsPerWarp][kUnroll][VEC]) {
+                                           int (&w)[RPW][U][VEC]) {
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
+  for (int r = 0; r < RPW; ++r) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int c = base + u * 32 + lane;
       if (n0 + r < a.N && c < chunks) {
         load_words<VEC>(a.weight + static_cast<int64_t>(n0 + r) * a.words + c * VEC, w[r][u]);
@@ -118,6 +120,7 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
   __shared__ float scratch[kWarps][MT];
   __shared__ float inv_rms[MT];
   const float s_in = __ldg(a.input_scale);
+  const float inv_s = __fdiv_rn(1.0f, s_in);  // quantize_with_inverse: a division only near a tie
   if (a.norm) {
     float part[MT];
 #pragma unroll
@@ -149,7 +152,7 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
         if (k < a.K) {
           float v = __ldg(xr + k);
           if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[m]), __ldg(a.norm_weight + k));
-          packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_rn(v, s_in))) << (8 * j);
+          packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
         }
       }
     }
@@ -158,28 +161,29 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
   __syncthreads();
 }
 
-template <int MT, int VEC>
+template <int MT, int VEC, int RPW>
 __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) {
+  constexpr int kUnroll = kUnrollFor(RPW);
   extern __shared__ __align__(16) int32_t xs[];  // [MT][words]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
-  const int n0 = blockIdx.x * kRowsPerBlock + warp * kRowsPerWarp;
+  const int n0 = (blockIdx.x * kWarps + warp) * RPW;
   const int chunks = a.words / VEC;
   constexpr int kStep = 32 * kUnroll;
 
-  int w[kRowsPerWarp][kUnroll][VEC];
-  load_batch<VEC>(a, n0, chunks, 0, lane, w);
+  int w[RPW][kUnroll][VEC];
+  load_batch<RPW, VEC>(a, n0, chunks, 0, lane, w);
   quantize_rows<MT>(a, m0, xs);
 
-  int acc[kRowsPerWarp][MT];
+  int acc[RPW][MT];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < RPW; ++r)
 #pragma unroll
     for (int m = 0; m < MT; ++m) acc[r][m] = 0;
 
   for (int base = 0; base < chunks; base += kStep) {
-    int next[kRowsPerWarp][kUnroll][VEC];
-    if (base + kStep < chunks) load_batch<VEC>(a, n0, chunks, base + kStep, lane, next);
+    int next[RPW][kUnroll][VEC];
+    if (base + kStep < chunks) load_batch<RPW, VEC>(a, n0, chunks, base + kStep, lane, next);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int c = base + u * 32 + lane;
@@ -189,13 +193,13 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
         int xw[VEC];
         load_words_shared<VEC>(xs + m * a.words + c * VEC, xw);
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r)
+        for (int r = 0; r < RPW; ++r)
 #pragma unroll
           for (int v = 0; v < VEC; ++v) acc[r][m] = __dp4a(w[r][u][v], xw[v], acc[r][m]);
       }
     }
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r)
+    for (int r = 0; r < RPW; ++r)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
@@ -203,7 +207,7 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
   }
 
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
+  for (int r = 0; r < RPW; ++r) {
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       int s = acc[r][m];
@@ -211,7 +215,7 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
       for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
       const int n = n0 + r;
       const int64_t row = m0 + m;
-      if (lane == r * MT + m && n < a.N && row < a.rows) {  // one lane per output (all hold the sum)
+      if (lane == (r * MT + m) % 32 && n < a.N && row < a.rows) {  // one lane per output (all hold the sum)
         const int64_t idx = row * a.N + n;
         const float v = __fmul_rn(static_cast<float>(s), __ldg(a.out_scale + n));
         a.y[idx] = a.residual ? __fadd_rn(a.residual[idx], v) : v;
@@ -220,21 +224,21 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
   }
 }
 
-template <int MT, int VEC>
+template <int MT, int VEC, int RPW>
 void launch(const LinearArgs& a, cudaStream_t stream) {
-  const dim3 grid((a.N + kRowsPerBlock - 1) / kRowsPerBlock,
-                  static_cast<unsigned>((a.rows + MT - 1) / MT));
+  constexpr int rows_per_block = kWarps * RPW;
+  const dim3 grid((a.N + rows_per_block - 1) / rows_per_block, static_cast<unsigned>((a.rows + MT - 1) / MT));
   const size_t smem = static_cast<size_t>(MT) * a.words * sizeof(int32_t);
-  w8a8_linear_kernel<MT, VEC><<<grid, kWarps * 32, smem, stream>>>(a);
+  w8a8_linear_kernel<MT, VEC, RPW><<<grid, kWarps * 32, smem, stream>>>(a);
 }
 
-template <int VEC>
+template <int VEC, int RPW>
 void launch_rows(const LinearArgs& a, int mt, cudaStream_t stream) {
   switch (mt) {
-    case 8: launch<8, VEC>(a, stream); break;
-    case 4: launch<4, VEC>(a, stream); break;
-    case 2: launch<2, VEC>(a, stream); break;
-    default: launch<1, VEC>(a, stream); break;
+    case 8: launch<8, VEC, RPW>(a, stream); break;
+    case 4: launch<4, VEC, RPW>(a, stream); break;
+    case 2: launch<2, VEC, RPW>(a, stream); break;
+    default: launch<1, VEC, RPW>(a, stream); break;
   }
 }
 
@@ -277,12 +281,15 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
     return fail(QMAMBA_ERR_BAD_SIZE, "%s: %lld rows are more than one launch takes", where,
                 static_cast<long long>(rows));
   }
+  DeviceLimits dev{};
+  QMAMBA_TRY(device_limits(where, &dev));
   const bool vec = a.words % 4 == 0 && aligned16(t->weight);
+  const bool four_rows = (a.N + kWarps * 4 - 1) / (kWarps * 4) >= 2 * dev.sm_count;
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (vec) {
-    launch_rows<4>(a, mt, s);
+    four_rows ? launch_rows<4, 4>(a, mt, s) : launch_rows<4, 2>(a, mt, s);
   } else {
-    launch_rows<1>(a, mt, s);
+    four_rows ? launch_rows<1, 4>(a, mt, s) : launch_rows<1, 2>(a, mt, s);
   }
   return check_launch(where);
 }
