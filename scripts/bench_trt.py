@@ -24,7 +24,7 @@ from qmamba.export.onnx_export import export_onnx
 from qmamba.export.qmodel import QuantConfig, QuantMamba2LM
 from qmamba.runtime import bench as trt_bench
 from qmamba.runtime import trt_runner
-from qmamba.runtime.build import build_engines, read_engines_metadata
+from qmamba.runtime.build import DECODE_LINEAR_CHOICES, build_engines, read_engines_metadata
 
 SEQS, BATCHES = (512, 2048), (1, 8)
 
@@ -118,11 +118,11 @@ def torch_fp16(cfg: QuantConfig, iters: int) -> list[dict]:
     return rows
 
 
-def engines_for(model: QuantMamba2LM, root: Path) -> Path:
+def engines_for(model: QuantMamba2LM, root: Path, decode_linear: str) -> Path:
     export_onnx(model, root / "onnx", force=True, check=False)
     t = time.time()
     meta = build_engines(root / "onnx", root / "engines", batch=(1, 1, max(BATCHES)), seq=(1, 512, max(SEQS)),
-                         no_tactic_libraries=True, force=True)
+                         no_tactic_libraries=True, force=True, decode_linear=decode_linear)
     print(f"  engines built in {time.time() - t:.0f} s; decode linears: {meta['decode_linears']}")
     return root / "engines"
 
@@ -161,6 +161,9 @@ def main() -> int:
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--models", default="2.7b,small", help="which models, comma-separated: 2.7b, small")
     ap.add_argument("--profile", action="store_true", help="print TensorRT's per-layer times (batch 1, L 512)")
+    ap.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="plugin",
+                    help="the decode engine's linears (qmamba build --decode-linear; default plugin: both "
+                         "batches measured with QmambaW8A8Linear)")
     args = ap.parse_args()
     out = Path(args.out)
     work = Path("/tmp/qmamba_bench")
@@ -180,7 +183,8 @@ def main() -> int:
     report = {"copy_bandwidth_GBps": bw / 1e9, "models": {}}
     for i, (name, model) in enumerate(models.items()):
         print(f"{name}:")
-        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}"), args.iters, bw, args.profile)}
+        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}", args.decode_linear), args.iters, bw,
+                                        args.profile)}
         if not args.skip_torch:
             for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.iters)),
                                ("torch-fp16", lambda: torch_fp16(model.config, args.iters))):
