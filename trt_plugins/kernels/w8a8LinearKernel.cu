@@ -6,8 +6,9 @@
 // weight rows and walks them with 16-byte loads, the next loads in flight while the current ones are
 // multiplied (dp4a); the quantized activations sit in shared memory, packed 4 per word like the
 // weights. Each block quantizes the activation rows itself (a few KB read from L2) rather than a
-// second kernel doing it once: at decode a launch costs more than the repeated reads. The first
-// weight loads are issued before that quantization so that it hides behind them.
+// second kernel doing it once: at batch 1 a launch costs more than the repeated work, at batch 8 it
+// does not (measured on the H100: docs/tensorrt.md; `qmamba build` uses the plugin up to batch 4).
+// The first weight loads are issued before that quantization so that it hides behind them.
 //
 // Exactness: the integer sums are exact; float(acc) * out_scale (+ residual) is rounded as ONNX
 // Runtime rounds Mul then Add (no FMA). Q is docs/ops.md's (true division, half to even, saturate).
