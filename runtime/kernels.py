@@ -21,6 +21,7 @@ import torch
 
 from ..export.ops import _out_dtype, check_conv_inputs, check_ssd_inputs
 from ..export.validate import QMambaInputError, check_tensor
+from .w8a8_linear import OP_NAME as LINEAR_OP, check_linear_inputs
 
 LIB_NAME = "libqmamba_kernels.so"
 STATUS = {0: "OK", 1: "NULL_POINTER", 2: "BAD_SIZE", 3: "BAD_VALUE", 4: "CUDA", 5: "WORKSPACE"}
@@ -265,16 +266,14 @@ def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float 
                 out=None):
     """QmambaW8A8Linear on the GPU (``runtime/w8a8_linear.py``); same arguments and output as
     ``w8a8_linear_ref``. ``out``: optional preallocated y (it may be ``residual``: an in-place add)."""
-    from .w8a8_linear import OP_NAME, check_linear_inputs
-
     k, n = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual)
-    dev = _on_cuda(OP_NAME, x=x, weight=weight, out_scale=out_scale, input_scale=input_scale,
+    dev = _on_cuda(LINEAR_OP, x=x, weight=weight, out_scale=out_scale, input_scale=input_scale,
                    norm_weight=norm_weight, residual=residual)
     if out is None:
         y = torch.empty(x.shape[0], x.shape[1], n, dtype=torch.float32, device=dev)
     else:
-        y = check_tensor(OP_NAME, "out y", out, torch.float32, (x.shape[0], x.shape[1], n))
-        _on_cuda(OP_NAME, x=x, out_y=y)
+        y = check_tensor(LINEAR_OP, "out y", out, torch.float32, (x.shape[0], x.shape[1], n))
+        _on_cuda(LINEAR_OP, x=x, out_y=y)
     params = LinearParams(in_features=k, out_features=n, norm=int(norm_weight is not None), eps=float(eps))
     tensors = LinearTensors(_ptr(x), _ptr(weight), _ptr(out_scale), _ptr(input_scale), _ptr(norm_weight),
                             _ptr(residual), _ptr(y))

@@ -66,6 +66,13 @@ def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, res
     return k, n
 
 
+def one_tie_error(out_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """fp32 ``[N]``: how far y[.., n] moves when one activation lands on the other side of a rounding
+    tie (1 LSB times the row's largest |weight|, dequantized): the bound an implementation that sums the
+    RMSNorm in another order keeps to. ``weight`` is the int8 ``[N, K]`` matrix."""
+    return out_scale * weight.to(torch.int32).abs().amax(dim=1).float()  # int32: |-128| overflows int8
+
+
 def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None):
     """``y = float(Q(v, input_scale) @ W.T) * out_scale (+ residual)`` with ``v = x``, or with
     ``norm_weight`` the RMSNorm ``(x * (1 / sqrt(mean(x^2) + eps))) * norm_weight`` (the ONNX graph's
