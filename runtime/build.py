@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="auto",
                         help="the decode engine's W8A8 linears: qmamba's matrix-vector plugin QmambaW8A8Linear "
                              f"or TensorRT's int8 MatMul (auto: the plugin up to batch {LINEAR_PLUGIN_MAX_BATCH})")
+    parser.add_argument("--decode-mixer", choices=DECODE_MIXER_CHOICES, default="plugin",
+                        help="each decode mixer (in_proj's output to the gated norm) as one QmambaDecodeMixer "
+                             "node, its states as int32 words (plugin), or as the exported ops (tensorrt)")
 
 
 def _read_onnx_metadata(onnx_dir: Path) -> dict:
@@ -276,7 +279,10 @@ DECODE_LINEAR_CHOICES = ("auto", "plugin", "tensorrt")
 def _rms_norm_chain(x, producers, consumers, inits):
     """The RMSNorm of ``export/onnx_layers.rms_norm`` that makes ``x`` (Mul(Mul(x0, inv), w) with
     inv = Reciprocal(Sqrt(Add(ReduceMean(Mul(x0, x0)), eps))) over the last axis), as (x0, weight, eps,
-    its nodes); None when ``x`` is made otherwise or a piece has other readers."""
+    its nodes, norm group); None when ``x`` is made otherwise or a piece has other readers. The gated
+    norm's RMS (``onnx_layers.gated_rms_norm``: the same over Reshape(x0, [0, 0, -1, group]), reshaped
+    back before the weight) is found too, with its group size; a plain RMSNorm has group 0."""
+    import numpy as np
     from onnx import numpy_helper
 
     def only(name, op):
@@ -285,7 +291,8 @@ def _rms_norm_chain(x, producers, consumers, inits):
         return n if ok else None
 
     mul_w = only(x, "Mul")
-    mul_inv = mul_w and only(mul_w.input[0], "Mul")
+    back = mul_w and only(mul_w.input[0], "Reshape")  # the gated norm's [.., groups, group] -> [.., d]
+    mul_inv = mul_w and only((back or mul_w).input[0], "Mul")
     recip = mul_inv and only(mul_inv.input[1], "Reciprocal")
     sqrt = recip and only(recip.input[0], "Sqrt")
     add = sqrt and only(sqrt.input[0], "Add")
@@ -299,7 +306,21 @@ def _rms_norm_chain(x, producers, consumers, inits):
     if list(square.input) != [x0, x0] or axes != [-1] or keep != 1 or len(mean.input) != 1:
         return None
     eps = float(numpy_helper.to_array(inits[add.input[1]]))
-    return x0, mul_w.input[1], eps, [square, mean, add, sqrt, recip, mul_inv, mul_w]
+    nodes, group = [square, mean, add, sqrt, recip, mul_inv, mul_w], 0
+    if back is not None:
+        split = producers.get(x0)
+        shape_in = split is not None and split.op_type == "Reshape" and inits.get(split.input[1])
+        shape_out = inits.get(back.input[1])
+        if not shape_in or shape_out is None:
+            return None
+        want_in, want_out = numpy_helper.to_array(shape_in), numpy_helper.to_array(shape_out)
+        if len(want_in) != 4 or list(want_in[:3]) != [0, 0, -1] or want_in[3] < 1 \
+                or not np.array_equal(want_out, [0, 0, -1]) \
+                or {id(c) for c in consumers.get(x0, [])} != {id(square), id(mul_inv)}:
+            return None
+        x0, group = split.input[0], int(want_in[3])
+        nodes += [split, back]
+    return x0, mul_w.input[1], eps, nodes, group
 
 
 def fuse_decode_linears(model):
@@ -308,7 +329,9 @@ def fuse_decode_linears(model):
     Mul(input_scale, weight_scale)) becomes one QmambaW8A8Linear node (runtime/w8a8_linear.py), taking
     along the RMSNorm that feeds it (norm = 1) and a residual Add after it (residual = 1). The weight
     becomes an int32 initializer ``<weight>.words`` of the same bytes. Exact but for the RMSNorm's
-    order of summation (as TensorRT's own ReduceMean). For decode graphs: a matrix-vector kernel."""
+    order of summation (as TensorRT's own ReduceMean). For decode graphs: a matrix-vector kernel.
+    out_proj takes the gated norm's RMS and weight along (norm = 1 with ``norm_group``) when no Hadamard
+    rotation sits between; the gate itself is QmambaDecodeMixer's (fuse_decode_mixers)."""
     import numpy as np
     import onnx
     import torch
@@ -360,10 +383,12 @@ def fuse_decode_linears(model):
         extra, attrs = [], {"norm": 0, "residual": 0}
         chain = _rms_norm_chain(x, producers, consumers, inits) if sole(x, "QuantizeLinear") else None
         if chain:
-            x, norm_weight, eps, norm_nodes = chain
+            x, norm_weight, eps, norm_nodes, group = chain
             nodes += norm_nodes
             extra.append(norm_weight)
             attrs.update(norm=1, eps=eps)
+            if group:
+                attrs["norm_group"] = group
         out, last = scale_mul.output[0], scale_mul
         add = sole(out, "Add")
         if add is not None:
@@ -393,6 +418,140 @@ def fuse_decode_linears(model):
     return model
 
 
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def fuse_decode_mixers(model) -> tuple[object, str]:
+    """Every decode mixer of the graph, from the Split of in_proj's output to the gate of the gated norm
+    (``export/onnx_export._mixer``: Split -> QuantizeLinear of z, x, B, C, dt -> Concat(xBC) ->
+    QuantConv1dSiLU -> QuantSSD -> y * (z' * sigmoid(z')), z' = DequantizeLinear(z_q)), becomes one
+    QmambaDecodeMixer node (runtime/decode_mixer.py). Its int8 constants (conv weight, bias) become int32
+    initializers of the same bytes, and the layer's states become int32 network inputs and outputs
+    ``[.., last / 4]`` of the same bytes (no int8 tensor is left at the plugin, so TensorRT 8.6's Q/DQ
+    rules need no pairs around it). Exact: the kernel computes the ops' own arithmetic.
+
+    Returns (model, what ran): a graph it cannot fuse (no decode state, sizes not a multiple of 4, a
+    piece read elsewhere, scales that differ between the pieces) is left as it is, and the text says why."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+
+    from qmamba.export import onnx_ops
+
+    from .decode_mixer import CONV_SCALES, OP_NAME, flat_int8_words
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers = _consumers(g.node)
+    graph_io = {vi.name: vi for vi in [*g.input, *g.output]}
+
+    def made_by(name, op):
+        n = producers.get(name)
+        return n if n is not None and n.op_type == op else None
+
+    def sole(name, op):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+    def scalar(name):
+        return np.float32(numpy_helper.to_array(inits[name])) if name in inits and not inits[name].dims else None
+
+    def int8_init(name):
+        """The int8 initializer behind onnx_ops.constant_int8_input's DQ(1) -> Q(1) pass nodes."""
+        q = made_by(name, "QuantizeLinear")
+        dq = q is not None and made_by(q.input[0], "DequantizeLinear")
+        if not dq or dq.input[0] not in inits or inits[dq.input[0]].data_type != onnx.TensorProto.INT8 \
+                or len(consumers.get(name, [])) != 1 or len(consumers.get(q.input[0], [])) != 1:
+            return None
+        return dq.input[0], [q, dq]
+
+    convs = [n for n in g.node if n.op_type == "QuantConv1dSiLU"]
+    if not convs:
+        return model, "no QuantConv1dSiLU in the graph"
+    dropped, replace, new_inits, words_io = set(), {}, {}, {}
+    for conv in convs:
+        why = None
+        ca = _attrs(conv)
+        ssd = sole(conv.output[0], "QuantSSD")
+        cat = made_by(conv.input[0], "Concat")
+        qs = [made_by(x, "QuantizeLinear") for x in cat.input] if cat is not None and len(cat.input) == 3 else []
+        split = made_by(qs[0].input[0], "Split") if qs and all(qs) else None
+        if len(conv.input) < 9 or not conv.input[8] or ssd is None or split is None or len(split.output) != 5:
+            return model, f"{conv.name}: not the exported decode mixer (no conv state, or no Split/Concat/QuantSSD)"
+        sa = _attrs(ssd)
+        h, p, n, ngr = (int(ca[k]) for k in ("nheads", "headdim", "d_state", "ngroups"))
+        conv_dim = h * p + 2 * ngr * n
+        weight, bias = int8_init(conv.input[1]), int8_init(conv.input[2])
+        q_z, q_dt = sole(split.output[0], "QuantizeLinear"), sole(split.output[4], "QuantizeLinear")
+        dq_z = q_z is not None and sole(q_z.output[0], "DequantizeLinear")
+        z_users = consumers.get(dq_z.output[0], []) if dq_z else []
+        sig = next((u for u in z_users if u.op_type == "Sigmoid"), None)
+        gate = next((u for u in z_users if u.op_type == "Mul"), None)
+        out = sole(ssd.output[0], "Mul")
+        if conv_dim % 4 or n % 4:
+            why = f"conv_dim {conv_dim} or d_state {n} is not a multiple of 4 (states travel as int32 words)"
+        elif not (weight and bias and q_z and q_dt and dq_z and sig and gate and out) or len(z_users) != 2 \
+                or sorted(gate.input) != sorted([dq_z.output[0], sig.output[0]]) or sole(sig.output[0], "Mul") is not gate \
+                or sole(gate.output[0], "Mul") is not out or ssd.input[1] != q_dt.output[0] \
+                or list(ssd.input[2:4]) != list(conv.output[1:3]) or len(ssd.input) < 14 or not ssd.input[13] \
+                or list(ssd.input[7:12]) != list(conv.input[3:8]) or int(sa.get("out_dtype", 1)) != 1:
+            why = "its pieces are not the exported pattern (or are read elsewhere)"
+        elif any(scalar(q.input[1]) != np.float32(ca[k]) for q, k in zip(qs, ("x_scale", "B_scale", "C_scale"))) \
+                or scalar(q_dt.input[1]) != np.float32(sa["dt_scale"]) or scalar(q_z.input[1]) is None \
+                or dq_z.input[1] != q_z.input[1]:
+            why = "the segments' QuantizeLinear scales differ from the ops' attributes"
+        elif any(len(consumers.get(o, [])) != 1 for o in [*split.output, *(q.output[0] for q in qs), cat.output[0],
+                                                           *conv.output[:3]]):
+            why = "an intermediate is read elsewhere"
+        if why:
+            return model, f"{conv.name}: {why}"
+        K = int(inits[weight[0]].dims[1])
+        packed = []
+        for (name, _) in (weight, bias):
+            words = f"{name}.words"
+            new_inits[words] = numpy_helper.from_array(
+                flat_int8_words(torch.from_numpy(numpy_helper.to_array(inits[name]).copy())).numpy(), words)
+            packed.append(words)
+        state_in, state_out = [conv.input[8], ssd.input[13]], [conv.output[3], ssd.output[1]]
+        for name in state_in + state_out:
+            if name not in graph_io:
+                return model, f"{conv.name}: state {name} is not a network input or output"
+            words_io[name] = graph_io[name]
+        fields = {k: float(ca[k]) for k in CONV_SCALES}
+        fields.update(ngroups=ngr, nheads=h, headdim=p, d_state=n, d_conv=K, z_scale=float(scalar(q_z.input[1])),
+                      dt_scale=float(sa["dt_scale"]), dt_min=float(sa.get("dt_min", 0.0)),
+                      dt_max=float(sa.get("dt_max", float("inf"))))
+        inputs = [split.input[0], *packed, *conv.input[3:8], *ssd.input[4:7], ssd.input[12], *state_in]
+        node = helper.make_node(OP_NAME, inputs, [out.output[0], *state_out], name=f"{conv.name}/{OP_NAME}",
+                                domain=onnx_ops.DOMAIN, **fields)
+        pieces = [split, *qs, cat, q_z, dq_z, sig, gate, q_dt, conv, ssd, out, *weight[1], *bias[1]]
+        dropped.update(id(x) for x in pieces)
+        replace[id(out)] = node
+    for vi in words_io.values():  # int8 [.., m] -> int32 [.., m / 4], the same bytes
+        t = vi.type.tensor_type
+        t.elem_type = onnx.TensorProto.INT32
+        last = t.shape.dim[len(t.shape.dim) - 1]
+        last.dim_value = last.dim_value // 4
+    kept = [replace.get(id(x), x) for x in g.node if id(x) not in dropped or id(x) in replace]
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits.values())
+    used = {i for x in g.node for i in x.input}
+    keep_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    made = used | {o for x in g.node for o in x.output}
+    keep_info = [vi for vi in g.value_info if vi.name in made]
+    del g.value_info[:]
+    g.value_info.extend(keep_info)
+    return model, f"{OP_NAME} ({len(convs)} layers)"
+
+
 def decode_linear_plugin(choice: str, max_batch: int) -> bool:
     """Whether the decode engine's linears run as QmambaW8A8Linear (``--decode-linear``)."""
     if choice not in DECODE_LINEAR_CHOICES:
@@ -400,13 +559,22 @@ def decode_linear_plugin(choice: str, max_batch: int) -> bool:
     return choice == "plugin" or (choice == "auto" and max_batch <= LINEAR_PLUGIN_MAX_BATCH)
 
 
-def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False):
+DECODE_MIXER_CHOICES = ("plugin", "tensorrt")
+
+
+def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plugin: bool = False,
+              notes: dict | None = None):
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
     (fuse_decode_linears up to the RMSNorm's order of summation).
-    ``linear_plugin`` (decode graphs): fuse_decode_linears first. All versions: float_fake_quant (seen
-    wrong on 8.6; kept for 10+, where it could not be checked), explicit_zero_points. TensorRT 8 also:
-    qdq_plugin_edges and bits_as_float_outputs (its explicit-quantization rules, mapped by
-    scripts/trt86_probe.py; docs/tensorrt.md)."""
+    Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
+    ``linear_plugin``: fuse_decode_linears. All versions: float_fake_quant (seen wrong on 8.6; kept for
+    10+, where it could not be checked), explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
+    bits_as_float_outputs (its explicit-quantization rules, mapped by scripts/trt86_probe.py;
+    docs/tensorrt.md)."""
+    if mixer_plugin:
+        model, what = fuse_decode_mixers(model)
+        if notes is not None:
+            notes["decode_mixers"] = what
     if linear_plugin:
         model = fuse_decode_linears(model)
     model = explicit_zero_points(float_fake_quant(model))
@@ -415,11 +583,12 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False):
     return model
 
 
-def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool) -> Path:
+def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, mixer_plugin: bool,
+              notes: dict) -> Path:
     """onnx_path rewritten by trt_graph for that TensorRT, written into out_dir."""
     import onnx
 
-    model = trt_graph(onnx.load(str(onnx_path)), major, linear_plugin)
+    model = trt_graph(onnx.load(str(onnx_path)), major, linear_plugin, mixer_plugin, notes)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     big = model.ByteSize() > 1_800_000_000
     onnx.save(model, str(path), save_as_external_data=big, location=f"{path.name}.data" if big else None)
@@ -487,7 +656,7 @@ def tensorrt_major(trt=None) -> int:
 
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
-                  decode_linear="auto") -> dict:
+                  decode_linear="auto", decode_mixer="plugin") -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json."""
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
     meta = _read_onnx_metadata(onnx_dir)
@@ -504,8 +673,13 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                 "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
     major = tensorrt_major(trt)
     linear_plugin = decode_linear_plugin(decode_linear, batch[2])
+    if decode_mixer not in DECODE_MIXER_CHOICES:
+        raise ValueError(f"build: decode_mixer must be one of {DECODE_MIXER_CHOICES}, got {decode_mixer!r}")
+    notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)"}
     for kind, profile in profiles.items():
-        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major, linear_plugin and kind == "decode")
+        decode = kind == "decode"
+        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major, linear_plugin and decode,
+                              decode_mixer == "plugin" and decode, notes)
         engine_path = out / f"{kind}.engine"
         try:
             if trt is not None:
@@ -519,6 +693,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
                "backend": "python" if trt is not None else "cpp",
                "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
+               "decode_mixers": notes["decode_mixers"],
                "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
                **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
     (out / ENGINES_METADATA).write_text(json.dumps(engines, indent=2))
@@ -536,10 +711,12 @@ def read_engines_metadata(engine_dir) -> dict:
 def run(args) -> int:
     meta = build_engines(args.onnx_dir, args.out, batch=args.batch, seq=args.seq, plugins=args.plugins,
                          fp16=args.fp16, no_tactic_libraries=args.no_tactic_libraries, backend=args.backend,
-                         force=args.force, keep_onnx=args.keep_onnx, decode_linear=args.decode_linear)
+                         force=args.force, keep_onnx=args.keep_onnx, decode_linear=args.decode_linear,
+                         decode_mixer=args.decode_mixer)
     for f in trt_runner.ENGINE_FILES:
         p = Path(args.out) / f
         print(f"{p} ({p.stat().st_size / 1e6:.1f} MB)")
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
-          f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}")
+          f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
+          f"its mixers: {meta['decode_mixers']}")
     return 0

@@ -60,12 +60,23 @@ class SSDTensors(ctypes.Structure):
 
 class LinearParams(ctypes.Structure):
     _fields_ = [("in_features", ctypes.c_int32), ("out_features", ctypes.c_int32), ("norm", ctypes.c_int32),
-                ("eps", ctypes.c_float)]
+                ("eps", ctypes.c_float), ("norm_group", ctypes.c_int32)]
 
 
 class LinearTensors(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p) for name in (
         "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y")]
+
+
+class MixerParams(ctypes.Structure):
+    _fields_ = [("conv", ConvParams)] + [(name, ctypes.c_float) for name in ("z_scale", "dt_scale", "dt_min", "dt_max")]
+
+
+class MixerTensors(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "zxbcdt", "conv_weight", "conv_bias", "x_out_scales", "B_out_scales", "C_out_scales",
+        "x_head_group_range", "x_dim_group_range", "A_log", "D", "dt_bias", "ssm_state_scale",
+        "conv_state", "ssm_state", "gated", "conv_state_out", "ssm_state_out")]
 
 
 def library_path() -> pathlib.Path | None:
@@ -116,6 +127,9 @@ def load_library() -> ctypes.CDLL:
         lib.qmamba_w8a8_linear.restype = ctypes.c_int
         lib.qmamba_w8a8_linear.argtypes = [ctypes.POINTER(LinearParams), ctypes.POINTER(LinearTensors),
                                            ctypes.c_int64, ctypes.c_void_p]
+        lib.qmamba_decode_mixer.restype = ctypes.c_int
+        lib.qmamba_decode_mixer.argtypes = [ctypes.POINTER(MixerParams), ctypes.POINTER(MixerTensors),
+                                            ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_copy_async.restype = ctypes.c_int
         lib.qmamba_copy_async.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         _LIB = lib
@@ -263,10 +277,10 @@ def quant_ssd(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_
 
 
 def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
-                out=None):
+                out=None, norm_group: int = 0):
     """QmambaW8A8Linear on the GPU (``runtime/w8a8_linear.py``); same arguments and output as
     ``w8a8_linear_ref``. ``out``: optional preallocated y (it may be ``residual``: an in-place add)."""
-    k, n = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual)
+    k, n = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual, norm_group)
     dev = _on_cuda(LINEAR_OP, x=x, weight=weight, out_scale=out_scale, input_scale=input_scale,
                    norm_weight=norm_weight, residual=residual)
     if out is None:
@@ -274,7 +288,8 @@ def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float 
     else:
         y = check_tensor(LINEAR_OP, "out y", out, torch.float32, (x.shape[0], x.shape[1], n))
         _on_cuda(LINEAR_OP, x=x, out_y=y)
-    params = LinearParams(in_features=k, out_features=n, norm=int(norm_weight is not None), eps=float(eps))
+    params = LinearParams(in_features=k, out_features=n, norm=int(norm_weight is not None), eps=float(eps),
+                          norm_group=int(norm_group))
     tensors = LinearTensors(_ptr(x), _ptr(weight), _ptr(out_scale), _ptr(input_scale), _ptr(norm_weight),
                             _ptr(residual), _ptr(y))
     lib = load_library()
@@ -283,3 +298,45 @@ def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float 
         rc = lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors), x.shape[0] * x.shape[1], stream)
     check_status(rc, lib)
     return y
+
+
+def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
+                 x_head_group_range, x_dim_group_range, A_log, D, dt_bias, ssm_state_scale,
+                 conv_state, ssm_state, **fields):
+    """QmambaDecodeMixer on the GPU (``runtime/decode_mixer.py``); same arguments and outputs as
+    ``decode_mixer_ref`` (int8 states and conv weight/bias in the ops' layouts)."""
+    from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, sizes
+
+    missing = [k for k in (*CONV_SCALES, "ngroups", "nheads", "headdim", "d_state", "z_scale", "dt_scale")
+               if k not in fields]
+    if missing:
+        raise QMambaInputError(f"{MIXER_OP}: missing fields {missing}")
+    g, h, p, n = (int(fields[k]) for k in ("ngroups", "nheads", "headdim", "d_state"))
+    bt, d_ssm, gn = sizes(zxbcdt, g, h, p, n)
+    conv_dim = d_ssm + 2 * gn
+    check_tensor(MIXER_OP, "conv_weight", conv_weight, torch.int8, (conv_dim, None))
+    K = conv_weight.shape[1]
+    check_tensor(MIXER_OP, "conv_bias", conv_bias, torch.int8, (conv_dim,))
+    check_tensor(MIXER_OP, "conv_state", conv_state, torch.int8, (bt, K - 1, conv_dim))
+    check_tensor(MIXER_OP, "ssm_state", ssm_state, torch.int8, (bt, h, p, n))
+    check_tensor(MIXER_OP, "ssm_state_scale", ssm_state_scale, torch.float32, (g, None, None, n), finite=True)
+    nhg, ndg = x_out_scales.shape[1], x_out_scales.shape[2]
+    dev = _on_cuda(MIXER_OP, zxbcdt=zxbcdt, conv_weight=conv_weight, conv_bias=conv_bias,
+                   x_out_scales=x_out_scales, B_out_scales=B_out_scales, C_out_scales=C_out_scales,
+                   x_head_group_range=x_head_group_range, x_dim_group_range=x_dim_group_range, A_log=A_log, D=D,
+                   dt_bias=dt_bias, ssm_state_scale=ssm_state_scale, conv_state=conv_state, ssm_state=ssm_state)
+    gated = torch.empty(bt, 1, d_ssm, dtype=torch.float32, device=dev)
+    conv_out, ssm_out = torch.empty_like(conv_state), torch.empty_like(ssm_state)
+    conv = ConvParams(**{k: float(fields[k]) for k in CONV_SCALES}, ngroups=g, nheads=h, headdim=p, d_state=n,
+                      d_conv=K, n_head_groups=nhg, n_dim_groups=ndg)
+    params = MixerParams(conv=conv, z_scale=float(fields["z_scale"]), dt_scale=float(fields["dt_scale"]),
+                         dt_min=float(fields.get("dt_min", 0.0)), dt_max=float(fields.get("dt_max", math.inf)))
+    tensors = MixerTensors(*(_ptr(t) for t in (
+        zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+        x_dim_group_range, A_log, D, dt_bias, ssm_state_scale, conv_state, ssm_state, gated, conv_out, ssm_out)))
+    lib = load_library()
+    stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
+    with torch.cuda.device(dev):
+        rc = lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors), bt, stream)
+    check_status(rc, lib)
+    return gated, conv_out, ssm_out

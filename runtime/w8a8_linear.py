@@ -25,7 +25,8 @@ from ..export.validate import QMambaInputError, check_tensor
 
 OP_NAME = "QmambaW8A8Linear"
 # (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp, docs/tensorrt.md).
-FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0))
+FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0), ("norm_group", "int", 0))
+MAX_NORM_GROUPS = 16  # kMaxNormGroups of w8a8LinearKernel.cu
 
 
 def pack_int8_words(weight: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,8 @@ def unpack_int8_words(words: torch.Tensor, in_features: int) -> torch.Tensor:
     return words.contiguous().view(torch.int8)[:, :in_features]
 
 
-def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, residual=None):
-    """Shapes and dtypes of the op's inputs; returns (K, N)."""
+def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, residual=None, norm_group: int = 0):
+    """Shapes and dtypes of the op's inputs (and the norm group); returns (K, N)."""
     check_tensor(OP_NAME, "x", x, torch.float32, (None, None, None))
     k = x.shape[-1]
     check_tensor(OP_NAME, "weight", weight, torch.int32, (None, -(-k // 4)))
@@ -63,6 +64,9 @@ def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, res
         check_tensor(OP_NAME, "norm_weight", norm_weight, torch.float32, (k,), finite=True)
     if residual is not None:
         check_tensor(OP_NAME, "residual", residual, torch.float32, (x.shape[0], x.shape[1], n))
+    if norm_group and (norm_group < 0 or k % norm_group or k // norm_group > MAX_NORM_GROUPS):
+        raise QMambaInputError(f"{OP_NAME}: norm_group must be 0 or a divisor of K = {k} giving at most "
+                               f"{MAX_NORM_GROUPS} groups, got {norm_group}")
     return k, n
 
 
@@ -73,15 +77,19 @@ def one_tie_error(out_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor
     return out_scale * weight.to(torch.int32).abs().amax(dim=1).float()  # int32: |-128| overflows int8
 
 
-def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None):
+def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
+                    norm_group: int = 0):
     """``y = float(Q(v, input_scale) @ W.T) * out_scale (+ residual)`` with ``v = x``, or with
     ``norm_weight`` the RMSNorm ``(x * (1 / sqrt(mean(x^2) + eps))) * norm_weight`` (the ONNX graph's
-    ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul); fp32 throughout, no fused multiply-add."""
-    k, _ = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual)
+    ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul), the mean taken over groups of ``norm_group`` channels
+    (0: the whole row; the gated norm's groups); fp32 throughout, no fused multiply-add."""
+    k, _ = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual, norm_group)
     v = x
     if norm_weight is not None:
-        inv = torch.reciprocal(torch.sqrt((x * x).mean(-1, keepdim=True) + torch.tensor(eps, dtype=torch.float32)))
-        v = (x * inv) * norm_weight
+        gs = norm_group or k
+        xg = x.reshape(*x.shape[:-1], k // gs, gs)
+        inv = torch.reciprocal(torch.sqrt((xg * xg).mean(-1, keepdim=True) + torch.tensor(eps, dtype=torch.float32)))
+        v = (xg * inv).reshape(x.shape) * norm_weight
     q = ops.quantize(v, input_scale)
     acc = (q.double() @ unpack_int8_words(weight, k).double().t()).to(torch.int32)
     y = acc.float() * out_scale

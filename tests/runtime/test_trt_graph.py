@@ -151,7 +151,7 @@ def test_qdq_pairs_on_plugin_edges_are_exact(tmp_path):
 
 def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, tmp_path):
     """fuse_decode_linears: every W8A8 linear of the decode graph is one QmambaW8A8Linear (in_proj and
-    lm_head with their RMSNorm, out_proj with the residual Add); the reference twin on the node's
+    lm_head with their RMSNorm, out_proj with the gated norm's RMS and the residual Add); the reference twin on the node's
     inputs, as ONNX Runtime computes them from the exported graph, gives ONNX Runtime's output: exactly
     without the norm, at most a rounding tie apart with it (another order of summation)."""
     import torch
@@ -165,7 +165,7 @@ def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, 
     attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in fused]
     n_layer = sum(n.op_type == "QuantSSD" for n in before.graph.node)
     assert len(fused) == 2 * n_layer + 1
-    assert [(a["norm"], a["residual"]) for a in attrs] == [(1, 0), (0, 1)] * n_layer + [(1, 0)]
+    assert [(a["norm"], a["residual"]) for a in attrs] == [(1, 0), (1, 1)] * n_layer + [(1, 0)]
     assert not any(n.op_type in ("MatMul", "Transpose") for n in after.graph.node)
     inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
 
@@ -187,7 +187,8 @@ def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, 
         x, w, out_scale, s_in = t[:4]
         norm_weight = t[4] if a["norm"] else None
         residual = t[4 + a["norm"]] if a["residual"] else None
-        got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a.get("eps", 1e-5), residual).numpy()
+        got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a.get("eps", 1e-5), residual,
+                              a.get("norm_group", 0)).numpy()
         want = values[node.output[0]]
         if a["norm"]:
             step = np.abs(inits[node.input[2]]).max() * np.abs(w.view(torch.int8).numpy()).sum(1).max()
@@ -195,3 +196,121 @@ def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, 
             assert np.mean(got != want) <= 0.05, node.name
         else:
             np.testing.assert_array_equal(got, want, err_msg=node.name)
+
+
+@pytest.fixture(scope="module", params=["g1", "g8"])
+def exported_decode(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"mixer_{request.param}")
+    export_onnx(tiny_quantized_model(request.param), out, force=True)
+    return onnx.load(str(out / "decode.onnx"))
+
+
+def _copy(model):
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+def _probe_values(before, names, tmp_path, batch=3, seed=1):
+    """ONNX Runtime on the exported graph with ``names`` as extra float outputs; the feed holds random
+    token ids and random int8 states (saturated values included)."""
+    probe = _copy(before)
+    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
+    onnx.save(probe, tmp_path / "probe.onnx")
+    rng = np.random.default_rng(seed)
+    feed = {"input_ids": rng.integers(0, 256, (batch, 1)).astype(np.int64)}
+    for vi in before.graph.input[1:]:
+        dims = [batch if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
+        feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
+    sess = ort_session(tmp_path / "probe.onnx")
+    return {**feed, **dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))}
+
+
+def test_decode_mixers_become_the_mixer_plugin_and_compute_the_same(exported_decode, tmp_path):
+    """fuse_decode_mixers: each layer's Split .. QuantConv1dSiLU .. QuantSSD .. gate is one QmambaDecodeMixer;
+    the states become int32 words of the same bytes; the reference twin on the node's inputs (as ONNX
+    Runtime computes them from the exported graph) gives ONNX Runtime's gate output and states."""
+    import torch
+
+    from qmamba.runtime.build import _attrs, fuse_decode_mixers
+    from qmamba.runtime.decode_mixer import OP_NAME, decode_mixer_ref, unflat_int8_words
+
+    before = exported_decode
+    after, what = fuse_decode_mixers(_copy(before))
+    n_layer = sum(n.op_type == "QuantSSD" for n in before.graph.node)
+    mixers = [n for n in after.graph.node if n.op_type == OP_NAME]
+    assert what == f"{OP_NAME} ({n_layer} layers)" and len(mixers) == n_layer
+    assert not {"QuantConv1dSiLU", "QuantSSD", "Split", "Concat", "Sigmoid"} & {n.op_type for n in after.graph.node}
+    old_io = {vi.name: vi.type.tensor_type for vi in [*before.graph.input, *before.graph.output]}
+    for vi in [*after.graph.input, *after.graph.output]:
+        if "state" in vi.name:  # int8 [.., m] -> int32 [.., m / 4]
+            t, old = vi.type.tensor_type, old_io[vi.name]
+            assert (old.elem_type, t.elem_type) == (TensorProto.INT8, TensorProto.INT32)
+            assert [d.dim_value for d in t.shape.dim][1:-1] == [d.dim_value for d in old.shape.dim][1:-1]
+            assert t.shape.dim[-1].dim_value * 4 == old.shape.dim[-1].dim_value
+    inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    values = _probe_values(before, {x for n in mixers for x in (n.input[0], n.output[0])}, tmp_path)
+    values.update(inits)
+    for node in mixers:
+        a = _attrs(node)
+        t = [torch.from_numpy(np.asarray(values[i]).copy()) for i in node.input]
+        conv_dim = a["nheads"] * a["headdim"] + 2 * a["ngroups"] * a["d_state"]
+        weight = unflat_int8_words(t[1], (conv_dim, a["d_conv"]))
+        bias = unflat_int8_words(t[2], (conv_dim,))
+        gated, conv_out, ssm_out = decode_mixer_ref(t[0], weight, bias, *t[3:], **a)
+        np.testing.assert_allclose(gated.numpy(), values[node.output[0]], rtol=1e-5, atol=1e-6 * np.abs(gated.numpy()).max())
+        np.testing.assert_array_equal(conv_out.numpy(), values[node.output[1]], err_msg=node.name)
+        # The SSD's fp32 state is summed in the same order; exp may differ by an ulp: ties only.
+        diff = np.abs(ssm_out.numpy().astype(np.int32) - values[node.output[2]])
+        assert diff.max() <= 1 and diff.mean() <= 1e-3, node.name
+
+
+def test_gated_norm_folds_into_out_proj(exported_decode, tmp_path):
+    """After fuse_decode_mixers, fuse_decode_linears takes the gated norm's RMS and weight into out_proj
+    (norm = 1, norm_group = d_ssm / ngroups); the twin on ONNX Runtime's gate output gives ONNX Runtime's
+    out_proj + residual within one rounding tie of the normed activation."""
+    import torch
+
+    from qmamba.runtime.build import _attrs, fuse_decode_linears, fuse_decode_mixers
+    from qmamba.runtime.w8a8_linear import OP_NAME, one_tie_error, unpack_int8_words, w8a8_linear_ref
+
+    after = fuse_decode_linears(fuse_decode_mixers(_copy(exported_decode))[0])
+    outs = [n for n in after.graph.node if n.op_type == OP_NAME and _attrs(n)["residual"] == 1]
+    n_layer = sum(n.op_type == "QuantSSD" for n in exported_decode.graph.node)
+    assert len(outs) == n_layer
+    mixer = next(n for n in after.graph.node if n.op_type == "QmambaDecodeMixer")
+    ma = _attrs(mixer)
+    for n in outs:
+        a = _attrs(n)
+        assert a["norm"] == 1 and a["norm_group"] == ma["nheads"] * ma["headdim"] // ma["ngroups"], n.name
+    inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    values = _probe_values(exported_decode, {x for n in outs for x in (n.input[0], n.input[5], n.output[0])}, tmp_path)
+    values.update(inits)
+    for n in outs:
+        a = _attrs(n)
+        x, w, out_scale, s_in, norm_weight, residual = (torch.from_numpy(np.asarray(values[i]).copy()) for i in n.input)
+        got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a["eps"], residual, a["norm_group"]).numpy()
+        want = values[n.output[0]]
+        bound = one_tie_error(out_scale, unpack_int8_words(w, x.shape[-1])).numpy()
+        assert np.all(np.abs(got - want) <= bound + 1e-6 * np.abs(want)), n.name
+        assert np.mean(got != want) <= 0.05, n.name
+
+
+def test_decode_mixer_fusion_says_why_it_leaves_a_graph(exported_decode):
+    """A graph it cannot fuse comes back unchanged, with the reason."""
+    from qmamba.runtime.build import fuse_decode_mixers
+
+    model = _copy(exported_decode)
+    ssd = next(n for n in model.graph.node if n.op_type == "QuantSSD")
+    ssd.attribute.append(helper.make_attribute("out_dtype", TensorProto.FLOAT16))  # y as fp16: not fused
+    del ssd.attribute[[a.name for a in ssd.attribute].index("out_dtype")]
+    before = model.SerializeToString()
+    after, what = fuse_decode_mixers(model)
+    assert after.SerializeToString() == before and "not the exported pattern" in what
+    _, none = fuse_decode_mixers(_identity_model())
+    assert none == "no QuantConv1dSiLU in the graph"
+
+
+def _identity_model():
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])

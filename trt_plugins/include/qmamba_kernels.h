@@ -107,6 +107,8 @@ typedef struct qmamba_linear_params {
   int32_t out_features;      // N
   int32_t norm;              // 1: RMSNorm of each row before quantizing it (norm_weight, eps); 0: none
   float eps;                 // RMSNorm epsilon (norm == 1)
+  int32_t norm_group;        // channels per RMSNorm group (norm == 1): 0 (or K) the whole row, else a
+                             //   divisor of K (the gated norm's groups of d_ssm / ngroups channels)
 } qmamba_linear_params;
 
 // Device tensors of QmambaW8A8Linear. y must not alias x; it may alias residual.
@@ -122,10 +124,48 @@ typedef struct qmamba_linear_tensors {
 } qmamba_linear_tensors;
 
 // y[m, n] = float(sum_k Q(v[m, k], input_scale) * W[n, k]) * out_scale[n] (+ residual[m, n]), where v is
-// x, or with norm its RMSNorm x * rsqrt(mean(x^2) + eps) * norm_weight. Reads the weights once per
+// x, or with norm its RMSNorm x * rsqrt(mean(x^2) + eps) * norm_weight (mean over k's norm group). Reads the weights once per
 // pass of up to 8 rows: a matrix-vector kernel for decode (few rows), any row count accepted.
 int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
                        qmamba_stream_t stream);
+
+// Scalar attributes of QmambaDecodeMixer (docs/tensorrt.md): one decode step of a Mamba2 mixer from
+// in_proj's float output to the gated norm's input. conv holds QuantConv1dSiLU's attributes; its
+// x_scale, B_scale and C_scale are also the scales the x, B and C segments are quantized with.
+typedef struct qmamba_mixer_params {
+  qmamba_conv_params conv;
+  float z_scale;             // Q scale of the z segment (the gate)
+  float dt_scale;            // Q scale of the dt segment, = QuantSSD's dt_scale
+  float dt_min, dt_max;      // QuantSSD's dt clamp
+} qmamba_mixer_params;
+
+// Device tensors of QmambaDecodeMixer: one token per batch row. The states are int8 bytes in
+// QuantConv1dSiLU's and QuantSSD's layouts; outputs must not alias inputs.
+typedef struct qmamba_mixer_tensors {
+  const float* zxbcdt;               // [batch, 2*d_ssm + 2*g*n + h]: in_proj's output, z | x | B | C | dt
+  const int8_t* conv_weight;         // [conv_dim, K]
+  const int8_t* conv_bias;           // [conv_dim]
+  const float* x_out_scales;         // [g, nhg, ndg]
+  const float* B_out_scales;         // [g]
+  const float* C_out_scales;         // [g]
+  const int32_t* x_head_group_range; // [g, nhg]
+  const int32_t* x_dim_group_range;  // [g, nhg, ndg]
+  const float* A_log;                // [h]
+  const float* D;                    // [h]
+  const float* dt_bias;              // [h]
+  const float* ssm_state_scale;      // [g, nhg, ndg, n]
+  const int8_t* conv_state;          // [batch, K-1, conv_dim]
+  const int8_t* ssm_state;           // [batch, h, p, n]
+  float* gated;                      // [batch, d_ssm]: y * (z' * sigmoid(z')), z' = z dequantized
+  int8_t* conv_state_out;            // [batch, K-1, conv_dim]
+  int8_t* ssm_state_out;             // [batch, h, p, n]
+} qmamba_mixer_tensors;
+
+// x, B, C, z, dt = Q(segment, its scale); QuantConv1dSiLU decode step of xBC with conv_state;
+// QuantSSD decode step (y float32) with ssm_state; gated = y * (z' * sigmoid(z')). The same
+// arithmetic as the two ops' kernels, in one launch.
+int qmamba_decode_mixer(const qmamba_mixer_params* params, const qmamba_mixer_tensors* t, int64_t batch,
+                        qmamba_stream_t stream);
 
 // Copies `bytes` from src to dst (both device memory) on `stream`.
 int qmamba_copy_async(void* dst, const void* src, size_t bytes, qmamba_stream_t stream);

@@ -70,6 +70,27 @@ int check_shared_sizes(const char* where, int32_t ngroups, int32_t nheads, int32
   return QMAMBA_OK;
 }
 
+int check_conv_params(const char* where, const qmamba_conv_params* p) {
+  const char* scale_names[9] = {"x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale",
+                                "bB_scale", "C_scale", "wC_scale", "bC_scale"};
+  const float scales[9] = {p->x_scale, p->wx_scale, p->bx_scale, p->B_scale, p->wB_scale,
+                           p->bB_scale, p->C_scale, p->wC_scale, p->bC_scale};
+  for (int i = 0; i < 9; ++i) QMAMBA_TRY(check_scale(where, scale_names[i], scales[i]));
+  QMAMBA_TRY(check_shared_sizes(where, p->ngroups, p->nheads, p->headdim, p->d_state,
+                                p->n_head_groups, p->n_dim_groups));
+  return check_range(where, "d_conv (K)", p->d_conv, 2, 4);
+}
+
+int check_dt_params(const char* where, float dt_scale, float dt_min, float dt_max) {
+  QMAMBA_TRY(check_scale(where, "dt_scale", dt_scale));
+  // dt_max may be +inf (the default); NaN fails both comparisons.
+  if (!(dt_min >= 0.0f) || !(dt_max > dt_min)) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: need 0 <= dt_min < dt_max, got dt_min = %g, dt_max = %g",
+                where, static_cast<double>(dt_min), static_cast<double>(dt_max));
+  }
+  return QMAMBA_OK;
+}
+
 int check_launch(const char* where) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) {

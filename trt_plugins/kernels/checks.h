@@ -21,6 +21,10 @@ int check_range(const char* where, const char* name, int64_t v, int64_t lo, int6
 // ngroups, nheads, headdim, d_state, head/dim group counts: the sizes both ops share.
 int check_shared_sizes(const char* where, int32_t ngroups, int32_t nheads, int32_t headdim,
                        int32_t d_state, int32_t nhg, int32_t ndg);
+// QuantConv1dSiLU's attributes: finite positive scales, the shared sizes, 2 <= d_conv <= 4.
+int check_conv_params(const char* where, const qmamba_conv_params* p);
+// QuantSSD's dt attributes: finite positive dt_scale, 0 <= dt_min < dt_max (dt_max may be +inf).
+int check_dt_params(const char* where, float dt_scale, float dt_min, float dt_max);
 // Reports a failed launch (cudaGetLastError after the launch).
 int check_launch(const char* where);
 

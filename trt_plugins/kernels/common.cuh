@@ -94,6 +94,18 @@ __device__ __forceinline__ void store_y(void* y, int64_t idx, float v, bool fp16
   }
 }
 
+// VEC int8 values moved as one access (VEC bytes, aligned to VEC).
+template <int VEC>
+struct alignas(VEC) Bytes {
+  int8_t v[VEC];
+};
+
+// VEC floats moved in accesses of up to 16 bytes.
+template <int VEC>
+struct alignas(VEC * 4 < 16 ? VEC * 4 : 16) Floats {
+  float v[VEC];
+};
+
 // 16 int8 values moved as one 16-byte access.
 struct alignas(16) Int8x16 {
   int8_t v[16];

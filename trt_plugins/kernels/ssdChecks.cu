@@ -1,6 +1,4 @@
 // Argument checks of the QuantSSD launchers.
-#include <math.h>
-
 #include "ssdChecks.h"
 
 namespace qmamba {
@@ -24,12 +22,7 @@ int check_ssd(const char* where, const qmamba_ssd_params* p, const qmamba_ssd_te
   QMAMBA_TRY(check_ptr(where, "ssm_state_scale", t->ssm_state_scale));
   QMAMBA_TRY(check_ptr(where, "y", t->y));
   QMAMBA_TRY(check_ptr(where, "ssm_state_out", t->ssm_state_out));
-  QMAMBA_TRY(check_scale(where, "dt_scale", p->dt_scale));
-  // dt_max may be +inf (the default); NaN fails both comparisons.
-  if (!(p->dt_min >= 0.0f) || !(p->dt_max > p->dt_min)) {
-    return fail(QMAMBA_ERR_BAD_VALUE, "%s: need 0 <= dt_min < dt_max, got dt_min = %g, dt_max = %g",
-                where, static_cast<double>(p->dt_min), static_cast<double>(p->dt_max));
-  }
+  QMAMBA_TRY(check_dt_params(where, p->dt_scale, p->dt_min, p->dt_max));
   if (p->out_fp16 != 0 && p->out_fp16 != 1) {
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: out_fp16 must be 0 (float32 y) or 1 (float16 y), got %d",
                 where, p->out_fp16);

@@ -10,6 +10,9 @@
 // does not (measured on the H100: docs/tensorrt.md; `qmamba build` uses the plugin up to batch 4).
 // The first weight loads are issued before that quantization so that it hides behind them.
 //
+// With norm_group the RMSNorm is taken over groups of that many channels (the gated norm of out_proj's
+// input, whose weight and rms fold in here the same way).
+//
 // Exactness: the integer sums are exact; float(acc) * out_scale (+ residual) is rounded as ONNX
 // Runtime rounds Mul then Add (no FMA). Q is docs/ops.md's (true division, half to even, saturate).
 // The RMSNorm sums squares in another order than ONNX Runtime's ReduceMean, so a normed activation
@@ -29,6 +32,7 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerWarpPair = 4;
 __host__ __device__ constexpr int kUnrollFor(int rpw) { return kRowsPerWarpPair / rpw; }
 constexpr int kMaxRowsPerPass = 8;              // activation rows per pass over the weights
+constexpr int kMaxNormGroups = 16;              // RMSNorm groups per row (the gated norm's ngroups)
 // Dynamic shared memory for the activation rows: the 48 KB a block gets without opting in to more,
 // less room for the kernel's own small arrays.
 constexpr size_t kSharedLimit = 46 * 1024;
@@ -44,6 +48,7 @@ struct LinearArgs {
   int K, N, words;        // words per weight row: ceil(K / 4)
   int norm;
   float eps;
+  int norm_group;         // channels per RMSNorm group: K, or a divisor of K
   int64_t rows;
 };
 
@@ -114,31 +119,34 @@ __device__ __forceinline__ void block_sums(const float (&part)[MT], float (*scra
 }
 
 // Q(v) of the activation rows m0 .. m0 + MT - 1 into shared memory, 4 int8 per word (zeros past K
-// and past the last row); with norm, v is the row's RMSNorm in the ONNX graph's order:
-// ((x * (1 / sqrt(sum(x^2) / K + eps))) * norm_weight).
+// and past the last row); with norm, v is the row's RMSNorm over each norm group of channels in the
+// ONNX graph's order: ((x * (1 / sqrt(sum_group(x^2) / group + eps))) * norm_weight).
 template <int MT>
 __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
   __shared__ float scratch[kWarps][MT];
-  __shared__ float inv_rms[MT];
+  __shared__ float inv_rms[kMaxNormGroups * MT];  // [group][row]
   const float s_in = __ldg(a.input_scale);
   const float inv_s = __fdiv_rn(1.0f, s_in);  // quantize_with_inverse: a division only near a tie
   if (a.norm) {
-    float part[MT];
+    const int groups = a.K / a.norm_group;
+    for (int g = 0; g < groups; ++g) {
+      float part[MT];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      part[m] = 0.0f;
-      if (m0 + m < a.rows) {
-        const float* xr = a.x + (m0 + m) * a.K;
-        for (int k = threadIdx.x; k < a.K; k += blockDim.x) {
-          const float v = __ldg(xr + k);
-          part[m] = __fadd_rn(part[m], __fmul_rn(v, v));
+      for (int m = 0; m < MT; ++m) {
+        part[m] = 0.0f;
+        if (m0 + m < a.rows) {
+          const float* xr = a.x + (m0 + m) * a.K;
+          for (int k = g * a.norm_group + threadIdx.x; k < (g + 1) * a.norm_group; k += blockDim.x) {
+            const float v = __ldg(xr + k);
+            part[m] = __fadd_rn(part[m], __fmul_rn(v, v));
+          }
         }
       }
+      block_sums<MT>(part, scratch, inv_rms + g * MT);  // sums of squares, turned into 1 / rms below
     }
-    block_sums<MT>(part, scratch, inv_rms);  // sums of squares, turned into 1 / rms below
-    if (threadIdx.x < MT) {
-      const float mean = __fdiv_rn(inv_rms[threadIdx.x], static_cast<float>(a.K));
-      inv_rms[threadIdx.x] = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, a.eps)));
+    for (int idx = threadIdx.x; idx < groups * MT; idx += blockDim.x) {
+      const float mean = __fdiv_rn(inv_rms[idx], static_cast<float>(a.norm_group));
+      inv_rms[idx] = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, a.eps)));
     }
     __syncthreads();
   }
@@ -152,7 +160,7 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
         const int k = word * 4 + j;
         if (k < a.K) {
           float v = __ldg(xr + k);
-          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[m]), __ldg(a.norm_weight + k));
+          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[(k / a.norm_group) * MT + m]), __ldg(a.norm_weight + k));
           packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
         }
       }
@@ -260,6 +268,12 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
   if (params->norm && !(params->eps >= 0.0f && isfinite(params->eps))) {
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: eps must be finite and >= 0, got %g", where, params->eps);
   }
+  const int norm_group = params->norm_group == 0 ? params->in_features : params->norm_group;
+  if (params->norm && (norm_group < 1 || params->in_features % norm_group != 0 ||
+                       params->in_features / norm_group > kMaxNormGroups)) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: norm_group must be 0 or a divisor of in_features = %d giving at most %d "
+                "groups, got %d", where, params->in_features, kMaxNormGroups, params->norm_group);
+  }
   if (rows == 0) return ok();
   QMAMBA_TRY(check_ptr(where, "x", t->x));
   QMAMBA_TRY(check_ptr(where, "weight", t->weight));
@@ -271,7 +285,7 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
 
   LinearArgs a{t->x, t->weight, t->out_scale, t->input_scale, params->norm ? t->norm_weight : nullptr,
                t->residual, t->y, params->in_features, params->out_features,
-               (params->in_features + 3) / 4, params->norm, params->eps, rows};
+               (params->in_features + 3) / 4, params->norm, params->eps, norm_group, rows};
   // Rows per pass: enough for all rows (up to 8), as long as their int8 copy fits in shared memory.
   int mt = 1;
   while (mt < kMaxRowsPerPass && mt < rows &&
