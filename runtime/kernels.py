@@ -280,6 +280,15 @@ def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float 
                 out=None, norm_group: int = 0):
     """QmambaW8A8Linear on the GPU (``runtime/w8a8_linear.py``); same arguments and output as
     ``w8a8_linear_ref``. ``out``: optional preallocated y (it may be ``residual``: an in-place add)."""
+    launch, y = w8a8_linear_launcher(x, weight, out_scale, input_scale, norm_weight, eps, residual, out, norm_group)
+    launch()
+    return y
+
+
+def w8a8_linear_launcher(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
+                         out=None, norm_group: int = 0):
+    """(launch, y): the arguments of ``w8a8_linear`` checked once (checks read the GPU: not allowed while a
+    CUDA graph captures), and a no-argument launch on the current stream, e.g. for graph capture."""
     k, n = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual, norm_group)
     dev = _on_cuda(LINEAR_OP, x=x, weight=weight, out_scale=out_scale, input_scale=input_scale,
                    norm_weight=norm_weight, residual=residual)
@@ -293,11 +302,14 @@ def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float 
     tensors = LinearTensors(_ptr(x), _ptr(weight), _ptr(out_scale), _ptr(input_scale), _ptr(norm_weight),
                             _ptr(residual), _ptr(y))
     lib = load_library()
-    stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
-    with torch.cuda.device(dev):
-        rc = lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors), x.shape[0] * x.shape[1], stream)
-    check_status(rc, lib)
-    return y
+
+    def launch():
+        stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
+        with torch.cuda.device(dev):
+            rc = lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors), x.shape[0] * x.shape[1], stream)
+        check_status(rc, lib)
+
+    return launch, y
 
 
 def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
@@ -305,6 +317,18 @@ def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_o
                  conv_state, ssm_state, **fields):
     """QmambaDecodeMixer on the GPU (``runtime/decode_mixer.py``); same arguments and outputs as
     ``decode_mixer_ref`` (int8 states and conv weight/bias in the ops' layouts)."""
+    launch, outputs = decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales,
+                                            C_out_scales, x_head_group_range, x_dim_group_range, A_log, D, dt_bias,
+                                            ssm_state_scale, conv_state, ssm_state, **fields)
+    launch()
+    return outputs
+
+
+def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
+                          x_head_group_range, x_dim_group_range, A_log, D, dt_bias, ssm_state_scale,
+                          conv_state, ssm_state, **fields):
+    """(launch, (gated, conv_state_out, ssm_state_out)): ``decode_mixer``'s arguments checked once, and a
+    no-argument launch on the current stream (see w8a8_linear_launcher)."""
     from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, sizes
 
     missing = [k for k in (*CONV_SCALES, "ngroups", "nheads", "headdim", "d_state", "z_scale", "dt_scale")
@@ -335,8 +359,11 @@ def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_o
         zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
         x_dim_group_range, A_log, D, dt_bias, ssm_state_scale, conv_state, ssm_state, gated, conv_out, ssm_out)))
     lib = load_library()
-    stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
-    with torch.cuda.device(dev):
-        rc = lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors), bt, stream)
-    check_status(rc, lib)
-    return gated, conv_out, ssm_out
+
+    def launch():
+        stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
+        with torch.cuda.device(dev):
+            rc = lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors), bt, stream)
+        check_status(rc, lib)
+
+    return launch, (gated, conv_out, ssm_out)

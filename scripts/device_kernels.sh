@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick|bench-decode] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick|bench-decode|bench-step] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -56,6 +56,19 @@ for step in "${steps[@]}"; do
       timeout 420 python benchmarks/bench_kernels.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     bench-decode)
       timeout 240 python benchmarks/bench_kernels.py --decode-only --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
+    bench-step)
+      # A decode step of qmamba's decode kernels against its bandwidth bound, with and without
+      # programmatic dependent launch (benchmarks/bench_decode_step.py).
+      # QMAMBA_PREV_KERNELS_LIB: the previous version's library, measured in the same run.
+      for pdl in 1 0; do
+        QMAMBA_PDL=$pdl timeout 240 python benchmarks/bench_decode_step.py --json "$OUT/step_pdl$pdl.json" 2>&1 \
+          | tee "$OUT/step_pdl$pdl.log" || rc=1
+      done
+      if [ -n "${QMAMBA_PREV_KERNELS_LIB:-}" ]; then
+        echo "previous version: $QMAMBA_PREV_KERNELS_LIB"
+        QMAMBA_KERNELS_LIB=$QMAMBA_PREV_KERNELS_LIB timeout 240 python benchmarks/bench_decode_step.py \
+          --json "$OUT/step_prev.json" 2>&1 | tee "$OUT/step_prev.log" || rc=1
+      fi ;;
     bench-quick)
       timeout 240 python benchmarks/bench_kernels.py --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     *) echo "unknown step $step"; rc=2 ;;

@@ -50,9 +50,11 @@ bool isLogits(TensorInfo const& t)
     return !t.isInput && (t.dtype == QMR_FLOAT || t.dtype == QMR_HALF) && (t.dims.nbDims == 3 || t.dims.nbDims == 2);
 }
 
+// int8 states, or (decode engines built with QmambaDecodeMixer) int32 words holding the same bytes: a
+// token-id input is int32/int64 of two dimensions, a state of three or more.
 bool isState(TensorInfo const& t)
 {
-    return t.dtype == QMR_INT8 && t.dims.nbDims >= 2;
+    return (t.dtype == QMR_INT8 && t.dims.nbDims >= 2) || (t.dtype == QMR_INT32 && t.dims.nbDims >= 3);
 }
 
 std::string only(Engine const& e, bool (*pred)(TensorInfo const&), char const* what)

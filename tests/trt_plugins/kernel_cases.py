@@ -135,3 +135,21 @@ def poison_(*tensors: torch.Tensor) -> None:
     for t in tensors:
         if t is not None:
             t.fill_(-77 if t.dtype == torch.int8 else float("nan"))
+
+
+def mixer_case(s: Shape, bt: int, gen: torch.Generator, device: str = "cuda") -> tuple[dict, dict]:
+    """(tensors, fields) of QmambaDecodeMixer for `bt` rows of one token: in_proj's float output whose
+    segments quantize to spread int8 values, the conv and SSD tensors of one layer (one set of group
+    tensors for both), int8 states."""
+    ssd, ssd_attrs = ssd_case(s, bt, 8, gen, device=device)
+    conv, conv_attrs = conv_case(s, bt, 1, gen, device=device)
+    groups = ("x_out_scales", "B_out_scales", "C_out_scales", "x_head_group_range", "x_dim_group_range")
+    fields = {**conv_attrs, "z_scale": 0.05, "dt_scale": ssd_attrs["dt_scale"], "dt_min": 0.0, "dt_max": math.inf}
+    seg_scale = [fields["z_scale"], fields["x_scale"], fields["B_scale"], fields["C_scale"], fields["dt_scale"]]
+    widths = [s.d_ssm, s.d_ssm, s.g * s.n, s.g * s.n, s.h]
+    zxbcdt = torch.cat([torch.randn(bt, 1, w, generator=gen, device=gen.device) * 40 * sc
+                        for w, sc in zip(widths, seg_scale)], -1)
+    t = dict(zxbcdt=zxbcdt.float(), conv_weight=conv["weight"], conv_bias=conv["bias"],
+             **{k: ssd[k] for k in groups}, A_log=ssd["A_log"], D=ssd["D"], dt_bias=ssd["dt_bias"],
+             ssm_state_scale=ssd["ssm_state_scale"], conv_state=conv["conv_state"], ssm_state=ssd["ssm_state"])
+    return {k: v.to(device) for k, v in t.items()}, fields

@@ -200,9 +200,13 @@ def test_copy_moves_the_bytes(nbytes):
 # --------------------------------------------------------------------------------------------
 # QmambaW8A8Linear (the decode engine's linears) on the GPU.
 
-# (K, N, rows, norm, residual): 2.7b's in_proj / out_proj / lm_head-like shapes, 8b's widest K (fewer rows
-# per pass), rows over 8 (several passes), K not a multiple of 16 (word-wise loads) or of 4 (padding).
+# (K, N, rows, norm, residual[, norm_group]): 2.7b's in_proj / out_proj / lm_head-like shapes, 8b's widest
+# K (fewer rows per pass), rows over 8 (several passes), K not a multiple of 16 (word-wise loads) or of 4
+# (padding), out_proj with the gated norm's groups (8b: 8 groups of 1024).
 LINEAR_CASES = {
+    "2.7b-out_proj-gated-b1": (5120, 2560, 1, True, True, 5120),
+    "8b-out_proj-gated-b3": (8192, 4096, 3, True, True, 1024),
+    "groups16-rows9": (160, 50, 9, True, False, 10),
     "2.7b-in_proj-b1": (2560, 10576, 1, True, False),
     "2.7b-in_proj-b8": (2560, 10576, 8, True, False),
     "2.7b-out_proj-b1": (5120, 2560, 1, False, True),
@@ -236,11 +240,11 @@ def test_linear_matches_reference(name):
     so an activation may cross a rounding tie: each output within one weight row's worth of 1 LSB."""
     from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
 
-    k, n, rows, norm, residual = LINEAR_CASES[name]
+    k, n, rows, norm, residual, *group = LINEAR_CASES[name]
     args, w = _linear_case(k, n, rows, norm, residual)
     out = torch.full((rows, 1, n), float("nan"), device="cuda")
-    got = kernels.w8a8_linear(**args, out=out)
-    want = w8a8_linear_ref(**args)
+    got = kernels.w8a8_linear(**args, out=out, norm_group=group[0] if group else 0)
+    want = w8a8_linear_ref(**args, norm_group=group[0] if group else 0)
     torch.cuda.synchronize()
     assert torch.isfinite(got).all()
     if not norm:
@@ -268,3 +272,74 @@ def test_linear_refuses_what_it_cannot_do():
     big, _ = _linear_case(47105, 2, 1, False, False)
     with pytest.raises(kernels.KernelError, match="in_features"):
         kernels.w8a8_linear(**big)
+
+
+# --------------------------------------------------------------------------------------------
+# QmambaDecodeMixer (the decode engine's mixers) on the GPU.
+
+MIXER_CASES = {
+    "2.7b-b1": (kc.LAYERS["2.7b"], 1),
+    "8b-b3": (kc.LAYERS["8b"], 3),
+    "130m-b8": (kc.LAYERS["130m"], 8),
+    "K2-n64-g2": (kc.Shape(h=8, p=64, n=64, g=2, K=2), 2),
+    "K3-headdim32-n16": (kc.Shape(h=16, p=32, n=16, g=4, K=3), 2),
+    "headdim128-n256": (kc.Shape(h=8, p=128, n=256, g=1), 1),
+    "n40-bytewise": (kc.Shape(h=6, p=32, n=40, g=2, K=3), 2),
+    "n48-idle-lanes": (kc.Shape(h=6, p=32, n=48, g=3, K=4), 5),
+}
+
+
+@pytest.mark.parametrize("name", list(MIXER_CASES))
+def test_decode_mixer_matches_reference(name):
+    """The fused step against its twin (the two ops' references): conv state exactly, ssm state within
+    1 LSB at ties, the gate output within the decode bound (ties in x move a few rows)."""
+    from qmamba.runtime.decode_mixer import decode_mixer_ref
+
+    shape, bt = MIXER_CASES[name]
+    t, fields = kc.mixer_case(shape, bt, torch.Generator(device="cuda").manual_seed(11))
+    gated, conv_out, ssm_out = kernels.decode_mixer(**t, **fields)
+    want_g, want_conv, want_ssm = decode_mixer_ref(**t, **fields)
+    torch.cuda.synchronize()
+    assert torch.equal(conv_out, want_conv), name
+    assert_int8_close(ssm_out, want_ssm, f"{name} ssm_state_out", fraction=5e-3)
+    assert rel_err(gated, want_g) <= 1e-4, name
+
+
+def test_decode_mixer_equals_the_two_op_kernels():
+    """One launch computes what the QuantConv1dSiLU and QuantSSD decode kernels compute in two (same device
+    math): conv state and ssm state bit for bit, the gate from their y."""
+    from qmamba.export import ops
+
+    s = kc.LAYERS["2.7b"]
+    t, f = kc.mixer_case(s, 2, torch.Generator(device="cuda").manual_seed(5))
+    gated, conv_out, ssm_out = kernels.decode_mixer(**t, **f)
+    d, gn = s.d_ssm, s.g * s.n
+    z, x, B, C, dt = torch.split(t["zxbcdt"], [d, d, gn, gn, s.h], -1)
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32, device="cuda")  # noqa: E731
+    xBC = torch.cat([ops.quantize(x, f32(f["x_scale"])), ops.quantize(B, f32(f["B_scale"])),
+                     ops.quantize(C, f32(f["C_scale"]))], -1)
+    conv_attrs = {k: f[k] for k in ("x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale",
+                                    "wC_scale", "bC_scale", "ngroups", "nheads", "headdim", "d_state")}
+    groups = [t[k] for k in ("x_out_scales", "B_out_scales", "C_out_scales", "x_head_group_range", "x_dim_group_range")]
+    xq, Bq, Cq, conv_want = kernels.quant_conv1d_silu(xBC, t["conv_weight"], t["conv_bias"], *groups, t["conv_state"],
+                                                      **conv_attrs)
+    y, ssm_want = kernels.quant_ssd(xq, ops.quantize(dt, f32(f["dt_scale"])), Bq, Cq, t["A_log"], t["D"], t["dt_bias"],
+                                    *groups, t["ssm_state_scale"], t["ssm_state"], dt_scale=f["dt_scale"],
+                                    ngroups=s.g, nheads=s.h, headdim=s.p, d_state=s.n)
+    zf = ops.quantize(z, f32(f["z_scale"])).float() * f32(f["z_scale"])
+    torch.cuda.synchronize()
+    assert torch.equal(conv_out, conv_want) and torch.equal(ssm_out, ssm_want)
+    assert rel_err(gated, y * (zf * torch.sigmoid(zf))) <= 1e-6
+
+
+def test_decode_mixer_refuses_what_it_cannot_do():
+    s = kc.Shape(h=8, p=64, n=64, g=2, K=4)
+    t, f = kc.mixer_case(s, 1, torch.Generator(device="cuda").manual_seed(2))
+    wide = dict(t, conv_weight=torch.zeros(s.conv_dim, 5, dtype=torch.int8, device="cuda"),
+                conv_state=torch.zeros(1, 4, s.conv_dim, dtype=torch.int8, device="cuda"))
+    with pytest.raises(kernels.KernelError, match="d_conv"):
+        kernels.decode_mixer(**wide, **f)
+    with pytest.raises(kernels.KernelError, match="z_scale"):
+        kernels.decode_mixer(**t, **dict(f, z_scale=float("nan")))
+    with pytest.raises(kernels.KernelError, match="dt_min < dt_max"):
+        kernels.decode_mixer(**t, **dict(f, dt_min=1.0, dt_max=0.5))

@@ -4,6 +4,10 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
 
 namespace qmamba {
 
@@ -106,11 +110,30 @@ int device_limits(const char* where, DeviceLimits* out) {
   if (e == cudaSuccess) {
     e = cudaDeviceGetAttribute(&out->max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   }
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&out->cc_major, cudaDevAttrComputeCapabilityMajor, dev);
   if (e != cudaSuccess) {
     return fail(QMAMBA_ERR_CUDA, "%s: cannot query the current device: %s", where,
                 cudaGetErrorString(e));
   }
   return QMAMBA_OK;
+}
+
+namespace {
+// Off once a launch was refused, or when QMAMBA_PDL=0 (read once).
+std::atomic<bool> g_pdl_off{false};
+const bool g_pdl_env_off = [] {
+  const char* v = getenv("QMAMBA_PDL");
+  return v != nullptr && strcmp(v, "0") == 0;
+}();
+}  // namespace
+
+bool pdl_enabled(const DeviceLimits& dev) { return dev.cc_major >= 9 && !g_pdl_env_off && !g_pdl_off.load(); }
+
+void pdl_refused(cudaError_t e) {
+  if (!g_pdl_off.exchange(true)) {
+    fprintf(stderr, "qmamba: programmatic dependent launch refused (%s); the kernels launch without it\n",
+            cudaGetErrorString(e));
+  }
 }
 
 }  // namespace qmamba

@@ -32,12 +32,19 @@ int check_launch(const char* where);
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline bool aligned8(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 7u) == 0; }
 
-// Streaming multiprocessors and opt-in shared memory per block of the current device.
+// Streaming multiprocessors, opt-in shared memory per block and compute capability of the current device.
 struct DeviceLimits {
   int sm_count;
   int max_smem_optin;
+  int cc_major;
 };
 int device_limits(const char* where, DeviceLimits* out);
+
+// Whether launches on this device may use programmatic dependent launch (compute capability >= 9,
+// QMAMBA_PDL not "0", and no earlier launch found it unsupported).
+bool pdl_enabled(const DeviceLimits& dev);
+// Turns programmatic dependent launch off for the process after a refused launch, saying so once on stderr.
+void pdl_refused(cudaError_t e);
 
 }  // namespace qmamba
 

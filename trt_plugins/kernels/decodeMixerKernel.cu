@@ -16,6 +16,7 @@
 #include "checks.h"
 #include "common.cuh"
 #include "convMath.cuh"
+#include "launch.cuh"
 #include "ssdDecodeStep.cuh"
 
 namespace qmamba {
@@ -98,6 +99,9 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
   const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
   const float s_x = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
   const float sB = __ldg(a.B_out_scales + sg), sC = __ldg(a.C_out_scales + sg);
+  // The state and the constants above depend on no kernel of this step (launch.cuh); in_proj's output does.
+  pdl_launch_dependents();
+  pdl_wait();
 
   // B and C of SSD group sg; the group's first block writes their new conv state.
   const bool bc_state_writer = hd % a.hpg == 0 && rb == 0;
@@ -146,11 +150,12 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
 }
 
 template <int VEC>
-void launch_for_width(const MixerArgs& a, int K, dim3 grid, size_t smem, cudaStream_t stream) {
+void launch_for_width(const DeviceLimits& dev, const MixerArgs& a, int K, dim3 grid, size_t smem,
+                      cudaStream_t stream) {
   switch (K) {
-    case 2: decode_mixer_kernel<VEC, 2><<<grid, kThreads, smem, stream>>>(a); break;
-    case 3: decode_mixer_kernel<VEC, 3><<<grid, kThreads, smem, stream>>>(a); break;
-    default: decode_mixer_kernel<VEC, 4><<<grid, kThreads, smem, stream>>>(a); break;
+    case 2: launch_dependent(dev, decode_mixer_kernel<VEC, 2>, grid, dim3(kThreads), smem, stream, a); break;
+    case 3: launch_dependent(dev, decode_mixer_kernel<VEC, 3>, grid, dim3(kThreads), smem, stream, a); break;
+    default: launch_dependent(dev, decode_mixer_kernel<VEC, 4>, grid, dim3(kThreads), smem, stream, a); break;
   }
 }
 
@@ -219,11 +224,13 @@ extern "C" int qmamba_decode_mixer(const qmamba_mixer_params* params, const qmam
   if (blocks > 0x7fffffff) return fail(QMAMBA_ERR_BAD_SIZE, "%s: nheads * headdim too large for one launch", where);
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(batch));
   const size_t smem = static_cast<size_t>(2 * n);
+  DeviceLimits dev{};
+  QMAMBA_TRY(device_limits(where, &dev));
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (vec8) {
-    launch_for_width<8>(a, c.d_conv, grid, smem, s);
+    launch_for_width<8>(dev, a, c.d_conv, grid, smem, s);
   } else {
-    launch_for_width<1>(a, c.d_conv, grid, smem, s);
+    launch_for_width<1>(dev, a, c.d_conv, grid, smem, s);
   }
   return check_launch(where);
 }

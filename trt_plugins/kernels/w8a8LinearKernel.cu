@@ -2,13 +2,18 @@
 // with the activation's quantization (and optionally the RMSNorm before it) done in the kernel.
 //
 // At decode the few activation rows are tiny and the int8 weight matrix is the whole memory traffic,
-// so the kernel is built to stream the weights once at full bandwidth: each warp owns RPW
-// weight rows and walks them with 16-byte loads, the next loads in flight while the current ones are
-// multiplied (dp4a); the quantized activations sit in shared memory, packed 4 per word like the
-// weights. Each block quantizes the activation rows itself (a few KB read from L2) rather than a
-// second kernel doing it once: at batch 1 a launch costs more than the repeated work, at batch 8 it
-// does not (measured on the H100: docs/tensorrt.md; `qmamba build` uses the plugin up to batch 4).
-// The first weight loads are issued before that quantization so that it hides behind them.
+// so the kernel is built to stream the weights once at full bandwidth. A warp takes one weight row (or
+// a segment of up to 256 16-byte chunks of a long row) at a time, all of its loads issued together
+// (CPL chunks per lane), and issues the next row's loads before multiplying the current one (dp4a), so
+// that each SM has tens of KB in flight. The grid is one wave of resident blocks whose warps stride over
+// the rows, the rows spread evenly over the warps: a second, partial wave of blocks, or blocks that
+// each paid the activation's quantization for a few rows, had left the memory idle for much of the
+// kernel (the first version read 27 MB at under half the copy bandwidth on the H200).
+// The quantized activations sit in shared memory, packed 4 per word like the weights. Each block
+// quantizes the activation rows itself (a few KB read from L2) rather than a second kernel doing it
+// once: at batch 1 a launch costs more than the repeated work. Before that, the warp's rows are
+// prefetched into L2 and its first loads issued, and the kernel waits for the one that makes x only
+// then (launch.cuh), so memory is busy from the kernel's start.
 //
 // With norm_group the RMSNorm is taken over groups of that many channels (the gated norm of out_proj's
 // input, whose weight and rms fold in here the same way).
@@ -21,16 +26,13 @@
 
 #include "checks.h"
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace qmamba {
 namespace {
 
 constexpr int kWarps = 8;
-// Weight rows per warp (RPW) times loads in flight per row and lane (kUnroll) is 4: 64 bytes per lane
-// in flight. RPW = 4 (32 rows per block) when that still gives every SM two blocks, else 2: fewer
-// blocks repeat the activation's quantization less, more blocks fill the GPU for short matrices.
-constexpr int kRowsPerWarpPair = 4;
-__host__ __device__ constexpr int kUnrollFor(int rpw) { return kRowsPerWarpPair / rpw; }
+constexpr int kMaxChunksPerLane = 8;            // 16-byte chunks per lane of one row segment (CPL)
 constexpr int kMaxRowsPerPass = 8;              // activation rows per pass over the weights
 constexpr int kMaxNormGroups = 16;              // RMSNorm groups per row (the gated norm's ngroups)
 // Dynamic shared memory for the activation rows: the 48 KB a block gets without opting in to more,
@@ -50,6 +52,9 @@ struct LinearArgs {
   float eps;
   int norm_group;         // channels per RMSNorm group: K, or a divisor of K
   int64_t rows;
+  int chunks;             // chunks (VEC words) per weight row
+  int segs;               // segments of 32 * CPL chunks per row
+  int vec_x;              // x rows and norm_weight readable as float4 (K % 4 == 0, aligned)
 };
 
 template <int VEC>
@@ -79,21 +84,18 @@ __device__ __forceinline__ void load_words_shared(const int32_t* p, int* w) {
   }
 }
 
-// The weights of this warp's rows for chunks base + u * 32 + lane (u < kUnroll); zeros past the end.
-template <int RPW, int VEC, int U = kUnrollFor(RPW)>
-__device__ __forceinline__ void load_batch(const LinearArgs& a, int n0, int chunks, int base, int lane,
-                                           int (&w)[RPW][U][VEC]) {
+// The weights of row n, segment seg: chunks seg * 32 * CPL + u * 32 + lane (u < CPL); zeros past the end.
+template <int VEC, int CPL>
+__device__ __forceinline__ void load_unit(const LinearArgs& a, int n, int seg, int lane, int (&w)[CPL][VEC]) {
+  const int32_t* row = a.weight + static_cast<int64_t>(n) * a.words;
 #pragma unroll
-  for (int r = 0; r < RPW; ++r) {
+  for (int u = 0; u < CPL; ++u) {
+    const int c = (seg * CPL + u) * 32 + lane;
+    if (c < a.chunks) {
+      load_words<VEC>(row + c * VEC, w[u]);
+    } else {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = base + u * 32 + lane;
-      if (n0 + r < a.N && c < chunks) {
-        load_words<VEC>(a.weight + static_cast<int64_t>(n0 + r) * a.words + c * VEC, w[r][u]);
-      } else {
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) w[r][u][v] = 0;
-      }
+      for (int v = 0; v < VEC; ++v) w[u][v] = 0;
     }
   }
 }
@@ -118,6 +120,15 @@ __device__ __forceinline__ void block_sums(const float (&part)[MT], float (*scra
   __syncthreads();
 }
 
+// x[k .. k+3] of one row (k a multiple of 4): one 16-byte load when the row allows it, zeros past K.
+__device__ __forceinline__ float4 load_x4(const LinearArgs& a, const float* p, int k) {
+  if (a.vec_x) return __ldg(reinterpret_cast<const float4*>(p + k));
+  float v[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = k + j < a.K ? __ldg(p + k + j) : 0.0f;
+  return make_float4(v[0], v[1], v[2], v[3]);
+}
+
 // Q(v) of the activation rows m0 .. m0 + MT - 1 into shared memory, 4 int8 per word (zeros past K
 // and past the last row); with norm, v is the row's RMSNorm over each norm group of channels in the
 // ONNX graph's order: ((x * (1 / sqrt(sum_group(x^2) / group + eps))) * norm_weight).
@@ -136,9 +147,20 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
         part[m] = 0.0f;
         if (m0 + m < a.rows) {
           const float* xr = a.x + (m0 + m) * a.K;
-          for (int k = g * a.norm_group + threadIdx.x; k < (g + 1) * a.norm_group; k += blockDim.x) {
-            const float v = __ldg(xr + k);
-            part[m] = __fadd_rn(part[m], __fmul_rn(v, v));
+          const int k0 = g * a.norm_group, k1 = k0 + a.norm_group;
+          if (a.vec_x && a.norm_group % 4 == 0) {
+            for (int k = k0 + 4 * threadIdx.x; k < k1; k += 4 * blockDim.x) {
+              const float4 v = __ldg(reinterpret_cast<const float4*>(xr + k));
+              part[m] = __fadd_rn(part[m], __fmul_rn(v.x, v.x));
+              part[m] = __fadd_rn(part[m], __fmul_rn(v.y, v.y));
+              part[m] = __fadd_rn(part[m], __fmul_rn(v.z, v.z));
+              part[m] = __fadd_rn(part[m], __fmul_rn(v.w, v.w));
+            }
+          } else {
+            for (int k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
+              const float v = __ldg(xr + k);
+              part[m] = __fadd_rn(part[m], __fmul_rn(v, v));
+            }
           }
         }
       }
@@ -155,12 +177,19 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
     uint32_t packed = 0;
     if (m0 + m < a.rows) {
       const float* xr = a.x + (m0 + m) * a.K;
+      const float4 x4 = load_x4(a, xr, word * 4);
+      const float xv[4] = {x4.x, x4.y, x4.z, x4.w};
+      float nw[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (a.norm) {
+        const float4 n4 = load_x4(a, a.norm_weight, word * 4);
+        nw[0] = n4.x; nw[1] = n4.y; nw[2] = n4.z; nw[3] = n4.w;
+      }
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int k = word * 4 + j;
         if (k < a.K) {
-          float v = __ldg(xr + k);
-          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[(k / a.norm_group) * MT + m]), __ldg(a.norm_weight + k));
+          float v = xv[j];
+          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[(k / a.norm_group) * MT + m]), nw[j]);
           packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
         }
       }
@@ -170,84 +199,110 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
   __syncthreads();
 }
 
-template <int MT, int VEC, int RPW>
+template <int MT, int VEC, int CPL>
 __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) {
-  constexpr int kUnroll = kUnrollFor(RPW);
   extern __shared__ __align__(16) int32_t xs[];  // [MT][words]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
-  const int n0 = (blockIdx.x * kWarps + warp) * RPW;
-  const int chunks = a.words / VEC;
-  constexpr int kStep = 32 * kUnroll;
+  const int first = blockIdx.x * kWarps + warp;  // this warp's rows: first, first + stride, ...
+  const int stride = gridDim.x * kWarps;
+  const int units = (first < a.N ? (a.N - 1 - first) / stride + 1 : 0) * a.segs;
 
-  int w[RPW][kUnroll][VEC];
-  load_batch<RPW, VEC>(a, n0, chunks, 0, lane, w);
+  // The weights depend on no earlier kernel: this warp's rows go to L2 and its first loads are issued
+  // before waiting for the kernel that makes x.
+  for (int n = first; n < a.N; n += stride) {
+    prefetch_l2(a.weight + static_cast<int64_t>(n) * a.words, static_cast<size_t>(a.words) * 4, lane, 32);
+  }
+  int w[CPL][VEC];
+  if (units > 0) load_unit<VEC, CPL>(a, first, 0, lane, w);
+  pdl_launch_dependents();
+  pdl_wait();
   quantize_rows<MT>(a, m0, xs);
 
-  int acc[RPW][MT];
+  int acc[MT];
 #pragma unroll
-  for (int r = 0; r < RPW; ++r)
+  for (int m = 0; m < MT; ++m) acc[m] = 0;
+  for (int k = 0; k < units; ++k) {
+    const int row_k = a.segs == 1 ? k : k / a.segs;
+    const int seg = k - row_k * a.segs;
+    const int n = first + row_k * stride;
+    int next[CPL][VEC];
+    if (k + 1 < units) {
+      const int row_next = a.segs == 1 ? k + 1 : (k + 1) / a.segs;
+      load_unit<VEC, CPL>(a, first + row_next * stride, k + 1 - row_next * a.segs, lane, next);
+    }
 #pragma unroll
-    for (int m = 0; m < MT; ++m) acc[r][m] = 0;
-
-  for (int base = 0; base < chunks; base += kStep) {
-    int next[RPW][kUnroll][VEC];
-    if (base + kStep < chunks) load_batch<RPW, VEC>(a, n0, chunks, base + kStep, lane, next);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = base + u * 32 + lane;
-      if (c >= chunks) continue;
+    for (int u = 0; u < CPL; ++u) {
+      const int c = (seg * CPL + u) * 32 + lane;
+      if (c >= a.chunks) break;
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         int xw[VEC];
         load_words_shared<VEC>(xs + m * a.words + c * VEC, xw);
 #pragma unroll
-        for (int r = 0; r < RPW; ++r)
+        for (int v = 0; v < VEC; ++v) acc[m] = __dp4a(w[u][v], xw[v], acc[m]);
+      }
+    }
+    if (seg == a.segs - 1) {
 #pragma unroll
-          for (int v = 0; v < VEC; ++v) acc[r][m] = __dp4a(w[r][u][v], xw[v], acc[r][m]);
+      for (int m = 0; m < MT; ++m) {
+        int s = acc[m];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        const int64_t row = m0 + m;
+        if (lane == m && row < a.rows) {  // one lane per output (all hold the sum)
+          const int64_t idx = row * a.N + n;
+          const float v = __fmul_rn(static_cast<float>(s), __ldg(a.out_scale + n));
+          a.y[idx] = a.residual ? __fadd_rn(a.residual[idx], v) : v;
+        }
+        acc[m] = 0;
       }
     }
 #pragma unroll
-    for (int r = 0; r < RPW; ++r)
+    for (int u = 0; u < CPL; ++u)
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) w[r][u][v] = next[r][u][v];
-  }
-
-#pragma unroll
-  for (int r = 0; r < RPW; ++r) {
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      int s = acc[r][m];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      const int n = n0 + r;
-      const int64_t row = m0 + m;
-      if (lane == (r * MT + m) % 32 && n < a.N && row < a.rows) {  // one lane per output (all hold the sum)
-        const int64_t idx = row * a.N + n;
-        const float v = __fmul_rn(static_cast<float>(s), __ldg(a.out_scale + n));
-        a.y[idx] = a.residual ? __fadd_rn(a.residual[idx], v) : v;
-      }
-    }
+      for (int v = 0; v < VEC; ++v) w[u][v] = next[u][v];
   }
 }
 
-template <int MT, int VEC, int RPW>
-void launch(const LinearArgs& a, cudaStream_t stream) {
-  constexpr int rows_per_block = kWarps * RPW;
-  const dim3 grid((a.N + rows_per_block - 1) / rows_per_block, static_cast<unsigned>((a.rows + MT - 1) / MT));
+template <int MT, int VEC, int CPL>
+int launch(const char* where, const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
+  const auto kernel = w8a8_linear_kernel<MT, VEC, CPL>;
   const size_t smem = static_cast<size_t>(MT) * a.words * sizeof(int32_t);
-  w8a8_linear_kernel<MT, VEC, RPW><<<grid, kWarps * 32, smem, stream>>>(a);
+  int per_sm = 0;
+  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem);
+  if (e != cudaSuccess || per_sm < 1) {
+    return fail(QMAMBA_ERR_CUDA, "%s: no occupancy for the kernel: %s", where, cudaGetErrorString(e));
+  }
+  // One wave: as many warps as fit at once, the rows spread evenly over them.
+  const int64_t max_warps = int64_t(dev.sm_count) * per_sm * kWarps;
+  const int64_t rows_per_warp = (a.N + max_warps - 1) / max_warps;
+  const int64_t warps = (a.N + rows_per_warp - 1) / rows_per_warp;
+  a.segs = (a.chunks + 32 * CPL - 1) / (32 * CPL);
+  const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps), static_cast<unsigned>((a.rows + MT - 1) / MT));
+  launch_dependent(dev, kernel, grid, dim3(kWarps * 32), smem, stream, a);
+  return QMAMBA_OK;
 }
 
-template <int VEC, int RPW>
-void launch_rows(const LinearArgs& a, int mt, cudaStream_t stream) {
+// Chunks per lane of one row segment: the fewest that cover the row in the fewest segments.
+template <int MT, int VEC>
+int launch_chunks(const char* where, const DeviceLimits& dev, const LinearArgs& a, cudaStream_t stream) {
+  const int segs = (a.chunks + 32 * kMaxChunksPerLane - 1) / (32 * kMaxChunksPerLane);
+  const int cpl = (a.chunks + 32 * segs - 1) / (32 * segs);
+  if (cpl <= 1) return launch<MT, VEC, 1>(where, dev, a, stream);
+  if (cpl <= 2) return launch<MT, VEC, 2>(where, dev, a, stream);
+  if (cpl <= 4) return launch<MT, VEC, 4>(where, dev, a, stream);
+  if (cpl <= 5) return launch<MT, VEC, 5>(where, dev, a, stream);
+  return launch<MT, VEC, kMaxChunksPerLane>(where, dev, a, stream);
+}
+
+template <int VEC>
+int launch_rows(const char* where, const DeviceLimits& dev, const LinearArgs& a, int mt, cudaStream_t stream) {
   switch (mt) {
-    case 8: launch<8, VEC, RPW>(a, stream); break;
-    case 4: launch<4, VEC, RPW>(a, stream); break;
-    case 2: launch<2, VEC, RPW>(a, stream); break;
-    default: launch<1, VEC, RPW>(a, stream); break;
+    case 8: return launch_chunks<8, VEC>(where, dev, a, stream);
+    case 4: return launch_chunks<4, VEC>(where, dev, a, stream);
+    case 2: return launch_chunks<2, VEC>(where, dev, a, stream);
+    default: return launch_chunks<1, VEC>(where, dev, a, stream);
   }
 }
 
@@ -283,9 +338,12 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
   if (params->norm) QMAMBA_TRY(check_ptr(where, "norm_weight", t->norm_weight));
   if (t->y == t->x) return fail(QMAMBA_ERR_BAD_VALUE, "%s: y must not alias x", where);
 
-  LinearArgs a{t->x, t->weight, t->out_scale, t->input_scale, params->norm ? t->norm_weight : nullptr,
-               t->residual, t->y, params->in_features, params->out_features,
-               (params->in_features + 3) / 4, params->norm, params->eps, norm_group, rows};
+  LinearArgs a{};
+  a.x = t->x; a.weight = t->weight; a.out_scale = t->out_scale; a.input_scale = t->input_scale;
+  a.norm_weight = params->norm ? t->norm_weight : nullptr; a.residual = t->residual; a.y = t->y;
+  a.K = params->in_features; a.N = params->out_features; a.words = (params->in_features + 3) / 4;
+  a.norm = params->norm; a.eps = params->eps; a.norm_group = norm_group; a.rows = rows;
+  a.vec_x = a.K % 4 == 0 && aligned16(a.x) && aligned16(a.norm_weight);
   // Rows per pass: enough for all rows (up to 8), as long as their int8 copy fits in shared memory.
   int mt = 1;
   while (mt < kMaxRowsPerPass && mt < rows &&
@@ -299,12 +357,8 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
   DeviceLimits dev{};
   QMAMBA_TRY(device_limits(where, &dev));
   const bool vec = a.words % 4 == 0 && aligned16(t->weight);
-  const bool four_rows = (a.N + kWarps * 4 - 1) / (kWarps * 4) >= 2 * dev.sm_count;
+  a.chunks = vec ? a.words / 4 : a.words;
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  if (vec) {
-    four_rows ? launch_rows<4, 4>(a, mt, s) : launch_rows<4, 2>(a, mt, s);
-  } else {
-    four_rows ? launch_rows<1, 4>(a, mt, s) : launch_rows<1, 2>(a, mt, s);
-  }
+  QMAMBA_TRY(vec ? launch_rows<4>(where, dev, a, mt, s) : launch_rows<1>(where, dev, a, mt, s));
   return check_launch(where);
 }
