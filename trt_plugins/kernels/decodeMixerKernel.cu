@@ -51,25 +51,46 @@ struct MixerArgs {
   int row_blocks;       // blocks per head along headdim
 };
 
-// Conv output of channel c (segment seg: 0 x, 1 B, 2 C) for batch row b: the new input Q(v, s_in),
-// the K taps over (K-1 state rows, new input), bias, SiLU, Q(., s_out); with write_state the
-// channel's new state rows (the last K-1 of u) are stored.
+constexpr int kMaxBCPerThread = 4;  // B and C channels of a thread: 2 * d_state / kThreads, d_state <= 256
+
+// What one conv channel needs besides in_proj's output: its taps, bias term and state rows (none of
+// them made by a kernel of this step, so they are loaded before pdl_wait()).
 template <int K>
-__device__ __forceinline__ int8_t conv_channel(const MixerArgs& a, int64_t b, int c, int seg, float s_out,
-                                               bool write_state) {
-  int8_t u[K];
+struct ConvChannel {
+  int8_t w[K];
+  int8_t u[K];  // u[0 .. K-2]: the state rows; u[K-1]: the new input
+  float bias_term;
+};
+
+template <int K>
+__device__ __forceinline__ void load_conv(const MixerArgs& a, int64_t b, int c, int seg, ConvChannel<K>& ch) {
 #pragma unroll
-  for (int w = 0; w < K - 1; ++w) u[w] = __ldg(a.conv_state + (b * (K - 1) + w) * a.conv_dim + c);
-  u[K - 1] = quantize_rn(__ldg(a.zxbcdt + b * a.width + a.d_ssm + c), a.in_scale[seg]);
+  for (int w = 0; w < K; ++w) ch.w[w] = __ldg(a.weight + c * K + w);
+#pragma unroll
+  for (int w = 0; w < K - 1; ++w) ch.u[w] = __ldg(a.conv_state + (b * (K - 1) + w) * a.conv_dim + c);
+  ch.bias_term = __fmul_rn(static_cast<float>(__ldg(a.bias + c)), a.bias_scale[seg]);
+}
+
+// Conv output of channel c (segment seg: 0 x, 1 B, 2 C) given its in_proj value v: the new input
+// Q(v, s_in), the K taps, bias, SiLU, Q(., s_out); with write_state the channel's new state rows (the
+// last K-1 of u) are stored.
+template <int K>
+__device__ __forceinline__ int8_t finish_conv(const MixerArgs& a, ConvChannel<K>& ch, float v, int seg, float s_out,
+                                              int64_t b, int c, bool write_state) {
+  ch.u[K - 1] = quantize_rn(v, a.in_scale[seg]);
   int acc = 0;
 #pragma unroll
-  for (int w = 0; w < K; ++w) acc += static_cast<int>(__ldg(a.weight + c * K + w)) * static_cast<int>(u[w]);
+  for (int w = 0; w < K; ++w) acc += static_cast<int>(ch.w[w]) * static_cast<int>(ch.u[w]);
   if (write_state) {
 #pragma unroll
-    for (int w = 0; w < K - 1; ++w) a.conv_state_out[(b * (K - 1) + w) * a.conv_dim + c] = u[w + 1];
+    for (int w = 0; w < K - 1; ++w) a.conv_state_out[(b * (K - 1) + w) * a.conv_dim + c] = ch.u[w + 1];
   }
-  const float bias_term = __fmul_rn(static_cast<float>(__ldg(a.bias + c)), a.bias_scale[seg]);
-  return silu_quantize(conv_value(acc, a.acc_scale[seg], bias_term), s_out);
+  return silu_quantize(conv_value(acc, a.acc_scale[seg], ch.bias_term), s_out);
+}
+
+// Conv channel of the j-th B/C entry of SSD group sg (j < d_state: B, else C).
+__device__ __forceinline__ int bc_channel(const MixerArgs& a, int sg, int j) {
+  return a.d_ssm + (j < a.d_state ? sg * a.d_state + j : a.gn + sg * a.d_state + j - a.d_state);
 }
 
 template <int VEC, int K>
@@ -89,63 +110,90 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
   const int lane_in_row = threadIdx.x % a.tpr;
   const int j_first = lane_in_row * VEC;
   const bool has_piece = active && j_first < n;
+  const bool row_leader = active && lane_in_row == 0;
   const int64_t head_row = (b * a.nheads + hd) * a.headdim + i;
+  const int c_x = hd * a.headdim + i;
+  const float* v_row = a.zxbcdt + b * a.width;
 
-  RowInputs<VEC> r = {};
-  if (has_piece) r.st = *reinterpret_cast<const Bytes<VEC>*>(a.ssm_state + head_row * n + j_first);
-
+  // Everything that no kernel of this step makes, loaded first: the state piece and its scales, the
+  // group scales, the conv taps and state rows of this thread's channels.
   const int sg = hd / a.hpg;
   const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
   const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
   const float s_x = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
   const float sB = __ldg(a.B_out_scales + sg), sC = __ldg(a.C_out_scales + sg);
-  // The state and the constants above depend on no kernel of this step (launch.cuh); in_proj's output does.
+  const float* sscale = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg + dg) * n;
+  RowInputs<VEC> r = {};
+  Floats<VEC> sc = {}, inv = {};
+  if (has_piece) {
+    r.st = *reinterpret_cast<const Bytes<VEC>*>(a.ssm_state + head_row * n + j_first);
+    sc = *reinterpret_cast<const Floats<VEC>*>(sscale + j_first);
+  }
+  ConvChannel<K> bc[kMaxBCPerThread], xc;
+#pragma unroll
+  for (int q = 0; q < kMaxBCPerThread; ++q) {
+    const int j = threadIdx.x + q * kThreads;
+    if (j < 2 * n) load_conv<K>(a, b, bc_channel(a, sg, j), j < n ? 1 : 2, bc[q]);
+  }
+  if (row_leader) load_conv<K>(a, b, c_x, 0, xc);
+  const float dt_b = __ldg(a.dt_bias + hd);
+  const float A = -expf(__ldg(a.A_log + hd)), Dh = __ldg(a.D + hd);
   pdl_launch_dependents();
   pdl_wait();
 
-  // B and C of SSD group sg; the group's first block writes their new conv state.
+  // in_proj's values this block needs, loaded together.
+  float v_bc[kMaxBCPerThread];
+#pragma unroll
+  for (int q = 0; q < kMaxBCPerThread; ++q) {
+    const int j = threadIdx.x + q * kThreads;
+    v_bc[q] = j < 2 * n ? __ldg(v_row + a.d_ssm + bc_channel(a, sg, j)) : 0.0f;
+  }
+  const float v_x = row_leader ? __ldg(v_row + a.d_ssm + c_x) : 0.0f;
+  const float v_z = row_leader ? __ldg(v_row + c_x) : 0.0f;
+  const float v_dt = threadIdx.x == 0 ? __ldg(v_row + a.d_ssm + a.conv_dim + hd) : 0.0f;
+
+  // B and C of SSD group sg (the group's first block writes their new conv state), x of this block's
+  // rows, dt of its head.
   const bool bc_state_writer = hd % a.hpg == 0 && rb == 0;
-  for (int j = threadIdx.x; j < 2 * n; j += kThreads) {
-    const bool is_B = j < n;
-    const int c = a.d_ssm + (is_B ? sg * n + j : a.gn + sg * n + j - n);
-    s_bc[j] = conv_channel<K>(a, b, c, is_B ? 1 : 2, is_B ? sB : sC, bc_state_writer);
+#pragma unroll
+  for (int q = 0; q < kMaxBCPerThread; ++q) {
+    const int j = threadIdx.x + q * kThreads;
+    if (j < 2 * n) {
+      const bool is_B = j < n;
+      s_bc[j] = finish_conv<K>(a, bc[q], v_bc[q], is_B ? 1 : 2, is_B ? sB : sC, b, bc_channel(a, sg, j), bc_state_writer);
+    }
   }
-  if (active && lane_in_row == 0) s_xq[row] = conv_channel<K>(a, b, hd * a.headdim + i, 0, s_x, true);
-  if (threadIdx.x == 0) {
-    const int8_t dtq = quantize_rn(__ldg(a.zxbcdt + b * a.width + a.d_ssm + a.conv_dim + hd), a.dt_scale);
-    s_dt = dt_value(dtq, a.dt_scale, __ldg(a.dt_bias + hd), a.dt_min, a.dt_max);
-  }
+  if (row_leader) s_xq[row] = finish_conv<K>(a, xc, v_x, 0, s_x, b, c_x, true);
+  if (threadIdx.x == 0) s_dt = dt_value(quantize_rn(v_dt, a.dt_scale), a.dt_scale, dt_b, a.dt_min, a.dt_max);
   __syncthreads();
 
   // The QuantSSD decode step of this row, in the reference's order: dA = exp(dt * A), xh = s_x * x,
   // dtx = dt * xh; y = sum_j S * Ch + D * xh.
   const float dtv = s_dt;
-  const float dA = expf(__fmul_rn(dtv, -expf(__ldg(a.A_log + hd))));
+  const float dA = expf(__fmul_rn(dtv, A));
   const float xh = __fmul_rn(s_x, static_cast<float>(s_xq[row]));
   const float dtx = __fmul_rn(dtv, xh);
-  const float* sscale = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg + dg) * n;
   float y = 0.0f;
   if (has_piece) {
     for (int j0 = j_first; j0 < n; j0 += a.tpr * VEC) {
-      if (j0 != j_first) r.st = *reinterpret_cast<const Bytes<VEC>*>(a.ssm_state + head_row * n + j0);
+      if (j0 != j_first) {  // further pieces (bytewise path, or d_state > 32 * VEC)
+        r.st = *reinterpret_cast<const Bytes<VEC>*>(a.ssm_state + head_row * n + j0);
+        sc = *reinterpret_cast<const Floats<VEC>*>(sscale + j0);
+      }
       r.bq = *reinterpret_cast<const Bytes<VEC>*>(s_bc + j0);
       r.cq = *reinterpret_cast<const Bytes<VEC>*>(s_bc + n + j0);
-      const Floats<VEC> sc = *reinterpret_cast<const Floats<VEC>*>(sscale + j0);
-      Floats<VEC> inv;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) inv.v[e] = __frcp_rn(sc.v[e]);
       y += update_piece<VEC>(r, sc, inv, dA, dtx, sB, sC, a.ssm_state_out + head_row * n + j0);
     }
   }
   for (int off = a.tpr / 2; off > 0; off /= 2) y += __shfl_xor_sync(0xffffffffu, y, off);
-  if (active && lane_in_row == 0) {
+  if (row_leader) {
     // The gate of the gated norm: y * (z' * sigmoid(z')), z' = DequantizeLinear(Q(z, z_scale)).
-    const int c = hd * a.headdim + i;
-    const float yv = __fadd_rn(y, __fmul_rn(__ldg(a.D + hd), xh));
-    const int8_t zq = quantize_rn(__ldg(a.zxbcdt + b * a.width + c), a.z_scale);
-    const float z = __fmul_rn(static_cast<float>(zq), a.z_scale);
+    const float yv = __fadd_rn(y, __fmul_rn(Dh, xh));
+    const float z = __fmul_rn(static_cast<float>(quantize_rn(v_z, a.z_scale)), a.z_scale);
     const float sig = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-z)));
-    a.gated[b * a.d_ssm + c] = __fmul_rn(yv, __fmul_rn(z, sig));
+    a.gated[b * a.d_ssm + c_x] = __fmul_rn(yv, __fmul_rn(z, sig));
   }
 }
 

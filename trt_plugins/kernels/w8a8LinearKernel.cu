@@ -129,6 +129,10 @@ __device__ __forceinline__ float4 load_x4(const LinearArgs& a, const float* p, i
   return make_float4(v[0], v[1], v[2], v[3]);
 }
 
+// Loads per thread issued together in the activation's two passes: each pass is then a few L2 round
+// trips, not one per element (the passes run while the first weight loads are in flight).
+constexpr int kLoadBatch = 4;
+
 // Q(v) of the activation rows m0 .. m0 + MT - 1 into shared memory, 4 int8 per word (zeros past K
 // and past the last row); with norm, v is the row's RMSNorm over each norm group of channels in the
 // ONNX graph's order: ((x * (1 / sqrt(sum_group(x^2) / group + eps))) * norm_weight).
@@ -138,63 +142,82 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
   __shared__ float inv_rms[kMaxNormGroups * MT];  // [group][row]
   const float s_in = __ldg(a.input_scale);
   const float inv_s = __fdiv_rn(1.0f, s_in);  // quantize_with_inverse: a division only near a tie
+  const int step = blockDim.x;
   if (a.norm) {
     const int groups = a.K / a.norm_group;
+    const int quads = (a.norm_group + 3) / 4;  // per group; a group not a multiple of 4 reads element-wise
     for (int g = 0; g < groups; ++g) {
       float part[MT];
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         part[m] = 0.0f;
-        if (m0 + m < a.rows) {
-          const float* xr = a.x + (m0 + m) * a.K;
-          const int k0 = g * a.norm_group, k1 = k0 + a.norm_group;
-          if (a.vec_x && a.norm_group % 4 == 0) {
-            for (int k = k0 + 4 * threadIdx.x; k < k1; k += 4 * blockDim.x) {
-              const float4 v = __ldg(reinterpret_cast<const float4*>(xr + k));
-              part[m] = __fadd_rn(part[m], __fmul_rn(v.x, v.x));
-              part[m] = __fadd_rn(part[m], __fmul_rn(v.y, v.y));
-              part[m] = __fadd_rn(part[m], __fmul_rn(v.z, v.z));
-              part[m] = __fadd_rn(part[m], __fmul_rn(v.w, v.w));
+        if (m0 + m >= a.rows) continue;
+        const float* xr = a.x + (m0 + m) * a.K + g * a.norm_group;
+        const bool vec = a.vec_x && a.norm_group % 4 == 0;
+        for (int q0 = threadIdx.x; q0 < quads; q0 += kLoadBatch * step) {
+          float4 v[kLoadBatch];
+#pragma unroll
+          for (int b = 0; b < kLoadBatch; ++b) {
+            const int q = q0 + b * step;
+            v[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (q >= quads) continue;
+            if (vec) {
+              v[b] = __ldg(reinterpret_cast<const float4*>(xr) + q);
+            } else {
+              float e[4];
+#pragma unroll
+              for (int j = 0; j < 4; ++j) e[j] = 4 * q + j < a.norm_group ? __ldg(xr + 4 * q + j) : 0.0f;
+              v[b] = make_float4(e[0], e[1], e[2], e[3]);
             }
-          } else {
-            for (int k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
-              const float v = __ldg(xr + k);
-              part[m] = __fadd_rn(part[m], __fmul_rn(v, v));
-            }
+          }
+#pragma unroll
+          for (int b = 0; b < kLoadBatch; ++b) {
+            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].x, v[b].x));
+            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].y, v[b].y));
+            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].z, v[b].z));
+            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].w, v[b].w));
           }
         }
       }
       block_sums<MT>(part, scratch, inv_rms + g * MT);  // sums of squares, turned into 1 / rms below
     }
-    for (int idx = threadIdx.x; idx < groups * MT; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < groups * MT; idx += step) {
       const float mean = __fdiv_rn(inv_rms[idx], static_cast<float>(a.norm_group));
       inv_rms[idx] = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, a.eps)));
     }
     __syncthreads();
   }
-  for (int i = threadIdx.x; i < MT * a.words; i += blockDim.x) {
-    const int m = i / a.words, word = i - m * a.words;
-    uint32_t packed = 0;
-    if (m0 + m < a.rows) {
-      const float* xr = a.x + (m0 + m) * a.K;
-      const float4 x4 = load_x4(a, xr, word * 4);
-      const float xv[4] = {x4.x, x4.y, x4.z, x4.w};
-      float nw[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (a.norm) {
-        const float4 n4 = load_x4(a, a.norm_weight, word * 4);
-        nw[0] = n4.x; nw[1] = n4.y; nw[2] = n4.z; nw[3] = n4.w;
-      }
+  const int total = MT * a.words;
+  for (int i0 = threadIdx.x; i0 < total; i0 += kLoadBatch * step) {
+    float4 xv[kLoadBatch], nv[kLoadBatch];
+#pragma unroll
+    for (int b = 0; b < kLoadBatch; ++b) {
+      const int i = i0 + b * step;
+      const int m = i / a.words, word = i - m * a.words;
+      xv[b] = nv[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (i >= total || m0 + m >= a.rows) continue;
+      xv[b] = load_x4(a, a.x + (m0 + m) * a.K, word * 4);
+      if (a.norm) nv[b] = load_x4(a, a.norm_weight, word * 4);
+    }
+#pragma unroll
+    for (int b = 0; b < kLoadBatch; ++b) {
+      const int i = i0 + b * step;
+      if (i >= total) break;
+      const int m = i / a.words, word = i - m * a.words;
+      const float x4[4] = {xv[b].x, xv[b].y, xv[b].z, xv[b].w};
+      const float n4[4] = {nv[b].x, nv[b].y, nv[b].z, nv[b].w};
+      uint32_t packed = 0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int k = word * 4 + j;
-        if (k < a.K) {
-          float v = xv[j];
-          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[(k / a.norm_group) * MT + m]), nw[j]);
+        if (k < a.K && m0 + m < a.rows) {
+          float v = x4[j];
+          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[(k / a.norm_group) * MT + m]), n4[j]);
           packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
         }
       }
+      xs[i] = static_cast<int32_t>(packed);
     }
-    xs[i] = static_cast<int32_t>(packed);
   }
   __syncthreads();
 }
