@@ -24,7 +24,7 @@ from qmamba.export.onnx_export import export_onnx
 from qmamba.export.qmodel import QuantConfig, QuantMamba2LM
 from qmamba.runtime import bench as trt_bench
 from qmamba.runtime import trt_runner
-from qmamba.runtime.build import DECODE_LINEAR_CHOICES, build_engines, read_engines_metadata
+from qmamba.runtime.build import DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, build_engines, read_engines_metadata
 
 SEQS, BATCHES = (512, 2048), (1, 8)
 
@@ -118,12 +118,13 @@ def torch_fp16(cfg: QuantConfig, iters: int) -> list[dict]:
     return rows
 
 
-def engines_for(model: QuantMamba2LM, root: Path, decode_linear: str) -> Path:
+def engines_for(model: QuantMamba2LM, root: Path, decode_linear: str, decode_mixer: str) -> Path:
     export_onnx(model, root / "onnx", force=True, check=False)
     t = time.time()
     meta = build_engines(root / "onnx", root / "engines", batch=(1, 1, max(BATCHES)), seq=(1, 512, max(SEQS)),
-                         no_tactic_libraries=True, force=True, decode_linear=decode_linear)
-    print(f"  engines built in {time.time() - t:.0f} s; decode linears: {meta['decode_linears']}")
+                         no_tactic_libraries=True, force=True, decode_linear=decode_linear, decode_mixer=decode_mixer)
+    print(f"  engines built in {time.time() - t:.0f} s; decode linears: {meta['decode_linears']}; "
+          f"decode mixers: {meta['decode_mixers']}")
     return root / "engines"
 
 
@@ -164,6 +165,8 @@ def main() -> int:
     ap.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="plugin",
                     help="the decode engine's linears (qmamba build --decode-linear; default plugin: both "
                          "batches measured with QmambaW8A8Linear)")
+    ap.add_argument("--decode-mixer", choices=DECODE_MIXER_CHOICES, default="plugin",
+                    help="the decode engine's mixers (qmamba build --decode-mixer)")
     args = ap.parse_args()
     out = Path(args.out)
     work = Path("/tmp/qmamba_bench")
@@ -183,7 +186,7 @@ def main() -> int:
     report = {"copy_bandwidth_GBps": bw / 1e9, "models": {}}
     for i, (name, model) in enumerate(models.items()):
         print(f"{name}:")
-        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}", args.decode_linear), args.iters, bw,
+        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}", args.decode_linear, args.decode_mixer), args.iters, bw,
                                         args.profile)}
         if not args.skip_torch:
             for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.iters)),

@@ -2,6 +2,7 @@
 // the V2 serialization format. Built and run by test_plugin_core.py; prints "ok <name>" per check
 // and exits non-zero at the first failure, printing what differed.
 #include "bitsAsFloatCore.h"
+#include "decodeMixerCore.h"
 #include "qmambaFields.h"
 #include "qmambaSerialize.h"
 #include "qmambaShapes.h"
@@ -10,6 +11,7 @@
 #include "w8a8LinearCore.h"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -74,6 +76,19 @@ Fields ssdFields()
 {
     Fields x;
     x.flt("dt_scale", 0.02f).in("ngroups", 2).in("nheads", 8).in("headdim", 32).in("d_state", 16);
+    return x;
+}
+
+// QmambaDecodeMixer's required fields: g 2, h 8, p 32, n 16, K 4 (d_ssm 256, conv_dim 320, width 584).
+Fields mixerFields()
+{
+    Fields x;
+    for (char const* name : {"x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale", "bC_scale"})
+    {
+        x.flt(name, 0.01f);
+    }
+    x.in("ngroups", 2).in("nheads", 8).in("headdim", 32).in("d_state", 16).in("d_conv", 4);
+    x.flt("z_scale", 0.05f).flt("dt_scale", 0.02f);
     return x;
 }
 
@@ -223,7 +238,7 @@ int main()
     FieldSpec const* LS = W8A8LinearCore::kFIELDS;
     size_t const LN = W8A8LinearCore::kNB_FIELDS;
     W8A8LinearCore plain(parseFields("QmambaW8A8Linear", LS, LN, Fields().raw));
-    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0}, "linear: defaults");
+    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0}, "linear: defaults");
     check(plain.inputType(1) == DType::kInt32 && plain.inputType(0) == DType::kFloat && plain.outputType(0) == DType::kFloat,
         "linear: types");
     OutputRule const lr = plain.outputRule(0);
@@ -258,6 +273,197 @@ int main()
     writeSerialized(both.serial(), lbuf.data());
     check(W8A8LinearCore(readSerialized<LinPod>("QmambaW8A8Linear", lbuf.data(), lbuf.size())).fieldValues()
             == both.fieldValues(), "linear: round trip");
+    W8A8LinearCore grouped(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("norm_group", 5).raw));
+    check(grouped.fieldValues()[3] == 5.0 && plain.fieldValues()[3] == 0.0, "linear: norm_group field, default 0");
+    grouped.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({10})});
+    grouped.checkInputs({shape({-1, -1, -1}), shape({6, -1}), shape({6}), shape({1}), shape({-1})});
+    check(true, "linear: norm_group 5 divides K = 10 (unknown K passes at build time)");
+    throwsWith("linear: norm_group divides K", [&] {
+        grouped.checkInputs({shape({2, 1, 12}), shape({6, 3}), shape({6}), shape({}), shape({12})});
+    }, "field norm_group = 5 must divide K = 12 into at most 16 RMSNorm groups");
+    W8A8LinearCore tiny(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("norm_group", 2).raw));
+    throwsWith("linear: at most 16 groups", [&] {
+        tiny.checkInputs({shape({2, 1, 34}), shape({6, 9}), shape({6}), shape({}), shape({34})});
+    }, "field norm_group = 2 must divide K = 34 into at most 16 RMSNorm groups");
+    W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm_group", 2).raw))
+        .checkInputs({shape({2, 1, 34}), shape({6, 9}), shape({6}), shape({})});
+    check(true, "linear: norm_group is not checked without the norm");
+    throwsWith("linear: norm_group >= 0", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm_group", -1).raw));
+    }, "field norm_group must be 0 (the whole row) or >= 1, got -1");
+    std::vector<char> gbuf(serializedSize<LinPod>());
+    writeSerialized(grouped.serial(), gbuf.data());
+    check(W8A8LinearCore(readSerialized<LinPod>("QmambaW8A8Linear", gbuf.data(), gbuf.size())).fieldValues()
+            == grouped.fieldValues(), "linear: round trip keeps norm_group");
+
+    // ---- QmambaDecodeMixer (decode graphs' mixers) ---------------------------------------------------
+    FieldSpec const* MS = DecodeMixerCore::kFIELDS;
+    size_t const MN = DecodeMixerCore::kNB_FIELDS;
+    auto mixer = [&](Fields const& x) { return DecodeMixerCore(parseFields("QmambaDecodeMixer", MS, MN, x.raw)); };
+    DecodeMixerCore mix = mixer(mixerFields());
+    FieldValues const mv = mix.fieldValues();
+    check(mv.size() == MN && mv[fieldIndex("QmambaDecodeMixer", MS, MN, "d_conv")] == 4
+            && mv[fieldIndex("QmambaDecodeMixer", MS, MN, "z_scale")] == static_cast<double>(0.05f)
+            && mv[fieldIndex("QmambaDecodeMixer", MS, MN, "dt_min")] == 0.0
+            && std::isinf(mv[fieldIndex("QmambaDecodeMixer", MS, MN, "dt_max")]),
+        "mixer: fields parsed, dt_min 0 and dt_max inf by default");
+    for (char const* name : {"d_conv", "z_scale", "bC_scale"})
+    {
+        Fields x = mixerFields();
+        for (size_t k = 0; k < x.raw.size(); ++k)
+        {
+            if (x.raw[k].name == name)
+            {
+                x.raw.erase(x.raw.begin() + static_cast<std::ptrdiff_t>(k));
+                break;
+            }
+        }
+        throwsWith((std::string("mixer: missing ") + name).c_str(), [&] { mixer(x); },
+            std::string("QmambaDecodeMixer: required field ") + name + " is missing");
+    }
+    // Fields::i holds ngroups, nheads, headdim, d_state, d_conv; Fields::f the nine scales, z_scale, dt_scale.
+    struct BadInt
+    {
+        size_t at;
+        int32_t value;
+        char const* want;
+    };
+    for (BadInt const& b : std::vector<BadInt>{
+             {4, 5, "field d_conv must be 2..4, got 5"},
+             {4, 1, "field d_conv must be 2..4, got 1"},
+             {3, 18, "field d_state must be a multiple of 4 in 16..256 (ssm_state travels as int32 words), got 18"},
+             {3, 8, "field d_state must be a multiple of 4 in 16..256"},
+             {1, 7, "nheads = 7 must be divisible by ngroups = 2"},
+             {0, 0, "field ngroups must be >= 1, got 0"},
+         })
+    {
+        Fields x = mixerFields();
+        x.i[b.at] = b.value;
+        throwsWith((std::string("mixer: ") + b.want).c_str(), [&] { mixer(x); }, b.want);
+    }
+    throwsWith("mixer: conv_dim multiple of 4", [&] {
+        Fields x = mixerFields();
+        x.i[1] = 2; // h 2, p 5: conv_dim 10 + 64
+        x.i[2] = 5;
+        mixer(x);
+    }, "conv_dim = nheads * headdim + 2 * ngroups * d_state = 74 must be a multiple of 4");
+    struct BadFloat
+    {
+        size_t at;
+        float value;
+        char const* want;
+    };
+    for (BadFloat const& b : std::vector<BadFloat>{
+             {4, 0.f, "field wB_scale must be finite and > 0"},
+             {9, -1.f, "field z_scale must be finite and > 0"},
+             {10, INFINITY, "field dt_scale must be finite and > 0"},
+         })
+    {
+        Fields x = mixerFields();
+        x.f[b.at] = b.value;
+        throwsWith((std::string("mixer: ") + b.want).c_str(), [&] { mixer(x); }, b.want);
+    }
+    throwsWith("mixer: dt range", [&] { mixer(mixerFields().flt("dt_min", 0.5f).flt("dt_max", 0.5f)); }, "must be > dt_min");
+    throwsWith("mixer: dt_min", [&] { mixer(mixerFields().flt("dt_min", -0.5f)); }, "field dt_min must be >= 0");
+    std::vector<DType> const mixerInputs = {DType::kFloat, DType::kInt32, DType::kInt32, DType::kFloat, DType::kFloat,
+        DType::kFloat, DType::kInt32, DType::kInt32, DType::kFloat, DType::kFloat, DType::kFloat, DType::kFloat,
+        DType::kInt32, DType::kInt32};
+    bool typesOk = static_cast<int32_t>(mixerInputs.size()) == DecodeMixerCore::kMAX_INPUTS;
+    for (int32_t i = 0; typesOk && i < DecodeMixerCore::kMAX_INPUTS; ++i)
+    {
+        typesOk = mix.inputType(i) == mixerInputs[static_cast<size_t>(i)];
+    }
+    check(typesOk && mix.outputType(DecodeMixerCore::kOUT_GATED) == DType::kFloat
+            && mix.outputType(DecodeMixerCore::kOUT_CONV_STATE_OUT) == DType::kInt32
+            && mix.outputType(DecodeMixerCore::kOUT_SSM_STATE_OUT) == DType::kInt32,
+        "mixer: types: no int8 tensor (TensorRT 8.6's int8 rules do not apply; V2 carries nothing as words)");
+    OutputRule const gr = mix.outputRule(DecodeMixerCore::kOUT_GATED);
+    OutputRule const cr = mix.outputRule(DecodeMixerCore::kOUT_CONV_STATE_OUT);
+    OutputRule const sr = mix.outputRule(DecodeMixerCore::kOUT_SSM_STATE_OUT);
+    check(gr.nbDims == 3 && !gr.d[0].constant && gr.d[0].input == DecodeMixerCore::kIN_ZXBCDT && gr.d[0].dim == 0
+            && gr.d[1].constant && gr.d[1].value == 1 && gr.d[2].constant && gr.d[2].value == 256,
+        "mixer: gated is [batch, 1, d_ssm]");
+    check(cr.nbDims == 3 && !cr.d[0].constant && cr.d[0].dim == 0 && cr.d[1].value == 3 && cr.d[2].value == 80,
+        "mixer: conv_state_out is [batch, K-1, conv_dim / 4]");
+    check(sr.nbDims == 4 && !sr.d[0].constant && sr.d[0].dim == 0 && sr.d[1].value == 8 && sr.d[2].value == 32
+            && sr.d[3].value == 4,
+        "mixer: ssm_state_out is [batch, h, p, n / 4]");
+    throwsWith("mixer: no output 3", [&] { mix.outputRule(3); }, "no output 3");
+    // nhg 2, ndg 4; conv_weight 320 * 4 bytes = 320 words, conv_bias 80 words.
+    std::vector<Shape> const min = {shape({3, 1, 584}), shape({320}), shape({80}), shape({2, 2, 4}), shape({2}),
+        shape({2}), shape({2, 2}), shape({2, 2, 4}), shape({8}), shape({8}), shape({8}), shape({2, 2, 4, 16}),
+        shape({3, 3, 80}), shape({3, 8, 32, 4})};
+    mix.checkInputs(min);
+    check(true, "mixer: good shapes");
+    std::vector<Shape> mdyn = min;
+    mdyn[DecodeMixerCore::kIN_ZXBCDT] = shape({-1, 1, 584});
+    mdyn[DecodeMixerCore::kIN_CONV_STATE] = shape({-1, 3, 80});
+    mdyn[DecodeMixerCore::kIN_SSM_STATE] = shape({-1, 8, 32, 4});
+    mix.checkInputs(mdyn);
+    check(true, "mixer: unknown batch passes at build time");
+    struct BadShape
+    {
+        int32_t pos;
+        Shape got;
+        char const* want;
+    };
+    for (BadShape const& b : std::vector<BadShape>{
+             {DecodeMixerCore::kIN_ZXBCDT, shape({3, 2, 584}), "input zxbcdt must have shape [?, 1, 584], got [3, 2, 584]"},
+             {DecodeMixerCore::kIN_ZXBCDT, shape({3, 1, 583}), "input zxbcdt must have shape [?, 1, 584]"},
+             {DecodeMixerCore::kIN_CONV_WEIGHT, shape({1280}), "input conv_weight must have shape [320], got [1280]"},
+             {DecodeMixerCore::kIN_CONV_BIAS, shape({320}), "input conv_bias must have shape [80], got [320]"},
+             {DecodeMixerCore::kIN_X_OUT_SCALES, shape({1, 2, 4}), "input x_out_scales must have shape [2, ?, ?]"},
+             {DecodeMixerCore::kIN_C_OUT_SCALES, shape({3}), "input C_out_scales must have shape [2], got [3]"},
+             {DecodeMixerCore::kIN_X_DIM_GROUP_RANGE, shape({2, 2, 3}), "input x_dim_group_range must have shape [2, 2, 4]"},
+             {DecodeMixerCore::kIN_A_LOG, shape({4}), "input A_log must have shape [8], got [4]"},
+             {DecodeMixerCore::kIN_D, shape({8, 1}), "input D must have shape [8], got [8, 1]"},
+             {DecodeMixerCore::kIN_DT_BIAS, shape({9}), "input dt_bias must have shape [8], got [9]"},
+             {DecodeMixerCore::kIN_SSM_STATE_SCALE, shape({2, 2, 4, 4}), "input ssm_state_scale must have shape [2, 2, 4, 16]"},
+             {DecodeMixerCore::kIN_CONV_STATE, shape({3, 3, 320}), "input conv_state must have shape [3, 3, 80], got [3, 3, 320]"},
+             {DecodeMixerCore::kIN_CONV_STATE, shape({2, 3, 80}), "input conv_state must have shape [3, 3, 80], got [2, 3, 80]"},
+             {DecodeMixerCore::kIN_SSM_STATE, shape({3, 8, 32, 16}), "input ssm_state must have shape [3, 8, 32, 4], got [3, 8, 32, 16]"},
+         })
+    {
+        std::vector<Shape> bad = min;
+        bad[b.pos] = b.got;
+        throwsWith((std::string("mixer: bad shape of input ") + std::to_string(b.pos)).c_str(),
+            [&] { mix.checkInputs(bad); }, std::string("QmambaDecodeMixer: ") + b.want);
+    }
+    throwsWith("mixer: input count", [&] {
+        std::vector<Shape> bad = min;
+        bad.pop_back();
+        mix.checkInputs(bad);
+    }, "QmambaDecodeMixer: takes 14 inputs");
+    // g 1, h 4, p 32, n 20, K 3: conv_dim 168, weight 504 bytes = 126 words, bias 42 words, width 300.
+    Fields k3Fields = mixerFields();
+    k3Fields.i[0] = 1;
+    k3Fields.i[1] = 4;
+    k3Fields.i[3] = 20;
+    k3Fields.i[4] = 3;
+    DecodeMixerCore k3 = mixer(k3Fields);
+    k3.checkInputs({shape({1, 1, 300}), shape({126}), shape({42}), shape({1, 1, 1}), shape({1}), shape({1}),
+        shape({1, 1}), shape({1, 1, 1}), shape({4}), shape({4}), shape({4}), shape({1, 1, 1, 20}), shape({1, 2, 42}),
+        shape({1, 4, 32, 5})});
+    OutputRule const k3c = k3.outputRule(DecodeMixerCore::kOUT_CONV_STATE_OUT);
+    check(k3c.d[1].value == 2 && k3c.d[2].value == 42 && k3.outputRule(DecodeMixerCore::kOUT_SSM_STATE_OUT).d[3].value == 5,
+        "mixer: K 3, n 20: shapes follow the fields");
+    using MixPod = DecodeMixerCore::Serial;
+    std::vector<char> mbuf(serializedSize<MixPod>());
+    Fields withDt = mixerFields();
+    withDt.flt("dt_min", 0.001f).flt("dt_max", 0.1f);
+    DecodeMixerCore mixDt = mixer(withDt);
+    writeSerialized(mixDt.serial(), mbuf.data());
+    check(DecodeMixerCore(readSerialized<MixPod>("QmambaDecodeMixer", mbuf.data(), mbuf.size())).fieldValues()
+            == mixDt.fieldValues(), "mixer: round trip");
+    writeSerialized(mix.serial(), mbuf.data());
+    check(std::isinf(DecodeMixerCore(readSerialized<MixPod>("QmambaDecodeMixer", mbuf.data(), mbuf.size())).fieldValues()[17]),
+        "mixer: round trip keeps dt_max = inf");
+    throwsWith("mixer: short", [&] { readSerialized<MixPod>("QmambaDecodeMixer", mbuf.data(), mbuf.size() - 1); },
+        "reading must end at the buffer's end");
+    std::vector<char> format1 = mbuf;
+    format1[4] = 1; // the format before QmambaW8A8Linear's norm_group
+    throwsWith("mixer: format 1 refused", [&] { readSerialized<MixPod>("QmambaDecodeMixer", format1.data(), format1.size()); },
+        "engine was built with another version of the qmamba plugin library (serialization format 1");
     std::printf("all checks passed\n");
     return 0;
 }

@@ -14,7 +14,7 @@ CUDA_INCLUDE = Path("/usr/local/cuda/include")
 PLUGIN_SOURCES = ["common/qmambaFields.cpp", "common/qmambaShapes.cpp", "common/qmambaTrtUtils.cpp",
                   "common/qmambaPluginLibrary.cpp", "quantConv1dSiLUPlugin/quantConv1dSiLUCore.cpp",
                   "quantSSDPlugin/quantSSDCore.cpp", "bitsAsFloatPlugin/bitsAsFloatCore.cpp",
-                  "w8a8LinearPlugin/w8a8LinearCore.cpp"]
+                  "w8a8LinearPlugin/w8a8LinearCore.cpp", "decodeMixerPlugin/decodeMixerCore.cpp"]
 RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineBuilder.cpp", "session.cpp", "runnerApi.cpp",
                   "qmamba_trt.cpp"]
 
@@ -42,7 +42,7 @@ def test_plugins_compile(version):
     tp = ROOT / "trt_plugins"
     _syntax_check([tp / s for s in PLUGIN_SOURCES],
                   [inc, CUDA_INCLUDE, tp / "common", tp / "include", tp / "quantConv1dSiLUPlugin",
-                   tp / "quantSSDPlugin", tp / "bitsAsFloatPlugin", tp / "w8a8LinearPlugin"])
+                   tp / "quantSSDPlugin", tp / "bitsAsFloatPlugin", tp / "w8a8LinearPlugin", tp / "decodeMixerPlugin"])
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ defaults, order), their tensor positions follow its input/output tables, and the
 version and namespace are what the ONNX exporter writes. Parses the C++ sources: no TensorRT needed."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import re
@@ -82,27 +83,55 @@ def test_name_version_namespace(op):
 BUILD_PLUGINS = {
     "QmambaBitsAsFloat": ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore",
     "QmambaW8A8Linear": ROOT / "trt_plugins" / "w8a8LinearPlugin" / "w8a8LinearCore",
+    "QmambaDecodeMixer": ROOT / "trt_plugins" / "decodeMixerPlugin" / "decodeMixerCore",
 }
+# Their Python twins, whose FIELDS are what `qmamba build` writes.
+TWINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer"}
+
+
+def _tensorrt_md_table(heading: str) -> list[list[str]]:
+    """The rows (cells) of docs/tensorrt.md's table under ``### heading``."""
+    doc = (ROOT / "docs" / "tensorrt.md").read_text()
+    rows = re.search(rf"### {heading}\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
+    assert rows, f"docs/tensorrt.md: no '### {heading}' table"
+    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in rows.group(1).strip().splitlines()]
 
 
 @pytest.mark.parametrize("op", list(BUILD_PLUGINS))
 def test_build_plugin_fields_match_docs(op):
     core = BUILD_PLUGINS[op]
     mine = creator_fields(op, core)
-    doc = (ROOT / "docs" / "tensorrt.md").read_text()
-    rows = re.search(rf"### {op} fields\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
-    assert rows, f"docs/tensorrt.md: no '### {op} fields' table"
-    docs = [tuple(c.strip() for c in ln.strip("|").split("|"))[:3] for ln in rows.group(1).strip().splitlines()]
+    docs = [row[:3] for row in _tensorrt_md_table(f"{op} fields")]
     assert [d[0] for d in docs] == [m[0] for m in mine]
     for (name, kind, default), (_, doc_kind, doc_default) in zip(mine, docs):
         assert kind == doc_kind and _same_default(doc_default, default), name
     assert f'kNAME = "{op}"' in core.with_suffix(".h").read_text()
 
 
-def test_linear_python_fields_match_the_plugin():
-    """runtime/w8a8_linear.py's FIELDS (what `qmamba build` writes) are the plugin's table."""
-    from qmamba.runtime.w8a8_linear import FIELDS, OP_NAME
+@pytest.mark.parametrize("op", list(TWINS))
+def test_python_fields_match_the_plugin(op):
+    """runtime/w8a8_linear.py's and runtime/decode_mixer.py's FIELDS (what `qmamba build` writes; None:
+    required) are the plugins' tables."""
+    twin = importlib.import_module(TWINS[op])
+    assert twin.OP_NAME == op
+    mine = creator_fields(op, BUILD_PLUGINS[op])
+    assert [(n, t) for n, t, _ in twin.FIELDS] == [(n, t) for n, t, _ in mine]
+    for (name, _, d), (_, _, m) in zip(twin.FIELDS, mine):
+        doc = "required" if d is None else "inf" if d == math.inf else str(d)
+        assert _same_default(doc, m), f"{op}.{name}: Python default {d}, plugin {m}"
 
-    mine = creator_fields(OP_NAME, BUILD_PLUGINS[OP_NAME])
-    assert [(n, t) for n, t, _ in FIELDS] == [(n, t) for n, t, _ in mine]
-    assert all(_same_default(str(d), m[2]) for (_, _, d), m in zip(FIELDS, mine))
+
+def test_decode_mixer_tensor_positions_match_docs():
+    """QmambaDecodeMixer's kIN_* / kOUT_* constants follow docs/tensorrt.md's input and output tables."""
+    op = "QmambaDecodeMixer"
+    header = BUILD_PLUGINS[op].with_suffix(".h").read_text()
+    consts = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (k(?:IN|OUT)_\w+) = (\d+);", header)}
+    for kind, prefix in (("inputs", "kIN_"), ("outputs", "kOUT_")):
+        rows = _tensorrt_md_table(f"{op} {kind}")
+        assert [int(r[0]) for r in rows] == list(range(len(rows))), f"{op} {kind}: numbering"
+        for pos, name in enumerate(r[1] for r in rows):
+            const = prefix + re.sub(r"(?<=[a-z])(?=[A-Z][a-z_])", "_", name).upper()
+            assert consts.get(const) == pos, f"{op}: {const} should be {pos} ({name})"
+    nb = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (kMIN_INPUTS|kMAX_INPUTS|kNB_OUTPUTS) = (\d+);",
+                                              header)}
+    assert nb == {"kMIN_INPUTS": 14, "kMAX_INPUTS": 14, "kNB_OUTPUTS": 3}

@@ -1,5 +1,6 @@
 """The IPluginV3 build of libqmamba_trt_plugins.so inside TensorRT-RTX on the CPU: the creators
-register on load with docs/ops.md's fields, createPlugin makes plugins whose core reports the
+register on load with docs/ops.md's fields (the decode graphs' QmambaW8A8Linear and QmambaDecodeMixer with
+their Python twins' FIELDS), createPlugin makes plugins whose core reports the
 exporter's name/version/namespace, and refuses missing or bad fields and plans of another plugin
 format with messages naming them. Builds the library against .deps/tensorrt-11.1 (slow: the kernels
 are compiled too); skips without those headers, nvcc or TensorRT-RTX.
@@ -9,8 +10,10 @@ nodes find these creators aborts inside its ONNX parser; see docs/tensorrt.md.)"
 from __future__ import annotations
 
 import ctypes
+import importlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,6 +33,11 @@ _spec = importlib.util.spec_from_file_location("qmamba_test_contract", ROOT / "t
 _contract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_contract)
 CONTRACT = _contract.CONTRACT
+# The plugin library's serialization format (qmambaSerialize.h), which V3 plans carry as a field.
+FORMAT = int(re.search(r"kSERIAL_FORMAT = (\d+)u;", (ROOT / "trt_plugins" / "common" / "qmambaSerialize.h")
+                       .read_text()).group(1))
+# Plugins that `qmamba build` puts into decode graphs, with their Python twins (FIELDS: the creators' tables).
+BUILD_PLUGINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer"}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +58,13 @@ def trt(tmp_path_factory):
     # tests of this process that parse exported graphs (tests/runtime/test_trt_rtx_parse.py).
     registry = trt.get_plugin_registry()
     for creator in list(registry.all_creators):
-        if creator.name in CONTRACT:
+        if creator.name in CONTRACT or creator.name in BUILD_PLUGINS:
             registry.deregister_creator(creator)
+
+
+# The PluginFields (and the arrays they point into) of every collection _fields made: the collection keeps
+# only the fields' C structs, whose data pointers dangle once the Python fields are collected.
+_ALIVE: list = []
 
 
 def _fields(trt, **values):
@@ -61,6 +74,7 @@ def _fields(trt, **values):
             out.append(trt.PluginField(name, np.array([v], np.float32), trt.PluginFieldType.FLOAT32))
         else:
             out.append(trt.PluginField(name, np.array([v], np.int32), trt.PluginFieldType.INT32))
+    _ALIVE.append(out)
     return trt.PluginFieldCollection(out)
 
 
@@ -102,6 +116,32 @@ def test_plan_of_another_plugin_format_is_refused(trt, capfd):
     creator = trt.get_plugin_registry().get_creator("QuantSSD", "1", "")
     assert creator.create_plugin("ssd", _fields(trt, **SSD), trt.TensorRTPhase.RUNTIME) is None
     assert "built with another version of the qmamba plugin library" in capfd.readouterr().err
-    same = creator.create_plugin("ssd", _fields(trt, **SSD, qmamba_plugin_format=1), trt.TensorRTPhase.RUNTIME)
+    same = creator.create_plugin("ssd", _fields(trt, **SSD, qmamba_plugin_format=FORMAT), trt.TensorRTPhase.RUNTIME)
     assert same is not None
-    assert creator.create_plugin("ssd", _fields(trt, **SSD, qmamba_plugin_format=2), trt.TensorRTPhase.RUNTIME) is None
+    for other in (FORMAT - 1, FORMAT + 1):
+        assert creator.create_plugin("ssd", _fields(trt, **SSD, qmamba_plugin_format=other),
+                                     trt.TensorRTPhase.RUNTIME) is None
+
+
+@pytest.mark.parametrize("op", list(BUILD_PLUGINS))
+def test_build_plugins_register_with_their_twins_fields(trt, op):
+    creator = trt.get_plugin_registry().get_creator(op, "1", "")
+    assert creator is not None and creator.name == op and creator.plugin_namespace == ""
+    kinds = {trt.PluginFieldType.FLOAT32: "float", trt.PluginFieldType.INT32: "int"}
+    fields = [(f.name, kinds[f.type]) for f in creator.field_names]
+    assert fields == [(n, t) for n, t, _ in importlib.import_module(BUILD_PLUGINS[op]).FIELDS]
+
+
+MIXER = dict(x_scale=0.01, wx_scale=0.01, bx_scale=0.01, B_scale=0.01, wB_scale=0.01, bB_scale=0.01, C_scale=0.01,
+             wC_scale=0.01, bC_scale=0.01, ngroups=1, nheads=8, headdim=32, d_state=16, d_conv=4, z_scale=0.05,
+             dt_scale=0.02)
+
+
+def test_decode_mixer_creates_and_refuses_bad_fields(trt, capfd):
+    creator = trt.get_plugin_registry().get_creator("QmambaDecodeMixer", "1", "")
+    plugin = creator.create_plugin("mixer", _fields(trt, **MIXER), trt.TensorRTPhase.BUILD)
+    assert plugin.get_capability_interface(trt.PluginCapabilityType.BUILD).num_outputs == 3
+    assert creator.create_plugin("mixer", _fields(trt, **{**MIXER, "d_conv": 5}), trt.TensorRTPhase.BUILD) is None
+    assert "field d_conv must be 2..4, got 5" in capfd.readouterr().err
+    assert creator.create_plugin("mixer", _fields(trt, **{**MIXER, "nheads": 1, "headdim": 33}), trt.TensorRTPhase.BUILD) is None
+    assert "must be a multiple of 4 (conv_state travels as int32 words)" in capfd.readouterr().err

@@ -4,6 +4,7 @@
 #include "qmambaPluginLibrary.h"
 
 #include "bitsAsFloatPlugin.h"
+#include "decodeMixerPlugin.h"
 #include "qmambaSerialize.h"
 #include "qmambaTrtUtils.h"
 #include "quantConv1dSiLUPlugin.h"
@@ -23,12 +24,14 @@
 
 using qmamba::QuantConv1dSiLUPluginCreator;
 using qmamba::QuantSSDPluginCreator;
+using qmamba::DecodeMixerPluginCreator;
 using qmamba::W8A8LinearPluginCreator;
 
 REGISTER_TENSORRT_PLUGIN(QuantConv1dSiLUPluginCreator);
 REGISTER_TENSORRT_PLUGIN(QuantSSDPluginCreator);
-// Not an exported op: `qmamba build` puts it into decode graphs (runtime/w8a8_linear.py).
+// Not exported ops: `qmamba build` puts them into decode graphs (runtime/w8a8_linear.py, runtime/decode_mixer.py).
 REGISTER_TENSORRT_PLUGIN(W8A8LinearPluginCreator);
+REGISTER_TENSORRT_PLUGIN(DecodeMixerPluginCreator);
 #if NV_TENSORRT_MAJOR < 10
 // TensorRT 8 only: QuantSSD's y leaves the V2 plugin as int32 words (pluginV2Adapter.h, carriedAsInt32).
 using qmamba::BitsAsFloatPluginCreator;
@@ -70,15 +73,17 @@ CreatorBase* const* libraryCreators(int32_t& nbCreators)
     static QuantConv1dSiLUPluginCreator conv;
     static QuantSSDPluginCreator ssd;
     static W8A8LinearPluginCreator linear;
+    static DecodeMixerPluginCreator mixer;
     dropStaticRegistration(conv);
     dropStaticRegistration(ssd);
     dropStaticRegistration(linear);
+    dropStaticRegistration(mixer);
 #if NV_TENSORRT_MAJOR < 10
     static BitsAsFloatPluginCreator bits;
     dropStaticRegistration(bits);
-    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &bits};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &bits};
 #else
-    static CreatorBase* const creators[] = {&conv, &ssd, &linear};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer};
 #endif
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
@@ -145,6 +150,7 @@ extern "C" const char* qmamba_plugin_fields(void)
         describeFields<qmamba::QuantConv1dSiLUCore>(os);
         describeFields<qmamba::QuantSSDCore>(os);
         describeFields<qmamba::W8A8LinearCore>(os);
+        describeFields<qmamba::DecodeMixerCore>(os);
 #if NV_TENSORRT_MAJOR < 10
         describeFields<qmamba::BitsAsFloatCore>(os);
 #endif

@@ -14,9 +14,9 @@
 namespace qmamba
 {
 
-// Bumped whenever a plugin's serialized struct changes.
+// Bumped whenever a plugin's serialized struct or field table changes (2: QmambaW8A8Linear's norm_group).
 constexpr uint32_t kSERIAL_MAGIC = 0x514D4D42u; // "QMMB"
-constexpr uint32_t kSERIAL_FORMAT = 1u;
+constexpr uint32_t kSERIAL_FORMAT = 2u;
 
 struct SerialHeader
 {

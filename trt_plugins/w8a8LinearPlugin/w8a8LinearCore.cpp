@@ -18,6 +18,7 @@ FieldSpec const W8A8LinearCore::kFIELDS[kNB_FIELDS] = {
     {"norm", FieldKind::kInt, false, 0},
     {"eps", FieldKind::kFloat, false, 1e-5},
     {"residual", FieldKind::kInt, false, 0},
+    {"norm_group", FieldKind::kInt, false, 0},
 };
 // clang-format on
 
@@ -27,6 +28,7 @@ W8A8LinearCore::W8A8LinearCore(FieldValues const& v)
     mSerial.norm = static_cast<int32_t>(v[0]);
     mSerial.eps = static_cast<float>(v[1]);
     mSerial.residual = static_cast<int32_t>(v[2]);
+    mSerial.normGroup = static_cast<int32_t>(v[3]);
     validate();
 }
 
@@ -38,7 +40,8 @@ W8A8LinearCore::W8A8LinearCore(Serial const& s)
 
 FieldValues W8A8LinearCore::fieldValues() const
 {
-    return {static_cast<double>(mSerial.norm), static_cast<double>(mSerial.eps), static_cast<double>(mSerial.residual)};
+    return {static_cast<double>(mSerial.norm), static_cast<double>(mSerial.eps), static_cast<double>(mSerial.residual),
+        static_cast<double>(mSerial.normGroup)};
 }
 
 void W8A8LinearCore::validate() const
@@ -48,6 +51,8 @@ void W8A8LinearCore::validate() const
         "field residual must be 0 or 1, got " + std::to_string(mSerial.residual));
     require(std::isfinite(mSerial.eps) && mSerial.eps >= 0.0f, kOP,
         "field eps must be finite and >= 0, got " + std::to_string(mSerial.eps));
+    require(mSerial.normGroup >= 0, kOP,
+        "field norm_group must be 0 (the whole row) or >= 1, got " + std::to_string(mSerial.normGroup));
 }
 
 OutputRule W8A8LinearCore::outputRule(int32_t index) const
@@ -76,6 +81,10 @@ void W8A8LinearCore::checkInputs(std::vector<Shape> const& in) const
     if (mSerial.norm)
     {
         checkShape(kOP, "norm_weight", in[kMIN_INPUTS], {K});
+        int64_t const group = mSerial.normGroup;
+        require(group == 0 || K < 0 || (K % group == 0 && K / group <= kMAX_NORM_GROUPS), kOP,
+            "field norm_group = " + std::to_string(group) + " must divide K = " + std::to_string(K) + " into at most "
+                + std::to_string(kMAX_NORM_GROUPS) + " RMSNorm groups");
     }
     if (mSerial.residual)
     {
@@ -92,6 +101,7 @@ void W8A8LinearCore::enqueue(std::vector<Shape> const& in, void const* const* in
     p.out_features = static_cast<int32_t>(in[kIN_WEIGHT].d[0]);
     p.norm = mSerial.norm;
     p.eps = mSerial.eps;
+    p.norm_group = mSerial.normGroup;
     qmamba_linear_tensors t{};
     t.x = static_cast<float const*>(inputs[kIN_X]);
     t.weight = static_cast<int32_t const*>(inputs[kIN_WEIGHT]);

@@ -1,6 +1,7 @@
 // QmambaW8A8Linear, independent of the plugin API: the W8A8 linear of a decode step (docs/tensorrt.md,
-// runtime/w8a8_linear.py), with the RMSNorm before it and the residual Add after it optionally
-// folded in. Not an op of the exported graphs: `qmamba build` puts it into the decode graph.
+// runtime/w8a8_linear.py), with the RMSNorm before it (over the whole row, or over groups of norm_group
+// channels: the gated norm before out_proj) and the residual Add after it optionally folded in. Not an
+// op of the exported graphs: `qmamba build` puts it into the decode graph.
 #ifndef QMAMBA_W8A8_LINEAR_CORE_H
 #define QMAMBA_W8A8_LINEAR_CORE_H
 
@@ -31,7 +32,10 @@ public:
     static constexpr int32_t kMAX_INPUTS = 6;
     static constexpr int32_t kNB_OUTPUTS = 1;
 
-    static constexpr size_t kNB_FIELDS = 3;
+    // Most RMSNorm groups per row (kMaxNormGroups of w8a8LinearKernel.cu).
+    static constexpr int64_t kMAX_NORM_GROUPS = 16;
+
+    static constexpr size_t kNB_FIELDS = 4;
     static FieldSpec const kFIELDS[kNB_FIELDS];
 
     struct Serial
@@ -39,6 +43,7 @@ public:
         int32_t norm;
         int32_t residual;
         float eps;
+        int32_t normGroup; // channels per RMSNorm group; 0: the whole row
     };
 
     explicit W8A8LinearCore(FieldValues const& values);
