@@ -158,6 +158,57 @@ def test_missing_plugin_library_is_reported(tmp_path):
         trt_runner.TrtEngine(engine_path, plugins=tmp_path / "libnothere.so")
 
 
+@pytest.mark.parametrize("shape", ["130m-like", "8b-like"])
+def test_mixer_plugin_engine_matches_its_twin(tmp_path, shape):
+    """QmambaDecodeMixer (what `qmamba build` puts into decode graphs) alone in an engine, its states as
+    int32 words, against its reference twin: conv state equal, ssm state and gate within ties."""
+    import sys
+    from pathlib import Path
+
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qmamba.runtime.decode_mixer import OP_NAME, decode_mixer_ref, flat_int8_words, int8_words
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trt_plugins"))
+    import kernel_cases as kc
+
+    s = SMALL_LAYER_SHAPES[shape]
+    layer = kc.Shape(h=s.nheads, p=s.headdim, n=s.d_state, g=s.ngroups)
+    batch = 2
+    t, fields = kc.mixer_case(layer, batch, torch.Generator().manual_seed(3), device="cpu")
+    consts = {k: v for k, v in t.items() if k not in ("zxbcdt", "conv_state", "ssm_state")}
+    consts["conv_weight"], consts["conv_bias"] = flat_int8_words(t["conv_weight"]), flat_int8_words(t["conv_bias"])
+    order = ["zxbcdt", "conv_weight", "conv_bias", "x_out_scales", "B_out_scales", "C_out_scales", "x_head_group_range",
+             "x_dim_group_range", "A_log", "D", "dt_bias", "ssm_state_scale", "conv_state", "ssm_state"]
+    words = {k: int8_words(t[k]) for k in ("conv_state", "ssm_state")}
+    dyn = lambda name, dtype, v: helper.make_tensor_value_info(name, dtype, ["batch", *v.shape[1:]])  # noqa: E731
+    inputs = [dyn("zxbcdt", TensorProto.FLOAT, t["zxbcdt"]), dyn("conv_state", TensorProto.INT32, words["conv_state"]),
+              dyn("ssm_state", TensorProto.INT32, words["ssm_state"])]
+    node = helper.make_node(OP_NAME, order, ["gated", "conv_state_out", "ssm_state_out"], domain=onnx_ops.DOMAIN,
+                            **fields)
+    consts["s"], consts["zp"] = torch.tensor(0.05), torch.tensor(0, dtype=torch.int8)  # int8 mode needs a Q/DQ
+    qdq = [helper.make_node("QuantizeLinear", ["zxbcdt", "s", "zp"], ["zq"]),
+           helper.make_node("DequantizeLinear", ["zq", "s", "zp"], ["z_fake_quant"])]
+    outputs = [helper.make_tensor_value_info(o, dtype, None) for o, dtype in (
+        ("gated", TensorProto.FLOAT), ("conv_state_out", TensorProto.INT32), ("ssm_state_out", TensorProto.INT32),
+        ("z_fake_quant", TensorProto.FLOAT))]
+    graph = helper.make_graph([node, *qdq], "mixer", inputs, outputs,
+                              [numpy_helper.from_array(v.numpy(), name) for name, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(onnx_ops.DOMAIN, 1)])
+    onnx.save(model, tmp_path / "mixer.onnx")
+    engine = trt_runner.build_engine(tmp_path / "mixer.onnx", tmp_path / "mixer.engine", PROFILE,
+                                     no_tactic_libraries=True)
+    feed = {"zxbcdt": t["zxbcdt"].numpy(), **{k: v.numpy() for k, v in words.items()}}
+    got = trt_runner.TrtEngine(engine).infer(feed)
+    gated, conv_out, ssm_out = decode_mixer_ref(**t, **fields)
+    np.testing.assert_array_equal(got["conv_state_out"].view(np.int8).reshape(conv_out.shape), conv_out.numpy())
+    diff = np.abs(got["ssm_state_out"].view(np.int8).reshape(ssm_out.shape).astype(np.int32) - ssm_out.numpy())
+    assert diff.max() <= 1 and np.mean(diff > 0) <= 5e-3
+    g = gated.numpy()
+    assert np.linalg.norm(got["gated"] - g) / np.linalg.norm(g) <= 1e-4
+
+
 # ---- whole models -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module", params=["g1", "g8"])

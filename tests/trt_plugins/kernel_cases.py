@@ -144,7 +144,8 @@ def mixer_case(s: Shape, bt: int, gen: torch.Generator, device: str = "cuda") ->
     ssd, ssd_attrs = ssd_case(s, bt, 8, gen, device=device)
     conv, conv_attrs = conv_case(s, bt, 1, gen, device=device)
     groups = ("x_out_scales", "B_out_scales", "C_out_scales", "x_head_group_range", "x_dim_group_range")
-    fields = {**conv_attrs, "z_scale": 0.05, "dt_scale": ssd_attrs["dt_scale"], "dt_min": 0.0, "dt_max": math.inf}
+    fields = {**conv_attrs, "d_conv": s.K, "z_scale": 0.05, "dt_scale": ssd_attrs["dt_scale"], "dt_min": 0.0,
+              "dt_max": math.inf}
     seg_scale = [fields["z_scale"], fields["x_scale"], fields["B_scale"], fields["C_scale"], fields["dt_scale"]]
     widths = [s.d_ssm, s.d_ssm, s.g * s.n, s.g * s.n, s.h]
     zxbcdt = torch.cat([torch.randn(bt, 1, w, generator=gen, device=gen.device) * 40 * sc
