@@ -306,11 +306,12 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     assert main(["bench", str(out), "--batch", "1", "2", "--seq", "64", "--iters", "3", "--profile"]) == 0
     printed = capsys.readouterr().out
     assert "of bound" in printed
-    # The layer profile names the plugins' layers (the exporter's node names) in both engines.
+    # The layer profile names the plugins' layers (the exporter's node names) in both engines; the decode
+    # engine runs each mixer as one QmambaDecodeMixer and each linear as QmambaW8A8Linear.
     prefill_part, decode_part = printed.split("decode step, batch 1")
     assert "prefill, batch 1, seqlen 64" in prefill_part
-    for part in (prefill_part, decode_part):
-        assert "mixer.ssd" in part and "mixer.conv" in part, part
+    assert "mixer.ssd" in prefill_part and "mixer.conv" in prefill_part, prefill_part
+    assert "mixer.conv/QmambaDecodeMixer" in decode_part and "QmambaW8A8Linear" in decode_part, decode_part
     assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 1  # 100 > seq 64
 
 
