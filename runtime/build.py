@@ -276,6 +276,23 @@ LINEAR_PLUGIN_MAX_BATCH = 4
 DECODE_LINEAR_CHOICES = ("auto", "plugin", "tensorrt")
 
 
+def _replace_nodes(g, dropped: set, replace: dict, new_inits: dict) -> None:
+    """The graph with the nodes whose id() is in ``dropped`` removed, except those in ``replace``, which
+    give way to their fused node; ``new_inits`` added; initializers and value_info nothing uses dropped."""
+    kept = [replace.get(id(n), n) for n in g.node if id(n) not in dropped or id(n) in replace]
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits.values())
+    used = {i for n in g.node for i in n.input}
+    keep_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    made = used | {o for n in g.node for o in n.output}
+    keep_info = [vi for vi in g.value_info if vi.name in made]
+    del g.value_info[:]
+    g.value_info.extend(keep_info)
+
+
 def _rms_norm_chain(x, producers, consumers, inits):
     """The RMSNorm of ``export/onnx_layers.rms_norm`` that makes ``x`` (Mul(Mul(x0, inv), w) with
     inv = Reciprocal(Sqrt(Add(ReduceMean(Mul(x0, x0)), eps))) over the last axis), as (x0, weight, eps,
@@ -407,14 +424,7 @@ def fuse_decode_linears(model):
                                  domain=onnx_ops.DOMAIN, **attrs)
         dropped.update(id(n) for n in nodes)
         replace[id(last)] = fused
-    kept = [replace.get(id(n), n) for n in g.node if id(n) not in dropped or id(n) in replace]
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits.values())
-    used = {i for n in g.node for i in n.input}
-    keep_inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep_inits)
+    _replace_nodes(g, dropped, replace, new_inits)
     return model
 
 
@@ -537,18 +547,7 @@ def fuse_decode_mixers(model) -> tuple[object, str]:
         t.elem_type = onnx.TensorProto.INT32
         last = t.shape.dim[len(t.shape.dim) - 1]
         last.dim_value = last.dim_value // 4
-    kept = [replace.get(id(x), x) for x in g.node if id(x) not in dropped or id(x) in replace]
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits.values())
-    used = {i for x in g.node for i in x.input}
-    keep_inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep_inits)
-    made = used | {o for x in g.node for o in x.output}
-    keep_info = [vi for vi in g.value_info if vi.name in made]
-    del g.value_info[:]
-    g.value_info.extend(keep_info)
+    _replace_nodes(g, dropped, replace, new_inits)
     return model, f"{OP_NAME} ({len(convs)} layers)"
 
 
