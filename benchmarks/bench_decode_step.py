@@ -11,7 +11,9 @@ Each measured sequence is captured in a CUDA graph and replayed (CUDA events, me
 is the bytes a step must move (every weight once; per batch row the int8 states read and written) over the
 device-to-device copy bandwidth measured in the same run. Printed per batch: the whole step, and each kernel
 kind alone (all layers' launches of that kind in one graph, distinct weights per layer so that L2 holds none
-of them). Run it with QMAMBA_PDL=0 for the same figures without programmatic dependent launch.
+of them), and each pair of neighbours (in_proj + mixer, mixer + out_proj, out_proj + next in_proj, per
+layer): a pair's time against the sum of its two kernels alone is what the overlap between them gains.
+Run it with QMAMBA_PDL=0 for the same figures without programmatic dependent launch.
 """
 from __future__ import annotations
 
@@ -105,20 +107,25 @@ def main() -> int:
             head()
 
         # Each kind alone: the same launches (inputs as in the step; their values do not change the time).
-        parts = {"step": [step], "in_proj": ins, "mixer": mixes, "out_proj": outs}
+        parts = {"step": [step], "in_proj": ins, "mixer": mixes, "out_proj": outs,
+                 "in+mix": [f for ab in zip(ins, mixes) for f in ab],
+                 "mix+out": [f for ab in zip(mixes, outs) for f in ab],
+                 "out+in": [f for ab in zip(outs, ins) for f in ab]}
         ms = {k: time_graph(v) for k, v in parts.items()}
         total = step_bytes(layers, lm_head, batch)
         bound_ms = total / bw * 1e3
         row = {"batch": batch, "step_ms": ms["step"], "bound_ms": bound_ms, "of_bound": bound_ms / ms["step"],
                "per_layer_us": {k: ms[k] * 1e3 for k in ("in_proj", "mixer", "out_proj")},
-               "step_mb": total / 1e6, "pdl": pdl}
+               "step_mb": total / 1e6, "pdl": pdl,
+               "pairs_us": {k: ms[k] * 2e3 for k in ("in+mix", "mix+out", "out+in")}}
         rows.append(row)
         lay = layers[0]
         mb = {"in_proj": lay["in_proj"]["weight"].numel() * 4, "out_proj": lay["out_proj"]["weight"].numel() * 4}
         per = ", ".join(f"{k} {v:.1f} us" + (f" ({mb[k] / (v * 1e-6) / bw:.0%} of copy bw)" if k in mb else "")
                         for k, v in row["per_layer_us"].items())
         print(f"batch {batch}: step {ms['step'] * 1e3:.1f} us, bound {bound_ms * 1e3:.1f} us "
-              f"({total / 1e6:.1f} MB) -> {row['of_bound']:.1%} of bound; alone per layer: {per}")
+              f"({total / 1e6:.1f} MB) -> {row['of_bound']:.1%} of bound; alone per layer: {per}; pairs: "
+              + ", ".join(f"{k} {v:.1f} us" for k, v in row["pairs_us"].items()))
         del layers, zx, res, ins, mixes, outs
         torch.cuda.empty_cache()
     if args.json:

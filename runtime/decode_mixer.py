@@ -67,6 +67,39 @@ def sizes(zxbcdt: torch.Tensor, ngroups: int, nheads: int, headdim: int, d_state
     return zxbcdt.shape[0], d_ssm, gn
 
 
+def check_mixer_inputs(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
+                       x_head_group_range, x_dim_group_range, A_log, D, dt_bias, ssm_state_scale,
+                       conv_state, ssm_state, fields: dict) -> tuple[int, int, int, int]:
+    """QmambaDecodeMixer's input checks, shared by the twin and the CUDA binding
+    (``qmamba.runtime.kernels.decode_mixer``) so that both refuse a bad call with one message: the
+    fields, in_proj's output, and everything QuantConv1dSiLU's and QuantSSD's own checks ask of their
+    inputs (``ops.check_conv_inputs``, ``ops.check_ssd_inputs``; the int8 segments they would receive
+    stand in as meta tensors of their shapes). Returns (batch, d_ssm, g * n, d_conv)."""
+    missing = [k for k, _, default in FIELDS if default is None and k != "d_conv" and fields.get(k) is None]
+    if missing:
+        raise QMambaInputError(f"{OP_NAME}: missing fields {missing}")
+    g, h, p, n = (int(fields[k]) for k in ("ngroups", "nheads", "headdim", "d_state"))
+    bt, d_ssm, gn = sizes(zxbcdt, g, h, p, n)
+    d_conv = fields.get("d_conv")
+    if d_conv is not None and (not isinstance(conv_weight, torch.Tensor) or conv_weight.dim() != 2
+                               or conv_weight.shape[1] != d_conv):
+        shape = list(conv_weight.shape) if isinstance(conv_weight, torch.Tensor) else conv_weight
+        raise QMambaInputError(f"{OP_NAME}: conv_weight must be [conv_dim, d_conv = {d_conv}], got {shape}")
+    check_scales(OP_NAME, z_scale=fields["z_scale"], dt_scale=fields["dt_scale"])
+    segment = lambda width: torch.empty(bt, 1, width, dtype=torch.int8, device="meta")  # noqa: E731
+    shape = dict(ngroups=g, nheads=h, headdim=p, d_state=n)
+    _, _, K = ops.check_conv_inputs(segment(d_ssm + 2 * gn), conv_weight, conv_bias, x_out_scales, B_out_scales,
+                                    C_out_scales, x_head_group_range, x_dim_group_range, conv_state,
+                                    {k: fields[k] for k in CONV_SCALES}, **shape)
+    if conv_state is None or ssm_state is None:
+        raise QMambaInputError(f"{OP_NAME}: conv_state and ssm_state are required (a decode step)")
+    ops.check_ssd_inputs(segment(d_ssm), segment(h), segment(gn), segment(gn), A_log, D, dt_bias, x_out_scales,
+                         B_out_scales, C_out_scales, x_head_group_range, x_dim_group_range, ssm_state_scale,
+                         ssm_state, fields["dt_scale"], fields.get("dt_min", 0.0), fields.get("dt_max", math.inf),
+                         **shape)
+    return bt, d_ssm, gn, K
+
+
 def decode_mixer_ref(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
                      x_head_group_range, x_dim_group_range, A_log, D, dt_bias, ssm_state_scale,
                      conv_state, ssm_state, *, x_scale, wx_scale, bx_scale, B_scale, wB_scale, bB_scale,
@@ -77,16 +110,16 @@ def decode_mixer_ref(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales,
     ``y, ssm_state_out = QuantSSD(x, dt, B, C, ssm_state)`` (y fp32); ``gated = y * (z' * sigmoid(z'))``
     with ``z' = float(Q(z)) * z_scale``. The conv's x_scale, B_scale and C_scale quantize the segments.
     ``d_conv`` (the plugin's field), when given, must be the conv weight's width."""
-    _, d_ssm, gn = sizes(zxbcdt, ngroups, nheads, headdim, d_state)
-    if d_conv is not None and (conv_weight.dim() != 2 or conv_weight.shape[1] != d_conv):
-        raise QMambaInputError(f"{OP_NAME}: conv_weight must be [conv_dim, d_conv = {d_conv}], got {list(conv_weight.shape)}")
-    check_scales(OP_NAME, z_scale=z_scale, dt_scale=dt_scale)
-    f32 = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731 (fp32 scales, as the graph holds them)
-    z, x, B, C, dt = torch.split(zxbcdt, [d_ssm, d_ssm, gn, gn, nheads], dim=-1)
-    xBC = torch.cat([ops.quantize(x, f32(x_scale)), ops.quantize(B, f32(B_scale)), ops.quantize(C, f32(C_scale))], -1)
     conv = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale, wB_scale=wB_scale,
                 bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale, bC_scale=bC_scale)
     shape = dict(ngroups=ngroups, nheads=nheads, headdim=headdim, d_state=d_state)
+    _, d_ssm, gn, _ = check_mixer_inputs(
+        zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+        x_dim_group_range, A_log, D, dt_bias, ssm_state_scale, conv_state, ssm_state,
+        dict(conv, **shape, z_scale=z_scale, dt_scale=dt_scale, dt_min=dt_min, dt_max=dt_max, d_conv=d_conv))
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731 (fp32 scales, as the graph holds them)
+    z, x, B, C, dt = torch.split(zxbcdt, [d_ssm, d_ssm, gn, gn, nheads], dim=-1)
+    xBC = torch.cat([ops.quantize(x, f32(x_scale)), ops.quantize(B, f32(B_scale)), ops.quantize(C, f32(C_scale))], -1)
     xq, Bq, Cq, conv_out = ops.quant_conv1d_silu_ref(xBC, conv_weight, conv_bias, x_out_scales, B_out_scales,
                                                      C_out_scales, x_head_group_range, x_dim_group_range,
                                                      conv_state, **conv, **shape)

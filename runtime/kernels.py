@@ -329,21 +329,12 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
                           conv_state, ssm_state, **fields):
     """(launch, (gated, conv_state_out, ssm_state_out)): ``decode_mixer``'s arguments checked once, and a
     no-argument launch on the current stream (see w8a8_linear_launcher)."""
-    from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, sizes
+    from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, check_mixer_inputs
 
-    missing = [k for k in (*CONV_SCALES, "ngroups", "nheads", "headdim", "d_state", "z_scale", "dt_scale")
-               if k not in fields]
-    if missing:
-        raise QMambaInputError(f"{MIXER_OP}: missing fields {missing}")
+    bt, d_ssm, gn, K = check_mixer_inputs(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
+                                          x_head_group_range, x_dim_group_range, A_log, D, dt_bias,
+                                          ssm_state_scale, conv_state, ssm_state, fields)
     g, h, p, n = (int(fields[k]) for k in ("ngroups", "nheads", "headdim", "d_state"))
-    bt, d_ssm, gn = sizes(zxbcdt, g, h, p, n)
-    conv_dim = d_ssm + 2 * gn
-    check_tensor(MIXER_OP, "conv_weight", conv_weight, torch.int8, (conv_dim, None))
-    K = conv_weight.shape[1]
-    check_tensor(MIXER_OP, "conv_bias", conv_bias, torch.int8, (conv_dim,))
-    check_tensor(MIXER_OP, "conv_state", conv_state, torch.int8, (bt, K - 1, conv_dim))
-    check_tensor(MIXER_OP, "ssm_state", ssm_state, torch.int8, (bt, h, p, n))
-    check_tensor(MIXER_OP, "ssm_state_scale", ssm_state_scale, torch.float32, (g, None, None, n), finite=True)
     nhg, ndg = x_out_scales.shape[1], x_out_scales.shape[2]
     dev = _on_cuda(MIXER_OP, zxbcdt=zxbcdt, conv_weight=conv_weight, conv_bias=conv_bias,
                    x_out_scales=x_out_scales, B_out_scales=B_out_scales, C_out_scales=C_out_scales,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick|bench-decode|bench-step] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick|bench-decode|bench-step|read-bound] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -69,6 +69,10 @@ for step in "${steps[@]}"; do
         QMAMBA_KERNELS_LIB=$QMAMBA_PREV_KERNELS_LIB timeout 240 python benchmarks/bench_decode_step.py \
           --json "$OUT/step_prev.json" 2>&1 | tee "$OUT/step_prev.log" || rc=1
       fi ;;
+    read-bound)
+      # The floor under the decode kernels: a kernel that only reads a decode linear's weights
+      # (benchmarks/bench_read_bound.py, CuPy).
+      timeout 120 python benchmarks/bench_read_bound.py --json "$OUT/read_bound.json" 2>&1 | tee "$OUT/read_bound.log" || rc=1 ;;
     bench-quick)
       timeout 240 python benchmarks/bench_kernels.py --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     *) echo "unknown step $step"; rc=2 ;;

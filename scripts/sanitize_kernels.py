@@ -5,7 +5,9 @@
 
 Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
 the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
-several batch rows. Exits non-zero if a kernel
+several batch rows; the decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple
+of 8, several rows) and QmambaW8A8Linear (row segments, word-wise rows, norm groups, several
+passes, residual in place). Exits non-zero if a kernel
 refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations
@@ -21,17 +23,23 @@ import kernel_cases as kc  # noqa: E402
 
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref  # noqa: E402
 from qmamba.runtime import kernels  # noqa: E402
+from qmamba.runtime.decode_mixer import decode_mixer_ref  # noqa: E402
+from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref  # noqa: E402
 
 CONV = [(kc.LAYERS["8b"], 2, 37), (kc.Shape(h=8, p=32, n=40, g=2, K=3), 2, 9),
         (kc.Shape(h=8, p=64, n=64, g=1, K=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
 SSD = [(kc.LAYERS["8b"], 1, 70), (kc.Shape(h=4, p=128, n=256, g=1), 1, 45),
        (kc.Shape(h=8, p=32, n=16, g=2), 2, 33), (kc.Shape(h=6, p=32, n=40, g=2), 1, 20),
        (kc.LAYERS["130m"], 3, 1), (kc.Shape(h=8, p=64, n=128, g=2), 64, 1)]
+MIXER = [(kc.LAYERS["2.7b"], 1), (kc.Shape(h=8, p=32, n=36, g=2, K=3), 2), (kc.Shape(h=4, p=64, n=64, g=1, K=2), 3)]
+# (K, N, rows, norm, residual in place, norm_group)
+LINEAR = [(5120, 2560, 1, True, True, 5120), (8192, 96, 3, True, False, 1024), (257, 33, 3, True, False, 0),
+          (2560, 257, 9, False, True, 0)]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["conv", "ssd"], default=None)
+    ap.add_argument("--only", choices=["conv", "ssd", "mixer", "linear"], default=None)
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(0)
     bad = 0
@@ -51,6 +59,23 @@ def main() -> int:
             err = ((y - y_ref).norm() / y_ref.norm()).item()
             ok = err < 2e-3 and (st.int() - st_ref.int()).abs().max().item() <= 1
             print(f"ssd {s} bt={bt} L={L}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+    if args.only in (None, "mixer"):
+        for s, bt in MIXER:
+            t, f = kc.mixer_case(s, bt, torch.Generator(device="cuda").manual_seed(bt))
+            want = decode_mixer_ref(**t, **f)
+            got = kernels.decode_mixer(**t, **f)
+            err = ((got[0] - want[0]).norm() / want[0].norm()).item()
+            ok = err < 1e-3 and all((g.int() - w.int()).abs().max().item() <= 1 for g, w in zip(got[1:], want[1:]))
+            print(f"mixer {s} bt={bt}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+    if args.only in (None, "linear"):
+        for k, n, rows, norm, in_place, group in LINEAR:
+            a, w = kc.linear_case(k, n, rows, norm, in_place)
+            want = w8a8_linear_ref(**a, norm_group=group)
+            got = kernels.w8a8_linear(**a, out=a.get("residual"), norm_group=group)
+            ok = bool(((got - want).abs() <= one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all())
+            print(f"linear K={k} N={n} rows={rows} norm={norm} in_place={in_place}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     torch.cuda.synchronize()
     return 1 if bad else 0

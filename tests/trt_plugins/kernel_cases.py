@@ -154,3 +154,19 @@ def mixer_case(s: Shape, bt: int, gen: torch.Generator, device: str = "cuda") ->
              **{k: ssd[k] for k in groups}, A_log=ssd["A_log"], D=ssd["D"], dt_bias=ssd["dt_bias"],
              ssm_state_scale=ssd["ssm_state_scale"], conv_state=conv["conv_state"], ssm_state=ssd["ssm_state"])
     return {k: v.to(device) for k, v in t.items()}, fields
+
+
+def linear_case(k: int, n: int, rows: int, norm: bool, residual: bool, seed: int = 0) -> tuple[dict, torch.Tensor]:
+    """(arguments of QmambaW8A8Linear on the GPU, its int8 weight [n, k]) for `rows` activation rows."""
+    from qmamba.runtime.w8a8_linear import pack_int8_words
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, device="cuda", generator=g)
+    args = dict(x=torch.randn(rows, 1, k, device="cuda", generator=g) * 2, weight=pack_int8_words(w),
+                out_scale=torch.rand(n, device="cuda", generator=g) * 1e-3 + 1e-5,
+                input_scale=torch.tensor([0.02], device="cuda"))
+    if norm:
+        args["norm_weight"] = torch.rand(k, device="cuda", generator=g) + 0.5
+    if residual:
+        args["residual"] = torch.randn(rows, 1, n, device="cuda", generator=g)
+    return args, w

@@ -118,6 +118,49 @@ def test_binding_refuses_bad_group_ranges_before_launch():
         kernels.quant_conv1d_silu(**t, **a)
 
 
+def _bad_mixer(change: str):
+    t, f = kc.mixer_case(kc.Shape(h=8, p=32, n=16, g=2), 2, torch.Generator().manual_seed(3), device="cpu")
+    if change == "flipped dim ranges":
+        t["x_dim_group_range"] = t["x_dim_group_range"].flip(-1).contiguous()
+    elif change == "zero state scale":
+        t["ssm_state_scale"] = t["ssm_state_scale"].clone().fill_(0.0)
+    elif change == "NaN A_log":
+        t["A_log"] = t["A_log"].clone().fill_(float("nan"))
+    elif change == "short ssm_state":
+        t["ssm_state"] = t["ssm_state"][:1]
+    elif change == "NaN z_scale":
+        f["z_scale"] = float("nan")
+    elif change == "dt_min >= dt_max":
+        f.update(dt_min=1.0, dt_max=0.5)
+    elif change == "missing dt_scale":
+        f["dt_scale"] = None
+    elif change == "d_conv field vs weight":
+        f["d_conv"] = 3
+    return t, f
+
+
+@pytest.mark.parametrize("change, message", [
+    ("flipped dim ranges", r"x_dim_group_range\[0, 0\].*strictly increasing"),
+    ("zero state scale", "ssm_state_scale must be > 0"),
+    ("NaN A_log", "A_log has non-finite values"),
+    ("short ssm_state", r"ssm_state must have shape \[2, 8, 32, 16\]"),
+    ("NaN z_scale", "scale z_scale must be finite"),
+    ("dt_min >= dt_max", "dt_min < dt_max"),
+    ("missing dt_scale", r"missing fields \['dt_scale'\]"),
+    ("d_conv field vs weight", r"conv_weight must be \[conv_dim, d_conv = 3\]"),
+])
+def test_mixer_binding_and_twin_refuse_the_same(change, message):
+    """The mixer's binding runs the twin's checks (decode_mixer.check_mixer_inputs) before anything touches
+    the GPU: a bad range is an error, not a clamped lookup and a wrong answer."""
+    from qmamba.runtime.decode_mixer import decode_mixer_ref
+
+    t, f = _bad_mixer(change)
+    with pytest.raises(QMambaInputError, match=message):
+        decode_mixer_ref(**t, **f)
+    with pytest.raises(QMambaInputError, match=message):
+        kernels.decode_mixer(**t, **f)
+
+
 @needs_lib
 @pytest.mark.parametrize("dst, src, text", [(None, 256, "dst is a null pointer"), (256, None, "src is a null pointer")])
 def test_copy_refuses_null_pointers(dst, src, text):

@@ -20,6 +20,7 @@ import torch
 
 import kernel_cases as kc
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
+from qmamba.export.validate import QMambaInputError
 from qmamba.runtime import kernels
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
@@ -219,21 +220,6 @@ LINEAR_CASES = {
 }
 
 
-def _linear_case(k, n, rows, norm, residual, seed=0):
-    from qmamba.runtime.w8a8_linear import pack_int8_words
-
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, device="cuda", generator=g)
-    args = dict(x=torch.randn(rows, 1, k, device="cuda", generator=g) * 2, weight=pack_int8_words(w),
-                out_scale=torch.rand(n, device="cuda", generator=g) * 1e-3 + 1e-5,
-                input_scale=torch.tensor([0.02], device="cuda"))
-    if norm:
-        args["norm_weight"] = torch.rand(k, device="cuda", generator=g) + 0.5
-    if residual:
-        args["residual"] = torch.randn(rows, 1, n, device="cuda", generator=g)
-    return args, w
-
-
 @pytest.mark.parametrize("name", list(LINEAR_CASES))
 def test_linear_matches_reference(name):
     """y equals the twin exactly without the norm; with it, the norm's sum is taken in another order,
@@ -241,7 +227,7 @@ def test_linear_matches_reference(name):
     from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
 
     k, n, rows, norm, residual, *group = LINEAR_CASES[name]
-    args, w = _linear_case(k, n, rows, norm, residual)
+    args, w = kc.linear_case(k, n, rows, norm, residual)
     out = torch.full((rows, 1, n), float("nan"), device="cuda")
     got = kernels.w8a8_linear(**args, out=out, norm_group=group[0] if group else 0)
     want = w8a8_linear_ref(**args, norm_group=group[0] if group else 0)
@@ -258,7 +244,7 @@ def test_linear_matches_reference(name):
 def test_linear_residual_in_place():
     from qmamba.runtime.w8a8_linear import w8a8_linear_ref
 
-    args, _ = _linear_case(96, 70, 2, False, True, seed=3)
+    args, _ = kc.linear_case(96, 70, 2, False, True, seed=3)
     want = w8a8_linear_ref(**args)
     got = kernels.w8a8_linear(**args, out=args["residual"])
     torch.cuda.synchronize()
@@ -266,10 +252,10 @@ def test_linear_residual_in_place():
 
 
 def test_linear_refuses_what_it_cannot_do():
-    args, _ = _linear_case(8, 8, 2, False, False)
+    args, _ = kc.linear_case(8, 8, 2, False, False)
     with pytest.raises(kernels.KernelError, match="y must not alias x"):
         kernels.w8a8_linear(**args, out=args["x"])
-    big, _ = _linear_case(47105, 2, 1, False, False)
+    big, _ = kc.linear_case(47105, 2, 1, False, False)
     with pytest.raises(kernels.KernelError, match="in_features"):
         kernels.w8a8_linear(**big)
 
@@ -337,9 +323,10 @@ def test_decode_mixer_refuses_what_it_cannot_do():
     t, f = kc.mixer_case(s, 1, torch.Generator(device="cuda").manual_seed(2))
     wide = dict(t, conv_weight=torch.zeros(s.conv_dim, 5, dtype=torch.int8, device="cuda"),
                 conv_state=torch.zeros(1, 4, s.conv_dim, dtype=torch.int8, device="cuda"))
-    with pytest.raises(kernels.KernelError, match="d_conv"):
-        kernels.decode_mixer(**wide, **f)
-    with pytest.raises(kernels.KernelError, match="z_scale"):
+    with pytest.raises(kernels.KernelError, match="d_conv"):  # the contract allows it; the kernel takes 2-4
+        kernels.decode_mixer(**wide, **dict(f, d_conv=5))
+    # What the contract refuses is refused before the launch, with the twin's message (test_kernels.py).
+    with pytest.raises(QMambaInputError, match="z_scale"):
         kernels.decode_mixer(**t, **dict(f, z_scale=float("nan")))
-    with pytest.raises(kernels.KernelError, match="dt_min < dt_max"):
+    with pytest.raises(QMambaInputError, match="dt_min < dt_max"):
         kernels.decode_mixer(**t, **dict(f, dt_min=1.0, dt_max=0.5))

@@ -106,6 +106,7 @@ int check_launch(const char* where) {
 int device_limits(const char* where, DeviceLimits* out) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
+  out->device = dev;
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&out->sm_count, cudaDevAttrMultiProcessorCount, dev);
   if (e == cudaSuccess) {
     e = cudaDeviceGetAttribute(&out->max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);

@@ -34,6 +34,7 @@ inline bool aligned8(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 7
 
 // Streaming multiprocessors, opt-in shared memory per block and compute capability of the current device.
 struct DeviceLimits {
+  int device;  // the current device's ordinal
   int sm_count;
   int max_smem_optin;
   int cc_major;

@@ -24,6 +24,10 @@
 // may land on the other side of a rounding tie (1 LSB, rarely), as with TensorRT's own ReduceMean.
 #include <math.h>
 
+#include <map>
+#include <mutex>
+#include <utility>
+
 #include "checks.h"
 #include "common.cuh"
 #include "launch.cuh"
@@ -292,10 +296,24 @@ template <int MT, int VEC, int CPL>
 int launch(const char* where, const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   const auto kernel = w8a8_linear_kernel<MT, VEC, CPL>;
   const size_t smem = static_cast<size_t>(MT) * a.words * sizeof(int32_t);
+  // Resident blocks per SM, asked once per device and shared memory size: a direct enqueue (no CUDA
+  // graph) pays the query on the host at every call otherwise.
+  static std::mutex mutex;
+  static std::map<std::pair<int, size_t>, int> occupancy;
   int per_sm = 0;
-  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem);
-  if (e != cudaSuccess || per_sm < 1) {
-    return fail(QMAMBA_ERR_CUDA, "%s: no occupancy for the kernel: %s", where, cudaGetErrorString(e));
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto key = std::make_pair(dev.device, smem);
+    const auto it = occupancy.find(key);
+    if (it != occupancy.end()) {
+      per_sm = it->second;
+    } else {
+      const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem);
+      if (e != cudaSuccess || per_sm < 1) {
+        return fail(QMAMBA_ERR_CUDA, "%s: no occupancy for the kernel: %s", where, cudaGetErrorString(e));
+      }
+      occupancy.emplace(key, per_sm);
+    }
   }
   // One wave: as many warps as fit at once, the rows spread evenly over them.
   const int64_t max_warps = int64_t(dev.sm_count) * per_sm * kWarps;

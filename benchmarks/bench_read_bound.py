@@ -1,0 +1,103 @@
+"""How fast can one kernel read a decode linear's weights? The ceiling under the decode bound.
+
+The decode bound (`qmamba bench`, benchmarks/bench_decode_step.py) divides a step's bytes by the copy
+bandwidth of a 1 GiB cudaMemcpy. A decode step is instead a chain of short kernels, each reading 13 to
+27 MB (2.7b's out_proj and in_proj). This measures a kernel that does nothing but read such a weight
+matrix (16-byte loads, eight in flight per thread, grid 1-8 blocks per SM, best taken), launched back
+to back on distinct buffers so that L2 holds none of them, and prints what a layer made of two such
+reads would take against that bound. No qmamba code runs: it is the floor any kernel of this kind
+stands on.
+
+    python benchmarks/bench_read_bound.py [--json out.json]
+
+Needs CuPy (on the device image; not a qmamba dependency).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+
+import cupy as cp
+import numpy as np
+
+READ_KERNEL = r"""
+extern "C" __global__ void read_only(const int4* __restrict__ p, long long n16, int* out) {
+  int acc = 0;
+  long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (; i + 7 * stride < n16; i += 8 * stride) {
+    int4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = __ldg(p + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < n16; i += stride) { const int4 v = __ldg(p + i); acc ^= v.x ^ v.y ^ v.z ^ v.w; }
+  if (acc == 0x12345678) out[0] = acc;  // keeps the loads
+}
+"""
+# 2.7b's decode linears: in_proj [2 * 5120 + 2 * 128 + 80, 2560] and out_proj [2560, 5120], int8.
+MATRICES = {"out_proj": 2560 * 5120, "in_proj": 10576 * 2560}
+
+
+def median_us(launches, reps: int = 7) -> float:
+    """Median microseconds per launch of the list, launched back to back on one stream."""
+    stream = cp.cuda.Stream(non_blocking=True)
+    times = []
+    with stream:
+        for f in launches[:2]:
+            f()
+        for _ in range(reps):
+            start, end = cp.cuda.Event(), cp.cuda.Event()
+            start.record(stream)
+            for f in launches:
+                f()
+            end.record(stream)
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end) * 1e3 / len(launches))
+    return statistics.median(times)
+
+
+def copy_bandwidth() -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device cudaMemcpy (as `qmamba bench`)."""
+    a = cp.empty(1 << 30, dtype=cp.uint8)
+    b = cp.empty_like(a)
+    us = median_us([lambda: b.data.copy_from_device_async(a.data, a.nbytes)] * 5)
+    return 2 * a.nbytes / (us * 1e-6)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    read = cp.RawKernel(READ_KERNEL, "read_only", options=("--std=c++17",))
+    sms = cp.cuda.runtime.getDeviceProperties(0)["multiProcessorCount"]
+    out = cp.zeros(1, dtype=cp.int32)
+    bw = copy_bandwidth()
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    print(f"{name}: copy bandwidth {bw / 1e9:.0f} GB/s (1 GiB cudaMemcpy, read + write)")
+    res = {"copy_bandwidth": bw, "reads": {}}
+    for label, nbytes in (*MATRICES.items(), ("1 GiB", 1 << 30)):
+        count = max(2, min(16, int(512e6 // nbytes)))  # distinct buffers: several times the L2
+        bufs = [cp.random.randint(0, 255, nbytes, dtype=cp.uint8) for _ in range(count)]
+        n16 = np.int64(nbytes // 16)
+        best = min(median_us([lambda b=b, g=g: read((g * sms,), (256,), (b, n16, out)) for b in bufs])
+                   for g in (1, 2, 4, 8))
+        res["reads"][label] = {"bytes": nbytes, "us": best, "GBps": nbytes / (best * 1e-6) / 1e9}
+        print(f"read {label} ({nbytes / 1e6:.1f} MB): {best:.2f} us = {nbytes / (best * 1e-6) / 1e9:.0f} GB/s "
+              f"({nbytes / (best * 1e-6) / bw:.0%} of the copy bandwidth)")
+        del bufs
+    layer_us = sum(res["reads"][k]["us"] for k in MATRICES)
+    bound_us = sum(MATRICES.values()) / bw * 1e6
+    res["layer"] = {"reads_us": layer_us, "bound_us": bound_us}
+    print(f"a layer of the two reads, one after the other: {layer_us:.1f} us against a bound of {bound_us:.1f} us "
+          f"({bound_us / layer_us:.0%}), before the mixer and any arithmetic")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
