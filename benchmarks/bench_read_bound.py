@@ -5,8 +5,10 @@ bandwidth of a 1 GiB cudaMemcpy. A decode step is instead a chain of short kerne
 27 MB (2.7b's out_proj and in_proj). This measures a kernel that does nothing but read such a weight
 matrix (16-byte loads, eight in flight per thread, grid 1-8 blocks per SM, best taken), launched back
 to back on distinct buffers so that L2 holds none of them, and prints what a layer made of two such
-reads would take against that bound. No qmamba code runs: it is the floor any kernel of this kind
-stands on.
+reads would take against that bound; then a step's reads (8 layers) as separate kernels and as one
+cooperative kernel with a grid barrier between matrices, with and without prefetching the next matrix
+into L2 before the barrier. No qmamba code runs: it is the floor any kernel of this kind stands on, and
+what a single persistent decode kernel could reach.
 
     python benchmarks/bench_read_bound.py [--json out.json]
 
@@ -38,6 +40,42 @@ extern "C" __global__ void read_only(const int4* __restrict__ p, long long n16, 
   if (acc == 0x12345678) out[0] = acc;  // keeps the loads
 }
 """
+# The same reads for a whole step in one cooperative kernel: matrix after matrix, a grid-wide barrier
+# between them (what one persistent decode kernel would need between its phases); with `prefetch`, each
+# thread asks L2 for its share of the next matrix once it has read its share of this one, so that memory
+# keeps streaming across the barrier.
+STEP_KERNEL = r"""
+#include <cooperative_groups.h>
+extern "C" __global__ void read_step(const unsigned long long* ptrs, const long long* n16s, int count,
+                                     int prefetch, int* out) {
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  int acc = 0;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  const long long tid = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  for (int m = 0; m < count; ++m) {
+    const int4* p = reinterpret_cast<const int4*>(ptrs[m]);
+    const long long n16 = n16s[m];
+    long long i = tid;
+    for (; i + 7 * stride < n16; i += 8 * stride) {
+      int4 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = __ldg(p + i + u * stride);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; i < n16; i += stride) { const int4 v = __ldg(p + i); acc ^= v.x ^ v.y ^ v.z ^ v.w; }
+    if (prefetch && m + 1 < count) {
+      const char* q = reinterpret_cast<const char*>(ptrs[m + 1]);
+      for (long long off = tid * 128; off < n16s[m + 1] * 16; off += stride * 128) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(q + off));
+      }
+    }
+    grid.sync();
+  }
+  if (acc == 0x12345678) out[0] = acc;
+}
+"""
+LAYERS = 8  # as benchmarks/bench_decode_step.py
 # 2.7b's decode linears: in_proj [2 * 5120 + 2 * 128 + 80, 2560] and out_proj [2560, 5120], int8.
 MATRICES = {"out_proj": 2560 * 5120, "in_proj": 10576 * 2560}
 
@@ -94,6 +132,27 @@ def main() -> int:
     res["layer"] = {"reads_us": layer_us, "bound_us": bound_us}
     print(f"a layer of the two reads, one after the other: {layer_us:.1f} us against a bound of {bound_us:.1f} us "
           f"({bound_us / layer_us:.0%}), before the mixer and any arithmetic")
+
+    # A step of LAYERS layers (in_proj, out_proj each), distinct matrices: separate kernels, then one kernel.
+    mats = [cp.random.randint(0, 255, MATRICES[k], dtype=cp.uint8) for _ in range(LAYERS) for k in ("in_proj", "out_proj")]
+    step_bytes = sum(m.nbytes for m in mats)
+    bound_us = step_bytes / bw * 1e6
+    n16s = [np.int64(m.nbytes // 16) for m in mats]
+    separate = min(median_us([lambda: [read((g * sms,), (256,), (m, n, out)) for m, n in zip(mats, n16s)]])
+                   for g in (1, 2, 4, 8))
+    step = cp.RawKernel(STEP_KERNEL, "read_step", options=("--std=c++17",), enable_cooperative_groups=True)
+    ptrs = cp.asarray([m.data.ptr for m in mats], dtype=cp.uint64)
+    sizes = cp.asarray([int(n) for n in n16s], dtype=cp.int64)
+    res["step"] = {"bytes": step_bytes, "bound_us": bound_us, "separate_kernels_us": separate}
+    print(f"a step of {LAYERS} layers' reads ({step_bytes / 1e6:.1f} MB, bound {bound_us:.1f} us): "
+          f"{2 * LAYERS} kernels {separate:.1f} us ({bound_us / separate:.0%} of the bound)")
+    for prefetch in (0, 1):
+        us = min(median_us([lambda g=g: step((g * sms,), (256,), (ptrs, sizes, np.int32(len(mats)), np.int32(prefetch),
+                                                                   out))]) for g in (1, 2, 4))
+        key = "one_kernel_prefetch_us" if prefetch else "one_kernel_us"
+        res["step"][key] = us
+        print(f"  one kernel, grid barrier between matrices{', next matrix prefetched to L2' if prefetch else ''}: "
+              f"{us:.1f} us ({bound_us / us:.0%} of the bound)")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
