@@ -32,7 +32,7 @@ int check_launch(const char* where);
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline bool aligned8(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 7u) == 0; }
 
-// Streaming multiprocessors, opt-in shared memory per block and compute capability of the current device.
+// The current device: its ordinal, streaming multiprocessors, opt-in shared memory per block, compute capability.
 struct DeviceLimits {
   int device;  // the current device's ordinal
   int sm_count;
