@@ -5,9 +5,11 @@
 #define QMAMBA_OP_CORE_H
 
 #include "qmambaErrors.h"
+#include "qmambaFields.h"
 #include "qmambaShapes.h"
 #include "qmamba_kernels.h"
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +26,58 @@ void validateModelDims(char const* op, Params const& p)
         "field nheads = " + std::to_string(p.nheads) + " must be divisible by ngroups = " + std::to_string(p.ngroups));
     require(p.headdim >= 1, op, "field headdim must be >= 1, got " + std::to_string(p.headdim));
     require(p.d_state >= 1, op, "field d_state must be >= 1, got " + std::to_string(p.d_state));
+}
+
+// QuantConv1dSiLU's 13 attribute fields (docs/ops.md: its nine scales, then ngroups, nheads, headdim,
+// d_state), which QmambaDecodeMixer's field table begins with: read from the first 13 field values,
+// written back in that order, and the scales checked by the names `fields` gives them.
+constexpr size_t kNB_CONV_SCALES = 9;
+constexpr size_t kNB_CONV_FIELDS = kNB_CONV_SCALES + 4;
+
+inline void readConvFields(FieldValues const& v, qmamba_conv_params& p)
+{
+    float* scales[kNB_CONV_SCALES] = {&p.x_scale, &p.wx_scale, &p.bx_scale, &p.B_scale, &p.wB_scale, &p.bB_scale,
+        &p.C_scale, &p.wC_scale, &p.bC_scale};
+    for (size_t i = 0; i < kNB_CONV_SCALES; ++i)
+    {
+        *scales[i] = static_cast<float>(v[i]);
+    }
+    p.ngroups = static_cast<int32_t>(v[kNB_CONV_SCALES]);
+    p.nheads = static_cast<int32_t>(v[kNB_CONV_SCALES + 1]);
+    p.headdim = static_cast<int32_t>(v[kNB_CONV_SCALES + 2]);
+    p.d_state = static_cast<int32_t>(v[kNB_CONV_SCALES + 3]);
+}
+
+inline FieldValues convFieldValues(qmamba_conv_params const& p)
+{
+    return {p.x_scale, p.wx_scale, p.bx_scale, p.B_scale, p.wB_scale, p.bB_scale, p.C_scale, p.wC_scale, p.bC_scale,
+        static_cast<double>(p.ngroups), static_cast<double>(p.nheads), static_cast<double>(p.headdim),
+        static_cast<double>(p.d_state)};
+}
+
+// A scale field must be finite and > 0.
+inline void requireScaleField(char const* op, char const* name, float v)
+{
+    require(std::isfinite(v) && v > 0.0f, op,
+        std::string("field ") + name + " must be finite and > 0, got " + std::to_string(v));
+}
+
+// QuantSSD's dt_scale and dt clamp (0 <= dt_min < dt_max), which QmambaDecodeMixer carries too.
+inline void validateDtFields(char const* op, float dtScale, float dtMin, float dtMax)
+{
+    requireScaleField(op, "dt_scale", dtScale);
+    require(dtMin >= 0.0f, op, "field dt_min must be >= 0, got " + std::to_string(dtMin));
+    require(dtMax > dtMin, op,
+        "field dt_max = " + std::to_string(dtMax) + " must be > dt_min = " + std::to_string(dtMin));
+}
+
+inline void validateConvScales(char const* op, FieldSpec const* fields, qmamba_conv_params const& p)
+{
+    FieldValues const v = convFieldValues(p);
+    for (size_t i = 0; i < kNB_CONV_SCALES; ++i)
+    {
+        requireScaleField(op, fields[i].name, static_cast<float>(v[i]));
+    }
 }
 
 // The input count: kMIN_INPUTS, or kMAX_INPUTS with the optional state input `stateName`.

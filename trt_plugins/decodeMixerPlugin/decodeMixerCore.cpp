@@ -3,7 +3,6 @@
 #include "qmambaOpCore.h"
 
 #include <climits>
-#include <cmath>
 #include <string>
 
 namespace qmamba
@@ -12,23 +11,15 @@ namespace
 {
 constexpr char const* kOP = DecodeMixerCore::kNAME;
 
-// Positions in the field table: QuantConv1dSiLU's nine scales, the five sizes (ngroups .. d_conv),
-// then z_scale, dt_scale, dt_min, dt_max.
-constexpr size_t kNB_CONV_SCALES = 9;
-constexpr size_t kFIELD_NGROUPS = 9;
-constexpr size_t kNB_SIZES = 5;
-constexpr size_t kFIELD_Z_SCALE = kFIELD_NGROUPS + kNB_SIZES;
+// Positions in the field table: QuantConv1dSiLU's 13 fields (qmambaOpCore.h), d_conv, then z_scale,
+// dt_scale, dt_min, dt_max.
+constexpr size_t kFIELD_D_CONV = kNB_CONV_FIELDS;
+constexpr size_t kFIELD_Z_SCALE = kFIELD_D_CONV + 1;
 
 // int32 words holding `bytes` int8 values, 4 per word, zero-padded.
 int64_t words(int64_t bytes)
 {
     return (bytes + DecodeMixerCore::kWORD - 1) / DecodeMixerCore::kWORD;
-}
-
-void requireScale(char const* name, float v)
-{
-    require(std::isfinite(v) && v > 0.0f, kOP,
-        std::string("field ") + name + " must be finite and > 0, got " + std::to_string(v));
 }
 } // namespace
 
@@ -61,18 +52,8 @@ DecodeMixerCore::DecodeMixerCore(FieldValues const& v)
 {
     require(v.size() == kNB_FIELDS, kOP, "wrong number of field values");
     qmamba_mixer_params& p = mSerial.params;
-    qmamba_conv_params& c = p.conv;
-    float* scales[kNB_CONV_SCALES] = {&c.x_scale, &c.wx_scale, &c.bx_scale, &c.B_scale, &c.wB_scale, &c.bB_scale,
-        &c.C_scale, &c.wC_scale, &c.bC_scale};
-    for (size_t i = 0; i < kNB_CONV_SCALES; ++i)
-    {
-        *scales[i] = static_cast<float>(v[i]);
-    }
-    int32_t* dims[kNB_SIZES] = {&c.ngroups, &c.nheads, &c.headdim, &c.d_state, &c.d_conv};
-    for (size_t i = 0; i < kNB_SIZES; ++i)
-    {
-        *dims[i] = static_cast<int32_t>(v[kFIELD_NGROUPS + i]);
-    }
+    readConvFields(v, p.conv);
+    p.conv.d_conv = static_cast<int32_t>(v[kFIELD_D_CONV]);
     p.z_scale = static_cast<float>(v[kFIELD_Z_SCALE]);
     p.dt_scale = static_cast<float>(v[kFIELD_Z_SCALE + 1]);
     p.dt_min = static_cast<float>(v[kFIELD_Z_SCALE + 2]);
@@ -89,10 +70,9 @@ DecodeMixerCore::DecodeMixerCore(Serial const& s)
 FieldValues DecodeMixerCore::fieldValues() const
 {
     qmamba_mixer_params const& p = mSerial.params;
-    qmamba_conv_params const& c = p.conv;
-    return {c.x_scale, c.wx_scale, c.bx_scale, c.B_scale, c.wB_scale, c.bB_scale, c.C_scale, c.wC_scale, c.bC_scale,
-        static_cast<double>(c.ngroups), static_cast<double>(c.nheads), static_cast<double>(c.headdim),
-        static_cast<double>(c.d_state), static_cast<double>(c.d_conv), p.z_scale, p.dt_scale, p.dt_min, p.dt_max};
+    FieldValues v = convFieldValues(p.conv);
+    v.insert(v.end(), {static_cast<double>(p.conv.d_conv), p.z_scale, p.dt_scale, p.dt_min, p.dt_max});
+    return v;
 }
 
 DecodeMixerCore::Sizes DecodeMixerCore::sizes() const
@@ -107,17 +87,9 @@ void DecodeMixerCore::validate() const
 {
     qmamba_mixer_params const& p = mSerial.params;
     qmamba_conv_params const& c = p.conv;
-    float const scales[kNB_CONV_SCALES] = {c.x_scale, c.wx_scale, c.bx_scale, c.B_scale, c.wB_scale, c.bB_scale,
-        c.C_scale, c.wC_scale, c.bC_scale};
-    for (size_t i = 0; i < kNB_CONV_SCALES; ++i)
-    {
-        requireScale(kFIELDS[i].name, scales[i]);
-    }
-    requireScale("z_scale", p.z_scale);
-    requireScale("dt_scale", p.dt_scale);
-    require(p.dt_min >= 0.0f, kOP, "field dt_min must be >= 0, got " + std::to_string(p.dt_min));
-    require(p.dt_max > p.dt_min, kOP,
-        "field dt_max = " + std::to_string(p.dt_max) + " must be > dt_min = " + std::to_string(p.dt_min));
+    validateConvScales(kOP, kFIELDS, c);
+    requireScaleField(kOP, "z_scale", p.z_scale);
+    validateDtFields(kOP, p.dt_scale, p.dt_min, p.dt_max);
     validateModelDims(kOP, c);
     require(c.d_state >= kMIN_D_STATE && c.d_state <= kMAX_D_STATE && c.d_state % kWORD == 0, kOP,
         "field d_state must be a multiple of 4 in " + std::to_string(kMIN_D_STATE) + ".." + std::to_string(kMAX_D_STATE)

@@ -2,7 +2,6 @@
 
 #include "qmambaOpCore.h"
 
-#include <cmath>
 #include <string>
 
 namespace qmamba
@@ -34,17 +33,7 @@ FieldSpec const QuantConv1dSiLUCore::kFIELDS[kNB_FIELDS] = {
 QuantConv1dSiLUCore::QuantConv1dSiLUCore(FieldValues const& v)
 {
     require(v.size() == kNB_FIELDS, kOP, "wrong number of field values");
-    qmamba_conv_params& p = mSerial.params;
-    float* scales[] = {&p.x_scale, &p.wx_scale, &p.bx_scale, &p.B_scale, &p.wB_scale, &p.bB_scale, &p.C_scale,
-        &p.wC_scale, &p.bC_scale};
-    for (size_t i = 0; i < 9; ++i)
-    {
-        *scales[i] = static_cast<float>(v[i]);
-    }
-    p.ngroups = static_cast<int32_t>(v[9]);
-    p.nheads = static_cast<int32_t>(v[10]);
-    p.headdim = static_cast<int32_t>(v[11]);
-    p.d_state = static_cast<int32_t>(v[12]);
+    readConvFields(v, mSerial.params);
     validate();
 }
 
@@ -56,23 +45,13 @@ QuantConv1dSiLUCore::QuantConv1dSiLUCore(Serial const& s)
 
 FieldValues QuantConv1dSiLUCore::fieldValues() const
 {
-    qmamba_conv_params const& p = mSerial.params;
-    return {p.x_scale, p.wx_scale, p.bx_scale, p.B_scale, p.wB_scale, p.bB_scale, p.C_scale, p.wC_scale, p.bC_scale,
-        static_cast<double>(p.ngroups), static_cast<double>(p.nheads), static_cast<double>(p.headdim),
-        static_cast<double>(p.d_state)};
+    return convFieldValues(mSerial.params);
 }
 
 void QuantConv1dSiLUCore::validate() const
 {
-    qmamba_conv_params const& p = mSerial.params;
-    float const scales[] = {p.x_scale, p.wx_scale, p.bx_scale, p.B_scale, p.wB_scale, p.bB_scale, p.C_scale,
-        p.wC_scale, p.bC_scale};
-    for (size_t i = 0; i < 9; ++i)
-    {
-        require(std::isfinite(scales[i]) && scales[i] > 0.0f, kOP,
-            std::string("field ") + kFIELDS[i].name + " must be finite and > 0, got " + std::to_string(scales[i]));
-    }
-    validateModelDims(kOP, p);
+    validateConvScales(kOP, kFIELDS, mSerial.params);
+    validateModelDims(kOP, mSerial.params);
 }
 
 DType QuantConv1dSiLUCore::inputType(int32_t pos) const

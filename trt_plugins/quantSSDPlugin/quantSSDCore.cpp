@@ -2,7 +2,6 @@
 
 #include "qmambaOpCore.h"
 
-#include <cmath>
 #include <string>
 
 namespace qmamba
@@ -63,11 +62,7 @@ FieldValues QuantSSDCore::fieldValues() const
 void QuantSSDCore::validate() const
 {
     qmamba_ssd_params const& p = mSerial.params;
-    require(std::isfinite(p.dt_scale) && p.dt_scale > 0.0f, kOP,
-        "field dt_scale must be finite and > 0, got " + std::to_string(p.dt_scale));
-    require(p.dt_min >= 0.0f, kOP, "field dt_min must be >= 0, got " + std::to_string(p.dt_min));
-    require(p.dt_max > p.dt_min, kOP,
-        "field dt_max = " + std::to_string(p.dt_max) + " must be > dt_min = " + std::to_string(p.dt_min));
+    validateDtFields(kOP, p.dt_scale, p.dt_min, p.dt_max);
     validateModelDims(kOP, p);
     require(p.out_fp16 == 0 || p.out_fp16 == 1, kOP, "serialized out_dtype is corrupt");
     require(p.chunk_size >= 1, kOP, "field chunk_size must be >= 1, got " + std::to_string(p.chunk_size));
