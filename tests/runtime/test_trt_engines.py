@@ -60,13 +60,33 @@ def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, s
         assert a.ok, a.row()
 
 
+def _plugin_engine(tmp_path, name, node, inputs, outputs, consts, fake_quant_of):
+    """An engine of one plugin node (`consts`: its constant inputs, torch tensors). TensorRT 8.6 builds in
+    int8 mode only with some Q/DQ in the network (else it asks for a calibrator): an unrelated fake-quantized
+    copy of the float input `fake_quant_of` is a second output."""
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = dict(consts, s=torch.tensor(0.05), zp=torch.tensor(0, dtype=torch.int8))
+    fake = f"{fake_quant_of}_fake_quant"
+    qdq = [helper.make_node("QuantizeLinear", [fake_quant_of, "s", "zp"], [f"{fake_quant_of}_q"]),
+           helper.make_node("DequantizeLinear", [f"{fake_quant_of}_q", "s", "zp"], [fake])]
+    graph = helper.make_graph([node, *qdq], name, inputs,
+                              [*outputs, helper.make_tensor_value_info(fake, TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v.numpy(), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(onnx_ops.DOMAIN, 1)])
+    onnx.save(model, tmp_path / f"{name}.onnx")
+    return trt_runner.build_engine(tmp_path / f"{name}.onnx", tmp_path / f"{name}.engine", PROFILE,
+                                   no_tactic_libraries=True)
+
+
 @pytest.mark.parametrize("norm,residual", [(0, 0), (1, 0), (0, 1), (1, 1)])
 @pytest.mark.parametrize("k,seqlen", [(96, 1), (257, 3)])
 def test_linear_plugin_engine_matches_its_twin(tmp_path, norm, residual, k, seqlen):
     """QmambaW8A8Linear (what `qmamba build` puts into decode graphs) alone in an engine, against its
     reference twin: equal, or with the RMSNorm within a rounding tie of one activation."""
     import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     from qmamba.runtime.w8a8_linear import OP_NAME, one_tie_error, pack_int8_words, w8a8_linear_ref
 
@@ -84,18 +104,8 @@ def test_linear_plugin_engine_matches_its_twin(tmp_path, norm, residual, k, seql
         names.append("residual")
         inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["batch", "seq", n]))
     node = helper.make_node(OP_NAME, names, ["y"], domain=onnx_ops.DOMAIN, norm=norm, residual=residual, eps=1e-5)
-    # TensorRT 8.6 builds in int8 mode only with some Q/DQ in the network (else it asks for a calibrator):
-    # an unrelated fake-quantized copy of x as a second output.
-    t["s"], t["zp"] = torch.tensor(0.05), torch.tensor(0, dtype=torch.int8)
-    qdq = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
-           helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["x_fake_quant"])]
-    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "x_fake_quant")]
-    graph = helper.make_graph([node, *qdq], "linear", inputs, outputs,
-                              [numpy_helper.from_array(v.numpy(), name) for name, v in t.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(onnx_ops.DOMAIN, 1)])
-    onnx.save(model, tmp_path / "linear.onnx")
-    engine = trt_runner.build_engine(tmp_path / "linear.onnx", tmp_path / "linear.engine", PROFILE,
-                                     no_tactic_libraries=True)
+    engine = _plugin_engine(tmp_path, "linear", node, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                            t, "x")
     feed = {"x": rng.standard_normal((batch, seqlen, k)).astype(np.float32) * 2}
     if residual:
         feed["residual"] = rng.standard_normal((batch, seqlen, n)).astype(np.float32)
@@ -166,7 +176,7 @@ def test_mixer_plugin_engine_matches_its_twin(tmp_path, shape):
     from pathlib import Path
 
     import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     from qmamba.runtime.decode_mixer import OP_NAME, decode_mixer_ref, flat_int8_words, int8_words
 
@@ -187,18 +197,9 @@ def test_mixer_plugin_engine_matches_its_twin(tmp_path, shape):
               dyn("ssm_state", TensorProto.INT32, words["ssm_state"])]
     node = helper.make_node(OP_NAME, order, ["gated", "conv_state_out", "ssm_state_out"], domain=onnx_ops.DOMAIN,
                             **fields)
-    consts["s"], consts["zp"] = torch.tensor(0.05), torch.tensor(0, dtype=torch.int8)  # int8 mode needs a Q/DQ
-    qdq = [helper.make_node("QuantizeLinear", ["zxbcdt", "s", "zp"], ["zq"]),
-           helper.make_node("DequantizeLinear", ["zq", "s", "zp"], ["z_fake_quant"])]
     outputs = [helper.make_tensor_value_info(o, dtype, None) for o, dtype in (
-        ("gated", TensorProto.FLOAT), ("conv_state_out", TensorProto.INT32), ("ssm_state_out", TensorProto.INT32),
-        ("z_fake_quant", TensorProto.FLOAT))]
-    graph = helper.make_graph([node, *qdq], "mixer", inputs, outputs,
-                              [numpy_helper.from_array(v.numpy(), name) for name, v in consts.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(onnx_ops.DOMAIN, 1)])
-    onnx.save(model, tmp_path / "mixer.onnx")
-    engine = trt_runner.build_engine(tmp_path / "mixer.onnx", tmp_path / "mixer.engine", PROFILE,
-                                     no_tactic_libraries=True)
+        ("gated", TensorProto.FLOAT), ("conv_state_out", TensorProto.INT32), ("ssm_state_out", TensorProto.INT32))]
+    engine = _plugin_engine(tmp_path, "mixer", node, inputs, outputs, consts, "zxbcdt")
     feed = {"zxbcdt": t["zxbcdt"].numpy(), **{k: v.numpy() for k, v in words.items()}}
     got = trt_runner.TrtEngine(engine).infer(feed)
     gated, conv_out, ssm_out = decode_mixer_ref(**t, **fields)
