@@ -293,7 +293,27 @@ def _replace_nodes(g, dropped: set, replace: dict, new_inits: dict) -> None:
     g.value_info.extend(keep_info)
 
 
-def _rms_norm_chain(x, producers, consumers, inits):
+class _GraphIndex:
+    """Who makes and who reads each tensor of a graph: what the decode rewrites match their patterns with."""
+
+    def __init__(self, g):
+        self.inits = {t.name: t for t in g.initializer}
+        self.producers = {o: n for n in g.node for o in n.output}
+        self.consumers = _consumers(g.node)
+        self.outputs = {o.name for o in g.output}
+
+    def made_by(self, name, op):
+        """The node that makes ``name``, if it is an ``op``."""
+        n = self.producers.get(name)
+        return n if n is not None and n.op_type == op else None
+
+    def sole(self, name, op):
+        """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op and name not in self.outputs else None
+
+
+def _rms_norm_chain(x, ix: _GraphIndex):
     """The RMSNorm of ``export/onnx_layers.rms_norm`` that makes ``x`` (Mul(Mul(x0, inv), w) with
     inv = Reciprocal(Sqrt(Add(ReduceMean(Mul(x0, x0)), eps))) over the last axis), as (x0, weight, eps,
     its nodes, norm group); None when ``x`` is made otherwise or a piece has other readers. The gated
@@ -303,9 +323,9 @@ def _rms_norm_chain(x, producers, consumers, inits):
     from onnx import numpy_helper
 
     def only(name, op):
-        n = producers.get(name)
-        ok = n is not None and n.op_type == op and len(consumers.get(name, [])) == 1
-        return n if ok else None
+        """The ``op`` that makes ``name``, if ``name`` has no other reader."""
+        n = ix.made_by(name, op)
+        return n if n is not None and len(ix.consumers.get(name, [])) == 1 else None
 
     mul_w = only(x, "Mul")
     back = mul_w and only(mul_w.input[0], "Reshape")  # the gated norm's [.., groups, group] -> [.., d]
@@ -315,25 +335,25 @@ def _rms_norm_chain(x, producers, consumers, inits):
     add = sqrt and only(sqrt.input[0], "Add")
     mean = add and only(add.input[0], "ReduceMean")
     square = mean and only(mean.input[0], "Mul")
-    if not square or mul_w.input[1] not in inits or add.input[1] not in inits:
+    if not square or mul_w.input[1] not in ix.inits or add.input[1] not in ix.inits:
         return None
     x0 = mul_inv.input[0]
     axes = next((list(a.ints) for a in mean.attribute if a.name == "axes"), None)
     keep = next((a.i for a in mean.attribute if a.name == "keepdims"), 1)
     if list(square.input) != [x0, x0] or axes != [-1] or keep != 1 or len(mean.input) != 1:
         return None
-    eps = float(numpy_helper.to_array(inits[add.input[1]]))
+    eps = float(numpy_helper.to_array(ix.inits[add.input[1]]))
     nodes, group = [square, mean, add, sqrt, recip, mul_inv, mul_w], 0
     if back is not None:
-        split = producers.get(x0)
-        shape_in = split is not None and split.op_type == "Reshape" and inits.get(split.input[1])
-        shape_out = inits.get(back.input[1])
+        split = ix.producers.get(x0)
+        shape_in = split is not None and split.op_type == "Reshape" and ix.inits.get(split.input[1])
+        shape_out = ix.inits.get(back.input[1])
         if not shape_in or shape_out is None:
             return None
         want_in, want_out = numpy_helper.to_array(shape_in), numpy_helper.to_array(shape_out)
         if len(want_in) != 4 or list(want_in[:3]) != [0, 0, -1] or want_in[3] < 1 \
                 or not np.array_equal(want_out, [0, 0, -1]) \
-                or {id(c) for c in consumers.get(x0, [])} != {id(square), id(mul_inv)}:
+                or {id(c) for c in ix.consumers.get(x0, [])} != {id(square), id(mul_inv)}:
             return None
         x0, group = split.input[0], int(want_in[3])
         nodes += [split, back]
@@ -359,19 +379,12 @@ def fuse_decode_linears(model):
     from .w8a8_linear import OP_NAME, pack_int8_words
 
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    consumers = _consumers(g.node)
-    graph_outputs = {o.name for o in g.output}
-
-    def sole(name, op):
-        """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
-        users = consumers.get(name, [])
-        return users[0] if len(users) == 1 and users[0].op_type == op and name not in graph_outputs else None
+    ix = _GraphIndex(g)
+    inits, producers, consumers, sole = ix.inits, ix.producers, ix.consumers, ix.sole
 
     def unit_dq(name):
-        n = producers.get(name)
-        return n if n is not None and n.op_type == "DequantizeLinear" and n.input[1] == onnx_ops.UNIT_SCALE else None
+        n = ix.made_by(name, "DequantizeLinear")
+        return n if n is not None and n.input[1] == onnx_ops.UNIT_SCALE else None
 
     dropped, replace, new_inits = set(), {}, {}
     for mm in [n for n in g.node if n.op_type == "MatMul"]:
@@ -398,7 +411,7 @@ def fuse_decode_linears(model):
             new_inits[out_scale] = numpy_helper.from_array((a * b).astype(np.float32), out_scale)
             nodes.append(scale_of)
         extra, attrs = [], {"norm": 0, "residual": 0}
-        chain = _rms_norm_chain(x, producers, consumers, inits) if sole(x, "QuantizeLinear") else None
+        chain = _rms_norm_chain(x, ix) if sole(x, "QuantizeLinear") else None
         if chain:
             x, norm_weight, eps, norm_nodes, group = chain
             nodes += norm_nodes
@@ -455,18 +468,9 @@ def fuse_decode_mixers(model) -> tuple[object, str]:
     from .decode_mixer import CONV_SCALES, OP_NAME, flat_int8_words
 
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    consumers = _consumers(g.node)
+    ix = _GraphIndex(g)
+    inits, consumers, made_by, sole = ix.inits, ix.consumers, ix.made_by, ix.sole
     graph_io = {vi.name: vi for vi in [*g.input, *g.output]}
-
-    def made_by(name, op):
-        n = producers.get(name)
-        return n if n is not None and n.op_type == op else None
-
-    def sole(name, op):
-        users = consumers.get(name, [])
-        return users[0] if len(users) == 1 and users[0].op_type == op else None
 
     def scalar(name):
         return np.float32(numpy_helper.to_array(inits[name])) if name in inits and not inits[name].dims else None
