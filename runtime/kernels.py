@@ -276,6 +276,20 @@ def quant_ssd(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_
     return y, state_out
 
 
+def _launcher(dev: torch.device, call):
+    """A no-argument launch (for graph capture): ``call(lib, stream)`` on ``dev``'s current stream at each
+    call, its status checked (KernelError with the library's message)."""
+    lib = load_library()
+
+    def launch():
+        stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
+        with torch.cuda.device(dev):
+            rc = call(lib, stream)
+        check_status(rc, lib)
+
+    return launch
+
+
 def w8a8_linear(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
                 out=None, norm_group: int = 0):
     """QmambaW8A8Linear on the GPU (``runtime/w8a8_linear.py``); same arguments and output as
@@ -301,15 +315,9 @@ def w8a8_linear_launcher(x, weight, out_scale, input_scale, norm_weight=None, ep
                           norm_group=int(norm_group))
     tensors = LinearTensors(_ptr(x), _ptr(weight), _ptr(out_scale), _ptr(input_scale), _ptr(norm_weight),
                             _ptr(residual), _ptr(y))
-    lib = load_library()
-
-    def launch():
-        stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
-        with torch.cuda.device(dev):
-            rc = lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors), x.shape[0] * x.shape[1], stream)
-        check_status(rc, lib)
-
-    return launch, y
+    rows = x.shape[0] * x.shape[1]
+    return _launcher(dev, lambda lib, stream: lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors),
+                                                                     rows, stream)), y
 
 
 def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
@@ -349,12 +357,5 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
     tensors = MixerTensors(*(_ptr(t) for t in (
         zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
         x_dim_group_range, A_log, D, dt_bias, ssm_state_scale, conv_state, ssm_state, gated, conv_out, ssm_out)))
-    lib = load_library()
-
-    def launch():
-        stream = ctypes.c_void_p(torch.cuda.current_stream(dev).cuda_stream)
-        with torch.cuda.device(dev):
-            rc = lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors), bt, stream)
-        check_status(rc, lib)
-
-    return launch, (gated, conv_out, ssm_out)
+    return _launcher(dev, lambda lib, stream: lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors),
+                                                                      bt, stream)), (gated, conv_out, ssm_out)
