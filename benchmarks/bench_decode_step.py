@@ -28,9 +28,10 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "trt_plugins"))
 import kernel_cases as kc  # noqa: E402
-from bench_kernels import copy_bandwidth, time_graph  # noqa: E402
+from bench_kernels import time_graph  # noqa: E402
 
 from qmamba.runtime import kernels  # noqa: E402
+from qmamba.runtime.bench import copy_bandwidth  # noqa: E402
 from qmamba.runtime.w8a8_linear import pack_int8_words  # noqa: E402
 
 D_MODEL, VOCAB = 2560, 256
@@ -126,7 +127,7 @@ def main() -> int:
         print(f"batch {batch}: step {ms['step'] * 1e3:.1f} us, bound {bound_ms * 1e3:.1f} us "
               f"({total / 1e6:.1f} MB) -> {row['of_bound']:.1%} of bound; alone per layer: {per}; pairs: "
               + ", ".join(f"{k} {v:.1f} us" for k, v in row["pairs_us"].items()))
-        del layers, zx, res, ins, mixes, outs
+        del layers, zx, res
         torch.cuda.empty_cache()
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"copy_bandwidth": bw, "rows": rows}, indent=2))

@@ -27,6 +27,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 import kernel_cases as kc  # noqa: E402
 
 from qmamba.runtime import kernels  # noqa: E402
+# The bound's bandwidth is `qmamba bench`'s: a plain 1 GiB cudaMemcpy (a copy captured in a CUDA graph ran
+# about a third slower on the H200 and would flatter every fraction of the bound).
+from qmamba.runtime.bench import copy_bandwidth  # noqa: E402
 
 L2_ROTATE_BYTES = 256 << 20  # input sets rotated per graph: together well past the 50 MB L2
 
@@ -56,22 +59,6 @@ def time_graph(calls, reps: int = 20) -> float:
         times.append(start.elapsed_time(end) / len(calls))
     del graph
     return statistics.median(times)
-
-
-def copy_bandwidth(iters: int = 10) -> float:
-    """Device-to-device cudaMemcpy, bytes read + written per second, as `qmamba bench` measures it. Timed
-    as plain stream calls: captured in a CUDA graph the copy ran about 35 % slower on the H200 (2.7 against
-    4.3 TB/s), which would flatter every fraction of the bound."""
-    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    b.copy_(a)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        b.copy_(a)
-    end.record()
-    end.synchronize()
-    return 2 * a.numel() * iters / (start.elapsed_time(end) * 1e-3)
 
 
 def n_sets(bytes_per_set: int) -> int:
