@@ -276,9 +276,11 @@ def quant_ssd(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_
     return y, state_out
 
 
-def _launcher(dev: torch.device, call):
+def _launcher(dev: torch.device, call, tensors):
     """A no-argument launch (for graph capture): ``call(lib, stream)`` on ``dev``'s current stream at each
-    call, its status checked (KernelError with the library's message)."""
+    call, its status checked (KernelError with the library's message). The launch holds ``tensors``, the
+    ones whose addresses ``call`` passes, so that none is freed (and its memory handed out again) while
+    the launch can still run, whatever the caller keeps."""
     lib = load_library()
 
     def launch():
@@ -287,6 +289,7 @@ def _launcher(dev: torch.device, call):
             rc = call(lib, stream)
         check_status(rc, lib)
 
+    launch.tensors = tensors
     return launch
 
 
@@ -317,7 +320,8 @@ def w8a8_linear_launcher(x, weight, out_scale, input_scale, norm_weight=None, ep
                             _ptr(residual), _ptr(y))
     rows = x.shape[0] * x.shape[1]
     return _launcher(dev, lambda lib, stream: lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors),
-                                                                     rows, stream)), y
+                                                                     rows, stream),
+                     (x, weight, out_scale, input_scale, norm_weight, residual, y)), y
 
 
 def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
@@ -354,8 +358,8 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
                       d_conv=K, n_head_groups=nhg, n_dim_groups=ndg)
     params = MixerParams(conv=conv, z_scale=float(fields["z_scale"]), dt_scale=float(fields["dt_scale"]),
                          dt_min=float(fields.get("dt_min", 0.0)), dt_max=float(fields.get("dt_max", math.inf)))
-    tensors = MixerTensors(*(_ptr(t) for t in (
-        zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
-        x_dim_group_range, A_log, D, dt_bias, ssm_state_scale, conv_state, ssm_state, gated, conv_out, ssm_out)))
+    held = (zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+            x_dim_group_range, A_log, D, dt_bias, ssm_state_scale, conv_state, ssm_state, gated, conv_out, ssm_out)
+    tensors = MixerTensors(*(_ptr(t) for t in held))
     return _launcher(dev, lambda lib, stream: lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors),
-                                                                      bt, stream)), (gated, conv_out, ssm_out)
+                                                                      bt, stream), held), (gated, conv_out, ssm_out)
