@@ -16,7 +16,8 @@
 # gpu: the model's CUDA tests without TensorRT, tests/export -m gpu; kernels: the CUDA kernel tests);
 # QMAMBA_TRT_TEST_FILTER: a pytest -k expression for the test step; QMAMBA_PROBE_ONLY: probe variants;
 # QMAMBA_BENCH_ARGS: arguments of scripts/bench_trt.py; bisect: scripts/trt_bisect.py for
-# QMAMBA_BISECT_MODELS (default g1) with QMAMBA_BISECT_ARGS.
+# QMAMBA_BISECT_MODELS (default g1) with QMAMBA_BISECT_ARGS; gdb-open: `qmamba_trt info` on each engine of
+# QMAMBA_GDB_ENGINES (default: the bench's) under cuda-gdb, with a backtrace where it crashes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -62,7 +63,8 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
     test)
       # -P: the installed package, not the checkout's bare qmamba/ folder (python3 is the one with torch).
       timeout 540 python3 -P -m pytest -q -rs --tb=short ${QMAMBA_TRT_TEST_FILTER:+-k "$QMAMBA_TRT_TEST_FILTER"} \
-        tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
+        tests/trt_plugins/test_library_exports.py tests/trt_plugins/test_plugin_fields.py tests/runtime/test_trt_cli.py \
+        tests/runtime/test_trt_engines.py 2>&1 | tee "$OUT/trt_tests.log" | tail -40
       [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
     gpu)
       # The model's CUDA paths without TensorRT: kernels op backend, calibration on CUDA.
@@ -79,6 +81,16 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
       for m in ${QMAMBA_BISECT_MODELS:-g1}; do
         timeout 540 python3 -P scripts/trt_bisect.py --model "$m" --out "$OUT" ${QMAMBA_BISECT_ARGS:-} 2>&1 \
           | tee "$OUT/trt_bisect_$m.log" | grep -v "rel per row 0.00e+00 0.00e+00\|row \[0, 0\]" | tail -80
+      done ;;
+    gdb-open)
+      # The machine has no gdb; cuda-gdb also debugs host code. A backtrace names the frame that crashed.
+      EXE=$(python3 -P -c "from qmamba.runtime import trt_runner; print(trt_runner.runner_executable())")
+      PLUG=$(python3 -P -c "from qmamba.runtime import trt_runner; print(trt_runner.plugin_library())")
+      for e in ${QMAMBA_GDB_ENGINES:-/tmp/qmamba_bench/m*/engines/*.engine}; do
+        echo "== $e ($(stat -c %s "$e") bytes)"
+        timeout 240 cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt -ex "info registers rip" \
+          --args "$EXE" info "$e" --plugins "$PLUG" 2>&1 | grep -v "^\[New Thread\|^\[Thread .* exited" \
+          | tee -a "$OUT/gdb_open.log" | tail -60
       done ;;
     bench)
       timeout 560 python3 scripts/bench_trt.py --out "$OUT" ${QMAMBA_BENCH_ARGS:-} 2>&1 | tee "$OUT/trt_bench.log" | tail -60

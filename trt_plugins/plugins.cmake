@@ -56,12 +56,11 @@ endif()
 target_compile_definitions(qmamba_trt_plugins PRIVATE QMAMBA_VERSION="${_qmamba_version}")
 # TensorRT's headers deprecate the V2 API in 10+ and warn inside themselves.
 target_compile_options(qmamba_trt_plugins PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-deprecated-declarations>)
-# $ORIGIN: libqmamba_kernels.so is installed beside the plugin library (qmamba/lib). Hidden symbols and
-# no re-exported static libraries: only the C entry points are visible, so nothing in this library can
-# interpose on another's symbols (a runner that exported libstdc++ code crashed the plugins' iostreams).
+# $ORIGIN: libqmamba_kernels.so is installed beside the plugin library (qmamba/lib). Only the C entry
+# points are visible (qmamba_export_only, top-level CMakeLists.txt).
 set_target_properties(qmamba_trt_plugins PROPERTIES POSITION_INDEPENDENT_CODE ON INSTALL_RPATH "$ORIGIN"
   CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
-target_link_options(qmamba_trt_plugins PRIVATE -Wl,--exclude-libs,ALL)
+qmamba_export_only(qmamba_trt_plugins "${_qp}/common/exports.map")
 target_link_libraries(qmamba_trt_plugins PRIVATE qmamba_kernels)
 if(TensorRT_nvinfer_LIBRARY)
   # --allow-shlib-undefined: a staged TensorRT may name libraries (cuBLAS, cuDNN) it never calls.

@@ -33,6 +33,9 @@ _spec = importlib.util.spec_from_file_location("qmamba_test_contract", ROOT / "t
 _contract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_contract)
 CONTRACT = _contract.CONTRACT
+_spec = importlib.util.spec_from_file_location("qmamba_test_exports", ROOT / "tests" / "trt_plugins" / "test_library_exports.py")
+_exports = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_exports)
 # The plugin library's serialization format (qmambaSerialize.h), which V3 plans carry as a field.
 FORMAT = int(re.search(r"kSERIAL_FORMAT = (\d+)u;", (ROOT / "trt_plugins" / "common" / "qmambaSerialize.h")
                        .read_text()).group(1))
@@ -41,17 +44,22 @@ BUILD_PLUGINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecode
 
 
 @pytest.fixture(scope="module")
-def trt(tmp_path_factory):
+def v3_library(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("v3")
     subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DTensorRT_INCLUDE_DIR={HEADERS}",
                     "-DCMAKE_CUDA_ARCHITECTURES=90"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target",
                     "qmamba_trt_plugins"], check=True, capture_output=True)
+    return build / "trt_plugins" / "libqmamba_trt_plugins.so"
+
+
+@pytest.fixture(scope="module")
+def trt(v3_library):
     import tensorrt_rtx_bindings as trt
     import tensorrt_rtx_libs
 
     ctypes.CDLL(str(Path(tensorrt_rtx_libs.__file__).parent / "libtensorrt_rtx.so.1"), mode=ctypes.RTLD_GLOBAL)
-    ctypes.CDLL(str(build / "trt_plugins" / "libqmamba_trt_plugins.so"), mode=ctypes.RTLD_GLOBAL)
+    ctypes.CDLL(str(v3_library), mode=ctypes.RTLD_GLOBAL)
     yield trt
     # Leave TensorRT-RTX's registry as it was: with qmamba's creators registered, its ONNX parser takes
     # them for the custom nodes and then aborts the process (docs/tensorrt.md), which would end later
@@ -145,3 +153,17 @@ def test_decode_mixer_creates_and_refuses_bad_fields(trt, capfd):
     assert "field d_conv must be 2..4, got 5" in capfd.readouterr().err
     assert creator.create_plugin("mixer", _fields(trt, **{**MIXER, "nheads": 1, "headdim": 33}), trt.TensorRTPhase.BUILD) is None
     assert "must be a multiple of 4 (conv_state travels as int32 words)" in capfd.readouterr().err
+
+
+def test_load_library_registers_every_creator(trt, v3_library):
+    """IPluginRegistry::loadLibrary (what `trtexec --dynamicPlugins` calls) finds the library's getCreators
+    and registers all its creators; the library exports nothing but its entry points."""
+    _exports.check_plugin_library_exports(v3_library)
+    assert _exports.plugin_api(v3_library) == "V3"
+    registry = trt.get_plugin_registry()
+    handle = registry.load_library(str(v3_library))
+    assert handle is not None, "loadLibrary did not find getCreators"
+    try:
+        assert set(CONTRACT) | set(BUILD_PLUGINS) <= {c.name for c in registry.all_creators}
+    finally:
+        registry.deregister_library(handle)

@@ -114,18 +114,18 @@ void describeFields(std::ostringstream& os)
 
 } // namespace
 
-extern "C" TENSORRTAPI void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
+extern "C" TENSORRTAPI QMAMBA_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
     qmamba::setPluginLogger(finder != nullptr ? finder->findLogger() : nullptr);
 }
 
 #if NV_TENSORRT_MAJOR >= 10
-extern "C" TENSORRTAPI nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
+extern "C" TENSORRTAPI QMAMBA_PLUGIN_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
     return libraryCreators(nbCreators);
 }
 #else
-extern "C" TENSORRTAPI nvinfer1::IPluginCreator* const* getPluginCreators(int32_t& nbCreators)
+extern "C" TENSORRTAPI QMAMBA_PLUGIN_API nvinfer1::IPluginCreator* const* getPluginCreators(int32_t& nbCreators)
 {
     return libraryCreators(nbCreators);
 }
