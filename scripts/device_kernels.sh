@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|bench|bench-quick|bench-decode|bench-step|read-bound] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|bench|bench-quick|bench-decode|bench-step|read-bound] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -52,6 +52,12 @@ for step in "${steps[@]}"; do
         --section ComputeWorkloadAnalysis -k regex:quant_ python scripts/profile_kernels.py \
         > "$OUT/ncu.log" 2>&1 || rc=1
       grep -E "quant_|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Block Limit|Issue Slots Busy|No Eligible" "$OUT/ncu.log" | head -80 ;;
+    profile-decode)
+      # One decode layer's kernels (in_proj, mixer, out_proj; 2.7b widths, batch 1) under Nsight Compute.
+      timeout 300 ncu --clock-control none --section SpeedOfLight --section Occupancy --section WarpStateStats \
+        --section LaunchStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+        -k regex:"w8a8_linear|decode_mixer" python scripts/profile_kernels.py --decode > "$OUT/ncu_decode.log" 2>&1 || rc=1
+      grep -E "w8a8_linear|decode_mixer|Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Grid Size|Block Size|Issue Slots Busy|No Eligible|Stall|Warp Cycles Per Issued|Dynamic Shared" "$OUT/ncu_decode.log" | head -120 ;;
     bench)
       timeout 420 python benchmarks/bench_kernels.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     bench-decode)

@@ -4,7 +4,9 @@
         -k regex:quant_ python scripts/profile_kernels.py
 
 QuantConv1dSiLU prefill (2.7b, batch 8, L 2048), QuantSSD prefill (8b, batch 8, L 2048) and
-QuantSSD decode (8b, batch 64).
+QuantSSD decode (8b, batch 64). With --decode instead: one layer of the decode step of
+benchmarks/bench_decode_step.py (2.7b widths, batch 1): QmambaW8A8Linear in_proj, QmambaDecodeMixer,
+QmambaW8A8Linear out_proj (-k regex:"w8a8_linear|decode_mixer").
 """
 from __future__ import annotations
 
@@ -18,8 +20,27 @@ import bench_kernels as bk  # noqa: E402  (its path setup also makes kernel_case
 import kernel_cases as kc  # noqa: E402
 
 
+def decode_layer(gen: torch.Generator) -> None:
+    import bench_decode_step as step
+
+    from qmamba.runtime import kernels
+
+    lay = step.model(1, 1, gen)[0]
+    h = torch.randn(1, 1, step.D_MODEL, device="cuda")
+    in_proj, zx = kernels.w8a8_linear_launcher(h, **lay["in_proj"])
+    mixer, (gate, _, _) = kernels.decode_mixer_launcher(**dict(lay["mixer"], zxbcdt=zx), **lay["fields"])
+    out_proj, _ = kernels.w8a8_linear_launcher(gate, **lay["out_proj"], residual=h,
+                                                norm_group=step.SHAPE.d_ssm // step.SHAPE.g)
+    for launch in (in_proj, mixer, out_proj):
+        launch()
+
+
 def main() -> int:
     gen = torch.Generator(device="cuda").manual_seed(0)
+    if "--decode" in sys.argv[1:]:
+        decode_layer(gen)
+        torch.cuda.synchronize()
+        return 0
     t, a = kc.conv_case(kc.LAYERS["2.7b"], 8, 2048, gen)
     bk.conv_launch(t, a, decode=False)()
     t, a = kc.ssd_case(kc.LAYERS["8b"], 8, 2048, gen, with_state=False)
