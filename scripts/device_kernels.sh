@@ -24,6 +24,17 @@ if ! { cmake -S . -B build/device -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CU
   tail -40 "$OUT/build.log"; exit 1
 fi
 export QMAMBA_KERNELS_LIB=$PWD/build/device/trt_plugins/libqmamba_kernels.so
+# QMAMBA_PREV_SRC: a source tree of another version, carried in an ignored folder, e.g.
+#   mkdir -p .device/prev && git archive REV CMakeLists.txt trt_plugins | tar -x -C .device/prev
+# Its kernels are built too and bench-step measures them in the same run (QMAMBA_PREV_KERNELS_LIB).
+if [ -n "${QMAMBA_PREV_SRC:-}" ]; then
+  if ! { cmake -S "$QMAMBA_PREV_SRC" -B build/device-prev -G Ninja -DCMAKE_BUILD_TYPE=Release \
+           -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build/device-prev --target qmamba_kernels -j 16; } \
+       > "$OUT/build_prev.log" 2>&1; then
+    tail -40 "$OUT/build_prev.log"; exit 1
+  fi
+  export QMAMBA_PREV_KERNELS_LIB=$PWD/build/device-prev/trt_plugins/libqmamba_kernels.so
+fi
 shadow=/tmp/qmamba_shadow
 rm -rf "$shadow" && mkdir -p "$shadow/qmamba"
 cp -r qmamba/. "$shadow/qmamba/"
