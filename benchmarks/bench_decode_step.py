@@ -58,6 +58,17 @@ def model(layers: int, batch: int, gen: torch.Generator) -> list[dict]:
     return out
 
 
+def layer_launches(lay: dict, h: torch.Tensor, zx: torch.Tensor | None = None, res: torch.Tensor | None = None):
+    """(in_proj, mixer, out_proj launches, out_proj's output) of one layer fed the residual stream h: in_proj
+    with its RMSNorm, the mixer, out_proj with the gated norm's groups and the residual (outputs into zx and
+    res where given)."""
+    in_proj, zx = kernels.w8a8_linear_launcher(h, **lay["in_proj"], out=zx)
+    mixer, (gate, _, _) = kernels.decode_mixer_launcher(**dict(lay["mixer"], zxbcdt=zx), **lay["fields"])
+    out_proj, res = kernels.w8a8_linear_launcher(gate, **lay["out_proj"], residual=h, out=res,
+                                                  norm_group=SHAPE.d_ssm // SHAPE.g)
+    return in_proj, mixer, out_proj, res
+
+
 def step_bytes(layers: list[dict], lm_head: dict, batch: int) -> int:
     n = 0
     for lay in layers:
@@ -92,12 +103,10 @@ def main() -> int:
         ins, mixes, outs = [], [], []
         h = h0
         for i, lay in enumerate(layers):
-            ins.append(kernels.w8a8_linear_launcher(h, **lay["in_proj"], out=zx[i])[0])
-            launch, (gate, _, _) = kernels.decode_mixer_launcher(**dict(lay["mixer"], zxbcdt=zx[i]), **lay["fields"])
-            mixes.append(launch)
-            outs.append(kernels.w8a8_linear_launcher(gate, **lay["out_proj"], residual=h, out=res[i],
-                                                     norm_group=SHAPE.d_ssm // SHAPE.g)[0])
-            h = res[i]
+            a, b, c, h = layer_launches(lay, h, zx[i], res[i])
+            ins.append(a)
+            mixes.append(b)
+            outs.append(c)
         head = kernels.w8a8_linear_launcher(h, **lm_head)[0]
 
         def step():

@@ -84,8 +84,8 @@ for step in ${QMAMBA_TRT_STEPS:-test bench}; do
       done ;;
     gdb-open)
       # The machine has no gdb; cuda-gdb also debugs host code. A backtrace names the frame that crashed.
-      EXE=$(python3 -P -c "from qmamba.runtime import trt_runner; print(trt_runner.runner_executable())")
-      PLUG=$(python3 -P -c "from qmamba.runtime import trt_runner; print(trt_runner.plugin_library())")
+      read -r EXE PLUG < <(python3 -P -c "from qmamba.runtime import trt_runner as t
+print(t.runner_executable(), t.plugin_library())")
       for e in ${QMAMBA_GDB_ENGINES:-/tmp/qmamba_bench/m*/engines/*.engine}; do
         echo "== $e ($(stat -c %s "$e") bytes)"
         timeout 240 cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt -ex "info registers rip" \

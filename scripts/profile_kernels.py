@@ -23,15 +23,8 @@ import kernel_cases as kc  # noqa: E402
 def decode_layer(gen: torch.Generator) -> None:
     import bench_decode_step as step
 
-    from qmamba.runtime import kernels
-
-    lay = step.model(1, 1, gen)[0]
-    h = torch.randn(1, 1, step.D_MODEL, device="cuda")
-    in_proj, zx = kernels.w8a8_linear_launcher(h, **lay["in_proj"])
-    mixer, (gate, _, _) = kernels.decode_mixer_launcher(**dict(lay["mixer"], zxbcdt=zx), **lay["fields"])
-    out_proj, _ = kernels.w8a8_linear_launcher(gate, **lay["out_proj"], residual=h,
-                                                norm_group=step.SHAPE.d_ssm // step.SHAPE.g)
-    for launch in (in_proj, mixer, out_proj):
+    *launches, _ = step.layer_launches(step.model(1, 1, gen)[0], torch.randn(1, 1, step.D_MODEL, device="cuda"))
+    for launch in launches:
         launch()
 
 

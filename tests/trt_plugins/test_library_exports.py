@@ -35,16 +35,14 @@ def dynamic_symbols(lib: Path) -> set[str]:
     return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
 
 
-def plugin_api(lib: Path) -> str:
-    """V2 or V3: which creator entry point the library exports (exactly one must be)."""
-    found = [api for api, name in CREATOR_ENTRY_POINTS.items() if name in dynamic_symbols(lib)]
+def check_plugin_library_exports(lib: Path) -> str:
+    """Checks that lib exports TensorRT's entry points and qmamba's queries alone; returns which plugin
+    API (V2 or V3) its one creator entry point belongs to."""
+    symbols = dynamic_symbols(lib)
+    found = [api for api, name in CREATOR_ENTRY_POINTS.items() if name in symbols]
     assert len(found) == 1, f"{lib} exports {len(found)} of {sorted(CREATOR_ENTRY_POINTS.values())}"
+    assert symbols == PLUGIN_ENTRY_POINTS | {CREATOR_ENTRY_POINTS[found[0]]}
     return found[0]
-
-
-def check_plugin_library_exports(lib: Path) -> None:
-    api = plugin_api(lib)
-    assert dynamic_symbols(lib) == PLUGIN_ENTRY_POINTS | {CREATOR_ENTRY_POINTS[api]}
 
 
 def _installed(find) -> Path:
