@@ -226,6 +226,13 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
   __syncthreads();
 }
 
+// residual[row m0 + lane, n] for the lane that writes that output (lane m writes row m0 + m), else 0.
+// The residual may alias y: each output is read and written by its one lane, the read first.
+template <int MT>
+__device__ __forceinline__ float residual_of(const LinearArgs& a, int64_t m0, int lane, int n) {
+  return a.residual && lane < MT && m0 + lane < a.rows ? a.residual[(m0 + lane) * a.N + n] : 0.0f;
+}
+
 template <int MT, int VEC, int CPL>
 __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) {
   extern __shared__ __align__(16) int32_t xs[];  // [MT][words]
@@ -241,9 +248,16 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
     prefetch_l2(a.weight + static_cast<int64_t>(n) * a.words, static_cast<size_t>(a.words) * 4, lane, 32);
   }
   int w[CPL][VEC];
-  if (units > 0) load_unit<VEC, CPL>(a, first, 0, lane, w);
+  float scale = 0.0f;  // out_scale of the row in progress: a constant, loaded with the row's first unit
+  if (units > 0) {
+    load_unit<VEC, CPL>(a, first, 0, lane, w);
+    scale = __ldg(a.out_scale + first);
+  }
   pdl_launch_dependents();
   pdl_wait();
+  // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
+  // tail then waits on memory between its reduction and its store.
+  float res = units > 0 ? residual_of<MT>(a, m0, lane, first) : 0.0f;
   quantize_rows<MT>(a, m0, xs);
 
   int acc[MT];
@@ -254,9 +268,15 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
     const int seg = k - row_k * a.segs;
     const int n = first + row_k * stride;
     int next[CPL][VEC];
+    float scale_next = scale, res_next = res;
     if (k + 1 < units) {
       const int row_next = a.segs == 1 ? k + 1 : (k + 1) / a.segs;
-      load_unit<VEC, CPL>(a, first + row_next * stride, k + 1 - row_next * a.segs, lane, next);
+      const int seg_next = k + 1 - row_next * a.segs;
+      load_unit<VEC, CPL>(a, first + row_next * stride, seg_next, lane, next);
+      if (seg_next == 0) {  // a new row: its scale and residual go out with its first weights
+        scale_next = __ldg(a.out_scale + first + row_next * stride);
+        res_next = residual_of<MT>(a, m0, lane, first + row_next * stride);
+      }
     }
 #pragma unroll
     for (int u = 0; u < CPL; ++u) {
@@ -278,12 +298,13 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
         const int64_t row = m0 + m;
         if (lane == m && row < a.rows) {  // one lane per output (all hold the sum)
-          const int64_t idx = row * a.N + n;
-          const float v = __fmul_rn(static_cast<float>(s), __ldg(a.out_scale + n));
-          a.y[idx] = a.residual ? __fadd_rn(a.residual[idx], v) : v;
+          const float v = __fmul_rn(static_cast<float>(s), scale);
+          a.y[row * a.N + n] = a.residual ? __fadd_rn(res, v) : v;
         }
         acc[m] = 0;
       }
+      scale = scale_next;
+      res = res_next;
     }
 #pragma unroll
     for (int u = 0; u < CPL; ++u)
