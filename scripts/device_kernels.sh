@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|bench|bench-quick|bench-decode|bench-step|read-bound] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|profile-source|bench|bench-quick|bench-decode|bench-step|read-bound] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -69,6 +69,18 @@ for step in "${steps[@]}"; do
         --section LaunchStats --section MemoryWorkloadAnalysis --section SchedulerStats \
         -k regex:"w8a8_linear|decode_mixer" python scripts/profile_kernels.py --decode > "$OUT/ncu_decode.log" 2>&1 || rc=1
       grep -E "w8a8_linear|decode_mixer|Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Grid Size|Block Size|Issue Slots Busy|No Eligible|Stall|Warp Cycles Per Issued|Dynamic Shared" "$OUT/ncu_decode.log" | head -120 ;;
+    profile-source)
+      # Where one decode layer's kernels stall, per SASS instruction (scripts/ncu_hotspots.py), and the
+      # stall reasons per issued instruction; the report and both tables stay in $OUT.
+      timeout 300 ncu --clock-control none --section WarpStateStats --section SourceCounters --section LaunchStats \
+        --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum" \
+        -k regex:"w8a8_linear|decode_mixer" -f -o "$OUT/decode" python scripts/profile_kernels.py --decode \
+        > "$OUT/ncu_source.log" 2>&1 || rc=1
+      ncu -i "$OUT/decode.ncu-rep" --page details --csv > "$OUT/ncu_details.csv" 2>&1
+      ncu -i "$OUT/decode.ncu-rep" --page source --print-source sass --csv > "$OUT/ncu_sass.csv" 2>&1
+      grep -E "stalled|inst_executed" "$OUT/ncu_details.csv" | awk -F'","' '{print $5, $(NF-2), $NF}' | \
+        awk '$NF+0 > 0.05 || /inst_executed/' | head -60
+      python scripts/ncu_hotspots.py "$OUT/ncu_sass.csv" --top 25 | cut -c1-150 | head -100 ;;
     bench)
       timeout 420 python benchmarks/bench_kernels.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
     bench-decode)
@@ -78,7 +90,9 @@ for step in "${steps[@]}"; do
       # programmatic dependent launch (benchmarks/bench_decode_step.py).
       # QMAMBA_PREV_KERNELS_LIB: the previous version's library, measured in the same run.
       for pdl in 1 0; do
-        QMAMBA_PDL=$pdl timeout 240 python benchmarks/bench_decode_step.py --json "$OUT/step_pdl$pdl.json" 2>&1 \
+        # shellcheck disable=SC2086  # QMAMBA_STEP_ARGS: more arguments, split on spaces
+        QMAMBA_PDL=$pdl timeout 240 python benchmarks/bench_decode_step.py ${QMAMBA_STEP_ARGS:-} \
+          --json "$OUT/step_pdl$pdl.json" 2>&1 \
           | tee "$OUT/step_pdl$pdl.log" || rc=1
       done
       if [ -n "${QMAMBA_PREV_KERNELS_LIB:-}" ]; then

@@ -140,12 +140,12 @@ constexpr int kLoadBatch = 4;
 // Q(v) of the activation rows m0 .. m0 + MT - 1 into shared memory, 4 int8 per word (zeros past K
 // and past the last row); with norm, v is the row's RMSNorm over each norm group of channels in the
 // ONNX graph's order: ((x * (1 / sqrt(sum_group(x^2) / group + eps))) * norm_weight).
+// s_in is input_scale and inv_s = 1 / s_in (quantize_with_inverse: a division only near a tie), taken by the
+// caller before it waits for x: a load after the wait, cold in L2, held back every load of x behind it.
 template <int MT>
-__device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs) {
+__device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, float s_in, float inv_s) {
   __shared__ float scratch[kWarps][MT];
   __shared__ float inv_rms[kMaxNormGroups * MT];  // [group][row]
-  const float s_in = __ldg(a.input_scale);
-  const float inv_s = __fdiv_rn(1.0f, s_in);  // quantize_with_inverse: a division only near a tie
   const int step = blockDim.x;
   if (a.norm) {
     const int groups = a.K / a.norm_group;
@@ -253,12 +253,14 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
     load_unit<VEC, CPL>(a, first, 0, lane, w);
     scale = __ldg(a.out_scale + first);
   }
+  const float s_in = __ldg(a.input_scale);
+  const float inv_s = __fdiv_rn(1.0f, s_in);
   pdl_launch_dependents();
   pdl_wait();
   // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
   // tail then waits on memory between its reduction and its store.
   float res = units > 0 ? residual_of<MT>(a, m0, lane, first) : 0.0f;
-  quantize_rows<MT>(a, m0, xs);
+  quantize_rows<MT>(a, m0, xs, s_in, inv_s);
 
   int acc[MT];
 #pragma unroll
