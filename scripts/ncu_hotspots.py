@@ -4,8 +4,10 @@
     python scripts/ncu_hotspots.py sass.csv [--top 30]
 
 Prints, per kernel in the file, each of the top instructions' share of the warp stall samples (all samples,
-then not-issued) with its address and text. A header row (one with a "Source" column) starts a kernel's table;
-rows that are not part of a table (kernel names) are echoed as they come.
+then not-issued), the stall reason with most samples there (ncu's `stall_*` columns), its address and text.
+A header row (one with a "Source" column) starts a kernel's table; rows that are not part of a table (kernel
+names) are echoed as they come. A table equal to the one before it is left out (ncu's source page lists
+some kernels' tables twice).
 """
 from __future__ import annotations
 
@@ -33,12 +35,24 @@ def _number(cell: str) -> float:
         return 0.0
 
 
+def _top_reason(header: list[str], row: list[str]) -> str:
+    """The stall_* column (issued or not) with the most samples in this row, without its prefix."""
+    cols = [(i, h.strip()) for i, h in enumerate(header) if h.strip().startswith("stall_") and "Not Issued" not in h]
+    best = max(cols, key=lambda c: _number(row[c[0]]), default=None)
+    return best[1][len("stall_"):] if best is not None and _number(row[best[0]]) > 0 else "-"
+
+
 def report(rows: list[list[str]], top: int) -> None:
     header, table = None, []
+    printed: list[list[list[str]]] = []
 
     def flush() -> None:
         if header is None or not table:
             return
+        if printed and printed[-1] == table:
+            print("  (the same table again)")
+            return
+        printed.append(table)
         src = _col(header, "Source")
         addr = _col(header, "# Address", "Address")
         all_s = _col(header, "Warp Stall Sampling (All Samples)")
@@ -51,7 +65,8 @@ def report(rows: list[list[str]], top: int) -> None:
         print(f"  {len(table)} instructions, {total:.0f} stall samples ({total_ni:.0f} not issued)")
         for r in sorted(table, key=lambda r: -_number(r[all_s]))[:top]:
             ni = f" {_number(r[not_issued]) / (total_ni or 1):6.1%}" if not_issued is not None else ""
-            print(f"  {_number(r[all_s]) / total:6.1%}{ni}  {r[addr] if addr is not None else '':>6}  {r[src].strip()}")
+            print(f"  {_number(r[all_s]) / total:6.1%}{ni}  {_top_reason(header, r):<16} "
+                  f"{r[addr] if addr is not None else '':>6}  {r[src].strip()}")
 
     for r in rows:
         if any(c.strip() == "Source" for c in r):
