@@ -78,8 +78,11 @@ for step in "${steps[@]}"; do
         > "$OUT/ncu_source.log" 2>&1 || rc=1
       ncu -i "$OUT/decode.ncu-rep" --page details --csv > "$OUT/ncu_details.csv" 2>&1
       ncu -i "$OUT/decode.ncu-rep" --page source --print-source sass --csv > "$OUT/ncu_sass.csv" 2>&1
-      grep -E "stalled|inst_executed" "$OUT/ncu_details.csv" | awk -F'","' '{print $5, $(NF-2), $NF}' | \
-        awk '$NF+0 > 0.05 || /inst_executed/' | head -60
+      python -c 'import csv, sys
+for r in csv.DictReader(open(sys.argv[1])):
+    m = r.get("Metric Name", "")
+    if "issue_stalled" in m and float(r["Metric Value"] or 0) > 0.05 or m == "smsp__inst_executed.sum":
+        print(r["ID"], r["Kernel Name"][:40], m, r["Metric Value"])' "$OUT/ncu_details.csv"
       python scripts/ncu_hotspots.py "$OUT/ncu_sass.csv" --top 25 | cut -c1-150 | head -100 ;;
     bench)
       timeout 420 python benchmarks/bench_kernels.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;

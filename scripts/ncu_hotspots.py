@@ -43,16 +43,16 @@ def _top_reason(header: list[str], row: list[str]) -> str:
 
 
 def report(rows: list[list[str]], top: int) -> None:
-    header, table = None, []
-    printed: list[list[list[str]]] = []
+    header, table, last = None, [], None
 
     def flush() -> None:
+        nonlocal last
         if header is None or not table:
             return
-        if printed and printed[-1] == table:
+        if table == last:
             print("  (the same table again)")
             return
-        printed.append(table)
+        last = table
         src = _col(header, "Source")
         addr = _col(header, "# Address", "Address")
         all_s = _col(header, "Warp Stall Sampling (All Samples)")
