@@ -217,6 +217,10 @@ LINEAR_CASES = {
     "K257-wordwise": (257, 33, 3, True, False),
     "K12-three-words": (12, 7, 5, False, False),
     "K1-N1": (1, 1, 1, False, True),
+    # batch 1 with one norm group takes the one-row path unless a block's threads cannot hold the row
+    "one-row-K1000-b1": (1000, 77, 1, True, True),
+    "one-row-K12-b1": (12, 7, 1, True, False),
+    "one-row-too-wide-N5-b1": (2560, 5, 1, True, False),
 }
 
 

@@ -22,7 +22,9 @@
 namespace qmamba {
 namespace {
 
-constexpr int kThreads = 128;
+// 16 state rows a block at d_state 128: every block recomputes its SSD group's B and C conv outputs, so
+// fewer, larger blocks do that less often (128 threads had done it 640 times a 2.7b layer).
+constexpr int kThreads = 256;
 
 struct MixerArgs {
   const float* __restrict__ zxbcdt;
@@ -51,7 +53,7 @@ struct MixerArgs {
   int row_blocks;       // blocks per head along headdim
 };
 
-constexpr int kMaxBCPerThread = 4;  // B and C channels of a thread: 2 * d_state / kThreads, d_state <= 256
+constexpr int kMaxBCPerThread = 2 * 256 / kThreads;  // B and C channels of a thread: 2 * d_state / kThreads, d_state <= 256
 
 // What one conv channel needs besides in_proj's output: its taps, bias term and state rows (none of
 // them made by a kernel of this step, so they are loaded before pdl_wait()).

@@ -35,7 +35,15 @@
 namespace qmamba {
 namespace {
 
-constexpr int kWarps = 8;
+// Warps a block at most. Every block quantizes the whole activation, so the launcher makes one block an
+// SM (three blocks of 8 warps had done that pass three times on each SM), with the warps its rows need:
+// up to 24 where the kernel fits 80 registers a thread (ptxas -v, sm_90: a row segment of up to 5
+// chunks a lane and up to 2 activation rows, or 4 rows at 4 chunks, or 8 at 1), else up to 16 (128).
+constexpr int kMaxWarps = 24;
+template <int MT, int CPL>
+constexpr int max_warps() {
+  return (MT <= 2 && CPL <= 5) || (MT == 4 && CPL <= 4) || CPL == 1 ? kMaxWarps : 16;
+}
 constexpr int kMaxChunksPerLane = 8;            // 16-byte chunks per lane of one row segment (CPL)
 constexpr int kMaxRowsPerPass = 8;              // activation rows per pass over the weights
 constexpr int kMaxNormGroups = 16;              // RMSNorm groups per row (the gated norm's ngroups)
@@ -59,6 +67,7 @@ struct LinearArgs {
   int chunks;             // chunks (VEC words) per weight row
   int segs;               // segments of 32 * CPL chunks per row
   int vec_x;              // x rows and norm_weight readable as float4 (K % 4 == 0, aligned)
+  int one_row;            // one activation row, one norm group, float4 reads, kQuantBatch words a thread at most
 };
 
 template <int VEC>
@@ -107,7 +116,7 @@ __device__ __forceinline__ void load_unit(const LinearArgs& a, int n, int seg, i
 // Sum over the block of each row's partial sum (MT rows) into out[0 .. MT-1], visible to all threads.
 template <int MT>
 __device__ __forceinline__ void block_sums(const float (&part)[MT], float (*scratch)[MT], float* out) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     float v = part[m];
@@ -118,7 +127,7 @@ __device__ __forceinline__ void block_sums(const float (&part)[MT], float (*scra
   __syncthreads();
   if (threadIdx.x < MT) {
     float s = 0.0f;
-    for (int w = 0; w < kWarps; ++w) s = __fadd_rn(s, scratch[w][threadIdx.x]);
+    for (int w = 0; w < warps; ++w) s = __fadd_rn(s, scratch[w][threadIdx.x]);
     out[threadIdx.x] = s;
   }
   __syncthreads();
@@ -136,6 +145,7 @@ __device__ __forceinline__ float4 load_x4(const LinearArgs& a, const float* p, i
 // Loads per thread issued together in the activation's two passes: each pass is then a few L2 round
 // trips, not one per element (the passes run while the first weight loads are in flight).
 constexpr int kLoadBatch = 4;
+constexpr int kQuantBatch = 2;  // the same for the quantizing pass, which holds x and the norm weight
 
 // Q(v) of the activation rows m0 .. m0 + MT - 1 into shared memory, 4 int8 per word (zeros past K
 // and past the last row); with norm, v is the row's RMSNorm over each norm group of channels in the
@@ -144,7 +154,7 @@ constexpr int kLoadBatch = 4;
 // caller before it waits for x: a load after the wait, cold in L2, held back every load of x behind it.
 template <int MT>
 __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, float s_in, float inv_s) {
-  __shared__ float scratch[kWarps][MT];
+  __shared__ float scratch[kMaxWarps][MT];
   __shared__ float inv_rms[kMaxNormGroups * MT];  // [group][row]
   const int step = blockDim.x;
   if (a.norm) {
@@ -191,37 +201,101 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
     }
     __syncthreads();
   }
-  const int total = MT * a.words;
-  for (int i0 = threadIdx.x; i0 < total; i0 += kLoadBatch * step) {
-    float4 xv[kLoadBatch], nv[kLoadBatch];
+  // The [MT][words] words of xs, this thread's every step-th: (m, w) advanced by adding step and wrapping,
+  // and each element's norm group found by stepping on from the previous element's (both without
+  // integer division: every block quantizes the whole activation, and with divisions that pass had
+  // made most of the linear's instructions).
+  int m = 0, w = threadIdx.x;
+  while (w >= a.words && m < MT) w -= a.words, ++m;
+  int g = 0, g_end = a.norm_group, g_row = -1;  // norm group of the last element seen, and its row
+  while (m < MT) {
+    int bm[kQuantBatch], bw[kQuantBatch];
+    float4 xv[kQuantBatch], nv[kQuantBatch];
 #pragma unroll
-    for (int b = 0; b < kLoadBatch; ++b) {
-      const int i = i0 + b * step;
-      const int m = i / a.words, word = i - m * a.words;
+    for (int b = 0; b < kQuantBatch; ++b) {
+      bm[b] = m;
+      bw[b] = w;
       xv[b] = nv[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (i >= total || m0 + m >= a.rows) continue;
-      xv[b] = load_x4(a, a.x + (m0 + m) * a.K, word * 4);
-      if (a.norm) nv[b] = load_x4(a, a.norm_weight, word * 4);
+      if (m >= MT) continue;
+      if (m0 + m < a.rows) {
+        xv[b] = load_x4(a, a.x + (m0 + m) * a.K, w * 4);
+        if (a.norm) nv[b] = load_x4(a, a.norm_weight, w * 4);
+      }
+      w += step;
+      while (w >= a.words && m < MT) w -= a.words, ++m;
     }
 #pragma unroll
-    for (int b = 0; b < kLoadBatch; ++b) {
-      const int i = i0 + b * step;
-      if (i >= total) break;
-      const int m = i / a.words, word = i - m * a.words;
+    for (int b = 0; b < kQuantBatch; ++b) {
+      if (bm[b] >= MT) break;
+      const bool live = m0 + bm[b] < a.rows;  // rows past the last are zeros
       const float x4[4] = {xv[b].x, xv[b].y, xv[b].z, xv[b].w};
       const float n4[4] = {nv[b].x, nv[b].y, nv[b].z, nv[b].w};
+      if (bm[b] != g_row) g = 0, g_end = a.norm_group, g_row = bm[b];
       uint32_t packed = 0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int k = word * 4 + j;
-        if (k < a.K && m0 + m < a.rows) {
+        const int k = bw[b] * 4 + j;
+        if (k < a.K && live) {
           float v = x4[j];
-          if (a.norm) v = __fmul_rn(__fmul_rn(v, inv_rms[(k / a.norm_group) * MT + m]), n4[j]);
+          if (a.norm) {
+            while (k >= g_end) ++g, g_end += a.norm_group;
+            v = __fmul_rn(__fmul_rn(v, inv_rms[g * MT + bm[b]]), n4[j]);
+          }
           packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
         }
       }
-      xs[i] = static_cast<int32_t>(packed);
+      xs[bm[b] * a.words + bw[b]] = static_cast<int32_t>(packed);
     }
+  }
+  __syncthreads();
+}
+
+// One activation row normed over one group (batch 1: in_proj's RMSNorm, out_proj's gated norm at
+// ngroups 1, the final norm): each thread keeps its words of x in registers from the sum of squares to
+// the quantization (one round trip to L2, not two), and its words of the norm weight, a constant cold
+// in L2, are loaded before the wait for x (load_norm_share), so that no load after the wait goes to DRAM.
+__device__ __forceinline__ void load_norm_share(const LinearArgs& a, float4 (&nw)[kQuantBatch]) {
+#pragma unroll
+  for (int b = 0; b < kQuantBatch; ++b) {
+    const int w = threadIdx.x + b * blockDim.x;
+    nw[b] = w < a.words ? __ldg(reinterpret_cast<const float4*>(a.norm_weight) + w) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+__device__ void quantize_one_row(const LinearArgs& a, int64_t m0, int32_t* xs, float s_in, float inv_s,
+                                 const float4 (&nw)[kQuantBatch]) {
+  __shared__ float scratch[kMaxWarps][1];
+  __shared__ float sum_sq;
+  float4 xv[kQuantBatch];
+  float part[1] = {0.0f};
+#pragma unroll
+  for (int b = 0; b < kQuantBatch; ++b) {
+    const int w = threadIdx.x + b * blockDim.x;
+    xv[b] = w < a.words ? __ldg(reinterpret_cast<const float4*>(a.x + m0 * a.K) + w) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+#pragma unroll
+  for (int b = 0; b < kQuantBatch; ++b) {
+    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].x, xv[b].x));
+    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].y, xv[b].y));
+    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].z, xv[b].z));
+    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].w, xv[b].w));
+  }
+  block_sums<1>(part, scratch, &sum_sq);
+  // Every thread takes 1 / rms itself (the same operations on the same sum): no further barrier.
+  const float inv_rms = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum_sq, static_cast<float>(a.K)), a.eps)));
+#pragma unroll
+  for (int b = 0; b < kQuantBatch; ++b) {
+    const int w = threadIdx.x + b * blockDim.x;
+    if (w >= a.words) break;
+    const float x4[4] = {xv[b].x, xv[b].y, xv[b].z, xv[b].w};
+    const float n4[4] = {nw[b].x, nw[b].y, nw[b].z, nw[b].w};
+    uint32_t packed = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float v = __fmul_rn(__fmul_rn(x4[j], inv_rms), n4[j]);
+      packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
+    }
+    xs[w] = static_cast<int32_t>(packed);
   }
   __syncthreads();
 }
@@ -234,12 +308,13 @@ __device__ __forceinline__ float residual_of(const LinearArgs& a, int64_t m0, in
 }
 
 template <int MT, int VEC, int CPL>
-__global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) {
+__global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kernel(LinearArgs a) {
   extern __shared__ __align__(16) int32_t xs[];  // [MT][words]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
-  const int first = blockIdx.x * kWarps + warp;  // this warp's rows: first, first + stride, ...
-  const int stride = gridDim.x * kWarps;
+  const int warps = blockDim.x >> 5;
+  const int first = blockIdx.x * warps + warp;  // this warp's rows: first, first + stride, ...
+  const int stride = gridDim.x * warps;
   const int units = (first < a.N ? (a.N - 1 - first) / stride + 1 : 0) * a.segs;
 
   // The weights depend on no earlier kernel: this warp's rows go to L2 and its first loads are issued
@@ -255,12 +330,18 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
   }
   const float s_in = __ldg(a.input_scale);
   const float inv_s = __fdiv_rn(1.0f, s_in);
+  float4 nw[kQuantBatch];  // this thread's words of the norm weight (the one-row path)
+  if (MT == 1 && a.one_row) load_norm_share(a, nw);
   pdl_launch_dependents();
   pdl_wait();
   // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
   // tail then waits on memory between its reduction and its store.
   float res = units > 0 ? residual_of<MT>(a, m0, lane, first) : 0.0f;
-  quantize_rows<MT>(a, m0, xs, s_in, inv_s);
+  if (MT == 1 && a.one_row) {
+    quantize_one_row(a, m0, xs, s_in, inv_s, nw);
+  } else {
+    quantize_rows<MT>(a, m0, xs, s_in, inv_s);
+  }
 
   int acc[MT];
 #pragma unroll
@@ -318,6 +399,7 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_linear_kernel(LinearArgs a) 
 template <int MT, int VEC, int CPL>
 int launch(const char* where, const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   const auto kernel = w8a8_linear_kernel<MT, VEC, CPL>;
+  constexpr int kWarps = max_warps<MT, CPL>();
   const size_t smem = static_cast<size_t>(MT) * a.words * sizeof(int32_t);
   // Resident blocks per SM, asked once per device and shared memory size: a direct enqueue (no CUDA
   // graph) pays the query on the host at every call otherwise.
@@ -338,13 +420,17 @@ int launch(const char* where, const DeviceLimits& dev, LinearArgs a, cudaStream_
       occupancy.emplace(key, per_sm);
     }
   }
-  // One wave: as many warps as fit at once, the rows spread evenly over them.
-  const int64_t max_warps = int64_t(dev.sm_count) * per_sm * kWarps;
-  const int64_t rows_per_warp = (a.N + max_warps - 1) / max_warps;
+  // One wave: as many warps as fit at once, the rows spread evenly over them, in as many blocks as the
+  // GPU holds (each SM's memory pipe busy), each with the warps that spread needs.
+  const int64_t slots = int64_t(dev.sm_count) * per_sm;
+  const int64_t rows_per_warp = (a.N + slots * kWarps - 1) / (slots * kWarps);
   const int64_t warps = (a.N + rows_per_warp - 1) / rows_per_warp;
+  const int64_t blocks = warps < slots ? warps : slots;
+  const int warps_per_block = static_cast<int>((warps + blocks - 1) / blocks);
+  a.one_row = MT == 1 && a.norm && a.norm_group == a.K && a.vec_x && a.words <= kQuantBatch * warps_per_block * 32;
   a.segs = (a.chunks + 32 * CPL - 1) / (32 * CPL);
-  const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps), static_cast<unsigned>((a.rows + MT - 1) / MT));
-  launch_dependent(dev, kernel, grid, dim3(kWarps * 32), smem, stream, a);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
+  launch_dependent(dev, kernel, grid, dim3(warps_per_block * 32), smem, stream, a);
   return QMAMBA_OK;
 }
 
