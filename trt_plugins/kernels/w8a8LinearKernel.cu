@@ -202,11 +202,13 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
     __syncthreads();
   }
   // The [MT][words] words of xs, this thread's every step-th: (m, w) advanced by adding step and wrapping,
-  // and each element's norm group found by stepping on from the previous element's (both without
-  // integer division: every block quantizes the whole activation, and with divisions that pass had
-  // made most of the linear's instructions).
+  // and each element's norm group found by stepping on from the previous element's. Both without integer
+  // division, which by a runtime value takes tens of instructions, and every block runs this pass.
   int m = 0, w = threadIdx.x;
-  while (w >= a.words && m < MT) w -= a.words, ++m;
+  while (w >= a.words && m < MT) {
+    w -= a.words;
+    ++m;
+  }
   int g = 0, g_end = a.norm_group, g_row = -1;  // norm group of the last element seen, and its row
   while (m < MT) {
     int bm[kQuantBatch], bw[kQuantBatch];
@@ -222,7 +224,10 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
         if (a.norm) nv[b] = load_x4(a, a.norm_weight, w * 4);
       }
       w += step;
-      while (w >= a.words && m < MT) w -= a.words, ++m;
+      while (w >= a.words && m < MT) {
+        w -= a.words;
+        ++m;
+      }
     }
 #pragma unroll
     for (int b = 0; b < kQuantBatch; ++b) {
@@ -230,7 +235,11 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
       const bool live = m0 + bm[b] < a.rows;  // rows past the last are zeros
       const float x4[4] = {xv[b].x, xv[b].y, xv[b].z, xv[b].w};
       const float n4[4] = {nv[b].x, nv[b].y, nv[b].z, nv[b].w};
-      if (bm[b] != g_row) g = 0, g_end = a.norm_group, g_row = bm[b];
+      if (bm[b] != g_row) {  // a new row starts at group 0
+        g = 0;
+        g_end = a.norm_group;
+        g_row = bm[b];
+      }
       uint32_t packed = 0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -238,7 +247,10 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
         if (k < a.K && live) {
           float v = x4[j];
           if (a.norm) {
-            while (k >= g_end) ++g, g_end += a.norm_group;
+            while (k >= g_end) {
+              ++g;
+              g_end += a.norm_group;
+            }
             v = __fmul_rn(__fmul_rn(v, inv_rms[g * MT + bm[b]]), n4[j]);
           }
           packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
