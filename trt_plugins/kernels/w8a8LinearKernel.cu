@@ -142,6 +142,19 @@ __device__ __forceinline__ float4 load_x4(const LinearArgs& a, const float* p, i
   return make_float4(v[0], v[1], v[2], v[3]);
 }
 
+// acc + the squares of v's four values, in order (both activation paths sum squares this way).
+__device__ __forceinline__ float add_squares(float acc, float4 v) {
+  acc = __fadd_rn(acc, __fmul_rn(v.x, v.x));
+  acc = __fadd_rn(acc, __fmul_rn(v.y, v.y));
+  acc = __fadd_rn(acc, __fmul_rn(v.z, v.z));
+  return __fadd_rn(acc, __fmul_rn(v.w, v.w));
+}
+
+// 1 / sqrt(sum / count + eps) in the ONNX graph's order (ReduceMean, Add, Sqrt, Reciprocal).
+__device__ __forceinline__ float inv_rms_of(float sum, int count, float eps) {
+  return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, static_cast<float>(count)), eps)));
+}
+
 // Loads per thread issued together in the activation's two passes: each pass is then a few L2 round
 // trips, not one per element (the passes run while the first weight loads are in flight).
 constexpr int kLoadBatch = 4;
@@ -185,19 +198,13 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
             }
           }
 #pragma unroll
-          for (int b = 0; b < kLoadBatch; ++b) {
-            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].x, v[b].x));
-            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].y, v[b].y));
-            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].z, v[b].z));
-            part[m] = __fadd_rn(part[m], __fmul_rn(v[b].w, v[b].w));
-          }
+          for (int b = 0; b < kLoadBatch; ++b) part[m] = add_squares(part[m], v[b]);
         }
       }
       block_sums<MT>(part, scratch, inv_rms + g * MT);  // sums of squares, turned into 1 / rms below
     }
     for (int idx = threadIdx.x; idx < groups * MT; idx += step) {
-      const float mean = __fdiv_rn(inv_rms[idx], static_cast<float>(a.norm_group));
-      inv_rms[idx] = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, a.eps)));
+      inv_rms[idx] = inv_rms_of(inv_rms[idx], a.norm_group, a.eps);
     }
     __syncthreads();
   }
@@ -286,15 +293,10 @@ __device__ void quantize_one_row(const LinearArgs& a, int64_t m0, int32_t* xs, f
     xv[b] = w < a.words ? __ldg(reinterpret_cast<const float4*>(a.x + m0 * a.K) + w) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 #pragma unroll
-  for (int b = 0; b < kQuantBatch; ++b) {
-    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].x, xv[b].x));
-    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].y, xv[b].y));
-    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].z, xv[b].z));
-    part[0] = __fadd_rn(part[0], __fmul_rn(xv[b].w, xv[b].w));
-  }
+  for (int b = 0; b < kQuantBatch; ++b) part[0] = add_squares(part[0], xv[b]);
   block_sums<1>(part, scratch, &sum_sq);
   // Every thread takes 1 / rms itself (the same operations on the same sum): no further barrier.
-  const float inv_rms = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum_sq, static_cast<float>(a.K)), a.eps)));
+  const float inv_rms = inv_rms_of(sum_sq, a.K, a.eps);
 #pragma unroll
   for (int b = 0; b < kQuantBatch; ++b) {
     const int w = threadIdx.x + b * blockDim.x;
