@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|profile-source|bench|bench-quick|bench-decode|bench-step|read-bound] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|profile-source|bench|bench-quick|bench-decode|bench-step|read-bound|script] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -92,7 +92,7 @@ for r in csv.DictReader(open(sys.argv[1])):
       # A decode step of qmamba's decode kernels against its bandwidth bound, with and without
       # programmatic dependent launch (benchmarks/bench_decode_step.py).
       # QMAMBA_PREV_KERNELS_LIB: the previous version's library, measured in the same run.
-      for pdl in 1 0; do
+      for pdl in ${QMAMBA_STEP_PDL:-1 0}; do  # QMAMBA_STEP_PDL=1: only with it
         # shellcheck disable=SC2086  # QMAMBA_STEP_ARGS: more arguments, split on spaces
         QMAMBA_PDL=$pdl timeout 240 python benchmarks/bench_decode_step.py ${QMAMBA_STEP_ARGS:-} \
           --json "$OUT/step_pdl$pdl.json" 2>&1 \
@@ -109,6 +109,9 @@ for r in csv.DictReader(open(sys.argv[1])):
       timeout 120 python benchmarks/bench_read_bound.py --json "$OUT/read_bound.json" 2>&1 | tee "$OUT/read_bound.log" || rc=1 ;;
     bench-quick)
       timeout 240 python benchmarks/bench_kernels.py --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
+    script)
+      # QMAMBA_STEP_SCRIPT: a script of measurements run with this build (an experiment's variants).
+      bash "$QMAMBA_STEP_SCRIPT" 2>&1 | tee "$OUT/script.log" || rc=1 ;;
     *) echo "unknown step $step"; rc=2 ;;
   esac
 done

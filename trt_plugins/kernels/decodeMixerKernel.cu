@@ -22,9 +22,12 @@
 namespace qmamba {
 namespace {
 
-// 16 state rows a block at d_state 128: every block recomputes its SSD group's B and C conv outputs, so
-// fewer, larger blocks do that less often (128 threads had done it 640 times a 2.7b layer).
-constexpr int kThreads = 256;
+// Threads a block. Every block recomputes its SSD group's B and C conv outputs, so fewer, larger blocks do
+// that less often: 256 threads (16 state rows at d_state 128). At batch 1, 512: up to four 256-thread blocks
+// (64 registers a thread) fit an SM, and the H200 ran the 2.7b-shaped decode step in 205 us; with at most two
+// an SM (512 threads), in 191-192 us, each kernel alone as fast as before (docs/kernels.md; where the blocks
+// landed is not measured). At batch 8 four an SM is what the mixer needs (30.9 us a layer; three: 35.4).
+constexpr int threads_for_batch(int64_t batch) { return batch == 1 ? 512 : 256; }
 
 struct MixerArgs {
   const float* __restrict__ zxbcdt;
@@ -53,7 +56,9 @@ struct MixerArgs {
   int row_blocks;       // blocks per head along headdim
 };
 
-constexpr int kMaxBCPerThread = 2 * 256 / kThreads;  // B and C channels of a thread: 2 * d_state / kThreads, d_state <= 256
+// B and C channels of a thread: 2 * d_state / THREADS, d_state <= 256.
+template <int THREADS>
+__host__ __device__ constexpr int max_bc_per_thread() { return 2 * 256 / THREADS; }
 
 // What one conv channel needs besides in_proj's output: its taps, bias term and state rows (none of
 // them made by a kernel of this step, so they are loaded before pdl_wait()).
@@ -95,12 +100,13 @@ __device__ __forceinline__ int bc_channel(const MixerArgs& a, int sg, int j) {
   return a.d_ssm + (j < a.d_state ? sg * a.d_state + j : a.gn + sg * a.d_state + j - a.d_state);
 }
 
-template <int VEC, int K>
-__global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs a) {
+template <int VEC, int K, int THREADS>
+__global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a) {
+  constexpr int kMaxBCPerThread = max_bc_per_thread<THREADS>();
   extern __shared__ __align__(16) int8_t s_bc[];  // [2 * d_state]: B, then C of this head's SSD group
-  __shared__ int8_t s_xq[kThreads];               // x of this block's rows
+  __shared__ int8_t s_xq[THREADS];                // x of this block's rows
   __shared__ float s_dt;
-  const int rows_per_block = kThreads / a.tpr;
+  const int rows_per_block = THREADS / a.tpr;
   const int rb = blockIdx.x % a.row_blocks;
   const int hd = blockIdx.x / a.row_blocks;
   const int64_t b = blockIdx.y;
@@ -134,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
   ConvChannel<K> bc[kMaxBCPerThread], xc;
 #pragma unroll
   for (int q = 0; q < kMaxBCPerThread; ++q) {
-    const int j = threadIdx.x + q * kThreads;
+    const int j = threadIdx.x + q * THREADS;
     if (j < 2 * n) load_conv<K>(a, b, bc_channel(a, sg, j), j < n ? 1 : 2, bc[q]);
   }
   if (row_leader) load_conv<K>(a, b, c_x, 0, xc);
@@ -147,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
   float v_bc[kMaxBCPerThread];
 #pragma unroll
   for (int q = 0; q < kMaxBCPerThread; ++q) {
-    const int j = threadIdx.x + q * kThreads;
+    const int j = threadIdx.x + q * THREADS;
     v_bc[q] = j < 2 * n ? __ldg(v_row + a.d_ssm + bc_channel(a, sg, j)) : 0.0f;
   }
   const float v_x = row_leader ? __ldg(v_row + a.d_ssm + c_x) : 0.0f;
@@ -159,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
   const bool bc_state_writer = hd % a.hpg == 0 && rb == 0;
 #pragma unroll
   for (int q = 0; q < kMaxBCPerThread; ++q) {
-    const int j = threadIdx.x + q * kThreads;
+    const int j = threadIdx.x + q * THREADS;
     if (j < 2 * n) {
       const bool is_B = j < n;
       s_bc[j] = finish_conv<K>(a, bc[q], v_bc[q], is_B ? 1 : 2, is_B ? sB : sC, b, bc_channel(a, sg, j), bc_state_writer);
@@ -199,13 +205,24 @@ __global__ void __launch_bounds__(kThreads) decode_mixer_kernel(const MixerArgs 
   }
 }
 
-template <int VEC>
+template <int VEC, int THREADS>
 void launch_for_width(const DeviceLimits& dev, const MixerArgs& a, int K, dim3 grid, size_t smem,
                       cudaStream_t stream) {
+  const dim3 block(THREADS);
   switch (K) {
-    case 2: launch_dependent(dev, decode_mixer_kernel<VEC, 2>, grid, dim3(kThreads), smem, stream, a); break;
-    case 3: launch_dependent(dev, decode_mixer_kernel<VEC, 3>, grid, dim3(kThreads), smem, stream, a); break;
-    default: launch_dependent(dev, decode_mixer_kernel<VEC, 4>, grid, dim3(kThreads), smem, stream, a); break;
+    case 2: launch_dependent(dev, decode_mixer_kernel<VEC, 2, THREADS>, grid, block, smem, stream, a); break;
+    case 3: launch_dependent(dev, decode_mixer_kernel<VEC, 3, THREADS>, grid, block, smem, stream, a); break;
+    default: launch_dependent(dev, decode_mixer_kernel<VEC, 4, THREADS>, grid, block, smem, stream, a); break;
+  }
+}
+
+template <int VEC>
+void launch_for_batch(const DeviceLimits& dev, const MixerArgs& a, int K, dim3 grid, size_t smem,
+                      cudaStream_t stream, int threads) {
+  if (threads == 512) {
+    launch_for_width<VEC, 512>(dev, a, K, grid, smem, stream);
+  } else {
+    launch_for_width<VEC, 256>(dev, a, K, grid, smem, stream);
   }
 }
 
@@ -268,7 +285,8 @@ extern "C" int qmamba_decode_mixer(const qmamba_mixer_params* params, const qmam
   // Enough threads per row to cover it in one piece each when possible, at most a warp.
   a.tpr = 1;
   while (a.tpr < 32 && a.tpr * vec < n) a.tpr *= 2;
-  const int rows_per_block = kThreads / a.tpr;
+  const int threads = threads_for_batch(batch);
+  const int rows_per_block = threads / a.tpr;
   a.row_blocks = (a.headdim + rows_per_block - 1) / rows_per_block;
   const int64_t blocks = int64_t(a.nheads) * a.row_blocks;
   if (blocks > 0x7fffffff) return fail(QMAMBA_ERR_BAD_SIZE, "%s: nheads * headdim too large for one launch", where);
@@ -278,9 +296,9 @@ extern "C" int qmamba_decode_mixer(const qmamba_mixer_params* params, const qmam
   QMAMBA_TRY(device_limits(where, &dev));
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (vec8) {
-    launch_for_width<8>(dev, a, c.d_conv, grid, smem, s);
+    launch_for_batch<8>(dev, a, c.d_conv, grid, smem, s, threads);
   } else {
-    launch_for_width<1>(dev, a, c.d_conv, grid, smem, s);
+    launch_for_batch<1>(dev, a, c.d_conv, grid, smem, s, threads);
   }
   return check_launch(where);
 }
