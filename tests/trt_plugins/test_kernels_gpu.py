@@ -273,6 +273,8 @@ MIXER_CASES = {
     "130m-b8": (kc.LAYERS["130m"], 8),
     "K2-n64-g2": (kc.Shape(h=8, p=64, n=64, g=2, K=2), 2),
     "K3-headdim32-n16": (kc.Shape(h=16, p=32, n=16, g=4, K=3), 2),
+    # batch 1 runs 512-thread blocks: at d_state 16 a block spans 256 rows, 224 of them past headdim 32
+    "K3-headdim32-n16-b1": (kc.Shape(h=16, p=32, n=16, g=4, K=3), 1),
     "headdim128-n256": (kc.Shape(h=8, p=128, n=256, g=1), 1),
     "n40-bytewise": (kc.Shape(h=6, p=32, n=40, g=2, K=3), 2),
     "n48-idle-lanes": (kc.Shape(h=6, p=32, n=48, g=3, K=4), 5),
