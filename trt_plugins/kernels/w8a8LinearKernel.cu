@@ -269,29 +269,26 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
   __syncthreads();
 }
 
-// One activation row normed over one group (batch 1: in_proj's RMSNorm, out_proj's gated norm at
-// ngroups 1, the final norm): each thread keeps its words of x in registers from the sum of squares to
-// the quantization (one round trip to L2, not two), and its words of the norm weight, a constant cold
-// in L2, are loaded before the wait for x (load_norm_share), so that no load after the wait goes to DRAM.
-__device__ __forceinline__ void load_norm_share(const LinearArgs& a, float4 (&nw)[kQuantBatch]) {
+// This thread's words (threadIdx.x + b * blockDim.x) of a row of x or of the norm weight, zeros past the end.
+__device__ __forceinline__ void load_share(const LinearArgs& a, const float* row, float4 (&v)[kQuantBatch]) {
 #pragma unroll
   for (int b = 0; b < kQuantBatch; ++b) {
     const int w = threadIdx.x + b * blockDim.x;
-    nw[b] = w < a.words ? __ldg(reinterpret_cast<const float4*>(a.norm_weight) + w) : make_float4(0.f, 0.f, 0.f, 0.f);
+    v[b] = w < a.words ? __ldg(reinterpret_cast<const float4*>(row) + w) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 }
 
+// One activation row normed over one group (batch 1: in_proj's RMSNorm, out_proj's gated norm at
+// ngroups 1, the final norm): each thread keeps its words of x in registers from the sum of squares to
+// the quantization (one round trip to L2, not two), and its words of the norm weight `nw`, a constant cold
+// in L2, are loaded by the caller before the wait for x, so that no load after the wait goes to DRAM.
 __device__ void quantize_one_row(const LinearArgs& a, int64_t m0, int32_t* xs, float s_in, float inv_s,
                                  const float4 (&nw)[kQuantBatch]) {
   __shared__ float scratch[kMaxWarps][1];
   __shared__ float sum_sq;
   float4 xv[kQuantBatch];
   float part[1] = {0.0f};
-#pragma unroll
-  for (int b = 0; b < kQuantBatch; ++b) {
-    const int w = threadIdx.x + b * blockDim.x;
-    xv[b] = w < a.words ? __ldg(reinterpret_cast<const float4*>(a.x + m0 * a.K) + w) : make_float4(0.f, 0.f, 0.f, 0.f);
-  }
+  load_share(a, a.x + m0 * a.K, xv);
 #pragma unroll
   for (int b = 0; b < kQuantBatch; ++b) part[0] = add_squares(part[0], xv[b]);
   block_sums<1>(part, scratch, &sum_sq);
@@ -345,7 +342,7 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   const float s_in = __ldg(a.input_scale);
   const float inv_s = __fdiv_rn(1.0f, s_in);
   float4 nw[kQuantBatch];  // this thread's words of the norm weight (the one-row path)
-  if (MT == 1 && a.one_row) load_norm_share(a, nw);
+  if (MT == 1 && a.one_row) load_share(a, a.norm_weight, nw);
   pdl_launch_dependents();
   pdl_wait();
   // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
