@@ -2,7 +2,7 @@
 // compute capability 9.0): at decode a layer is a few short kernels, and the time between one kernel's
 // end and the next one's first loads was a large part of a step. A kernel launched this way may start
 // while the kernel before it still runs; it does only what depends on no earlier kernel (loads of
-// constant weights, prefetches of them into L2) before pdl_wait(), which returns once the kernels
+// constant weights) before pdl_wait(), which returns once the kernels
 // before it have finished and their writes are visible. Each kernel calls pdl_launch_dependents()
 // once it no longer needs its SM resources to itself, so that the next one's blocks can be placed.
 // Without support (older GPUs, QMAMBA_PDL=0, a refused launch) these are plain launches and no-ops.
@@ -26,14 +26,6 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-}
-
-// Prefetches the 128-byte lines of [p, p + bytes) into L2; lane `lane` of `lanes` takes every lanes-th line.
-__device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes, int lane, int lanes) {
-  const char* c = static_cast<const char*>(p);
-  for (size_t off = static_cast<size_t>(lane) * 128; off < bytes; off += static_cast<size_t>(lanes) * 128) {
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
-  }
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch where enabled.

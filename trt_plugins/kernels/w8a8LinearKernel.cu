@@ -11,9 +11,9 @@
 // kernel (the first version read 27 MB at under half the copy bandwidth on the H200).
 // The quantized activations sit in shared memory, packed 4 per word like the weights. Each block
 // quantizes the activation rows itself (a few KB read from L2) rather than a second kernel doing it
-// once: at batch 1 a launch costs more than the repeated work. Before that, the warp's rows are
-// prefetched into L2 and its first loads issued, and the kernel waits for the one that makes x only
-// then (launch.cuh), so memory is busy from the kernel's start.
+// once: at batch 1 a launch costs more than the repeated work. Before that, each warp issues its first
+// row's loads, and the kernel waits for the one that makes x only then (launch.cuh), so memory is busy
+// from the kernel's start.
 //
 // With norm_group the RMSNorm is taken over groups of that many channels (the gated norm of out_proj's
 // input, whose weight and rms fold in here the same way).
@@ -328,21 +328,23 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   const int stride = gridDim.x * warps;
   const int units = (first < a.N ? (a.N - 1 - first) / stride + 1 : 0) * a.segs;
 
-  // The weights depend on no earlier kernel: this warp's rows go to L2 and its first loads are issued
-  // before waiting for the kernel that makes x.
-  for (int n = first; n < a.N; n += stride) {
-    prefetch_l2(a.weight + static_cast<int64_t>(n) * a.words, static_cast<size_t>(a.words) * 4, lane, 32);
-  }
+  // Before waiting for the kernel that makes x, what depends on no earlier kernel, in the order the work
+  // after the wait needs it: input_scale and the norm weight (the activation pass), then this warp's first
+  // row (its out_scale and first loads). A small load issued behind the weights waits for them: on the
+  // H200 the blocks left the wait up to 3.3 us apart when input_scale (whose reciprocal is taken before
+  // the wait) came after the weights and their prefetch into L2. Without that prefetch (each warp's rows
+  // requested into L2 at its start) the linears are faster still: in_proj alone 9.4 us against 10.6
+  // (docs/kernels.md).
+  const float s_in = __ldg(a.input_scale);
+  float4 nw[kQuantBatch];  // this thread's words of the norm weight (the one-row path)
+  if (MT == 1 && a.one_row) load_share(a, a.norm_weight, nw);
   int w[CPL][VEC];
   float scale = 0.0f;  // out_scale of the row in progress: a constant, loaded with the row's first unit
   if (units > 0) {
-    load_unit<VEC, CPL>(a, first, 0, lane, w);
     scale = __ldg(a.out_scale + first);
+    load_unit<VEC, CPL>(a, first, 0, lane, w);
   }
-  const float s_in = __ldg(a.input_scale);
   const float inv_s = __fdiv_rn(1.0f, s_in);
-  float4 nw[kQuantBatch];  // this thread's words of the norm weight (the one-row path)
-  if (MT == 1 && a.one_row) load_share(a, a.norm_weight, nw);
   pdl_launch_dependents();
   pdl_wait();
   // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
