@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the CUDA kernels on a GPU machine; logs go to $OUT (default ./out).
 #
-#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|profile-source|bench|bench-quick|bench-decode|bench-step|read-bound|script] ...
+#   bash scripts/device_kernels.sh [all|test|sanitize|memcheck|profile|profile-decode|profile-source|bench|bench-quick|bench-decode|bench-step|read-bound|timeline|script] ...
 #
 # Builds the kernels with plain CMake (sm_90 only, for speed; the device image has no
 # scikit-build-core for `pip install .`), points QMAMBA_KERNELS_LIB at the library, and makes
@@ -109,6 +109,19 @@ for r in csv.DictReader(open(sys.argv[1])):
       timeout 120 python benchmarks/bench_read_bound.py --json "$OUT/read_bound.json" 2>&1 | tee "$OUT/read_bound.log" || rc=1 ;;
     bench-quick)
       timeout 240 python benchmarks/bench_kernels.py --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
+    timeline)
+      # Where a decode step's time goes between kernels: per-block timestamps (scripts/step_timeline.py) from
+      # a second build of the kernels with QMAMBA_TIMELINE; QMAMBA_TIMELINE_ARGS: more arguments.
+      if ! { cmake -S . -B build/device-timeline -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+               -DQMAMBA_TIMELINE=ON && cmake --build build/device-timeline --target qmamba_kernels -j 16; } \
+           > "$OUT/build_timeline.log" 2>&1; then
+        tail -40 "$OUT/build_timeline.log"; rc=1
+      else
+        # shellcheck disable=SC2086  # QMAMBA_TIMELINE_ARGS: split on spaces
+        QMAMBA_KERNELS_LIB=$PWD/build/device-timeline/trt_plugins/libqmamba_kernels.so timeout 120 \
+          python scripts/step_timeline.py ${QMAMBA_TIMELINE_ARGS:-} --json "$OUT/timeline.json" 2>&1 \
+          | tee "$OUT/timeline.log" || rc=1
+      fi ;;
     script)
       # QMAMBA_STEP_SCRIPT: a script of measurements run with this build (an experiment's variants).
       bash "$QMAMBA_STEP_SCRIPT" 2>&1 | tee "$OUT/script.log" || rc=1 ;;

@@ -18,6 +18,9 @@
 #include "convMath.cuh"
 #include "launch.cuh"
 #include "ssdDecodeStep.cuh"
+#include "timeline.cuh"
+
+QMAMBA_TIMELINE_STORAGE(mixer)
 
 namespace qmamba {
 namespace {
@@ -103,6 +106,7 @@ __device__ __forceinline__ int bc_channel(const MixerArgs& a, int sg, int j) {
 template <int VEC, int K, int THREADS>
 __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a) {
   constexpr int kMaxBCPerThread = max_bc_per_thread<THREADS>();
+  TL_BEGIN
   extern __shared__ __align__(16) int8_t s_bc[];  // [2 * d_state]: B, then C of this head's SSD group
   __shared__ int8_t s_xq[THREADS];                // x of this block's rows
   __shared__ float s_dt;
@@ -148,6 +152,7 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
   const float A = -expf(__ldg(a.A_log + hd)), Dh = __ldg(a.D + hd);
   pdl_launch_dependents();
   pdl_wait();
+  TL_WAIT
 
   // in_proj's values this block needs, loaded together.
   float v_bc[kMaxBCPerThread];
@@ -203,6 +208,7 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
     const float sig = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-z)));
     a.gated[b * a.d_ssm + c_x] = __fmul_rn(yv, __fmul_rn(z, sig));
   }
+  TL_END(1u, a.nheads)
 }
 
 template <int VEC, int THREADS>

@@ -31,6 +31,9 @@
 #include "checks.h"
 #include "common.cuh"
 #include "launch.cuh"
+#include "timeline.cuh"
+
+QMAMBA_TIMELINE_STORAGE(linear)
 
 namespace qmamba {
 namespace {
@@ -320,6 +323,7 @@ __device__ __forceinline__ float residual_of(const LinearArgs& a, int64_t m0, in
 
 template <int MT, int VEC, int CPL>
 __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kernel(LinearArgs a) {
+  TL_BEGIN
   extern __shared__ __align__(16) int32_t xs[];  // [MT][words]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
@@ -347,6 +351,7 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   const float inv_s = __fdiv_rn(1.0f, s_in);
   pdl_launch_dependents();
   pdl_wait();
+  TL_WAIT
   // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
   // tail then waits on memory between its reduction and its store.
   float res = units > 0 ? residual_of<MT>(a, m0, lane, first) : 0.0f;
@@ -407,6 +412,7 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
 #pragma unroll
       for (int v = 0; v < VEC; ++v) w[u][v] = next[u][v];
   }
+  TL_END(0u, a.N)
 }
 
 template <int MT, int VEC, int CPL>

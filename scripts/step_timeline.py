@@ -1,0 +1,177 @@
+"""Where a decode step's time goes between kernels: per-block timestamps of qmamba's decode kernels.
+
+Needs libqmamba_kernels built with the CMake option QMAMBA_TIMELINE (trt_plugins/kernels/timeline.cuh): each
+block of QmambaW8A8Linear and QmambaDecodeMixer records its SM and the %globaltimer when it started, when it left
+pdl_wait() and when its last warp finished. Builds the step of benchmarks/bench_decode_step.py (2.7b widths,
+8 layers + lm_head), replays its CUDA graph and prints, per kernel of a layer, the first and last block's start,
+wait return and end in microseconds from in_proj's first wait return (medians over the middle layers and the
+replays), the blocks, the SMs they ran on, the most blocks one SM held, and how many blocks started before the
+kernel ahead of them had ended (placed early by programmatic dependent launch). `scripts/device_kernels.sh
+timeline` builds the library and runs this.
+
+    QMAMBA_KERNELS_LIB=.../libqmamba_kernels.so python scripts/step_timeline.py [--batch 1] [--replays 5]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import pathlib
+import statistics
+import sys
+
+import numpy as np
+
+# timeline.cuh's TimelineRecord
+RECORD = np.dtype([("kind", "<u4"), ("block", "<u4"), ("sm", "<u4"), ("n", "<u4"),
+                   ("start", "<u8"), ("wait", "<u8"), ("end", "<u8")])
+KIND_LINEAR, KIND_MIXER = 0, 1
+CAPACITY = 1 << 17  # timeline.cuh's kTimelineCap
+LAUNCH_GAP_NS = 3000  # wait returns of one launch lie within ~1 us; launches of one kind are >10 us apart
+
+
+def read_records(lib) -> np.ndarray:
+    """All records of both translation units since the last read (the read clears them)."""
+    parts = []
+    for name in ("qmamba_timeline_linear", "qmamba_timeline_mixer"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        buf = np.zeros(CAPACITY, RECORD)
+        count = fn(buf.ctypes.data_as(ctypes.c_void_p), CAPACITY)
+        if count < 0:
+            raise RuntimeError(f"{name}: copying the records failed")
+        parts.append(buf[:count])
+    return np.concatenate(parts)
+
+
+def split_launches(rec: np.ndarray, kind: int, n: int | None = None) -> list[np.ndarray]:
+    """The records of one kernel kind (linears: of output width n), one array per launch, in launch order:
+    sorted by wait return and cut where it jumps by more than LAUNCH_GAP_NS."""
+    sel = rec[(rec["kind"] == kind) & ((rec["n"] == n) if n is not None else True)]
+    if len(sel) == 0:
+        return []
+    sel = sel[np.argsort(sel["wait"], kind="stable")]
+    cuts = np.nonzero(np.diff(sel["wait"].astype(np.int64)) > LAUNCH_GAP_NS)[0] + 1
+    return np.split(sel, cuts)
+
+
+def summarize(launch: np.ndarray, t0: int, before_end: int | None) -> dict:
+    """First/last start, wait return and end of one launch in us from t0; blocks, SMs, most blocks on one SM,
+    and the blocks that started before `before_end` (the last end of the kernel ahead of it)."""
+    def span(field: str) -> tuple[float, float]:
+        v = launch[field].astype(np.int64) - t0
+        return float(v.min()) / 1e3, float(v.max()) / 1e3
+    early = int((launch["start"].astype(np.int64) < before_end).sum()) if before_end is not None else 0
+    return dict(start=span("start"), wait=span("wait"), end=span("end"), blocks=len(launch),
+                sms=len(np.unique(launch["sm"])), most_on_one_sm=int(np.bincount(launch["sm"]).max()), early=early)
+
+
+def layer_rows(rec: np.ndarray, layers: int, n_in: int, n_out: int, n_head: int) -> dict | None:
+    """{(layer, kernel): summary} of one replay (kernel: in_proj, mixer, out_proj, next = the next layer's
+    in_proj or lm_head), times from the layer's in_proj's first wait return; None where the launches do not
+    group into the step's sequence."""
+    ins, mixers, outs = (split_launches(rec, KIND_LINEAR, n_in), split_launches(rec, KIND_MIXER),
+                         split_launches(rec, KIND_LINEAR, n_out))
+    head = split_launches(rec, KIND_LINEAR, n_head)
+    if not (len(ins) == len(mixers) == len(outs) == layers and len(head) == 1):
+        return None
+    rows = {}
+    for li in range(layers):
+        t0 = int(ins[li]["wait"].min())
+        ahead = outs[li - 1] if li else None
+        nxt = ins[li + 1] if li + 1 < layers else head[0]
+        for name, launch in (("in_proj", ins[li]), ("mixer", mixers[li]), ("out_proj", outs[li]), ("next", nxt)):
+            rows[(li, name)] = summarize(launch, t0, int(ahead["end"].max()) if ahead is not None else None)
+            ahead = launch
+    return rows
+
+
+def median_table(replays: list[dict], layers: range) -> dict:
+    """Per kernel: each field's median over the given layers and all replays."""
+    table = {}
+    for name in ("in_proj", "mixer", "out_proj", "next"):
+        items = [r[(li, name)] for r in replays for li in layers]
+        table[name] = {k: [statistics.median(x[k][i] for x in items) for i in (0, 1)] for k in ("start", "wait", "end")}
+        table[name].update(blocks=items[0]["blocks"], sms=statistics.median(x["sms"] for x in items),
+                           most_on_one_sm=max(x["most_on_one_sm"] for x in items),
+                           early=statistics.median(x["early"] for x in items))
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--replays", type=int, default=5)
+    ap.add_argument("--json", help="write the table here")
+    args = ap.parse_args()
+    import torch
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_decode_step as bds
+
+    from qmamba.runtime import kernels
+
+    lib_path = os.environ.get("QMAMBA_KERNELS_LIB")
+    if not lib_path:
+        raise SystemExit("step_timeline: set QMAMBA_KERNELS_LIB to a library built with QMAMBA_TIMELINE")
+    lib = ctypes.CDLL(lib_path)
+    if not hasattr(lib, "qmamba_timeline_linear"):
+        raise SystemExit(f"step_timeline: {lib_path} was not built with QMAMBA_TIMELINE (cmake -DQMAMBA_TIMELINE=ON)")
+    s = bds.SHAPE
+    n_in = 2 * s.d_ssm + 2 * s.g * s.n + s.h
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    layers = bds.model(args.layers, args.batch, gen)
+    lm_head = bds.linear_weights(bds.VOCAB, bds.D_MODEL, gen, True)
+    h = torch.randn(args.batch, 1, bds.D_MODEL, device="cuda")
+    calls = []
+    for lay in layers:
+        zx = torch.empty(args.batch, 1, n_in, device="cuda")
+        res = torch.empty(args.batch, 1, bds.D_MODEL, device="cuda")
+        a, b, c, h = bds.layer_launches(lay, h, zx, res)
+        calls += [a, b, c]
+    calls.append(kernels.w8a8_linear_launcher(h, **lm_head)[0])
+    for c in calls:
+        c()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for c in calls:
+            c()
+    for _ in range(5):
+        graph.replay()
+    torch.cuda.synchronize()
+    read_records(lib)
+    replays, steps = [], []
+    for _ in range(args.replays):
+        graph.replay()
+        torch.cuda.synchronize()
+        rec = read_records(lib)
+        rows = layer_rows(rec, args.layers, n_in, bds.D_MODEL, bds.VOCAB)
+        if rows is None:
+            print("step_timeline: a replay's launches did not group into the step's sequence; skipped")
+            continue
+        replays.append(rows)
+        steps.append((int(rec["end"].max()) - int(rec["start"].min())) / 1e3)
+    if not replays:
+        raise SystemExit("step_timeline: no replay could be read")
+    middle = range(1, args.layers - 1) if args.layers > 2 else range(args.layers)
+    table = median_table(replays, middle)
+    print(f"{torch.cuda.get_device_name()}: batch {args.batch}, {args.layers} layers; first block start to last end "
+          f"of a replay {statistics.median(steps):.1f} us (median of {len(steps)}; timestamps cost a little)")
+    print(f"per layer, us from in_proj's first wait return (medians over layers {middle.start}..{middle.stop - 1}):")
+    print(f"{'kernel':9} {'start first/last':>17} {'wait first/last':>17} {'end first/last':>17}  blocks  SMs  "
+          "most/SM  early")
+    for name, t in table.items():
+        print(f"{name:9} {t['start'][0]:8.2f} {t['start'][1]:8.2f} {t['wait'][0]:8.2f} {t['wait'][1]:8.2f} "
+              f"{t['end'][0]:8.2f} {t['end'][1]:8.2f}  {t['blocks']:6d} {t['sms']:4.0f} {t['most_on_one_sm']:8d} "
+              f"{t['early']:6.0f}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"batch": args.batch, "layers": args.layers,
+                                                       "step_us": steps, "table": table}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""scripts/step_timeline.py on records in the layout of timeline.cuh's TimelineRecord (no GPU): launches
+grouped in step order, spans from the layer's in_proj, early placement, and the medians over layers."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+N_IN, N_OUT, N_HEAD = 100, 50, 7
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("step_timeline", ROOT / "scripts" / "step_timeline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _step(mod, layers: int) -> np.ndarray:
+    """A step whose layer l starts at 20 us * l (ns below): in_proj 3 blocks (SMs 0, 1, 2), the mixer 3
+    blocks (two on SM 0, one of them placed before in_proj ended), out_proj 2 blocks, then lm_head."""
+    rows = []
+    for li in range(layers):
+        t = 1_000_000 + 20_000 * li
+        rows += [(0, b, b, N_IN, t - 2_000 + 100 * b, t + 50 * b, t + 8_000 + 200 * b) for b in range(3)]
+        rows += [(1, 0, 0, 80, t + 7_900, t + 9_500, t + 12_000), (1, 1, 0, 80, t + 8_500, t + 9_600, t + 12_500),
+                 (1, 2, 1, 80, t + 8_600, t + 10_000, t + 13_000)]
+        rows += [(0, b, b, N_OUT, t + 11_000, t + 14_000 + 100 * b, t + 18_000 + 100 * b) for b in range(2)]
+    t = 1_000_000 + 20_000 * layers
+    rows.append((0, 0, 0, N_HEAD, t - 1_000, t, t + 3_000))
+    rec = np.array(rows, dtype=mod.RECORD)
+    return rec[np.random.default_rng(0).permutation(len(rec))]  # the read order is the blocks' finish order
+
+
+def test_launches_group_in_step_order_with_spans_from_in_proj():
+    mod = _module()
+    rows = mod.layer_rows(_step(mod, 3), 3, N_IN, N_OUT, N_HEAD)
+    assert rows is not None
+    inp, mix, out, nxt = (rows[(1, k)] for k in ("in_proj", "mixer", "out_proj", "next"))
+    assert inp["start"] == (-2.0, -1.8) and inp["wait"] == (0.0, 0.1) and inp["end"] == (8.0, 8.4)
+    # layer 0's out_proj ended at 18.1 us: of in_proj's starts (18.0, 18.1, 18.2) only the first was earlier
+    assert (inp["blocks"], inp["sms"], inp["most_on_one_sm"], inp["early"]) == (3, 3, 1, 1)
+    assert mix["wait"] == (9.5, 10.0) and mix["end"] == (12.0, 13.0)
+    assert (mix["blocks"], mix["sms"], mix["most_on_one_sm"], mix["early"]) == (3, 2, 2, 1)
+    assert out["end"] == (18.0, 18.1) and out["early"] == 2
+    assert nxt["wait"] == (20.0, 20.1)
+    assert rows[(0, "in_proj")]["early"] == 0  # nothing ran ahead of the first layer
+    assert rows[(2, "next")]["blocks"] == 1  # lm_head after the last layer
+
+
+def test_a_replay_that_does_not_group_is_refused():
+    mod = _module()
+    rec = _step(mod, 3)
+    assert mod.layer_rows(rec, 4, N_IN, N_OUT, N_HEAD) is None  # three layers' launches, four asked
+    assert mod.layer_rows(rec[rec["n"] != N_HEAD], 3, N_IN, N_OUT, N_HEAD) is None  # no lm_head
+
+
+def test_medians_over_layers_and_replays():
+    mod = _module()
+    replays = [mod.layer_rows(_step(mod, 4), 4, N_IN, N_OUT, N_HEAD) for _ in range(2)]
+    table = mod.median_table(replays, range(1, 3))
+    assert table["mixer"]["wait"] == pytest.approx([9.5, 10.0])
+    assert table["out_proj"]["start"] == pytest.approx([11.0, 11.0])
+    assert table["mixer"]["most_on_one_sm"] == 2 and table["in_proj"]["blocks"] == 3

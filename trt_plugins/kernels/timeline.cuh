@@ -1,0 +1,80 @@
+// Per-block timestamps of the decode kernels (QmambaW8A8Linear, QmambaDecodeMixer), compiled in only with
+// -DQMAMBA_TIMELINE (CMake option QMAMBA_TIMELINE; `scripts/device_kernels.sh timeline`). Each block records
+// its SM and the %globaltimer at its first instruction, when it left pdl_wait() and when its last warp
+// finished: where a decode step's time goes between kernels, which no profiler shows (Nsight Compute
+// serializes the kernels; Nsight Systems sees launches, not blocks). qmamba_timeline_linear() and
+// qmamba_timeline_mixer() copy a translation unit's records to the host and clear them
+// (scripts/step_timeline.py reads them). Without QMAMBA_TIMELINE the macros are empty and the kernels'
+// code is the same instruction for instruction.
+#pragma once
+
+#ifdef QMAMBA_TIMELINE
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace qmamba {
+struct TimelineRecord {
+  uint32_t kind, block, sm, n;
+  unsigned long long start, wait, end;
+};
+constexpr unsigned kTimelineCap = 1u << 17;
+
+__device__ __forceinline__ unsigned long long tl_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ uint32_t tl_sm() {
+  uint32_t s;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+  return s;
+}
+}  // namespace qmamba
+
+#define QMAMBA_TIMELINE_STORAGE(tu)                                                              \
+  static __device__ qmamba::TimelineRecord g_tl[qmamba::kTimelineCap];                          \
+  static __device__ unsigned g_tl_count;                                                         \
+  extern "C" int qmamba_timeline_##tu(void* dst, int cap) {                                      \
+    unsigned n = 0;                                                                              \
+    if (cudaMemcpyFromSymbol(&n, g_tl_count, sizeof n) != cudaSuccess) return -1;                \
+    if (n > qmamba::kTimelineCap) n = qmamba::kTimelineCap;                                      \
+    if (static_cast<int>(n) > cap) n = static_cast<unsigned>(cap);                               \
+    if (dst && n && cudaMemcpyFromSymbol(dst, g_tl, n * sizeof(qmamba::TimelineRecord)) != cudaSuccess) \
+      return -1;                                                                                 \
+    const unsigned zero = 0;                                                                     \
+    cudaMemcpyToSymbol(g_tl_count, &zero, sizeof zero);                                          \
+    return static_cast<int>(n);                                                                  \
+  }
+
+// In a kernel: TL_BEGIN first (before any __syncthreads), TL_WAIT after pdl_wait(), TL_END(kind, n) where
+// each warp finishes (all warps must reach it; the last one writes the record).
+#define TL_BEGIN                                                                                 \
+  __shared__ unsigned long long tl_start_s, tl_wait_s, tl_end_s;                                 \
+  __shared__ unsigned tl_done_s;                                                                 \
+  if (threadIdx.x == 0) {                                                                        \
+    tl_start_s = qmamba::tl_now();                                                               \
+    tl_end_s = 0;                                                                                \
+    tl_done_s = 0;                                                                               \
+  }
+#define TL_WAIT                                                                                  \
+  if (threadIdx.x == 0) tl_wait_s = qmamba::tl_now();
+#define TL_END(kind_, n_)                                                                        \
+  __syncwarp();                                                                                  \
+  if ((threadIdx.x & 31) == 0) {                                                                 \
+    atomicMax(&tl_end_s, qmamba::tl_now());                                                      \
+    __threadfence_block();                                                                       \
+    if (atomicAdd(&tl_done_s, 1u) == blockDim.x / 32 - 1) {                                      \
+      const unsigned i = atomicAdd(&g_tl_count, 1u);                                             \
+      if (i < qmamba::kTimelineCap) {                                                            \
+        g_tl[i] = qmamba::TimelineRecord{(kind_), blockIdx.x + 65536u * blockIdx.y, qmamba::tl_sm(), \
+                                         static_cast<uint32_t>(n_), tl_start_s, tl_wait_s,       \
+                                         atomicAdd(&tl_end_s, 0ull)};                            \
+      }                                                                                          \
+    }                                                                                            \
+  }
+#else
+#define QMAMBA_TIMELINE_STORAGE(tu)
+#define TL_BEGIN
+#define TL_WAIT
+#define TL_END(kind_, n_)
+#endif
