@@ -6,7 +6,8 @@ pdl_wait() and when its last warp finished. Builds the step of benchmarks/bench_
 8 layers + lm_head), replays its CUDA graph and prints, per kernel of a layer, the first and last block's start,
 wait return and end in microseconds from in_proj's first wait return (medians over the middle layers and the
 replays), the blocks, the SMs they ran on, the most blocks one SM held, and how many blocks started before the
-kernel ahead of them had ended (placed early by programmatic dependent launch). `scripts/device_kernels.sh
+kernel ahead of them had ended (placed early by programmatic dependent launch); then, from each block's start,
+when its thread 0 left the wait and reached the kernel's marks (MARKS: when a value it waited for arrived). `scripts/device_kernels.sh
 timeline` builds the library and runs this.
 
     QMAMBA_KERNELS_LIB=.../libqmamba_kernels.so python scripts/step_timeline.py [--batch 1] [--replays 5]
@@ -25,7 +26,11 @@ import numpy as np
 
 # timeline.cuh's TimelineRecord
 RECORD = np.dtype([("kind", "<u4"), ("block", "<u4"), ("sm", "<u4"), ("n", "<u4"),
-                   ("start", "<u8"), ("wait", "<u8"), ("end", "<u8")])
+                   ("start", "<u8"), ("wait", "<u8"), ("end", "<u8"), ("mark", "<u8", (6,))])
+# What each kernel's thread 0 marks (TL_MARK_AFTER in the kernels), in order
+MARKS = {"linear": ("input_scale arrived", "activation quantized"),
+         "mixer": ("head ranges arrived", "dim ranges arrived", "scales + head constants arrived",
+                   "in_proj's values arrived", "conv outputs + dt done")}
 KIND_LINEAR, KIND_MIXER = 0, 1
 CAPACITY = 1 << 17  # timeline.cuh's kTimelineCap
 LAUNCH_GAP_NS = 3000  # wait returns of one launch lie within ~1 us; launches of one kind are >10 us apart
@@ -63,8 +68,16 @@ def summarize(launch: np.ndarray, t0: int, before_end: int | None) -> dict:
         v = launch[field].astype(np.int64) - t0
         return float(v.min()) / 1e3, float(v.max()) / 1e3
     early = int((launch["start"].astype(np.int64) < before_end).sum()) if before_end is not None else 0
+    marks = []  # per mark: µs from the block's start (median over the blocks that reached it), or None
+    for m in range(launch["mark"].shape[1]):
+        at = launch["mark"][:, m].astype(np.int64)
+        reached = at > 0
+        marks.append(float(np.median(at[reached] - launch["start"][reached].astype(np.int64))) / 1e3
+                     if reached.any() else None)
     return dict(start=span("start"), wait=span("wait"), end=span("end"), blocks=len(launch),
-                sms=len(np.unique(launch["sm"])), most_on_one_sm=int(np.bincount(launch["sm"]).max()), early=early)
+                sms=len(np.unique(launch["sm"])), most_on_one_sm=int(np.bincount(launch["sm"]).max()), early=early,
+                marks=marks, wait_after_start=float(np.median(launch["wait"].astype(np.int64)
+                                                               - launch["start"].astype(np.int64))) / 1e3)
 
 
 def layer_rows(rec: np.ndarray, layers: int, n_in: int, n_out: int, n_head: int) -> dict | None:
@@ -95,7 +108,11 @@ def median_table(replays: list[dict], layers: range) -> dict:
         table[name] = {k: [statistics.median(x[k][i] for x in items) for i in (0, 1)] for k in ("start", "wait", "end")}
         table[name].update(blocks=items[0]["blocks"], sms=statistics.median(x["sms"] for x in items),
                            most_on_one_sm=max(x["most_on_one_sm"] for x in items),
-                           early=statistics.median(x["early"] for x in items))
+                           early=statistics.median(x["early"] for x in items),
+                           wait_after_start=statistics.median(x["wait_after_start"] for x in items),
+                           marks=[statistics.median(x["marks"][m] for x in items)
+                                  if all(x["marks"][m] is not None for x in items) else None
+                                  for m in range(len(items[0]["marks"]))])
     return table
 
 
@@ -167,6 +184,11 @@ def main() -> int:
         print(f"{name:9} {t['start'][0]:8.2f} {t['start'][1]:8.2f} {t['wait'][0]:8.2f} {t['wait'][1]:8.2f} "
               f"{t['end'][0]:8.2f} {t['end'][1]:8.2f}  {t['blocks']:6d} {t['sms']:4.0f} {t['most_on_one_sm']:8d} "
               f"{t['early']:6.0f}")
+    print("thread 0's marks, us from its block's start (median over blocks, then over layers and replays):")
+    for name, t in table.items():
+        labels = MARKS["mixer" if name == "mixer" else "linear"]
+        marks = [f"{label} {v:.2f}" for label, v in zip(labels, t["marks"]) if v is not None]
+        print(f"  {name:9} left the wait {t['wait_after_start']:.2f}; " + "; ".join(marks))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"batch": args.batch, "layers": args.layers,
                                                        "step_us": steps, "table": table}, indent=2))

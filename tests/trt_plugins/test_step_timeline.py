@@ -23,14 +23,20 @@ def _step(mod, layers: int) -> np.ndarray:
     """A step whose layer l starts at 20 us * l (ns below): in_proj 3 blocks (SMs 0, 1, 2), the mixer 3
     blocks (two on SM 0, one of them placed before in_proj ended), out_proj 2 blocks, then lm_head."""
     rows = []
+
+    def marks(start: int, *after: int) -> list[int]:  # marks `after` ns from the block's start; 0: not reached
+        return [start + a for a in after] + [0] * (6 - len(after))
     for li in range(layers):
         t = 1_000_000 + 20_000 * li
-        rows += [(0, b, b, N_IN, t - 2_000 + 100 * b, t + 50 * b, t + 8_000 + 200 * b) for b in range(3)]
-        rows += [(1, 0, 0, 80, t + 7_900, t + 9_500, t + 12_000), (1, 1, 0, 80, t + 8_500, t + 9_600, t + 12_500),
-                 (1, 2, 1, 80, t + 8_600, t + 10_000, t + 13_000)]
-        rows += [(0, b, b, N_OUT, t + 11_000, t + 14_000 + 100 * b, t + 18_000 + 100 * b) for b in range(2)]
+        rows += [(0, b, b, N_IN, t - 2_000 + 100 * b, t + 50 * b, t + 8_000 + 200 * b,
+                  marks(t - 2_000 + 100 * b, 1_000, 3_000 + 100 * b)) for b in range(3)]
+        rows += [(1, 0, 0, 80, t + 7_900, t + 9_500, t + 12_000, marks(t + 7_900, 500, 900, 1_300, 2_000, 2_500)),
+                 (1, 1, 0, 80, t + 8_500, t + 9_600, t + 12_500, marks(t + 8_500, 600, 1_000, 1_400, 1_500, 2_000)),
+                 (1, 2, 1, 80, t + 8_600, t + 10_000, t + 13_000, marks(t + 8_600, 700, 1_100, 1_500, 2_000, 2_600))]
+        rows += [(0, b, b, N_OUT, t + 11_000, t + 14_000 + 100 * b, t + 18_000 + 100 * b, marks(0))
+                 for b in range(2)]
     t = 1_000_000 + 20_000 * layers
-    rows.append((0, 0, 0, N_HEAD, t - 1_000, t, t + 3_000))
+    rows.append((0, 0, 0, N_HEAD, t - 1_000, t, t + 3_000, marks(0)))
     rec = np.array(rows, dtype=mod.RECORD)
     return rec[np.random.default_rng(0).permutation(len(rec))]  # the read order is the blocks' finish order
 
@@ -44,6 +50,9 @@ def test_launches_group_in_step_order_with_spans_from_in_proj():
     # layer 0's out_proj ended at 18.1 us: of in_proj's starts (18.0, 18.1, 18.2) only the first was earlier
     assert (inp["blocks"], inp["sms"], inp["most_on_one_sm"], inp["early"]) == (3, 3, 1, 1)
     assert mix["wait"] == (9.5, 10.0) and mix["end"] == (12.0, 13.0)
+    assert mix["marks"] == [0.6, 1.0, 1.4, 2.0, 2.5, None]  # medians over the blocks, from each block's start
+    assert mix["wait_after_start"] == pytest.approx(1.4)  # 1.6, 1.1, 1.4
+    assert inp["marks"][:3] == [1.0, 3.1, None] and out["marks"] == [None] * 6
     assert (mix["blocks"], mix["sms"], mix["most_on_one_sm"], mix["early"]) == (3, 2, 2, 1)
     assert out["end"] == (18.0, 18.1) and out["early"] == 2
     assert nxt["wait"] == (20.0, 20.1)
@@ -65,3 +74,4 @@ def test_medians_over_layers_and_replays():
     assert table["mixer"]["wait"] == pytest.approx([9.5, 10.0])
     assert table["out_proj"]["start"] == pytest.approx([11.0, 11.0])
     assert table["mixer"]["most_on_one_sm"] == 2 and table["in_proj"]["blocks"] == 3
+    assert table["mixer"]["marks"][:2] == pytest.approx([0.6, 1.0]) and table["out_proj"]["marks"][0] is None

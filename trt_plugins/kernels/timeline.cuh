@@ -1,7 +1,8 @@
 // Per-block timestamps of the decode kernels (QmambaW8A8Linear, QmambaDecodeMixer), compiled in only with
 // -DQMAMBA_TIMELINE (CMake option QMAMBA_TIMELINE; `scripts/device_kernels.sh timeline`). Each block records
-// its SM and the %globaltimer at its first instruction, when it left pdl_wait() and when its last warp
-// finished: where a decode step's time goes between kernels, which no profiler shows (Nsight Compute
+// its SM and the %globaltimer at its first instruction, when it left pdl_wait(), when its last warp
+// finished, and up to six marks of its thread 0 in between (TL_MARK_AFTER: when a value that thread waited
+// for had arrived): where a decode step's time goes between kernels, which no profiler shows (Nsight Compute
 // serializes the kernels; Nsight Systems sees launches, not blocks). qmamba_timeline_linear() and
 // qmamba_timeline_mixer() copy a translation unit's records to the host and clear them
 // (scripts/step_timeline.py reads them). Without QMAMBA_TIMELINE the macros are empty and the kernels'
@@ -16,12 +17,15 @@ namespace qmamba {
 struct TimelineRecord {
   uint32_t kind, block, sm, n;
   unsigned long long start, wait, end;
+  unsigned long long mark[6];  // 0: not reached
 };
+constexpr int kTimelineMarks = 6;
 constexpr unsigned kTimelineCap = 1u << 17;
 
+// The "memory" clobber keeps the read in program order with the loads and stores around it.
 __device__ __forceinline__ unsigned long long tl_now() {
   unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
   return t;
 }
 __device__ __forceinline__ uint32_t tl_sm() {
@@ -46,18 +50,27 @@ __device__ __forceinline__ uint32_t tl_sm() {
     return static_cast<int>(n);                                                                  \
   }
 
-// In a kernel: TL_BEGIN first (before any __syncthreads), TL_WAIT after pdl_wait(), TL_END(kind, n) where
-// each warp finishes (all warps must reach it; the last one writes the record).
+// In a kernel: TL_BEGIN first (before any __syncthreads), TL_WAIT after pdl_wait(), TL_MARK_AFTER(i, v) where
+// thread 0 has v, TL_END(kind, n) where each warp finishes (all warps must reach it; the last one writes the
+// record).
 #define TL_BEGIN                                                                                 \
-  __shared__ unsigned long long tl_start_s, tl_wait_s, tl_end_s;                                 \
+  __shared__ unsigned long long tl_start_s, tl_wait_s, tl_end_s, tl_mark_s[qmamba::kTimelineMarks]; \
   __shared__ unsigned tl_done_s;                                                                 \
+  __shared__ float tl_sink_s;                                                                    \
   if (threadIdx.x == 0) {                                                                        \
     tl_start_s = qmamba::tl_now();                                                               \
     tl_end_s = 0;                                                                                \
     tl_done_s = 0;                                                                               \
+    for (int m = 0; m < qmamba::kTimelineMarks; ++m) tl_mark_s[m] = 0;                           \
   }
 #define TL_WAIT                                                                                  \
   if (threadIdx.x == 0) tl_wait_s = qmamba::tl_now();
+// Mark i of thread 0 once float v (a loaded value or one computed from it) is there: storing v waits for it.
+#define TL_MARK_AFTER(i, v)                                                                      \
+  if (threadIdx.x == 0) {                                                                        \
+    tl_sink_s = (v);                                                                             \
+    tl_mark_s[i] = qmamba::tl_now();                                                             \
+  }
 #define TL_END(kind_, n_)                                                                        \
   __syncwarp();                                                                                  \
   if ((threadIdx.x & 31) == 0) {                                                                 \
@@ -66,9 +79,11 @@ __device__ __forceinline__ uint32_t tl_sm() {
     if (atomicAdd(&tl_done_s, 1u) == blockDim.x / 32 - 1) {                                      \
       const unsigned i = atomicAdd(&g_tl_count, 1u);                                             \
       if (i < qmamba::kTimelineCap) {                                                            \
-        g_tl[i] = qmamba::TimelineRecord{(kind_), blockIdx.x + 65536u * blockIdx.y, qmamba::tl_sm(), \
-                                         static_cast<uint32_t>(n_), tl_start_s, tl_wait_s,       \
-                                         atomicAdd(&tl_end_s, 0ull)};                            \
+        qmamba::TimelineRecord r{(kind_), blockIdx.x + 65536u * blockIdx.y, qmamba::tl_sm(),     \
+                                 static_cast<uint32_t>(n_), tl_start_s, tl_wait_s,               \
+                                 atomicAdd(&tl_end_s, 0ull), {}};                                \
+        for (int m = 0; m < qmamba::kTimelineMarks; ++m) r.mark[m] = tl_mark_s[m];               \
+        g_tl[i] = r;                                                                             \
       }                                                                                          \
     }                                                                                            \
   }
@@ -76,5 +91,6 @@ __device__ __forceinline__ uint32_t tl_sm() {
 #define QMAMBA_TIMELINE_STORAGE(tu)
 #define TL_BEGIN
 #define TL_WAIT
+#define TL_MARK_AFTER(i, v)
 #define TL_END(kind_, n_)
 #endif

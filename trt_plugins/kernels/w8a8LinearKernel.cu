@@ -349,6 +349,7 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
     load_unit<VEC, CPL>(a, first, 0, lane, w);
   }
   const float inv_s = __fdiv_rn(1.0f, s_in);
+  TL_MARK_AFTER(0, inv_s)  // input_scale arrived
   pdl_launch_dependents();
   pdl_wait();
   TL_WAIT
@@ -360,6 +361,7 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   } else {
     quantize_rows<MT>(a, m0, xs, s_in, inv_s);
   }
+  TL_MARK_AFTER(1, 0.0f)  // the activation quantized (after the pass's last barrier)
 
   int acc[MT];
 #pragma unroll
