@@ -60,6 +60,15 @@ def test_launches_group_in_step_order_with_spans_from_in_proj():
     assert rows[(2, "next")]["blocks"] == 1  # lm_head after the last layer
 
 
+def test_record_layout_matches_timeline_cuh():
+    """timeline.cuh static_asserts an 88-byte TimelineRecord with these fields in this order."""
+    mod = _module()
+    header = (ROOT / "trt_plugins" / "kernels" / "timeline.cuh").read_text()
+    assert mod.RECORD.itemsize == 88 and "sizeof(TimelineRecord) == 88" in header
+    assert mod.RECORD.names == ("kind", "block", "sm", "n", "start", "wait", "end", "mark")
+    assert mod.RECORD["mark"].shape == (6,) and "constexpr int kTimelineMarks = 6;" in header
+
+
 def test_a_replay_that_does_not_group_is_refused():
     mod = _module()
     rec = _step(mod, 3)

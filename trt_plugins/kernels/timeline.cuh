@@ -20,6 +20,8 @@ struct TimelineRecord {
   unsigned long long mark[6];  // 0: not reached
 };
 constexpr int kTimelineMarks = 6;
+// scripts/step_timeline.py reads the records as numpy's RECORD dtype: the same fields, no padding.
+static_assert(sizeof(TimelineRecord) == 88, "TimelineRecord must match step_timeline.py's RECORD");
 constexpr unsigned kTimelineCap = 1u << 17;
 
 // The "memory" clobber keeps the read in program order with the loads and stores around it.
