@@ -45,7 +45,10 @@ def read_records(lib) -> np.ndarray:
         buf = np.zeros(CAPACITY, RECORD)
         count = fn(buf.ctypes.data_as(ctypes.c_void_p), CAPACITY)
         if count < 0:
-            raise RuntimeError(f"{name}: copying the records failed")
+            raise RuntimeError(f"{name}: copying the records failed (CUDA error)")
+        if count > CAPACITY:
+            raise RuntimeError(f"{name}: {count} records written since the last read, {CAPACITY} kept; read "
+                               "after each replay")
         parts.append(buf[:count])
     return np.concatenate(parts)
 

@@ -2,8 +2,8 @@
 // compute capability 9.0): at decode a layer is a few short kernels, and the time between one kernel's
 // end and the next one's first loads was a large part of a step. A kernel launched this way may start
 // while the kernel before it still runs; it does only what depends on no earlier kernel (loads of
-// constant weights) before pdl_wait(), which returns once the kernels
-// before it have finished and their writes are visible. Each kernel calls pdl_launch_dependents()
+// constant weights and states) before pdl_wait(), which returns once the kernels before it have
+// finished and their writes are visible. Each kernel calls pdl_launch_dependents()
 // once it no longer needs its SM resources to itself, so that the next one's blocks can be placed.
 // Without support (older GPUs, QMAMBA_PDL=0, a refused launch) these are plain launches and no-ops.
 #pragma once

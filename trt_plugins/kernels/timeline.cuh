@@ -37,19 +37,23 @@ __device__ __forceinline__ uint32_t tl_sm() {
 }
 }  // namespace qmamba
 
+// qmamba_timeline_<tu>(dst, cap): copies up to `cap` records (and at most kTimelineCap, what the buffer
+// holds) to dst, clears them and returns how many were written since the last call (more than were copied
+// when the buffer or `cap` overflowed), or -1 on a CUDA error.
 #define QMAMBA_TIMELINE_STORAGE(tu)                                                              \
   static __device__ qmamba::TimelineRecord g_tl[qmamba::kTimelineCap];                          \
   static __device__ unsigned g_tl_count;                                                         \
   extern "C" int qmamba_timeline_##tu(void* dst, int cap) {                                      \
-    unsigned n = 0;                                                                              \
-    if (cudaMemcpyFromSymbol(&n, g_tl_count, sizeof n) != cudaSuccess) return -1;                \
-    if (n > qmamba::kTimelineCap) n = qmamba::kTimelineCap;                                      \
-    if (static_cast<int>(n) > cap) n = static_cast<unsigned>(cap);                               \
+    unsigned written = 0;                                                                        \
+    if (cudaMemcpyFromSymbol(&written, g_tl_count, sizeof written) != cudaSuccess) return -1;     \
+    unsigned n = written < qmamba::kTimelineCap ? written : qmamba::kTimelineCap;                \
+    if (cap < 0) cap = 0;                                                                        \
+    if (n > static_cast<unsigned>(cap)) n = static_cast<unsigned>(cap);                          \
     if (dst && n && cudaMemcpyFromSymbol(dst, g_tl, n * sizeof(qmamba::TimelineRecord)) != cudaSuccess) \
       return -1;                                                                                 \
     const unsigned zero = 0;                                                                     \
-    cudaMemcpyToSymbol(g_tl_count, &zero, sizeof zero);                                          \
-    return static_cast<int>(n);                                                                  \
+    if (cudaMemcpyToSymbol(g_tl_count, &zero, sizeof zero) != cudaSuccess) return -1;            \
+    return static_cast<int>(written);                                                            \
   }
 
 // In a kernel: TL_BEGIN first (before any __syncthreads), TL_WAIT after pdl_wait(), TL_MARK_AFTER(i, v) where
