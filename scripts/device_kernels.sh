@@ -19,20 +19,23 @@ steps=("$@")
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/device.txt"
 start=$(date +%s)
-if ! { cmake -S . -B build/device -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 &&
-        cmake --build build/device --target qmamba_kernels -j 16; } > "$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"; exit 1
-fi
+# build_kernels SRC DIR LOG [CMAKE ARGS...]: libqmamba_kernels of the tree SRC into DIR (sm_90), its log in
+# $OUT/LOG (the tail printed when it fails).
+build_kernels() {
+  local src=$1 dir=$2 log=$OUT/$3
+  shift 3
+  if ! { cmake -S "$src" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "$@" &&
+           cmake --build "$dir" --target qmamba_kernels -j 16; } > "$log" 2>&1; then
+    tail -40 "$log"; return 1
+  fi
+}
+build_kernels . build/device build.log || exit 1
 export QMAMBA_KERNELS_LIB=$PWD/build/device/trt_plugins/libqmamba_kernels.so
 # QMAMBA_PREV_SRC: a source tree of another version, carried in an ignored folder, e.g.
 #   mkdir -p .device/prev && git archive REV CMakeLists.txt trt_plugins | tar -x -C .device/prev
 # Its kernels are built too and bench-step measures them in the same run (QMAMBA_PREV_KERNELS_LIB).
 if [ -n "${QMAMBA_PREV_SRC:-}" ]; then
-  if ! { cmake -S "$QMAMBA_PREV_SRC" -B build/device-prev -G Ninja -DCMAKE_BUILD_TYPE=Release \
-           -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build/device-prev --target qmamba_kernels -j 16; } \
-       > "$OUT/build_prev.log" 2>&1; then
-    tail -40 "$OUT/build_prev.log"; exit 1
-  fi
+  build_kernels "$QMAMBA_PREV_SRC" build/device-prev build_prev.log || exit 1
   export QMAMBA_PREV_KERNELS_LIB=$PWD/build/device-prev/trt_plugins/libqmamba_kernels.so
 fi
 shadow=/tmp/qmamba_shadow
@@ -112,10 +115,8 @@ for r in csv.DictReader(open(sys.argv[1])):
     timeline)
       # Where a decode step's time goes between kernels: per-block timestamps (scripts/step_timeline.py) from
       # a second build of the kernels with QMAMBA_TIMELINE; QMAMBA_TIMELINE_ARGS: more arguments.
-      if ! { cmake -S . -B build/device-timeline -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-               -DQMAMBA_TIMELINE=ON && cmake --build build/device-timeline --target qmamba_kernels -j 16; } \
-           > "$OUT/build_timeline.log" 2>&1; then
-        tail -40 "$OUT/build_timeline.log"; rc=1
+      if ! build_kernels . build/device-timeline build_timeline.log -DQMAMBA_TIMELINE=ON; then
+        rc=1
       else
         # shellcheck disable=SC2086  # QMAMBA_TIMELINE_ARGS: split on spaces
         QMAMBA_KERNELS_LIB=$PWD/build/device-timeline/trt_plugins/libqmamba_kernels.so timeout 120 \
