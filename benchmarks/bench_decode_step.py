@@ -69,6 +69,22 @@ def layer_launches(lay: dict, h: torch.Tensor, zx: torch.Tensor | None = None, r
     return in_proj, mixer, out_proj, res
 
 
+def step_launches(layers: list[dict], lm_head: dict, batch: int) -> tuple[list, list, list, object]:
+    """(in_proj, mixer, out_proj launches of every layer, lm_head's launch) of one decode step on a random
+    residual stream, each layer's outputs in buffers of its own; every launch checked and bound to its buffers
+    before capture (the checks read the GPU)."""
+    h = torch.randn(batch, 1, D_MODEL, device="cuda")
+    ins, mixes, outs = [], [], []
+    for lay in layers:
+        zx = torch.empty(batch, 1, lay["in_proj"]["weight"].shape[0], device="cuda")
+        res = torch.empty(batch, 1, D_MODEL, device="cuda")
+        a, b, c, h = layer_launches(lay, h, zx, res)
+        ins.append(a)
+        mixes.append(b)
+        outs.append(c)
+    return ins, mixes, outs, kernels.w8a8_linear_launcher(h, **lm_head)[0]
+
+
 def step_bytes(layers: list[dict], lm_head: dict, batch: int) -> int:
     n = 0
     for lay in layers:
@@ -95,19 +111,7 @@ def main() -> int:
     for batch in args.batch:
         layers = model(args.layers, batch, gen)
         lm_head = linear_weights(VOCAB, D_MODEL, gen, True)
-        h0 = torch.randn(batch, 1, D_MODEL, device="cuda")
-        zx = [torch.empty(batch, 1, lay["in_proj"]["weight"].shape[0], device="cuda") for lay in layers]
-        res = [torch.empty(batch, 1, D_MODEL, device="cuda") for _ in layers]
-
-        # Every launch checked and bound to its buffers before capture (the checks read the GPU).
-        ins, mixes, outs = [], [], []
-        h = h0
-        for i, lay in enumerate(layers):
-            a, b, c, h = layer_launches(lay, h, zx[i], res[i])
-            ins.append(a)
-            mixes.append(b)
-            outs.append(c)
-        head = kernels.w8a8_linear_launcher(h, **lm_head)[0]
+        ins, mixes, outs, head = step_launches(layers, lm_head, batch)
 
         def step():
             for a, b, c in zip(ins, mixes, outs):
@@ -136,7 +140,7 @@ def main() -> int:
         print(f"batch {batch}: step {ms['step'] * 1e3:.1f} us, bound {bound_ms * 1e3:.1f} us "
               f"({total / 1e6:.1f} MB) -> {row['of_bound']:.1%} of bound; alone per layer: {per}; pairs: "
               + ", ".join(f"{k} {v:.1f} us" for k, v in row["pairs_us"].items()))
-        del layers, zx, res
+        del layers, step, parts
         torch.cuda.empty_cache()
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"copy_bandwidth": bw, "rows": rows}, indent=2))

@@ -7,8 +7,8 @@ pdl_wait() and when its last warp finished. Builds the step of benchmarks/bench_
 wait return and end in microseconds from in_proj's first wait return (medians over the middle layers and the
 replays), the blocks, the SMs they ran on, the most blocks one SM held, and how many blocks started before the
 kernel ahead of them had ended (placed early by programmatic dependent launch); then, from each block's start,
-when its thread 0 left the wait and reached the kernel's marks (MARKS: when a value it waited for arrived). `scripts/device_kernels.sh
-timeline` builds the library and runs this.
+when its thread 0 left the wait and reached the kernel's marks (MARKS: when a value it waited for arrived).
+`scripts/device_kernels.sh timeline` builds the library and runs this.
 
     QMAMBA_KERNELS_LIB=.../libqmamba_kernels.so python scripts/step_timeline.py [--batch 1] [--replays 5]
 """
@@ -131,27 +131,18 @@ def main() -> int:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_decode_step as bds
 
-    from qmamba.runtime import kernels
-
     lib_path = os.environ.get("QMAMBA_KERNELS_LIB")
     if not lib_path:
         raise SystemExit("step_timeline: set QMAMBA_KERNELS_LIB to a library built with QMAMBA_TIMELINE")
     lib = ctypes.CDLL(lib_path)
     if not hasattr(lib, "qmamba_timeline_linear"):
         raise SystemExit(f"step_timeline: {lib_path} was not built with QMAMBA_TIMELINE (cmake -DQMAMBA_TIMELINE=ON)")
-    s = bds.SHAPE
-    n_in = 2 * s.d_ssm + 2 * s.g * s.n + s.h
     gen = torch.Generator(device="cuda").manual_seed(0)
     layers = bds.model(args.layers, args.batch, gen)
     lm_head = bds.linear_weights(bds.VOCAB, bds.D_MODEL, gen, True)
-    h = torch.randn(args.batch, 1, bds.D_MODEL, device="cuda")
-    calls = []
-    for lay in layers:
-        zx = torch.empty(args.batch, 1, n_in, device="cuda")
-        res = torch.empty(args.batch, 1, bds.D_MODEL, device="cuda")
-        a, b, c, h = bds.layer_launches(lay, h, zx, res)
-        calls += [a, b, c]
-    calls.append(kernels.w8a8_linear_launcher(h, **lm_head)[0])
+    ins, mixes, outs, head = bds.step_launches(layers, lm_head, args.batch)
+    calls = [f for launches in zip(ins, mixes, outs) for f in launches] + [head]
+    n_in = layers[0]["in_proj"]["weight"].shape[0]
     for c in calls:
         c()
     torch.cuda.synchronize()
