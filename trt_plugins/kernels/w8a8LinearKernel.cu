@@ -158,6 +158,11 @@ __device__ __forceinline__ float inv_rms_of(float sum, int count, float eps) {
   return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, static_cast<float>(count)), eps)));
 }
 
+// Q(v) (quantize_with_inverse) as byte j of a word of the packed activation.
+__device__ __forceinline__ uint32_t quantized_byte(float v, float s_in, float inv_s, int j) {
+  return static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
+}
+
 // Loads per thread issued together in the activation's two passes: each pass is then a few L2 round
 // trips, not one per element (the passes run while the first weight loads are in flight).
 constexpr int kLoadBatch = 4;
@@ -263,7 +268,7 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
             }
             v = __fmul_rn(__fmul_rn(v, inv_rms[g * MT + bm[b]]), n4[j]);
           }
-          packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
+          packed |= quantized_byte(v, s_in, inv_s, j);
         }
       }
       xs[bm[b] * a.words + bw[b]] = static_cast<int32_t>(packed);
@@ -307,7 +312,7 @@ __device__ void quantize_one_row(const LinearArgs& a, int64_t m0, int32_t* xs, f
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const float v = __fmul_rn(__fmul_rn(x4[j], inv_rms), n4[j]);
-      packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
+      packed |= quantized_byte(v, s_in, inv_s, j);
     }
     xs[w] = static_cast<int32_t>(packed);
   }
