@@ -221,6 +221,11 @@ LINEAR_CASES = {
     "one-row-K1000-b1": (1000, 77, 1, True, True),
     "one-row-K12-b1": (12, 7, 1, True, False),
     "one-row-too-wide-N5-b1": (2560, 5, 1, True, False),
+    # sm_90's staged kernel (three or more activation rows) with more rows a warp than its ring of shared
+    # memory holds: it refills its slots (16 rows a warp in 3 slots; 10 in 9; 3 in 2)
+    "ring-wraps-N50000-b3": (2560, 50000, 3, True, False),
+    "ring-wraps-N30000-b5": (1024, 30000, 5, False, True),
+    "ring-wraps-K4096-b3": (4096, 9504, 3, True, True),
 }
 
 

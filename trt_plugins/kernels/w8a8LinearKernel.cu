@@ -15,6 +15,12 @@
 // row's loads, and the kernel waits for the one that makes x only then (launch.cuh), so memory is busy
 // from the kernel's start.
 //
+// On sm_90 with three or more activation rows a second kernel runs (w8a8_linear_staged_kernel, below): the
+// same spread of rows, but each warp's rows come into a ring of shared memory by bulk copy, so that a warp
+// has several rows in flight without registers to hold them (with 8 activation rows and its rows in flight
+// the register kernel is cut to 16 warps; the batch-8 step took 759 us against 847 on the H200). At batch
+// 1 and 2 the register kernel was the faster one and stays.
+//
 // With norm_group the RMSNorm is taken over groups of that many channels (the gated norm of out_proj's
 // input, whose weight and rms fold in here the same way).
 //
@@ -23,6 +29,9 @@
 // The RMSNorm sums squares in another order than ONNX Runtime's ReduceMean, so a normed activation
 // may land on the other side of a rounding tie (1 LSB, rarely), as with TensorRT's own ReduceMean.
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <map>
 #include <mutex>
@@ -71,6 +80,7 @@ struct LinearArgs {
   int segs;               // segments of 32 * CPL chunks per row
   int vec_x;              // x rows and norm_weight readable as float4 (K % 4 == 0, aligned)
   int one_row;            // one activation row, one norm group, float4 reads, kQuantBatch words a thread at most
+  int slots;              // staged kernel: weight rows a warp holds in shared memory at once
 };
 
 template <int VEC>
@@ -422,6 +432,206 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   TL_END(0u, a.N)
 }
 
+// ---- The staged kernel (sm_90): weight rows copied into shared memory by the bulk-copy engine ----
+//
+// The register kernel keeps each warp's current and next row in registers: before its wait a kernel has
+// one row a warp in flight, and after it the warp issues the next row only as it starts the current one.
+// Here each warp's rows go into a ring of `slots` rows in shared memory by bulk copy (cp.async.bulk, one
+// instruction a row, completion counted on one mbarrier a slot): the copies of the first `slots` rows go
+// out at the block's start, before the wait (with the shared memory of an SM, all of in_proj's rows at
+// batch 1), and a slot is refilled as soon as its row is multiplied. No registers hold weights in flight.
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+#endif
+
+__device__ __forceinline__ void slot_barrier_init(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)) : "memory");
+#endif
+}
+
+// The barriers' initialization made visible to the bulk-copy engine (the async proxy).
+__device__ __forceinline__ void slot_barriers_ready() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+// Row bytes from global src into shared dst, counted on bar (which expects them: its one arrival).
+__device__ __forceinline__ void copy_row(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t b = shared_address(bar);
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(shared_address(dst)), "l"(src), "r"(bytes), "r"(b) : "memory");
+#endif
+}
+
+// Waits until the phase of bar with this parity has completed (the slot's row has landed).
+__device__ __forceinline__ void wait_slot(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n\t.reg .pred done;\n"
+      "retry:\n\t"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
+      "@!done bra retry;\n}" ::"r"(shared_address(bar)), "r"(parity) : "memory");
+#endif
+}
+
+template <int MT>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) w8a8_linear_staged_kernel(LinearArgs a) {
+  static_assert(MT >= 4, "up to two activation rows take the register kernel");
+  TL_BEGIN
+  // [warps][slots][row bytes] the rings, then [MT][words] the packed activation, then [warps][slots] barriers.
+  extern __shared__ __align__(128) unsigned char staged_smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
+  const int warps = blockDim.x >> 5;
+  const int first = blockIdx.x * warps + warp;
+  const int stride = gridDim.x * warps;
+  const int rows = first < a.N ? (a.N - 1 - first) / stride + 1 : 0;
+  const int slots = a.slots;
+  const uint32_t row_bytes = static_cast<uint32_t>(a.words) * 4u;
+  unsigned char* ring = staged_smem + static_cast<size_t>(warp) * slots * row_bytes;
+  int32_t* xs = reinterpret_cast<int32_t*>(staged_smem + static_cast<size_t>(warps) * slots * row_bytes);
+  uint64_t* bars = reinterpret_cast<uint64_t*>(xs + MT * a.words) + warp * slots;
+  const char* weights = reinterpret_cast<const char*>(a.weight);
+
+  // First the constants the work after the wait needs (input_scale, lane j's the out_scale of the warp's row
+  // j): a small load issued behind the weight copies waits for them. Then the copies of the first rows,
+  // which depend on no earlier kernel.
+  const float s_in = __ldg(a.input_scale);
+  const float lane_scale = lane < rows ? __ldg(a.out_scale + first + lane * stride) : 0.0f;
+  if (lane == 0) {
+    for (int s = 0; s < slots; ++s) slot_barrier_init(bars + s);
+    slot_barriers_ready();
+    for (int j = 0; j < rows && j < slots; ++j) {
+      copy_row(ring + j * row_bytes, weights + static_cast<int64_t>(first + j * stride) * row_bytes, row_bytes,
+               bars + j);
+    }
+  }
+  __syncwarp();
+  const float inv_s = __fdiv_rn(1.0f, s_in);
+  TL_MARK_AFTER(0, inv_s)  // input_scale arrived
+  pdl_launch_dependents();
+  pdl_wait();
+  TL_WAIT
+  quantize_rows<MT>(a, m0, xs, s_in, inv_s);
+  TL_MARK_AFTER(1, 0.0f)  // the activation quantized
+
+  const int chunks = a.words / 4;
+  const int4* x4 = reinterpret_cast<const int4*>(xs);
+  int slot = 0;
+  uint32_t parity = 0;
+  for (int j = 0; j < rows; ++j) {
+    const int n = first + j * stride;
+    const float res = residual_of<MT>(a, m0, lane, n);  // goes out before the wait for the row
+    const float scale_j = __shfl_sync(0xffffffffu, lane_scale, j & 31);
+    const float scale = j < 32 ? scale_j : __ldg(a.out_scale + n);
+    wait_slot(bars + slot, parity);
+    const int4* w4 = reinterpret_cast<const int4*>(ring + slot * row_bytes);
+    int acc[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) acc[m] = 0;
+#pragma unroll(MT >= 8 ? 1 : 4)
+    for (int c = lane; c < chunks; c += 32) {
+      const int4 w = w4[c];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        const int4 x = x4[m * chunks + c];
+        acc[m] = __dp4a(w.x, x.x, acc[m]);
+        acc[m] = __dp4a(w.y, x.y, acc[m]);
+        acc[m] = __dp4a(w.z, x.z, acc[m]);
+        acc[m] = __dp4a(w.w, x.w, acc[m]);
+      }
+    }
+    __syncwarp();  // every lane has read the slot: it may be refilled
+    if (lane == 0 && j + slots < rows) {
+      copy_row(ring + slot * row_bytes, weights + static_cast<int64_t>(n + slots * stride) * row_bytes, row_bytes,
+               bars + slot);
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      int s = acc[m];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      const int64_t row = m0 + m;
+      if (lane == m && row < a.rows) {
+        const float v = __fmul_rn(static_cast<float>(s), scale);
+        a.y[row * a.N + n] = a.residual ? __fadd_rn(res, v) : v;
+      }
+    }
+    if (++slot == slots) {
+      slot = 0;
+      parity ^= 1u;
+    }
+  }
+  TL_END(0u, a.N)
+}
+
+// Dynamic shared memory the staged kernel may have a block on this device (the opt-in limit less its static
+// arrays), opted in once per device; 0 where that failed (said once on stderr: the register kernel runs).
+template <int MT>
+size_t staged_room(const DeviceLimits& dev) {
+  static std::mutex mutex;
+  static std::map<int, size_t> room;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto it = room.find(dev.device);
+  if (it != room.end()) return it->second;
+  const auto kernel = w8a8_linear_staged_kernel<MT>;
+  cudaFuncAttributes fa{};
+  cudaError_t e = cudaFuncGetAttributes(&fa, kernel);
+  size_t r = 0;
+  if (e == cudaSuccess) {
+    r = static_cast<size_t>(dev.max_smem_optin) - fa.sharedSizeBytes;
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(r));
+  }
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fprintf(stderr, "qmamba: the staged W8A8 linear cannot opt in to shared memory on device %d (%s); "
+            "the register kernel runs\n", dev.device, cudaGetErrorString(e));
+    r = 0;
+  }
+  room.emplace(dev.device, r);
+  return r;
+}
+
+// The staged kernel where it applies: sm_90, rows of whole 16-byte chunks, three or more activation rows
+// (a pass of 4 or 8), at least two rows a warp in shared memory (or all of its rows), and QMAMBA_STAGED not
+// "0". The 2.7b-shaped decode step on the H200 (docs/kernels.md), register kernel against this one: batch 1
+// 177.9 against 177.4-183.4 us, batch 2 278.2 against 287.6, batch 4 456.8 against 441.9, batch 8 846.6
+// against 759.1. Returns whether it launched.
+template <int MT>
+bool launch_staged(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
+  static const bool off = [] {
+    const char* v = getenv("QMAMBA_STAGED");
+    return v != nullptr && strcmp(v, "0") == 0;
+  }();
+  if (off || dev.cc_major < 9 || a.words % 4 != 0 || !aligned16(a.weight)) return false;
+  // The register kernel's spread: one block an SM, up to kMaxWarps warps, the rows spread evenly.
+  const int64_t sms = dev.sm_count;
+  const int64_t rows_per_warp = (a.N + sms * kMaxWarps - 1) / (sms * kMaxWarps);
+  const int64_t warps = (a.N + rows_per_warp - 1) / rows_per_warp;
+  const int64_t blocks = warps < sms ? warps : sms;
+  const int warps_per_block = static_cast<int>((warps + blocks - 1) / blocks);
+  const size_t row_bytes = static_cast<size_t>(a.words) * 4;
+  const size_t xs_bytes = static_cast<size_t>(MT) * row_bytes;
+  const size_t per_slot = static_cast<size_t>(warps_per_block) * (row_bytes + sizeof(uint64_t));
+  const size_t room = staged_room<MT>(dev);
+  if (room < xs_bytes + per_slot) return false;
+  int64_t slots = static_cast<int64_t>((room - xs_bytes) / per_slot);
+  if (slots > rows_per_warp) slots = rows_per_warp;
+  if (slots < (rows_per_warp < 2 ? rows_per_warp : 2)) return false;
+  a.slots = static_cast<int>(slots);
+  const size_t smem = xs_bytes + static_cast<size_t>(slots) * per_slot;
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
+  launch_dependent(dev, w8a8_linear_staged_kernel<MT>, grid, dim3(warps_per_block * 32), smem, stream, a);
+  return true;
+}
+
 template <int MT, int VEC, int CPL>
 int launch(const char* where, const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   const auto kernel = w8a8_linear_kernel<MT, VEC, CPL>;
@@ -474,6 +684,13 @@ int launch_chunks(const char* where, const DeviceLimits& dev, const LinearArgs& 
 
 template <int VEC>
 int launch_rows(const char* where, const DeviceLimits& dev, const LinearArgs& a, int mt, cudaStream_t stream) {
+  if (VEC == 4) {
+    switch (mt) {
+      case 8: if (launch_staged<8>(dev, a, stream)) return QMAMBA_OK; break;
+      case 4: if (launch_staged<4>(dev, a, stream)) return QMAMBA_OK; break;
+      default: break;  // up to two activation rows: the register kernel
+    }
+  }
   switch (mt) {
     case 8: return launch_chunks<8, VEC>(where, dev, a, stream);
     case 4: return launch_chunks<4, VEC>(where, dev, a, stream);
