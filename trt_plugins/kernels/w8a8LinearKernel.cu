@@ -336,6 +336,24 @@ __device__ __forceinline__ float residual_of(const LinearArgs& a, int64_t m0, in
   return a.residual && lane < MT && m0 + lane < a.rows ? a.residual[(m0 + lane) * a.N + n] : 0.0f;
 }
 
+// Output row n of each activation row m0 + m from the warp's partial sums acc[m]: the warp's sum, times
+// out_scale (+ the residual), stored by lane m (all lanes hold the sum).
+template <int MT>
+__device__ __forceinline__ void store_outputs(const LinearArgs& a, const int (&acc)[MT], int64_t m0, int lane, int n,
+                                              float scale, float res) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    int s = acc[m];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    const int64_t row = m0 + m;
+    if (lane == m && row < a.rows) {
+      const float v = __fmul_rn(static_cast<float>(s), scale);
+      a.y[row * a.N + n] = a.residual ? __fadd_rn(res, v) : v;
+    }
+  }
+}
+
 template <int MT, int VEC, int CPL>
 __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kernel(LinearArgs a) {
   TL_BEGIN
@@ -409,18 +427,9 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
       }
     }
     if (seg == a.segs - 1) {
+      store_outputs<MT>(a, acc, m0, lane, n, scale, res);
 #pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        int s = acc[m];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        const int64_t row = m0 + m;
-        if (lane == m && row < a.rows) {  // one lane per output (all hold the sum)
-          const float v = __fmul_rn(static_cast<float>(s), scale);
-          a.y[row * a.N + n] = a.residual ? __fadd_rn(res, v) : v;
-        }
-        acc[m] = 0;
-      }
+      for (int m = 0; m < MT; ++m) acc[m] = 0;
       scale = scale_next;
       res = res_next;
     }
@@ -553,17 +562,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w8a8_linear_staged_kernel(L
       copy_row(ring + slot * row_bytes, weights + static_cast<int64_t>(n + slots * stride) * row_bytes, row_bytes,
                bars + slot);
     }
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      int s = acc[m];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      const int64_t row = m0 + m;
-      if (lane == m && row < a.rows) {
-        const float v = __fmul_rn(static_cast<float>(s), scale);
-        a.y[row * a.N + n] = a.residual ? __fadd_rn(res, v) : v;
-      }
-    }
+    store_outputs<MT>(a, acc, m0, lane, n, scale, res);
     if (++slot == slots) {
       slot = 0;
       parity ^= 1u;
