@@ -571,6 +571,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w8a8_linear_staged_kernel(L
   TL_END(0u, a.N)
 }
 
+// One wave: as many warps as `blocks` resident blocks of up to `max_warps` hold, the n rows spread evenly over
+// them, in as many blocks as the GPU holds (each SM's memory pipe busy), each with the warps that spread needs.
+struct RowSpread {
+  int64_t rows_per_warp, blocks;
+  int warps_per_block;
+};
+inline RowSpread spread_rows(int64_t n, int64_t resident_blocks, int max_warps) {
+  RowSpread r;
+  r.rows_per_warp = (n + resident_blocks * max_warps - 1) / (resident_blocks * max_warps);
+  const int64_t warps = (n + r.rows_per_warp - 1) / r.rows_per_warp;
+  r.blocks = warps < resident_blocks ? warps : resident_blocks;
+  r.warps_per_block = static_cast<int>((warps + r.blocks - 1) / r.blocks);
+  return r;
+}
+
 // Dynamic shared memory the staged kernel may have a block on this device (the opt-in limit less its static
 // arrays), opted in once per device; 0 where that failed (said once on stderr: the register kernel runs).
 template <int MT>
@@ -598,9 +613,9 @@ size_t staged_room(const DeviceLimits& dev) {
   return r;
 }
 
-// The staged kernel where it applies: sm_90, rows of whole 16-byte chunks, three or more activation rows
-// (a pass of 4 or 8), at least two rows a warp in shared memory (or all of its rows), and QMAMBA_STAGED not
-// "0". The 2.7b-shaped decode step on the H200 (docs/kernels.md), register kernel against this one: batch 1
+// The staged kernel where it applies (its caller passes rows of whole, aligned 16-byte chunks): sm_90, three or
+// more activation rows (a pass of 4 or 8), at least two rows a warp in shared memory (or all of its rows), and
+// QMAMBA_STAGED not "0". The 2.7b-shaped decode step on the H200 (docs/kernels.md), register kernel against this one: batch 1
 // 177.9 against 177.4-183.4 us, batch 2 278.2 against 287.6, batch 4 456.8 against 441.9, batch 8 846.6
 // against 759.1. Returns whether it launched.
 template <int MT>
@@ -609,13 +624,11 @@ bool launch_staged(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
     const char* v = getenv("QMAMBA_STAGED");
     return v != nullptr && strcmp(v, "0") == 0;
   }();
-  if (off || dev.cc_major < 9 || a.words % 4 != 0 || !aligned16(a.weight)) return false;
-  // The register kernel's spread: one block an SM, up to kMaxWarps warps, the rows spread evenly.
-  const int64_t sms = dev.sm_count;
-  const int64_t rows_per_warp = (a.N + sms * kMaxWarps - 1) / (sms * kMaxWarps);
-  const int64_t warps = (a.N + rows_per_warp - 1) / rows_per_warp;
-  const int64_t blocks = warps < sms ? warps : sms;
-  const int warps_per_block = static_cast<int>((warps + blocks - 1) / blocks);
+  if (off || dev.cc_major < 9) return false;
+  // The register kernel's spread, one block an SM.
+  const RowSpread spread = spread_rows(a.N, dev.sm_count, kMaxWarps);
+  const int64_t rows_per_warp = spread.rows_per_warp;
+  const int warps_per_block = spread.warps_per_block;
   const size_t row_bytes = static_cast<size_t>(a.words) * 4;
   const size_t xs_bytes = static_cast<size_t>(MT) * row_bytes;
   const size_t per_slot = static_cast<size_t>(warps_per_block) * (row_bytes + sizeof(uint64_t));
@@ -626,7 +639,7 @@ bool launch_staged(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   if (slots < (rows_per_warp < 2 ? rows_per_warp : 2)) return false;
   a.slots = static_cast<int>(slots);
   const size_t smem = xs_bytes + static_cast<size_t>(slots) * per_slot;
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
+  const dim3 grid(static_cast<unsigned>(spread.blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
   launch_dependent(dev, w8a8_linear_staged_kernel<MT>, grid, dim3(warps_per_block * 32), smem, stream, a);
   return true;
 }
@@ -655,13 +668,9 @@ int launch(const char* where, const DeviceLimits& dev, LinearArgs a, cudaStream_
       occupancy.emplace(key, per_sm);
     }
   }
-  // One wave: as many warps as fit at once, the rows spread evenly over them, in as many blocks as the
-  // GPU holds (each SM's memory pipe busy), each with the warps that spread needs.
-  const int64_t slots = int64_t(dev.sm_count) * per_sm;
-  const int64_t rows_per_warp = (a.N + slots * kWarps - 1) / (slots * kWarps);
-  const int64_t warps = (a.N + rows_per_warp - 1) / rows_per_warp;
-  const int64_t blocks = warps < slots ? warps : slots;
-  const int warps_per_block = static_cast<int>((warps + blocks - 1) / blocks);
+  const RowSpread spread = spread_rows(a.N, int64_t(dev.sm_count) * per_sm, kWarps);
+  const int64_t blocks = spread.blocks;
+  const int warps_per_block = spread.warps_per_block;
   a.one_row = MT == 1 && a.norm && a.norm_group == a.K && a.vec_x && a.words <= kQuantBatch * warps_per_block * 32;
   a.segs = (a.chunks + 32 * CPL - 1) / (32 * CPL);
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
