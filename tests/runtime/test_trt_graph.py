@@ -314,3 +314,20 @@ def _identity_model():
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("choice, max_batch, plugin", [
+    ("auto", 1, True), ("auto", 8, True), ("auto", 9, False),
+    ("plugin", 64, True), ("tensorrt", 1, False)])
+def test_decode_linear_choice_follows_the_measured_threshold(choice, max_batch, plugin):
+    """--decode-linear auto: the plugin while the batch range ends at or below LINEAR_PLUGIN_MAX_BATCH (8, where
+    it measured faster than TensorRT's GEMM on the H200); the explicit choices are taken as given."""
+    from qmamba.runtime.build import LINEAR_PLUGIN_MAX_BATCH, decode_linear_plugin
+    assert LINEAR_PLUGIN_MAX_BATCH == 8
+    assert decode_linear_plugin(choice, max_batch) is plugin
+
+
+def test_decode_linear_choice_rejects_an_unknown_name():
+    from qmamba.runtime.build import decode_linear_plugin
+    with pytest.raises(ValueError, match="decode_linear must be one of"):
+        decode_linear_plugin("gemm", 1)
