@@ -14,12 +14,12 @@
 #include <stdint.h>
 
 namespace qmamba {
+constexpr int kTimelineMarks = 6;
 struct TimelineRecord {
   uint32_t kind, block, sm, n;
   unsigned long long start, wait, end;
-  unsigned long long mark[6];  // 0: not reached
+  unsigned long long mark[kTimelineMarks];  // 0: not reached
 };
-constexpr int kTimelineMarks = 6;
 // scripts/step_timeline.py reads the records as numpy's RECORD dtype: the same fields, no padding.
 static_assert(sizeof(TimelineRecord) == 88, "TimelineRecord must match step_timeline.py's RECORD");
 constexpr unsigned kTimelineCap = 1u << 17;

@@ -615,9 +615,9 @@ size_t staged_room(const DeviceLimits& dev) {
 
 // The staged kernel where it applies (its caller passes rows of whole, aligned 16-byte chunks): sm_90, three or
 // more activation rows (a pass of 4 or 8), at least two rows a warp in shared memory (or all of its rows), and
-// QMAMBA_STAGED not "0". The 2.7b-shaped decode step on the H200 (docs/kernels.md), register kernel against this one: batch 1
-// 177.9 against 177.4-183.4 us, batch 2 278.2 against 287.6, batch 4 456.8 against 441.9, batch 8 846.6
-// against 759.1. Returns whether it launched.
+// QMAMBA_STAGED not "0". The 2.7b-shaped decode step on the H200 (docs/kernels.md), register kernel against
+// this one: batch 1 177.9 against 177.4-183.4 us, batch 2 278.2 against 287.6, batch 4 456.8 against 441.9,
+// batch 8 846.6 against 759.1. Returns whether it launched.
 template <int MT>
 bool launch_staged(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   static const bool off = [] {
