@@ -1,5 +1,5 @@
-"""TensorRT engines vs PyTorch on one GPU, in one run: prefill latency (L = 512, 2048) and decode
-tokens/s (batch 1, 8) of
+"""TensorRT engines vs PyTorch on one GPU, in one run: prefill latency (default L = 512, 2048) and decode
+tokens/s (default batch 1, 8) of
   - the TensorRT engine (qmamba's plugins, decode under a CUDA graph),
   - the PyTorch W8A8 reference model (QuantMamba2LM with the CUDA kernels),
   - the float model in PyTorch fp16 (transformers Mamba2ForCausalLM, same shape),
@@ -7,7 +7,7 @@ for the small byte-level model of the device tests (g = 1) and a 2.7b-shaped W8A
 widths, byte vocabulary; --layers of its 64 layers to fit the time). Decode is also given as a
 fraction of its bandwidth bound (bytes of weights and states per step ÷ measured copy bandwidth).
 
-    python scripts/bench_trt.py --out OUT [--layers 8] [--skip-torch]
+    python scripts/bench_trt.py --out OUT [--layers 8] [--skip-torch] [--batch 1 8] [--seq 512 2048]
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from qmamba.runtime import bench as trt_bench
 from qmamba.runtime import trt_runner
 from qmamba.runtime.build import DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, build_engines, read_engines_metadata
 
-SEQS, BATCHES = (512, 2048), (1, 8)
 
 
 def random_w8a8(cfg: QuantConfig, seed: int = 0) -> QuantMamba2LM:
@@ -68,12 +67,17 @@ def cuda_ms(fn, iters: int) -> float:
     return float(np.median(times))
 
 
-def torch_w8a8(model: QuantMamba2LM, iters: int) -> list[dict]:
+# transformers' chunk length for the float model (mamba2-2.7b's own is 256), then the smaller ones tried where
+# a shape does not fit the GPU.
+FP16_CHUNKS = (256, 128, 64)
+
+
+def torch_w8a8(model: QuantMamba2LM, batches, seqs, iters: int) -> list[dict]:
     model = model.cuda()
     model.ops_backend = "kernels"
     rows = []
-    for b in BATCHES:
-        for L in SEQS:
+    for b in batches:
+        for L in seqs:
             ids = torch.randint(0, model.config.vocab_size, (b, L), device="cuda")
             pre = cuda_ms(lambda: model(ids), iters)
             _, states = model(ids)
@@ -85,57 +89,66 @@ def torch_w8a8(model: QuantMamba2LM, iters: int) -> list[dict]:
     return rows
 
 
-def torch_fp16(cfg: QuantConfig, iters: int) -> list[dict]:
+def torch_fp16(cfg: QuantConfig, batches, seqs, iters: int) -> list[dict]:
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
     fc = Mamba2Config(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
                       num_heads=cfg.nheads, head_dim=cfg.headdim, state_size=cfg.d_state, n_groups=cfg.ngroups,
-                      expand=cfg.d_ssm // cfg.d_model, conv_kernel=cfg.d_conv, chunk_size=256)
+                      expand=cfg.d_ssm // cfg.d_model, conv_kernel=cfg.d_conv, chunk_size=FP16_CHUNKS[0])
     with torch.device("cuda"):
         model = Mamba2ForCausalLM(fc).half().eval()
+    mixers = [layer.mixer for layer in model.backbone.layers]
     rows = []
     with torch.no_grad():
-        for b in BATCHES:
-            for L in SEQS:
+        for b in batches:
+            for L in seqs:
                 # transformers' pure-PyTorch scan materializes [batch, chunks, chunk, chunk, heads, headdim]
-                # tensors: the larger shapes may not fit the GPU; each shape is reported on its own.
-                try:
-                    ids = torch.randint(0, cfg.vocab_size, (b, L), device="cuda")
-                    pre = cuda_ms(lambda: model(ids), iters)
-                    out = model(ids, use_cache=True)
-                    cache, step = out.cache_params, ids[:, -1:]
-                    pos = torch.tensor([L], device="cuda")
-                    dec = cuda_ms(lambda: model(step, cache_params=cache, use_cache=True, cache_position=pos), iters)
-                except torch.cuda.OutOfMemoryError as e:
-                    print(f"  torch-fp16 batch {b} seq {L}: out of GPU memory ({str(e).splitlines()[0]})")
-                    out = cache = None  # noqa: F841 (frees the failed shape's tensors)
-                    torch.cuda.empty_cache()
-                    continue
-                rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
-                             "decode_tokens_per_s": b * 1e3 / dec})
-    model = None  # the closures above hold it: drop it before freeing the cache
+                # tensors, whose size grows with the chunk: a shape that does not fit is retried with smaller
+                # chunks (the same function of the input), and the chunk that ran is reported.
+                for chunk in FP16_CHUNKS:
+                    for m in mixers:
+                        m.chunk_size = chunk
+                    try:
+                        ids = torch.randint(0, cfg.vocab_size, (b, L), device="cuda")
+                        pre = cuda_ms(lambda: model(ids), iters)
+                        out = model(ids, use_cache=True)
+                        cache, step = out.cache_params, ids[:, -1:]
+                        pos = torch.tensor([L], device="cuda")
+                        dec = cuda_ms(lambda: model(step, cache_params=cache, use_cache=True, cache_position=pos),
+                                      iters)
+                    except torch.cuda.OutOfMemoryError as e:
+                        print(f"  torch-fp16 batch {b} seq {L} chunk {chunk}: out of GPU memory "
+                              f"({str(e).splitlines()[0]})")
+                        out = cache = None  # noqa: F841 (frees the failed shape's tensors)
+                        torch.cuda.empty_cache()
+                        continue
+                    rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
+                                 "decode_tokens_per_s": b * 1e3 / dec, "chunk_size": chunk})
+                    out = cache = None  # noqa: F841
+                    break
+    model = mixers = None  # the closures above hold them: drop them before freeing the cache
     torch.cuda.empty_cache()
     return rows
 
 
-def engines_for(model: QuantMamba2LM, root: Path, decode_linear: str, decode_mixer: str) -> Path:
+def engines_for(model: QuantMamba2LM, root: Path, batches, seqs, decode_linear: str, decode_mixer: str) -> Path:
     export_onnx(model, root / "onnx", force=True, check=False)
     t = time.time()
-    meta = build_engines(root / "onnx", root / "engines", batch=(1, 1, max(BATCHES)), seq=(1, 512, max(SEQS)),
+    meta = build_engines(root / "onnx", root / "engines", batch=(1, 1, max(batches)), seq=(1, 512, max(seqs)),
                          no_tactic_libraries=True, force=True, decode_linear=decode_linear, decode_mixer=decode_mixer)
     print(f"  engines built in {time.time() - t:.0f} s; decode linears: {meta['decode_linears']}; "
           f"decode mixers: {meta['decode_mixers']}")
     return root / "engines"
 
 
-def trt_rows(engines: Path, iters: int, bw: float, profile: bool) -> list[dict]:
+def trt_rows(engines: Path, batches, seqs, iters: int, bw: float, profile: bool) -> list[dict]:
     meta = read_engines_metadata(engines)
-    session = trt_runner.TrtSession(engines, max_batch=max(BATCHES))
+    session = trt_runner.TrtSession(engines, max_batch=max(batches))
     if profile:  # where a decode step's time goes (TensorRT's layer profiler, no CUDA graph)
-        print(session.profile(BATCHES[0], SEQS[0], iters))
+        print(session.profile(batches[0], seqs[0], iters))
     rows = []
-    for b in BATCHES:
-        for L in SEQS:
+    for b in batches:
+        for L in seqs:
             pre, dec = session.bench(b, L, iters, use_graph=True)
             bound = trt_bench.decode_bound_tokens_per_s(meta, b, bw)
             rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
@@ -150,8 +163,10 @@ def table(name: str, results: dict) -> None:
     for runner, rows in results.items():
         for r in rows:
             frac = r.get("decode_fraction_of_bound")
+            chunk = r.get("chunk_size", FP16_CHUNKS[0])
             print(f"{runner:<12} {r['batch']:>5} {r['seq']:>5} {r['prefill_ms']:>11.3f} {r['decode_ms_per_step']:>10.4f} "
-                  f"{r['decode_tokens_per_s']:>9.0f} {'' if frac is None else f'{frac:.1%}':>8}")
+                  f"{r['decode_tokens_per_s']:>9.0f} {'' if frac is None else f'{frac:.1%}':>8}"
+                  f"{'' if chunk == FP16_CHUNKS[0] else f'  (chunk {chunk})'}")
 
 
 def main() -> int:
@@ -159,6 +174,9 @@ def main() -> int:
     ap.add_argument("--out", default="out")
     ap.add_argument("--layers", type=int, default=8, help="layers of the 2.7b-shaped model (2.7b has 64)")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8; the engines' "
+                    "profile ends at the largest)")
+    ap.add_argument("--seq", type=int, nargs="+", default=[512, 2048], help="prompt lengths (default 512 2048)")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--models", default="2.7b,small", help="which models, comma-separated: 2.7b, small")
     ap.add_argument("--profile", action="store_true", help="print TensorRT's per-layer times (batch 1, L 512)")
@@ -186,11 +204,11 @@ def main() -> int:
     report = {"copy_bandwidth_GBps": bw / 1e9, "models": {}}
     for i, (name, model) in enumerate(models.items()):
         print(f"{name}:")
-        results = {"tensorrt": trt_rows(engines_for(model, work / f"m{i}", args.decode_linear, args.decode_mixer), args.iters, bw,
-                                        args.profile)}
+        engines = engines_for(model, work / f"m{i}", args.batch, args.seq, args.decode_linear, args.decode_mixer)
+        results = {"tensorrt": trt_rows(engines, args.batch, args.seq, args.iters, bw, args.profile)}
         if not args.skip_torch:
-            for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.iters)),
-                               ("torch-fp16", lambda: torch_fp16(model.config, args.iters))):
+            for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.batch, args.seq, args.iters)),
+                               ("torch-fp16", lambda: torch_fp16(model.config, args.batch, args.seq, args.iters))):
                 try:
                     results[runner] = fn()
                 except Exception as e:  # report and go on: one runner's failure must not hide the others

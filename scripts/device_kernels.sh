@@ -51,8 +51,8 @@ for step in "${steps[@]}"; do
     test)
       timeout 300 pytest -q -rs -s tests/trt_plugins/test_kernels.py tests/trt_plugins/test_kernels_gpu.py \
         2>&1 | tee "$OUT/tests.log" | grep -E "rel err|gap|passed|failed|FAILED|Error|error" | tail -60 || rc=1
-      # The linears again with the register kernel where sm_90 would take the staged one (QMAMBA_STAGED=0).
-      QMAMBA_STAGED=0 timeout 120 pytest -q -rs tests/trt_plugins/test_kernels_gpu.py -k linear \
+      # The linears again with the dp4a kernel where tensor cores would run (QMAMBA_MMA=0).
+      QMAMBA_MMA=0 timeout 120 pytest -q -rs tests/trt_plugins/test_kernels_gpu.py -k linear \
         2>&1 | tee "$OUT/tests_register_linear.log" | grep -E "passed|failed|FAILED|Error" | tail -20 || rc=1 ;;
     sanitize|memcheck)
       tools="memcheck racecheck synccheck"

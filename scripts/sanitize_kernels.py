@@ -34,7 +34,7 @@ SSD = [(kc.LAYERS["8b"], 1, 70), (kc.Shape(h=4, p=128, n=256, g=1), 1, 45),
 MIXER = [(kc.LAYERS["2.7b"], 1), (kc.Shape(h=8, p=32, n=36, g=2, K=3), 2), (kc.Shape(h=4, p=64, n=64, g=1, K=2), 3)]
 # (K, N, rows, norm, residual in place, norm_group)
 LINEAR = [(5120, 2560, 1, True, True, 5120), (8192, 96, 3, True, False, 1024), (257, 33, 3, True, False, 0),
-          (2560, 257, 9, False, True, 0), (4096, 9504, 3, True, True, 0)]  # the last refills its ring (sm_90)
+          (2560, 257, 9, False, True, 0), (4096, 9504, 3, True, True, 0)]  # the last: tensor cores, many tiles a block
 
 
 def main() -> int:

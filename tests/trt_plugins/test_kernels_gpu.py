@@ -221,11 +221,14 @@ LINEAR_CASES = {
     "one-row-K1000-b1": (1000, 77, 1, True, True),
     "one-row-K12-b1": (12, 7, 1, True, False),
     "one-row-too-wide-N5-b1": (2560, 5, 1, True, False),
-    # sm_90's staged kernel (three or more activation rows) with more rows a warp than its ring of shared
-    # memory holds: it refills its slots (16 rows a warp in 3 slots; 10 in 9; 3 in 2)
-    "ring-wraps-N50000-b3": (2560, 50000, 3, True, False),
-    "ring-wraps-N30000-b5": (1024, 30000, 5, False, True),
-    "ring-wraps-K4096-b3": (4096, 9504, 3, True, True),
+    # the tensor-core kernel (three or more rows): a partial last step of K (3 chunks of 8), a partial last
+    # tile of weight rows (13 = 8 + 5), activation rows past the pass's last (6 of 8)
+    "tiles-K48-N13-b6": (48, 13, 6, False, True),
+    # the tensor-core kernel with many tiles a block, split across its warps at other points than the tiles'
+    # ends (and the dp4a kernel, QMAMBA_MMA=0, with many rows a warp)
+    "many-tiles-N50000-b3": (2560, 50000, 3, True, False),
+    "many-tiles-N30000-b5": (1024, 30000, 5, False, True),
+    "many-tiles-K4096-b3": (4096, 9504, 3, True, True),
 }
 
 

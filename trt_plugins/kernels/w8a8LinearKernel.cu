@@ -15,11 +15,11 @@
 // row's loads, and the kernel waits for the one that makes x only then (launch.cuh), so memory is busy
 // from the kernel's start.
 //
-// On sm_90 with three or more activation rows a second kernel runs (w8a8_linear_staged_kernel, below): the
-// same spread of rows, but each warp's rows come into a ring of shared memory by bulk copy, so that a warp
-// has several rows in flight without registers to hold them (with 8 activation rows and its rows in flight
-// the register kernel is cut to 16 warps; the batch-8 step took 759 us against 847 on the H200). At batch
-// 1 and 2 the register kernel was the faster one and stays.
+// With three or more activation rows a second kernel runs on compute capability 8.0 and later
+// (w8a8_linear_mma_kernel, below): tensor cores multiply a tile of weight rows by all the rows at once, where
+// the dp4a kernel's per-row multiplications had set its time (the batch-8 step 588 us against 760 with the
+// kernel it replaced, which staged each warp's rows in shared memory by bulk copy; docs/kernels.md). At
+// batch 1 and 2 the register kernel is the faster one and stays.
 //
 // With norm_group the RMSNorm is taken over groups of that many channels (the gated norm of out_proj's
 // input, whose weight and rms fold in here the same way).
@@ -80,7 +80,7 @@ struct LinearArgs {
   int segs;               // segments of 32 * CPL chunks per row
   int vec_x;              // x rows and norm_weight readable as float4 (K % 4 == 0, aligned)
   int one_row;            // one activation row, one norm group, float4 reads, kQuantBatch words a thread at most
-  int slots;              // staged kernel: weight rows a warp holds in shared memory at once
+  int block_rows;         // tensor-core kernel: weight rows a block takes at most (its shared sums' stride)
 };
 
 template <int VEC>
@@ -173,10 +173,12 @@ __device__ __forceinline__ uint32_t quantized_byte(float v, float s_in, float in
   return static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
 }
 
-// Loads per thread issued together in the activation's two passes: each pass is then a few L2 round
-// trips, not one per element (the passes run while the first weight loads are in flight).
+// Loads per thread issued together in each round trip of the activation's two passes: each pass is then a
+// few L2 round trips, not one per element or per row (the passes run while the first weight loads are in
+// flight). With several rows the rows' loads go out together: a pass over 8 rows of out_proj's 5120
+// channels had taken some 20 us of the 28 a batch-8 out_proj took on the H200.
 constexpr int kLoadBatch = 4;
-constexpr int kQuantBatch = 2;  // the same for the quantizing pass, which holds x and the norm weight
+constexpr int kQuantBatch = 2;  // the one-row quantizing pass, which holds x and the norm weight
 
 // Q(v) of the activation rows m0 .. m0 + MT - 1 into shared memory, 4 int8 per word (zeros past K
 // and past the last row); with norm, v is the row's RMSNorm over each norm group of channels in the
@@ -189,35 +191,40 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
   __shared__ float inv_rms[kMaxNormGroups * MT];  // [group][row]
   const int step = blockDim.x;
   if (a.norm) {
+    // Quads of a row a round trip takes: MT * kSumQuads loads in flight. Each row's squares are summed in
+    // the order of its quads (q = threadIdx.x, + step, ...) whatever the batching.
+    constexpr int kSumQuads = MT >= kLoadBatch ? 1 : kLoadBatch / MT;
     const int groups = a.K / a.norm_group;
     const int quads = (a.norm_group + 3) / 4;  // per group; a group not a multiple of 4 reads element-wise
+    const bool vec = a.vec_x && a.norm_group % 4 == 0;
     for (int g = 0; g < groups; ++g) {
       float part[MT];
 #pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        part[m] = 0.0f;
-        if (m0 + m >= a.rows) continue;
-        const float* xr = a.x + (m0 + m) * a.K + g * a.norm_group;
-        const bool vec = a.vec_x && a.norm_group % 4 == 0;
-        for (int q0 = threadIdx.x; q0 < quads; q0 += kLoadBatch * step) {
-          float4 v[kLoadBatch];
+      for (int m = 0; m < MT; ++m) part[m] = 0.0f;
+      for (int q0 = threadIdx.x; q0 < quads; q0 += kSumQuads * step) {
+        float4 v[MT][kSumQuads];
 #pragma unroll
-          for (int b = 0; b < kLoadBatch; ++b) {
+        for (int m = 0; m < MT; ++m) {
+          const float* xr = a.x + (m0 + m) * a.K + g * a.norm_group;
+#pragma unroll
+          for (int b = 0; b < kSumQuads; ++b) {
             const int q = q0 + b * step;
-            v[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (q >= quads) continue;
+            v[m][b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (q >= quads || m0 + m >= a.rows) continue;  // rows past the last sum to 0
             if (vec) {
-              v[b] = __ldg(reinterpret_cast<const float4*>(xr) + q);
+              v[m][b] = __ldg(reinterpret_cast<const float4*>(xr) + q);
             } else {
               float e[4];
 #pragma unroll
               for (int j = 0; j < 4; ++j) e[j] = 4 * q + j < a.norm_group ? __ldg(xr + 4 * q + j) : 0.0f;
-              v[b] = make_float4(e[0], e[1], e[2], e[3]);
+              v[m][b] = make_float4(e[0], e[1], e[2], e[3]);
             }
           }
-#pragma unroll
-          for (int b = 0; b < kLoadBatch; ++b) part[m] = add_squares(part[m], v[b]);
         }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int b = 0; b < kSumQuads; ++b) part[m] = add_squares(part[m], v[m][b]);
       }
       block_sums<MT>(part, scratch, inv_rms + g * MT);  // sums of squares, turned into 1 / rms below
     }
@@ -226,62 +233,51 @@ __device__ void quantize_rows(const LinearArgs& a, int64_t m0, int32_t* xs, floa
     }
     __syncthreads();
   }
-  // The [MT][words] words of xs, this thread's every step-th: (m, w) advanced by adding step and wrapping,
-  // and each element's norm group found by stepping on from the previous element's. Both without integer
-  // division, which by a runtime value takes tens of instructions, and every block runs this pass.
-  int m = 0, w = threadIdx.x;
-  while (w >= a.words && m < MT) {
-    w -= a.words;
-    ++m;
-  }
-  int g = 0, g_end = a.norm_group, g_row = -1;  // norm group of the last element seen, and its row
-  while (m < MT) {
-    int bm[kQuantBatch], bw[kQuantBatch];
-    float4 xv[kQuantBatch], nv[kQuantBatch];
+  // This thread's words w = threadIdx.x, + step, ... of every row: a word's norm weight is loaded once for
+  // all rows, and each element's norm group found by stepping on from the previous word's (w only grows),
+  // without integer division, which by a runtime value takes tens of instructions (every block runs this).
+  constexpr int kWords = MT >= 4 ? 1 : kQuantBatch;  // words a round trip: MT * kWords loads of x in flight
+  int g = 0, g_end = a.norm_group;
+  for (int w0 = threadIdx.x; w0 < a.words; w0 += kWords * step) {
+    float4 xv[kWords][MT], nv[kWords];
 #pragma unroll
-    for (int b = 0; b < kQuantBatch; ++b) {
-      bm[b] = m;
-      bw[b] = w;
-      xv[b] = nv[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (m >= MT) continue;
-      if (m0 + m < a.rows) {
-        xv[b] = load_x4(a, a.x + (m0 + m) * a.K, w * 4);
-        if (a.norm) nv[b] = load_x4(a, a.norm_weight, w * 4);
-      }
-      w += step;
-      while (w >= a.words && m < MT) {
-        w -= a.words;
-        ++m;
+    for (int i = 0; i < kWords; ++i) {
+      const int w = w0 + i * step;
+      nv[i] = w < a.words && a.norm ? load_x4(a, a.norm_weight, w * 4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        xv[i][m] = w < a.words && m0 + m < a.rows ? load_x4(a, a.x + (m0 + m) * a.K, w * 4)
+                                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
     }
 #pragma unroll
-    for (int b = 0; b < kQuantBatch; ++b) {
-      if (bm[b] >= MT) break;
-      const bool live = m0 + bm[b] < a.rows;  // rows past the last are zeros
-      const float x4[4] = {xv[b].x, xv[b].y, xv[b].z, xv[b].w};
-      const float n4[4] = {nv[b].x, nv[b].y, nv[b].z, nv[b].w};
-      if (bm[b] != g_row) {  // a new row starts at group 0
-        g = 0;
-        g_end = a.norm_group;
-        g_row = bm[b];
-      }
-      uint32_t packed = 0;
+    for (int i = 0; i < kWords; ++i) {
+      const int w = w0 + i * step;
+      if (w >= a.words) break;
+      const float n4[4] = {nv[i].x, nv[i].y, nv[i].z, nv[i].w};
+      uint32_t packed[MT];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) packed[m] = 0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int k = bw[b] * 4 + j;
-        if (k < a.K && live) {
-          float v = x4[j];
-          if (a.norm) {
-            while (k >= g_end) {
-              ++g;
-              g_end += a.norm_group;
-            }
-            v = __fmul_rn(__fmul_rn(v, inv_rms[g * MT + bm[b]]), n4[j]);
+        const int k = w * 4 + j;
+        if (k >= a.K) break;
+        if (a.norm) {
+          while (k >= g_end) {
+            ++g;
+            g_end += a.norm_group;
           }
-          packed |= quantized_byte(v, s_in, inv_s, j);
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          if (m0 + m >= a.rows) continue;  // rows past the last are zeros
+          const float x4[4] = {xv[i][m].x, xv[i][m].y, xv[i][m].z, xv[i][m].w};
+          const float v = a.norm ? __fmul_rn(__fmul_rn(x4[j], inv_rms[g * MT + m]), n4[j]) : x4[j];
+          packed[m] |= quantized_byte(v, s_in, inv_s, j);
         }
       }
-      xs[bm[b] * a.words + bw[b]] = static_cast<int32_t>(packed);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) xs[m * a.words + w] = static_cast<int32_t>(packed[m]);
     }
   }
   __syncthreads();
@@ -441,131 +437,154 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   TL_END(0u, a.N)
 }
 
-// ---- The staged kernel (sm_90): weight rows copied into shared memory by the bulk-copy engine ----
+// ---- The tensor-core kernel (sm_80 and later): three or more activation rows ----
 //
-// The register kernel keeps each warp's current and next row in registers: before its wait a kernel has
-// one row a warp in flight, and after it the warp issues the next row only as it starts the current one.
-// Here each warp's rows go into a ring of `slots` rows in shared memory by bulk copy (cp.async.bulk, one
-// instruction a row, completion counted on one mbarrier a slot): the copies of the first `slots` rows go
-// out at the block's start, before the wait (a 2.7b in_proj at batch 8: 3 of a warp's 4 rows), and a slot is
-// refilled as soon as its row is multiplied. No registers hold weights in flight.
+// The dp4a kernels multiply each weight word by every activation row's word, fetched from shared memory
+// one row at a time: with 8 rows that work, not the weights' traffic, sets their time (the batch-8 2.7b step
+// took 4.3 times the batch-1 step on the H200 for the same bytes). Here one mma.sync m16n8k32 (s8 x s8 ->
+// s32) multiplies 32 k of all activation rows at once: the activation rows are A's rows (those past MT
+// zero), a tile of 8 weight rows B's columns. Each lane loads 16 contiguous bytes of one weight row (4 lanes
+// a row: 64 contiguous bytes), which feed two k-steps of 32; the activation's words are taken from shared
+// memory in the same order of k, and a sum does not depend on its order, so the results are the dp4a
+// kernels' bit for bit. A block takes a contiguous range of tiles and its warps an even share of the
+// range's (tile, step) pairs, so that a tile's K is split across warps where a block has few tiles (a 2.7b
+// out_proj: 320 tiles for 132 SMs); each warp adds its partial sums into the block's shared sums (integer
+// atomics: exact in any order), and after a barrier the block's threads apply out_scale and the residual.
+constexpr int kTileRows = 8;          // weight rows of a tile: the n of m16n8k32
+constexpr int kStepChunks = 8;        // 16-byte chunks of a weight row a step takes (two a lane, 4 lanes a row)
+constexpr int kStepsAhead = 4;        // steps a lane has in flight (8 loads of 16 bytes)
+constexpr int kMmaWarps = 16;
+constexpr int kEpilogueItems = 2;     // outputs a thread's residual is loaded for right after the wait
+static_assert(kEpilogueItems == 2, "the epilogue picks res[0] / res[1] by name (no local memory)");
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-#endif
-
-__device__ __forceinline__ void slot_barrier_init(uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)) : "memory");
-#endif
-}
-
-// The barriers' initialization made visible to the bulk-copy engine (the async proxy).
-__device__ __forceinline__ void slot_barriers_ready() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#endif
-}
-
-// Row bytes from global src into shared dst, counted on bar (which expects them: its one arrival).
-__device__ __forceinline__ void copy_row(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint32_t b = shared_address(bar);
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-               ::"r"(shared_address(dst)), "l"(src), "r"(bytes), "r"(b) : "memory");
+// c += A (rows: this lane's activation row, a0 / a2 its two k-quarters; rows 8-15 zero) x B (b0 / b1).
+__device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a2, int b0, int b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};"
+               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+               : "r"(a0), "r"(0), "r"(a2), "r"(0), "r"(b0), "r"(b1));
 #endif
 }
 
-// Waits until the phase of bar with this parity has completed (the slot's row has landed).
-__device__ __forceinline__ void wait_slot(uint64_t* bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "{\n\t.reg .pred done;\n"
-      "retry:\n\t"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
-      "@!done bra retry;\n}" ::"r"(shared_address(bar)), "r"(parity) : "memory");
-#endif
+// Chunk `chunk` (16 bytes) of weight row `row`, zeros past the matrix.
+__device__ __forceinline__ int4 weight_chunk(const LinearArgs& a, int row, int chunk) {
+  if (row < a.N && chunk < a.chunks) {
+    return __ldg(reinterpret_cast<const int4*>(a.weight + static_cast<int64_t>(row) * a.words) + chunk);
+  }
+  return make_int4(0, 0, 0, 0);
 }
+
+// A (tile, step) cursor over a block's range, advanced without division.
+struct TileCursor {
+  int tile, step;
+  __device__ __forceinline__ bool advance(int steps_per_tile) {  // true where a tile ended
+    if (++step < steps_per_tile) return false;
+    step = 0;
+    ++tile;
+    return true;
+  }
+};
 
 template <int MT>
-__global__ void __launch_bounds__(kMaxWarps * 32, 1) w8a8_linear_staged_kernel(LinearArgs a) {
-  static_assert(MT >= 4, "up to two activation rows take the register kernel");
+__global__ void __launch_bounds__(kMmaWarps * 32, 1) w8a8_linear_mma_kernel(LinearArgs a) {
+  static_assert(MT <= kTileRows, "the activation rows of a pass are A's first 8 rows");
   TL_BEGIN
-  // [warps][slots][row bytes] the rings, then [MT][words] the packed activation, then [warps][slots] barriers.
-  extern __shared__ __align__(128) unsigned char staged_smem[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // [MT][words] the packed activation, [MT][block_rows] the sums, [block_rows] out_scale.
+  extern __shared__ __align__(16) int32_t mma_smem[];
+  int32_t* xs = mma_smem;
+  int32_t* sums = xs + MT * a.words;
+  float* scales = reinterpret_cast<float*>(sums + MT * a.block_rows);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, q = lane & 3;  // mma's groupID (A's row, B's column) and thread in group
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
-  const int warps = blockDim.x >> 5;
-  const int first = blockIdx.x * warps + warp;
-  const int stride = gridDim.x * warps;
-  const int rows = first < a.N ? (a.N - 1 - first) / stride + 1 : 0;
-  const int slots = a.slots;
-  const uint32_t row_bytes = static_cast<uint32_t>(a.words) * 4u;
-  unsigned char* ring = staged_smem + static_cast<size_t>(warp) * slots * row_bytes;
-  int32_t* xs = reinterpret_cast<int32_t*>(staged_smem + static_cast<size_t>(warps) * slots * row_bytes);
-  uint64_t* bars = reinterpret_cast<uint64_t*>(xs + MT * a.words) + warp * slots;
-  const char* weights = reinterpret_cast<const char*>(a.weight);
+  const int tiles = (a.N + kTileRows - 1) / kTileRows;
+  const int tile0 = static_cast<int>(static_cast<int64_t>(tiles) * blockIdx.x / gridDim.x);
+  const int tile1 = static_cast<int>(static_cast<int64_t>(tiles) * (blockIdx.x + 1) / gridDim.x);
+  const int n0 = tile0 * kTileRows;
+  const int block_n = min(a.N, tile1 * kTileRows) - n0;
+  const int steps_per_tile = (a.chunks + kStepChunks - 1) / kStepChunks;
+  const int64_t total = static_cast<int64_t>(tile1 - tile0) * steps_per_tile;
+  const int begin = static_cast<int>(total * warp / warps);
+  const int count = static_cast<int>(total * (warp + 1) / warps) - begin;
 
-  // First the constants the work after the wait needs (input_scale, lane j's the out_scale of the warp's row
-  // j): a small load issued behind the weight copies waits for them. Then the copies of the first rows,
-  // which depend on no earlier kernel.
+  // Before the wait: input_scale, the block's out_scale and zeroed sums, then each lane's first steps.
   const float s_in = __ldg(a.input_scale);
-  const float lane_scale = lane < rows ? __ldg(a.out_scale + first + lane * stride) : 0.0f;
-  if (lane == 0) {
-    for (int s = 0; s < slots; ++s) slot_barrier_init(bars + s);
-    slot_barriers_ready();
-    for (int j = 0; j < rows && j < slots; ++j) {
-      copy_row(ring + j * row_bytes, weights + static_cast<int64_t>(first + j * stride) * row_bytes, row_bytes,
-               bars + j);
-    }
+  for (int i = threadIdx.x; i < block_n; i += blockDim.x) scales[i] = __ldg(a.out_scale + n0 + i);
+  for (int i = threadIdx.x; i < MT * a.block_rows; i += blockDim.x) sums[i] = 0;
+  TileCursor load{tile0 + begin / steps_per_tile, begin % steps_per_tile};
+  TileCursor mul = load;
+  int4 buf[kStepsAhead][2];
+#pragma unroll
+  for (int u = 0; u < kStepsAhead; ++u) {
+    const int row = load.tile * kTileRows + g, c = load.step * kStepChunks + q;
+    buf[u][0] = u < count ? weight_chunk(a, row, c) : make_int4(0, 0, 0, 0);
+    buf[u][1] = u < count ? weight_chunk(a, row, c + 4) : make_int4(0, 0, 0, 0);
+    if (u < count) load.advance(steps_per_tile);
   }
-  __syncwarp();
   const float inv_s = __fdiv_rn(1.0f, s_in);
   TL_MARK_AFTER(0, inv_s)  // input_scale arrived
   pdl_launch_dependents();
   pdl_wait();
   TL_WAIT
+  // The residual (an earlier kernel's output) of this thread's first outputs, before the activation pass.
+  float res[kEpilogueItems];
+#pragma unroll
+  for (int e = 0; e < kEpilogueItems; ++e) {
+    const int i = threadIdx.x + e * blockDim.x, m = i / block_n, r = i - m * block_n;
+    res[e] = a.residual && m < MT && m0 + m < a.rows ? a.residual[(m0 + m) * a.N + n0 + r] : 0.0f;
+  }
   quantize_rows<MT>(a, m0, xs, s_in, inv_s);
-  TL_MARK_AFTER(1, 0.0f)  // the activation quantized
+  TL_MARK_AFTER(1, 0.0f)  // the activation quantized (the barrier also publishes scales and sums)
 
-  const int chunks = a.words / 4;
-  const int4* x4 = reinterpret_cast<const int4*>(xs);
-  int slot = 0;
-  uint32_t parity = 0;
-  for (int j = 0; j < rows; ++j) {
-    const int n = first + j * stride;
-    const float res = residual_of<MT>(a, m0, lane, n);  // goes out before the wait for the row
-    const float scale_j = __shfl_sync(0xffffffffu, lane_scale, j & 31);
-    const float scale = j < 32 ? scale_j : __ldg(a.out_scale + n);
-    wait_slot(bars + slot, parity);
-    const int4* w4 = reinterpret_cast<const int4*>(ring + slot * row_bytes);
-    int acc[MT];
+  int acc[4] = {0, 0, 0, 0};
+  for (int j0 = 0; j0 < count; j0 += kStepsAhead) {
 #pragma unroll
-    for (int m = 0; m < MT; ++m) acc[m] = 0;
-#pragma unroll(MT >= 8 ? 1 : 4)
-    for (int c = lane; c < chunks; c += 32) {
-      const int4 w = w4[c];
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        const int4 x = x4[m * chunks + c];
-        acc[m] = __dp4a(w.x, x.x, acc[m]);
-        acc[m] = __dp4a(w.y, x.y, acc[m]);
-        acc[m] = __dp4a(w.z, x.z, acc[m]);
-        acc[m] = __dp4a(w.w, x.w, acc[m]);
+    for (int u = 0; u < kStepsAhead; ++u) {
+      if (j0 + u >= count) break;  // warp-uniform: mma.sync needs the whole warp
+      const int4 w0 = buf[u][0], w1 = buf[u][1];
+      if (j0 + u + kStepsAhead < count) {
+        const int row = load.tile * kTileRows + g, c = load.step * kStepChunks + q;
+        buf[u][0] = weight_chunk(a, row, c);
+        buf[u][1] = weight_chunk(a, row, c + 4);
+        load.advance(steps_per_tile);
+      }
+      const int c = mul.step * kStepChunks + q;
+      int4 x0 = make_int4(0, 0, 0, 0), x1 = x0;
+      if (g < MT) {
+        const int4* xr = reinterpret_cast<const int4*>(xs + g * a.words);
+        if (c < a.chunks) x0 = xr[c];
+        if (c + 4 < a.chunks) x1 = xr[c + 4];
+      }
+      mma_s8(acc, x0.x, x0.y, w0.x, w0.y);
+      mma_s8(acc, x0.z, x0.w, w0.z, w0.w);
+      mma_s8(acc, x1.x, x1.y, w1.x, w1.y);
+      mma_s8(acc, x1.z, x1.w, w1.z, w1.w);
+      const int tile = mul.tile;
+      if (mul.advance(steps_per_tile) || j0 + u + 1 == count) {
+        // acc[0], acc[1]: activation row g, weight rows 2q and 2q + 1 of the tile (acc[2], acc[3]: A's zero rows)
+        if (g < MT) {
+          const int r = (tile - tile0) * kTileRows + 2 * q;
+          atomicAdd(sums + g * a.block_rows + r, acc[0]);
+          atomicAdd(sums + g * a.block_rows + r + 1, acc[1]);
+        }
+        acc[0] = acc[1] = 0;
       }
     }
-    __syncwarp();  // every lane has read the slot: it may be refilled
-    if (lane == 0 && j + slots < rows) {
-      copy_row(ring + slot * row_bytes, weights + static_cast<int64_t>(n + slots * stride) * row_bytes, row_bytes,
-               bars + slot);
-    }
-    store_outputs<MT>(a, acc, m0, lane, n, scale, res);
-    if (++slot == slots) {
-      slot = 0;
-      parity ^= 1u;
+  }
+  __syncthreads();
+  // Output (m0 + m, n0 + r) for i = m * block_n + r: neighbouring threads store neighbouring outputs.
+  for (int e = 0, i = threadIdx.x; i < MT * block_n; ++e, i += blockDim.x) {
+    const int m = i / block_n, r = i - m * block_n;
+    const int64_t row = m0 + m;
+    if (row >= a.rows) continue;
+    const float v = __fmul_rn(static_cast<float>(sums[m * a.block_rows + r]), scales[r]);
+    float* out = a.y + row * a.N + n0 + r;
+    if (!a.residual) {
+      *out = v;
+    } else {
+      const float rv = e == 0 ? res[0] : e == 1 ? res[1] : a.residual[row * a.N + n0 + r];
+      *out = __fadd_rn(rv, v);
     }
   }
   TL_END(0u, a.N)
@@ -586,16 +605,16 @@ inline RowSpread spread_rows(int64_t n, int64_t resident_blocks, int max_warps) 
   return r;
 }
 
-// Dynamic shared memory the staged kernel may have a block on this device (the opt-in limit less its static
-// arrays), opted in once per device; 0 where that failed (said once on stderr: the register kernel runs).
-template <int MT>
-size_t staged_room(const DeviceLimits& dev) {
+// Dynamic shared memory the tensor-core kernel `kernel` may have a block on this device (the opt-in limit less
+// its static arrays), opted in once per device and kernel; 0 where that failed (said once on stderr: the dp4a
+// kernel runs).
+size_t shared_room(const DeviceLimits& dev, const void* kernel) {
   static std::mutex mutex;
-  static std::map<int, size_t> room;
+  static std::map<std::pair<int, const void*>, size_t> room;
   std::lock_guard<std::mutex> lock(mutex);
-  const auto it = room.find(dev.device);
+  const auto key = std::make_pair(dev.device, kernel);
+  const auto it = room.find(key);
   if (it != room.end()) return it->second;
-  const auto kernel = w8a8_linear_staged_kernel<MT>;
   cudaFuncAttributes fa{};
   cudaError_t e = cudaFuncGetAttributes(&fa, kernel);
   size_t r = 0;
@@ -605,42 +624,34 @@ size_t staged_room(const DeviceLimits& dev) {
   }
   if (e != cudaSuccess) {
     cudaGetLastError();
-    fprintf(stderr, "qmamba: the staged W8A8 linear cannot opt in to shared memory on device %d (%s); "
-            "the register kernel runs\n", dev.device, cudaGetErrorString(e));
+    fprintf(stderr, "qmamba: the tensor-core W8A8 linear cannot opt in to shared memory on device %d (%s); the "
+            "dp4a kernel runs\n", dev.device, cudaGetErrorString(e));
     r = 0;
   }
-  room.emplace(dev.device, r);
+  room.emplace(key, r);
   return r;
 }
 
-// The staged kernel where it applies (its caller passes rows of whole, aligned 16-byte chunks): sm_90, three or
-// more activation rows (a pass of 4 or 8), at least two rows a warp in shared memory (or all of its rows), and
-// QMAMBA_STAGED not "0". The 2.7b-shaped decode step on the H200 (docs/kernels.md), register kernel against
-// this one: batch 1 177.9 against 177.4-183.4 us, batch 2 278.2 against 287.6, batch 4 456.8 against 441.9,
-// batch 8 846.6 against 759.1. Returns whether it launched.
+// The tensor-core kernel where it applies (its caller passes rows of whole, aligned 16-byte chunks): compute
+// capability 8.0 or later, a pass of 4 or 8 activation rows, and QMAMBA_MMA not "0" (the dp4a kernel then
+// runs: for measuring, and the tests of both). Tensor cores from 2 rows were slower on the H200 (the batch-2
+// step 311 us against 256). One block an SM (or a tile), the tiles spread evenly. Returns whether it launched.
 template <int MT>
-bool launch_staged(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
+bool launch_mma(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
+  static_assert(MT >= 4, "up to two activation rows take the register kernel");
   static const bool off = [] {
-    const char* v = getenv("QMAMBA_STAGED");
+    const char* v = getenv("QMAMBA_MMA");
     return v != nullptr && strcmp(v, "0") == 0;
   }();
-  if (off || dev.cc_major < 9) return false;
-  // The register kernel's spread, one block an SM.
-  const RowSpread spread = spread_rows(a.N, dev.sm_count, kMaxWarps);
-  const int64_t rows_per_warp = spread.rows_per_warp;
-  const int warps_per_block = spread.warps_per_block;
-  const size_t row_bytes = static_cast<size_t>(a.words) * 4;
-  const size_t xs_bytes = static_cast<size_t>(MT) * row_bytes;
-  const size_t per_slot = static_cast<size_t>(warps_per_block) * (row_bytes + sizeof(uint64_t));
-  const size_t room = staged_room<MT>(dev);
-  if (room < xs_bytes + per_slot) return false;
-  int64_t slots = static_cast<int64_t>((room - xs_bytes) / per_slot);
-  if (slots > rows_per_warp) slots = rows_per_warp;
-  if (slots < (rows_per_warp < 2 ? rows_per_warp : 2)) return false;
-  a.slots = static_cast<int>(slots);
-  const size_t smem = xs_bytes + static_cast<size_t>(slots) * per_slot;
-  const dim3 grid(static_cast<unsigned>(spread.blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
-  launch_dependent(dev, w8a8_linear_staged_kernel<MT>, grid, dim3(warps_per_block * 32), smem, stream, a);
+  if (off || dev.cc_major < 8) return false;
+  const int64_t tiles = (a.N + kTileRows - 1) / kTileRows;
+  const int64_t blocks = tiles < dev.sm_count ? tiles : dev.sm_count;
+  a.block_rows = static_cast<int>((tiles + blocks - 1) / blocks) * kTileRows;
+  const size_t smem = (static_cast<size_t>(MT) * (a.words + a.block_rows) + a.block_rows) * sizeof(int32_t);
+  const auto kernel = w8a8_linear_mma_kernel<MT>;
+  if (smem > 48 * 1024 && smem > shared_room(dev, reinterpret_cast<const void*>(kernel))) return false;
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
+  launch_dependent(dev, kernel, grid, dim3(kMmaWarps * 32), smem, stream, a);
   return true;
 }
 
@@ -694,8 +705,8 @@ template <int VEC>
 int launch_rows(const char* where, const DeviceLimits& dev, const LinearArgs& a, int mt, cudaStream_t stream) {
   if (VEC == 4) {
     switch (mt) {
-      case 8: if (launch_staged<8>(dev, a, stream)) return QMAMBA_OK; break;
-      case 4: if (launch_staged<4>(dev, a, stream)) return QMAMBA_OK; break;
+      case 8: if (launch_mma<8>(dev, a, stream)) return QMAMBA_OK; break;
+      case 4: if (launch_mma<4>(dev, a, stream)) return QMAMBA_OK; break;
       default: break;  // up to two activation rows: the register kernel
     }
   }
