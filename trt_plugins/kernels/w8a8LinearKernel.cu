@@ -439,17 +439,17 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
 
 // ---- The tensor-core kernel (sm_80 and later): three or more activation rows ----
 //
-// The dp4a kernels multiply each weight word by every activation row's word, fetched from shared memory
-// one row at a time: with 8 rows that work, not the weights' traffic, sets their time (the batch-8 2.7b step
-// took 4.3 times the batch-1 step on the H200 for the same bytes). Here one mma.sync m16n8k32 (s8 x s8 ->
-// s32) multiplies 32 k of all activation rows at once: the activation rows are A's rows (those past MT
-// zero), a tile of 8 weight rows B's columns. Each lane loads 16 contiguous bytes of one weight row (4 lanes
-// a row: 64 contiguous bytes), which feed two k-steps of 32; the activation's words are taken from shared
-// memory in the same order of k, and a sum does not depend on its order, so the results are the dp4a
-// kernels' bit for bit. A block takes a contiguous range of tiles and its warps an even share of the
-// range's (tile, step) pairs, so that a tile's K is split across warps where a block has few tiles (a 2.7b
-// out_proj: 320 tiles for 132 SMs); each warp adds its partial sums into the block's shared sums (integer
-// atomics: exact in any order), and after a barrier the block's threads apply out_scale and the residual.
+// The dp4a kernels multiply each weight word by every activation row's word, fetched from shared memory one row at
+// a time: with 8 rows that work, not the weights' traffic, sets their time (the batch-8 2.7b step took 4.3 times
+// the batch-1 step on the H200 for the same bytes). Here one mma.sync m16n8k32 (s8 x s8 -> s32) multiplies 32 k of
+// all activation rows at once: the activation rows are A's rows (those past MT zero), a tile of 8 weight rows B's
+// columns. Each load of a lane is 16 contiguous bytes of one weight row (4 lanes a row: 64 contiguous bytes; a
+// step is two loads a lane, 128 bytes a row), and feeds two k-steps of 32; the activation's words are taken from
+// shared memory in the same order of k, and a sum does not depend on its order, so the results are the dp4a
+// kernels' bit for bit. A block takes a contiguous range of tiles and its warps an even share of the range's
+// (tile, step) pairs, so that a tile's K is split across warps where a block has few tiles (a 2.7b out_proj: 320
+// tiles for 132 SMs); each warp adds its partial sums into the block's shared sums (integer atomics: exact in any
+// order), and after a barrier the block's threads apply out_scale and the residual.
 constexpr int kTileRows = 8;          // weight rows of a tile: the n of m16n8k32
 constexpr int kStepChunks = 8;        // 16-byte chunks of a weight row a step takes (two a lane, 4 lanes a row)
 constexpr int kStepsAhead = 4;        // steps a lane has in flight (8 loads of 16 bytes)
