@@ -649,7 +649,17 @@ bool launch_mma(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   a.block_rows = static_cast<int>((tiles + blocks - 1) / blocks) * kTileRows;
   const size_t smem = (static_cast<size_t>(MT) * (a.words + a.block_rows) + a.block_rows) * sizeof(int32_t);
   const auto kernel = w8a8_linear_mma_kernel<MT>;
-  if (smem > 48 * 1024 && smem > shared_room(dev, reinterpret_cast<const void*>(kernel))) return false;
+  if (smem > 48 * 1024) {
+    const size_t room = shared_room(dev, reinterpret_cast<const void*>(kernel));
+    if (smem > room) {
+      static std::once_flag said;
+      std::call_once(said, [&] {
+        fprintf(stderr, "qmamba: the tensor-core W8A8 linear needs %zu bytes of shared memory a block for K = %d, "
+                "N = %d (device %d allows %zu); the dp4a kernel runs\n", smem, a.K, a.N, dev.device, room);
+      });
+      return false;
+    }
+  }
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((a.rows + MT - 1) / MT));
   launch_dependent(dev, kernel, grid, dim3(kMmaWarps * 32), smem, stream, a);
   return true;
