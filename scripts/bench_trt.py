@@ -27,7 +27,6 @@ from qmamba.runtime import trt_runner
 from qmamba.runtime.build import DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, build_engines, read_engines_metadata
 
 
-
 def random_w8a8(cfg: QuantConfig, seed: int = 0) -> QuantMamba2LM:
     """A valid W8A8 model with random int8 weights and plausible scales (speed only, not accuracy)."""
     g = torch.Generator().manual_seed(seed)
@@ -124,7 +123,7 @@ def torch_fp16(cfg: QuantConfig, batches, seqs, iters: int) -> list[dict]:
                         continue
                     rows.append({"batch": b, "seq": L, "prefill_ms": pre, "decode_ms_per_step": dec,
                                  "decode_tokens_per_s": b * 1e3 / dec, "chunk_size": chunk})
-                    out = cache = None  # noqa: F841
+                    out = cache = None  # noqa: F841 (frees this shape's tensors before the next)
                     break
     model = mixers = None  # the closures above hold them: drop them before freeing the cache
     torch.cuda.empty_cache()
