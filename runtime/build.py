@@ -269,9 +269,10 @@ def bits_as_float_outputs(model):
 
 
 # The decode engine's linears become QmambaW8A8Linear when its batch range ends at or below this: on the
-# H200 (2.7b-shaped, 8 layers, TensorRT 8.6, one session) a step with the plugin took 0.1757 ms at batch 1
-# and 0.7588 ms at batch 8, with TensorRT's int8 GEMM 0.5553 and 0.8309 ms. Above 8 rows the plugin's
-# kernel runs several passes over the weights; not measured against the GEMM, so the GEMM stays there.
+# H200 (2.7b-shaped, 8 layers, TensorRT 8.6, one session) a step with the plugin took 0.1753 / 0.2759 /
+# 0.4386 / 0.7586 / 1.3933 ms at batch 1 / 2 / 4 / 8 / 16, with TensorRT's int8 GEMM 0.5697 / 0.5669 /
+# 0.6431 / 0.8466 / 1.1631 (docs/tensorrt.md). That was the kernel before the tensor-core one for three or
+# more rows, whose engines are not measured yet; so the GEMM stays above 8.
 LINEAR_PLUGIN_MAX_BATCH = 8
 DECODE_LINEAR_CHOICES = ("auto", "plugin", "tensorrt")
 
