@@ -269,11 +269,11 @@ def bits_as_float_outputs(model):
 
 
 # The decode engine's linears become QmambaW8A8Linear when its batch range ends at or below this: on the
-# H200 (2.7b-shaped, 8 layers, TensorRT 8.6, one session) a step with the plugin took 0.1753 / 0.2759 /
-# 0.4386 / 0.7586 / 1.3933 ms at batch 1 / 2 / 4 / 8 / 16, with TensorRT's int8 GEMM 0.5697 / 0.5669 /
-# 0.6431 / 0.8466 / 1.1631 (docs/tensorrt.md). That was the kernel before the tensor-core one for three or
-# more rows, whose engines are not measured yet; so the GEMM stays above 8.
-LINEAR_PLUGIN_MAX_BATCH = 8
+# H200 (2.7b-shaped, 8 layers, TensorRT 8.6, one session, tensor cores from three rows) a step with the plugin
+# took 0.1731 / 0.2553 / 0.3906 / 0.5857 / 1.0972 ms at batch 1 / 2 / 4 / 8 / 16, with TensorRT's int8 GEMM
+# 0.8265 (8) and 1.1461 (16) (docs/tensorrt.md). Above 16 the plugin makes another pass over the weights per
+# 8 rows (not measured), so the GEMM takes those.
+LINEAR_PLUGIN_MAX_BATCH = 16
 DECODE_LINEAR_CHOICES = ("auto", "plugin", "tensorrt")
 
 

@@ -317,13 +317,13 @@ def _identity_model():
 
 
 @pytest.mark.parametrize("choice, max_batch, plugin", [
-    ("auto", 1, True), ("auto", 8, True), ("auto", 9, False),
+    ("auto", 1, True), ("auto", 16, True), ("auto", 17, False),
     ("plugin", 64, True), ("tensorrt", 1, False)])
 def test_decode_linear_choice_follows_the_measured_threshold(choice, max_batch, plugin):
-    """--decode-linear auto: the plugin while the batch range ends at or below LINEAR_PLUGIN_MAX_BATCH (8, where
+    """--decode-linear auto: the plugin while the batch range ends at or below LINEAR_PLUGIN_MAX_BATCH (16, where
     it measured faster than TensorRT's GEMM on the H200); the explicit choices are taken as given."""
     from qmamba.runtime.build import LINEAR_PLUGIN_MAX_BATCH, decode_linear_plugin
-    assert LINEAR_PLUGIN_MAX_BATCH == 8
+    assert LINEAR_PLUGIN_MAX_BATCH == 16
     assert decode_linear_plugin(choice, max_batch) is plugin
 
 
