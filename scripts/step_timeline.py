@@ -36,21 +36,29 @@ CAPACITY = 1 << 17  # timeline.cuh's kTimelineCap
 LAUNCH_GAP_NS = 3000  # wait returns of one launch lie within ~1 us; launches of one kind are >10 us apart
 
 
-def read_records(lib) -> np.ndarray:
-    """All records of both translation units since the last read (the read clears them)."""
-    parts = []
-    for name in ("qmamba_timeline_linear", "qmamba_timeline_mixer"):
-        fn = getattr(lib, name)
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
-        buf = np.zeros(CAPACITY, RECORD)
-        count = fn(buf.ctypes.data_as(ctypes.c_void_p), CAPACITY)
-        if count < 0:
-            raise RuntimeError(f"{name}: copying the records failed (CUDA error)")
-        if count > CAPACITY:
-            raise RuntimeError(f"{name}: {count} records written since the last read, {CAPACITY} kept; read "
-                               "after each replay")
-        parts.append(buf[:count])
-    return np.concatenate(parts)
+class RecordReader:
+    """Reads the records of both translation units written since the last read (a read clears them); the
+    functions' argument types and the copy buffer are set up once, not at every read."""
+
+    def __init__(self, lib):
+        self.fns = []
+        for name in ("qmamba_timeline_linear", "qmamba_timeline_mixer"):
+            fn = getattr(lib, name)
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            self.fns.append((name, fn))
+        self.buf = np.zeros(CAPACITY, RECORD)
+
+    def __call__(self) -> np.ndarray:
+        parts = []
+        for name, fn in self.fns:
+            count = fn(self.buf.ctypes.data_as(ctypes.c_void_p), CAPACITY)
+            if count < 0:
+                raise RuntimeError(f"{name}: copying the records failed (CUDA error)")
+            if count > CAPACITY:
+                raise RuntimeError(f"{name}: {count} records written since the last read, {CAPACITY} kept; read "
+                                   "after each replay")
+            parts.append(self.buf[:count].copy())  # the buffer is reused by the next function and read
+        return np.concatenate(parts)
 
 
 def split_launches(rec: np.ndarray, kind: int, n: int | None = None) -> list[np.ndarray]:
@@ -153,12 +161,13 @@ def main() -> int:
     for _ in range(5):
         graph.replay()
     torch.cuda.synchronize()
-    read_records(lib)
+    read_records = RecordReader(lib)
+    read_records()  # drop the warm-up replays' records
     replays, steps = [], []
     for _ in range(args.replays):
         graph.replay()
         torch.cuda.synchronize()
-        rec = read_records(lib)
+        rec = read_records()
         rows = layer_rows(rec, args.layers, n_in, bds.D_MODEL, bds.VOCAB)
         if rows is None:
             print("step_timeline: a replay's launches did not group into the step's sequence; skipped")

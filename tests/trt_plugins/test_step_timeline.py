@@ -84,3 +84,39 @@ def test_medians_over_layers_and_replays():
     assert table["out_proj"]["start"] == pytest.approx([11.0, 11.0])
     assert table["mixer"]["most_on_one_sm"] == 2 and table["in_proj"]["blocks"] == 3
     assert table["mixer"]["marks"][:2] == pytest.approx([0.6, 1.0]) and table["out_proj"]["marks"][0] is None
+
+
+def test_reader_returns_each_functions_records_since_the_last_read():
+    """RecordReader against a stand-in library: each read concatenates both functions' records, copied out of
+    the one buffer it reuses; a count past the capacity or a failed copy is an error."""
+    import ctypes
+
+    mod = _module()
+    step = _step(mod, 1)
+
+    class Fn:
+        def __init__(self, records):
+            self.records, self.argtypes = records, None
+
+        def __call__(self, dst, cap):
+            n = min(len(self.records), cap)
+            ctypes.memmove(dst, self.records.ctypes.data, n * mod.RECORD.itemsize)
+            out = len(self.records)
+            self.records = self.records[:0]  # the read clears them
+            return out
+
+    class Lib:
+        qmamba_timeline_linear = Fn(step[step["kind"] == 0])
+        qmamba_timeline_mixer = Fn(step[step["kind"] == 1])
+
+    read = mod.RecordReader(Lib)
+    assert Lib.qmamba_timeline_linear.argtypes is not None
+    got = read()
+    assert np.array_equal(np.sort(got, order=["kind", "start"]), np.sort(step, order=["kind", "start"]))
+    assert len(read()) == 0
+    Lib.qmamba_timeline_mixer.records = np.zeros(mod.CAPACITY + 1, mod.RECORD)
+    with pytest.raises(RuntimeError, match="read after each replay"):
+        read()
+    Lib.qmamba_timeline_linear = lambda dst, cap: -1
+    with pytest.raises(RuntimeError, match="copying the records failed"):
+        mod.RecordReader(Lib)()
