@@ -178,7 +178,8 @@ def main() -> int:
     ap.add_argument("--seq", type=int, nargs="+", default=[512, 2048], help="prompt lengths (default 512 2048)")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--models", default="2.7b,small", help="which models, comma-separated: 2.7b, small")
-    ap.add_argument("--profile", action="store_true", help="print TensorRT's per-layer times (batch 1, L 512)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print TensorRT's per-layer times (at the first --batch and --seq)")
     ap.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="plugin",
                     help="the decode engine's linears (qmamba build --decode-linear; default plugin: both "
                          "batches measured with QmambaW8A8Linear)")
