@@ -7,8 +7,11 @@ matrix (16-byte loads, eight in flight per thread, grid 1-8 blocks per SM, best 
 to back on distinct buffers so that L2 holds none of them, and prints what a layer made of two such
 reads would take against that bound; then a step's reads (8 layers) as separate kernels and as one
 cooperative kernel with a grid barrier between matrices, with and without prefetching the next matrix
-into L2 before the barrier. No qmamba code runs: it is the floor any kernel of this kind stands on, and
-what a single persistent decode kernel could reach.
+into L2 before the barrier, or with the next matrices' weights in flight to shared memory across the
+barriers; and last a persistent kernel's skeleton with no barrier, its weights streaming under the
+step's dependencies (matrix after matrix) and a mixer-long pause between in_proj and out_proj. No
+qmamba code runs: it is the floor any kernel of this kind stands on, and what a single persistent
+decode kernel could reach.
 
     python benchmarks/bench_read_bound.py [--json out.json]
 
@@ -84,7 +87,7 @@ STAGED_KERNEL = r"""
 #include <cooperative_groups.h>
 __device__ __forceinline__ unsigned smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, const long long* nbytes, int count,
-                                            int depth, int chunk, int* out) {
+                                            int depth, int chunk, long long mixer_cycles, int* out) {
   extern __shared__ __align__(128) char ring[];
   __shared__ __align__(8) unsigned long long full[32];
   __shared__ long long share_lo[64], share_len[64];  // this block's share of each matrix, 16-byte aligned
@@ -136,6 +139,153 @@ extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, cons
       if (threadIdx.x == 0) produce(slot);
     }
     grid.sync();
+    if (mixer_cycles && !(m & 1) && m + 1 < count) {  // a mixer phase between in_proj and out_proj
+      if (threadIdx.x == 0) {
+        const long long t = clock64();
+        while (clock64() - t < mixer_cycles) {}
+      }
+      grid.sync();
+    }
+  }
+  if (acc == 0x12345678) out[0] = acc;
+}
+"""
+# A persistent decode kernel's skeleton with no grid barrier: a producer warp keeps `depth` chunks of
+# weights in flight by bulk copies, whatever matrix they belong to, and consumer warps take a chunk of
+# matrix m only once all of matrix m - 1 has been consumed (a counter per matrix: the decode step's
+# all-to-all dependency, here only where `deps`), then load an activation word (one dependent L2 round
+# trip, as a real phase would). Chunks are this block's share of each matrix in order (`dynamic` 0, as
+# read_step_staged) or handed out at run time by an atomic counter over all matrices in order (each
+# block's first `depth` chunks round-robin). With `mixer_cycles`, a mixer phase sits between each in_proj
+# (even m) and out_proj (odd m): every block waits for in_proj, spins that long (the mixer's chain),
+# counts itself done, and out_proj's consumers wait for all blocks' count. The weights keep streaming
+# under the waits: the question is how close that comes to the bound.
+DYNAMIC_KERNEL = r"""
+__device__ __forceinline__ unsigned smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void wait_parity(unsigned long long* bar, unsigned parity) {
+  asm volatile("{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+               "@!done bra WAIT;\n}" ::"r"(smem(bar)), "r"(parity) : "memory");
+}
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void red_release(unsigned* p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void consumers_sync(int n) { asm volatile("bar.sync 1, %0;" ::"r"(n) : "memory"); }
+
+extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, const long long* nbytes,
+                                             const int* first, int count, int depth, int chunk, int dynamic,
+                                             int deps, long long mixer_cycles, unsigned* counters,
+                                             const int* act, int* out) {
+  // counters[0]: chunks handed out beyond the round-robin ones; counters[1 + m]: 16-byte words of matrix
+  // m consumed; counters[1 + count + m]: blocks through the mixer phase before matrix m (odd m).
+  extern __shared__ __align__(128) char ring[];
+  __shared__ __align__(8) unsigned long long full[16], empty[16];
+  __shared__ int slot_m[16], slot_n16[16];  // slot_m = count: no more chunks
+  const int consumers = blockDim.x - 32, ct = threadIdx.x - 32;
+  if (threadIdx.x == 0) {
+    for (int d = 0; d < depth; ++d) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem(&full[d])));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem(&empty[d])));
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {  // the producer warp: one lane issues every copy
+    if (threadIdx.x != 0) return;
+    const int total = first[count], static_chunks = depth * gridDim.x;
+    int pending = dynamic ? static_chunks + (int)atomicAdd(&counters[0], 1u) : 0;
+    int pm = 0;
+    long long poff = 0;  // static: this block's place in its share of matrix pm
+    for (int j = 0;; ++j) {
+      const int slot = j % depth;
+      int m = count;
+      long long src = 0, bytes = 0;
+      if (j >= depth) wait_parity(&empty[slot], ((j / depth) - 1) & 1);
+      if (dynamic) {
+        int c = j * gridDim.x + blockIdx.x;
+        if (j >= depth) {
+          c = pending;
+          if (c < total) pending = static_chunks + (int)atomicAdd(&counters[0], 1u);  // ahead of its use
+        }
+        if (c < total) {
+          m = 0;
+          while (first[m + 1] <= c) ++m;
+          src = (long long)(c - first[m]) * chunk;
+          bytes = min((long long)chunk, nbytes[m] - src);
+        }
+      } else {
+        for (; pm < count; ++pm, poff = 0) {
+          const long long per = ((nbytes[pm] + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
+          const long long lo = min(nbytes[pm], blockIdx.x * per), len = min(nbytes[pm], lo + per) - lo;
+          if (poff < len) {
+            m = pm;
+            src = lo + poff;
+            bytes = min((long long)chunk, len - poff);
+            poff += bytes;
+            break;
+          }
+        }
+      }
+      slot_m[slot] = m;
+      slot_n16[slot] = (int)(bytes / 16);
+      if (m == count) {
+        asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem(&full[slot])) : "memory");
+        return;
+      }
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem(&full[slot])),
+                   "r"((unsigned)bytes) : "memory");
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                   ::"r"(smem(ring + slot * chunk)), "l"(reinterpret_cast<const char*>(ptrs[m]) + src),
+                   "r"((unsigned)bytes), "r"(smem(&full[slot])) : "memory");
+    }
+  }
+  int acc = 0, seen = 0;  // seen: matrices whose dependencies this block has met (matrix 0 has none)
+  // The mixer phases up to matrix `upto`, each once a block: wait for in_proj, the chain, count done.
+  auto mixers = [&](int upto) {
+    for (int p = seen + 1; p <= upto; ++p) {
+      if (!(p & 1) || !mixer_cycles) continue;
+      if (ct == 0) {
+        while (ld_acquire(&counters[1 + p - 1]) < (unsigned)(nbytes[p - 1] / 16)) {}
+        const long long t = clock64();
+        while (clock64() - t < mixer_cycles) {}
+        red_release(&counters[1 + count + p], 1u);
+      }
+    }
+  };
+  for (int j = 0;; ++j) {
+    const int slot = j % depth;
+    wait_parity(&full[slot], (j / depth) & 1);
+    const int m = slot_m[slot], n16 = slot_n16[slot];
+    if (m == count) {
+      if (deps) mixers(count - 1);
+      break;
+    }
+    if (deps && m > seen) {
+      mixers(m);
+      if (ct == 0) {
+        if (mixer_cycles && (m & 1)) {
+          while (ld_acquire(&counters[1 + count + m]) < gridDim.x) {}
+        } else {
+          while (ld_acquire(&counters[1 + m - 1]) < (unsigned)(nbytes[m - 1] / 16)) {}
+        }
+      }
+      seen = m;
+      consumers_sync(consumers);
+      acc ^= __ldcg(act + (ct + m * 64) % 4096);  // the phase's activation: one dependent round trip
+    }
+    for (int i = ct; i < n16; i += consumers) {
+      const int4 v = reinterpret_cast<const int4*>(ring + slot * chunk)[i];
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    consumers_sync(consumers);  // the slot is read
+    if (ct == 0) {
+      red_release(&counters[1 + m], (unsigned)n16);
+      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem(&empty[slot])) : "memory");
+    }
   }
   if (acc == 0x12345678) out[0] = acc;
 }
@@ -169,6 +319,46 @@ def copy_bandwidth() -> float:
     b = cp.empty_like(a)
     us = median_us([lambda: b.data.copy_from_device_async(a.data, a.nbytes)] * 5)
     return 2 * a.nbytes / (us * 1e-6)
+
+
+def dynamic_step(mats, ptrs, nbytes, bound_us: float, sms: int, out, res: dict, reps: int = 9) -> None:
+    """The step's reads through DYNAMIC_KERNEL: with no dependencies, with the matrices' dependencies,
+    and with mixer phases of 3 and 5 us between in_proj and out_proj (the real mixer's chain takes some
+    5 us a layer from in_proj's end to its own, docs/kernels.md)."""
+    dyn = cp.RawKernel(DYNAMIC_KERNEL, "read_step_dynamic", options=("--std=c++17", "--gpu-architecture=sm_90"))
+    cycles_per_us = cp.cuda.runtime.getDeviceProperties(0)["clockRate"] / 1e3  # nominal SM clock
+    act = cp.zeros(4096, dtype=cp.int32)
+    stream = cp.cuda.Stream(non_blocking=True)
+    for dynamic, depth, chunk in ((0, 6, 32768), (0, 3, 65536), (1, 3, 65536), (1, 4, 49152)):
+        chunks = [0] + list(np.cumsum([-(-m.nbytes // chunk) for m in mats]))
+        first = cp.asarray(chunks, dtype=cp.int32)
+        counters = cp.zeros(1 + 2 * len(mats), dtype=cp.uint32)
+        dyn.max_dynamic_shared_size_bytes = depth * chunk
+        for deps, mixer_us in ((0, 0), (1, 0), (1, 3), (1, 5)):
+            args = (ptrs, nbytes, first, np.int32(len(mats)), np.int32(depth), np.int32(chunk), np.int32(dynamic),
+                    np.int32(deps),
+                    np.int64(mixer_us * cycles_per_us), counters, act, out)
+            times = []
+            with stream:
+                for r in range(reps + 2):
+                    counters.fill(0)
+                    start, end = cp.cuda.Event(), cp.cuda.Event()
+                    start.record(stream)
+                    dyn((sms,), (256,), args, shared_mem=depth * chunk)
+                    end.record(stream)
+                    end.synchronize()
+                    if r >= 2:
+                        times.append(cp.cuda.get_elapsed_time(start, end) * 1e3)
+                    consumed = counters[1:1 + len(mats)].get().astype(np.int64) * 16
+                    if not np.array_equal(consumed, nbytes.get()):
+                        raise RuntimeError(f"the skeleton consumed {consumed} bytes of {nbytes.get()}")
+            us = statistics.median(times)
+            what = ("no dependencies" if not deps else "each matrix after the one before"
+                    + (f", a {mixer_us} us mixer phase before out_proj" if mixer_us else ""))
+            how = "handed out at run time" if dynamic else "each block's share"
+            res[f"{'dynamic' if dynamic else 'shares'}_{chunk // 1024}KB_deps{deps}_mixer{mixer_us}us"] = us
+            print(f"  one kernel, no barrier, chunks {how}, {depth * chunk // 1024} KB in flight per SM in "
+                  f"{chunk // 1024} KB copies, {what}: {us:.1f} us ({bound_us / us:.0%} of the bound)")
 
 
 def main() -> int:
@@ -221,14 +411,19 @@ def main() -> int:
     staged = cp.RawKernel(STAGED_KERNEL, "read_step_staged", options=("--std=c++17", "--gpu-architecture=sm_90"),
                           enable_cooperative_groups=True)
     nbytes = cp.asarray([m.nbytes for m in mats], dtype=cp.int64)
-    for depth, chunk in ((24, 8192), (6, 32768), (3, 65536)):  # 192 KB in flight per SM, in 8-64 KB copies
+    cycles_per_us = cp.cuda.runtime.getDeviceProperties(0)["clockRate"] / 1e3  # nominal SM clock
+    # 192 KB in flight per SM, in 8-64 KB copies; with 32 KB, also a 5 us mixer phase (see DYNAMIC_KERNEL)
+    for depth, chunk, mixer_us in ((24, 8192, 0), (6, 32768, 0), (3, 65536, 0), (6, 32768, 5)):
         staged.max_dynamic_shared_size_bytes = depth * chunk
         us = median_us([lambda: staged((sms,), (256,), (ptrs, nbytes, np.int32(len(mats)), np.int32(depth),
-                                                         np.int32(chunk), out), shared_mem=depth * chunk)])
-        res["step"][f"one_kernel_staged_{chunk // 1024}KB_chunks_us"] = us
+                                                         np.int32(chunk), np.int64(mixer_us * cycles_per_us), out),
+                                       shared_mem=depth * chunk)])
+        res["step"][f"one_kernel_staged_{chunk // 1024}KB_chunks_mixer{mixer_us}us_us"] = us
         print(f"  one kernel, grid barrier between matrices, {depth * chunk // 1024} KB of weights in flight per SM "
-              f"across the barriers (bulk copies of {chunk // 1024} KB to shared memory): {us:.1f} us "
+              f"across the barriers (bulk copies of {chunk // 1024} KB to shared memory)"
+              f"{f', a {mixer_us} us mixer phase and barrier before out_proj' if mixer_us else ''}: {us:.1f} us "
               f"({bound_us / us:.0%} of the bound)")
+    dynamic_step(mats, ptrs, nbytes, bound_us, sms, out, res["step"])
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
