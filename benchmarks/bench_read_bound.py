@@ -184,7 +184,9 @@ extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, con
   // m consumed; counters[1 + count + m]: blocks through the mixer phase before matrix m (odd m).
   extern __shared__ __align__(128) char ring[];
   __shared__ __align__(8) unsigned long long full[16], empty[16];
-  __shared__ int slot_m[16], slot_n16[16];  // slot_m = count: no more chunks
+  // slot_m = count: no more chunks; slot_last: the last of this block's chunks of its matrix (static
+  // shares), after which its consumed words are counted at once (run time: every chunk is counted).
+  __shared__ int slot_m[16], slot_n16[16], slot_last[16];
   const int consumers = blockDim.x - 32, ct = threadIdx.x - 32;
   if (threadIdx.x == 0) {
     for (int d = 0; d < depth; ++d) {
@@ -204,6 +206,7 @@ extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, con
       const int slot = j % depth;
       int m = count;
       long long src = 0, bytes = 0;
+      int last = 1;
       if (j >= depth) wait_parity(&empty[slot], ((j / depth) - 1) & 1);
       if (dynamic) {
         int c = j * gridDim.x + blockIdx.x;
@@ -226,12 +229,14 @@ extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, con
             src = lo + poff;
             bytes = min((long long)chunk, len - poff);
             poff += bytes;
+            last = poff == len;
             break;
           }
         }
       }
       slot_m[slot] = m;
       slot_n16[slot] = (int)(bytes / 16);
+      slot_last[slot] = last;
       if (m == count) {
         asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem(&full[slot])) : "memory");
         return;
@@ -244,6 +249,7 @@ extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, con
     }
   }
   int acc = 0, seen = 0;  // seen: matrices whose dependencies this block has met (matrix 0 has none)
+  unsigned owed = 0;      // words consumed and not yet counted (thread ct 0)
   // The mixer phases up to matrix `upto`, each once a block: wait for in_proj, the chain, count done.
   auto mixers = [&](int upto) {
     for (int p = seen + 1; p <= upto; ++p) {
@@ -259,7 +265,7 @@ extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, con
   for (int j = 0;; ++j) {
     const int slot = j % depth;
     wait_parity(&full[slot], (j / depth) & 1);
-    const int m = slot_m[slot], n16 = slot_n16[slot];
+    const int m = slot_m[slot], n16 = slot_n16[slot], last = slot_last[slot];
     if (m == count) {
       if (deps) mixers(count - 1);
       break;
@@ -282,9 +288,13 @@ extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, con
       acc ^= v.x ^ v.y ^ v.z ^ v.w;
     }
     consumers_sync(consumers);  // the slot is read
-    if (ct == 0) {
-      red_release(&counters[1 + m], (unsigned)n16);
+    if (ct == 0) {  // refill it first: the release below waits for this thread's earlier writes
       asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem(&empty[slot])) : "memory");
+      owed += n16;
+      if (last) {
+        red_release(&counters[1 + m], owed);
+        owed = 0;
+      }
     }
   }
   if (acc == 0x12345678) out[0] = acc;
@@ -329,7 +339,7 @@ def dynamic_step(mats, ptrs, nbytes, bound_us: float, sms: int, out, res: dict, 
     cycles_per_us = cp.cuda.runtime.getDeviceProperties(0)["clockRate"] / 1e3  # nominal SM clock
     act = cp.zeros(4096, dtype=cp.int32)
     stream = cp.cuda.Stream(non_blocking=True)
-    for dynamic, depth, chunk in ((0, 6, 32768), (0, 3, 65536), (1, 3, 65536), (1, 4, 49152)):
+    for dynamic, depth, chunk in ((0, 6, 32768), (0, 3, 65536), (0, 3, 73728), (1, 3, 65536), (1, 4, 49152)):
         chunks = [0] + list(np.cumsum([-(-m.nbytes // chunk) for m in mats]))
         first = cp.asarray(chunks, dtype=cp.int32)
         counters = cp.zeros(1 + 2 * len(mats), dtype=cp.uint32)
