@@ -160,7 +160,7 @@ extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, cons
 # (even m) and out_proj (odd m): every block waits for in_proj, spins that long (the mixer's chain),
 # counts itself done, and out_proj's consumers wait for all blocks' count. The weights keep streaming
 # under the waits: the question is how close that comes to the bound.
-DYNAMIC_KERNEL = r"""
+STREAMED_KERNEL = r"""
 __device__ __forceinline__ unsigned smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void wait_parity(unsigned long long* bar, unsigned parity) {
   asm volatile("{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
@@ -176,7 +176,7 @@ __device__ __forceinline__ void red_release(unsigned* p, unsigned v) {
 }
 __device__ __forceinline__ void consumers_sync(int n) { asm volatile("bar.sync 1, %0;" ::"r"(n) : "memory"); }
 
-extern "C" __global__ void read_step_dynamic(const unsigned long long* ptrs, const long long* nbytes,
+extern "C" __global__ void read_step_streamed(const unsigned long long* ptrs, const long long* nbytes,
                                              const int* first, int count, int depth, int chunk, int dynamic,
                                              int deps, long long mixer_cycles, unsigned* counters,
                                              const int* act, int* out) {
@@ -331,30 +331,29 @@ def copy_bandwidth() -> float:
     return 2 * a.nbytes / (us * 1e-6)
 
 
-def dynamic_step(mats, ptrs, nbytes, bound_us: float, sms: int, out, res: dict, reps: int = 9) -> None:
-    """The step's reads through DYNAMIC_KERNEL: with no dependencies, with the matrices' dependencies,
+def streamed_step(mats, ptrs, nbytes, bound_us: float, sms: int, cycles_per_us: float, out, res: dict,
+                  reps: int = 9) -> None:
+    """The step's reads through STREAMED_KERNEL: with no dependencies, with the matrices' dependencies,
     and with mixer phases of 3 and 5 us between in_proj and out_proj (the real mixer's chain takes some
     5 us a layer from in_proj's end to its own, docs/kernels.md)."""
-    dyn = cp.RawKernel(DYNAMIC_KERNEL, "read_step_dynamic", options=("--std=c++17", "--gpu-architecture=sm_90"))
-    cycles_per_us = cp.cuda.runtime.getDeviceProperties(0)["clockRate"] / 1e3  # nominal SM clock
+    streamed = cp.RawKernel(STREAMED_KERNEL, "read_step_streamed", options=("--std=c++17", "--gpu-architecture=sm_90"))
     act = cp.zeros(4096, dtype=cp.int32)
     stream = cp.cuda.Stream(non_blocking=True)
     for dynamic, depth, chunk in ((0, 6, 32768), (0, 3, 65536), (0, 3, 73728), (1, 3, 65536), (1, 4, 49152)):
         chunks = [0] + list(np.cumsum([-(-m.nbytes // chunk) for m in mats]))
         first = cp.asarray(chunks, dtype=cp.int32)
         counters = cp.zeros(1 + 2 * len(mats), dtype=cp.uint32)
-        dyn.max_dynamic_shared_size_bytes = depth * chunk
+        streamed.max_dynamic_shared_size_bytes = depth * chunk
         for deps, mixer_us in ((0, 0), (1, 0), (1, 3), (1, 5)):
             args = (ptrs, nbytes, first, np.int32(len(mats)), np.int32(depth), np.int32(chunk), np.int32(dynamic),
-                    np.int32(deps),
-                    np.int64(mixer_us * cycles_per_us), counters, act, out)
+                    np.int32(deps), np.int64(mixer_us * cycles_per_us), counters, act, out)
             times = []
             with stream:
                 for r in range(reps + 2):
                     counters.fill(0)
                     start, end = cp.cuda.Event(), cp.cuda.Event()
                     start.record(stream)
-                    dyn((sms,), (256,), args, shared_mem=depth * chunk)
+                    streamed((sms,), (256,), args, shared_mem=depth * chunk)
                     end.record(stream)
                     end.synchronize()
                     if r >= 2:
@@ -422,7 +421,7 @@ def main() -> int:
                           enable_cooperative_groups=True)
     nbytes = cp.asarray([m.nbytes for m in mats], dtype=cp.int64)
     cycles_per_us = cp.cuda.runtime.getDeviceProperties(0)["clockRate"] / 1e3  # nominal SM clock
-    # 192 KB in flight per SM, in 8-64 KB copies; with 32 KB, also a 5 us mixer phase (see DYNAMIC_KERNEL)
+    # 192 KB in flight per SM, in 8-64 KB copies; with 32 KB, also a 5 us mixer phase (see STREAMED_KERNEL)
     for depth, chunk, mixer_us in ((24, 8192, 0), (6, 32768, 0), (3, 65536, 0), (6, 32768, 5)):
         staged.max_dynamic_shared_size_bytes = depth * chunk
         us = median_us([lambda: staged((sms,), (256,), (ptrs, nbytes, np.int32(len(mats)), np.int32(depth),
@@ -433,7 +432,7 @@ def main() -> int:
               f"across the barriers (bulk copies of {chunk // 1024} KB to shared memory)"
               f"{f', a {mixer_us} us mixer phase and barrier before out_proj' if mixer_us else ''}: {us:.1f} us "
               f"({bound_us / us:.0%} of the bound)")
-    dynamic_step(mats, ptrs, nbytes, bound_us, sms, out, res["step"])
+    streamed_step(mats, ptrs, nbytes, bound_us, sms, cycles_per_us, out, res["step"])
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
