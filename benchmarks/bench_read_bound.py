@@ -78,25 +78,44 @@ extern "C" __global__ void read_step(const unsigned long long* ptrs, const long 
   if (acc == 0x12345678) out[0] = acc;
 }
 """
+# What the two bulk-copy kernels below share: shared-memory addresses, an mbarrier's wait, a bulk copy that
+# completes on an mbarrier, a block's share of a matrix (16-byte aligned, as read_step_staged has always cut
+# it) and the mixer phase's pause.
+BULK_HELPERS = r"""
+__device__ __forceinline__ unsigned smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void wait_parity(unsigned long long* bar, unsigned parity) {
+  asm volatile("{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+               "@!done bra WAIT;\n}" ::"r"(smem(bar)), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem(bar)), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(smem(dst)), "l"(src), "r"(bytes), "r"(smem(bar)) : "memory");
+}
+__device__ __forceinline__ void block_share(long long n, long long& lo, long long& len) {
+  const long long per = ((n + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
+  lo = min(n, (long long)blockIdx.x * per);
+  len = min(n, lo + per) - lo;
+}
+__device__ __forceinline__ void pause(long long cycles) {
+  const long long t = clock64();
+  while (clock64() - t < cycles) {}
+}
+"""
 # The same with the weights staged in shared memory: one thread per block keeps a ring of chunks
 # in flight by bulk copies (Hopper's cp.async.bulk), running through its share of every matrix in
 # order, across the barriers: the chunks of the next matrix load while the block waits at the barrier
 # for the others. This is how a persistent decode kernel would stream weights (its arithmetic and the
 # activations' dependencies left out).
-STAGED_KERNEL = r"""
+STAGED_KERNEL = BULK_HELPERS + r"""
 #include <cooperative_groups.h>
-__device__ __forceinline__ unsigned smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, const long long* nbytes, int count,
                                             int depth, int chunk, long long mixer_cycles, int* out) {
   extern __shared__ __align__(128) char ring[];
   __shared__ __align__(8) unsigned long long full[32];
   __shared__ long long share_lo[64], share_len[64];  // this block's share of each matrix, 16-byte aligned
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-  for (int m = threadIdx.x; m < count; m += blockDim.x) {
-    const long long n = nbytes[m], per = ((n + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
-    share_lo[m] = min(n, (long long)blockIdx.x * per);
-    share_len[m] = min(n, share_lo[m] + per) - share_lo[m];
-  }
+  for (int m = threadIdx.x; m < count; m += blockDim.x) block_share(nbytes[m], share_lo[m], share_len[m]);
   __syncthreads();
   auto share = [&](int m, long long& lo, long long& len) { lo = share_lo[m]; len = share_len[m]; };
   int pm = 0;
@@ -109,10 +128,7 @@ extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, cons
     }
     if (pm >= count) return;
     const unsigned bytes = (unsigned)min((long long)chunk, len - poff);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem(&full[slot])), "r"(bytes) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                 ::"r"(smem(ring + slot * chunk)), "l"(reinterpret_cast<const char*>(ptrs[pm]) + lo + poff),
-                 "r"(bytes), "r"(smem(&full[slot])) : "memory");
+    bulk_load(ring + slot * chunk, reinterpret_cast<const char*>(ptrs[pm]) + lo + poff, bytes, &full[slot]);
     poff += bytes;
   };
   if (threadIdx.x == 0) {
@@ -128,8 +144,7 @@ extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, cons
     share(m, lo, len);
     for (long long off = 0; off < len; off += chunk, ++j) {
       const int slot = (int)(j % depth);
-      asm volatile("{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                   "@!done bra WAIT;\n}" ::"r"(smem(&full[slot])), "r"((unsigned)((j / depth) & 1)) : "memory");
+      wait_parity(&full[slot], (unsigned)((j / depth) & 1));
       const int n16 = (int)(min((long long)chunk, len - off) / 16);
       for (int i = threadIdx.x; i < n16; i += blockDim.x) {
         const int4 v = reinterpret_cast<const int4*>(ring + slot * chunk)[i];
@@ -140,10 +155,7 @@ extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, cons
     }
     grid.sync();
     if (mixer_cycles && !(m & 1) && m + 1 < count) {  // a mixer phase between in_proj and out_proj
-      if (threadIdx.x == 0) {
-        const long long t = clock64();
-        while (clock64() - t < mixer_cycles) {}
-      }
+      if (threadIdx.x == 0) pause(mixer_cycles);
       grid.sync();
     }
   }
@@ -160,12 +172,7 @@ extern "C" __global__ void read_step_staged(const unsigned long long* ptrs, cons
 # (even m) and out_proj (odd m): every block waits for in_proj, spins that long (the mixer's chain),
 # counts itself done, and out_proj's consumers wait for all blocks' count. The weights keep streaming
 # under the waits: the question is how close that comes to the bound.
-STREAMED_KERNEL = r"""
-__device__ __forceinline__ unsigned smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void wait_parity(unsigned long long* bar, unsigned parity) {
-  asm volatile("{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-               "@!done bra WAIT;\n}" ::"r"(smem(bar)), "r"(parity) : "memory");
-}
+STREAMED_KERNEL = BULK_HELPERS + r"""
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -222,8 +229,8 @@ extern "C" __global__ void read_step_streamed(const unsigned long long* ptrs, co
         }
       } else {
         for (; pm < count; ++pm, poff = 0) {
-          const long long per = ((nbytes[pm] + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
-          const long long lo = min(nbytes[pm], blockIdx.x * per), len = min(nbytes[pm], lo + per) - lo;
+          long long lo, len;
+          block_share(nbytes[pm], lo, len);
           if (poff < len) {
             m = pm;
             src = lo + poff;
@@ -241,11 +248,7 @@ extern "C" __global__ void read_step_streamed(const unsigned long long* ptrs, co
         asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem(&full[slot])) : "memory");
         return;
       }
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem(&full[slot])),
-                   "r"((unsigned)bytes) : "memory");
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                   ::"r"(smem(ring + slot * chunk)), "l"(reinterpret_cast<const char*>(ptrs[m]) + src),
-                   "r"((unsigned)bytes), "r"(smem(&full[slot])) : "memory");
+      bulk_load(ring + slot * chunk, reinterpret_cast<const char*>(ptrs[m]) + src, (unsigned)bytes, &full[slot]);
     }
   }
   int acc = 0, seen = 0;  // seen: matrices whose dependencies this block has met (matrix 0 has none)
@@ -256,8 +259,7 @@ extern "C" __global__ void read_step_streamed(const unsigned long long* ptrs, co
       if (!(p & 1) || !mixer_cycles) continue;
       if (ct == 0) {
         while (ld_acquire(&counters[1 + p - 1]) < (unsigned)(nbytes[p - 1] / 16)) {}
-        const long long t = clock64();
-        while (clock64() - t < mixer_cycles) {}
+        pause(mixer_cycles);
         red_release(&counters[1 + count + p], 1u);
       }
     }
