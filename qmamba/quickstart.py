@@ -3,8 +3,8 @@
 shipped float Mamba2 -> calibrate (group scales) -> checkpoint + scale report -> ONNX export ->
 PyTorch reference vs ONNX Runtime (per-tensor agreement, greedy tokens).
 
-Text: the shared corpus next to the checkout when there is one (Tiny Shakespeare for calibration,
-WikiText-2 valid for the check), else the docstrings of Python's standard library, which every
+Text: the samples of ``qmamba.data`` (Tiny Shakespeare for calibration, WikiText-2 valid for the
+check; ``QMAMBA_DATA`` points at full corpora), else, if those are missing, the docstrings of Python's standard library, which every
 Python installation carries; the run says which it used.
 """
 from __future__ import annotations
@@ -42,10 +42,10 @@ def stdlib_text(min_bytes: int = 1 << 16) -> bytes:
 
 def default_texts() -> tuple[bytes, bytes, str]:
     """(calibration text, check text, where they came from)."""
-    from qmamba.export.tiny import data_file
+    from qmamba.data import text_file
 
     try:
-        calib, check = data_file("tinyshakespeare/input.txt"), data_file("wikitext-2/valid.txt")
+        calib, check = text_file("tinyshakespeare/input.txt"), text_file("wikitext-2/valid.txt")
         return calib.read_bytes(), check.read_bytes(), f"{calib} / {check}"
     except FileNotFoundError:
         text = stdlib_text()

@@ -226,16 +226,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="quantized checkpoint directory")
     parser.add_argument("onnx_dir", metavar="DIR", help="`qmamba export` output directory")
     parser.add_argument("--text", default=None,
-                        help="text file (default: the shared wikitext-2 validation text)")
+                        help="text file (default: wikitext-2 validation text, qmamba.data)")
     parser.add_argument("--offset", type=int, default=4096, help="first byte of the prompt")
     parser.add_argument("--length", type=int, default=256, help="prompt length in tokens (bytes)")
     parser.add_argument("--new-tokens", type=int, default=GREEDY_TOKENS)
 
 
 def run(args) -> int:
-    from qmamba.export.tiny import data_file
+    from qmamba.data import text_file
 
-    text = Path(args.text) if args.text else data_file("wikitext-2/valid.txt")
+    text = Path(args.text) if args.text else text_file("wikitext-2/valid.txt")
     tokens = read_tokens(text, args.offset, args.length)
     model = load_model_arg(args.model)
     rows, greedy = check_report(model, args.onnx_dir, tokens, args.new_tokens)

@@ -6,8 +6,8 @@ As a ``--data-loader-script`` (see docs/onnx.md)::
     QMAMBA_ONNX_DIR=DIR polygraphy run DIR/decode.onnx --onnxrt \\
         --data-loader-script runtime/data_loader.py:load_decode_data
 
-``load_data`` yields prefill feeds: windows of real text (byte tokens) from the shared
-wikitext-2 validation file. ``load_decode_data`` yields decode feeds: the next token of such a
+``load_data`` yields prefill feeds: windows of real text (byte tokens) from the
+wikitext-2 validation file of ``qmamba.data``. ``load_decode_data`` yields decode feeds: the next token of such a
 window and the states ONNX Runtime's prefill graph left after the window, so that every state
 is one the model can actually reach. Environment: ``QMAMBA_ONNX_DIR`` (needed for decode),
 ``QMAMBA_TEXT`` (another text file), ``QMAMBA_SEQ_LEN`` (default 64), ``QMAMBA_BATCH`` (default 1),
@@ -29,9 +29,9 @@ def _setting(name: str, default: int) -> int:
 
 def text_windows(iterations: int, seq_len: int, batch: int, text: str | Path | None = None):
     """``iterations`` int64 arrays ``[batch, seq_len + 1]`` of consecutive bytes of real text."""
-    from qmamba.export.tiny import data_file
+    from qmamba.data import text_file
 
-    path = Path(text) if text else data_file(DEFAULT_TEXT)
+    path = Path(text) if text else text_file(DEFAULT_TEXT)
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
     span = seq_len + 1
     need = iterations * batch * span
