@@ -4,8 +4,8 @@ shipped float Mamba2 -> calibrate (group scales) -> checkpoint + scale report ->
 PyTorch reference vs ONNX Runtime (per-tensor agreement, greedy tokens).
 
 Text: the samples of ``qmamba.data`` (Tiny Shakespeare for calibration, WikiText-2 valid for the
-check; ``QMAMBA_DATA`` points at full corpora), else, if those are missing, the docstrings of Python's standard library, which every
-Python installation carries; the run says which it used.
+check; ``QMAMBA_DATA`` points at full corpora), else, if those are missing, the docstrings of
+Python's standard library, which every Python installation carries; the run says which it used.
 """
 from __future__ import annotations
 
