@@ -1,6 +1,6 @@
 """ONNX Runtime (CPU) time of the QuantSSD function body vs the torch chunked reference.
 
-Target (issue 3): a 130m-shaped layer (h=24, p=64, n=128, g=1), batch 1, L=2048, under 2 s on a
+Target: a 130m-shaped layer (h=24, p=64, n=128, g=1), batch 1, L=2048, under 2 s on a
 2-core machine. Prints the median of --repeat runs after one warm-up, for both, and their ratio.
 
     python benchmarks/bench_onnx_ssd.py [--shape 130m] [--seqlen 2048] [--batch 1]
@@ -8,15 +8,21 @@ Target (issue 3): a 130m-shaped layer (h=24, p=64, n=128, g=1), batch 1, L=2048,
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
+import sys
 import time
 
 import onnxruntime as ort
 import torch
 
 from qmamba.export import onnx_ops, ops
-from qmamba.export.op_cases import LAYER_SHAPES, ssd_case
+from qmamba.export.layer_sizes import LAYER_SHAPES
 from qmamba.runtime.agreement import float_agreement
+
+# The ONNX op cases are test helpers (tests/op_cases.py), not part of the installed package.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+from op_cases import ssd_case  # noqa: E402
 
 TARGET_S = 2.0
 

@@ -5,10 +5,9 @@ import pytest
 
 from qm_helpers import SHAKESPEARE, tiny_mamba2
 
+
 @pytest.fixture(scope="session")
 def shakespeare() -> bytes:
-    if not SHAKESPEARE.is_file():
-        pytest.skip(f"{SHAKESPEARE} not found")
     return SHAKESPEARE.read_bytes()
 
 

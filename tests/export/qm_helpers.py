@@ -5,11 +5,10 @@ from pathlib import Path
 
 import torch
 
-from qmamba.export.tiny import DATA_DIR
+from qmamba.data import text_file
 
-DATA = DATA_DIR  # $QMAMBA_DATA, else the shared data folder (qmamba.export.tiny)
-SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
-WIKITEXT_TEST = DATA / "wikitext-2" / "test.txt"
+SHAKESPEARE = text_file("tinyshakespeare/input.txt")
+WIKITEXT_TEST = text_file("wikitext-2/test.txt")
 
 
 def tiny_mamba2(seed: int = 0, **overrides):

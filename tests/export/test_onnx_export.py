@@ -14,16 +14,11 @@ from qmamba.cli import main as cli_main
 from qmamba.export import onnx_ops
 from qmamba.export.checkpoint import save_quantized
 from qmamba.export.onnx_export import build_graph, export_onnx, read_metadata
-from qmamba.export.tiny import DATA_DIR, exported_tiny_model, tiny_float_model, tiny_quantized_model
 from qmamba.export.validate import QMambaInputError
 
+from tiny_models import exported_tiny_model, tiny_float_model, tiny_quantized_model
+
 KINDS = ["g1", "g8"]
-
-needs_text = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file()
-                                or not (DATA_DIR / "wikitext-2" / "valid.txt").is_file(),
-                                reason=f"shared text data not found under {DATA_DIR}")
-pytestmark = needs_text
-
 
 
 @pytest.fixture(scope="module", params=KINDS)

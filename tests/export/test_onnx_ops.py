@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from qmamba.export import onnx_ops, ops
-from qmamba.export.op_cases import LAYER_SHAPES, conv_case, ssd_case
 from qmamba.runtime.agreement import float_agreement, int8_agreement
+
+from op_cases import OP_SHAPES, conv_case, ssd_case
 
 SHAPES = ["130m-narrow", "8b-narrow"]
 # y of the chunked ONNX body vs the sequential fp32 reference: both are fp32, only the order of
@@ -34,7 +35,7 @@ def t(arrays):
 @pytest.mark.parametrize("seqlen", [1, 7, 37])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_conv_matches_reference(shape, seqlen, with_state):
-    acts, params, attrs = conv_case(LAYER_SHAPES[shape], 2, seqlen, with_state, seed=seqlen)
+    acts, params, attrs = conv_case(OP_SHAPES[shape], 2, seqlen, with_state, seed=seqlen)
     got = run_single("QuantConv1dSiLU", with_state, acts, params, attrs)
     a = t(acts)
     ref = ops.quant_conv1d_silu_ref(a["xBC"], **t(params), conv_state=a.get("conv_state"), **attrs)
@@ -45,7 +46,7 @@ def test_conv_matches_reference(shape, seqlen, with_state):
 
 @pytest.mark.parametrize("d_conv", [2, 3])
 def test_conv_other_widths(d_conv):
-    s = LAYER_SHAPES["130m-narrow"]
+    s = OP_SHAPES["130m-narrow"]
     shape = type(s)(**{**s.__dict__, "d_conv": d_conv})
     acts, params, attrs = conv_case(shape, 1, 5, True)
     got = run_single("QuantConv1dSiLU", True, acts, params, attrs)
@@ -79,7 +80,7 @@ def _ssd_ref(acts, params, attrs):
 @pytest.mark.parametrize("seqlen,chunk", [(1, 128), (7, 4), (37, 8), (64, 16)])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_ssd_matches_reference(shape, seqlen, chunk, with_state):
-    acts, params, attrs = ssd_case(LAYER_SHAPES[shape], 2, seqlen, with_state, seed=seqlen,
+    acts, params, attrs = ssd_case(OP_SHAPES[shape], 2, seqlen, with_state, seed=seqlen,
                                    chunk_size=chunk)
     fit_state_scale(acts, params, attrs)
     y, state = run_single("QuantSSD", with_state, acts, params, attrs)
@@ -95,7 +96,7 @@ def test_ssd_matches_reference(shape, seqlen, chunk, with_state):
 
 
 def test_ssd_float16_output_and_dt_clamp():
-    acts, params, attrs = ssd_case(LAYER_SHAPES["8b-narrow"], 1, 9, True, chunk_size=4)
+    acts, params, attrs = ssd_case(OP_SHAPES["8b-narrow"], 1, 9, True, chunk_size=4)
     attrs.update(out_dtype=onnx.TensorProto.FLOAT16, dt_min=0.01, dt_max=0.05)
     y, state = run_single("QuantSSD", True, acts, params, attrs)
     y_ref, state_ref = _ssd_ref(acts, params, attrs)
@@ -107,7 +108,7 @@ def test_ssd_float16_output_and_dt_clamp():
 
 def test_ssd_defaults_apply_when_attributes_absent():
     """dt_min, dt_max, out_dtype and chunk_size are optional: the function's defaults apply."""
-    acts, params, attrs = ssd_case(LAYER_SHAPES["130m-narrow"], 1, 150, False)
+    acts, params, attrs = ssd_case(OP_SHAPES["130m-narrow"], 1, 150, False)
     del attrs["chunk_size"]
     y, state = run_single("QuantSSD", False, acts, params, attrs)
     y_ref, state_ref = _ssd_ref(acts, params, attrs)
@@ -117,7 +118,7 @@ def test_ssd_defaults_apply_when_attributes_absent():
 
 def test_decode_equals_prefill():
     """Prefill L tokens, then one decode step from the returned states == prefill of L+1 (docs)."""
-    s = LAYER_SHAPES["8b-narrow"]
+    s = OP_SHAPES["8b-narrow"]
     L = 11
     acts, params, attrs = conv_case(s, 2, L + 1, False, seed=3)
     full = run_single("QuantConv1dSiLU", False, acts, params, attrs)
@@ -145,7 +146,7 @@ def test_decode_equals_prefill():
 def test_single_op_models_pass_checker_and_shape_inference(op, with_state):
     onnx_ops.register_schemas()
     case = conv_case if op == "QuantConv1dSiLU" else ssd_case
-    acts, params, attrs = case(LAYER_SHAPES["8b-narrow"], 1, 3, with_state)
+    acts, params, attrs = case(OP_SHAPES["8b-narrow"], 1, 3, with_state)
     model = onnx_ops.single_op_model(op, with_state, acts, params, attrs)
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)

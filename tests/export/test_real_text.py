@@ -14,9 +14,8 @@ from qm_helpers import WIKITEXT_TEST, byte_tokens
 def _eval_texts(shakespeare: bytes) -> dict[str, torch.Tensor]:
     """Held-out text: the end of tinyshakespeare (calibration reads its start) and wikitext-2 test."""
     texts = {"shakespeare tail": byte_tokens(shakespeare[-4 * 256:]).reshape(4, 256)}
-    if WIKITEXT_TEST.is_file():
-        wt = WIKITEXT_TEST.read_bytes()
-        texts["wikitext-2 test"] = byte_tokens(wt[20000:20000 + 4 * 256]).reshape(4, 256)
+    wt = WIKITEXT_TEST.read_bytes()
+    texts["wikitext-2 test"] = byte_tokens(wt[20000:20000 + 4 * 256]).reshape(4, 256)
     return texts
 
 

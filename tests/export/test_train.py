@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from qmamba import data
 from qmamba.cli import main as cli_main
 from qmamba.export import train
-from qmamba.export.tiny import data_file
 
 # Two layers, 4 heads of 16 in one SSD group: a few milliseconds a step on the CPU.
 TINY = dict(hidden_size=32, num_hidden_layers=2, expand=2, num_heads=4, head_dim=16, n_groups=1,
@@ -21,7 +21,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, expand=2, num_heads=4, head_dim
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("train") / "shakespeare.txt"
-    path.write_bytes(data_file().read_bytes()[:20000])
+    path.write_bytes(data.text_file("tinyshakespeare/input.txt").read_bytes()[:20000])
     return path
 
 

@@ -11,10 +11,12 @@ import torch
 
 from qmamba import models
 from qmamba.cli import main as cli_main
-from qmamba.export.tiny import data_file
+from qmamba.data import text_file
 from qmamba.runtime import evaluate as ev
 
-TEST_TEXT = data_file("wikitext-2/test.txt")
+from tiny_models import tiny_quantized_model
+
+TEST_TEXT = text_file("wikitext-2/test.txt")
 # Shipped models on the first 1025 bytes of wikitext-2 test (4 windows of 256 bytes), CPU fp32:
 # measured 1.944 (g1) and 2.165 (g4) bits per byte; a model that lost its training would be near 8.
 SHIPPED_BPB_BOUND = 2.5
@@ -109,7 +111,6 @@ def test_cli_json(capsys):
 
 def test_cli_quantized_checkpoint(tmp_path, capsys):
     from qmamba.export.checkpoint import save_quantized
-    from qmamba.export.tiny import tiny_quantized_model
 
     model = tiny_quantized_model("g1")
     save_quantized(model, tmp_path / "ckpt")

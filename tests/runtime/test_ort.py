@@ -8,20 +8,16 @@ import torch
 from onnx import helper, numpy_helper
 
 from qmamba.cli import main as cli_main
+from qmamba.data import text_file
 from qmamba.export.checkpoint import save_quantized
-from qmamba.export.tiny import DATA_DIR, data_file, exported_tiny_model
 from qmamba.export.validate import QMambaInputError
 from qmamba.runtime.ort import OrtModel
 from qmamba.runtime.onnx_validate import validate_onnx_model
 
+from tiny_models import exported_tiny_model
+
 # Logits: relative L2 error bound of `qmamba check` (see runtime/check.py for the reasoning).
 LOGITS_REL = 1e-2
-
-needs_text = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file()
-                                or not (DATA_DIR / "wikitext-2" / "valid.txt").is_file(),
-                                reason=f"shared text data not found under {DATA_DIR}")
-pytestmark = needs_text
-
 
 
 @pytest.fixture(scope="module", params=["g1", "g8"])
@@ -31,7 +27,7 @@ def pair(request, tmp_path_factory):
 
 
 def text_ids(n: int, offset: int = 2000, batch: int = 1) -> np.ndarray:
-    data = np.frombuffer(data_file("wikitext-2/valid.txt").read_bytes(), np.uint8)
+    data = np.frombuffer(text_file("wikitext-2/valid.txt").read_bytes(), np.uint8)
     return np.stack([data[offset + 997 * b: offset + 997 * b + n] for b in range(batch)]).astype(np.int64)
 
 

@@ -11,17 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmamba.export.tiny import DATA_DIR, exported_tiny_model
 from qmamba.runtime import data_loader
 from qmamba.runtime.polygraphy_tools import TorchReferenceRunner, compare_with_onnxrt
 
+from tiny_models import exported_tiny_model
+
 LOADER = Path(data_loader.__file__)
-
-needs_text = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file()
-                                or not (DATA_DIR / "wikitext-2" / "valid.txt").is_file(),
-                                reason=f"shared text data not found under {DATA_DIR}")
-pytestmark = needs_text
-
 
 
 @pytest.fixture(scope="module")

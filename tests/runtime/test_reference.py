@@ -1,18 +1,12 @@
 """runtime/reference.py follows QuantMamba2LM.forward exactly (with the model's own SSD form)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from qmamba.export import ops
-from qmamba.export.tiny import DATA_DIR, tiny_quantized_model
 from qmamba.runtime.reference import reference_forward, reference_greedy
 
-needs_text = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file()
-                                or not (DATA_DIR / "wikitext-2" / "valid.txt").is_file(),
-                                reason=f"shared text data not found under {DATA_DIR}")
-pytestmark = needs_text
-
+from tiny_models import tiny_quantized_model
 
 
 def test_reference_forward_reproduces_the_model_bit_for_bit():

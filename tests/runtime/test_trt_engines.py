@@ -13,11 +13,11 @@ import onnx
 import pytest
 
 from qmamba.export import onnx_ops
-from qmamba.export.op_cases import conv_case, ssd_case
 from qmamba.runtime import trt_runner
 from qmamba.runtime.agreement import TF32_STATE_MAX_FRACTION, TIE_MAX_FRACTION, float_agreement, int8_agreement
 from qmamba.runtime.build import tensorrt_major, trt_graph
 
+from op_cases import conv_case, ssd_case
 from trt_helpers import (SMALL_LAYER_SHAPES, export_small_model, float_feed, float_io, ort_run, ort_session,
                          state_pairs, trt_unavailable, two_prompts)
 

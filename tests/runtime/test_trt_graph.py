@@ -9,9 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qmamba.export.onnx_export import export_onnx
-from qmamba.export.tiny import tiny_quantized_model
 from qmamba.runtime.build import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, float_fake_quant, trt_graph
 
+from tiny_models import tiny_quantized_model
 from trt_helpers import ort_session
 
 

@@ -7,8 +7,10 @@ import onnx
 import pytest
 
 from qmamba.export import onnx_ops
-from qmamba.export.op_cases import LAYER_SHAPES, conv_case, ssd_case
 from qmamba.runtime.trt_rtx import parse_and_build
+
+from op_cases import OP_SHAPES, conv_case, ssd_case
+from tiny_models import exported_tiny_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(
     importlib.util.find_spec("tensorrt_rtx_bindings") is None,
@@ -19,7 +21,7 @@ pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(
 @pytest.mark.parametrize("with_state", [False, True])
 def test_single_op_graph_builds(tmp_path, op, with_state):
     case = conv_case if op == "QuantConv1dSiLU" else ssd_case
-    acts, params, attrs = case(LAYER_SHAPES["8b-narrow"], 1, 5, with_state)
+    acts, params, attrs = case(OP_SHAPES["8b-narrow"], 1, 5, with_state)
     path = tmp_path / f"{op}.onnx"
     onnx.save(onnx_ops.single_op_model(op, with_state, acts, params, attrs), path)
     report = parse_and_build(path)
@@ -29,7 +31,7 @@ def test_single_op_graph_builds(tmp_path, op, with_state):
 
 def test_function_free_graph_is_refused_without_plugin(tmp_path):
     """Without the body (and with no plugin registered) the parser must fail, naming the op."""
-    acts, params, attrs = ssd_case(LAYER_SHAPES["8b-narrow"], 1, 5, False)
+    acts, params, attrs = ssd_case(OP_SHAPES["8b-narrow"], 1, 5, False)
     path = tmp_path / "ssd.onnx"
     onnx.save(onnx_ops.single_op_model("QuantSSD", False, acts, params, attrs, functions=False), path)
     with pytest.raises(RuntimeError, match="QuantSSD"):
@@ -38,10 +40,6 @@ def test_function_free_graph_is_refused_without_plugin(tmp_path):
 
 @pytest.fixture(scope="module", params=["g1", "g8"])
 def exported(request, tmp_path_factory):
-    from qmamba.export.tiny import DATA_DIR, exported_tiny_model
-
-    if not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file():
-        pytest.skip(f"shared text data not found under {DATA_DIR}")
     return exported_tiny_model(request.param, tmp_path_factory.mktemp(f"trt_rtx_{request.param}"))
 
 

@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from qmamba.export import onnx_ops
-from qmamba.export.op_cases import LayerShape
+from qmamba.export.layer_sizes import LayerShape
 from qmamba.runtime.build import explicit_zero_points
 
 
@@ -98,7 +98,7 @@ def ort_run(sess, feed: dict) -> dict[str, np.ndarray]:
 
 # Sizes the CUDA kernels take (headdim 32/64/128, d_state 16..256, <= 8 head and dim groups) at a
 # fraction of real widths: the 130m-like (g = 1) and 8b-like (g = 8, 4 x 4 groups per SSD group)
-# layer structures. (qmamba.export.tiny's models have headdim 16 and 8, which the kernels refuse.)
+# layer structures. (tiny_models.py's models have headdim 16 and 8, which the kernels refuse.)
 SMALL_MODELS = {
     "g1": dict(hidden_size=128, expand=2, num_heads=8, head_dim=32, state_size=32, n_groups=1),
     "g8": dict(hidden_size=512, expand=2, num_heads=32, head_dim=32, state_size=16, n_groups=8),
@@ -115,12 +115,12 @@ def small_quantized_model(kind: str, n_layer: int = 2):
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
     from qmamba.export.calibrate import calibrate_model
-    from qmamba.export.tiny import data_file
+    from qmamba.data import text_file
 
     torch.manual_seed(0)
     float_model = Mamba2ForCausalLM(Mamba2Config(vocab_size=256, conv_kernel=4, num_hidden_layers=n_layer,
                                                  chunk_size=32, **SMALL_MODELS[kind])).eval()
-    return calibrate_model(float_model, data_file().read_bytes()[:16384], num_samples=4, seq_len=64,
+    return calibrate_model(float_model, text_file("tinyshakespeare/input.txt").read_bytes()[:16384], num_samples=4, seq_len=64,
                            batch_size=4, progress=False)
 
 

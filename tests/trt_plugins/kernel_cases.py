@@ -1,6 +1,6 @@
 """Realistic inputs for the CUDA kernel checks, benchmarks and sanitizer runs.
 
-Scales follow the calibrated Quamba2 checkpoints of shared/SEED.md (2.7b layer 0 values,
+Scales follow calibrated Quamba2 checkpoints (Mamba2-2.7b layer 0 values,
 4 x 4 head/dim groups of uneven sizes), so outputs are neither all saturated nor all zero. Every
 builder takes a torch.Generator and draws on its device (a CUDA generator makes large inputs
 quickly); fresh seeds give fresh inputs.
@@ -8,6 +8,7 @@ quickly); fresh seeds give fresh inputs.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,11 @@ LAYERS = {
     "2.7b": Shape(h=80, p=64, n=128, g=1),
     "8b": Shape(h=128, p=64, n=128, g=8),
 }
+
+
+def case_seed(*parts) -> int:
+    """A seed that names a case: the same in every process (``hash`` of a str is salted per process)."""
+    return zlib.crc32(repr(parts).encode())
 
 
 def _uneven_ends(total: int, parts: int, gen: torch.Generator) -> list[int]:

@@ -1,34 +1,21 @@
-"""Random but valid inputs of the two custom ops at named layer shapes (tests, benchmarks, checks).
+"""Random but valid numpy inputs of the two custom ops' ONNX bodies at a layer shape
+(``qmamba.export.layer_sizes.LayerShape``), for the ONNX Runtime and TensorRT graph tests.
 
 Values are drawn so that the op sees realistic ranges: int8 activations over the whole range,
-scales of the size Quamba2 checkpoints hold (see shared/SEED.md), uneven group ends.
-Every case is a triple (activations, params, attributes) of numpy arrays / python scalars, keyed
-by the docs/ops.md input and attribute names.
+scales of the size Quamba2 checkpoints hold, uneven group ends. Every case is a triple
+(activations, params, attributes) of numpy arrays / python scalars, keyed by the docs/ops.md
+input and attribute names. The CUDA kernel tests draw torch tensors on the GPU instead
+(trt_plugins/kernel_cases.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .layer_sizes import Mamba2LayerSizes
+from qmamba.export.layer_sizes import LAYER_SHAPES, LayerShape
 
-
-@dataclass(frozen=True)
-class LayerShape(Mamba2LayerSizes):
-    ngroups: int
-    nheads: int
-    headdim: int
-    d_state: int
-    d_conv: int = 4
-    n_head_groups: int = 4
-    n_dim_groups: int = 4
-
-
-LAYER_SHAPES = {
-    "130m": LayerShape(ngroups=1, nheads=24, headdim=64, d_state=128),
-    "8b": LayerShape(ngroups=8, nheads=128, headdim=64, d_state=128),
-    # Narrowed for CI: the same group structure at a fraction of the width.
+# The real layer shapes, and the same group structures narrowed to a fraction of the width.
+OP_SHAPES = {
+    **LAYER_SHAPES,
     "130m-narrow": LayerShape(ngroups=1, nheads=8, headdim=16, d_state=32),
     "8b-narrow": LayerShape(ngroups=8, nheads=16, headdim=8, d_state=16, n_head_groups=2),
 }
