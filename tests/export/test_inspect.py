@@ -1,4 +1,4 @@
-"""``qmamba inspect`` on the real layer-0 scales of quamba2-130m-w8a8 quoted in ../shared/SEED.md."""
+"""``qmamba inspect`` on the real layer-0 scales of quamba2-130m-w8a8."""
 from __future__ import annotations
 
 import json
