@@ -19,6 +19,7 @@ COMMANDS = {
     "build": ("qmamba.runtime.build", "ONNX pair -> TensorRT engines"),
     "generate": ("qmamba.runtime.generate", "stream text from TensorRT engines"),
     "bench": ("qmamba.runtime.bench", "prefill latency and decode tokens/s of TensorRT engines"),
+    "bisect": ("qmamba.runtime.bisect", "first tensor where a TensorRT engine departs from ONNX Runtime"),
     "eval": ("qmamba.runtime.evaluate", "bits per byte of a model on a text file"),
     "train": ("qmamba.export.train", "train the small byte-level Mamba2 shipped with qmamba"),
 }

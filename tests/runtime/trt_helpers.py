@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 from qmamba.export import onnx_ops
 from qmamba.export.layer_sizes import LayerShape
+from qmamba.runtime.bisect import ort_run, state_pairs  # noqa: F401  (the engine tests' too)
 from qmamba.runtime.build import explicit_zero_points
 
 
@@ -83,17 +84,6 @@ def two_prompts() -> np.ndarray:
     text = b"First Citizen:\nBefore we proceed any further, hear me speak."
     return np.stack([np.frombuffer(text[:40], np.uint8), np.frombuffer(text[5:45], np.uint8)]).astype(np.int64)
 
-
-def state_pairs(meta: dict):
-    """(decode input, output) names of every state in qmamba_onnx.json's metadata."""
-    for s in meta["states"]:
-        for k in ("conv_state", "ssm_state"):
-            yield s[k]["input"], s[k]["output"]
-
-
-def ort_run(sess, feed: dict) -> dict[str, np.ndarray]:
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feed)))
 
 
 # Sizes the CUDA kernels take (headdim 32/64/128, d_state 16..256, <= 8 head and dim groups) at a

@@ -79,7 +79,7 @@ def test_name_version_namespace(op):
     assert 'getPluginNamespace() const noexcept override { return ""; }' in adapters
 
 
-# TensorRT-side plugins that are not ONNX ops of the export: their field tables live in docs/tensorrt.md.
+# TensorRT-side plugins that are not ONNX ops of the export: their field tables live in their READMEs.
 BUILD_PLUGINS = {
     "QmambaBitsAsFloat": ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore",
     "QmambaW8A8Linear": ROOT / "trt_plugins" / "w8a8LinearPlugin" / "w8a8LinearCore",
@@ -89,11 +89,12 @@ BUILD_PLUGINS = {
 TWINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer"}
 
 
-def _tensorrt_md_table(heading: str) -> list[list[str]]:
-    """The rows (cells) of docs/tensorrt.md's table under ``### heading``."""
-    doc = (ROOT / "docs" / "tensorrt.md").read_text()
-    rows = re.search(rf"### {heading}\n\n\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
-    assert rows, f"docs/tensorrt.md: no '### {heading}' table"
+def _readme_table(op: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the table under ``## heading`` in the plugin's README.md."""
+    readme = BUILD_PLUGINS[op].parent / "README.md"
+    doc = readme.read_text()
+    rows = re.search(rf"## {heading}\n\n(?:[^|\n].*\n\n)*\|.*?\n\|.*?\n((?:\|.*\n)+)", doc)
+    assert rows, f"{readme}: no '## {heading}' table"
     return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in rows.group(1).strip().splitlines()]
 
 
@@ -101,10 +102,10 @@ def _tensorrt_md_table(heading: str) -> list[list[str]]:
 def test_build_plugin_fields_match_docs(op):
     core = BUILD_PLUGINS[op]
     mine = creator_fields(op, core)
-    docs = [row[:3] for row in _tensorrt_md_table(f"{op} fields")]
+    docs = [row[:3] for row in _readme_table(op, "Parameters")]
     assert [d[0] for d in docs] == [m[0] for m in mine]
     for (name, kind, default), (_, doc_kind, doc_default) in zip(mine, docs):
-        assert kind == doc_kind and _same_default(doc_default, default), name
+        assert kind == doc_kind.removesuffix("32") and _same_default(doc_default, default), name
     assert f'kNAME = "{op}"' in core.with_suffix(".h").read_text()
 
 
@@ -122,12 +123,12 @@ def test_python_fields_match_the_plugin(op):
 
 
 def test_decode_mixer_tensor_positions_match_docs():
-    """QmambaDecodeMixer's kIN_* / kOUT_* constants follow docs/tensorrt.md's input and output tables."""
+    """QmambaDecodeMixer's kIN_* / kOUT_* constants follow its README's input and output tables."""
     op = "QmambaDecodeMixer"
     header = BUILD_PLUGINS[op].with_suffix(".h").read_text()
     consts = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (k(?:IN|OUT)_\w+) = (\d+);", header)}
-    for kind, prefix in (("inputs", "kIN_"), ("outputs", "kOUT_")):
-        rows = _tensorrt_md_table(f"{op} {kind}")
+    for kind, prefix in (("Inputs", "kIN_"), ("Outputs", "kOUT_")):
+        rows = _readme_table(op, kind)
         assert [int(r[0]) for r in rows] == list(range(len(rows))), f"{op} {kind}: numbering"
         for pos, name in enumerate(r[1] for r in rows):
             const = prefix + re.sub(r"(?<=[a-z])(?=[A-Z][a-z_])", "_", name).upper()

@@ -1,7 +1,7 @@
 """Small runs of every kernel for compute-sanitizer (memcheck, racecheck, synccheck).
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python scripts/sanitize_kernels.py
-    compute-sanitizer --tool racecheck --error-exitcode 1 python scripts/sanitize_kernels.py --only ssd
+    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/trt_plugins/sanitize_kernels.py
+    compute-sanitizer --tool racecheck --error-exitcode 1 python tests/trt_plugins/sanitize_kernels.py --only ssd
 
 Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
 the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
@@ -13,18 +13,15 @@ refuses its arguments or a result is off (a coarse check: the tests do the fine 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "trt_plugins"))
-import kernel_cases as kc  # noqa: E402
-
-from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref  # noqa: E402
-from qmamba.runtime import kernels  # noqa: E402
-from qmamba.runtime.decode_mixer import decode_mixer_ref  # noqa: E402
-from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref  # noqa: E402
+import kernel_cases as kc  # this file's folder is first on sys.path when it runs as a script
+from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
+from qmamba.runtime import kernels
+from qmamba.runtime.decode_mixer import decode_mixer_ref
+from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
 
 CONV = [(kc.LAYERS["8b"], 2, 37), (kc.Shape(h=8, p=32, n=40, g=2, K=3), 2, 9),
         (kc.Shape(h=8, p=64, n=64, g=1, K=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]

@@ -3,11 +3,11 @@ tokens/s (default batch 1, 8) of
   - the TensorRT engine (qmamba's plugins, decode under a CUDA graph),
   - the PyTorch W8A8 reference model (QuantMamba2LM with the CUDA kernels),
   - the float model in PyTorch fp16 (transformers Mamba2ForCausalLM, same shape),
-for the small byte-level model of the device tests (g = 1) and a 2.7b-shaped W8A8 model with random weights (2.7b's layer
+for the small byte-level model of the TensorRT tests (g = 1) and a 2.7b-shaped W8A8 model with random weights (2.7b's layer
 widths, byte vocabulary; --layers of its 64 layers to fit the time). Decode is also given as a
 fraction of its bandwidth bound (bytes of weights and states per step ÷ measured copy bandwidth).
 
-    python scripts/bench_trt.py --out OUT [--layers 8] [--skip-torch] [--batch 1 8] [--seq 512 2048]
+    python benchmarks/bench_trt.py --out OUT [--layers 8] [--skip-torch] [--batch 1 8] [--seq 512 2048]
 """
 from __future__ import annotations
 
@@ -191,9 +191,9 @@ def main() -> int:
     bw = trt_bench.copy_bandwidth()
     print(f"device-to-device copy bandwidth: {bw / 1e9:.0f} GB/s")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
-    from trt_helpers import small_quantized_model  # the device tests' small model (kernel-supported sizes)
+    from trt_helpers import small_quantized_model  # the TensorRT tests' small model (kernel-supported sizes)
 
-    # The 2.7b-shaped model first: it is the one the targets are about (results are written per model).
+    # The 2.7b-shaped model first: its layer widths are the ones that matter (results are written per model).
     models = {}
     if "2.7b" in args.models.split(","):
         name = f"2.7b-shaped ({args.layers} of 64 layers, d_model 2560, h 80, p 64, n 128, byte vocab)"

@@ -3,16 +3,16 @@
 For each model: bits per byte of the float model (fp32, fp16) on the whole text and on its first
 ``--prefix-bytes`` bytes; W8A8 with one per-tensor scale, with group scales (min-max) and with group
 scales (percentile), each with and without the Hadamard rotation, on the prefix (the W8A8 PyTorch
-reference is slow: the prefix keeps all twelve calibrations and evaluations inside one device call);
+reference is slow: the prefix keeps all twelve calibrations and evaluations to minutes on one GPU);
 and the SQNR in dB of x after QuantConv1dSiLU per layer, group vs per-tensor scales. The group
 min-max checkpoint (no Hadamard) of each model is saved, so that its ONNX export can be scored
 on ONNX Runtime against the same prefix elsewhere (``qmamba export`` + ``qmamba eval --backend
 onnxruntime``). Writes ``OUT/results.json``; rows that fail record their error and the run goes on.
 
-Usage (scripts/device_eval.sh runs it on the GPU device)::
+Usage (on a GPU; the table of docs/accuracy.md came from this command)::
 
-    python scripts/accuracy_report.py --text wikitext-2/test.txt --calib-text tinyshakespeare/input.txt \\
-        --out OUT --device cuda
+    python benchmarks/accuracy_report.py --text path/to/wikitext-2/test.txt \\
+        --calib-text path/to/wikitext-2/valid.txt --out OUT --device cuda --batch 16
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def report_model(name, text, calib, args, out: Path, save) -> dict:
             rows.append({"row": row, "span": span, **r})
             print(f"{name:16s} {row:40s} {span:8s} {r['bits_per_byte']:.4f} bpb  {r['seconds']:.1f}s", flush=True)
             save(name, result)
-        except Exception as e:  # one broken row must not cost the rest of the device call
+        except Exception as e:  # one broken row must not cost the rest of the report
             traceback.print_exc()
             rows.append({"row": row, "span": span, "error": f"{type(e).__name__}: {e}",
                          "seconds": round(time.monotonic() - t0, 1)})
