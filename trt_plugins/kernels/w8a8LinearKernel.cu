@@ -40,9 +40,6 @@
 #include "checks.h"
 #include "common.cuh"
 #include "launch.cuh"
-#include "timeline.cuh"
-
-QMAMBA_TIMELINE_STORAGE(linear)
 
 namespace qmamba {
 namespace {
@@ -352,7 +349,6 @@ __device__ __forceinline__ void store_outputs(const LinearArgs& a, const int (&a
 
 template <int MT, int VEC, int CPL>
 __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kernel(LinearArgs a) {
-  TL_BEGIN
   extern __shared__ __align__(16) int32_t xs[];  // [MT][words]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT;
@@ -378,10 +374,8 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
     load_unit<VEC, CPL>(a, first, 0, lane, w);
   }
   const float inv_s = __fdiv_rn(1.0f, s_in);
-  TL_MARK_AFTER(0, inv_s)  // input_scale arrived
   pdl_launch_dependents();
   pdl_wait();
-  TL_WAIT
   // The residual (an earlier kernel's output) of the first row, before the activation pass: no row's
   // tail then waits on memory between its reduction and its store.
   float res = units > 0 ? residual_of<MT>(a, m0, lane, first) : 0.0f;
@@ -390,7 +384,6 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
   } else {
     quantize_rows<MT>(a, m0, xs, s_in, inv_s);
   }
-  TL_MARK_AFTER(1, 0.0f)  // the activation quantized (after the pass's last barrier)
 
   int acc[MT];
 #pragma unroll
@@ -434,7 +427,6 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
 #pragma unroll
       for (int v = 0; v < VEC; ++v) w[u][v] = next[u][v];
   }
-  TL_END(0u, a.N)
 }
 
 // ---- The tensor-core kernel (sm_80 and later): three or more activation rows ----
@@ -489,7 +481,6 @@ struct TileCursor {
 template <int MT>
 __global__ void __launch_bounds__(kMmaWarps * 32, 1) w8a8_linear_mma_kernel(LinearArgs a) {
   static_assert(MT <= kTileRows, "the activation rows of a pass are A's first 8 rows");
-  TL_BEGIN
   // [MT][words] the packed activation, [MT][block_rows] the sums, [block_rows] out_scale.
   extern __shared__ __align__(16) int32_t mma_smem[];
   int32_t* xs = mma_smem;
@@ -523,10 +514,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1) w8a8_linear_mma_kernel(Line
     if (u < count) load.advance(steps_per_tile);
   }
   const float inv_s = __fdiv_rn(1.0f, s_in);
-  TL_MARK_AFTER(0, inv_s)  // input_scale arrived
   pdl_launch_dependents();
   pdl_wait();
-  TL_WAIT
   // The residual (an earlier kernel's output) of this thread's first outputs, before the activation pass.
   float res[kEpilogueItems];
 #pragma unroll
@@ -535,7 +524,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1) w8a8_linear_mma_kernel(Line
     res[e] = a.residual && m < MT && m0 + m < a.rows ? a.residual[(m0 + m) * a.N + n0 + r] : 0.0f;
   }
   quantize_rows<MT>(a, m0, xs, s_in, inv_s);
-  TL_MARK_AFTER(1, 0.0f)  // the activation quantized (the barrier also publishes scales and sums)
 
   int acc[4] = {0, 0, 0, 0};
   for (int j0 = 0; j0 < count; j0 += kStepsAhead) {
@@ -587,7 +575,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1) w8a8_linear_mma_kernel(Line
       *out = __fadd_rn(rv, v);
     }
   }
-  TL_END(0u, a.N)
 }
 
 // One wave: as many warps as `blocks` resident blocks of up to `max_warps` hold, the n rows spread evenly over
