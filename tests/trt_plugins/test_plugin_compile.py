@@ -1,6 +1,6 @@
 """The plugin library compiles against both plugin APIs: TensorRT 11.1 headers (IPluginV3) and 8.6
-headers (IPluginV2DynamicExt), and the runner against both. Needs the headers in .deps/ (see
-../shared/tools/README.md, trt-headers.sh) and a C++ compiler with the CUDA headers; skips otherwise."""
+headers (IPluginV2DynamicExt), and the runner against both. Needs TensorRT's headers of each version
+in .deps/tensorrt-<version>/include and a C++ compiler with the CUDA headers; skips otherwise."""
 from __future__ import annotations
 
 import shutil

@@ -23,13 +23,11 @@ namespace qmamba {
 namespace {
 
 // Threads a block. Every block recomputes its SSD group's B and C conv outputs, so fewer, larger blocks do
-// that less often: 256 threads (16 state rows at d_state 128). At batch 1, 512: up to four 256-thread blocks
-// (64 registers a thread) fit an SM, and the H200 ran the 2.7b-shaped decode step in 205 us; with at most two
-// an SM (512 threads), in 191-192 us, each kernel alone as fast as before: the blocks fill the SMs in_proj
-// frees first, up to what an SM holds (87 SMs at two an SM, 92 at four; docs/kernels.md, the step's
-// timeline), and fewer an SM share each scheduler among fewer warps. One 1024-thread block a head (one an
-// SM) was slower again: 176-178 us against 173. At batch 8 four an SM is what the mixer needs (30.9 us a
-// layer; three: 35.4).
+// that less often: 256 threads (16 state rows at d_state 128). At batch 1, 512 (at most two blocks an SM):
+// the blocks fill the SMs in_proj frees first, up to what an SM holds, and fewer blocks an SM share each
+// scheduler among fewer warps, which makes the batch-1 step faster than four 256-thread blocks an SM or
+// one 1024-thread block a head (docs/kernels.md). At batch 8 four 256-thread blocks an SM keep the mixer
+// fastest.
 constexpr int threads_for_batch(int64_t batch) { return batch == 1 ? 512 : 256; }
 
 struct MixerArgs {

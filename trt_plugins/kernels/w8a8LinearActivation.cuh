@@ -59,8 +59,8 @@ __device__ __forceinline__ uint32_t quantized_byte(float v, float s_in, float in
 
 // Loads per thread issued together in each round trip of the activation's two passes: each pass is then a
 // few L2 round trips, not one per element or per row (the passes run while the first weight loads are in
-// flight). With several rows the rows' loads go out together: a pass over 8 rows of out_proj's 5120
-// channels had taken some 20 us of the 28 a batch-8 out_proj took on the H200.
+// flight). With several rows the rows' loads go out together: one row's loads at a time make the pass over
+// 8 rows of out_proj's 5120 channels most of a batch-8 out_proj's time.
 constexpr int kLoadBatch = 4;
 constexpr int kQuantBatch = 2;  // the one-row quantizing pass, which holds x and the norm weight
 

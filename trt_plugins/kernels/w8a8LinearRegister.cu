@@ -6,8 +6,8 @@
 // (CPL chunks per lane), and issues the next row's loads before multiplying the current one (dp4a), so
 // that each SM has tens of KB in flight. The grid is one wave of resident blocks whose warps stride over
 // the rows, the rows spread evenly over the warps: a second, partial wave of blocks, or blocks that
-// each paid the activation's quantization for a few rows, had left the memory idle for much of the
-// kernel (the first version read 27 MB at under half the copy bandwidth on the H200).
+// each paid the activation's quantization for a few rows, would leave the memory idle for much of the
+// kernel.
 // The quantized activations sit in shared memory, packed 4 per word like the weights. Each block
 // quantizes the activation rows itself (a few KB read from L2) rather than a second kernel doing it
 // once: at batch 1 a launch costs more than the repeated work. Before that, each warp issues its first
@@ -116,11 +116,10 @@ __global__ void __launch_bounds__(max_warps<MT, CPL>() * 32, 1) w8a8_linear_kern
 
   // Before waiting for the kernel that makes x, what depends on no earlier kernel, in the order the work
   // after the wait needs it: input_scale and the norm weight (the activation pass), then this warp's first
-  // row (its out_scale and first loads). A small load issued behind the weights waits for them: on the
-  // H200 the blocks left the wait up to 3.3 us apart when input_scale (whose reciprocal is taken before
-  // the wait) came after the weights and their prefetch into L2. Without that prefetch (each warp's rows
-  // requested into L2 at its start) the linears are faster still: in_proj alone 9.4 us against 10.6
-  // (docs/kernels.md).
+  // row (its out_scale and first loads). A small load issued behind the weights waits for them: with
+  // input_scale (whose reciprocal is taken before the wait) after the weights, the blocks leave the wait
+  // microseconds apart. The weights are not prefetched into L2 as well: requesting each warp's rows into
+  // L2 at its start makes the linears slower (docs/kernels.md).
   const float s_in = __ldg(a.input_scale);
   float4 nw[kQuantBatch];  // this thread's words of the norm weight (the one-row path)
   if (MT == 1 && a.one_row) load_share(a, a.norm_weight, nw);

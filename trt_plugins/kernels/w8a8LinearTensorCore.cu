@@ -1,8 +1,8 @@
 // QmambaW8A8Linear's tensor-core kernel (sm_80 and later): three or more activation rows.
 //
 // The dp4a kernels multiply each weight word by every activation row's word, fetched from shared memory one row at
-// a time: with 8 rows that work, not the weights' traffic, sets their time (the batch-8 2.7b step took 4.3 times
-// the batch-1 step on the H200 for the same bytes). Here one mma.sync m16n8k32 (s8 x s8 -> s32) multiplies 32 k of
+// a time: with 8 rows that work, not the weights' traffic, sets their time (a batch-8 step takes several times a
+// batch-1 step for the same bytes). Here one mma.sync m16n8k32 (s8 x s8 -> s32) multiplies 32 k of
 // all activation rows at once: the activation rows are A's rows (those past MT zero), a tile of 8 weight rows B's
 // columns. Each load of a lane is 16 contiguous bytes of one weight row (4 lanes a row: 64 contiguous bytes; a
 // step is two loads a lane, 128 bytes a row), and feeds two k-steps of 32; the activation's words are taken from
@@ -191,9 +191,10 @@ size_t shared_room(const DeviceLimits& dev, const void* kernel) {
 }
 
 // The tensor-core kernel where it applies (its caller passes rows of whole, aligned 16-byte chunks): compute
-// capability 8.0 or later, a pass of 4 or 8 activation rows, and QMAMBA_MMA not "0" (the dp4a kernel then
-// runs: for measuring, and the tests of both). Tensor cores from 2 rows were slower on the H200 (the batch-2
-// step 311 us against 256). One block an SM (or a tile), the tiles spread evenly. Returns whether it launched.
+// capability 8.0 or later, a pass of 4 or 8 activation rows, and QMAMBA_MMA not "0" (QMAMBA_MMA=0 runs the
+// register kernel for every pass: the GPU tests cover its many-row passes that way, and it compares the two
+// kernels). At 2 rows the register kernel is the faster. One block an SM (or a tile), the tiles spread evenly.
+// Returns whether it launched.
 template <int MT>
 bool launch_mma(const DeviceLimits& dev, LinearArgs a, cudaStream_t stream) {
   static_assert(MT >= 4, "up to two activation rows take the register kernel");
