@@ -6,7 +6,7 @@ scale, ``export/onnx_layers.quant_linear``), taking the RMSNorm in front of it a
 after it along when they are there (``runtime/build.py``, ``fuse_decode_linears``). At decode the
 activation is one row per batch row, and TensorRT's int8 GEMM read the weights at about a third of
 the memory bandwidth; this op is one matrix-vector kernel that reads them once
-(``trt_plugins/kernels/w8a8LinearKernel.cu``).
+(``trt_plugins/kernels/w8a8Linear*.cu``).
 
 Inputs: ``x`` fp32 ``[batch, seq, K]``; ``weight`` int32 ``[N, ceil(K/4)]``, the int8 ``[N, K]`` weight
 4 per word (``pack_int8_words``: int32 is what TensorRT 8.6 lets a constant reach a float plugin as);
@@ -26,7 +26,7 @@ from ..export.validate import QMambaInputError, check_tensor
 OP_NAME = "QmambaW8A8Linear"
 # (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp, docs/tensorrt.md).
 FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0), ("norm_group", "int", 0))
-MAX_NORM_GROUPS = 16  # kMaxNormGroups of w8a8LinearKernel.cu
+MAX_NORM_GROUPS = 16  # kMaxNormGroups of trt_plugins/kernels/w8a8Linear.cuh
 
 
 def pack_int8_words(weight: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,7 @@ set_target_properties(qmamba_trt_plugins PROPERTIES POSITION_INDEPENDENT_CODE ON
 qmamba_export_only(qmamba_trt_plugins "${_qp}/common/exports.map")
 target_link_libraries(qmamba_trt_plugins PRIVATE qmamba_kernels)
 if(TensorRT_nvinfer_LIBRARY)
-  # --allow-shlib-undefined: a staged TensorRT may name libraries (cuBLAS, cuDNN) it never calls.
+  # --allow-shlib-undefined: TensorRT may name libraries (cuBLAS, cuDNN) that an install lacks and it never calls.
   target_link_libraries(qmamba_trt_plugins PRIVATE "${TensorRT_nvinfer_LIBRARY}" -Wl,--allow-shlib-undefined)
   message(STATUS "qmamba: TensorRT ${TensorRT_VERSION} (${_qmamba_plugin_api} plugins), linking ${TensorRT_nvinfer_LIBRARY}")
 else()

@@ -57,8 +57,8 @@ nvinfer1::Dims profileDims(nvinfer1::ITensor const& input, qmr_profile const& p,
 }
 
 // The ONNX parser, loaded on first use with lazy binding rather than linked: libnvonnxparser pulls in
-// libnvinfer_plugin, which names cuBLAS/cuDNN; a deployment without them (TensorRT 8.6 staged with
-// stand-ins, or a runtime-only install) can still load the runner and run engines.
+// libnvinfer_plugin, which names cuBLAS/cuDNN; a deployment without them (a runtime-only TensorRT
+// install, or one without those libraries) can still load the runner and run engines.
 nvonnxparser::IParser* createOnnxParser(nvinfer1::INetworkDefinition& network, nvinfer1::ILogger& logger)
 {
     static void* lib = [] {

@@ -35,7 +35,7 @@ typedef struct qmr_profile {
 typedef struct qmr_build_options {
   qmr_profile profile;
   int32_t fp16;                 // allow fp16 kernels for the float parts
-  int32_t no_tactic_libraries;  // exclude cuBLAS / cuBLASLt / cuDNN tactics (TensorRT 8.6 staged without them)
+  int32_t no_tactic_libraries;  // exclude cuBLAS / cuBLASLt / cuDNN tactics (a TensorRT install without them)
   int64_t workspace_bytes;      // 0: TensorRT's default
 } qmr_build_options;
 
@@ -82,7 +82,8 @@ QMR_API int qmr_session_decode(qmr_session* session, const int64_t* ids, float* 
 QMR_API int qmr_session_bench(qmr_session* session, int batch, int seqlen, int iters, int use_graph, double* prefill_ms,
                       double* decode_ms);
 // TensorRT's layer profiler over a prefill of [batch, seqlen] and a decode step (iters runs each, no CUDA
-// graph): one line per layer, slowest first. *report stays valid until the next call on this session.
+// graph): one line per layer, slowest first. *report stays valid until the next
+// qmr_session_profile call on the same qmr_session.
 QMR_API int qmr_session_profile(qmr_session* session, int batch, int seqlen, int iters, const char** report);
 // Copies one state tensor (as the decode engine names its input) of the current batch to host memory.
 QMR_API int qmr_session_read_state(const qmr_session* session, const char* name, void* host, size_t bytes);

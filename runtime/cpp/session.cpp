@@ -440,64 +440,6 @@ void Session::decode(int64_t const* ids, float* logitsOut, bool useGraph)
     }
 }
 
-void Session::bench(int batch, int seqlen, int iters, bool useGraph, double& prefillMs, double& decodeMs)
-{
-    if (iters < 1)
-    {
-        throw RunnerError("iters must be >= 1");
-    }
-    std::vector<int64_t> ids(static_cast<size_t>(batch) * seqlen, 1);
-    std::vector<float> logits(static_cast<size_t>(batch) * mVocab);
-    prefill(ids.data(), batch, seqlen, logits.data()); // warm-up, and the states decode starts from
-    cudaEvent_t start{}, stop{};
-    checkCuda(cudaEventCreate(&start), "cudaEventCreate");
-    checkCuda(cudaEventCreate(&stop), "cudaEventCreate");
-    std::vector<float> times;
-    for (int i = 0; i < iters; ++i)
-    {
-        checkCuda(cudaEventRecord(start, mStream), "cudaEventRecord");
-        mPrefill->enqueue(mStream);
-        checkCuda(cudaEventRecord(stop, mStream), "cudaEventRecord");
-        checkCuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-        float ms = 0;
-        checkCuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-        times.push_back(ms);
-    }
-    std::sort(times.begin(), times.end());
-    prefillMs = times[times.size() / 2];
-    // Decode steps back to back: token upload, the step, no host round trip (as a sampler on the GPU would).
-    std::vector<int64_t> step(static_cast<size_t>(batch), 1);
-    decode(step.data(), nullptr, useGraph); // warm-up (captures the graphs)
-    decode(step.data(), nullptr, useGraph);
-    checkCuda(cudaStreamSynchronize(mStream), "sync");
-    int const steps = std::max(iters, 32);
-    checkCuda(cudaEventRecord(start, mStream), "cudaEventRecord");
-    for (int i = 0; i < steps; ++i)
-    {
-        decode(step.data(), nullptr, useGraph);
-    }
-    checkCuda(cudaEventRecord(stop, mStream), "cudaEventRecord");
-    checkCuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float total = 0;
-    checkCuda(cudaEventElapsedTime(&total, start, stop), "cudaEventElapsedTime");
-    decodeMs = total / steps;
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-}
-
-std::string Session::profile(int batch, int seqlen, int iters)
-{
-    std::vector<int64_t> ids(static_cast<size_t>(batch) * seqlen, 1);
-    std::vector<float> logits(static_cast<size_t>(batch) * mVocab);
-    prefill(ids.data(), batch, seqlen, logits.data()); // shapes, addresses and the states decode reads
-    clearGraphs(); // profiling replaces the engines' execution contexts, which the graphs captured
-    std::string out = "prefill, batch " + std::to_string(batch) + ", seqlen " + std::to_string(seqlen) + ": "
-        + mPrefill->profileLayers(mStream, iters);
-    bindDecode(mCurrent);
-    out += "decode step, batch " + std::to_string(batch) + " (no CUDA graph): " + mDecode->profileLayers(mStream, iters);
-    return out;
-}
-
 void Session::readState(std::string const& name, void* host, size_t bytes) const
 {
     for (auto const& s : mStates)

@@ -52,8 +52,9 @@ public:
     int vocab() const { return mVocab; }
     void prefill(int64_t const* ids, int batch, int seqlen, float* logitsOut);
     void decode(int64_t const* ids, float* logitsOut, bool useGraph);
+    // The median time of a prefill of [batch, seqlen] and the mean time of a decode step (sessionBench.cpp).
     void bench(int batch, int seqlen, int iters, bool useGraph, double& prefillMs, double& decodeMs);
-    // TensorRT's per-layer times of a prefill of [batch, seqlen] and of a decode step (no graph).
+    // TensorRT's per-layer times of a prefill of [batch, seqlen] and of a decode step, no graph (sessionProfile.cpp).
     std::string profile(int batch, int seqlen, int iters);
     void readState(std::string const& name, void* host, size_t bytes) const;
     std::string const& stateNames() const { return mStateNames; }

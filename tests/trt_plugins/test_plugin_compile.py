@@ -15,8 +15,8 @@ PLUGIN_SOURCES = ["common/qmambaFields.cpp", "common/qmambaShapes.cpp", "common/
                   "common/qmambaPluginLibrary.cpp", "quantConv1dSiLUPlugin/quantConv1dSiLUCore.cpp",
                   "quantSSDPlugin/quantSSDCore.cpp", "bitsAsFloatPlugin/bitsAsFloatCore.cpp",
                   "w8a8LinearPlugin/w8a8LinearCore.cpp", "decodeMixerPlugin/decodeMixerCore.cpp"]
-RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineBuilder.cpp", "session.cpp", "runnerApi.cpp",
-                  "qmamba_trt.cpp"]
+RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineBuilder.cpp", "session.cpp", "sessionBench.cpp",
+                  "sessionProfile.cpp", "runnerApi.cpp", "qmamba_trt.cpp"]
 
 
 def _headers(version: str) -> Path:

@@ -18,7 +18,7 @@ namespace qmamba
 
 // TensorRT 8.6 builds a plugin fed by QuantizeLinear as an int8 node and then accepts only int8 or int32
 // outputs from it: a float or half output is refused ("All of the candidates were removed, which points
-// to the node being incorrectly marked as an int8 node"; scripts/trt86_probe.py maps what it accepts).
+// to the node being incorrectly marked as an int8 node").
 // So V2 hands such an output (QuantSSD's y) to TensorRT as int32 words holding its bytes: the same
 // buffer, half's last dimension halved. `qmamba build` puts QmambaBitsAsFloat after it.
 template <typename Core>

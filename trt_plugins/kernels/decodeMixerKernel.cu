@@ -18,21 +18,16 @@
 #include "convMath.cuh"
 #include "launch.cuh"
 #include "ssdDecodeStep.cuh"
-#include "timeline.cuh"
-
-QMAMBA_TIMELINE_STORAGE(mixer)
 
 namespace qmamba {
 namespace {
 
 // Threads a block. Every block recomputes its SSD group's B and C conv outputs, so fewer, larger blocks do
-// that less often: 256 threads (16 state rows at d_state 128). At batch 1, 512: up to four 256-thread blocks
-// (64 registers a thread) fit an SM, and the H200 ran the 2.7b-shaped decode step in 205 us; with at most two
-// an SM (512 threads), in 191-192 us, each kernel alone as fast as before: the blocks fill the SMs in_proj
-// frees first, up to what an SM holds (87 SMs at two an SM, 92 at four; docs/kernels.md, the step's
-// timeline), and fewer an SM share each scheduler among fewer warps. One 1024-thread block a head (one an
-// SM) was slower again: 176-178 us against 173. At batch 8 four an SM is what the mixer needs (30.9 us a
-// layer; three: 35.4).
+// that less often: 256 threads (16 state rows at d_state 128). At batch 1, 512 (at most two blocks an SM):
+// the blocks fill the SMs in_proj frees first, up to what an SM holds, and fewer blocks an SM share each
+// scheduler among fewer warps, which makes the batch-1 step faster than four 256-thread blocks an SM or
+// one 1024-thread block a head (docs/kernels.md). At batch 8 four 256-thread blocks an SM keep the mixer
+// fastest.
 constexpr int threads_for_batch(int64_t batch) { return batch == 1 ? 512 : 256; }
 
 struct MixerArgs {
@@ -109,7 +104,6 @@ __device__ __forceinline__ int bc_channel(const MixerArgs& a, int sg, int j) {
 template <int VEC, int K, int THREADS>
 __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a) {
   constexpr int kMaxBCPerThread = max_bc_per_thread<THREADS>();
-  TL_BEGIN
   extern __shared__ __align__(16) int8_t s_bc[];  // [2 * d_state]: B, then C of this head's SSD group
   __shared__ int8_t s_xq[THREADS];                // x of this block's rows
   __shared__ float s_dt;
@@ -134,9 +128,7 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
   // group scales, the conv taps and state rows of this thread's channels.
   const int sg = hd / a.hpg;
   const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
-  TL_MARK_AFTER(0, static_cast<float>(hg))  // the head ranges arrived
   const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
-  TL_MARK_AFTER(1, static_cast<float>(dg))  // the dim ranges arrived
   const float s_x = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
   const float sB = __ldg(a.B_out_scales + sg), sC = __ldg(a.C_out_scales + sg);
   const float* sscale = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg + dg) * n;
@@ -155,10 +147,8 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
   if (row_leader) load_conv<K>(a, b, c_x, 0, xc);
   const float dt_b = __ldg(a.dt_bias + hd);
   const float A = -expf(__ldg(a.A_log + hd)), Dh = __ldg(a.D + hd);
-  TL_MARK_AFTER(2, A + (has_piece ? sc.v[0] + s_x : s_x))  // the scales and the head's constants arrived
   pdl_launch_dependents();
   pdl_wait();
-  TL_WAIT
 
   // in_proj's values this block needs, loaded together.
   float v_bc[kMaxBCPerThread];
@@ -170,7 +160,6 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
   const float v_x = row_leader ? __ldg(v_row + a.d_ssm + c_x) : 0.0f;
   const float v_z = row_leader ? __ldg(v_row + c_x) : 0.0f;
   const float v_dt = threadIdx.x == 0 ? __ldg(v_row + a.d_ssm + a.conv_dim + hd) : 0.0f;
-  TL_MARK_AFTER(3, v_bc[0] + v_dt)  // in_proj's values arrived
 
   // B and C of SSD group sg (the group's first block writes their new conv state), x of this block's
   // rows, dt of its head.
@@ -190,7 +179,6 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
   // The QuantSSD decode step of this row, in the reference's order: dA = exp(dt * A), xh = s_x * x,
   // dtx = dt * xh; y = sum_j S * Ch + D * xh.
   const float dtv = s_dt;
-  TL_MARK_AFTER(4, dtv)  // the conv outputs and dt done (after the barrier)
   const float dA = expf(__fmul_rn(dtv, A));
   const float xh = __fmul_rn(s_x, static_cast<float>(s_xq[row]));
   const float dtx = __fmul_rn(dtv, xh);
@@ -216,7 +204,6 @@ __global__ void __launch_bounds__(THREADS) decode_mixer_kernel(const MixerArgs a
     const float sig = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-z)));
     a.gated[b * a.d_ssm + c_x] = __fmul_rn(yv, __fmul_rn(z, sig));
   }
-  TL_END(1u, a.nheads)
 }
 
 template <int VEC, int THREADS>

@@ -32,7 +32,7 @@ public:
     static constexpr int32_t kMAX_INPUTS = 6;
     static constexpr int32_t kNB_OUTPUTS = 1;
 
-    // Most RMSNorm groups per row (kMaxNormGroups of w8a8LinearKernel.cu).
+    // Most RMSNorm groups per row (kMaxNormGroups of kernels/w8a8Linear.cuh).
     static constexpr int64_t kMAX_NORM_GROUPS = 16;
 
     static constexpr size_t kNB_FIELDS = 4;

@@ -1,0 +1,66 @@
+// QmambaW8A8Linear's C entry point: checks the arguments, picks the activation rows of a pass and the
+// kernel (tensor cores for three or more rows where they apply, else the register kernel).
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "checks.h"
+#include "w8a8Linear.cuh"
+
+extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t,
+                                  int64_t rows, qmamba_stream_t stream) {
+  using namespace qmamba;
+  const char* where = "qmamba_w8a8_linear";
+  QMAMBA_TRY(check_ptr(where, "params", params));
+  QMAMBA_TRY(check_ptr(where, "tensors", t));
+  // One activation row, 4 int8 per word, must fit the shared memory: K <= 47104.
+  QMAMBA_TRY(check_range(where, "in_features", params->in_features, 1, static_cast<int64_t>(kSharedLimit)));
+  QMAMBA_TRY(check_range(where, "out_features", params->out_features, 1, INT32_MAX));
+  QMAMBA_TRY(check_range(where, "norm", params->norm, 0, 1));
+  QMAMBA_TRY(check_range(where, "rows", rows, 0, int64_t{65535} * kMaxRowsPerPass));
+  if (params->norm && !(params->eps >= 0.0f && isfinite(params->eps))) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: eps must be finite and >= 0, got %g", where, params->eps);
+  }
+  const int norm_group = params->norm_group == 0 ? params->in_features : params->norm_group;
+  if (params->norm && (norm_group < 1 || params->in_features % norm_group != 0 ||
+                       params->in_features / norm_group > kMaxNormGroups)) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: norm_group must be 0 or a divisor of in_features = %d giving at most %d "
+                "groups, got %d", where, params->in_features, kMaxNormGroups, params->norm_group);
+  }
+  if (rows == 0) return ok();
+  QMAMBA_TRY(check_ptr(where, "x", t->x));
+  QMAMBA_TRY(check_ptr(where, "weight", t->weight));
+  QMAMBA_TRY(check_ptr(where, "out_scale", t->out_scale));
+  QMAMBA_TRY(check_ptr(where, "input_scale", t->input_scale));
+  QMAMBA_TRY(check_ptr(where, "y", t->y));
+  if (params->norm) QMAMBA_TRY(check_ptr(where, "norm_weight", t->norm_weight));
+  if (t->y == t->x) return fail(QMAMBA_ERR_BAD_VALUE, "%s: y must not alias x", where);
+
+  LinearArgs a{};
+  a.x = t->x; a.weight = t->weight; a.out_scale = t->out_scale; a.input_scale = t->input_scale;
+  a.norm_weight = params->norm ? t->norm_weight : nullptr; a.residual = t->residual; a.y = t->y;
+  a.K = params->in_features; a.N = params->out_features; a.words = (params->in_features + 3) / 4;
+  a.norm = params->norm; a.eps = params->eps; a.norm_group = norm_group; a.rows = rows;
+  a.vec_x = a.K % 4 == 0 && aligned16(a.x) && aligned16(a.norm_weight);
+  // Rows per pass: enough for all rows (up to 8), as long as their int8 copy fits in shared memory.
+  int mt = 1;
+  while (mt < kMaxRowsPerPass && mt < rows &&
+         static_cast<size_t>(2 * mt) * a.words * sizeof(int32_t) <= kSharedLimit) {
+    mt *= 2;
+  }
+  if (static_cast<int64_t>((rows + mt - 1) / mt) > 65535) {
+    return fail(QMAMBA_ERR_BAD_SIZE, "%s: %lld rows are more than one launch takes", where,
+                static_cast<long long>(rows));
+  }
+  DeviceLimits dev{};
+  QMAMBA_TRY(device_limits(where, &dev));
+  const bool vec = a.words % 4 == 0 && aligned16(t->weight);
+  a.chunks = vec ? a.words / 4 : a.words;
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  // Three or more rows a pass take the tensor-core kernel where it applies (weight rows of whole, aligned
+  // 16-byte chunks), the others and the rest the register kernel.
+  if (!(vec && launch_tensor_core_kernel(dev, a, mt, s))) {
+    QMAMBA_TRY(launch_register_kernel(where, dev, a, mt, vec, s));
+  }
+  return check_launch(where);
+}
