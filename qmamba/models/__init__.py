@@ -63,7 +63,7 @@ class GroupedGatedRMSNorm(torch.nn.Module):
 def ensure_grouped_norm(model):
     """Makes every mixer's gated norm per SSD group, whatever the installed transformers does.
 
-    Some transformers versions (5.17 on the GPU device, for one) normalize over all d_ssm channels
+    Some transformers versions (5.17, for one) normalize over all d_ssm channels
     when n_groups > 1; the reference (mamba_ssm), newer transformers and qmamba's W8A8 model
     normalize each group on its own. With n_groups = 1 the two agree. The shipped models are
     trained and evaluated with the per-group norm, so the same weights mean the same function

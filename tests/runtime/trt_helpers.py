@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from qmamba.export import onnx_ops
 from qmamba.export.op_cases import LayerShape
-from qmamba.runtime.build import explicit_zero_points
+from qmamba.runtime.trt8_graph import explicit_zero_points
 
 
 @functools.lru_cache(maxsize=1)
