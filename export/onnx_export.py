@@ -241,23 +241,8 @@ def export_onnx(model, out_dir, *, force: bool = False, functions: bool = True,
     return meta
 
 
-def load_model_arg(spec: str):
-    """The MODEL argument: a quantized checkpoint directory (``qmamba calibrate`` output)."""
-    from . import checkpoint
-
-    path = Path(spec)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{spec}: no such checkpoint directory")
-    if not checkpoint.is_qmamba_checkpoint(path):
-        if (path / "config.json").is_file():
-            raise QMambaInputError(f"{spec}: an unquantized model (no qmamba W8A8 checkpoint); "
-                                   f"quantize it first with `qmamba calibrate`")
-        raise FileNotFoundError(f"{spec}: not a qmamba checkpoint (no config.json)")
-    return checkpoint.load_quantized(path)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="quantized checkpoint directory")
+    parser.add_argument("model", metavar="MODEL", help="qmamba or Quamba2 W8A8 checkpoint directory")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--force", action="store_true", help="overwrite DIR's qmamba files")
     parser.add_argument("--no-functions", action="store_true",
@@ -267,7 +252,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    model = load_model_arg(args.model)
+    from .model_source import load_w8a8
+
+    model = load_w8a8(args.model, "export")
     meta = export_onnx(model, args.out, force=args.force, functions=not args.no_functions,
                        external_data=args.external_data)
     for kind, g in meta["graphs"].items():
