@@ -22,7 +22,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 import kernel_cases as kc  # noqa: E402
 
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref  # noqa: E402
-from qmamba.runtime import kernels  # noqa: E402
+from qmamba.export import kernels  # noqa: E402
+from qmamba.runtime import kernels as decode_kernels  # noqa: E402
 from qmamba.runtime.decode_mixer import decode_mixer_ref  # noqa: E402
 from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref  # noqa: E402
 
@@ -64,7 +65,7 @@ def main() -> int:
         for s, bt in MIXER:
             t, f = kc.mixer_case(s, bt, torch.Generator(device="cuda").manual_seed(bt))
             want = decode_mixer_ref(**t, **f)
-            got = kernels.decode_mixer(**t, **f)
+            got = decode_kernels.decode_mixer(**t, **f)
             err = ((got[0] - want[0]).norm() / want[0].norm()).item()
             ok = err < 1e-3 and all((g.int() - w.int()).abs().max().item() <= 1 for g, w in zip(got[1:], want[1:]))
             print(f"mixer {s} bt={bt}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
@@ -73,7 +74,7 @@ def main() -> int:
         for k, n, rows, norm, in_place, group in LINEAR:
             a, w = kc.linear_case(k, n, rows, norm, in_place)
             want = w8a8_linear_ref(**a, norm_group=group)
-            got = kernels.w8a8_linear(**a, out=a.get("residual"), norm_group=group)
+            got = decode_kernels.w8a8_linear(**a, out=a.get("residual"), norm_group=group)
             ok = bool(((got - want).abs() <= one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all())
             print(f"linear K={k} N={n} rows={rows} norm={norm} in_place={in_place}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok

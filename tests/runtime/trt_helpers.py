@@ -36,7 +36,7 @@ def trt_unavailable() -> str | None:
 def float_io(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with its int8 graph inputs and outputs turned into float ones through
     QuantizeLinear / DequantizeLinear of scale 1 (exact): TensorRT 8.6 takes int8 into a plugin from
-    a QuantizeLinear, the proven path (../shared/tools/README.md)."""
+    a QuantizeLinear (docs/tensorrt.md)."""
     g = model.graph
     onnx_ops.add_shared_initializers(g)
     pre, post = [], []
