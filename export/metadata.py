@@ -27,15 +27,21 @@ ONNX_KEYS = ("format", "config", "graphs", "states")
 ENGINES_KEYS = ("format", "config", "states", "profiles", "weight_bytes", "state_bytes_per_row")
 
 
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path`` (also config.json for ``model_source``); errors name the file."""
+    try:
+        obj = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise QMambaInputError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise QMambaInputError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _read(path: Path, fmt: str, keys: tuple[str, ...], made_by: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path.parent}: no {path.name} (not a `{made_by}` directory)")
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise QMambaInputError(f"{path}: not valid JSON ({e}); write it again with `{made_by}`") from e
-    if not isinstance(meta, dict):
-        raise QMambaInputError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(path)
     if meta.get("format") != fmt:
         raise QMambaInputError(f"{path}: format is {meta.get('format')!r}, expected {fmt!r}")
     missing = [k for k in keys if k not in meta]

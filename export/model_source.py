@@ -4,15 +4,11 @@
 before the kind is known, so a folder that is not a float Mamba2 never reaches transformers
 (which would build its default 64-layer Mamba2 from whatever config.json it finds).
 
-=====================  ==========================================================================
-kind                   told by
-=====================  ==========================================================================
-``shipped``            a name of ``qmamba.models`` (not a path): a float transformers Mamba2
-``qmamba-w8a8``        config.json ``"format": "qmamba-w8a8"`` (``qmamba calibrate``, checkpoint.py)
-``quamba2-w8a8``       config.json in mamba_ssm's layout (``d_model``, ``ssm_cfg``): a released
-                       Quamba2 W8A8 checkpoint (quamba2.py)
-``transformers-mamba2`` config.json ``"model_type": "mamba2"``: a float transformers Mamba2 folder
-=====================  ==========================================================================
+- ``shipped``: a name of ``qmamba.models`` (not a path), a float transformers Mamba2;
+- ``qmamba-w8a8``: config.json ``"format": "qmamba-w8a8"`` (``qmamba calibrate``, checkpoint.py);
+- ``quamba2-w8a8``: config.json in mamba_ssm's layout (``d_model``, ``ssm_cfg``), a released Quamba2
+  W8A8 checkpoint (quamba2.py);
+- ``transformers-mamba2``: config.json ``"model_type": "mamba2"``, a float transformers Mamba2 folder.
 
 A folder of ``qmamba export`` (qmamba_onnx.json, no config.json) is named as such in the error, for
 the commands that take a model. New kinds go into ``_kind_of_config`` (a folder) or ``identify``
@@ -24,13 +20,12 @@ W8A8 kind); a kind the command cannot take is refused with what to do instead.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .metadata import ONNX_METADATA
+from .metadata import ONNX_METADATA, read_json_object
 from .validate import QMambaInputError
 
 SHIPPED = "shipped"
@@ -54,18 +49,6 @@ class ModelSource:
     @property
     def w8a8(self) -> bool:
         return self.kind in W8A8_KINDS
-
-
-def read_config(directory: Path) -> dict:
-    """DIR/config.json as a JSON object; errors name the file."""
-    path = directory / CONFIG
-    try:
-        conf = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise QMambaInputError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(conf, dict):
-        raise QMambaInputError(f"{path}: expected a JSON object, got {type(conf).__name__}")
-    return conf
 
 
 def _kind_of_config(directory: Path, conf: dict) -> str:
@@ -99,7 +82,7 @@ def identify(spec) -> ModelSource:
                 raise QMambaInputError(f"{spec}: an exported ONNX directory (`qmamba export` output), not a model")
             raise FileNotFoundError(f"{spec}: holds no {CONFIG} (neither a Hugging Face model nor a "
                                     f"qmamba or Quamba2 checkpoint)")
-        conf = read_config(path)
+        conf = read_json_object(path / CONFIG)
         return ModelSource(spec, _kind_of_config(path, conf), path, conf)
     if path.exists():
         raise QMambaInputError(f"{spec}: a file; a model is a folder or the name of a shipped model")
@@ -108,7 +91,7 @@ def identify(spec) -> ModelSource:
     from qmamba import models
 
     directory = models.model_dir(spec)  # a clear error lists the shipped names
-    return ModelSource(spec, SHIPPED, directory, read_config(directory))
+    return ModelSource(spec, SHIPPED, directory, read_json_object(directory / CONFIG))
 
 
 def load_float(spec, command: str, dtype: torch.dtype = torch.float32):
