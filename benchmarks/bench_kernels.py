@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "trt_plugins"))
 import kernel_cases as kc  # noqa: E402
 
-from qmamba.runtime import kernels  # noqa: E402
+from qmamba.export import kernels  # noqa: E402
 # The bound's bandwidth is `qmamba bench`'s: a plain 1 GiB cudaMemcpy (a copy captured in a CUDA graph ran
 # about a third slower on the H200 and would flatter every fraction of the bound).
 from qmamba.runtime.bench import copy_bandwidth  # noqa: E402

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qmamba.export.metadata import read_engines_metadata
 from qmamba.export.onnx_export import export_onnx
 from qmamba.export.qmodel import QuantConfig, QuantMamba2LM
 from qmamba.runtime import bench as trt_bench
 from qmamba.runtime import trt_runner
-from qmamba.runtime.build import DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, build_engines, read_engines_metadata
+from qmamba.runtime.build import DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, build_engines
 
 
 def random_w8a8(cfg: QuantConfig, seed: int = 0) -> QuantMamba2LM:

@@ -287,22 +287,6 @@ def x_quantization_error(calibrated: Calibrated, tokens: torch.Tensor) -> list[f
 
 
 # ---- CLI -------------------------------------------------------------------------------------
-def load_float_model(spec: str):
-    """A shipped model name (qmamba.models) or a Hugging Face directory with config.json."""
-    path = Path(spec)
-    if path.is_dir():
-        from transformers import Mamba2ForCausalLM
-
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{spec}: no config.json in this directory")
-        return Mamba2ForCausalLM.from_pretrained(str(path)).eval()
-    try:
-        from qmamba.models import load_float
-    except ImportError as e:
-        raise FileNotFoundError(f"{spec}: not a directory, and no shipped models are installed ({e})") from e
-    return load_float(spec)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="shipped model name (e.g. mamba2-tiny-g1) or HF dir")
     parser.add_argument("--text", required=True, help="calibration text file (read as bytes)")
@@ -322,9 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from .checkpoint import save_quantized
     from .inspect import format_report, report
+    from .model_source import load_float
 
     text = Path(args.text).read_bytes()
-    model = calibrate_model(load_float_model(args.model), text, observer=args.observer,
+    model = calibrate_model(load_float(args.model, "calibrate"), text, observer=args.observer,
                             percentile=args.percentile, n_head_groups=args.head_groups,
                             n_dim_groups=args.dim_groups, per_tensor=args.per_tensor,
                             hadamard=args.hadamard, num_samples=args.num_samples,

@@ -15,7 +15,6 @@ DIR/qmamba_onnx.json records the config, the graphs' inputs and outputs, and the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from pathlib import Path
@@ -26,11 +25,10 @@ from onnx import TensorProto, helper
 
 from . import onnx_layers as L
 from . import onnx_ops
+from .metadata import ONNX_FORMAT, ONNX_METADATA, write_onnx_metadata
 from .validate import QMambaInputError
 
 GRAPHS = ("prefill", "decode")
-METADATA = "qmamba_onnx.json"
-FORMAT = "qmamba-onnx"
 # Protobuf cannot hold a message over 2 GiB: above this many bytes of initializers, tensors go to
 # an external data file next to the graph.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -202,7 +200,7 @@ def metadata(model, functions: bool, external: dict[str, bool]) -> dict:
     state_in = [s[k]["input"] for s in states for k in ("conv_state", "ssm_state")]
     state_out = [s[k]["output"] for s in states for k in ("conv_state", "ssm_state")]
     return {
-        "format": FORMAT, "version": 1,
+        "format": ONNX_FORMAT, "version": 1,
         "onnx_opset": onnx_ops.ONNX_OPSET, "custom_domain": onnx_ops.DOMAIN,
         "functions": functions,
         "config": {k: _json_value(v) for k, v in cfg.to_dict().items()},
@@ -239,38 +237,12 @@ def export_onnx(model, out_dir, *, force: bool = False, functions: bool = True,
             onnx_ops.register_schemas()
             onnx.checker.check_model(str(path), full_check=True)
     meta = metadata(model, functions, external)
-    (out / METADATA).write_text(json.dumps(meta, indent=2))
+    write_onnx_metadata(out, meta)
     return meta
-
-
-def read_metadata(onnx_dir) -> dict:
-    """DIR/qmamba_onnx.json, checked to be qmamba's."""
-    p = Path(onnx_dir) / METADATA
-    if not p.is_file():
-        raise FileNotFoundError(f"{onnx_dir}: no {METADATA} (not a `qmamba export` directory)")
-    meta = json.loads(p.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{p}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
-
-
-def load_model_arg(spec: str):
-    """The MODEL argument: a quantized checkpoint directory (``qmamba calibrate`` output)."""
-    from . import checkpoint
-
-    path = Path(spec)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{spec}: no such checkpoint directory")
-    if not checkpoint.is_qmamba_checkpoint(path):
-        if (path / "config.json").is_file():
-            raise QMambaInputError(f"{spec}: an unquantized model (no qmamba W8A8 checkpoint); "
-                                   f"quantize it first with `qmamba calibrate`")
-        raise FileNotFoundError(f"{spec}: not a qmamba checkpoint (no config.json)")
-    return checkpoint.load_quantized(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="quantized checkpoint directory")
+    parser.add_argument("model", metavar="MODEL", help="qmamba or Quamba2 W8A8 checkpoint directory")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--force", action="store_true", help="overwrite DIR's qmamba files")
     parser.add_argument("--no-functions", action="store_true",
@@ -280,7 +252,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    model = load_model_arg(args.model)
+    from .model_source import load_w8a8
+
+    model = load_w8a8(args.model, "export")
     meta = export_onnx(model, args.out, force=args.force, functions=not args.no_functions,
                        external_data=args.external_data)
     for kind, g in meta["graphs"].items():
@@ -288,5 +262,5 @@ def run(args) -> int:
         print(f"{kind}: {Path(args.out) / g['file']} ({size / 1e6:.1f} MB"
               f"{', external data' if g['external_data'] else ''}), "
               f"{len(g['inputs'])} inputs, {len(g['outputs'])} outputs")
-    print(f"wrote {Path(args.out) / METADATA}")
+    print(f"wrote {Path(args.out) / ONNX_METADATA}")
     return 0

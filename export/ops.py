@@ -69,7 +69,7 @@ def check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scale
                       x_head_group_range, x_dim_group_range, conv_state, scalars: dict,
                       ngroups, nheads, headdim, d_state) -> tuple[int, int, int]:
     """QuantConv1dSiLU's input checks (docs/ops.md), shared by ``quant_conv1d_silu_ref`` and the
-    CUDA binding (``qmamba.runtime.kernels``) so that both refuse a bad call with one message.
+    CUDA binding (``qmamba.export.kernels``) so that both refuse a bad call with one message.
     ``scalars``: the nine scale attributes by name; ``conv_state`` may be None. Returns (bt, L, K)."""
     op = "QuantConv1dSiLU"
     check_scales(op, **scalars)
@@ -126,7 +126,7 @@ def check_ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales,
                      x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
                      dt_scale, dt_min, dt_max, ngroups, nheads, headdim, d_state) -> tuple[int, int]:
     """QuantSSD's input checks (docs/ops.md), shared by the reference forms and the CUDA binding
-    (``qmamba.runtime.kernels``) so that both refuse a bad call with one message.
+    (``qmamba.export.kernels``) so that both refuse a bad call with one message.
     ``ssm_state`` may be None. Returns (bt, L)."""
     op = "QuantSSD"
     check_scales(op, dt_scale=dt_scale)
@@ -175,7 +175,8 @@ def _ssd_inputs(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_ou
     return xh, Bh, Ch, dtv, A, D.float(), S0, sscale
 
 
-def _out_dtype(out_dtype):
+def out_dtype_of(out_dtype) -> torch.dtype:
+    """QuantSSD's y dtype from its ``out_dtype`` (an ONNX TensorProto code or a torch dtype)."""
     if out_dtype in (torch.float32, 1):
         return torch.float32
     if out_dtype in (torch.float16, 10):
@@ -192,7 +193,7 @@ def quant_ssd_ref(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_
     ``chunk_size`` is accepted (and ignored) so that the reference and the chunked form share
     one signature.
     """
-    ydt = _out_dtype(out_dtype)
+    ydt = out_dtype_of(out_dtype)
     xh, Bh, Ch, dtv, A, Dv, S, sscale = _ssd_inputs(
         x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
         x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,
@@ -226,7 +227,7 @@ def quant_ssd_chunked(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales
 
     Same result as ``quant_ssd_ref`` up to fp32 summation order.
     """
-    ydt = _out_dtype(out_dtype)
+    ydt = out_dtype_of(out_dtype)
     xh, Bh, Ch, dtv, A, Dv, S, sscale = _ssd_inputs(
         x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
         x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state,

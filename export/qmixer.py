@@ -16,13 +16,12 @@ One method per step, each stating its fp32 math (``Q`` = ``ops.quantize``):
 6. ``out_proj_step(g)``: ``out_proj(Q(g, out_proj.input_scale))``, fp32 ``[B, L, d_model]``.
 
 Op backends: ``ops_backend="reference"`` runs the PyTorch twins of ``qmamba.export.ops``;
-``"kernels"`` runs ``qmamba.runtime.kernels.quant_conv1d_silu`` / ``quant_ssd`` (same signatures as
+``"kernels"`` runs ``qmamba.export.kernels.quant_conv1d_silu`` / ``quant_ssd`` (same signatures as
 the twins, CUDA tensors). There is no silent fallback: a missing backend raises, and
 ``last_ops_backend`` tells which one ran.
 """
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
@@ -45,10 +44,8 @@ def ops_functions(backend: str):
     if backend == "reference":
         return ops.quant_conv1d_silu_ref, ops.quant_ssd_chunked
     if backend == "kernels":
-        try:
-            kernels = importlib.import_module("qmamba.runtime.kernels")
-        except ImportError as e:
-            raise RuntimeError(f"ops_backend 'kernels' is not available: {e}") from e
+        from . import kernels  # ctypes only: the CUDA library loads at the first call
+
         return kernels.quant_conv1d_silu, kernels.quant_ssd
     raise ValueError(f"ops_backend must be one of {OPS_BACKENDS}, got {backend!r}")
 

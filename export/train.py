@@ -126,18 +126,18 @@ def train(config, data_paths, out_dir=None, *, seed=0, steps=2000, time_budget=N
 
     from qmamba.models import ensure_grouped_norm
 
+    from .model_source import load_float
+
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train_data, val_data = load_bytes(data_paths, val_fraction)
     if init is not None:
-        if not (Path(init) / "config.json").is_file():
-            raise FileNotFoundError(f"train: --init {init} holds no config.json")
-        model = Mamba2ForCausalLM.from_pretrained(str(init), dtype=torch.float32)
+        model = load_float(init, "train")
         model.config.use_cache = False
     else:
         model = Mamba2ForCausalLM(config)
     # The per-SSD-group gated norm of mamba_ssm, whatever this transformers version does (see
-    # ensure_grouped_norm): the 5.17 on the GPU device would otherwise train a different function.
+    # ensure_grouped_norm): transformers 5.17, for one, would otherwise train a different function.
     model = ensure_grouped_norm(model).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"train: {n_params / 1e6:.2f}M parameters, {len(train_data)} training bytes, "

@@ -68,10 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from qmamba import models
     from qmamba.export.calibrate import calibrate_model
     from qmamba.export.checkpoint import save_quantized
     from qmamba.export.inspect import format_report, report
+    from qmamba.export.model_source import load_float
     from qmamba.export.onnx_export import export_onnx
     from qmamba.runtime.check import check
 
@@ -84,7 +84,7 @@ def run(args) -> int:
     else:
         calib_text, check_text, source = default_texts()
     print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
-    model = calibrate_model(models.load_float(args.model), calib_text, observer=args.observer,
+    model = calibrate_model(load_float(args.model, "quickstart"), calib_text, observer=args.observer,
                             hadamard=args.hadamard, num_samples=args.num_samples,
                             seq_len=args.seq_len)
     ckpt = out / "checkpoint"

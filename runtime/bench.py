@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import build as build_mod
+from qmamba.export.metadata import read_engines_metadata
 from . import trt_runner
 
 
@@ -49,7 +49,7 @@ def decode_bound_tokens_per_s(meta: dict, batch: int, bandwidth: float) -> float
 def bench(engine_dir, batches, seqs, iters=20, plugins=None, use_graph=True, profile=False) -> dict:
     """Timings per batch and length; with ``profile``, also TensorRT's per-layer times (first batch and
     length) from the same session."""
-    meta = build_mod.read_engines_metadata(engine_dir)
+    meta = read_engines_metadata(engine_dir)
     bw = copy_bandwidth()
     session = trt_runner.TrtSession(engine_dir, plugins, max_batch=max(batches))
     rows = []

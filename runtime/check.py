@@ -39,7 +39,7 @@ import onnx
 import torch
 
 from qmamba.export import onnx_ops, ops
-from qmamba.export.onnx_export import load_model_arg
+from qmamba.export.model_source import load_w8a8
 from .agreement import Agreement, float_agreement, int8_agreement
 from .onnx_validate import GraphConstants, node_attributes, validate_onnx_model
 from .ort import OrtModel, make_session
@@ -223,7 +223,7 @@ def check_report(model, onnx_dir, tokens: np.ndarray, greedy_tokens: int = GREED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="quantized checkpoint directory")
+    parser.add_argument("model", metavar="MODEL", help="qmamba or Quamba2 W8A8 checkpoint directory")
     parser.add_argument("onnx_dir", metavar="DIR", help="`qmamba export` output directory")
     parser.add_argument("--text", default=None,
                         help="text file (default: wikitext-2 validation text, qmamba.data)")
@@ -237,7 +237,7 @@ def run(args) -> int:
 
     text = Path(args.text) if args.text else text_file("wikitext-2/valid.txt")
     tokens = read_tokens(text, args.offset, args.length)
-    model = load_model_arg(args.model)
+    model = load_w8a8(args.model, "check")
     rows, greedy = check_report(model, args.onnx_dir, tokens, args.new_tokens)
     print(f"PyTorch reference vs ONNX Runtime on {text} bytes [{args.offset}, "
           f"{args.offset + args.length}) + 1 decode step")

@@ -1,7 +1,7 @@
 """QmambaDecodeMixer: one decode step of a Mamba2 mixer as TensorRT runs it (docs/tensorrt.md).
 
 Not an op of the exported ONNX graphs: ``qmamba build`` puts it in the decode graph in place of what
-lies between in_proj and the gated norm's RMS (``runtime/build.py``, ``fuse_decode_mixers``): the split
+lies between in_proj and the gated norm's RMS (``runtime/decode_fusion.py``, ``fuse_decode_mixers``): the split
 of in_proj's output into z | x | B | C | dt and their QuantizeLinear, the Concat of xBC, QuantConv1dSiLU,
 QuantSSD and the gate ``y * (z' * sigmoid(z'))`` with ``z' = DequantizeLinear(Q(z))``. On TensorRT 8.6
 those were some forty small kernels per layer; this is one (``trt_plugins/kernels/decodeMixerKernel.cu``).

@@ -13,8 +13,9 @@ shorter window runs on its own.
 MODEL is, by backend:
 
 - torch: a shipped model name (``qmamba.models.available()``; float, ``--dtype fp32|fp16``), a
-  Hugging Face Mamba2 directory (float), or a quantized checkpoint directory (``qmamba calibrate``
-  output; the W8A8 PyTorch reference, ``QuantMamba2LM``).
+  Hugging Face Mamba2 directory (float), or a W8A8 checkpoint directory (``qmamba calibrate``
+  output or a released Quamba2 checkpoint; the W8A8 PyTorch reference, ``QuantMamba2LM``), told
+  apart by ``qmamba.export.model_source``.
 - onnxruntime: a ``qmamba export`` directory (prefill graph, full logits per position).
 - tensorrt: a ``qmamba build`` engine directory. Its prefill engine returns only the last
   position's logits, so every byte is scored by the decode engine, one step at a time from the
@@ -33,6 +34,9 @@ import time
 from pathlib import Path
 
 import torch
+
+from qmamba.export import model_source
+from qmamba.export.metadata import ONNX_METADATA
 
 WINDOW_PROTOCOL = ("non-overlapping windows of {window} bytes, each from an empty state; every byte "
                    "after the first is scored once")
@@ -173,27 +177,14 @@ def load_scorer(model: str, backend: str = "torch", *, dtype: str = "fp32", devi
 def _torch_scorer(model: str, path: Path, dtype: str, device: str):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"eval: --device {device} asked for, but torch sees no CUDA device")
-    if path.is_dir():
-        from qmamba.export import checkpoint
-
-        if checkpoint.is_qmamba_checkpoint(path):
-            if dtype != "fp32":
-                raise ValueError(f"eval: {model} is a W8A8 checkpoint; --dtype applies to float models only")
-            return QuantTorchScorer(checkpoint.load_quantized(path), device)
-        if (path / "qmamba_onnx.json").is_file():
-            raise ValueError(f"eval: {model} is an exported ONNX directory; use --backend onnxruntime")
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"eval: {model} holds no config.json (neither a Hugging Face model "
-                                    f"nor a qmamba checkpoint)")
-        from transformers import Mamba2ForCausalLM
-
-        float_model = Mamba2ForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype])
-        return FloatTorchScorer(float_model, device)
-    if "/" in model or path.suffix:
-        raise FileNotFoundError(f"eval: model directory {model} does not exist")
-    from qmamba.models import load_float
-
-    return FloatTorchScorer(load_float(model, DTYPES[dtype]), device)
+    if (path / ONNX_METADATA).is_file() and not (path / "config.json").is_file():
+        raise ValueError(f"eval: {model} is an exported ONNX directory; use --backend onnxruntime")
+    source = model_source.identify(model)
+    if source.w8a8:
+        if dtype != "fp32":
+            raise ValueError(f"eval: {model} is a W8A8 checkpoint; --dtype applies to float models only")
+        return QuantTorchScorer(model_source.load_w8a8(source, "eval"), device)
+    return FloatTorchScorer(model_source.load_float(source, "eval", DTYPES[dtype]), device)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qmamba.export.onnx_export import GRAPHS, read_metadata
+from qmamba.export.metadata import read_onnx_metadata
+from qmamba.export.onnx_export import GRAPHS
 from qmamba.export.validate import QMambaInputError
 from .onnx_validate import validate_onnx_model
 
@@ -50,7 +51,7 @@ class OrtModel:
 
     def __init__(self, onnx_dir, providers=DEFAULT_PROVIDERS, validate: bool = True):
         self.dir = Path(onnx_dir)
-        self.meta = read_metadata(self.dir)
+        self.meta = read_onnx_metadata(self.dir)
         self.config = self.meta["config"]
         self.paths = {k: self.dir / self.meta["graphs"][k]["file"] for k in GRAPHS}
         if validate:

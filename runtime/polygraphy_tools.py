@@ -23,7 +23,8 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.datatype import DataType
 
-from qmamba.export.onnx_export import GRAPHS, read_metadata, state_names
+from qmamba.export.metadata import read_onnx_metadata
+from qmamba.export.onnx_export import GRAPHS, state_names
 from .reference import reference_forward
 
 LOGITS_ATOL = 0.05
@@ -85,7 +86,7 @@ def compare_with_onnxrt(model, onnx_dir, kind: str, data_loader=None) -> bool:
     from .data_loader import decode_feeds, prefill_feeds
     from .ort import make_session
 
-    meta = read_metadata(onnx_dir)
+    meta = read_onnx_metadata(onnx_dir)
     path = Path(onnx_dir) / meta["graphs"][kind]["file"]
     if data_loader is None:
         data_loader = prefill_feeds() if kind == "prefill" else decode_feeds(onnx_dir)

@@ -3,7 +3,7 @@
 Not an op of the exported ONNX graphs: ``qmamba build`` puts it in the decode graph in place of each
 W8A8 linear (QuantizeLinear -> DequantizeLinear -> MatMul with the int8 weight -> Mul by the output
 scale, ``export/onnx_layers.quant_linear``), taking the RMSNorm in front of it and the residual Add
-after it along when they are there (``runtime/build.py``, ``fuse_decode_linears``). At decode the
+after it along when they are there (``runtime/decode_fusion.py``, ``fuse_decode_linears``). At decode the
 activation is one row per batch row, and TensorRT's int8 GEMM read the weights at about a third of
 the memory bandwidth; this op is one matrix-vector kernel that reads them once
 (``trt_plugins/kernels/w8a8Linear*.cu``).

@@ -1,8 +1,7 @@
 """The small byte-level Mamba2 language models that ship inside qmamba.
 
 Each model is a folder here with a ``transformers`` config.json and an fp16 model.safetensors,
-trained by ``qmamba train`` (export/train.py; scripts/device_train.sh is the exact command) on
-tinyshakespeare + wikitext-2 valid. Tokens are raw bytes (vocabulary 256): encode text with
+trained by ``qmamba train`` (export/train.py) on tinyshakespeare + wikitext-2 valid. Tokens are raw bytes (vocabulary 256): encode text with
 ``list(text.encode("utf-8"))``.
 
 - ``mamba2-tiny-g1``: 8 layers, hidden 256, 8 heads of 64, 1 SSD group, state 128 (the default).
@@ -34,9 +33,16 @@ def model_dir(name: str = DEFAULT_MODEL) -> Path:
 
 def load_float(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
     """The shipped model as a transformers Mamba2ForCausalLM in eval mode, weights cast to dtype."""
+    return load_mamba2(model_dir(name), dtype)
+
+
+def load_mamba2(directory, dtype: torch.dtype = torch.float32):
+    """A transformers Mamba2 folder as a Mamba2ForCausalLM in eval mode with the per-group gated norm
+    (``ensure_grouped_norm``), weights cast to ``dtype``. The one place a float
+    model is built from a folder; ``qmamba.export.model_source`` decides first that it is one."""
     from transformers import Mamba2ForCausalLM
 
-    model = Mamba2ForCausalLM.from_pretrained(model_dir(name), dtype=dtype)
+    model = Mamba2ForCausalLM.from_pretrained(str(directory), dtype=dtype)
     return ensure_grouped_norm(model).eval()
 
 
@@ -63,7 +69,7 @@ class GroupedGatedRMSNorm(torch.nn.Module):
 def ensure_grouped_norm(model):
     """Makes every mixer's gated norm per SSD group, whatever the installed transformers does.
 
-    Some transformers versions (5.17 on the GPU device, for one) normalize over all d_ssm channels
+    Some transformers versions (5.17, for one) normalize over all d_ssm channels
     when n_groups > 1; the reference (mamba_ssm), newer transformers and qmamba's W8A8 model
     normalize each group on its own. With n_groups = 1 the two agree. The shipped models are
     trained and evaluated with the per-group norm, so the same weights mean the same function

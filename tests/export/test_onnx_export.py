@@ -13,7 +13,8 @@ from onnx import numpy_helper
 from qmamba.cli import main as cli_main
 from qmamba.export import onnx_ops
 from qmamba.export.checkpoint import save_quantized
-from qmamba.export.onnx_export import build_graph, export_onnx, read_metadata
+from qmamba.export.metadata import read_onnx_metadata
+from qmamba.export.onnx_export import build_graph, export_onnx
 from qmamba.export.validate import QMambaInputError
 
 from tiny_models import exported_tiny_model, tiny_float_model, tiny_quantized_model
@@ -60,7 +61,7 @@ def test_custom_nodes_plugins_functions_and_shared_initializers(exported, kind):
         assert all(name in init_names for name in conv.input[3:8])
     forms = {f.name: len(f.input) for f in proto.functions}
     assert forms == {op: len(s.inputs) - (0 if decode else 1) for op, s in onnx_ops.OPS.items()}
-    meta = read_metadata(out)
+    meta = read_onnx_metadata(out)
     assert meta["graphs"][kind]["outputs"][0] == "logits"
     assert meta["states"][1]["ssm_state"] == {"input": "ssm_state.1", "output": "ssm_state_out.1",
                                              "dtype": "int8",

@@ -154,7 +154,7 @@ def test_ops_backend_seam(tiny_calibrated, shakespeare):
     x2, B2, C2, _ = ops.quant_conv1d_silu_ref(xBC, *mx.conv_op_tensors().values(), **mx.conv_op_attributes())
     assert torch.equal(x, x2) and torch.equal(B, B2) and torch.equal(C, C2)
     try:
-        import qmamba.runtime.kernels  # noqa: F401
+        import qmamba.export.kernels  # noqa: F401
         have_kernels = torch.cuda.is_available()
     except ImportError:
         have_kernels = False

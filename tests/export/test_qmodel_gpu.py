@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 
-from qmamba.runtime import kernels
+from qmamba.export import kernels
 
 from qm_helpers import byte_tokens, tiny_mamba2
 

@@ -29,7 +29,8 @@ def test_build_refuses_a_malformed_range(tmp_path, capsys):
 
 def test_build_refuses_a_missing_graph(tmp_path, capsys):
     (tmp_path / "qmamba_onnx.json").write_text(json.dumps(
-        {"graphs": {"prefill": {"file": "prefill.onnx"}, "decode": {"file": "decode.onnx"}}}))
+        {"format": "qmamba-onnx", "config": {}, "states": [],
+         "graphs": {"prefill": {"file": "prefill.onnx"}, "decode": {"file": "decode.onnx"}}}))
     assert main(["build", str(tmp_path), "-o", str(tmp_path / "e")]) == 1
     assert "prefill.onnx is missing" in _err(capsys)
 

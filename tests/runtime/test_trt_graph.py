@@ -9,7 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qmamba.export.onnx_export import export_onnx
-from qmamba.runtime.build import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, float_fake_quant, trt_graph
+from qmamba.runtime.build import trt_graph
+from qmamba.runtime.trt8_graph import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, float_fake_quant
 
 from tiny_models import tiny_quantized_model
 from trt_helpers import ort_session
@@ -125,7 +126,7 @@ def test_float_fake_quant_is_exact_at_ties_and_saturation(tmp_path):
 
 def test_qdq_pairs_on_plugin_edges_are_exact(tmp_path):
     """A DequantizeLinear -> QuantizeLinear pair of scale 1 as the rewrite inserts it returns every int8."""
-    from qmamba.runtime.build import qdq_plugin_edges
+    from qmamba.runtime.trt8_graph import qdq_plugin_edges
 
     x = helper.make_tensor_value_info("x", TensorProto.INT8, [256])
     y = helper.make_tensor_value_info("y", TensorProto.INT8, [256])
@@ -156,7 +157,7 @@ def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, 
     without the norm, at most a rounding tie apart with it (another order of summation)."""
     import torch
 
-    from qmamba.runtime.build import fuse_decode_linears
+    from qmamba.runtime.decode_fusion import fuse_decode_linears
     from qmamba.runtime.w8a8_linear import OP_NAME, w8a8_linear_ref
 
     before = exported["decode"]
@@ -230,7 +231,8 @@ def test_decode_mixers_become_the_mixer_plugin_and_compute_the_same(exported_dec
     Runtime computes them from the exported graph) gives ONNX Runtime's gate output and states."""
     import torch
 
-    from qmamba.runtime.build import _attrs, fuse_decode_mixers
+    from qmamba.runtime.decode_fusion import fuse_decode_mixers
+    from qmamba.runtime.graph_index import attributes
     from qmamba.runtime.decode_mixer import OP_NAME, decode_mixer_ref, unflat_int8_words
 
     before = exported_decode
@@ -250,7 +252,7 @@ def test_decode_mixers_become_the_mixer_plugin_and_compute_the_same(exported_dec
     values = _probe_values(before, {x for n in mixers for x in (n.input[0], n.output[0])}, tmp_path)
     values.update(inits)
     for node in mixers:
-        a = _attrs(node)
+        a = attributes(node)
         t = [torch.from_numpy(np.asarray(values[i]).copy()) for i in node.input]
         conv_dim = a["nheads"] * a["headdim"] + 2 * a["ngroups"] * a["d_state"]
         weight = unflat_int8_words(t[1], (conv_dim, a["d_conv"]))
@@ -269,23 +271,24 @@ def test_gated_norm_folds_into_out_proj(exported_decode, tmp_path):
     out_proj + residual within one rounding tie of the normed activation."""
     import torch
 
-    from qmamba.runtime.build import _attrs, fuse_decode_linears, fuse_decode_mixers
+    from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
+    from qmamba.runtime.graph_index import attributes
     from qmamba.runtime.w8a8_linear import OP_NAME, one_tie_error, unpack_int8_words, w8a8_linear_ref
 
     after = fuse_decode_linears(fuse_decode_mixers(_copy(exported_decode))[0])
-    outs = [n for n in after.graph.node if n.op_type == OP_NAME and _attrs(n)["residual"] == 1]
+    outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
     n_layer = sum(n.op_type == "QuantSSD" for n in exported_decode.graph.node)
     assert len(outs) == n_layer
     mixer = next(n for n in after.graph.node if n.op_type == "QmambaDecodeMixer")
-    ma = _attrs(mixer)
+    ma = attributes(mixer)
     for n in outs:
-        a = _attrs(n)
+        a = attributes(n)
         assert a["norm"] == 1 and a["norm_group"] == ma["nheads"] * ma["headdim"] // ma["ngroups"], n.name
     inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
     values = _probe_values(exported_decode, {x for n in outs for x in (n.input[0], n.input[5], n.output[0])}, tmp_path)
     values.update(inits)
     for n in outs:
-        a = _attrs(n)
+        a = attributes(n)
         x, w, out_scale, s_in, norm_weight, residual = (torch.from_numpy(np.asarray(values[i]).copy()) for i in n.input)
         got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a["eps"], residual, a["norm_group"]).numpy()
         want = values[n.output[0]]
@@ -296,7 +299,7 @@ def test_gated_norm_folds_into_out_proj(exported_decode, tmp_path):
 
 def test_decode_mixer_fusion_says_why_it_leaves_a_graph(exported_decode):
     """A graph it cannot fuse comes back unchanged, with the reason."""
-    from qmamba.runtime.build import fuse_decode_mixers
+    from qmamba.runtime.decode_fusion import fuse_decode_mixers
 
     model = _copy(exported_decode)
     ssd = next(n for n in model.graph.node if n.op_type == "QuantSSD")
@@ -322,12 +325,12 @@ def _identity_model():
 def test_decode_linear_choice_follows_the_measured_threshold(choice, max_batch, plugin):
     """--decode-linear auto: the plugin while the batch range ends at or below LINEAR_PLUGIN_MAX_BATCH (16, where
     it measured faster than TensorRT's GEMM on the H200); the explicit choices are taken as given."""
-    from qmamba.runtime.build import LINEAR_PLUGIN_MAX_BATCH, decode_linear_plugin
+    from qmamba.runtime.decode_fusion import LINEAR_PLUGIN_MAX_BATCH, decode_linear_plugin
     assert LINEAR_PLUGIN_MAX_BATCH == 16
     assert decode_linear_plugin(choice, max_batch) is plugin
 
 
 def test_decode_linear_choice_rejects_an_unknown_name():
-    from qmamba.runtime.build import decode_linear_plugin
+    from qmamba.runtime.decode_fusion import decode_linear_plugin
     with pytest.raises(ValueError, match="decode_linear must be one of"):
         decode_linear_plugin("gemm", 1)

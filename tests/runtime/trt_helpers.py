@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from qmamba.export import onnx_ops
 from qmamba.export.layer_sizes import LayerShape
 from qmamba.runtime.bisect import ort_run, state_pairs  # noqa: F401  (the engine tests' too)
-from qmamba.runtime.build import explicit_zero_points
+from qmamba.runtime.trt8_graph import explicit_zero_points
 
 
 @functools.lru_cache(maxsize=1)

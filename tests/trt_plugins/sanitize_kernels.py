@@ -18,8 +18,9 @@ import sys
 import torch
 
 import kernel_cases as kc  # this file's folder is first on sys.path when it runs as a script
+from qmamba.export import kernels
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
-from qmamba.runtime import kernels
+from qmamba.runtime import kernels as decode_kernels
 from qmamba.runtime.decode_mixer import decode_mixer_ref
 from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
 
@@ -61,7 +62,7 @@ def main() -> int:
         for s, bt in MIXER:
             t, f = kc.mixer_case(s, bt, torch.Generator(device="cuda").manual_seed(bt))
             want = decode_mixer_ref(**t, **f)
-            got = kernels.decode_mixer(**t, **f)
+            got = decode_kernels.decode_mixer(**t, **f)
             err = ((got[0] - want[0]).norm() / want[0].norm()).item()
             ok = err < 1e-3 and all((g.int() - w.int()).abs().max().item() <= 1 for g, w in zip(got[1:], want[1:]))
             print(f"mixer {s} bt={bt}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
@@ -70,7 +71,7 @@ def main() -> int:
         for k, n, rows, norm, in_place, group in LINEAR:
             a, w = kc.linear_case(k, n, rows, norm, in_place)
             want = w8a8_linear_ref(**a, norm_group=group)
-            got = kernels.w8a8_linear(**a, out=a.get("residual"), norm_group=group)
+            got = decode_kernels.w8a8_linear(**a, out=a.get("residual"), norm_group=group)
             ok = bool(((got - want).abs() <= one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all())
             print(f"linear K={k} N={n} rows={rows} norm={norm} in_place={in_place}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok

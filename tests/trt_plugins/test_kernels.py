@@ -13,7 +13,8 @@ import torch
 
 import kernel_cases as kc
 from qmamba.export.validate import QMambaInputError
-from qmamba.runtime import kernels
+from qmamba.export import kernels
+from qmamba.runtime import kernels as decode_kernels
 
 needs_lib = pytest.mark.skipif(kernels.library_path() is None, reason="libqmamba_kernels not built")
 
@@ -158,7 +159,7 @@ def test_mixer_binding_and_twin_refuse_the_same(change, message):
     with pytest.raises(QMambaInputError, match=message):
         decode_mixer_ref(**t, **f)
     with pytest.raises(QMambaInputError, match=message):
-        kernels.decode_mixer(**t, **f)
+        decode_kernels.decode_mixer(**t, **f)
 
 
 @needs_lib

@@ -21,7 +21,8 @@ import torch
 import kernel_cases as kc
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
 from qmamba.export.validate import QMambaInputError
-from qmamba.runtime import kernels
+from qmamba.export import kernels
+from qmamba.runtime import kernels as decode_kernels
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available() or kernels.library_path() is None,
@@ -241,7 +242,7 @@ def test_linear_matches_reference(name):
     k, n, rows, norm, residual, *group = LINEAR_CASES[name]
     args, w = kc.linear_case(k, n, rows, norm, residual)
     out = torch.full((rows, 1, n), float("nan"), device="cuda")
-    got = kernels.w8a8_linear(**args, out=out, norm_group=group[0] if group else 0)
+    got = decode_kernels.w8a8_linear(**args, out=out, norm_group=group[0] if group else 0)
     want = w8a8_linear_ref(**args, norm_group=group[0] if group else 0)
     torch.cuda.synchronize()
     assert torch.isfinite(got).all()
@@ -258,7 +259,7 @@ def test_linear_residual_in_place():
 
     args, _ = kc.linear_case(96, 70, 2, False, True, seed=3)
     want = w8a8_linear_ref(**args)
-    got = kernels.w8a8_linear(**args, out=args["residual"])
+    got = decode_kernels.w8a8_linear(**args, out=args["residual"])
     torch.cuda.synchronize()
     assert got.data_ptr() == args["residual"].data_ptr() and torch.equal(got, want)
 
@@ -266,10 +267,10 @@ def test_linear_residual_in_place():
 def test_linear_refuses_what_it_cannot_do():
     args, _ = kc.linear_case(8, 8, 2, False, False)
     with pytest.raises(kernels.KernelError, match="y must not alias x"):
-        kernels.w8a8_linear(**args, out=args["x"])
+        decode_kernels.w8a8_linear(**args, out=args["x"])
     big, _ = kc.linear_case(47105, 2, 1, False, False)
     with pytest.raises(kernels.KernelError, match="in_features"):
-        kernels.w8a8_linear(**big)
+        decode_kernels.w8a8_linear(**big)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def test_decode_mixer_matches_reference(name):
 
     shape, bt = MIXER_CASES[name]
     t, fields = kc.mixer_case(shape, bt, torch.Generator(device="cuda").manual_seed(11))
-    gated, conv_out, ssm_out = kernels.decode_mixer(**t, **fields)
+    gated, conv_out, ssm_out = decode_kernels.decode_mixer(**t, **fields)
     want_g, want_conv, want_ssm = decode_mixer_ref(**t, **fields)
     torch.cuda.synchronize()
     assert torch.equal(conv_out, want_conv), name
@@ -312,7 +313,7 @@ def test_decode_mixer_equals_the_two_op_kernels():
 
     s = kc.LAYERS["2.7b"]
     t, f = kc.mixer_case(s, 2, torch.Generator(device="cuda").manual_seed(5))
-    gated, conv_out, ssm_out = kernels.decode_mixer(**t, **f)
+    gated, conv_out, ssm_out = decode_kernels.decode_mixer(**t, **f)
     d, gn = s.d_ssm, s.g * s.n
     z, x, B, C, dt = torch.split(t["zxbcdt"], [d, d, gn, gn, s.h], -1)
     f32 = lambda v: torch.tensor(v, dtype=torch.float32, device="cuda")  # noqa: E731
@@ -338,9 +339,9 @@ def test_decode_mixer_refuses_what_it_cannot_do():
     wide = dict(t, conv_weight=torch.zeros(s.conv_dim, 5, dtype=torch.int8, device="cuda"),
                 conv_state=torch.zeros(1, 4, s.conv_dim, dtype=torch.int8, device="cuda"))
     with pytest.raises(kernels.KernelError, match="d_conv"):  # the contract allows it; the kernel takes 2-4
-        kernels.decode_mixer(**wide, **dict(f, d_conv=5))
+        decode_kernels.decode_mixer(**wide, **dict(f, d_conv=5))
     # What the contract refuses is refused before the launch, with the twin's message (test_kernels.py).
     with pytest.raises(QMambaInputError, match="z_scale"):
-        kernels.decode_mixer(**t, **dict(f, z_scale=float("nan")))
+        decode_kernels.decode_mixer(**t, **dict(f, z_scale=float("nan")))
     with pytest.raises(QMambaInputError, match="dt_min < dt_max"):
-        kernels.decode_mixer(**t, **dict(f, dt_min=1.0, dt_max=0.5))
+        decode_kernels.decode_mixer(**t, **dict(f, dt_min=1.0, dt_max=0.5))

@@ -56,7 +56,7 @@ def _installed(find) -> Path:
 
 
 def test_kernels_library_exports_its_c_abi_only():
-    from qmamba.runtime import kernels
+    from qmamba.export import kernels
 
     lib = _installed(kernels.library_path)
     api = declared(ROOT / "trt_plugins" / "include" / "qmamba_kernels.h", "qmamba_")

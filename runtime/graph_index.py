@@ -1,0 +1,58 @@
+"""Who makes and who reads each tensor of an ONNX graph, and the node surgery the TensorRT rewrites share.
+
+``runtime/decode_fusion.py`` matches its patterns with ``GraphIndex`` and splices fused nodes in with
+``replace_nodes``; ``runtime/trt8_graph.py`` reads ``consumer_map``.
+"""
+from __future__ import annotations
+
+
+def consumer_map(nodes) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    out = {}
+    for n in nodes:
+        for x in n.input:
+            out.setdefault(x, []).append(n)
+    return out
+
+
+def replace_nodes(g, dropped: set, replace: dict, new_inits: dict) -> None:
+    """The graph with the nodes whose id() is in ``dropped`` removed, except those in ``replace``, which
+    give way to their fused node; ``new_inits`` added; initializers and value_info nothing uses dropped."""
+    kept = [replace.get(id(n), n) for n in g.node if id(n) not in dropped or id(n) in replace]
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits.values())
+    used = {i for n in g.node for i in n.input}
+    keep_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    made = used | {o for n in g.node for o in n.output}
+    keep_info = [vi for vi in g.value_info if vi.name in made]
+    del g.value_info[:]
+    g.value_info.extend(keep_info)
+
+
+class GraphIndex:
+    """Who makes and who reads each tensor of a graph: what the decode rewrites match their patterns with."""
+
+    def __init__(self, g):
+        self.inits = {t.name: t for t in g.initializer}
+        self.producers = {o: n for n in g.node for o in n.output}
+        self.consumers = consumer_map(g.node)
+        self.outputs = {o.name for o in g.output}
+
+    def made_by(self, name, op):
+        """The node that makes ``name``, if it is an ``op``."""
+        n = self.producers.get(name)
+        return n if n is not None and n.op_type == op else None
+
+    def sole(self, name, op):
+        """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op and name not in self.outputs else None
+
+
+def attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
