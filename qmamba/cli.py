@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": ("qmamba.runtime.bench", "prefill latency and decode tokens/s of TensorRT engines"),
     "eval": ("qmamba.runtime.evaluate", "bits per byte of a model on a text file"),
     "train": ("qmamba.export.train", "train the small byte-level Mamba2 shipped with qmamba"),
+    "standin": ("qmamba.models.standin", "random weights with a real model's exact configuration (sizing, benchmarks)"),
 }
 
 
