@@ -25,6 +25,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+from qmamba.export.layer_sizes import Mamba2LayerSizes
 from qmamba.export.validate import QMambaInputError
 
 
@@ -95,7 +96,7 @@ def padded_vocab_size(config: dict) -> int:
 
 
 @dataclass(frozen=True)
-class Mamba2Sizes:
+class Mamba2Sizes(Mamba2LayerSizes):
     """Every size of a Mamba2 language model that its weights' shapes depend on."""
     d_model: int
     n_layer: int
@@ -110,14 +111,6 @@ class Mamba2Sizes:
     tie_embeddings: bool
     bias: bool
     conv_bias: bool
-
-    @property
-    def d_ssm(self) -> int:
-        return self.nheads * self.headdim
-
-    @property
-    def conv_dim(self) -> int:
-        return self.d_ssm + 2 * self.ngroups * self.d_state
 
     @property
     def d_in_proj(self) -> int:

@@ -12,9 +12,9 @@ from qmamba.export.quamba2 import load_quamba2
 from qmamba.export.validate import QMambaInputError
 from qmamba.models.mamba_ssm_layout import (convert_mamba_ssm_to_transformers, is_mamba_ssm_checkpoint,
                                             load_mamba_ssm)
-from qmamba.models.safetensors_shards import ShardWriter, safetensors_files
 from qmamba.models.real_configs import (mamba2_sizes, parameter_count, real_config,
                                         to_transformers_config)
+from qmamba.models.safetensors_shards import ShardWriter, safetensors_files
 from qmamba.models.standin import PROFILES, write_standin
 
 # name -> (padded vocab, layers, heads, SSD groups, parameters)
