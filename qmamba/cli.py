@@ -22,6 +22,7 @@ COMMANDS = {
     "bisect": ("qmamba.runtime.bisect", "first tensor where a TensorRT engine departs from ONNX Runtime"),
     "eval": ("qmamba.runtime.evaluate", "bits per byte of a model on a text file"),
     "train": ("qmamba.export.train", "train the small byte-level Mamba2 shipped with qmamba"),
+    "standin": ("qmamba.models.standin", "random weights with a real model's exact configuration (sizing, benchmarks)"),
 }
 
 

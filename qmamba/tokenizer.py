@@ -1,0 +1,181 @@
+"""Tokenizers behind one interface: raw bytes, or a Hugging Face tokenizer.
+
+``Tokenizer.encode(text) -> list[int]``, ``decode(ids) -> str``, ``vocab_size`` (the ids it can
+produce), ``eos_token_id`` / ``pad_token_id`` / ``bos_token_id`` (None when it has none).
+
+- ``ByteTokenizer``: UTF-8 bytes, vocabulary 256 (qmamba's shipped models).
+- ``HFTokenizer``: a directory with ``tokenizer_config.json`` (transformers' ``AutoTokenizer``) or
+  only ``tokenizer.json`` (the ``tokenizers`` library), or a hub id (transformers downloads it).
+
+``find_tokenizer(model_dir, tokenizer_arg)`` picks the tokenizer of a model: the one named on the
+command line, else the files in the model directory, else bytes when the model's vocabulary is
+256. ``copy_tokenizer_files`` carries the files into export and build outputs so an engine
+directory is self-contained. A model's vocabulary is often padded past the tokenizer's (50 277 ->
+50 288): ``mask_padding_logits`` keeps those rows from ever being chosen.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from qmamba.export.validate import QMambaInputError
+
+BYTES = "bytes"
+# Files that make up a Hugging Face tokenizer (whichever of them a directory holds).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+                   "chat_template.jinja")
+
+
+class Tokenizer:
+    name: str
+    vocab_size: int
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes as tokens; undecodable byte sequences decode to U+FFFD."""
+    name = BYTES
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+class HFTokenizer(Tokenizer):
+    """A ``transformers`` tokenizer or a bare ``tokenizers.Tokenizer`` (tokenizer.json only)."""
+
+    def __init__(self, backend, name: str, special: dict[str, int | None]):
+        from tokenizers import Tokenizer as RawTokenizer
+
+        self._backend = backend
+        self.name = name
+        self._is_transformers = not isinstance(backend, RawTokenizer)
+        self.vocab_size = len(backend) if self._is_transformers else backend.get_vocab_size(with_added_tokens=True)
+        self.bos_token_id = special.get("bos_token_id")
+        self.eos_token_id = special.get("eos_token_id")
+        self.pad_token_id = special.get("pad_token_id")
+
+    def encode(self, text: str) -> list[int]:
+        if self._is_transformers:
+            return list(self._backend.encode(text, add_special_tokens=False))
+        return list(self._backend.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids) -> str:
+        return self._backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def has_tokenizer(directory) -> bool:
+    d = Path(directory)
+    return d.is_dir() and any((d / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _special_ids_of_file(directory: Path, backend) -> dict[str, int | None]:
+    """bos/eos/pad ids of a bare tokenizer.json from the token strings its sibling files name."""
+    names: dict = {}
+    for f in ("special_tokens_map.json", "tokenizer_config.json"):
+        p = directory / f
+        if p.is_file():
+            for k, v in json.loads(p.read_text()).items():
+                if k in ("bos_token", "eos_token", "pad_token"):
+                    names.setdefault(k, v.get("content") if isinstance(v, dict) else v)
+    return {f"{k}_id": (backend.token_to_id(v) if isinstance(v, str) else None)
+            for k, v in ((k, names.get(k)) for k in ("bos_token", "eos_token", "pad_token"))}
+
+
+def _from_transformers(spec: str, local_files_only: bool) -> HFTokenizer:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec, local_files_only=local_files_only)
+    return HFTokenizer(tok, spec, {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                                   "pad_token_id": tok.pad_token_id})
+
+
+def load_tokenizer(spec: str, local_files_only: bool = False) -> Tokenizer:
+    """``"bytes"``, a tokenizer directory or a Hugging Face hub id -> Tokenizer."""
+    if spec == BYTES:
+        return ByteTokenizer()
+    d = Path(spec)
+    if d.is_dir():
+        if (d / "tokenizer_config.json").is_file():
+            return _from_transformers(str(d), local_files_only=True)
+        if (d / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer as RawTokenizer
+
+            backend = RawTokenizer.from_file(str(d / "tokenizer.json"))
+            return HFTokenizer(backend, str(d), _special_ids_of_file(d, backend))
+        raise QMambaInputError(f"tokenizer {spec}: the directory holds neither tokenizer.json nor "
+                               f"tokenizer_config.json")
+    try:
+        return _from_transformers(spec, local_files_only)
+    except (OSError, ValueError) as e:
+        raise QMambaInputError(f"tokenizer {spec!r}: not a local directory, and the Hugging Face hub "
+                               f"could not provide it ({type(e).__name__}); download it where the "
+                               f"network allows and pass its directory") from e
+
+
+def _model_vocab_size(model_dir: Path) -> int | None:
+    """The vocabulary a model directory's config.json declares (transformers, mamba_ssm, Quamba2
+    or qmamba's own format), or None when it declares none."""
+    p = model_dir / "config.json"
+    if not p.is_file():
+        return None
+    try:
+        conf = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+    conf = conf.get("config", conf) if isinstance(conf, dict) else {}
+    v = conf.get("vocab_size") if isinstance(conf, dict) else None
+    return int(v) if isinstance(v, int) else None
+
+
+def find_tokenizer(model_dir, tokenizer_arg: str | None = None, local_files_only: bool = False
+                   ) -> Tokenizer:
+    """The tokenizer for a model: ``tokenizer_arg`` (a directory, hub id or "bytes") when given,
+    else the tokenizer files in ``model_dir``, else bytes for a vocabulary of 256 (or an unknown
+    one); any other vocabulary without a tokenizer is an error that says what to pass."""
+    if tokenizer_arg:
+        return load_tokenizer(tokenizer_arg, local_files_only)
+    d = Path(model_dir)
+    if has_tokenizer(d):
+        return load_tokenizer(str(d), local_files_only=True)
+    vocab = _model_vocab_size(d)
+    if vocab is None or vocab == ByteTokenizer.vocab_size:
+        return ByteTokenizer()
+    raise QMambaInputError(f"{d}: the model has a vocabulary of {vocab} tokens but no tokenizer "
+                           f"files; pass --tokenizer DIR_OR_HUB_ID")
+
+
+def copy_tokenizer_files(src_dir, dst_dir) -> list[Path]:
+    """Copies the tokenizer files ``src_dir`` holds into ``dst_dir``; returns the copies."""
+    src, dst = Path(src_dir), Path(dst_dir)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            dst.mkdir(parents=True, exist_ok=True)
+            copied.append(Path(shutil.copy2(src / name, dst / name)))
+    return copied
+
+
+def mask_padding_logits(logits, real_vocab: int):
+    """``logits[..., real_vocab:] = -inf`` on a copy (torch or numpy): the rows a padded
+    vocabulary adds past the tokenizer's never win greedy search or sampling."""
+    if real_vocab < 1:
+        raise ValueError(f"real_vocab must be >= 1, got {real_vocab}")
+    if logits.shape[-1] <= real_vocab:
+        return logits
+    masked = logits.clone() if hasattr(logits, "clone") else logits.copy()
+    masked[..., real_vocab:] = float("-inf")
+    return masked
