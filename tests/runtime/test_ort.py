@@ -171,5 +171,5 @@ def test_check_cli(pair, tmp_path, capsys):
     assert "greedy 32 tokens: identical" in text
     assert "prefill layers.1.mixer.ssd.ssm_state_out" in text and "FAIL" not in text
     assert "decode layers.1.mixer.out_proj.input_q" in text and "decode logits, same lm_head input" in text
-    assert cli_main(["check", str(tmp_path / "ckpt"), str(tmp_path / "nowhere")]) == 1
+    assert cli_main(["check", str(tmp_path / "ckpt"), str(tmp_path / "nowhere")]) == 2
     assert "nowhere/prefill.onnx: no such ONNX file" in capsys.readouterr().err
