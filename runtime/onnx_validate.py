@@ -10,7 +10,8 @@ ranges cumulative ends, conv_dim consistent with the sizes), and, when the model
 bodies, that the body of each op exists in the form (with or without state) its nodes use.
 
 Checked for every initializer of the graph: float values finite (a NaN in ``A_log`` would pass
-every runtime and change the logits), and scales > 0 (a zero scale divides by zero in
+every runtime and change the logits; the one exception is the NaN the graph gives the logits of an
+out-of-range token id, ``onnx_layers.NAN_LOGITS``), and scales > 0 (a zero scale divides by zero in
 QuantizeLinear, a negative one flips signs). A scale is an initializer that is the scale input
 of a QuantizeLinear or DequantizeLinear node or a ``*_scale`` / ``*_scales`` input of a custom
 node, or whose name ends in ``scale`` or ``scales`` (a W8A8 linear's ``weight_scale`` feeds a Mul).
@@ -26,6 +27,7 @@ import torch
 from onnx import AttributeProto, numpy_helper
 
 from qmamba.export import onnx_ops
+from qmamba.export.onnx_layers import NAN_LOGITS
 from qmamba.export.validate import QMambaInputError, check_group_ranges
 
 _DTYPES = {"int8": onnx.TensorProto.INT8, "int32": onnx.TensorProto.INT32,
@@ -215,6 +217,8 @@ def check_initializers(model: onnx.ModelProto, path: Path) -> None:
             continue
         value = numpy_helper.to_array(t, base_dir=str(path.parent)).astype(np.float64)
         bad = ~np.isfinite(value)
+        if t.name == NAN_LOGITS and value.size == 1 and np.isnan(value).all():
+            continue  # the logits given to out-of-range token ids (flag_bad_token_ids)
         if bad.any():
             at = _first_index(bad) if value.ndim else []
             raise QMambaInputError(

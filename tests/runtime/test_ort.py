@@ -90,7 +90,7 @@ def test_bad_runtime_inputs(pair):
     model, ort_model, _ = pair
     with pytest.raises(QMambaInputError, match="token ids must be in \\[0, 256\\)"):
         ort_model.prefill(np.array([[1, 300]]))
-    with pytest.raises(QMambaInputError, match="input_ids must be \\[batch, seq >= 1\\]"):
+    with pytest.raises(QMambaInputError, match="input_ids must be \\[batch >= 1, seq >= 1\\]"):
         ort_model.prefill(np.array([1, 2, 3]))
     _, states = ort_model.prefill(text_ids(5))
     states[1] = (states[1][0], states[1][1][:, :-1])
