@@ -55,7 +55,11 @@ def layer_scales(directory) -> tuple[str, list[dict]]:
     if is_qmamba_checkpoint(d):
         from safetensors.torch import load_file
 
-        sd = load_file(str(d / WEIGHTS))
+        try:
+            sd = load_file(str(d / WEIGHTS))
+        except Exception as e:  # safetensors' own error names neither the file nor the fix
+            raise QMambaInputError(f"{d / WEIGHTS}: not a readable safetensors file ({e}); the "
+                                   f"checkpoint is damaged: write it again with `qmamba calibrate`") from e
         fmt, prefix = "qmamba", "layers.{i}.mixer."
         names = {k: k for k in ("x_out_scales", "B_out_scales", "C_out_scales", "ssm_state_scale",
                                 "x_head_group_range", "x_dim_group_range") + CONV_SCALARS}
