@@ -1,4 +1,4 @@
-"""``qmamba inspect CHECKPOINT [--json]``: the scale report of ../shared/SEED.md for a checkpoint.
+"""``qmamba inspect CHECKPOINT [--json]``: the per-layer scale report of a checkpoint.
 
 Reads a qmamba checkpoint (``checkpoint.save_quantized``) or a Quamba2 checkpoint (``quamba2``)
 without building the model. Per layer: the shapes of x_out_scales / B_out_scales / C_out_scales,
@@ -7,11 +7,16 @@ per-channel; ``(1, nhg, ndg)``: head x dim groups; ``(S, nhg, ndg)`` with S > 1:
 dim groups), min / max / mean / std of x_out_scales, the spread across head groups (largest over
 smallest of the head groups' largest scales) and across dim groups (largest max/min ratio inside
 one head group), B/C output scales, the conv scalars and mean(x_out_scales) / wx_scale.
+
+Scales that are not finite or not > 0 (a corrupt checkpoint) are listed per layer under
+``scale_problems`` and flagged in the text report. ``--json`` stays valid JSON for them: a
+non-finite number is written as ``null`` and its place in the report listed under ``non_finite``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -50,7 +55,11 @@ def layer_scales(directory) -> tuple[str, list[dict]]:
     if is_qmamba_checkpoint(d):
         from safetensors.torch import load_file
 
-        sd = load_file(str(d / WEIGHTS))
+        try:
+            sd = load_file(str(d / WEIGHTS))
+        except Exception as e:  # safetensors' own error names neither the file nor the fix
+            raise QMambaInputError(f"{d / WEIGHTS}: not a readable safetensors file ({e}); the "
+                                   f"checkpoint is damaged: write it again with `qmamba calibrate`") from e
         fmt, prefix = "qmamba", "layers.{i}.mixer."
         names = {k: k for k in ("x_out_scales", "B_out_scales", "C_out_scales", "ssm_state_scale",
                                 "x_head_group_range", "x_dim_group_range") + CONV_SCALARS}
@@ -80,6 +89,22 @@ def _stats(t: torch.Tensor) -> dict:
             "std": float(t.std()) if t.numel() > 1 else 0.0}
 
 
+def scale_problems(s: dict) -> list[str]:
+    """What is wrong with the layer's scales: non-finite values, values <= 0."""
+    problems = []
+    for k in ("x_out_scales", "B_out_scales", "C_out_scales", "ssm_state_scale") + CONV_SCALARS:
+        if k not in s:
+            continue
+        t = torch.as_tensor(s[k]).float()
+        finite = torch.isfinite(t)
+        bad = [f"{int((~finite).sum())} non-finite"] if not finite.all() else []
+        if (t[finite] <= 0).any():
+            bad.append(f"{int((t[finite] <= 0).sum())} <= 0")
+        if bad:
+            problems.append(f"{k}: {', '.join(bad)} of {t.numel()}")
+    return problems
+
+
 def layer_report(i: int, s: dict) -> dict:
     x = s["x_out_scales"].float()
     rep = {"layer": i, "x_out_scales_shape": list(x.shape), "kind": quantization_kind(x.shape),
@@ -104,6 +129,7 @@ def layer_report(i: int, s: dict) -> dict:
     for k in ("x_head_group_range", "x_dim_group_range"):
         if k in s:
             rep[k] = s[k].tolist()
+    rep["scale_problems"] = scale_problems(s)
     return rep
 
 
@@ -111,6 +137,28 @@ def report(directory) -> dict:
     fmt, layers = layer_scales(directory)
     return {"checkpoint": str(directory), "format": fmt, "n_layer": len(layers),
             "layers": [layer_report(i, s) for i, s in enumerate(layers)]}
+
+
+def json_safe(value, where: str = "", non_finite: list | None = None):
+    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers); the
+    places replaced are appended to ``non_finite`` as ``layers[0].x_out_scales.min``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if non_finite is not None:
+            non_finite.append(where)
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v, f"{where}.{k}" if where else k, non_finite) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v, f"{where}[{i}]", non_finite) for i, v in enumerate(value)]
+    return value
+
+
+def report_json(rep: dict) -> str:
+    """The report as valid JSON: non-finite numbers as null, listed under ``non_finite``."""
+    non_finite: list[str] = []
+    safe = json_safe(rep, non_finite=non_finite)
+    safe["non_finite"] = non_finite
+    return json.dumps(safe, indent=1, allow_nan=False)
 
 
 def format_report(rep: dict) -> str:
@@ -124,6 +172,8 @@ def format_report(rep: dict) -> str:
                    f"{L.get('head_group_spread', 1.0):7.2f} {L.get('dim_group_spread', 1.0):7.2f} "
                    f"{L.get('x_scale', float('nan')):8.4f} {L.get('wx_scale', float('nan')):8.4f} "
                    f"{L.get('mean_x_out_over_wx', float('nan')):7.2f}")
+    for L in rep["layers"]:
+        out += [f"WARNING layer {L['layer']}: {p}" for p in L["scale_problems"]]
     L0 = rep["layers"][0]
     fmt_vals = lambda v: " ".join(f"{x:.4f}" for x in v)
     out.append(f"layer 0 B_out_scales {tuple(L0['B_out_scales_shape'])}: {fmt_vals(L0['B_out_scales'])}")
@@ -141,5 +191,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     rep = report(args.checkpoint)
-    print(json.dumps(rep, indent=1) if args.json else format_report(rep))
+    print(report_json(rep) if args.json else format_report(rep))
     return 0

@@ -146,7 +146,8 @@ def build_graph(model, kind: str, functions: bool = True) -> onnx.ModelProto:
     for i, block in enumerate(model.layers):
         res = _mixer(b, res, i, block, decode)
     normed = L.rms_norm(b, res, "norm_f", model.norm_f)
-    L.quant_linear(b, normed, "lm_head", model.lm_head, out="logits")
+    logits = L.quant_linear(b, normed, "lm_head", model.lm_head, out="lm_head.out")
+    L.flag_bad_token_ids(b, logits, "input_ids", cfg.vocab_size, out="logits")
 
     graph = helper.make_graph(b.nodes, f"qmamba_{kind}", inputs, outputs,
                               initializer=list(b.initializers.values()), value_info=value_info)

@@ -5,7 +5,8 @@
   on the int8 weight around ``MatMul`` (the Q/DQ pattern TensorRT turns into an INT8 GEMM), with
   unit DQ scales and the output scale applied after the MatMul, so that the result is the exact
   integer accumulation of the reference times its fp32 output scale (see ``quant_linear``).
-- Embedding: per-row ``DequantizeLinear`` of the int8 table, then ``Gather``.
+- Embedding: per-row ``DequantizeLinear`` of the int8 table, then ``Gather`` of the ids clamped
+  to ``[0, vocab)``; ``flag_bad_token_ids`` turns the logits of an out-of-range id into NaN.
 - RMSNorm, gated RMSNorm, Hadamard rotation (``MatMul`` by the orthogonal matrix): plain fp32 ops.
 
 ``GraphBuilder`` collects nodes and initializers; an initializer is added once by name, so a
@@ -18,6 +19,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .onnx_ops import INT8_ZERO, UNIT_SCALE
+
+# The one initializer that holds NaN on purpose: the logits of an out-of-range token id.
+NAN_LOGITS = "token_id.nan_logits"
 
 
 class GraphBuilder:
@@ -101,11 +105,34 @@ def quant_linear(b: GraphBuilder, x: str, prefix: str, module, out: str | None =
     return b.op("Mul", acc, b.op("Mul", s_in, s_w), out=out)
 
 
+def _clamped_ids(b: GraphBuilder, ids: str, vocab: int) -> str:
+    """``min(max(ids, 0), vocab - 1)``: Gather wraps negative ids (-1 reads the last row) and
+    fails on ids >= vocab, so it only ever sees valid rows; ``flag_bad_token_ids`` reports the rest.
+    Max/Min rather than Clip: TensorRT runs elementwise Max/Min on integer tensors."""
+    low = b.op("Max", ids, b.const(0, np.int64, name="token_id.min"))
+    return b.op("Min", low, b.const(vocab - 1, np.int64, name="token_id.max"), out=f"{ids}.clamped")
+
+
 def embedding(b: GraphBuilder, ids: str, prefix: str, module) -> str:
-    """``QuantEmbedding``: ``float(W[ids]) * scale[ids]`` = Gather of the per-row dequantized table."""
+    """``QuantEmbedding``: ``float(W[ids]) * scale[ids]`` = Gather of the per-row dequantized table,
+    at the ids clamped to the table (see ``flag_bad_token_ids``)."""
     w = b.initializer(f"{prefix}.weight", _np(module.weight))
     s = b.initializer(f"{prefix}.scale", _np(module.scale))
-    return b.op("Gather", dequantize(b, w, s, axis=0), ids, axis=0, out=f"{prefix}.out")
+    clamped = _clamped_ids(b, ids, int(module.weight.shape[0]))
+    return b.op("Gather", dequantize(b, w, s, axis=0), clamped, axis=0, out=f"{prefix}.out")
+
+
+def flag_bad_token_ids(b: GraphBuilder, logits: str, ids: str, vocab: int, out: str) -> str:
+    """``Where(ids < 0 or ids >= vocab, NaN, logits)`` over the last axis: the logits of a token
+    position whose id is outside the vocabulary are all NaN, every other row is ``logits`` bit for
+    bit. Applied to the final fp32 logits, after the last Q/DQ, so that no quantization step can
+    round the NaN away; the states of such a position are those of the clamped id, so later logits
+    of the row are not trustworthy either (docs/onnx.md, "Token ids")."""
+    too_low = b.op("Less", ids, b.const(0, np.int64, name="token_id.min"))
+    too_high = b.op("Greater", ids, b.const(vocab - 1, np.int64, name="token_id.max"))
+    bad = b.op("Unsqueeze", b.op("Or", too_low, too_high), b.const([-1], np.int64),
+               out=f"{ids}.out_of_range")
+    return b.op("Where", bad, b.const(np.nan, np.float32, name=NAN_LOGITS), logits, out=out)
 
 
 def _rms(b: GraphBuilder, x: str, eps: float) -> str:

@@ -10,8 +10,10 @@ from typing import Sequence
 
 import torch
 
+from qmamba.errors import BadInputError
 
-class QMambaInputError(ValueError):
+
+class QMambaInputError(BadInputError):
     """A tensor, scale or size that breaks the contract of docs/ops.md."""
 
 

@@ -1,4 +1,5 @@
-"""``validate_onnx_model(path)``: the qmamba custom nodes of an ONNX file obey docs/ops.md.
+"""``validate_onnx_model(path)``: the parameters and the qmamba custom nodes of an ONNX file obey
+docs/ops.md.
 
 Run before any runtime touches a graph, so that a hand-edited or foreign file fails with a message
 naming the node, the input and the problem, instead of a crash deep inside a runtime. Checked for
@@ -7,6 +8,13 @@ present or absent as a whole), attribute names, types and values, the dtype and 
 input whose type is known, the values of constant inputs (group scales finite and > 0, group
 ranges cumulative ends, conv_dim consistent with the sizes), and, when the model holds function
 bodies, that the body of each op exists in the form (with or without state) its nodes use.
+
+Checked for every initializer of the graph: float values finite (a NaN in ``A_log`` would pass
+every runtime and change the logits; the one exception is the NaN the graph gives the logits of an
+out-of-range token id, ``onnx_layers.NAN_LOGITS``), and scales > 0 (a zero scale divides by zero in
+QuantizeLinear, a negative one flips signs). A scale is an initializer that is the scale input
+of a QuantizeLinear or DequantizeLinear node or a ``*_scale`` / ``*_scales`` input of a custom
+node, or whose name ends in ``scale`` or ``scales`` (a W8A8 linear's ``weight_scale`` feeds a Mul).
 """
 from __future__ import annotations
 
@@ -19,11 +27,15 @@ import torch
 from onnx import AttributeProto, numpy_helper
 
 from qmamba.export import onnx_ops
+from qmamba.export.onnx_layers import NAN_LOGITS
 from qmamba.export.validate import QMambaInputError, check_group_ranges
 
 _DTYPES = {"int8": onnx.TensorProto.INT8, "int32": onnx.TensorProto.INT32,
            "float32": onnx.TensorProto.FLOAT}
 _ATTR_TYPES = {"float": AttributeProto.FLOAT, "int": AttributeProto.INT}
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16)
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 class GraphConstants:
@@ -170,8 +182,60 @@ def _check_node(graph: GraphConstants, node: onnx.NodeProto, where: str) -> bool
     return with_state
 
 
+def _scale_initializers(model: onnx.ModelProto) -> dict[str, str]:
+    """{initializer name: why it is a scale (the first node using it as one, or its name)}."""
+    names = {t.name for t in model.graph.initializer}
+    scales = {}
+    for node in model.graph.node:
+        if node.op_type in _QDQ_OPS and not node.domain and len(node.input) > 1:
+            slots = [1]
+        elif node.domain == onnx_ops.DOMAIN and node.op_type in onnx_ops.OPS:
+            slots = [i for i, n in enumerate(onnx_ops.OPS[node.op_type].input_names())
+                     if n.endswith(("_scale", "_scales"))]
+        else:
+            continue
+        for i in slots:
+            if i < len(node.input) and node.input[i] in names:
+                scales.setdefault(node.input[i], f"a scale of node {node.name or node.output[0]} "
+                                                 f"({node.op_type})")
+    for name in names:
+        if name.lower().endswith(("scale", "scales")):
+            scales.setdefault(name, "named as a scale")
+    return scales
+
+
+def _first_index(mask: np.ndarray) -> list[int]:
+    return [int(i) for i in np.argwhere(mask)[0]]
+
+
+def check_initializers(model: onnx.ModelProto, path: Path) -> None:
+    """Every float initializer finite, every scale initializer > 0; the message names the
+    initializer, the first bad element and, for a scale, the node that uses it."""
+    scales = _scale_initializers(model)
+    for t in model.graph.initializer:
+        if t.data_type not in _FLOAT_TYPES:
+            continue
+        value = numpy_helper.to_array(t, base_dir=str(path.parent)).astype(np.float64)
+        bad = ~np.isfinite(value)
+        if t.name == NAN_LOGITS and value.size == 1 and np.isnan(value).all():
+            continue  # the logits given to out-of-range token ids (flag_bad_token_ids)
+        if bad.any():
+            at = _first_index(bad) if value.ndim else []
+            raise QMambaInputError(
+                f"{path.name}: initializer {t.name} holds {int(bad.sum())} non-finite value(s) "
+                f"(first {float(value[tuple(at)])!r} at index {at}); the exported parameters are "
+                f"corrupt: export the model again from a valid checkpoint")
+        if t.name in scales and not (value > 0).all():
+            at = _first_index(value <= 0) if value.ndim else []
+            raise QMambaInputError(
+                f"{path.name}: scale {t.name} ({scales[t.name]}) must be > 0, "
+                f"got {float(value[tuple(at)])!r} at index {at}; export the model again from a "
+                f"valid checkpoint")
+
+
 def validate_onnx_model(path) -> dict[str, int]:
-    """Checks every qmamba node of the ONNX file ``path``; returns {op: node count}.
+    """Checks the initializers and every qmamba node of the ONNX file ``path``; returns
+    {op: node count}.
 
     Raises QMambaInputError (a ValueError) naming the file, the node and the problem.
     """
@@ -182,6 +246,7 @@ def validate_onnx_model(path) -> dict[str, int]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # a damaged or foreign file: say which, not a protobuf traceback
         raise QMambaInputError(f"{path}: not a readable ONNX model ({e})") from e
+    check_initializers(model, path)
     # External data is not loaded as a whole: only the constants the checks need are read.
     graph = GraphConstants(model, str(path.parent))
     functions = {(f.domain, f.name): f for f in model.functions}

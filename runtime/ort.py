@@ -67,8 +67,9 @@ class OrtModel:
         if ids.dtype.kind not in "iu":
             raise QMambaInputError(f"ORT {what}: token ids must be integers, got {ids.dtype}")
         ids = ids.astype(np.int64)
-        if ids.ndim != 2 or ids.shape[1] < 1:
-            raise QMambaInputError(f"ORT {what}: input_ids must be [batch, seq >= 1], got {list(ids.shape)}")
+        if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
+            raise QMambaInputError(f"ORT {what}: input_ids must be [batch >= 1, seq >= 1], "
+                                   f"got {list(ids.shape)}")
         vocab = self.config["vocab_size"]
         if ids.min() < 0 or ids.max() >= vocab:
             raise QMambaInputError(f"ORT {what}: token ids must be in [0, {vocab}), "
@@ -108,6 +109,9 @@ class OrtModel:
         ids = np.asarray(tokens)
         ids = ids.reshape(-1, 1) if ids.ndim == 1 else ids
         ids = self._ids(ids, "decode")
+        if ids.shape[1] != 1:
+            raise QMambaInputError(f"ORT decode: one token per batch row ([batch] or [batch, 1]), "
+                                   f"got {list(ids.shape)}; use prefill for a sequence")
         feed = {"input_ids": ids, **self._state_feed(states, ids.shape[0])}
         return self._split("decode", self.sessions["decode"].run(None, feed))
 

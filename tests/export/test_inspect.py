@@ -1,4 +1,4 @@
-"""``qmamba inspect`` on the real layer-0 scales of quamba2-130m-w8a8."""
+"""``qmamba inspect`` on the real layer-0 scales of the published quamba2-130m-w8a8 checkpoint."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from qmamba.cli import main
 from qmamba.export.inspect import format_report, quantization_kind, report
 
 SEED_130M_X = [[0.0078, 0.0112, 0.0316, 0.0518],
@@ -14,13 +15,17 @@ SEED_130M_X = [[0.0078, 0.0112, 0.0316, 0.0518],
                [0.0057, 0.0191, 0.0131, 0.0137]]
 
 
-def test_report_of_seed_values(tmp_path):
+def write_quamba2_layer0(directory, x_out_scales=SEED_130M_X, B_out_scale=0.0753):
     P = "backbone.layers.0.mixer.conv1d."
-    sd = {P + "x_out_scales": torch.tensor([SEED_130M_X]), P + "B_out_scales": torch.tensor([0.0753]),
+    sd = {P + "x_out_scales": torch.tensor([x_out_scales]), P + "B_out_scales": torch.tensor([B_out_scale]),
           P + "C_out_scales": torch.tensor([0.1190]), P + "x_scale": 0.0643, P + "wx_scale": 0.0092}
-    (tmp_path / "config.json").write_text(json.dumps({"d_model": 768, "n_layer": 1,
-                                                      "ssm_cfg": {"layer": "W8A8QMamba2"}}))
-    torch.save(sd, tmp_path / "pytorch_model.bin")
+    (directory / "config.json").write_text(json.dumps({"d_model": 768, "n_layer": 1,
+                                                       "ssm_cfg": {"layer": "W8A8QMamba2"}}))
+    torch.save(sd, directory / "pytorch_model.bin")
+
+
+def test_report_of_seed_values(tmp_path):
+    write_quamba2_layer0(tmp_path)
     L0 = report(tmp_path)["layers"][0]
     assert L0["kind"] == "head x dim groups" and L0["x_out_scales_shape"] == [1, 4, 4]
     st = L0["x_out_scales"]
@@ -40,3 +45,28 @@ def test_kind_from_shape():
     assert quantization_kind((1536,)) == "per-channel"
     assert quantization_kind((1, 4, 4)) == "head x dim groups"
     assert quantization_kind((8, 4, 4)) == "SSD group x head x dim groups"
+
+
+def test_non_finite_and_zero_scales_are_flagged(tmp_path, capsys):
+    x = [row[:] for row in SEED_130M_X]
+    x[1][2], x[3][0] = float("nan"), 0.0
+    write_quamba2_layer0(tmp_path, x, B_out_scale=float("inf"))
+    assert main(["inspect", str(tmp_path), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)  # strict JSON: no bare NaN / Infinity tokens
+    L0 = rep["layers"][0]
+    assert L0["x_out_scales"]["mean"] is None and L0["x_out_scales_grid"][0][1][2] is None
+    assert L0["B_out_scales"] == [None]
+    assert "layers[0].x_out_scales_grid[0][1][2]" in rep["non_finite"]
+    assert "layers[0].B_out_scales[0]" in rep["non_finite"]
+    assert L0["scale_problems"] == ["x_out_scales: 1 non-finite, 1 <= 0 of 16", "B_out_scales: 1 non-finite of 1"]
+    assert main(["inspect", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "WARNING layer 0: x_out_scales: 1 non-finite, 1 <= 0 of 16" in text
+    assert "WARNING layer 0: B_out_scales: 1 non-finite of 1" in text
+
+
+def test_valid_scales_have_no_problems(tmp_path, capsys):
+    write_quamba2_layer0(tmp_path)
+    assert main(["inspect", str(tmp_path), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["non_finite"] == [] and rep["layers"][0]["scale_problems"] == []

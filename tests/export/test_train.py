@@ -99,7 +99,7 @@ def test_bad_config(bad, message):
 
 def test_cli_errors(tmp_path, capsys):
     missing = tmp_path / "nope.txt"
-    assert cli_main(["train", "--data", str(missing), "--out", str(tmp_path / "o"), "--steps", "1"]) == 1
+    assert cli_main(["train", "--data", str(missing), "--out", str(tmp_path / "o"), "--steps", "1"]) == 2
     assert "training text" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown variant 'mamba2-huge'"):
         train.make_config("mamba2-huge")

@@ -124,17 +124,18 @@ def test_cli_quantized_checkpoint(tmp_path, capsys):
     assert out["backend"].startswith("torch W8A8 reference")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["mamba2-tiny-g1", "--text", "/no/such/file.txt"], "text file /no/such/file.txt does not exist"),
-    (["mamba2-huge", "--text", str(TEST_TEXT)], "unknown model 'mamba2-huge'; shipped models: mamba2-tiny-g1"),
-    (["/no/such/model_dir", "--text", str(TEST_TEXT)], "model directory /no/such/model_dir does not exist"),
+@pytest.mark.parametrize("argv, message, code", [
+    (["mamba2-tiny-g1", "--text", "/no/such/file.txt"], "text file /no/such/file.txt does not exist", 2),
+    (["mamba2-huge", "--text", str(TEST_TEXT)], "unknown model 'mamba2-huge'; shipped models: mamba2-tiny-g1", 2),
+    (["/no/such/model_dir", "--text", str(TEST_TEXT)], "model directory /no/such/model_dir does not exist", 2),
     (["mamba2-tiny-g1", "--text", str(TEST_TEXT), "--backend", "onnxruntime"],
-     "backend onnxruntime needs a directory"),
-    (["mamba2-tiny-g1", "--text", str(TEST_TEXT), "--device", "cuda"] if not torch.cuda.is_available()
-     else ["mamba2-tiny-g1", "--text", str(TEST_TEXT), "--max-bytes", "1"], ""),
+     "backend onnxruntime needs a directory", 2),
+    # bad input exits 2; a missing CUDA device is a failure of the work (exit 1)
+    (["mamba2-tiny-g1", "--text", str(TEST_TEXT), "--device", "cuda"], "torch sees no CUDA device", 1)
+    if not torch.cuda.is_available() else (["mamba2-tiny-g1", "--text", str(TEST_TEXT), "--max-bytes", "1"], "", 2),
 ])
-def test_cli_errors(argv, message, capsys):
-    assert cli_main(["eval", *argv, "--no-progress"]) == 1
+def test_cli_errors(argv, message, code, capsys):
+    assert cli_main(["eval", *argv, "--no-progress"]) == code
     err = capsys.readouterr().err
     assert err.startswith("qmamba eval: error: ") and message in err
 

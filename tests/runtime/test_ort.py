@@ -86,7 +86,7 @@ def test_bad_runtime_inputs(pair):
     model, ort_model, _ = pair
     with pytest.raises(QMambaInputError, match="token ids must be in \\[0, 256\\)"):
         ort_model.prefill(np.array([[1, 300]]))
-    with pytest.raises(QMambaInputError, match="input_ids must be \\[batch, seq >= 1\\]"):
+    with pytest.raises(QMambaInputError, match="input_ids must be \\[batch >= 1, seq >= 1\\]"):
         ort_model.prefill(np.array([1, 2, 3]))
     _, states = ort_model.prefill(text_ids(5))
     states[1] = (states[1][0], states[1][1][:, :-1])
@@ -167,5 +167,5 @@ def test_check_cli(pair, tmp_path, capsys):
     assert "greedy 32 tokens: identical" in text
     assert "prefill layers.1.mixer.ssd.ssm_state_out" in text and "FAIL" not in text
     assert "decode layers.1.mixer.out_proj.input_q" in text and "decode logits, same lm_head input" in text
-    assert cli_main(["check", str(tmp_path / "ckpt"), str(tmp_path / "nowhere")]) == 1
+    assert cli_main(["check", str(tmp_path / "ckpt"), str(tmp_path / "nowhere")]) == 2
     assert "nowhere/prefill.onnx: no such ONNX file" in capsys.readouterr().err

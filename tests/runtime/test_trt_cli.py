@@ -17,7 +17,7 @@ def _err(capsys) -> str:
 
 
 def test_build_needs_an_export_directory(tmp_path, capsys):
-    assert main(["build", str(tmp_path), "-o", str(tmp_path / "e")]) == 1
+    assert main(["build", str(tmp_path), "-o", str(tmp_path / "e")]) == 2
     assert "no qmamba_onnx.json (not a `qmamba export` directory)" in _err(capsys)
 
 
@@ -31,7 +31,7 @@ def test_build_refuses_a_missing_graph(tmp_path, capsys):
     (tmp_path / "qmamba_onnx.json").write_text(json.dumps(
         {"format": "qmamba-onnx", "config": {}, "states": [],
          "graphs": {"prefill": {"file": "prefill.onnx"}, "decode": {"file": "decode.onnx"}}}))
-    assert main(["build", str(tmp_path), "-o", str(tmp_path / "e")]) == 1
+    assert main(["build", str(tmp_path), "-o", str(tmp_path / "e")]) == 2
     assert "prefill.onnx is missing" in _err(capsys)
 
 
@@ -42,9 +42,9 @@ def test_profile_ranges_are_checked(batch, seq):
 
 
 def test_generate_and_bench_need_engines(tmp_path, capsys):
-    assert main(["generate", str(tmp_path), "--prompt", "hi"]) == 1
+    assert main(["generate", str(tmp_path), "--prompt", "hi"]) == 2
     assert "prefill.engine does not exist" in _err(capsys)
-    assert main(["bench", str(tmp_path)]) == 1
+    assert main(["bench", str(tmp_path)]) == 2
     assert "not a `qmamba build` directory" in _err(capsys)
 
 

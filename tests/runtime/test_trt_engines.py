@@ -300,7 +300,7 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     out = tmp_path / "engines"
     assert main(["build", str(onnx_dir), "-o", str(out), "--batch", "1,1,2", "--seq", "1,32,64",
                  "--no-tactic-libraries"]) == 0
-    assert main(["build", str(onnx_dir), "-o", str(out)]) == 1  # exists: needs --force
+    assert main(["build", str(onnx_dir), "-o", str(out)]) == 2  # exists: needs --force
     capsys.readouterr()  # the builds' report
     assert main(["generate", str(out), "--prompt", "KING:", "--tokens", "16"]) == 0
     assert capsys.readouterr().out.startswith("KING:")
@@ -313,7 +313,7 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     assert "prefill, batch 1, seqlen 64" in prefill_part
     assert "mixer.ssd" in prefill_part and "mixer.conv" in prefill_part, prefill_part
     assert "mixer.conv/QmambaDecodeMixer" in decode_part and "QmambaW8A8Linear" in decode_part, decode_part
-    assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 1  # 100 > seq 64
+    assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 2  # 100 > seq 64
 
 
 def test_polygraphy_comparator_engine_vs_onnxruntime(model_engines):
