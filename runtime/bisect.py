@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qmamba.export.onnx_export import read_metadata
+from qmamba.export.metadata import read_onnx_metadata
 from .agreement import float_agreement, int8_agreement
 from .ort import make_session
 
@@ -138,7 +138,7 @@ def run(args) -> int:
     from .build import build_engines
 
     onnx_dir = Path(args.onnx_dir)
-    meta = read_metadata(onnx_dir)
+    meta = read_onnx_metadata(onnx_dir)
     if args.text:
         text = Path(args.text)
     else:
