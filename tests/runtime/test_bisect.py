@@ -58,7 +58,7 @@ def test_two_overlapping_prompts(tmp_path):
 
 
 def test_errors_are_one_line(tmp_path, capsys):
-    assert main(["bisect", str(tmp_path)]) == 1
+    assert main(["bisect", str(tmp_path)]) == 2
     assert "qmamba bisect: error:" in capsys.readouterr().err
     text = tmp_path / "short.txt"
     text.write_bytes(b"too short")
