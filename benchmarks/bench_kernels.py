@@ -1,14 +1,18 @@
-"""Bandwidth of the qmamba CUDA kernels: bytes that must move / time, as a share of the device's
-measured device-to-device copy bandwidth, with the same work in plain PyTorch fp16 as a baseline.
+"""The qmamba CUDA kernels timed against their bandwidth bound and their fp16 peers.
 
-    python benchmarks/bench_kernels.py [--quick] [--json out.json]
+Bandwidth: bytes that must move / time, as a share of the device's measured device-to-device copy
+bandwidth; beside it the same work done by the fp16 peers (mamba_ssm's Triton kernels,
+causal_conv1d) and in plain PyTorch fp16.
 
-Timing: each measured call is captured (several times, on rotating input sets so that together
-they exceed the L2 cache) in a CUDA graph; the graph is replayed and timed with CUDA events; the
-median over replays, divided by the calls in the graph, is reported. Bytes that must move:
-QuantConv1dSiLU prefill: int8 xBC in, int8 x|B|C out, conv state in and out; QuantSSD prefill
-(as in shared/ANCHORS.md): int8 x, dt, B, C in, fp16 y out, int8 final state out; decode
-steps: the int8 states in and out plus the token's inputs and outputs.
+    python benchmarks/bench_kernels.py [--quick] [--decode-only] [--no-peers] [--json out.json]
+
+Timing (the same for qmamba, the peers and PyTorch): each measured call is captured (several
+times, on rotating input sets so that together they exceed the L2 cache) in a CUDA graph; the
+graph is replayed and timed with CUDA events; the median over replays, divided by the calls in the
+graph, is reported. Bytes that must move: benchmarks/kernel_bytes.py. Each row prints the qmamba
+kernel's time and fraction of its bound, the peer's time and fraction of its own bound (its fp16
+bytes), and the ratio peer / qmamba (> 1: qmamba is faster). The peers need the ``mamba_ssm``
+package (its Triton kernels; the CUDA extensions are not needed, see kernel_peers.py).
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "trt_plugins"))
 import kernel_cases as kc  # noqa: E402
+import kernel_bytes  # noqa: E402  (this folder is on sys.path when the script runs)
+import kernel_peers  # noqa: E402
 
 from qmamba.export import kernels  # noqa: E402
 # The bound's bandwidth is `qmamba bench`'s: a plain 1 GiB cudaMemcpy (a copy captured in a CUDA graph ran
@@ -121,10 +127,6 @@ def conv_torch_fp16(t, a, decode: bool):
     return lambda: F.silu(F.conv1d(xt, w16, b16, padding=K - 1, groups=w16.shape[0])[..., : xt.shape[-1]])
 
 
-def conv_bytes(s: kc.Shape, bt: int, L: int) -> int:
-    return 2 * bt * L * s.conv_dim + 2 * bt * (s.K - 1) * s.conv_dim + s.conv_dim * (s.K + 1)
-
-
 # ----------------------------------------------------------------------------- QuantSSD
 def ssd_launch(t, a, decode: bool, chunk_size: int = 0):
     bt, L, _ = t["x"].shape
@@ -202,28 +204,47 @@ def ssd_torch_fp16(t, a, decode: bool, chunk: int = 128):
     return scan
 
 
-def ssd_bytes(s: kc.Shape, bt: int, L: int, decode: bool) -> int:
-    tokens = bt * L * (s.d_ssm + s.h + 2 * s.g * s.n) + 2 * bt * L * s.d_ssm
-    state = bt * s.h * s.p * s.n
-    return tokens + (2 * state if decode else state)
-
-
 # ----------------------------------------------------------------------------- driver
-def bench(kind: str, s: kc.Shape, bt: int, L: int, copy_bw: float, gen, baseline: bool, **kw) -> dict:
+def time_peer(name: str, calls, nbytes: int, copy_bw: float) -> dict:
+    """The peer's columns of a row, timed as the qmamba kernel is; NaN (and a note) if its calls
+    cannot run or be captured in a graph, so that one peer does not end the run."""
+    try:
+        ms = time_graph(calls)
+    except (RuntimeError, AssertionError) as e:
+        print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr)
+        ms = float("nan")
+    return dict(peer=name, peer_ms=ms, peer_bytes=nbytes, peer_of_copy=nbytes / (ms * 1e-3) / copy_bw)
+
+
+def bench(kind: str, s: kc.Shape, bt: int, L: int, copy_bw: float, gen, baseline: bool,
+          peers: kernel_peers.Peers | None = None, **kw) -> dict:
     decode = L == 1
     if kind == "conv":
-        nbytes = conv_bytes(s, bt, L)
+        nbytes = kernel_bytes.quant_conv_bytes(bt, L, s.conv_dim, s.K)
         sets = [kc.conv_case(s, bt, L, gen) for _ in range(n_sets(nbytes))]
         calls = [conv_launch(t, a, decode) for t, a in sets]
         base = [conv_torch_fp16(t, a, decode) for t, a in sets[:4]] if baseline else None
+        if peers:
+            # without causal_conv1d, Mamba2 runs PyTorch's conv1d + SiLU: the fp16 baseline
+            peer_calls = [kernel_peers.conv_peer(peers, t, a, decode) or conv_torch_fp16(t, a, decode)
+                          for t, a in sets]
+            peer_name = "causal_conv1d" if peers.conv_fn else "torch fp16"
+            peer_bytes = kernel_bytes.fp16_conv_bytes(bt, L, s.conv_dim, s.K, decode)
     else:
-        nbytes = ssd_bytes(s, bt, L, decode)
+        nbytes = kernel_bytes.quant_ssd_bytes(bt, L, s.h, s.p, s.n, s.g, decode)
         sets = [kc.ssd_case(s, bt, L, gen, with_state=decode) for _ in range(n_sets(nbytes))]
         calls = [ssd_launch(t, a, decode, **kw) for t, a in sets]
         base = [ssd_torch_fp16(t, a, decode) for t, a in sets[:2]] if baseline else None
+        if peers:
+            peer_calls = [kernel_peers.ssd_peer(peers, t, a, decode) for t, a in sets]
+            peer_name = "mamba_ssm"
+            peer_bytes = kernel_bytes.fp16_ssd_bytes(bt, L, s.h, s.p, s.n, s.g, decode)
     ms = time_graph(calls)
     row = dict(kernel=kind + (" decode" if decode else " prefill"), shape=s.__dict__, batch=bt, L=L,
                ms=ms, bytes=nbytes, GBps=nbytes / (ms * 1e-3) / 1e9, of_copy=nbytes / (ms * 1e-3) / copy_bw, **kw)
+    if peers:
+        row |= time_peer(peer_name, peer_calls, peer_bytes, copy_bw)
+        del peer_calls
     if base:
         try:
             row["torch_fp16_ms"] = time_graph(base, reps=10)
@@ -240,10 +261,20 @@ def main() -> int:
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--decode-only", action="store_true", help="only the decode kernels")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time mamba_ssm's (and causal_conv1d's) fp16 kernels at the same shapes "
+                         "(default: when mamba_ssm is importable)")
     args = ap.parse_args()
     if kernels.library_path() is None or not torch.cuda.is_available():
         print("needs a CUDA GPU and libqmamba_kernels", file=sys.stderr)
         return 2
+    peers = None
+    if args.peers is not False:
+        peers, why = kernel_peers.load_peers()
+        if peers is None:
+            print(f"mamba_ssm not importable: peers skipped ({why})", file=sys.stderr)
+            if args.peers:
+                return 2
     gen = torch.Generator(device="cuda").manual_seed(0)
     copy_bw = copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {copy_bw / 1e9:.0f} GB/s (read + write)")
@@ -254,12 +285,12 @@ def main() -> int:
         for name, s in layers.items():
             for bt in (() if args.decode_only else (1, 8)):
                 for L in lengths:
-                    rows.append(bench(kind, s, bt, L, copy_bw, gen, not args.no_baseline) | {"layer": name})
+                    rows.append(bench(kind, s, bt, L, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                     print(_fmt(rows[-1]), flush=True)
-            for bt in ((16,) if args.quick else (1, 16, 64)):
-                rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline) | {"layer": name})
+            for bt in ((16,) if args.quick else (1, 8, 16, 64)):
+                rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                 print(_fmt(rows[-1]), flush=True)
-    for cs in (() if args.decode_only else (32, 64, 128)):  # chunk length of the SSD prefill, at the ANCHORS' heaviest shape
+    for cs in (() if args.decode_only else (32, 64, 128)):  # chunk length of the SSD prefill, at the heaviest shape
         rows.append(bench("ssd", layers["8b"], 8, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": "8b"})
         print(_fmt(rows[-1]), flush=True)
     if args.json:
@@ -270,6 +301,9 @@ def main() -> int:
 def _fmt(r: dict) -> str:
     base = r.get("torch_fp16_ms")
     extra = f"  torch fp16 {base:8.4f} ms ({base / r['ms']:5.1f}x)" if base else ""
+    if "peer" in r:
+        extra = (f"  | {r['peer']} {r['peer_ms'] * 1e3:9.1f} us {100 * r['peer_of_copy']:5.1f}% of copy, "
+                 f"peer/qmamba {r['peer_ms'] / r['ms']:5.2f}x |" + extra)
     cs = f" chunk {r['chunk_size']}" if "chunk_size" in r else ""
     return (f"{r['kernel']:<12} {r.get('layer', ''):>5} b={r['batch']:<3} L={r['L']:<5}{cs} "
             f"{r['ms'] * 1e3:9.1f} us {r['GBps']:7.0f} GB/s {100 * r['of_copy']:5.1f}% of copy{extra}")

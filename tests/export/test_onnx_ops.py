@@ -116,8 +116,9 @@ def test_ssd_defaults_apply_when_attributes_absent():
     assert int8_agreement("ssm_state_out", state, state_ref.numpy()).ok
 
 
-def test_decode_equals_prefill():
-    """Prefill L tokens, then one decode step from the returned states == prefill of L+1 (docs)."""
+def test_conv_decode_equals_prefill():
+    """Prefill L tokens, then one decode step from the returned state == prefill of L+1, bit for bit
+    (docs/ops.md; QuantSSD's weaker guarantee is checked in test_ssd_guarantees.py)."""
     s = OP_SHAPES["8b-narrow"]
     L = 11
     acts, params, attrs = conv_case(s, 2, L + 1, False, seed=3)
@@ -128,17 +129,6 @@ def test_decode_equals_prefill():
     for f, d in zip(full[:3], step[:3]):
         np.testing.assert_array_equal(f[:, L:], d)
     np.testing.assert_array_equal(full[3], step[3])
-
-    acts, params, attrs = ssd_case(s, 2, L + 1, False, seed=4, chunk_size=4)
-    fit_state_scale(acts, params, attrs)
-    y_full, state_full = run_single("QuantSSD", False, acts, params, attrs)
-    first = {k: v[:, :L] for k, v in acts.items()}
-    _, state_mid = run_single("QuantSSD", False, first, params, attrs)
-    last = {k: v[:, L:] for k, v in acts.items()}
-    y_step, state_step = run_single("QuantSSD", True, {**last, "ssm_state": state_mid}, params, attrs)
-    # the decode step starts from the int8-rounded state: agreement within the state's rounding
-    assert float_agreement("y", y_step, y_full[:, L:], 2e-2).ok
-    assert np.abs(state_step.astype(int) - state_full.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("op", list(onnx_ops.OPS))
