@@ -29,13 +29,14 @@ def narrow_config(ngroups: int, headdim: int) -> dict:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """bpe/ (tokenizer), float/ (mamba_ssm layout, carries the tokenizer), quamba2/ (8 SSD groups,
-    carries none), text.txt (a few KB of the shipped text)."""
+    carries none), text.txt and quickstart.txt (a few KB of the shipped text)."""
     root = tmp_path_factory.mktemp("real_models")
     bpe = train_bpe(root / "bpe")
     write_standin(narrow_config(1, 16), root / "float", "mamba_ssm", seed=1)
     copy_tokenizer_files(bpe, root / "float")
     write_standin(narrow_config(8, 4), root / "quamba2", "quamba2", seed=2)
     (root / "text.txt").write_bytes(SHIPPED_TEXT.read_bytes()[:3000])
+    (root / "quickstart.txt").write_bytes(SHIPPED_TEXT.read_bytes()[:6000])   # its check reads from byte 4096
     return root
 
 
@@ -143,7 +144,7 @@ def test_generate_never_picks_a_padding_row():
 
 def test_quickstart_takes_a_mamba_ssm_model(work, capsys):
     out_dir = work / "qs"
-    rc, out, err = _cli(capsys, "quickstart", "--model", work / "float", "--text", work / "text.txt",
+    rc, out, err = _cli(capsys, "quickstart", "--model", work / "float", "--text", work / "quickstart.txt",
                         "-o", out_dir, "--num-samples", 2, "--seq-len", 64)
     assert rc in (0, 1), err
     assert "mamba_ssm-mamba2" in out and "tokenizer" in out
@@ -156,7 +157,7 @@ def test_quickstart_takes_a_quamba2_checkpoint(work, capsys):
     q = work / "quamba2_tok"
     write_standin(narrow_config(8, 4), q, "quamba2", seed=2)
     copy_tokenizer_files(work / "bpe", q)
-    rc, out, err = _cli(capsys, "quickstart", "--model", q, "--text", work / "text.txt", "-o", work / "qs2")
+    rc, out, err = _cli(capsys, "quickstart", "--model", q, "--text", work / "quickstart.txt", "-o", work / "qs2")
     assert rc in (0, 1), err
     assert "[1/4]" in out and "already W8A8 (quamba2-w8a8): no calibration" in out
     assert "[4/4] PyTorch reference" in out and not (work / "qs2" / "checkpoint").exists()
