@@ -93,8 +93,8 @@ def open_session(directory, backend: str = "auto", plugins=None):
         elif (d / ONNX_METADATA).is_file():
             backend = "onnxruntime"
         else:
-            raise FileNotFoundError(f"generate: {d} holds neither {ENGINES_METADATA} (`qmamba build`) nor "
-                                    f"{ONNX_METADATA} (`qmamba export`)")
+            raise FileNotFoundError(f"generate: {d} holds no engines ({d / 'prefill.engine'} does not exist; "
+                                    f"`qmamba build` makes them) and no export ({ONNX_METADATA}; `qmamba export`)")
     if backend == "onnxruntime":
         from .ort import OrtModel, OrtStepper
 
