@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import time
 from pathlib import Path
 
 from qmamba.export.metadata import ONNX_METADATA, read_onnx_metadata, write_engines_metadata
@@ -35,6 +36,15 @@ def _range(text: str) -> tuple[int, int, int]:
     return parts
 
 
+def _level(text: str) -> int:
+    if not text.isdigit() or int(text) > 5:
+        raise argparse.ArgumentTypeError(f"expected an optimization level 0..5, got {text!r}")
+    return int(text)
+
+
+TIMING_CACHE = "timing.cache"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx_dir", metavar="DIR", help="output directory of `qmamba export`")
     parser.add_argument("-o", "--out", required=True, metavar="ENGINES", help="engine directory to write")
@@ -45,7 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugins", metavar="LIB", help="libqmamba_trt_plugins.so (default: the built one)")
     parser.add_argument("--fp16", action="store_true", help="allow fp16 kernels for the float parts (TensorRT 8)")
     parser.add_argument("--no-tactic-libraries", action="store_true",
-                        help="no cuBLAS/cuDNN tactics (a TensorRT staged without those libraries)")
+                        help="no cuBLAS/cuBLASLt/cuDNN tactics (a TensorRT installed without those libraries)")
+    parser.add_argument("--builder-optimization-level", type=_level, metavar="0..5",
+                        help="TensorRT's builder optimization level (trtexec --builderOptimizationLevel; "
+                             "default TensorRT's, 3): lower levels time fewer tactics and build faster")
+    parser.add_argument("--timing-cache", metavar="FILE",
+                        help=f"tactic timings to reuse and update (trtexec --timingCacheFile; default "
+                             f"ENGINES/{TIMING_CACHE}): a rebuild on the same GPU and TensorRT skips their timing")
+    parser.add_argument("--no-timing-cache", action="store_true", help="build without a timing cache")
     parser.add_argument("--backend", choices=("auto", "python", "cpp"), default="auto",
                         help="TensorRT's Python API or the C++ runner (auto: Python if importable)")
     parser.add_argument("--keep-onnx", action="store_true",
@@ -133,8 +150,13 @@ def tensorrt_major(trt=None) -> int:
 
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
-                  decode_linear="auto", decode_mixer="plugin") -> dict:
-    """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json."""
+                  decode_linear="auto", decode_mixer="plugin", optimization_level=None,
+                  timing_cache="default", progress=None) -> dict:
+    """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
+
+    ``timing_cache``: a file of tactic timings read before and written after each engine (``"default"``:
+    ENGINES/timing.cache; None: none). ``progress``: called with a line before and after each engine.
+    """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
     meta = _read_export(onnx_dir)
     if out.exists() and any((out / f).exists() for f in trt_runner.ENGINE_FILES) and not force:
@@ -153,16 +175,25 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     if decode_mixer not in DECODE_MIXER_CHOICES:
         raise ValueError(f"build: decode_mixer must be one of {DECODE_MIXER_CHOICES}, got {decode_mixer!r}")
     notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)"}
+    cache = out / TIMING_CACHE if timing_cache == "default" else None if timing_cache is None else Path(timing_cache)
+    say = progress or (lambda line: None)
+    build_times = {}
     for kind, profile in profiles.items():
         decode = kind == "decode"
         onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major, linear_plugin and decode,
                               decode_mixer == "plugin" and decode, notes)
         engine_path = out / f"{kind}.engine"
+        say(f"building {engine_path.name} ({profile.describe()})")
+        start = time.perf_counter()
         try:
             if trt is not None:
-                trt_builder.build_engine(trt, onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+                trt_builder.build_engine(trt, onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries,
+                                         optimization_level, cache)
             else:
-                trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries)
+                trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries,
+                                        optimization_level, cache)
+            build_times[kind] = round(time.perf_counter() - start, 1)
+            say(f"built {engine_path.name} in {build_times[kind]:.1f} s ({engine_path.stat().st_size / 1e6:.1f} MB)")
         finally:
             if not keep_onnx:
                 for f in (onnx_path, Path(f"{onnx_path}.data")):
@@ -172,6 +203,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
                "decode_mixers": notes["decode_mixers"],
                "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
+               "build_seconds": build_times,
                **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
     if "tokenizer" in meta:
         engines["tokenizer"] = meta["tokenizer"]
@@ -185,10 +217,9 @@ def run(args) -> int:
     meta = build_engines(args.onnx_dir, args.out, batch=args.batch, seq=args.seq, plugins=args.plugins,
                          fp16=args.fp16, no_tactic_libraries=args.no_tactic_libraries, backend=args.backend,
                          force=args.force, keep_onnx=args.keep_onnx, decode_linear=args.decode_linear,
-                         decode_mixer=args.decode_mixer)
-    for f in trt_runner.ENGINE_FILES:
-        p = Path(args.out) / f
-        print(f"{p} ({p.stat().st_size / 1e6:.1f} MB)")
+                         decode_mixer=args.decode_mixer, optimization_level=args.builder_optimization_level,
+                         timing_cache=None if args.no_timing_cache else args.timing_cache or "default",
+                         progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
           f"its mixers: {meta['decode_mixers']}")

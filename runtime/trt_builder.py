@@ -9,7 +9,8 @@ from . import trt_runner
 
 
 def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Profile, plugins: Path,
-                  fp16: bool, no_tactic_libraries: bool) -> None:
+                  fp16: bool, no_tactic_libraries: bool, optimization_level: int | None = None,
+                  timing_cache: Path | None = None) -> None:
     """The same build as the C++ runner's (engineBuilder.cpp), through TensorRT's Python API."""
     import ctypes
 
@@ -29,8 +30,19 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
         config.set_flag(trt.BuilderFlag.INT8)
         if fp16:
             config.set_flag(trt.BuilderFlag.FP16)
-    if no_tactic_libraries:
-        config.set_tactic_sources(0)
+    if no_tactic_libraries and int(trt.__version__.split(".")[0]) < 10:
+        # Only the libraries; TensorRT's own convolution sources implement the int8 GEMMs.
+        libraries = sum(1 << int(s) for s in (trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT,
+                                                  trt.TacticSource.CUDNN))
+        config.set_tactic_sources(config.get_tactic_sources() & ~libraries)
+    if optimization_level is not None:
+        config.builder_optimization_level = optimization_level
+    cache = None
+    if timing_cache is not None:
+        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise RuntimeError(f"the timing cache {timing_cache} is of another GPU or TensorRT version")
     opt = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         t = network.get_input(i)
@@ -47,13 +59,17 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
     engine_path.write_bytes(bytes(plan))
+    if cache is not None:
+        tmp = timing_cache.with_name(timing_cache.name + ".tmp")
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        tmp.replace(timing_cache)
     cudart = trt_runner._cudart()
     dev = trt_runner._cuda(cudart.cudaGetDevice())
     prop = trt_runner._cuda(cudart.cudaGetDeviceProperties(dev))
     name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-    p = profile
     meta = {"onnx": str(onnx_path), "tensorrt": f"TensorRT {trt.__version__.split('.post')[0]}",
             "plugin_library": lib.qmamba_plugin_library_version().decode(), "gpu": name.strip("\x00"),
             "compute_capability": f"{prop.major}.{prop.minor}", "fp16": "1" if fp16 else "0",
-            "profile": f"batch {p.batch[0]}..{p.batch[1]}..{p.batch[2]}, seq {p.seq[0]}..{p.seq[1]}..{p.seq[2]}"}
+            "optimization_level": "default" if optimization_level is None else str(optimization_level),
+            "profile": profile.describe()}
     Path(str(engine_path) + ".json").write_text(json.dumps(meta, indent=2))

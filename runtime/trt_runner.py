@@ -117,6 +117,10 @@ class Profile:
             if len(r) != 3 or not (1 <= r[0] <= r[1] <= r[2]):
                 raise ValueError(f"profile {name} must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {r}")
 
+    def describe(self) -> str:
+        b, s = self.batch, self.seq
+        return f"batch {b[0]}..{b[1]}..{b[2]}, seq {s[0]}..{s[1]}..{s[2]}"
+
 
 def runner_executable() -> Path:
     """qmamba_trt, the runner's command line (installed beside libqmamba_runner.so)."""
@@ -127,7 +131,8 @@ def runner_executable() -> Path:
 
 
 def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: bool = False,
-                 no_tactic_libraries: bool = False) -> Path:
+                 no_tactic_libraries: bool = False, optimization_level: int | None = None,
+                 timing_cache=None) -> Path:
     """ONNX file -> engine file (+ ``.json`` metadata) with the C++ runner.
 
     The build runs in a child process (``qmamba_trt build``): a crash while TensorRT builds (seen on the
@@ -143,6 +148,10 @@ def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: b
            "--plugins", str(plugins or plugin_library()),
            "--batch", ",".join(map(str, profile.batch)), "--seq", ",".join(map(str, profile.seq))]
     cmd += ["--fp16"] * fp16 + ["--no-tactic-libraries"] * no_tactic_libraries
+    if optimization_level is not None:
+        cmd += ["--opt-level", str(optimization_level)]
+    if timing_cache is not None:
+        cmd += ["--timing-cache", str(timing_cache)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         lines = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or ln.startswith("qmamba_trt")]

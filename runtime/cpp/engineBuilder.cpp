@@ -8,8 +8,10 @@
 #include <dlfcn.h>
 
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
+#include <vector>
 
 namespace qmr
 {
@@ -81,6 +83,48 @@ nvonnxparser::IParser* createOnnxParser(nvinfer1::INetworkDefinition& network, n
     return static_cast<nvonnxparser::IParser*>(create(&network, &logger, NV_ONNX_PARSER_VERSION));
 }
 
+// The timing cache of an earlier build (trtexec --timingCacheFile): tactic timings are reused, so a rebuild
+// of the same layers on the same GPU and TensorRT skips their measurement. A missing file starts empty.
+std::unique_ptr<nvinfer1::ITimingCache> loadTimingCache(nvinfer1::IBuilderConfig& config, std::string const& path)
+{
+    std::vector<char> blob;
+    std::ifstream in(path, std::ios::binary);
+    if (in)
+    {
+        blob.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    std::unique_ptr<nvinfer1::ITimingCache> cache{config.createTimingCache(blob.data(), blob.size())};
+    if (!cache)
+    {
+        failWithTrtErrors("cannot read the timing cache " + path);
+    }
+    // ignoreMismatch false: a cache of another GPU or TensorRT is refused rather than used.
+    if (!config.setTimingCache(*cache, false))
+    {
+        failWithTrtErrors("the timing cache " + path + " is of another GPU or TensorRT version");
+    }
+    return cache;
+}
+
+void saveTimingCache(nvinfer1::IBuilderConfig const& config, std::string const& path)
+{
+    nvinfer1::ITimingCache const* cache = config.getTimingCache();
+    std::unique_ptr<nvinfer1::IHostMemory> blob{cache ? cache->serialize() : nullptr};
+    if (!blob)
+    {
+        throw RunnerError("cannot serialize the timing cache for " + path);
+    }
+    std::string const tmp = path + ".tmp";
+    std::ofstream out(tmp, std::ios::binary);
+    out.write(static_cast<char const*>(blob->data()), static_cast<std::streamsize>(blob->size()));
+    out.close();
+    if (!out || std::rename(tmp.c_str(), path.c_str()) != 0)
+    {
+        std::remove(tmp.c_str());
+        throw RunnerError("cannot write the timing cache " + path);
+    }
+}
+
 } // namespace
 
 void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, qmr_build_options const& options,
@@ -129,9 +173,30 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
         config->setFlag(nvinfer1::BuilderFlag::kFP16);
     }
 #endif
+#if NV_TENSORRT_MAJOR < 10
     if (options.no_tactic_libraries)
     {
-        config->setTacticSources(0);
+        // Only the libraries: TensorRT's own convolution sources (edge-mask tables, JIT fusion), through
+        // which it also implements the int8 GEMMs of the Q/DQ MatMuls, stay on.
+        uint32_t const libraries = 1U << static_cast<uint32_t>(nvinfer1::TacticSource::kCUBLAS)
+            | 1U << static_cast<uint32_t>(nvinfer1::TacticSource::kCUBLAS_LT)
+            | 1U << static_cast<uint32_t>(nvinfer1::TacticSource::kCUDNN);
+        config->setTacticSources(config->getTacticSources() & ~libraries);
+    }
+#endif
+    if (options.set_optimization_level)
+    {
+        if (options.optimization_level < 0 || options.optimization_level > 5)
+        {
+            throw RunnerError("optimization level " + std::to_string(options.optimization_level) + " is outside 0..5");
+        }
+        config->setBuilderOptimizationLevel(options.optimization_level);
+    }
+    std::string const timingCache = options.timing_cache ? options.timing_cache : "";
+    std::unique_ptr<nvinfer1::ITimingCache> cache;
+    if (!timingCache.empty())
+    {
+        cache = loadTimingCache(*config, timingCache);
     }
     nvinfer1::IOptimizationProfile* profile = builder->createOptimizationProfile();
     for (int32_t i = 0; i < network->getNbInputs(); ++i)
@@ -147,6 +212,10 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
     {
         failWithTrtErrors("TensorRT could not build an engine from " + onnxPath);
     }
+    if (!timingCache.empty())
+    {
+        saveTimingCache(*config, timingCache);
+    }
     std::ofstream out(enginePath, std::ios::binary);
     out.write(static_cast<char const*>(plan->data()), static_cast<std::streamsize>(plan->size()));
     if (!out)
@@ -157,7 +226,8 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
     writeMetadata(enginePath + ".json",
         Metadata{{"onnx", onnxPath}, {"tensorrt", tensorrtVersion()}, {"plugin_library", pluginVersion},
             {"gpu", gpu.name}, {"compute_capability", std::to_string(gpu.major) + "." + std::to_string(gpu.minor)},
-            {"profile", describeProfile(options.profile)}, {"fp16", options.fp16 ? "1" : "0"}});
+            {"profile", describeProfile(options.profile)}, {"fp16", options.fp16 ? "1" : "0"},
+            {"optimization_level", options.set_optimization_level ? std::to_string(options.optimization_level) : "default"}});
 }
 
 } // namespace qmr

@@ -37,6 +37,10 @@ typedef struct qmr_build_options {
   int32_t fp16;                 // allow fp16 kernels for the float parts
   int32_t no_tactic_libraries;  // exclude cuBLAS / cuBLASLt / cuDNN tactics (a TensorRT install without them)
   int64_t workspace_bytes;      // 0: TensorRT's default
+  int32_t set_optimization_level;  // 0 (zero-initialized options): TensorRT's default level (3)
+  int32_t optimization_level;   // 0..5 when set (trtexec --builderOptimizationLevel): lower levels time
+                                // fewer tactics and build faster
+  const char* timing_cache;     // NULL or a file: read when it exists, written back after the build
 } qmr_build_options;
 
 // ONNX file -> serialized engine at engine_path, plus engine_path + ".json" (TensorRT and plugin library

@@ -1,7 +1,7 @@
 // qmamba_trt: a small command line over the runner's C ABI, for machines without Python bindings of
 // TensorRT (TensorRT 8.6 on Python 3.12, Jetson) and as the runner's smoke test.
 //   qmamba_trt build MODEL.onnx OUT.engine --plugins LIB [--batch MIN,OPT,MAX] [--seq MIN,OPT,MAX] [--fp16]
-//                    [--no-tactic-libraries]
+//                    [--no-tactic-libraries] [--opt-level 0..5] [--timing-cache FILE]
 //   qmamba_trt info OUT.engine --plugins LIB
 //   qmamba_trt generate ENGINE_DIR --plugins LIB --prompt TEXT [--tokens N] [--no-graph]
 //   qmamba_trt bench ENGINE_DIR --plugins LIB [--batch B] [--seq L] [--iters N] [--no-graph]
@@ -22,7 +22,7 @@ int usage()
 {
     std::fprintf(stderr,
         "usage: qmamba_trt build MODEL.onnx OUT.engine --plugins LIB [--batch MIN,OPT,MAX] [--seq MIN,OPT,MAX] "
-        "[--fp16] [--no-tactic-libraries]\n"
+        "[--fp16] [--no-tactic-libraries] [--opt-level 0..5] [--timing-cache FILE]\n"
         "       qmamba_trt info ENGINE --plugins LIB\n"
         "       qmamba_trt generate ENGINE_DIR --plugins LIB --prompt TEXT [--tokens N] [--no-graph]\n"
         "       qmamba_trt bench ENGINE_DIR --plugins LIB [--batch B] [--seq L] [--iters N] [--no-graph]\n");
@@ -99,6 +99,19 @@ int main(int argc, char** argv)
         o.profile = qmr_profile{batch[0], batch[1], batch[2], seq[0], seq[1], seq[2]};
         o.fp16 = opt.count("--fp16") ? 1 : 0;
         o.no_tactic_libraries = opt.count("--no-tactic-libraries") ? 1 : 0;
+        if (opt.count("--opt-level"))
+        {
+            char* end = nullptr;
+            long const level = std::strtol(opt["--opt-level"].c_str(), &end, 10);
+            if (*end != '\0' || level < 0 || level > 5)
+            {
+                std::fprintf(stderr, "qmamba_trt: --opt-level takes 0..5, got %s\n", opt["--opt-level"].c_str());
+                return 2;
+            }
+            o.set_optimization_level = 1;
+            o.optimization_level = static_cast<int32_t>(level);
+        }
+        o.timing_cache = opt.count("--timing-cache") ? opt["--timing-cache"].c_str() : nullptr;
         if (qmr_build_engine(target.c_str(), plugins.c_str(), &o, pos[0].c_str()) != 0)
         {
             return fail("build");

@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -53,7 +54,11 @@ void Logger::log(Severity severity, char const* msg) noexcept
         {
             return;
         }
-        std::fprintf(stderr, "[TensorRT %s] %s\n", severityName(severity), msg);
+        // Seconds since the first message: where a build spends its time shows in the log itself.
+        using Clock = std::chrono::steady_clock;
+        static Clock::time_point const start = Clock::now();
+        double const seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        std::fprintf(stderr, "[TensorRT %s %.3fs] %s\n", severityName(severity), seconds, msg);
         if (severity <= Severity::kERROR)
         {
             std::lock_guard<std::mutex> lock(mMutex);

@@ -70,3 +70,57 @@ def test_sampling_is_greedy_at_zero_temperature_and_respects_top_k():
     assert pick(logits, 0.0, 0, rng).tolist() == [1]
     draws = {int(pick(logits, 5.0, 2, rng)[0]) for _ in range(200)}
     assert draws == {1, 3}
+
+
+def test_build_refuses_an_optimization_level_outside_0_to_5(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["build", str(tmp_path), "-o", str(tmp_path / "e"), "--builder-optimization-level", "6"])
+    assert "optimization level 0..5" in _err(capsys)
+
+
+@pytest.fixture
+def stand_in_builder(monkeypatch, tmp_path):
+    """trt_runner.build_engine replaced by a recorder that writes a placeholder engine: the CLI's
+    options, the timing cache path and the progress lines are checked without TensorRT."""
+    calls = []
+
+    def build_engine(onnx_path, engine_path, profile, plugins=None, fp16=False, no_tactic_libraries=False,
+                     optimization_level=None, timing_cache=None):
+        calls.append(dict(engine=engine_path.name, profile=profile, level=optimization_level,
+                          cache=timing_cache, no_libraries=no_tactic_libraries))
+        engine_path.write_bytes(b"engine")
+        return engine_path
+
+    plugins = tmp_path / "libqmamba_trt_plugins.so"
+    plugins.write_bytes(b"")
+    monkeypatch.setattr(trt_runner, "build_engine", build_engine)
+    monkeypatch.setattr(trt_runner, "tensorrt_python", lambda: None)
+    monkeypatch.setattr(trt_runner, "plugin_library", lambda: plugins)
+    monkeypatch.setattr("qmamba.runtime.build.tensorrt_major", lambda trt=None: 8)
+    return calls
+
+
+def test_build_passes_level_and_timing_cache_and_reports_each_engine(stand_in_builder, tmp_path, capsys):
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    out = tmp_path / "engines"
+    assert main(["build", str(onnx_dir), "-o", str(out), "--batch", "1,2,4", "--seq", "1,16,64",
+                 "--builder-optimization-level", "1", "--no-tactic-libraries"]) == 0
+    assert [c["engine"] for c in stand_in_builder] == ["prefill.engine", "decode.engine"]
+    assert all(c["level"] == 1 and c["no_libraries"] for c in stand_in_builder)
+    assert all(c["cache"] == out / "timing.cache" for c in stand_in_builder)  # kept beside the engines
+    printed = capsys.readouterr().out
+    assert "building prefill.engine (batch 1..2..4, seq 1..16..64)" in printed
+    assert "building decode.engine (batch 1..2..4, seq 1..1..1)" in printed
+    assert "built decode.engine in" in printed
+    engines = json.loads((out / "qmamba_engines.json").read_text())
+    assert set(engines["build_seconds"]) == {"prefill", "decode"}
+
+    stand_in_builder.clear()
+    cache = tmp_path / "shared.cache"
+    assert main(["build", str(onnx_dir), "-o", str(out), "--force", "--timing-cache", str(cache)]) == 0
+    assert all(c["cache"] == cache and c["level"] is None for c in stand_in_builder)
+    stand_in_builder.clear()
+    assert main(["build", str(onnx_dir), "-o", str(out), "--force", "--no-timing-cache"]) == 0
+    assert all(c["cache"] is None for c in stand_in_builder)

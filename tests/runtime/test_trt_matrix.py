@@ -1,0 +1,139 @@
+"""The configuration matrix: every kind of model the exporter writes, narrowed to 2 layers, calibrated on
+real text, exported, built with `qmamba build`'s default profile, and compared with ONNX Runtime on real
+text: prefill logits, 32 greedy tokens at batch 1 and 4 (decode with and without CUDA graphs), and bits
+per byte on 64 KiB of WikiText-2 test, both stepwise (a prefill of one byte, then one decode step per
+byte: the engines' own path), within 0.1 %.
+
+Runs where the C++ runner, the plugin library and a GPU are; skips elsewhere. Each configuration prints
+its engine pair's build time (`pytest -s` shows the table).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from qmamba.data import text_file
+from qmamba.runtime import trt_runner
+
+from trt_helpers import ort_run, ort_session, state_pairs, trt_unavailable
+
+pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt, pytest.mark.slow,
+              pytest.mark.skipif(trt_unavailable() is not None, reason=str(trt_unavailable()))]
+
+# name -> (transformers Mamba2Config fields, calibration options). Widths are narrow; the head and state
+# sizes, group structures, Hadamard and vocabularies are the ones real models use.
+MATRIX = {
+    "g1 p64 n128 4x4 hadamard": (dict(hidden_size=256, num_heads=8, head_dim=64, state_size=128, n_groups=1),
+                                 dict(hadamard=True)),
+    "g1 p64 n128 4x4": (dict(hidden_size=256, num_heads=8, head_dim=64, state_size=128, n_groups=1), {}),
+    "g1 p32 n16 per-tensor": (dict(hidden_size=128, num_heads=8, head_dim=32, state_size=16, n_groups=1),
+                              dict(per_tensor=True)),
+    "g1 p128 n256 2x8 percentile": (dict(hidden_size=256, num_heads=4, head_dim=128, state_size=256, n_groups=1),
+                                    dict(observer="percentile", n_head_groups=2, n_dim_groups=8)),
+    "g8 p64 n128 4x4 hadamard": (dict(hidden_size=1024, num_heads=32, head_dim=64, state_size=128, n_groups=8),
+                                 dict(hadamard=True)),
+    "g8 p32 n64 1x1": (dict(hidden_size=512, num_heads=32, head_dim=32, state_size=64, n_groups=8),
+                       dict(n_head_groups=1, n_dim_groups=1)),
+    "g1 p64 n64 vocab 50288": (dict(hidden_size=256, num_heads=8, head_dim=64, state_size=64, n_groups=1,
+                                    vocab_size=50288), {}),
+}
+BPB_BYTES = 64 * 1024
+BPB_RELATIVE = 1e-3
+LOGITS_BOUND = 1e-2
+
+
+@pytest.fixture(scope="module", params=list(MATRIX))
+def configuration(request, tmp_path_factory):
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    from qmamba.export.calibrate import calibrate_model
+    from qmamba.export.onnx_export import export_onnx
+    from qmamba.runtime.build import build_engines
+
+    fields, options = MATRIX[request.param]
+    fields = {"vocab_size": 256, **fields}
+    torch.manual_seed(0)
+    float_model = Mamba2ForCausalLM(Mamba2Config(conv_kernel=4, num_hidden_layers=2, expand=2, chunk_size=256,
+                                                 **fields)).eval()
+    model = calibrate_model(float_model, text_file("wikitext-2/valid.txt").read_bytes()[:4096], num_samples=16,
+                            seq_len=256, progress=False, **options)
+    root = tmp_path_factory.mktemp("matrix")
+    export_onnx(model, root / "onnx", force=True)
+    start = time.perf_counter()
+    meta = build_engines(root / "onnx", root / "engines")  # the default profile and options
+    seconds = time.perf_counter() - start
+    print(f"\n{request.param}: engine pair built in {seconds:.1f} s "
+          f"(prefill {meta['build_seconds']['prefill']} s, decode {meta['build_seconds']['decode']} s)")
+    return request.param, root / "onnx", root / "engines"
+
+
+def _greedy_onnxruntime(onnx_dir, prompts: np.ndarray, tokens: int) -> np.ndarray:
+    meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
+    prefill, decode = ort_session(onnx_dir / "prefill.onnx"), ort_session(onnx_dir / "decode.onnx")
+    out, picked = ort_run(prefill, {"input_ids": prompts}), []
+    for _ in range(tokens):
+        tok = out["logits"][:, -1].argmax(-1)
+        picked.append(tok)
+        states = {i: out[o] for i, o in state_pairs(meta)}
+        out = ort_run(decode, {"input_ids": tok[:, None].astype(np.int64), **states})
+    return np.stack(picked, axis=1)
+
+
+def _prompts(batch: int, length: int = 48) -> np.ndarray:
+    text = np.frombuffer(text_file("wikitext-2/test.txt").read_bytes(), np.uint8)
+    return np.stack([text[4096 + 997 * r: 4096 + 997 * r + length] for r in range(batch)]).astype(np.int64)
+
+
+def test_prefill_logits_match_onnxruntime(configuration):
+    name, onnx_dir, engines = configuration
+    ids = _prompts(4)
+    session = trt_runner.TrtSession(engines, max_batch=4)
+    got = session.prefill(ids)
+    want = ort_run(ort_session(onnx_dir / "prefill.onnx"), {"input_ids": ids})["logits"][:, -1]
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert rel <= LOGITS_BOUND, f"{name}: prefill logits relative L2 {rel:.2e}"
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_greedy_32_tokens_match_onnxruntime(configuration, batch):
+    name, onnx_dir, engines = configuration
+    prompts = _prompts(batch)
+    want = _greedy_onnxruntime(onnx_dir, prompts, 32)
+    for use_graph in (True, False):
+        session = trt_runner.TrtSession(engines, max_batch=batch)
+        logits, got = session.prefill(prompts), []
+        for _ in range(32):
+            tok = logits.argmax(-1)
+            got.append(tok)
+            logits = session.decode(tok, use_graph=use_graph)
+        assert np.array_equal(np.stack(got, axis=1), want), f"{name}, batch {batch}, graph={use_graph}"
+
+
+def test_bits_per_byte_match_onnxruntime(configuration):
+    from qmamba.runtime.evaluate import TrtStepwiseScorer, evaluate, read_text_bytes
+    from qmamba.runtime.ort import OrtModel
+
+    name, onnx_dir, engines = configuration
+    data = read_text_bytes(text_file("wikitext-2/test.txt"), BPB_BYTES)
+    ort = OrtModel(onnx_dir)
+
+    class OrtStepwise:  # the engines' protocol on ONNX Runtime: prefill one byte, then decode steps
+        description = "onnxruntime stepwise"
+
+        def __call__(self, ids):
+            ids = ids.numpy().astype(np.int64)
+            logits, states = ort.prefill(ids[:, :1])
+            steps = [logits[:, -1]]
+            for t in range(1, ids.shape[1]):
+                logits, states = ort.decode(ids[:, t:t + 1], states)
+                steps.append(logits[:, -1])
+            return torch.from_numpy(np.stack(steps, axis=1)).float()
+
+    trt = evaluate(TrtStepwiseScorer(engines, max_batch=8), data, progress=False)["bits_per_byte"]
+    ref = evaluate(OrtStepwise(), data, progress=False)["bits_per_byte"]
+    print(f"\n{name}: bits per byte tensorrt {trt:.5f}, onnxruntime {ref:.5f}")
+    assert abs(trt - ref) <= BPB_RELATIVE * ref, f"{name}: {trt:.5f} vs {ref:.5f}"
