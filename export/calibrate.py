@@ -32,8 +32,9 @@ writes CPU tensors from any device and ``load_quantized`` gives a CPU model.
 ``per_tensor=True`` is the baseline: one x scale for all channels (``x_out_scales`` of shape
 ``[g, 1, 1]``, every SSD group the same), one B, one C and one SSM-state scale.
 
-CLI: ``qmamba calibrate --model NAME|HF_DIR --text FILE -o OUT [...]`` writes a checkpoint
-(``checkpoint.save_quantized``) and prints the scale report.
+CLI: ``qmamba calibrate --model MODEL --text FILE -o OUT [--tokenizer DIR_OR_ID] [...]`` (MODEL: any
+float kind of ``model_source``) writes a checkpoint (``checkpoint.save_quantized``) with the model's
+tokenizer files (``qmamba.tokenizer``; byte models need none) and prints the scale report.
 """
 from __future__ import annotations
 
@@ -288,8 +289,11 @@ def x_quantization_error(calibrated: Calibrated, tokens: torch.Tensor) -> list[f
 
 # ---- CLI -------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="shipped model name (e.g. mamba2-tiny-g1) or HF dir")
-    parser.add_argument("--text", required=True, help="calibration text file (read as bytes)")
+    parser.add_argument("--model", required=True,
+                        help="float model: shipped name, transformers or mamba_ssm Mamba2 dir, hub id")
+    parser.add_argument("--text", required=True, help="calibration text file")
+    parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
+                        help="tokenizer when the model folder holds none and its vocabulary is not bytes")
     parser.add_argument("-o", "--out", required=True, help="output checkpoint directory")
     parser.add_argument("--observer", choices=OBSERVERS, default="minmax")
     parser.add_argument("--percentile", type=float, default=0.9995)
@@ -306,16 +310,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from .checkpoint import save_quantized
     from .inspect import format_report, report
-    from .model_source import load_float
+    from qmamba.tokenizer import ByteTokenizer, carry_tokenizer, find_tokenizer
 
+    from .model_source import identify, load_float
+
+    src = identify(args.model)
+    tok = find_tokenizer(src.path, args.tokenizer)
+    float_model = load_float(src, "calibrate")
     text = Path(args.text).read_bytes()
-    model = calibrate_model(load_float(args.model, "calibrate"), text, observer=args.observer,
+    data = text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(text), dtype=torch.int64)
+    model = calibrate_model(float_model, data, observer=args.observer,
                             percentile=args.percentile, n_head_groups=args.head_groups,
                             n_dim_groups=args.dim_groups, per_tensor=args.per_tensor,
                             hadamard=args.hadamard, num_samples=args.num_samples,
                             seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
     model.config.calibration.update(model=args.model, text=str(args.text))
     save_quantized(model, args.out)
+    carry_tokenizer(tok, args.out)
     print(format_report(report(args.out)))
     print(f"saved {args.out}")
     return 0

@@ -40,16 +40,6 @@ def save_quantized(model: QuantMamba2LM, directory) -> Path:
     return d
 
 
-def is_qmamba_checkpoint(directory) -> bool:
-    p = Path(directory) / CONFIG
-    if not p.is_file():
-        return False
-    try:
-        return json.loads(p.read_text()).get("format") == FORMAT
-    except json.JSONDecodeError:
-        return False
-
-
 def describe_key(key: str) -> str:
     """'layers.3.mixer.x_out_scales' -> 'layer 3 mixer: x_out_scales' (for error messages)."""
     m = re.match(r"layers\.(\d+)\.(.*)", key)

@@ -45,14 +45,14 @@ def _num(v) -> float:
 
 
 def layer_scales(directory) -> tuple[str, list[dict]]:
-    """(format name, per layer {name: tensor or float}) of a checkpoint directory."""
-    from .checkpoint import WEIGHTS, is_qmamba_checkpoint
-    from .quamba2 import is_quamba2_checkpoint, read_quamba2
+    """(format name, per layer {name: tensor or float}) of a W8A8 MODEL (``model_source``)."""
+    from . import model_source
+    from .checkpoint import WEIGHTS
+    from .quamba2 import read_quamba2
 
-    d = Path(directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"{d}: not a checkpoint directory")
-    if is_qmamba_checkpoint(d):
+    src = model_source.identify(directory)
+    d = src.path
+    if src.kind == model_source.QMAMBA_W8A8:
         from safetensors.torch import load_file
 
         try:
@@ -63,14 +63,15 @@ def layer_scales(directory) -> tuple[str, list[dict]]:
         fmt, prefix = "qmamba", "layers.{i}.mixer."
         names = {k: k for k in ("x_out_scales", "B_out_scales", "C_out_scales", "ssm_state_scale",
                                 "x_head_group_range", "x_dim_group_range") + CONV_SCALARS}
-    elif is_quamba2_checkpoint(d):
+    elif src.kind == model_source.QUAMBA2_W8A8:
         _, sd = read_quamba2(d)
         fmt, prefix = "quamba2", "backbone.layers.{i}.mixer."
         names = {k: f"conv1d.{k}" for k in ("x_out_scales", "B_out_scales", "C_out_scales",
                                             "x_head_group_range", "x_dim_group_range") + CONV_SCALARS}
         names["ssm_state_scale"] = "qchunk_scan.ssm_state_scale"
     else:
-        raise QMambaInputError(f"{d}: neither a qmamba nor a Quamba2 checkpoint (config.json)")
+        raise QMambaInputError(f"inspect: {src.spec} is a float model ({src.kind}) and has no scales; "
+                               f"quantize it first with `qmamba calibrate`")
     layers = []
     i = 0
     while (prefix + names["x_out_scales"]).format(i=i) in sd:
@@ -185,7 +186,8 @@ def format_report(rep: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="qmamba or Quamba2 checkpoint directory")
+    parser.add_argument("checkpoint", metavar="MODEL",
+                        help="qmamba or Quamba2 W8A8 checkpoint directory or hub id")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

@@ -2,10 +2,13 @@
 
 - ``qmamba_onnx.json`` (``qmamba export`` DIR; copied into ``qmamba build`` ENGINES): format
   ``qmamba-onnx``, the model config, the two graphs (file, inputs, outputs, external data) and the
-  state names and shapes of every layer (``export/onnx_export.metadata`` makes it).
+  state names and shapes of every layer (``export/onnx_export.metadata`` makes it), and
+  ``tokenizer`` (``qmamba.tokenizer.tokenizer_record``: bytes, or the Hugging Face tokenizer whose
+  files lie beside it; absent when none was carried).
 - ``qmamba_engines.json`` (``qmamba build`` ENGINES): format ``qmamba-engines``, the config and
   states again, the profiles, the decode plugins used and the bytes a decode step reads
-  (``runtime/build.build_engines`` makes it; ``qmamba bench`` reads it).
+  (``runtime/build.build_engines`` makes it; ``qmamba bench`` reads it), and the export's
+  ``tokenizer`` (its files are copied too).
 
 Here rather than in ``runtime/`` so that both the exporter and the runtimes import it.
 A reader fails with an error that names the file: missing, not JSON, another format, a missing key.

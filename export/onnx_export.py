@@ -10,7 +10,10 @@ Each mixer is standard ONNX (``onnx_layers``) around one QuantConv1dSiLU and one
 domain ``qmamba`` (``onnx_ops``); the model also holds their function bodies unless
 ``--no-functions``. Initializers are named by the model's state_dict keys (linear weights are
 stored transposed as ``<key>_t``), so a test can read every scale back bit for bit.
-DIR/qmamba_onnx.json records the config, the graphs' inputs and outputs, and the state names.
+DIR/qmamba_onnx.json records the config, the graphs' inputs and outputs, the state names and the
+tokenizer DIR carries (``tokenizer``: bytes, or a Hugging Face tokenizer whose files are copied
+into DIR, so that ``qmamba generate`` / ``eval`` / ``build`` need nothing else; absent when the
+model's folder holds none and no ``--tokenizer`` was given).
 """
 from __future__ import annotations
 
@@ -216,8 +219,9 @@ def metadata(model, functions: bool, external: dict[str, bool]) -> dict:
 
 
 def export_onnx(model, out_dir, *, force: bool = False, functions: bool = True,
-                external_data: str = "auto", check: bool = True) -> dict:
+                external_data: str = "auto", check: bool = True, tokenizer=None) -> dict:
     """Writes prefill.onnx, decode.onnx and qmamba_onnx.json into ``out_dir``; returns the json.
+    ``tokenizer`` (``qmamba.tokenizer.Tokenizer``) is carried into ``out_dir`` and recorded.
 
     Refuses an existing ``out_dir`` unless ``force`` (then only qmamba's files are replaced).
     ``check`` runs ``onnx.checker.check_model(full_check=True)`` on both written graphs.
@@ -238,13 +242,20 @@ def export_onnx(model, out_dir, *, force: bool = False, functions: bool = True,
             onnx_ops.register_schemas()
             onnx.checker.check_model(str(path), full_check=True)
     meta = metadata(model, functions, external)
+    if tokenizer is not None:
+        from qmamba.tokenizer import carry_tokenizer, tokenizer_record
+
+        carry_tokenizer(tokenizer, out)
+        meta["tokenizer"] = tokenizer_record(tokenizer)
     write_onnx_metadata(out, meta)
     return meta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="qmamba or Quamba2 W8A8 checkpoint directory")
+    parser.add_argument("model", metavar="MODEL", help="qmamba or Quamba2 W8A8 checkpoint directory or hub id")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
+                        help="tokenizer to carry into DIR when MODEL's folder holds none")
     parser.add_argument("--force", action="store_true", help="overwrite DIR's qmamba files")
     parser.add_argument("--no-functions", action="store_true",
                         help="write no function bodies (for runtimes that only use the plugins)")
@@ -253,15 +264,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .model_source import load_w8a8
+    from qmamba.tokenizer import ByteTokenizer, find_tokenizer, has_tokenizer
 
-    model = load_w8a8(args.model, "export")
+    from .model_source import identify, load_w8a8
+
+    src = identify(args.model)
+    model = load_w8a8(src, "export")
+    tok = None
+    if args.tokenizer or has_tokenizer(src.path) or model.config.vocab_size == ByteTokenizer.vocab_size:
+        tok = find_tokenizer(src.path, args.tokenizer, vocab_size=model.config.vocab_size)
+    else:  # the graphs need none; generate and eval will ask for --tokenizer
+        print(f"note: {src.spec} holds no tokenizer and none was given (--tokenizer): none carried")
     meta = export_onnx(model, args.out, force=args.force, functions=not args.no_functions,
-                       external_data=args.external_data)
+                       external_data=args.external_data, tokenizer=tok)
     for kind, g in meta["graphs"].items():
         size = os.path.getsize(Path(args.out) / g["file"])
         print(f"{kind}: {Path(args.out) / g['file']} ({size / 1e6:.1f} MB"
               f"{', external data' if g['external_data'] else ''}), "
               f"{len(g['inputs'])} inputs, {len(g['outputs'])} outputs")
+    if tok is not None:
+        print(f"tokenizer: {tok.name} ({tok.vocab_size} tokens)")
     print(f"wrote {Path(args.out) / ONNX_METADATA}")
     return 0

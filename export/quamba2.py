@@ -225,17 +225,6 @@ def quamba2_to_model(conf: dict, sd: dict, source: str = "<memory>") -> QuantMam
     return model
 
 
-def is_quamba2_checkpoint(directory) -> bool:
-    d = Path(directory)
-    if not (d / "config.json").is_file():
-        return False
-    try:
-        conf = json.loads((d / "config.json").read_text())
-    except json.JSONDecodeError:
-        return False
-    return "ssm_cfg" in conf and "d_model" in conf
-
-
 def read_quamba2(directory) -> tuple[dict, dict]:
     """(config dict, state dict) of a Quamba2 checkpoint directory."""
     d = Path(directory)

@@ -1,7 +1,13 @@
 """``qmamba quickstart``: the main job end to end on the shipped model, no user files needed.
 
-shipped float Mamba2 -> calibrate (group scales) -> checkpoint + scale report -> ONNX export ->
+float Mamba2 -> calibrate (group scales) -> checkpoint + scale report -> ONNX export ->
 PyTorch reference vs ONNX Runtime (per-tensor agreement, greedy tokens).
+
+``--model`` takes any MODEL of ``qmamba.export.model_source`` (the shipped model by default): a
+float one is calibrated as above; a W8A8 checkpoint (qmamba's or Quamba2's) is already quantized,
+so its own scales are reported and exported. A model whose vocabulary is not bytes uses its
+tokenizer (``qmamba.tokenizer``: its folder's, else ``--tokenizer``), carried into the checkpoint
+and the ONNX folder.
 
 Text: the samples of ``qmamba.data`` (Tiny Shakespeare for calibration, WikiText-2 valid for the
 check; ``QMAMBA_DATA`` points at full corpora), else, if those are missing, the docstrings of
@@ -15,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 CHECK_OFFSET, CHECK_LENGTH = 4096, 256
 
@@ -56,8 +63,11 @@ def default_texts() -> tuple[bytes, bytes, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from qmamba import models
 
-    parser.add_argument("--model", default=models.DEFAULT_MODEL, choices=models.available(),
-                        help="shipped float model")
+    parser.add_argument("--model", default=models.DEFAULT_MODEL,
+                        help=f"any MODEL (shipped: {', '.join(models.available())}; a float or W8A8 "
+                             f"checkpoint directory; a hub id); default %(default)s")
+    parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
+                        help="tokenizer when the model folder holds none and its vocabulary is not bytes")
     parser.add_argument("--text", default=None, help="calibration and check text (default: see above)")
     parser.add_argument("-o", "--out", default="qmamba-quickstart", help="output directory")
     parser.add_argument("--observer", choices=("minmax", "percentile"), default="minmax")
@@ -71,9 +81,10 @@ def run(args) -> int:
     from qmamba.export.calibrate import calibrate_model
     from qmamba.export.checkpoint import save_quantized
     from qmamba.export.inspect import format_report, report
-    from qmamba.export.model_source import load_float
+    from qmamba.export.model_source import identify, load_float, load_w8a8
     from qmamba.export.onnx_export import export_onnx
     from qmamba.runtime.check import check
+    from qmamba.tokenizer import ByteTokenizer, carry_tokenizer, find_tokenizer
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -83,26 +94,38 @@ def run(args) -> int:
         source = args.text
     else:
         calib_text, check_text, source = default_texts()
-    print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
-    model = calibrate_model(load_float(args.model, "quickstart"), calib_text, observer=args.observer,
-                            hadamard=args.hadamard, num_samples=args.num_samples,
-                            seq_len=args.seq_len)
-    ckpt = out / "checkpoint"
-    save_quantized(model, ckpt)
-    print(f"[2/4] scale report of {ckpt}")
-    print(format_report(report(ckpt)))
+    src = identify(args.model)
+    tok = find_tokenizer(src.path, args.tokenizer)
+    print(f"model {args.model}: {src.kind} in {src.path}; tokenizer {tok.name} ({tok.vocab_size} tokens)")
+    if src.w8a8:
+        model = load_w8a8(src, "quickstart")
+        scales = src.path
+        print(f"[1/4] {args.model} is already W8A8 ({src.kind}): no calibration; its own scales are used")
+    else:
+        print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
+        data = calib_text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(calib_text))
+        model = calibrate_model(load_float(src, "quickstart"), data, observer=args.observer,
+                                hadamard=args.hadamard, num_samples=args.num_samples,
+                                seq_len=args.seq_len)
+        scales = out / "checkpoint"
+        save_quantized(model, scales)
+        carry_tokenizer(tok, scales)
+        print(f"      wrote the W8A8 checkpoint {scales}")
+    print(f"[2/4] scale report of {scales}")
+    print(format_report(report(scales)))
     onnx_dir = out / "onnx"
-    export_onnx(model, onnx_dir, force=args.force)
-    print(f"[3/4] exported {onnx_dir}/prefill.onnx and {onnx_dir}/decode.onnx")
-    need = CHECK_OFFSET + CHECK_LENGTH + 1
-    if len(check_text) < need:
-        raise ValueError(f"quickstart: the check needs {need} bytes of text, got {len(check_text)}")
-    tokens = np.frombuffer(check_text[CHECK_OFFSET:need], dtype=np.uint8).astype(np.int64)
+    export_onnx(model, onnx_dir, force=args.force, tokenizer=tok)
+    print(f"[3/4] exported {onnx_dir}/prefill.onnx and {onnx_dir}/decode.onnx (tokenizer {tok.name} carried)")
+    ids = tok.encode_bytes(check_text[CHECK_OFFSET:])
+    if len(ids) < CHECK_LENGTH + 1:
+        raise ValueError(f"quickstart: the check needs {CHECK_LENGTH + 1} tokens of text after byte "
+                         f"{CHECK_OFFSET}, got {len(ids)}")
+    tokens = np.asarray(ids[:CHECK_LENGTH + 1], dtype=np.int64)
     rows, greedy_ok, ref, got = check(model, onnx_dir, tokens)
-    print(f"[4/4] PyTorch reference vs ONNX Runtime, {CHECK_LENGTH} bytes + 1 decode step")
+    print(f"[4/4] PyTorch reference vs ONNX Runtime, {CHECK_LENGTH} tokens + 1 decode step")
     for r in rows:
         print(r.row())
-    print(f"greedy 32 tokens: {'identical' if greedy_ok else 'DIFFER'}: {bytes(ref[0].astype(np.uint8))!r}")
+    print(f"greedy 32 tokens: {'identical' if greedy_ok else 'DIFFER'}: {tok.decode(ref[0].tolist())!r}")
     failed = [r.name for r in rows if not r.ok]
     print(f"{len(rows) - len(failed)}/{len(rows)} tensors within their bars")
     return 0 if greedy_ok and not failed else 1

@@ -1,6 +1,7 @@
 """Tokenizers behind one interface: raw bytes, or a Hugging Face tokenizer.
 
-``Tokenizer.encode(text) -> list[int]``, ``decode(ids) -> str``, ``vocab_size`` (the ids it can
+``Tokenizer.encode(text) -> list[int]``, ``encode_bytes(data)`` (a file's bytes: byte models take
+them as they are, others decode UTF-8 first), ``decode(ids) -> str``, ``vocab_size`` (the ids it can
 produce), ``eos_token_id`` / ``pad_token_id`` / ``bos_token_id`` (None when it has none).
 
 - ``ByteTokenizer``: UTF-8 bytes, vocabulary 256 (qmamba's shipped models).
@@ -9,8 +10,9 @@ produce), ``eos_token_id`` / ``pad_token_id`` / ``bos_token_id`` (None when it h
 
 ``find_tokenizer(model_dir, tokenizer_arg)`` picks the tokenizer of a model: the one named on the
 command line, else the files in the model directory, else bytes when the model's vocabulary is
-256. ``copy_tokenizer_files`` carries the files into export and build outputs so an engine
-directory is self-contained. A model's vocabulary is often padded past the tokenizer's (50 277 ->
+256. ``carry_tokenizer`` (``copy_tokenizer_files`` for a directory) writes the tokenizer into
+checkpoint, export and build outputs so an engine directory is self-contained, and
+``tokenizer_record`` is what their metadata says of it. A model's vocabulary is often padded past the tokenizer's (50 277 ->
 50 288): ``mask_padding_logits`` keeps those rows from ever being chosen.
 """
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Token ids of a file's bytes (invalid UTF-8 is replaced by U+FFFD before encoding)."""
+        return self.encode(data.decode("utf-8", errors="replace"))
+
     def decode(self, ids) -> str:
         raise NotImplementedError
 
@@ -50,6 +56,9 @@ class ByteTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
+    def encode_bytes(self, data: bytes) -> list[int]:
+        return list(data)
+
     def decode(self, ids) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
@@ -57,11 +66,12 @@ class ByteTokenizer(Tokenizer):
 class HFTokenizer(Tokenizer):
     """A ``transformers`` tokenizer or a bare ``tokenizers.Tokenizer`` (tokenizer.json only)."""
 
-    def __init__(self, backend, name: str, special: dict[str, int | None]):
+    def __init__(self, backend, name: str, special: dict[str, int | None], directory: Path | None = None):
         from tokenizers import Tokenizer as RawTokenizer
 
         self._backend = backend
         self.name = name
+        self.directory = directory          # the files it was read from; None for a hub id
         self._is_transformers = not isinstance(backend, RawTokenizer)
         self.vocab_size = len(backend) if self._is_transformers else backend.get_vocab_size(with_added_tokens=True)
         self.bos_token_id = special.get("bos_token_id")
@@ -99,8 +109,9 @@ def _from_transformers(spec: str, local_files_only: bool) -> HFTokenizer:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(spec, local_files_only=local_files_only)
+    directory = Path(spec) if Path(spec).is_dir() else None
     return HFTokenizer(tok, spec, {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-                                   "pad_token_id": tok.pad_token_id})
+                                   "pad_token_id": tok.pad_token_id}, directory)
 
 
 def load_tokenizer(spec: str, local_files_only: bool = False) -> Tokenizer:
@@ -115,7 +126,7 @@ def load_tokenizer(spec: str, local_files_only: bool = False) -> Tokenizer:
             from tokenizers import Tokenizer as RawTokenizer
 
             backend = RawTokenizer.from_file(str(d / "tokenizer.json"))
-            return HFTokenizer(backend, str(d), _special_ids_of_file(d, backend))
+            return HFTokenizer(backend, str(d), _special_ids_of_file(d, backend), d)
         raise QMambaInputError(f"tokenizer {spec}: the directory holds neither tokenizer.json nor "
                                f"tokenizer_config.json")
     try:
@@ -141,17 +152,19 @@ def _model_vocab_size(model_dir: Path) -> int | None:
     return int(v) if isinstance(v, int) else None
 
 
-def find_tokenizer(model_dir, tokenizer_arg: str | None = None, local_files_only: bool = False
-                   ) -> Tokenizer:
+def find_tokenizer(model_dir, tokenizer_arg: str | None = None, local_files_only: bool = False,
+                   vocab_size: int | None = None) -> Tokenizer:
     """The tokenizer for a model: ``tokenizer_arg`` (a directory, hub id or "bytes") when given,
     else the tokenizer files in ``model_dir``, else bytes for a vocabulary of 256 (or an unknown
-    one); any other vocabulary without a tokenizer is an error that says what to pass."""
+    one); any other vocabulary without a tokenizer is an error that says what to pass.
+    ``vocab_size`` is the model's vocabulary where ``model_dir`` has no config.json (an export
+    or engine directory)."""
     if tokenizer_arg:
         return load_tokenizer(tokenizer_arg, local_files_only)
     d = Path(model_dir)
     if has_tokenizer(d):
         return load_tokenizer(str(d), local_files_only=True)
-    vocab = _model_vocab_size(d)
+    vocab = vocab_size if vocab_size is not None else _model_vocab_size(d)
     if vocab is None or vocab == ByteTokenizer.vocab_size:
         return ByteTokenizer()
     raise QMambaInputError(f"{d}: the model has a vocabulary of {vocab} tokens but no tokenizer "
@@ -167,6 +180,27 @@ def copy_tokenizer_files(src_dir, dst_dir) -> list[Path]:
             dst.mkdir(parents=True, exist_ok=True)
             copied.append(Path(shutil.copy2(src / name, dst / name)))
     return copied
+
+
+def carry_tokenizer(tok: Tokenizer, dst_dir) -> list[Path]:
+    """Writes ``tok`` into ``dst_dir`` so that ``find_tokenizer(dst_dir)`` finds it again: the
+    files of its directory, or transformers' own files for one read from the hub. Bytes need none."""
+    if isinstance(tok, ByteTokenizer):
+        return []
+    if tok.directory is not None:
+        return copy_tokenizer_files(tok.directory, dst_dir)
+    dst = Path(dst_dir)
+    before = {p.name for p in dst.iterdir()} if dst.is_dir() else set()
+    tok._backend.save_pretrained(str(dst))
+    return sorted(p for p in dst.iterdir() if p.name not in before and p.name in TOKENIZER_FILES)
+
+
+def tokenizer_record(tok: Tokenizer) -> dict:
+    """What export and build metadata say of the tokenizer their directory carries."""
+    if isinstance(tok, ByteTokenizer):
+        return {"kind": BYTES, "vocab_size": tok.vocab_size}
+    return {"kind": "huggingface", "source": tok.name, "vocab_size": tok.vocab_size,
+            "eos_token_id": tok.eos_token_id}
 
 
 def mask_padding_logits(logits, real_vocab: int):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from qmamba.export.metadata import ONNX_METADATA, read_onnx_metadata, write_engines_metadata
+from qmamba.tokenizer import copy_tokenizer_files
 from . import trt_builder, trt_runner
 from .decode_fusion import (DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, LINEAR_PLUGIN_MAX_BATCH,
                             decode_linear_plugin, fuse_decode_linears, fuse_decode_mixers)
@@ -204,8 +205,11 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
                "build_seconds": build_times,
                **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
+    if "tokenizer" in meta:
+        engines["tokenizer"] = meta["tokenizer"]
     write_engines_metadata(out, engines)
     shutil.copyfile(onnx_dir / ONNX_METADATA, out / ONNX_METADATA)
+    copy_tokenizer_files(onnx_dir, out)   # generate and eval read the engine directory alone
     return engines
 
 

@@ -39,7 +39,8 @@ import onnx
 import torch
 
 from qmamba.export import onnx_ops, ops
-from qmamba.export.model_source import load_w8a8
+from qmamba.export.model_source import identify, load_w8a8
+from qmamba.tokenizer import ByteTokenizer, Tokenizer, find_tokenizer
 from .agreement import Agreement, float_agreement, int8_agreement
 from .onnx_validate import GraphConstants, node_attributes, validate_onnx_model
 from .ort import OrtModel, make_session
@@ -148,11 +149,15 @@ def end_to_end_rows(label: str, logits, states, ref_logits, ref_states) -> list[
     return rows
 
 
-def read_tokens(text_path: Path, offset: int, length: int) -> np.ndarray:
+def read_tokens(text_path: Path, offset: int, length: int, tokenizer: Tokenizer | None = None) -> np.ndarray:
+    """``length + 1`` token ids of the text from byte ``offset`` on (bytes themselves by default)."""
+    tokenizer = tokenizer or ByteTokenizer()
     data = text_path.read_bytes()
-    if len(data) < offset + length + 1:
-        raise ValueError(f"{text_path}: needs {offset + length + 1} bytes, has {len(data)}")
-    return np.frombuffer(data[offset:offset + length + 1], dtype=np.uint8).astype(np.int64)
+    ids = tokenizer.encode_bytes(data[offset:]) if len(data) > offset else []
+    if len(ids) < length + 1:
+        unit = "bytes" if isinstance(tokenizer, ByteTokenizer) else "tokens"
+        raise ValueError(f"{text_path}: needs {length + 1} {unit} from byte {offset} on, has {len(ids)}")
+    return np.asarray(ids[:length + 1], dtype=np.int64)
 
 
 @dataclass
@@ -228,7 +233,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", default=None,
                         help="text file (default: wikitext-2 validation text, qmamba.data)")
     parser.add_argument("--offset", type=int, default=4096, help="first byte of the prompt")
-    parser.add_argument("--length", type=int, default=256, help="prompt length in tokens (bytes)")
+    parser.add_argument("--length", type=int, default=256, help="prompt length in tokens")
+    parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
+                        help="tokenizer when MODEL's directory holds none and its vocabulary is not bytes")
     parser.add_argument("--new-tokens", type=int, default=GREEDY_TOKENS)
 
 
@@ -236,18 +243,20 @@ def run(args) -> int:
     from qmamba.data import text_file
 
     text = Path(args.text) if args.text else text_file("wikitext-2/valid.txt")
-    tokens = read_tokens(text, args.offset, args.length)
-    model = load_w8a8(args.model, "check")
+    src = identify(args.model)
+    tok = find_tokenizer(src.path, args.tokenizer)
+    tokens = read_tokens(text, args.offset, args.length, tok)
+    model = load_w8a8(src, "check")
     rows, greedy = check_report(model, args.onnx_dir, tokens, args.new_tokens)
-    print(f"PyTorch reference vs ONNX Runtime on {text} bytes [{args.offset}, "
-          f"{args.offset + args.length}) + 1 decode step")
+    print(f"PyTorch reference vs ONNX Runtime on {text}, {args.length} tokens from byte {args.offset} "
+          f"+ 1 decode step")
     print(f"{'tensor':<42} {'kind':<6} {'max|diff|':<10} {'mismatch':<18} {'bar':<18} status")
     for r in rows:
         print(r.row())
     print(f"greedy {args.new_tokens} tokens: {'identical' if greedy.identical else 'DIFFER'}")
-    print(f"  reference: {bytes(greedy.reference.astype(np.uint8))!r}")
+    print(f"  reference: {tok.decode(greedy.reference.tolist())!r}")
     if not greedy.identical:
-        print(f"  onnxrt:    {bytes(greedy.onnxrt.astype(np.uint8))!r}")
+        print(f"  onnxrt:    {tok.decode(greedy.onnxrt.tolist())!r}")
         print(f"  first difference at {greedy.first_difference()}")
     failed = [r.name for r in rows if not r.ok]
     print(f"{len(rows) - len(failed)}/{len(rows)} tensors within their bars"

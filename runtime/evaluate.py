@@ -1,12 +1,20 @@
 """``qmamba eval MODEL --text FILE --backend torch|onnxruntime|tensorrt``: bits per byte on a text.
 
-Tokens are raw bytes (vocabulary 256), so bits per byte is the mean next-token cross-entropy in
-bits, and the per-byte perplexity is ``2 ** bits_per_byte``.
+Byte-level models (vocabulary 256, qmamba's shipped ones): tokens are the file's raw bytes, so bits
+per byte is the mean next-token cross-entropy in bits, and the per-byte perplexity is
+``2 ** bits_per_byte``.
+
+Other models tokenize the text (decoded as UTF-8) with their tokenizer (``qmamba.tokenizer``: the
+one MODEL's directory carries, else ``--tokenizer``). Their score is still per byte, so that models
+with different tokenizers compare: ``bits_per_byte = total nats / ln 2 / bytes``, the nats summed
+over every scored token and the bytes those tokens spell (the file's UTF-8 bytes less those of the
+first token, which is never scored). ``bits_per_token`` is reported beside it. The logits of a
+padded vocabulary's extra rows are masked out (``mask_padding_logits``) before the softmax.
 
 Context protocol (``WINDOW_PROTOCOL``): the file is cut into consecutive, non-overlapping windows of
-``--window`` bytes (default 1024); window k starts from an empty state, reads bytes kW .. kW+W-1
-and predicts bytes kW+1 .. kW+W. Every byte of the file but the first is scored exactly once, from
-between 1 and ``window`` bytes of context (a fresh state per window keeps batches independent and
+``--window`` tokens (default 1024); window k starts from an empty state, reads tokens kW .. kW+W-1
+and predicts tokens kW+1 .. kW+W. Every token of the file but the first is scored exactly once, from
+between 1 and ``window`` tokens of context (a fresh state per window keeps batches independent and
 matches what the prefill graphs compute). Windows run in batches of ``--batch`` rows; the last,
 shorter window runs on its own.
 
@@ -16,6 +24,7 @@ MODEL is, by backend:
   Hugging Face Mamba2 directory (float), or a W8A8 checkpoint directory (``qmamba calibrate``
   output or a released Quamba2 checkpoint; the W8A8 PyTorch reference, ``QuantMamba2LM``), told
   apart by ``qmamba.export.model_source``.
+- torch also takes a float mamba_ssm Mamba2 directory or a Hugging Face hub id.
 - onnxruntime: a ``qmamba export`` directory (prefill graph, full logits per position).
 - tensorrt: a ``qmamba build`` engine directory. Its prefill engine returns only the last
   position's logits, so every byte is scored by the decode engine, one step at a time from the
@@ -36,11 +45,12 @@ from pathlib import Path
 import torch
 
 from qmamba.export import model_source
-from qmamba.export.metadata import ONNX_METADATA
+from qmamba.export.metadata import ONNX_METADATA, read_engines_metadata, read_onnx_metadata
+from qmamba.tokenizer import ByteTokenizer, Tokenizer, find_tokenizer, mask_padding_logits
 
-WINDOW_PROTOCOL = ("non-overlapping windows of {window} bytes, each from an empty state; every byte "
+WINDOW_PROTOCOL = ("non-overlapping windows of {window} {unit}s, each from an empty state; every {unit} "
                    "after the first is scored once")
-STEPWISE_PROTOCOL = WINDOW_PROTOCOL + ", one decode step per byte"
+STEPWISE_PROTOCOL = WINDOW_PROTOCOL + ", one decode step per {unit}"
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 LN2 = math.log(2.0)
@@ -49,6 +59,11 @@ LN2 = math.log(2.0)
 # ---- text -------------------------------------------------------------------------------------
 def read_text_bytes(path, max_bytes: int | None = None) -> torch.Tensor:
     """The file's bytes as int64 token ids (optionally only the first max_bytes)."""
+    return torch.frombuffer(bytearray(read_text(path, max_bytes)), dtype=torch.uint8).long()
+
+
+def read_text(path, max_bytes: int | None = None) -> bytes:
+    """The file's bytes (optionally only the first max_bytes); at least 2."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"eval: text file {p} does not exist")
@@ -59,7 +74,27 @@ def read_text_bytes(path, max_bytes: int | None = None) -> torch.Tensor:
         data = data[:max_bytes]
     if len(data) < 2:
         raise ValueError(f"eval: {p} holds {len(data)} bytes; at least 2 are needed to score one")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+    return data
+
+
+def text_tokens(tok: Tokenizer, text: bytes) -> tuple[torch.Tensor, int | None]:
+    """(int64 token ids, bytes the scored tokens spell) of a text; the byte count is None for a
+    byte-level tokenizer, whose tokens are the bytes."""
+    ids = torch.tensor(tok.encode_bytes(text), dtype=torch.int64)
+    if len(ids) < 2:
+        raise ValueError(f"eval: the text makes {len(ids)} token(s); at least 2 are needed to score one")
+    if isinstance(tok, ByteTokenizer):
+        return ids, None
+    return ids, len(text) - len(tok.decode(ids[:1].tolist()).encode("utf-8"))
+
+
+def tokenizer_for(model: str, backend: str, tokenizer_arg: str | None = None) -> Tokenizer:
+    """The tokenizer of MODEL on a backend: its directory's (model, export or engine directory),
+    or ``tokenizer_arg``; bytes for byte-level models."""
+    if backend == "torch":
+        return find_tokenizer(model_source.identify(model).path, tokenizer_arg)
+    read = read_onnx_metadata if backend == "onnxruntime" else read_engines_metadata
+    return find_tokenizer(model, tokenizer_arg, vocab_size=int(read(model)["config"]["vocab_size"]))
 
 
 def window_batches(data: torch.Tensor, window: int, batch: int):
@@ -189,13 +224,17 @@ def _torch_scorer(model: str, path: Path, dtype: str, device: str):
 
 # ---- evaluation ---------------------------------------------------------------------------------
 def evaluate(scorer, data: torch.Tensor, window: int = 1024, batch: int = 8,
-             progress: bool = True) -> dict:
-    """Bits per byte of scorer over data (int64 byte ids) under the window protocol."""
+             progress: bool = True, real_vocab: int | None = None, text_bytes: int | None = None) -> dict:
+    """Bits per byte of scorer over data (int64 token ids) under the window protocol. For tokens
+    that are not bytes, ``text_bytes`` is the bytes the scored tokens spell and ``real_vocab`` the
+    tokenizer's ids (logits past it are masked); see the module docstring."""
     from tqdm import tqdm
 
     total_bits, count = 0.0, 0
+    unit = "byte" if text_bytes is None else "token"
     t0 = time.monotonic()
-    with tqdm(total=len(data) - 1, unit="B", unit_scale=True, desc="eval", disable=not progress,
+    with tqdm(total=len(data) - 1, unit="B" if unit == "byte" else "tok", unit_scale=True, desc="eval",
+              disable=not progress,
               file=sys.stderr) as bar:
         for inputs, targets in window_batches(data, window, batch):
             logits = scorer(inputs)
@@ -203,16 +242,21 @@ def evaluate(scorer, data: torch.Tensor, window: int = 1024, batch: int = 8,
                 raise RuntimeError(f"eval: {scorer.description} returned logits of shape "
                                    f"{list(logits.shape)} for inputs {list(inputs.shape)}"
                                    f"{'' if torch.isfinite(logits).all() else ' with non-finite values'}")
+            if real_vocab is not None:
+                logits = mask_padding_logits(logits, real_vocab)
             nll = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), targets.flatten(),
                                                     reduction="sum")
             total_bits += nll.item() / LN2
             count += targets.numel()
             bar.update(targets.numel())
-            bar.set_postfix(bpb=f"{total_bits / count:.4f}")
-    bpb = total_bits / count
+            bar.set_postfix({f"bp{unit[0]}": f"{total_bits / count:.4f}"})
+    n_bytes = count if text_bytes is None else text_bytes
+    bpb = total_bits / n_bytes
     protocol = STEPWISE_PROTOCOL if isinstance(scorer, TrtStepwiseScorer) else WINDOW_PROTOCOL
-    return {"bits_per_byte": bpb, "perplexity": 2.0 ** bpb, "bytes_scored": count,
-            "window": window, "protocol": protocol.format(window=window),
+    result = {"bits_per_byte": bpb, "perplexity": 2.0 ** bpb, "bytes_scored": n_bytes}
+    if text_bytes is not None:
+        result.update(bits_per_token=total_bits / count, tokens_scored=count)
+    return {**result, "window": window, "protocol": protocol.format(window=window, unit=unit),
             "backend": scorer.description, "seconds": round(time.monotonic() - t0, 2)}
 
 
@@ -220,11 +264,13 @@ def evaluate(scorer, data: torch.Tensor, window: int = 1024, batch: int = 8,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
                         help="shipped model name, HF dir, quantized checkpoint dir, ONNX dir or engine dir")
-    parser.add_argument("--text", required=True, help="text file, read as bytes")
+    parser.add_argument("--text", required=True, help="text file (bytes for byte-level models, else UTF-8)")
+    parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
+                        help="tokenizer when MODEL's directory holds none and its vocabulary is not bytes")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="float models only")
     parser.add_argument("--device", default="cpu", help="torch backend: cpu or cuda")
-    parser.add_argument("--window", type=int, default=1024, help="bytes per window (default %(default)s)")
+    parser.add_argument("--window", type=int, default=1024, help="tokens per window (default %(default)s)")
     parser.add_argument("--batch", type=int, default=8, help="windows per batch (default %(default)s)")
     parser.add_argument("--max-bytes", type=int, default=None, help="evaluate only the file's first N bytes")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -232,14 +278,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = read_text_bytes(args.text, args.max_bytes)
+    text = read_text(args.text, args.max_bytes)
     scorer = load_scorer(args.model, args.backend, dtype=args.dtype, device=args.device, batch=args.batch)
+    tok = tokenizer_for(args.model, args.backend, args.tokenizer)
+    data, text_bytes = text_tokens(tok, text)
+    real_vocab = None if text_bytes is None else tok.vocab_size
     result = {"model": args.model, "text": str(args.text), **evaluate(
-        scorer, data, window=args.window, batch=args.batch, progress=not args.no_progress)}
+        scorer, data, window=args.window, batch=args.batch, progress=not args.no_progress,
+        real_vocab=real_vocab, text_bytes=text_bytes)}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{args.model} on {args.text} [{result['backend']}]: {result['bits_per_byte']:.4f} bits/byte, "
               f"perplexity {result['perplexity']:.3f} per byte, {result['bytes_scored']} bytes scored "
-              f"({result['protocol']}), {result['seconds']} s")
+              + (f"({result['tokens_scored']} tokens, {result['bits_per_token']:.4f} bits/token) "
+                 if "tokens_scored" in result else "")
+              + f"({result['protocol']}), {result['seconds']} s")
     return 0

@@ -7,6 +7,9 @@ offers::
     logits, states = m.decode(tokens, states)      # int64 [B] or [B, 1] -> fp32 [B, 1, V], states
     new_ids = m.generate(input_ids, 32)            # greedy, int64 [B, 32]
 
+``OrtStepper(m)`` keeps the states between calls and returns the last position's logits, the
+interface of ``trt_runner.TrtSession`` that ``qmamba generate`` drives.
+
 ``states`` is a list with one ``(conv_state int8 [B, K-1, conv_dim], ssm_state int8 [B, h, p, n])``
 per layer, as ``QuantMamba2LM`` returns them. The custom nodes run from their function bodies, so
 plain ONNX Runtime needs no custom-op library.
@@ -131,3 +134,24 @@ class OrtModel:
             out.append(token)
         tokens = np.stack(out, axis=1).astype(np.int64)
         return (tokens, np.stack(chosen, axis=1)) if return_logits else tokens
+
+
+class OrtStepper:
+    """Token-by-token generation on ONNX Runtime with ``TrtSession``'s interface: ``prefill(ids)``
+    and ``decode(tokens)`` return the last position's logits ``[B, V]``; the states stay here."""
+
+    def __init__(self, model: OrtModel):
+        self.model = model
+        self.vocab = int(model.config["vocab_size"])
+        self._states = None
+
+    def prefill(self, input_ids) -> np.ndarray:
+        logits, self._states = self.model.prefill(input_ids)
+        return logits[:, -1]
+
+    def decode(self, tokens, use_graph: bool = False) -> np.ndarray:
+        """One step; ``use_graph`` (CUDA graphs) has no meaning on ONNX Runtime and is ignored."""
+        if self._states is None:
+            raise QMambaInputError("ORT decode: no states yet; prefill a prompt first")
+        logits, self._states = self.model.decode(tokens, self._states)
+        return logits[:, -1]

@@ -37,22 +37,6 @@ from .safetensors_shards import ShardWriter, safetensors_files
 
 CONFIG = "config.json"
 TORCH_WEIGHTS = "pytorch_model.bin"
-MAMBA_SSM_LAYERS = ("Mamba1", "Mamba2")
-
-
-def is_mamba_ssm_checkpoint(directory) -> bool:
-    """True for a float mamba_ssm checkpoint: a config.json with d_model, n_layer and a float
-    mamba_ssm layer (quantized Quamba layers such as W8A8QMamba2 are not)."""
-    p = Path(directory) / CONFIG
-    if not p.is_file():
-        return False
-    try:
-        conf = json.loads(p.read_text())
-    except json.JSONDecodeError:
-        return False
-    if not isinstance(conf, dict) or "d_model" not in conf or "n_layer" not in conf:
-        return False
-    return (conf.get("ssm_cfg") or {}).get("layer", "Mamba1") in MAMBA_SSM_LAYERS
 
 
 def read_config(directory) -> dict:

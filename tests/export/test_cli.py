@@ -30,7 +30,7 @@ def test_calibrate_then_inspect(tmp_path, capsys, shakespeare):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
-    assert "neither a qmamba nor a Quamba2 checkpoint" in capsys.readouterr().err
+    assert "holds no config.json" in capsys.readouterr().err
     assert main(["calibrate", "--model", str(tmp_path / "none"), "--text", str(SHAKESPEARE),
                  "-o", str(tmp_path / "o")]) == 2
     assert "qmamba calibrate: error:" in capsys.readouterr().err

@@ -96,3 +96,56 @@ def test_float_models_get_the_grouped_norm():
     model = ms.load_float("mamba2-tiny-g4", "eval")
     mixer = model.backbone.layers[0].mixer
     assert mixer.norm.group_size == mixer.intermediate_size // mixer.n_groups and not model.training
+
+
+def _mamba_ssm_conf(**changes):
+    conf = {"d_model": 64, "n_layer": 2, "vocab_size": 300, "ssm_cfg": {"layer": "Mamba2", "headdim": 16}}
+    conf.update(changes)
+    return conf
+
+
+def test_mamba_ssm_float_and_quamba2_are_told_apart(tmp_path, no_model_is_built):
+    assert ms.identify(_folder(tmp_path, "f", _mamba_ssm_conf())).kind == ms.MAMBA_SSM_MAMBA2
+    quamba = _mamba_ssm_conf(ssm_cfg={}, lm_head_cfg={"layer": "W8A8B16O16Linear"})
+    assert ms.identify(_folder(tmp_path, "q", quamba)).kind == ms.QUAMBA2_W8A8
+    f = ms.identify(tmp_path / "f")
+    with pytest.raises(QMambaInputError, match="unquantized model \\(mamba_ssm-mamba2\\)"):
+        ms.load_w8a8(f, "export")
+
+
+@pytest.mark.parametrize("conf,message", [
+    (_mamba_ssm_conf(ssm_cfg={"layer": "W4A8QMamba2"}), r"ssm_cfg.layer is 'W4A8QMamba2': 4-bit weights"),
+    (_mamba_ssm_conf(ssm_cfg={"layer": "W4A16QMamba2"}), r"ssm_cfg.layer is 'W4A16QMamba2': 4-bit weights"),
+    (_mamba_ssm_conf(ssm_cfg={"layer": "W8A8QMamba"}), r"ssm_cfg.layer is 'W8A8QMamba': only Quamba2's"),
+    (_mamba_ssm_conf(ssm_cfg={"layer": "W8A8QMamba2"}, is_hybrid=True), r"is_hybrid is True: hybrid"),
+    (_mamba_ssm_conf(attn_layer_idx=[1]), r"attn_layer_idx is \[1\]: hybrid models"),
+    (_mamba_ssm_conf(ssm_cfg={}), r"ssm_cfg.layer is 'Mamba1'; only Mamba2"),
+    (_mamba_ssm_conf(d_intermediate=256), r"d_intermediate is 256: models with MLP blocks"),
+])
+def test_what_cannot_be_carried_is_refused_naming_the_key(tmp_path, no_model_is_built, conf, message):
+    d = _folder(tmp_path, "m", conf)
+    with pytest.raises(QMambaInputError, match=message) as e:
+        ms.identify(d)
+    assert str(d / "config.json") in str(e.value)
+
+
+def test_hub_id_offline_names_the_id(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(QMambaInputError, match="model 'qmamba-nobody/no-such-mamba2': no such local "
+                                               "directory, and the Hugging Face hub could not provide it"):
+        ms.identify("qmamba-nobody/no-such-mamba2")
+
+
+def test_hub_id_resolves_to_its_snapshot(tmp_path, monkeypatch, no_model_is_built):
+    snapshot = _folder(tmp_path, "snap", _mamba_ssm_conf())
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(snapshot))
+    src = ms.identify("someone/mamba2-tiny")
+    assert (src.spec, src.kind, src.path) == ("someone/mamba2-tiny", ms.MAMBA_SSM_MAMBA2, snapshot)
+
+
+def test_inspect_refuses_a_float_model(tmp_path, capsys, no_model_is_built):
+    d = _folder(tmp_path, "f", _mamba_ssm_conf())
+    assert main(["inspect", str(d)]) == 2
+    assert "is a float model (mamba_ssm-mamba2) and has no scales" in capsys.readouterr().err

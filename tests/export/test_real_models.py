@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from qmamba.cli import main
+from qmamba.export.model_source import MAMBA_SSM_MAMBA2, QUAMBA2_W8A8, identify
 from qmamba.export.quamba2 import load_quamba2
 from qmamba.export.validate import QMambaInputError
-from qmamba.models.mamba_ssm_layout import (convert_mamba_ssm_to_transformers, is_mamba_ssm_checkpoint,
+from qmamba.models.mamba_ssm_layout import (convert_mamba_ssm_to_transformers,
                                             load_mamba_ssm)
 from qmamba.models.real_configs import (mamba2_sizes, parameter_count, real_config,
                                         to_transformers_config)
@@ -65,7 +66,7 @@ def test_mamba_ssm_standin_loads_as_transformers(tmp_path, ngroups, tie):
     c = narrow_config(ngroups, tie)
     write_standin(c, tmp_path / "ssm", "mamba_ssm", seed=3)
     write_standin(c, tmp_path / "hf", "transformers", seed=3)
-    assert is_mamba_ssm_checkpoint(tmp_path / "ssm") and not is_mamba_ssm_checkpoint(tmp_path / "hf")
+    assert identify(tmp_path / "ssm").kind == MAMBA_SSM_MAMBA2 and identify(tmp_path / "hf").kind != MAMBA_SSM_MAMBA2
     sd = torch.load(tmp_path / "ssm" / "pytorch_model.bin", weights_only=True)
     assert sd["backbone.layers.1.mixer.conv1d.weight"].shape == (128 + 2 * ngroups * 16, 1, 4)
     assert sd["backbone.embedding.weight"].dtype == torch.float16
@@ -144,7 +145,7 @@ def test_quamba2_standin_loads(tmp_path, ngroups, hadamard, per_tensor):
     c = narrow_config(ngroups, tie=False)
     c["ssm_cfg"]["headdim"] = 4 if ngroups == 8 else 16        # 8b-like: 4 heads per SSD group
     write_standin(c, tmp_path, "quamba2", seed=5, hadamard=hadamard, per_tensor=per_tensor)
-    assert not is_mamba_ssm_checkpoint(tmp_path)
+    assert identify(tmp_path).kind == QUAMBA2_W8A8
     q = load_quamba2(tmp_path)
     qc = q.config
     assert (qc.ngroups, qc.hadamard, qc.per_tensor, qc.vocab_size) == (ngroups, hadamard, per_tensor, 304)

@@ -9,41 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from bpe_tokenizer import train_bpe
 from qmamba.export.validate import QMambaInputError
 from qmamba.tokenizer import (ByteTokenizer, HFTokenizer, copy_tokenizer_files, find_tokenizer,
                               load_tokenizer, mask_padding_logits)
-
-SHIPPED_TEXT = Path(__file__).resolve().parents[2] / "qmamba" / "data" / "tinyshakespeare" / "input.txt"
-PARAGRAPH = (
-    "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. First "
-    "Citizen: You are all resolved rather to die than to famish? All: Resolved. resolved. First "
-    "Citizen: First, you know Caius Marcius is chief enemy to the people. All: We know't, we "
-    "know't. First Citizen: Let us kill him, and we'll have corn at our own price. Is't a verdict? "
-    "All: No more talking on't; let it be done: away, away! Second Citizen: One word, good citizens. "
-)
-
-
-def _training_text() -> str:
-    if SHIPPED_TEXT.is_file():
-        return SHIPPED_TEXT.read_text(encoding="utf-8")[:16384]
-    return PARAGRAPH * 20
 
 
 @pytest.fixture(scope="module")
 def bpe_dir(tmp_path_factory) -> Path:
     """A byte-level BPE tokenizer (vocabulary 300 + <|endoftext|>) saved as tokenizer.json."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([_training_text()], trainer)
-    d = tmp_path_factory.mktemp("bpe")
-    tok.save(str(d / "tokenizer.json"))
-    (d / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
-    return d
+    return train_bpe(tmp_path_factory.mktemp("bpe"))
 
 
 @pytest.fixture(scope="module")
