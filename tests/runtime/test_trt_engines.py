@@ -1,7 +1,7 @@
 """TensorRT engines with qmamba's plugins against ONNX Runtime (which runs the function bodies).
 
-Runs where the C++ runner, the plugin library and a GPU are (the H100 with TensorRT 8.6 staged:
-scripts/device_trt.sh); skips elsewhere. int8 outputs and states must agree except at rounding
+Runs where the C++ runner, the plugin library, TensorRT and a GPU are (docs/tensorrt.md, "GPU tests
+and benchmarks"); skips elsewhere. int8 outputs and states must agree except at rounding
 ties (runtime/agreement.py), float outputs within a relative L2 bound, greedy tokens exactly.
 """
 from __future__ import annotations

@@ -10,8 +10,8 @@ The reference runs on the same GPU in fp32; the checks:
   the rounding of the int8 state the decode starts from (the reference's own gap, measured).
 Outputs are poisoned before each run.
 
-On the device: ``bash scripts/device_kernels.sh`` (builds, runs these tests, the sanitizer and the
-benchmarks), or ``python -m pytest -q -m gpu tests/trt_plugins/test_kernels_gpu.py``.
+On a machine with a CUDA GPU: ``python -m pytest -q -m gpu tests/trt_plugins/test_kernels_gpu.py``
+(docs/kernels.md, "Checks", also gives the sanitizer and benchmark commands).
 """
 from __future__ import annotations
 
