@@ -61,7 +61,7 @@ def _kind_of_config(directory: Path, conf: dict) -> str:
         raise QMambaInputError(f"{directory / CONFIG}: key 'format' is {conf['format']!r}; qmamba reads "
                                f"{QMAMBA_FORMAT!r} checkpoints")
     if "d_model" in conf and "ssm_cfg" in conf:
-        # mamba_ssm's layout. Quamba2's W8A8 checkpoints are the models of this layout read today
+        # mamba_ssm's layout. Quamba2's W8A8 checkpoints are the models of this layout qmamba reads
         # (a float mamba_ssm model has the same keys and is to be told apart here).
         return QUAMBA2_W8A8
     if conf.get("model_type") == "mamba2":
