@@ -18,8 +18,8 @@ PLUGIN_SOURCES = ["common/qmambaFields.cpp", "common/qmambaShapes.cpp", "common/
                   "common/qmambaPluginLibrary.cpp", "quantConv1dSiLUPlugin/quantConv1dSiLUCore.cpp",
                   "quantSSDPlugin/quantSSDCore.cpp", "bitsAsFloatPlugin/bitsAsFloatCore.cpp",
                   "w8a8LinearPlugin/w8a8LinearCore.cpp", "decodeMixerPlugin/decodeMixerCore.cpp"]
-RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineBuilder.cpp", "session.cpp", "sessionBench.cpp",
-                  "sessionProfile.cpp", "runnerApi.cpp", "qmamba_trt.cpp"]
+RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineProfile.cpp", "engineBuilder.cpp", "session.cpp",
+                  "sessionBench.cpp", "sessionProfile.cpp", "runnerApi.cpp", "qmamba_trt.cpp"]
 
 
 API_NAMES = {"V3": "TensorRT 10+", "V2": "TensorRT 8"}
