@@ -183,8 +183,7 @@ def test_mixer_plugin_engine_matches_its_twin(tmp_path, shape):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trt_plugins"))
     import kernel_cases as kc
 
-    s = SMALL_LAYER_SHAPES[shape]
-    layer = kc.Shape(h=s.nheads, p=s.headdim, n=s.d_state, g=s.ngroups)
+    layer = SMALL_LAYER_SHAPES[shape]
     batch = 2
     t, fields = kc.mixer_case(layer, batch, torch.Generator().manual_seed(3), device="cpu")
     consts = {k: v for k, v in t.items() if k not in ("zxbcdt", "conv_state", "ssm_state")}
