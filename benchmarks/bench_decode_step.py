@@ -49,7 +49,7 @@ def linear_weights(n: int, k: int, gen: torch.Generator, norm: bool) -> dict:
 
 def model(layers: int, batch: int, gen: torch.Generator) -> list[dict]:
     s = SHAPE
-    n_in = 2 * s.d_ssm + 2 * s.g * s.n + s.h
+    n_in = 2 * s.d_ssm + 2 * s.ngroups * s.d_state + s.nheads
     out = []
     for _ in range(layers):
         mixer, fields = kc.mixer_case(s, batch, gen)
@@ -65,7 +65,7 @@ def layer_launches(lay: dict, h: torch.Tensor, zx: torch.Tensor | None = None, r
     in_proj, zx = kernels.w8a8_linear_launcher(h, **lay["in_proj"], out=zx)
     mixer, (gate, _, _) = kernels.decode_mixer_launcher(**dict(lay["mixer"], zxbcdt=zx), **lay["fields"])
     out_proj, res = kernels.w8a8_linear_launcher(gate, **lay["out_proj"], residual=h, out=res,
-                                                  norm_group=SHAPE.d_ssm // SHAPE.g)
+                                                  norm_group=SHAPE.d_ssm // SHAPE.ngroups)
     return in_proj, mixer, out_proj, res
 
 

@@ -33,6 +33,7 @@ import kernel_bytes  # noqa: E402  (this folder is on sys.path when the script r
 import kernel_peers  # noqa: E402
 
 from qmamba.export import kernels  # noqa: E402
+from qmamba.export.layer_sizes import LayerShape  # noqa: E402
 # The bound's bandwidth is `qmamba bench`'s: a plain 1 GiB cudaMemcpy (a copy captured in a CUDA graph ran
 # about a third slower on the H200 and would flatter every fraction of the bound).
 from qmamba.runtime.bench import copy_bandwidth  # noqa: E402
@@ -83,14 +84,15 @@ def _stream():
 def conv_launch(t, a, decode: bool):
     """A no-argument launch of the conv kernel on prepared tensors (no checks: they ran once)."""
     bt, L, _ = t["xBC"].shape
-    s = kc.Shape(h=a["nheads"], p=a["headdim"], n=a["d_state"], g=a["ngroups"], K=t["weight"].shape[1])
+    s = LayerShape(ngroups=a["ngroups"], nheads=a["nheads"], headdim=a["headdim"], d_state=a["d_state"],
+                   d_conv=t["weight"].shape[1])
     x = torch.empty(bt, L, s.d_ssm, dtype=torch.int8, device="cuda")
-    B = torch.empty(bt, L, s.g * s.n, dtype=torch.int8, device="cuda")
+    B = torch.empty(bt, L, s.ngroups * s.d_state, dtype=torch.int8, device="cuda")
     C = torch.empty_like(B)
     st_out = t["conv_state"] if decode else torch.empty_like(t["conv_state"])
     params = kernels.ConvParams(**{k: float(a[k]) for k in (
         "x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale",
-        "bC_scale")}, ngroups=s.g, nheads=s.h, headdim=s.p, d_state=s.n, d_conv=s.K,
+        "bC_scale")}, ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state, d_conv=s.d_conv,
         n_head_groups=t["x_out_scales"].shape[1], n_dim_groups=t["x_out_scales"].shape[2])
     ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
     tens = kernels.ConvTensors(*[ptr(v) for v in (
@@ -216,11 +218,11 @@ def time_peer(name: str, calls, nbytes: int, copy_bw: float) -> dict:
     return dict(peer=name, peer_ms=ms, peer_bytes=nbytes, peer_of_copy=nbytes / (ms * 1e-3) / copy_bw)
 
 
-def bench(kind: str, s: kc.Shape, bt: int, L: int, copy_bw: float, gen, baseline: bool,
+def bench(kind: str, s: LayerShape, bt: int, L: int, copy_bw: float, gen, baseline: bool,
           peers: kernel_peers.Peers | None = None, **kw) -> dict:
     decode = L == 1
     if kind == "conv":
-        nbytes = kernel_bytes.quant_conv_bytes(bt, L, s.conv_dim, s.K)
+        nbytes = kernel_bytes.quant_conv_bytes(bt, L, s.conv_dim, s.d_conv)
         sets = [kc.conv_case(s, bt, L, gen) for _ in range(n_sets(nbytes))]
         calls = [conv_launch(t, a, decode) for t, a in sets]
         base = [conv_torch_fp16(t, a, decode) for t, a in sets[:4]] if baseline else None
@@ -229,16 +231,16 @@ def bench(kind: str, s: kc.Shape, bt: int, L: int, copy_bw: float, gen, baseline
             peer_calls = [kernel_peers.conv_peer(peers, t, a, decode) or conv_torch_fp16(t, a, decode)
                           for t, a in sets]
             peer_name = "causal_conv1d" if peers.conv_fn else "torch fp16"
-            peer_bytes = kernel_bytes.fp16_conv_bytes(bt, L, s.conv_dim, s.K, decode)
+            peer_bytes = kernel_bytes.fp16_conv_bytes(bt, L, s.conv_dim, s.d_conv, decode)
     else:
-        nbytes = kernel_bytes.quant_ssd_bytes(bt, L, s.h, s.p, s.n, s.g, decode)
+        nbytes = kernel_bytes.quant_ssd_bytes(bt, L, s.nheads, s.headdim, s.d_state, s.ngroups, decode)
         sets = [kc.ssd_case(s, bt, L, gen, with_state=decode) for _ in range(n_sets(nbytes))]
         calls = [ssd_launch(t, a, decode, **kw) for t, a in sets]
         base = [ssd_torch_fp16(t, a, decode) for t, a in sets[:2]] if baseline else None
         if peers:
             peer_calls = [kernel_peers.ssd_peer(peers, t, a, decode) for t, a in sets]
             peer_name = "mamba_ssm"
-            peer_bytes = kernel_bytes.fp16_ssd_bytes(bt, L, s.h, s.p, s.n, s.g, decode)
+            peer_bytes = kernel_bytes.fp16_ssd_bytes(bt, L, s.nheads, s.headdim, s.d_state, s.ngroups, decode)
     ms = time_graph(calls)
     row = dict(kernel=kind + (" decode" if decode else " prefill"), shape=s.__dict__, batch=bt, L=L,
                ms=ms, bytes=nbytes, GBps=nbytes / (ms * 1e-3) / 1e9, of_copy=nbytes / (ms * 1e-3) / copy_bw, **kw)

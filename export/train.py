@@ -4,7 +4,7 @@ No weights can be downloaded here, and random weights have none of the activatio
 group scales exist for, so qmamba trains its own: a ``transformers`` Mamba2ForCausalLM over raw bytes
 (vocabulary 256), a few million parameters, a few minutes on one GPU.
 
-The documented command (scripts/device_train.sh runs it for both variants on the GPU device)::
+The command that trained the shipped models (run once per variant, on a GPU)::
 
     qmamba train --variant mamba2-tiny-g1 --data input.txt valid.txt --out OUT/mamba2-tiny-g1 \\
         --seed 0 --time-budget 240 --batch 32 --seq-len 512 --lr 2e-3 --compile

@@ -25,8 +25,8 @@ OP_NAME = "QmambaDecodeMixer"
 CONV_SCALES = ("x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale",
                "C_scale", "wC_scale", "bC_scale")
 SIZES = ("ngroups", "nheads", "headdim", "d_state", "d_conv")
-# (name, type, default) in the order of the plugin's field table (decodeMixerCore.cpp, docs/tensorrt.md);
-# None: required.
+# (name, type, default) in the order of the plugin's field table (decodeMixerCore.cpp,
+# trt_plugins/decodeMixerPlugin/README.md); None: required.
 FIELDS = (*((k, "float", None) for k in CONV_SCALES), *((k, "int", None) for k in SIZES),
           ("z_scale", "float", None), ("dt_scale", "float", None), ("dt_min", "float", 0.0),
           ("dt_max", "float", math.inf))

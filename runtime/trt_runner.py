@@ -1,6 +1,6 @@
 """Python face of qmamba's C++ TensorRT runner (runtime/cpp, ``libqmamba_runner.so``), through ctypes.
 
-TensorRT's own Python bindings are optional: with TensorRT 8.6 on Python 3.12 (our GPU machine) or on
+TensorRT's own Python bindings are optional: with TensorRT 8.6 on Python 3.12 or on
 a Jetson they are often missing, while the C++ runner is always there once the package is built
 against TensorRT. Device memory and streams come from cuda-python (``cuda.bindings.runtime``).
 
@@ -135,8 +135,8 @@ def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: b
                  timing_cache=None) -> Path:
     """ONNX file -> engine file (+ ``.json`` metadata) with the C++ runner.
 
-    The build runs in a child process (``qmamba_trt build``): a crash while TensorRT builds (seen on the
-    GPU machine from a Python process that had loaded the runner with global symbols) becomes an error
+    The build runs in a child process (``qmamba_trt build``): a crash while TensorRT builds (seen with
+    TensorRT 8.6 from a Python process that had loaded the runner with global symbols) becomes an error
     here instead of ending the caller, and the parser's own libraries stay out of the caller.
     """
     import subprocess

@@ -24,7 +24,8 @@ from ..export import ops
 from ..export.validate import QMambaInputError, check_tensor
 
 OP_NAME = "QmambaW8A8Linear"
-# (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp, docs/tensorrt.md).
+# (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp,
+# trt_plugins/w8a8LinearPlugin/README.md).
 FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0), ("norm_group", "int", 0))
 MAX_NORM_GROUPS = 16  # kMaxNormGroups of trt_plugins/kernels/w8a8Linear.cuh
 

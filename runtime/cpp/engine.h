@@ -40,6 +40,7 @@ public:
     // Runs the engine `iters` times under TensorRT's layer profiler (no CUDA graph, synchronized after
     // each run) and returns one line per layer: mean ms, share of the total, TensorRT's layer name;
     // slowest first. The execution context is replaced (CUDA graphs captured from it are void).
+    // (engineProfile.cpp)
     std::string profileLayers(cudaStream_t stream, int iters);
     std::string const& path() const { return mPath; }
 

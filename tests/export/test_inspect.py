@@ -9,13 +9,14 @@ import torch
 from qmamba.cli import main
 from qmamba.export.inspect import format_report, quantization_kind, report
 
-SEED_130M_X = [[0.0078, 0.0112, 0.0316, 0.0518],
+# Layer 0's x_out_scales [head group][dim group] in the released Quamba2 130m checkpoint's scales.
+RELEASED_130M_X = [[0.0078, 0.0112, 0.0316, 0.0518],
                [0.0065, 0.0063, 0.0208, 0.0166],
                [0.0066, 0.0111, 0.0214, 0.0093],
                [0.0057, 0.0191, 0.0131, 0.0137]]
 
 
-def write_quamba2_layer0(directory, x_out_scales=SEED_130M_X, B_out_scale=0.0753):
+def write_quamba2_layer0(directory, x_out_scales=RELEASED_130M_X, B_out_scale=0.0753):
     P = "backbone.layers.0.mixer.conv1d."
     sd = {P + "x_out_scales": torch.tensor([x_out_scales]), P + "B_out_scales": torch.tensor([B_out_scale]),
           P + "C_out_scales": torch.tensor([0.1190]), P + "x_scale": 0.0643, P + "wx_scale": 0.0092}
@@ -24,14 +25,14 @@ def write_quamba2_layer0(directory, x_out_scales=SEED_130M_X, B_out_scale=0.0753
     torch.save(sd, directory / "pytorch_model.bin")
 
 
-def test_report_of_seed_values(tmp_path):
+def test_report_of_released_scales(tmp_path):
     write_quamba2_layer0(tmp_path)
     L0 = report(tmp_path)["layers"][0]
     assert L0["kind"] == "head x dim groups" and L0["x_out_scales_shape"] == [1, 4, 4]
     st = L0["x_out_scales"]
     assert (st["min"], st["max"]) == pytest.approx((0.0057, 0.0518))
     assert st["mean"] == pytest.approx(0.0158, abs=5e-5) and st["std"] == pytest.approx(0.0119, abs=5e-5)
-    # SEED.md: 2.7x across head groups (0.0518 vs 0.0191), 6.6x across dim groups (0.0518 vs 0.0078)
+    # The released checkpoints' scales: 2.7x across head groups (0.0518 vs 0.0191), 6.6x across dim groups (0.0518 vs 0.0078)
     assert L0["head_group_spread"] == pytest.approx(0.0518 / 0.0191, rel=1e-5)
     assert L0["dim_group_spread"] == pytest.approx(0.0518 / 0.0078, rel=1e-5)
     assert L0["mean_x_out_over_wx"] == pytest.approx(1.72, abs=0.005)
@@ -48,7 +49,7 @@ def test_kind_from_shape():
 
 
 def test_non_finite_and_zero_scales_are_flagged(tmp_path, capsys):
-    x = [row[:] for row in SEED_130M_X]
+    x = [row[:] for row in RELEASED_130M_X]
     x[1][2], x[3][0] = float("nan"), 0.0
     write_quamba2_layer0(tmp_path, x, B_out_scale=float("inf"))
     assert main(["inspect", str(tmp_path), "--json"]) == 0

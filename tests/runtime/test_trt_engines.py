@@ -1,7 +1,7 @@
 """TensorRT engines with qmamba's plugins against ONNX Runtime (which runs the function bodies).
 
-Runs where the C++ runner, the plugin library and a GPU are (the H100 with TensorRT 8.6 staged:
-scripts/device_trt.sh); skips elsewhere. int8 outputs and states must agree except at rounding
+Runs where the C++ runner, the plugin library, TensorRT and a GPU are (docs/tensorrt.md, "GPU tests
+and benchmarks"); skips elsewhere. int8 outputs and states must agree except at rounding
 ties (runtime/agreement.py), float outputs within a relative L2 bound, greedy tokens exactly.
 """
 from __future__ import annotations
@@ -183,8 +183,7 @@ def test_mixer_plugin_engine_matches_its_twin(tmp_path, shape):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trt_plugins"))
     import kernel_cases as kc
 
-    s = SMALL_LAYER_SHAPES[shape]
-    layer = kc.Shape(h=s.nheads, p=s.headdim, n=s.d_state, g=s.ngroups)
+    layer = SMALL_LAYER_SHAPES[shape]
     batch = 2
     t, fields = kc.mixer_case(layer, batch, torch.Generator().manual_seed(3), device="cpu")
     consts = {k: v for k, v in t.items() if k not in ("zxbcdt", "conv_state", "ssm_state")}

@@ -9,35 +9,18 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 
 import torch
 
+from qmamba.export.layer_sizes import LayerShape
 from qmamba.export.ops import _ssd_inputs, head_dim_groups
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One Mamba2 layer: heads h, headdim p, d_state n, SSD groups g, conv width K."""
-    h: int
-    p: int
-    n: int
-    g: int
-    K: int = 4
-
-    @property
-    def d_ssm(self) -> int:
-        return self.h * self.p
-
-    @property
-    def conv_dim(self) -> int:
-        return self.d_ssm + 2 * self.g * self.n
-
-
+# One Mamba2 layer per real model (heads, head dim, state size, SSD groups; conv width 4).
 LAYERS = {
-    "130m": Shape(h=24, p=64, n=128, g=1),
-    "2.7b": Shape(h=80, p=64, n=128, g=1),
-    "8b": Shape(h=128, p=64, n=128, g=8),
+    "130m": LayerShape(ngroups=1, nheads=24, headdim=64, d_state=128),
+    "2.7b": LayerShape(ngroups=1, nheads=80, headdim=64, d_state=128),
+    "8b": LayerShape(ngroups=8, nheads=128, headdim=64, d_state=128),
 }
 
 
@@ -53,20 +36,20 @@ def _uneven_ends(total: int, parts: int, gen: torch.Generator) -> list[int]:
     return sorted(cuts.tolist()) + [total]
 
 
-def group_tensors(s: Shape, gen: torch.Generator, nhg: int = 4, ndg: int = 4) -> dict:
+def group_tensors(s: LayerShape, gen: torch.Generator, nhg: int = 4, ndg: int = 4) -> dict:
     """x_out_scales, B/C_out_scales and the group ranges (docs/ops.md, Group lookup)."""
-    hpg = s.h // s.g
+    hpg = s.nheads // s.ngroups
     nhg = min(nhg, hpg)
-    ndg = min(ndg, s.p)
-    hr = torch.tensor([_uneven_ends(hpg, nhg, gen) for _ in range(s.g)], dtype=torch.int32)
-    dr = torch.tensor([[_uneven_ends(s.p, ndg, gen) for _ in range(nhg)] for _ in range(s.g)],
+    ndg = min(ndg, s.headdim)
+    hr = torch.tensor([_uneven_ends(hpg, nhg, gen) for _ in range(s.ngroups)], dtype=torch.int32)
+    dr = torch.tensor([[_uneven_ends(s.headdim, ndg, gen) for _ in range(nhg)] for _ in range(s.ngroups)],
                       dtype=torch.int32)
     # log-uniform between the smallest and largest 2.7b layer-0 scales (0.0029 .. 0.0816)
     lo, hi = math.log(0.0029), math.log(0.0816)
-    xs = torch.exp(lo + (hi - lo) * torch.rand(s.g, nhg, ndg, generator=gen, device=gen.device))
+    xs = torch.exp(lo + (hi - lo) * torch.rand(s.ngroups, nhg, ndg, generator=gen, device=gen.device))
     return dict(x_out_scales=xs.float(),
-                B_out_scales=0.1137 * (0.5 + torch.rand(s.g, generator=gen, device=gen.device)),
-                C_out_scales=0.2671 * (0.5 + torch.rand(s.g, generator=gen, device=gen.device)),
+                B_out_scales=0.1137 * (0.5 + torch.rand(s.ngroups, generator=gen, device=gen.device)),
+                C_out_scales=0.2671 * (0.5 + torch.rand(s.ngroups, generator=gen, device=gen.device)),
                 x_head_group_range=hr, x_dim_group_range=dr)
 
 
@@ -74,41 +57,42 @@ def _int8(shape, std: float, gen: torch.Generator) -> torch.Tensor:
     return (torch.randn(*shape, generator=gen, device=gen.device) * std).round().clamp(-128, 127).to(torch.int8)
 
 
-def conv_case(s: Shape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
+def conv_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
               device: str = "cuda") -> tuple[dict, dict]:
     """(tensors, attributes) of QuantConv1dSiLU for `bt` rows of `L` tokens."""
     grp = group_tensors(s, gen)
     t = dict(xBC=_int8((bt, L, s.conv_dim), 40.0, gen),
-             weight=_int8((s.conv_dim, s.K), 40.0, gen),
+             weight=_int8((s.conv_dim, s.d_conv), 40.0, gen),
              bias=_int8((s.conv_dim,), 50.0, gen),
              **{k: grp[k] for k in ("x_out_scales", "B_out_scales", "C_out_scales",
                                     "x_head_group_range", "x_dim_group_range")},
-             conv_state=_int8((bt, s.K - 1, s.conv_dim), 40.0, gen) if with_state else None)
+             conv_state=_int8((bt, s.d_conv - 1, s.conv_dim), 40.0, gen) if with_state else None)
     attrs = dict(x_scale=0.1656, wx_scale=0.0022, bx_scale=0.004, B_scale=0.12, wB_scale=0.008,
                  bB_scale=0.003, C_scale=0.15, wC_scale=0.008, bC_scale=0.003,
-                 ngroups=s.g, nheads=s.h, headdim=s.p, d_state=s.n)
+                 ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state)
     return {k: (v.to(device) if v is not None else None) for k, v in t.items()}, attrs
 
 
-def ssd_case(s: Shape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
+def ssd_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
              device: str = "cuda") -> tuple[dict, dict]:
     """(tensors, attributes) of QuantSSD; ssm_state_scale is calibrated on the inputs' own state."""
     grp = group_tensors(s, gen)
-    dt0 = torch.exp(math.log(1e-3) + (math.log(1e-1) - math.log(1e-3)) * torch.rand(s.h, generator=gen, device=gen.device))
+    dt0 = torch.exp(math.log(1e-3) + (math.log(1e-1) - math.log(1e-3))
+                    * torch.rand(s.nheads, generator=gen, device=gen.device))
     t = dict(x=_int8((bt, L, s.d_ssm), 35.0, gen),
-             dt=_int8((bt, L, s.h), 40.0, gen),
-             B=_int8((bt, L, s.g * s.n), 35.0, gen),
-             C=_int8((bt, L, s.g * s.n), 35.0, gen),
-             A_log=torch.log(1 + 15 * torch.rand(s.h, generator=gen, device=gen.device)),
-             D=0.5 + torch.rand(s.h, generator=gen, device=gen.device),
+             dt=_int8((bt, L, s.nheads), 40.0, gen),
+             B=_int8((bt, L, s.ngroups * s.d_state), 35.0, gen),
+             C=_int8((bt, L, s.ngroups * s.d_state), 35.0, gen),
+             A_log=torch.log(1 + 15 * torch.rand(s.nheads, generator=gen, device=gen.device)),
+             D=0.5 + torch.rand(s.nheads, generator=gen, device=gen.device),
              dt_bias=torch.log(torch.expm1(dt0)),
              **{k: grp[k] for k in ("x_out_scales", "B_out_scales", "C_out_scales",
                                     "x_head_group_range", "x_dim_group_range")})
-    attrs = dict(dt_scale=0.02, dt_min=0.0, dt_max=math.inf, ngroups=s.g, nheads=s.h,
-                 headdim=s.p, d_state=s.n)
+    attrs = dict(dt_scale=0.02, dt_min=0.0, dt_max=math.inf, ngroups=s.ngroups, nheads=s.nheads,
+                 headdim=s.headdim, d_state=s.d_state)
     t = {k: v.to(device) for k, v in t.items()}
     t["ssm_state_scale"] = calibrate_state_scale(t, attrs, nsteps=min(L, 512))
-    t["ssm_state"] = _int8((bt, s.h, s.p, s.n), 45.0, gen).to(device) if with_state else None
+    t["ssm_state"] = _int8((bt, s.nheads, s.headdim, s.d_state), 45.0, gen).to(device) if with_state else None
     return t, attrs
 
 
@@ -143,17 +127,17 @@ def poison_(*tensors: torch.Tensor) -> None:
             t.fill_(-77 if t.dtype == torch.int8 else float("nan"))
 
 
-def mixer_case(s: Shape, bt: int, gen: torch.Generator, device: str = "cuda") -> tuple[dict, dict]:
+def mixer_case(s: LayerShape, bt: int, gen: torch.Generator, device: str = "cuda") -> tuple[dict, dict]:
     """(tensors, fields) of QmambaDecodeMixer for `bt` rows of one token: in_proj's float output whose
     segments quantize to spread int8 values, the conv and SSD tensors of one layer (one set of group
     tensors for both), int8 states."""
     ssd, ssd_attrs = ssd_case(s, bt, 8, gen, device=device)
     conv, conv_attrs = conv_case(s, bt, 1, gen, device=device)
     groups = ("x_out_scales", "B_out_scales", "C_out_scales", "x_head_group_range", "x_dim_group_range")
-    fields = {**conv_attrs, "d_conv": s.K, "z_scale": 0.05, "dt_scale": ssd_attrs["dt_scale"], "dt_min": 0.0,
+    fields = {**conv_attrs, "d_conv": s.d_conv, "z_scale": 0.05, "dt_scale": ssd_attrs["dt_scale"], "dt_min": 0.0,
               "dt_max": math.inf}
     seg_scale = [fields["z_scale"], fields["x_scale"], fields["B_scale"], fields["C_scale"], fields["dt_scale"]]
-    widths = [s.d_ssm, s.d_ssm, s.g * s.n, s.g * s.n, s.h]
+    widths = [s.d_ssm, s.d_ssm, s.ngroups * s.d_state, s.ngroups * s.d_state, s.nheads]
     zxbcdt = torch.cat([torch.randn(bt, 1, w, generator=gen, device=gen.device) * 40 * sc
                         for w, sc in zip(widths, seg_scale)], -1)
     t = dict(zxbcdt=zxbcdt.float(), conv_weight=conv["weight"], conv_bias=conv["bias"],

@@ -19,17 +19,20 @@ import torch
 
 import kernel_cases as kc  # this file's folder is first on sys.path when it runs as a script
 from qmamba.export import kernels
+from qmamba.export.layer_sizes import LayerShape
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
 from qmamba.runtime import kernels as decode_kernels
 from qmamba.runtime.decode_mixer import decode_mixer_ref
 from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
 
-CONV = [(kc.LAYERS["8b"], 2, 37), (kc.Shape(h=8, p=32, n=40, g=2, K=3), 2, 9),
-        (kc.Shape(h=8, p=64, n=64, g=1, K=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
-SSD = [(kc.LAYERS["8b"], 1, 70), (kc.Shape(h=4, p=128, n=256, g=1), 1, 45),
-       (kc.Shape(h=8, p=32, n=16, g=2), 2, 33), (kc.Shape(h=6, p=32, n=40, g=2), 1, 20),
-       (kc.LAYERS["130m"], 3, 1), (kc.Shape(h=8, p=64, n=128, g=2), 64, 1)]
-MIXER = [(kc.LAYERS["2.7b"], 1), (kc.Shape(h=8, p=32, n=36, g=2, K=3), 2), (kc.Shape(h=4, p=64, n=64, g=1, K=2), 3)]
+CONV = [(kc.LAYERS["8b"], 2, 37), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=40, d_conv=3), 2, 9),
+        (LayerShape(ngroups=1, nheads=8, headdim=64, d_state=64, d_conv=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
+SSD = [(kc.LAYERS["8b"], 1, 70), (LayerShape(ngroups=1, nheads=4, headdim=128, d_state=256), 1, 45),
+       (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=16), 2, 33),
+       (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40), 1, 20),
+       (kc.LAYERS["130m"], 3, 1), (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 64, 1)]
+MIXER = [(kc.LAYERS["2.7b"], 1), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36, d_conv=3), 2),
+         (LayerShape(ngroups=1, nheads=4, headdim=64, d_state=64, d_conv=2), 3)]
 # (K, N, rows, norm, residual in place, norm_group)
 LINEAR = [(5120, 2560, 1, True, True, 5120), (8192, 96, 3, True, False, 1024), (257, 33, 3, True, False, 0),
           (2560, 257, 9, False, True, 0), (4096, 9504, 3, True, True, 0)]  # the last: tensor cores, many tiles a block

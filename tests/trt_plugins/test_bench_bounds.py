@@ -11,6 +11,7 @@ import torch
 
 import kernel_cases as kc
 from qmamba.export import ops
+from qmamba.export.layer_sizes import LayerShape
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
 import kernel_bytes as kb  # noqa: E402
@@ -48,9 +49,11 @@ def test_8b_bounds():
     136 MB for a decode step at batch 64 (46 us)."""
     s = kc.LAYERS["8b"]
     # int8 x|dt|B|C 8*2048*(8192+128+2048), fp16 y 8*2048*8192*2, int8 state 8*128*64*128
-    assert kb.quant_ssd_bytes(8, 2048, s.h, s.p, s.n, s.g, decode=False) == 169_869_312 + 268_435_456 + 8_388_608
+    assert (kb.quant_ssd_bytes(8, 2048, s.nheads, s.headdim, s.d_state, s.ngroups, decode=False)
+            == 169_869_312 + 268_435_456 + 8_388_608)
     # tokens 64*10368, y 64*8192*2, the int8 state twice 2*64*128*64*128
-    assert kb.quant_ssd_bytes(64, 1, s.h, s.p, s.n, s.g, decode=True) == 663_552 + 1_048_576 + 134_217_728
+    assert (kb.quant_ssd_bytes(64, 1, s.nheads, s.headdim, s.d_state, s.ngroups, decode=True)
+            == 663_552 + 1_048_576 + 134_217_728)
 
 
 @pytest.fixture
@@ -94,28 +97,28 @@ class Recorder:
 
 def test_ssd_peer_calls_match_mamba_ssm_layouts():
     """The shapes mamba_ssm asserts, and the stride-0 head-dim broadcast (tie_hdim) of Mamba2.step."""
-    s, bt, L = kc.Shape(h=4, p=8, n=16, g=2), 3, 7
+    s, bt, L = LayerShape(ngroups=2, nheads=4, headdim=8, d_state=16), 3, 7
     t, a = kc.ssd_case(s, bt, L, torch.Generator().manual_seed(0), device="cpu")
     scan, update = Recorder(), Recorder()
     peers = kernel_peers.Peers(scan, update)
 
     kernel_peers.ssd_peer(peers, t, a, decode=False)()
     x, dt, A, B, C, chunk = scan.args
-    assert x.shape == (bt, L, s.h, s.p) and dt.shape == (bt, L, s.h) and A.shape == (s.h,)
-    assert B.shape == C.shape == (bt, L, s.g, s.n) and chunk == kernel_peers.PEER_CHUNK_SIZE
+    assert x.shape == (bt, L, s.nheads, s.headdim) and dt.shape == (bt, L, s.nheads) and A.shape == (s.nheads,)
+    assert B.shape == C.shape == (bt, L, s.ngroups, s.d_state) and chunk == kernel_peers.PEER_CHUNK_SIZE
     assert x.dtype == dt.dtype == B.dtype == torch.float16
     assert scan.kwargs["dt_softplus"] and scan.kwargs["return_final_states"]
-    assert scan.kwargs["D"].shape == scan.kwargs["dt_bias"].shape == (s.h,)
+    assert scan.kwargs["D"].shape == scan.kwargs["dt_bias"].shape == (s.nheads,)
     # int8 x back from the fp16 peer input with the group scales: it was dequantized with them
-    xs = ops.x_channel_scales(t["x_out_scales"], t["x_head_group_range"], t["x_dim_group_range"], s.h, s.p)
+    xs = ops.x_channel_scales(t["x_out_scales"], t["x_head_group_range"], t["x_dim_group_range"], s.nheads, s.headdim)
     assert torch.equal((x.float().reshape(bt, L, -1) / xs).round(), t["x"].float())
 
     kernel_peers.ssd_peer(peers, t, a, decode=True)()
     state, x, dt, A, B, C = update.args
-    assert state.shape == (bt, s.h, s.p, s.n) and state.dtype == torch.float16
-    assert x.shape == dt.shape == (bt, s.h, s.p) and A.shape == (s.h, s.p, s.n)
-    assert B.shape == C.shape == (bt, s.g, s.n)
+    assert state.shape == (bt, s.nheads, s.headdim, s.d_state) and state.dtype == torch.float16
+    assert x.shape == dt.shape == (bt, s.nheads, s.headdim) and A.shape == (s.nheads, s.headdim, s.d_state)
+    assert B.shape == C.shape == (bt, s.ngroups, s.d_state)
     D, dt_bias = update.kwargs["D"], update.kwargs["dt_bias"]
-    assert D.shape == dt_bias.shape == (s.h, s.p) and update.kwargs["z"] is None
+    assert D.shape == dt_bias.shape == (s.nheads, s.headdim) and update.kwargs["z"] is None
     # selective_state_update's tie_hdim test
     assert A.stride()[-2:] == (0, 0) and dt.stride(-1) == 0 and dt_bias.stride(-1) == 0

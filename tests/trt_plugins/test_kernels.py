@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import kernel_cases as kc
+from qmamba.export.layer_sizes import LayerShape
 from qmamba.export.validate import QMambaInputError
 from qmamba.export import kernels
 from qmamba.runtime import kernels as decode_kernels
@@ -106,21 +107,22 @@ def test_prefill_needs_no_workspace():
 
 def test_binding_refuses_cpu_tensors_by_name():
     gen = torch.Generator().manual_seed(1)
-    t, a = kc.conv_case(kc.Shape(h=4, p=32, n=16, g=1), 1, 3, gen, device="cpu")
+    t, a = kc.conv_case(LayerShape(ngroups=1, nheads=4, headdim=32, d_state=16), 1, 3, gen, device="cpu")
     with pytest.raises(QMambaInputError, match="QuantConv1dSiLU: xBC must be a CUDA tensor"):
         kernels.quant_conv1d_silu(**t, **a)
 
 
 def test_binding_refuses_bad_group_ranges_before_launch():
     gen = torch.Generator().manual_seed(2)
-    t, a = kc.conv_case(kc.Shape(h=8, p=32, n=16, g=1), 1, 3, gen, device="cpu")
+    t, a = kc.conv_case(LayerShape(ngroups=1, nheads=8, headdim=32, d_state=16), 1, 3, gen, device="cpu")
     t["x_dim_group_range"] = t["x_dim_group_range"].flip(-1).contiguous()
     with pytest.raises(QMambaInputError, match=r"x_dim_group_range\[0, 0\].*strictly increasing"):
         kernels.quant_conv1d_silu(**t, **a)
 
 
 def _bad_mixer(change: str):
-    t, f = kc.mixer_case(kc.Shape(h=8, p=32, n=16, g=2), 2, torch.Generator().manual_seed(3), device="cpu")
+    t, f = kc.mixer_case(LayerShape(ngroups=2, nheads=8, headdim=32, d_state=16), 2, torch.Generator().manual_seed(3),
+                         device="cpu")
     if change == "flipped dim ranges":
         t["x_dim_group_range"] = t["x_dim_group_range"].flip(-1).contiguous()
     elif change == "zero state scale":

@@ -10,8 +10,8 @@ The reference runs on the same GPU in fp32; the checks:
   the rounding of the int8 state the decode starts from (the reference's own gap, measured).
 Outputs are poisoned before each run.
 
-On the device: ``bash scripts/device_kernels.sh`` (builds, runs these tests, the sanitizer and the
-benchmarks), or ``python -m pytest -q -m gpu tests/trt_plugins/test_kernels_gpu.py``.
+On a machine with a CUDA GPU: ``python -m pytest -q -m gpu tests/trt_plugins/test_kernels_gpu.py``
+(docs/kernels.md, "Checks", also gives the sanitizer and benchmark commands).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import kernel_cases as kc
+from qmamba.export.layer_sizes import LayerShape
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
 from qmamba.export.validate import QMambaInputError
 from qmamba.export import kernels
@@ -53,11 +54,11 @@ CONV_CASES = {
     "2.7b": (kc.LAYERS["2.7b"], 1, 1024),
     "8b": (kc.LAYERS["8b"], 2, 257),
     "L1-batch64": (kc.LAYERS["130m"], 64, 1),
-    "K2": (kc.Shape(h=8, p=64, n=64, g=2, K=2), 3, 100),
-    "K3-headdim32": (kc.Shape(h=16, p=32, n=16, g=4, K=3), 2, 129),
-    "headdim128-n256": (kc.Shape(h=8, p=128, n=256, g=1), 2, 77),
-    "n40-bytewise": (kc.Shape(h=6, p=32, n=40, g=2, K=3), 2, 33),
-    "L2-shorter-than-state": (kc.Shape(h=8, p=64, n=64, g=1, K=4), 4, 2),
+    "K2": (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=64, d_conv=2), 3, 100),
+    "K3-headdim32": (LayerShape(ngroups=4, nheads=16, headdim=32, d_state=16, d_conv=3), 2, 129),
+    "headdim128-n256": (LayerShape(ngroups=1, nheads=8, headdim=128, d_state=256), 2, 77),
+    "n40-bytewise": (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40, d_conv=3), 2, 33),
+    "L2-shorter-than-state": (LayerShape(ngroups=1, nheads=8, headdim=64, d_state=64, d_conv=4), 4, 2),
 }
 
 
@@ -99,11 +100,11 @@ SSD_CASES = {
     "130m": (kc.LAYERS["130m"], 2, 300),
     "2.7b-L2048": (kc.LAYERS["2.7b"], 1, 2048),
     "8b": (kc.LAYERS["8b"], 2, 513),
-    "batch64": (kc.Shape(h=8, p=64, n=64, g=2), 64, 70),
-    "L2": (kc.Shape(h=8, p=64, n=128, g=1), 3, 2),
-    "headdim32-n16": (kc.Shape(h=16, p=32, n=16, g=4), 2, 131),
-    "headdim128-n256": (kc.Shape(h=8, p=128, n=256, g=2), 2, 200),
-    "n40-bytewise": (kc.Shape(h=6, p=32, n=40, g=2), 2, 97),
+    "batch64": (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=64), 64, 70),
+    "L2": (LayerShape(ngroups=1, nheads=8, headdim=64, d_state=128), 3, 2),
+    "headdim32-n16": (LayerShape(ngroups=4, nheads=16, headdim=32, d_state=16), 2, 131),
+    "headdim128-n256": (LayerShape(ngroups=2, nheads=8, headdim=128, d_state=256), 2, 200),
+    "n40-bytewise": (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40), 2, 97),
 }
 
 
@@ -128,7 +129,7 @@ def test_ssd_prefill_matches_reference(name, with_state):
 @pytest.mark.parametrize("chunk_size", [32, 64, 128, 100])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
 def test_ssd_prefill_chunk_sizes_and_fp16(chunk_size, out_dtype):
-    s = kc.Shape(h=8, p=64, n=128, g=2)
+    s = LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128)
     gen = torch.Generator().manual_seed(chunk_size)
     t, a = kc.ssd_case(s, 2, 333, gen)
     y_ref, st_ref = quant_ssd_ref(**t, **a)
@@ -280,13 +281,13 @@ MIXER_CASES = {
     "2.7b-b1": (kc.LAYERS["2.7b"], 1),
     "8b-b3": (kc.LAYERS["8b"], 3),
     "130m-b8": (kc.LAYERS["130m"], 8),
-    "K2-n64-g2": (kc.Shape(h=8, p=64, n=64, g=2, K=2), 2),
-    "K3-headdim32-n16": (kc.Shape(h=16, p=32, n=16, g=4, K=3), 2),
+    "K2-n64-g2": (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=64, d_conv=2), 2),
+    "K3-headdim32-n16": (LayerShape(ngroups=4, nheads=16, headdim=32, d_state=16, d_conv=3), 2),
     # batch 1 runs 512-thread blocks: at d_state 16 a block spans 256 rows, 224 of them past headdim 32
-    "K3-headdim32-n16-b1": (kc.Shape(h=16, p=32, n=16, g=4, K=3), 1),
-    "headdim128-n256": (kc.Shape(h=8, p=128, n=256, g=1), 1),
-    "n40-bytewise": (kc.Shape(h=6, p=32, n=40, g=2, K=3), 2),
-    "n48-idle-lanes": (kc.Shape(h=6, p=32, n=48, g=3, K=4), 5),
+    "K3-headdim32-n16-b1": (LayerShape(ngroups=4, nheads=16, headdim=32, d_state=16, d_conv=3), 1),
+    "headdim128-n256": (LayerShape(ngroups=1, nheads=8, headdim=128, d_state=256), 1),
+    "n40-bytewise": (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40, d_conv=3), 2),
+    "n48-idle-lanes": (LayerShape(ngroups=3, nheads=6, headdim=32, d_state=48, d_conv=4), 5),
 }
 
 
@@ -314,8 +315,8 @@ def test_decode_mixer_equals_the_two_op_kernels():
     s = kc.LAYERS["2.7b"]
     t, f = kc.mixer_case(s, 2, torch.Generator(device="cuda").manual_seed(5))
     gated, conv_out, ssm_out = decode_kernels.decode_mixer(**t, **f)
-    d, gn = s.d_ssm, s.g * s.n
-    z, x, B, C, dt = torch.split(t["zxbcdt"], [d, d, gn, gn, s.h], -1)
+    d, gn = s.d_ssm, s.ngroups * s.d_state
+    z, x, B, C, dt = torch.split(t["zxbcdt"], [d, d, gn, gn, s.nheads], -1)
     f32 = lambda v: torch.tensor(v, dtype=torch.float32, device="cuda")  # noqa: E731
     xBC = torch.cat([ops.quantize(x, f32(f["x_scale"])), ops.quantize(B, f32(f["B_scale"])),
                      ops.quantize(C, f32(f["C_scale"]))], -1)
@@ -326,7 +327,7 @@ def test_decode_mixer_equals_the_two_op_kernels():
                                                       **conv_attrs)
     y, ssm_want = kernels.quant_ssd(xq, ops.quantize(dt, f32(f["dt_scale"])), Bq, Cq, t["A_log"], t["D"], t["dt_bias"],
                                     *groups, t["ssm_state_scale"], t["ssm_state"], dt_scale=f["dt_scale"],
-                                    ngroups=s.g, nheads=s.h, headdim=s.p, d_state=s.n)
+                                    ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state)
     zf = ops.quantize(z, f32(f["z_scale"])).float() * f32(f["z_scale"])
     torch.cuda.synchronize()
     assert torch.equal(conv_out, conv_want) and torch.equal(ssm_out, ssm_want)
@@ -334,7 +335,7 @@ def test_decode_mixer_equals_the_two_op_kernels():
 
 
 def test_decode_mixer_refuses_what_it_cannot_do():
-    s = kc.Shape(h=8, p=64, n=64, g=2, K=4)
+    s = LayerShape(ngroups=2, nheads=8, headdim=64, d_state=64, d_conv=4)
     t, f = kc.mixer_case(s, 1, torch.Generator(device="cuda").manual_seed(2))
     wide = dict(t, conv_weight=torch.zeros(s.conv_dim, 5, dtype=torch.int8, device="cuda"),
                 conv_state=torch.zeros(1, 4, s.conv_dim, dtype=torch.int8, device="cuda"))

@@ -1,6 +1,6 @@
 """Each native library exports its C entry points and nothing else (CMake's qmamba_export_only).
 
-A toolchain may link libstdc++ or cudart statically (the GPU machine's does). A library that re-exported
+A toolchain may link libstdc++ or cudart statically (some CUDA toolchains do). A library that re-exported
 them then interposed on every library loaded after it: in a Python process the plugin library's iostreams
 ran the kernels library's private libstdc++ copy and every engine open crashed. And TensorRT's
 `IPluginRegistry::loadLibrary` / `trtexec --dynamicPlugins` find the plugin library only through its

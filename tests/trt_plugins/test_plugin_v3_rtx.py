@@ -2,8 +2,8 @@
 register on load with docs/ops.md's fields (the decode graphs' QmambaW8A8Linear and QmambaDecodeMixer with
 their Python twins' FIELDS), createPlugin makes plugins whose core reports the
 exporter's name/version/namespace, and refuses missing or bad fields and plans of another plugin
-format with messages naming them. Builds the library against .deps/tensorrt-11.1 (slow: the kernels
-are compiled too); skips without those headers, nvcc or TensorRT-RTX.
+format with messages naming them. Builds the library against the newest TensorRT 10+ headers that
+trt_headers finds (slow: the kernels are compiled too); skips without such headers, nvcc or TensorRT-RTX.
 
 (TensorRT-RTX cannot go further: its network has no plugin layers, and parsing a model whose custom
 nodes find these creators aborts inside its ONNX parser; see docs/tensorrt.md.)"""
@@ -21,13 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-HEADERS = ROOT / ".deps" / "tensorrt-11.1" / "include"
+from trt_headers import ENV_HINT, newest_headers
 
-pytestmark = [pytest.mark.tensorrt, pytest.mark.slow, pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt_rtx_bindings") is None or not (HEADERS / "NvInferVersion.h").exists()
-    or shutil.which("nvcc") is None or shutil.which("cmake") is None,
-    reason="needs TensorRT-RTX (tensorrt-rtx-cu13), the TensorRT 11.1 headers in .deps and nvcc")]
+ROOT = Path(__file__).resolve().parents[2]
+_V3 = newest_headers("V3")
+HEADERS = _V3[1] if _V3 else None
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.slow,
+              pytest.mark.skipif(HEADERS is None, reason=f"needs TensorRT 10+ headers: {ENV_HINT}"),
+              pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx_bindings") is None
+                                 or shutil.which("nvcc") is None or shutil.which("cmake") is None,
+                                 reason="needs TensorRT-RTX (tensorrt-rtx-cu13), nvcc and cmake")]
 
 _spec = importlib.util.spec_from_file_location("qmamba_test_contract", ROOT / "tests" / "test_contract.py")
 _contract = importlib.util.module_from_spec(_spec)

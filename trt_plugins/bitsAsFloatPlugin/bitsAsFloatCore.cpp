@@ -11,7 +11,7 @@ namespace
 constexpr char const* kOP = BitsAsFloatCore::kNAME;
 } // namespace
 
-// docs/tensorrt.md's table of QmambaBitsAsFloat's fields (tests/trt_plugins/test_plugin_fields.py).
+// The Parameters table of trt_plugins/bitsAsFloatPlugin/README.md (tests/trt_plugins/test_plugin_fields.py).
 // clang-format off
 FieldSpec const BitsAsFloatCore::kFIELDS[kNB_FIELDS] = {
     {"to", FieldKind::kInt, false, 1},

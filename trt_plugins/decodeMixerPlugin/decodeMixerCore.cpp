@@ -23,8 +23,8 @@ int64_t words(int64_t bytes)
 }
 } // namespace
 
-// docs/tensorrt.md's table of QmambaDecodeMixer's fields, in its order (tests/trt_plugins/test_plugin_fields.py
-// compares both with runtime/decode_mixer.py's FIELDS).
+// The Parameters table of trt_plugins/decodeMixerPlugin/README.md, in its order
+// (tests/trt_plugins/test_plugin_fields.py compares both with runtime/decode_mixer.py's FIELDS).
 // clang-format off
 FieldSpec const DecodeMixerCore::kFIELDS[kNB_FIELDS] = {
     {"x_scale", FieldKind::kFloat, true, 0.0},

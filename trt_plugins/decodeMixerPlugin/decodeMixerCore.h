@@ -23,7 +23,7 @@ public:
     static constexpr char const* kNAME = "QmambaDecodeMixer";
     static constexpr char const* kVERSION = "1";
 
-    // Tensor positions (docs/tensorrt.md, QmambaDecodeMixer's inputs and outputs).
+    // Tensor positions (README.md beside this file, Inputs and Outputs).
     static constexpr int32_t kIN_ZXBCDT = 0;
     static constexpr int32_t kIN_CONV_WEIGHT = 1;
     static constexpr int32_t kIN_CONV_BIAS = 2;

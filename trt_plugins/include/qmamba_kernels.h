@@ -101,7 +101,7 @@ int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const qmamba_ssd_t
 int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qmamba_ssd_tensors* t,
                             int64_t batch, qmamba_stream_t stream);
 
-// Scalar attributes of QmambaW8A8Linear (docs/tensorrt.md): the W8A8 linear of a decode step.
+// Scalar attributes of QmambaW8A8Linear (trt_plugins/w8a8LinearPlugin/README.md): the W8A8 linear of a decode step.
 typedef struct qmamba_linear_params {
   int32_t in_features;       // K
   int32_t out_features;      // N
@@ -129,7 +129,7 @@ typedef struct qmamba_linear_tensors {
 int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
                        qmamba_stream_t stream);
 
-// Scalar attributes of QmambaDecodeMixer (docs/tensorrt.md): one decode step of a Mamba2 mixer from
+// Scalar attributes of QmambaDecodeMixer (trt_plugins/decodeMixerPlugin/README.md): one decode step of a Mamba2 mixer from
 // in_proj's float output to the gated norm's input. conv holds QuantConv1dSiLU's attributes; its
 // x_scale, B_scale and C_scale are also the scales the x, B and C segments are quantized with.
 typedef struct qmamba_mixer_params {

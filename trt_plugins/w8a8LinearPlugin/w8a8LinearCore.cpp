@@ -12,7 +12,7 @@ namespace
 constexpr char const* kOP = W8A8LinearCore::kNAME;
 } // namespace
 
-// docs/tensorrt.md's table of QmambaW8A8Linear's fields (tests/trt_plugins/test_plugin_fields.py).
+// The Parameters table of trt_plugins/w8a8LinearPlugin/README.md (tests/trt_plugins/test_plugin_fields.py).
 // clang-format off
 FieldSpec const W8A8LinearCore::kFIELDS[kNB_FIELDS] = {
     {"norm", FieldKind::kInt, false, 0},
