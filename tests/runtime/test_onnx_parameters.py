@@ -8,11 +8,9 @@ import pytest
 from onnx import numpy_helper
 
 from qmamba.errors import BadInputError
-from qmamba.export.tiny import DATA_DIR, exported_tiny_model
 from qmamba.runtime.onnx_validate import validate_onnx_model
 
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file(),
-                                reason=f"shared text data not found under {DATA_DIR}")
+from tiny_models import exported_tiny_model
 
 
 @pytest.fixture(scope="module")

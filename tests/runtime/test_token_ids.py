@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from qmamba.errors import BadInputError
-from qmamba.export.tiny import DATA_DIR, exported_tiny_model
 from qmamba.runtime.ort import OrtModel, make_session
 
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file(),
-                                reason=f"shared text data not found under {DATA_DIR}")
+from tiny_models import exported_tiny_model
+
 
 VOCAB = 256
 UNFLAGGED = "lm_head.out"   # the logits before flag_bad_token_ids
