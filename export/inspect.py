@@ -46,20 +46,14 @@ def _num(v) -> float:
 
 def layer_scales(directory) -> tuple[str, list[dict]]:
     """(format name, per layer {name: tensor or float}) of a checkpoint directory."""
-    from .checkpoint import WEIGHTS, is_qmamba_checkpoint
+    from .checkpoint import WEIGHTS, is_qmamba_checkpoint, read_weights
     from .quamba2 import is_quamba2_checkpoint, read_quamba2
 
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"{d}: not a checkpoint directory")
     if is_qmamba_checkpoint(d):
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(d / WEIGHTS))
-        except Exception as e:  # safetensors' own error names neither the file nor the fix
-            raise QMambaInputError(f"{d / WEIGHTS}: not a readable safetensors file ({e}); the "
-                                   f"checkpoint is damaged: write it again with `qmamba calibrate`") from e
+        sd = read_weights(d / WEIGHTS)
         fmt, prefix = "qmamba", "layers.{i}.mixer."
         names = {k: k for k in ("x_out_scales", "B_out_scales", "C_out_scales", "ssm_state_scale",
                                 "x_head_group_range", "x_dim_group_range") + CONV_SCALARS}
