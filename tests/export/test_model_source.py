@@ -87,7 +87,7 @@ def test_w8a8_where_float_is_expected_and_the_reverse(tmp_path, no_model_is_buil
 def test_calibrate_cli_refuses_a_checkpoint_without_building_a_model(tmp_path, capsys, no_model_is_built):
     ckpt = _folder(tmp_path, "ckpt", {"format": "qmamba-w8a8", "version": 1, "config": {}})
     (tmp_path / "t.txt").write_text("text")
-    assert main(["calibrate", "--model", str(ckpt), "--text", str(tmp_path / "t.txt"), "-o", str(tmp_path / "o")]) == 1
+    assert main(["calibrate", "--model", str(ckpt), "--text", str(tmp_path / "t.txt"), "-o", str(tmp_path / "o")]) == 2
     assert "calibrate takes a float model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
