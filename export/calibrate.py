@@ -291,6 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="shipped model name (e.g. mamba2-tiny-g1) or HF dir")
     parser.add_argument("--text", required=True, help="calibration text file (read as bytes)")
     parser.add_argument("-o", "--out", required=True, help="output checkpoint directory")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--observer", choices=OBSERVERS, default="minmax")
     parser.add_argument("--percentile", type=float, default=0.9995)
     parser.add_argument("--head-groups", type=int, default=4)
@@ -304,18 +305,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from qmamba.data import read_text
+    from qmamba.output_dir import atomic_output_dir
+
     from .checkpoint import save_quantized
     from .inspect import format_report, report
-    from .model_source import load_float
+    from .model_source import identify, load_float
 
-    text = Path(args.text).read_bytes()
-    model = calibrate_model(load_float(args.model, "calibrate"), text, observer=args.observer,
-                            percentile=args.percentile, n_head_groups=args.head_groups,
-                            n_dim_groups=args.dim_groups, per_tensor=args.per_tensor,
-                            hadamard=args.hadamard, num_samples=args.num_samples,
-                            seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
-    model.config.calibration.update(model=args.model, text=str(args.text))
-    save_quantized(model, args.out)
+    source = identify(args.model)     # a W8A8 or unknown model is refused before anything is built
+    text = read_text(args.text, "calibrate")
+    with atomic_output_dir(args.out, force=args.force, inputs=[source.path, args.text]) as tmp:
+        model = calibrate_model(load_float(source, "calibrate"), text, observer=args.observer,
+                                percentile=args.percentile, n_head_groups=args.head_groups,
+                                n_dim_groups=args.dim_groups, per_tensor=args.per_tensor,
+                                hadamard=args.hadamard, num_samples=args.num_samples,
+                                seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
+        model.config.calibration.update(model=args.model, text=str(args.text))
+        save_quantized(model, tmp)
     print(format_report(report(args.out)))
     print(f"saved {args.out}")
     return 0

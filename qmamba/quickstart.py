@@ -64,41 +64,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hadamard", action="store_true", help="rotate the out_proj input")
     parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
 def run(args) -> int:
+    from qmamba.data import read_text
+    from qmamba.errors import BadInputError
     from qmamba.export.calibrate import calibrate_model
     from qmamba.export.checkpoint import save_quantized
     from qmamba.export.inspect import format_report, report
     from qmamba.export.model_source import load_float
     from qmamba.export.onnx_export import export_onnx
+    from qmamba.output_dir import atomic_output_dir
     from qmamba.runtime.check import check
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"quickstart: {out} already exists; pass --force to overwrite")
+    need = CHECK_OFFSET + CHECK_LENGTH + 1
     if args.text:
-        calib_text = check_text = Path(args.text).read_bytes()
+        calib_text = check_text = read_text(args.text, "quickstart", min_bytes=need)
         source = args.text
     else:
         calib_text, check_text, source = default_texts()
-    print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
-    model = calibrate_model(load_float(args.model, "quickstart"), calib_text, observer=args.observer,
-                            hadamard=args.hadamard, num_samples=args.num_samples,
-                            seq_len=args.seq_len)
-    ckpt = out / "checkpoint"
-    save_quantized(model, ckpt)
-    print(f"[2/4] scale report of {ckpt}")
-    print(format_report(report(ckpt)))
-    onnx_dir = out / "onnx"
-    export_onnx(model, onnx_dir, force=args.force)
-    print(f"[3/4] exported {onnx_dir}/prefill.onnx and {onnx_dir}/decode.onnx")
-    need = CHECK_OFFSET + CHECK_LENGTH + 1
-    if len(check_text) < need:
-        raise ValueError(f"quickstart: the check needs {need} bytes of text, got {len(check_text)}")
-    tokens = np.frombuffer(check_text[CHECK_OFFSET:need], dtype=np.uint8).astype(np.int64)
-    rows, greedy_ok, ref, got = check(model, onnx_dir, tokens)
+        if len(check_text) < need:
+            raise BadInputError(f"quickstart: the check needs {need} bytes of text, {source} holds "
+                                f"{len(check_text)}; pass a longer --text")
+    out = Path(args.out)
+    with atomic_output_dir(out, force=args.force, inputs=[args.text] if args.text else []) as tmp:
+        print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
+        model = calibrate_model(load_float(args.model, "quickstart"), calib_text, observer=args.observer,
+                                hadamard=args.hadamard, num_samples=args.num_samples,
+                                seq_len=args.seq_len)
+        save_quantized(model, tmp / "checkpoint")
+        print(f"[2/4] scale report of {out / 'checkpoint'}")
+        print(format_report(report(tmp / "checkpoint")))
+        export_onnx(model, tmp / "onnx")
+        print(f"[3/4] exported {out / 'onnx'}/prefill.onnx and {out / 'onnx'}/decode.onnx")
+        tokens = np.frombuffer(check_text[CHECK_OFFSET:need], dtype=np.uint8).astype(np.int64)
+        rows, greedy_ok, ref, got = check(model, tmp / "onnx", tokens)
     print(f"[4/4] PyTorch reference vs ONNX Runtime, {CHECK_LENGTH} bytes + 1 decode step")
     for r in rows:
         print(r.row())

@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 import torch
 
+from qmamba.errors import BadInputError
 from qmamba.export import onnx_ops, ops
 from qmamba.export.model_source import load_w8a8
 from .agreement import Agreement, float_agreement, int8_agreement
@@ -149,9 +150,14 @@ def end_to_end_rows(label: str, logits, states, ref_logits, ref_states) -> list[
 
 
 def read_tokens(text_path: Path, offset: int, length: int) -> np.ndarray:
-    data = text_path.read_bytes()
-    if len(data) < offset + length + 1:
-        raise ValueError(f"{text_path}: needs {offset + length + 1} bytes, has {len(data)}")
+    """Bytes [offset, offset + length] of the text: the prompt and the token decoded after it."""
+    from qmamba.data import read_text
+
+    if offset < 0:
+        raise BadInputError(f"check: --offset must be >= 0, got {offset}")
+    if length < 1:
+        raise BadInputError(f"check: --length must be >= 1, got {length}")
+    data = read_text(text_path, "check", min_bytes=offset + length + 1)
     return np.frombuffer(data[offset:offset + length + 1], dtype=np.uint8).astype(np.int64)
 
 
