@@ -46,7 +46,8 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
-    engine_path.write_bytes(bytes(plan))
+    plan = bytes(plan)
+    engine_path.write_bytes(plan)
     cudart = trt_runner._cudart()
     dev = trt_runner._cuda(cudart.cudaGetDevice())
     prop = trt_runner._cuda(cudart.cudaGetDeviceProperties(dev))
@@ -55,5 +56,6 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
     meta = {"onnx": str(onnx_path), "tensorrt": f"TensorRT {trt.__version__.split('.post')[0]}",
             "plugin_library": lib.qmamba_plugin_library_version().decode(), "gpu": name.strip("\x00"),
             "compute_capability": f"{prop.major}.{prop.minor}", "fp16": "1" if fp16 else "0",
-            "profile": f"batch {p.batch[0]}..{p.batch[1]}..{p.batch[2]}, seq {p.seq[0]}..{p.seq[1]}..{p.seq[2]}"}
+            "profile": f"batch {p.batch[0]}..{p.batch[1]}..{p.batch[2]}, seq {p.seq[0]}..{p.seq[1]}..{p.seq[2]}",
+            "plan_bytes": str(len(plan))}
     Path(str(engine_path) + ".json").write_text(json.dumps(meta, indent=2))

@@ -157,7 +157,8 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
     writeMetadata(enginePath + ".json",
         Metadata{{"onnx", onnxPath}, {"tensorrt", tensorrtVersion()}, {"plugin_library", pluginVersion},
             {"gpu", gpu.name}, {"compute_capability", std::to_string(gpu.major) + "." + std::to_string(gpu.minor)},
-            {"profile", describeProfile(options.profile)}, {"fp16", options.fp16 ? "1" : "0"}});
+            {"profile", describeProfile(options.profile)}, {"fp16", options.fp16 ? "1" : "0"},
+            {"plan_bytes", std::to_string(plan->size())}});
 }
 
 } // namespace qmr
