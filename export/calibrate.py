@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -295,6 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
                         help="tokenizer when the model folder holds none and its vocabulary is not bytes")
     parser.add_argument("-o", "--out", required=True, help="output checkpoint directory")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--observer", choices=OBSERVERS, default="minmax")
     parser.add_argument("--percentile", type=float, default=0.9995)
     parser.add_argument("--head-groups", type=int, default=4)
@@ -308,25 +308,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .checkpoint import save_quantized
-    from .inspect import format_report, report
+    from qmamba.data import read_text
+    from qmamba.output_dir import atomic_output_dir
     from qmamba.tokenizer import ByteTokenizer, carry_tokenizer, find_tokenizer
 
+    from .checkpoint import save_quantized
+    from .inspect import format_report, report
     from .model_source import identify, load_float
 
-    src = identify(args.model)
-    tok = find_tokenizer(src.path, args.tokenizer)
-    float_model = load_float(src, "calibrate")
-    text = Path(args.text).read_bytes()
+    source = identify(args.model)     # a W8A8 or unknown model is refused before anything is built
+    tok = find_tokenizer(source.path, args.tokenizer)
+    text = read_text(args.text, "calibrate")
     data = text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(text), dtype=torch.int64)
-    model = calibrate_model(float_model, data, observer=args.observer,
-                            percentile=args.percentile, n_head_groups=args.head_groups,
-                            n_dim_groups=args.dim_groups, per_tensor=args.per_tensor,
-                            hadamard=args.hadamard, num_samples=args.num_samples,
-                            seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
-    model.config.calibration.update(model=args.model, text=str(args.text))
-    save_quantized(model, args.out)
-    carry_tokenizer(tok, args.out)
+    with atomic_output_dir(args.out, force=args.force, inputs=[source.path, args.text]) as tmp:
+        model = calibrate_model(load_float(source, "calibrate"), data, observer=args.observer,
+                                percentile=args.percentile, n_head_groups=args.head_groups,
+                                n_dim_groups=args.dim_groups, per_tensor=args.per_tensor,
+                                hadamard=args.hadamard, num_samples=args.num_samples,
+                                seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
+        model.config.calibration.update(model=args.model, text=str(args.text))
+        save_quantized(model, tmp)
+        carry_tokenizer(tok, tmp)
     print(format_report(report(args.out)))
     print(f"saved {args.out}")
     return 0

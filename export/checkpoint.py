@@ -2,8 +2,10 @@
 
 ``save_quantized(model, dir)`` / ``load_quantized(dir) -> QuantMamba2LM`` round-trip bit-exactly.
 config.json holds ``{"format": "qmamba-w8a8", "version": 1, "config": QuantConfig fields}``.
-Loading checks every key (missing or unexpected), dtype and shape, then ``model.validate()``, so a
-damaged checkpoint fails with a message that names the layer and the tensor.
+Loading checks config.json (JSON object, format, version, the "config" object and its fields), that
+model.safetensors is readable, then every key (missing or unexpected), dtype and shape, then
+``model.validate()``, so a damaged checkpoint fails with a message that names the file, the layer
+and the tensor.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .metadata import read_json_object
 from .qmodel import QuantConfig, QuantMamba2LM
 from .validate import QMambaInputError
 
@@ -77,18 +80,40 @@ def load_state_into(model: QuantMamba2LM, tensors: dict[str, torch.Tensor], sour
     return model
 
 
-def load_quantized(directory, ops_backend: str = "reference") -> QuantMamba2LM:
+def read_config(directory) -> QuantConfig:
+    """The QuantConfig of DIR/config.json; an error names the file and the key at fault."""
+    path = Path(directory) / CONFIG
+    meta = read_json_object(path)
+    if meta.get("format") != FORMAT:
+        raise QMambaInputError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        raise QMambaInputError(f"{path}: checkpoint version {meta.get('version')!r}, this reader knows {VERSION}")
+    fields = meta.get("config")
+    if not isinstance(fields, dict):
+        found = "is missing" if fields is None else f"is a {type(fields).__name__}"
+        raise QMambaInputError(f"{path}: key 'config' {found}, expected an object; the checkpoint is "
+                               f"damaged: write it again with `qmamba calibrate`")
+    try:
+        return QuantConfig.from_dict({k: (math.inf if v == "inf" else v) for k, v in fields.items()})
+    except QMambaInputError as e:
+        raise QMambaInputError(f"{path}: {e}") from e
+
+
+def read_weights(path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a damaged file is named."""
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own error names neither the file nor the fix
+        raise QMambaInputError(f"{path}: not a readable safetensors file ({e}); the checkpoint is "
+                               f"damaged: write it again with `qmamba calibrate`") from e
+
+
+def load_quantized(directory, ops_backend: str = "reference") -> QuantMamba2LM:
     d = Path(directory)
     for name in (CONFIG, WEIGHTS):
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d}: {name} not found (not a qmamba checkpoint)")
-    meta = json.loads((d / CONFIG).read_text())
-    if meta.get("format") != FORMAT:
-        raise QMambaInputError(f"{d}: config.json format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version") != VERSION:
-        raise QMambaInputError(f"{d}: checkpoint version {meta.get('version')!r}, this reader knows {VERSION}")
-    cfg_d = {k: (math.inf if v == "inf" else v) for k, v in meta["config"].items()}
-    model = QuantMamba2LM(QuantConfig.from_dict(cfg_d), ops_backend=ops_backend)
-    return load_state_into(model, load_file(str(d / WEIGHTS)), str(d))
+    model = QuantMamba2LM(read_config(d), ops_backend=ops_backend)
+    return load_state_into(model, read_weights(d / WEIGHTS), str(d))

@@ -46,19 +46,13 @@ def _num(v) -> float:
 def layer_scales(directory) -> tuple[str, list[dict]]:
     """(format name, per layer {name: tensor or float}) of a W8A8 MODEL (``model_source``)."""
     from . import model_source
-    from .checkpoint import WEIGHTS
+    from .checkpoint import WEIGHTS, read_weights
     from .quamba2 import read_quamba2
 
     src = model_source.identify(directory)
     d = src.path
     if src.kind == model_source.QMAMBA_W8A8:
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(d / WEIGHTS))
-        except Exception as e:  # safetensors' own error names neither the file nor the fix
-            raise QMambaInputError(f"{d / WEIGHTS}: not a readable safetensors file ({e}); the "
-                                   f"checkpoint is damaged: write it again with `qmamba calibrate`") from e
+        sd = read_weights(d / WEIGHTS)
         fmt, prefix = "qmamba", "layers.{i}.mixer."
         names = {k: k for k in ("x_out_scales", "B_out_scales", "C_out_scales", "ssm_state_scale",
                                 "x_head_group_range", "x_dim_group_range") + CONV_SCALARS}

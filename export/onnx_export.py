@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from qmamba.output_dir import atomic_output_dir
+
 from . import onnx_layers as L
 from . import onnx_ops
 from .metadata import ONNX_FORMAT, ONNX_METADATA, write_onnx_metadata
@@ -223,31 +225,27 @@ def export_onnx(model, out_dir, *, force: bool = False, functions: bool = True,
     """Writes prefill.onnx, decode.onnx and qmamba_onnx.json into ``out_dir``; returns the json.
     ``tokenizer`` (``qmamba.tokenizer.Tokenizer``) is carried into ``out_dir`` and recorded.
 
-    Refuses an existing ``out_dir`` unless ``force`` (then only qmamba's files are replaced).
+    Refuses an existing, non-empty ``out_dir`` unless ``force`` (then the folder is replaced once
+    the new export is complete: ``qmamba.output_dir.atomic_output_dir``).
     ``check`` runs ``onnx.checker.check_model(full_check=True)`` on both written graphs.
     """
     check_exportable(model)
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise FileExistsError(f"export: {out} already exists; pass --force to overwrite")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"export: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    external = {}
-    for kind in GRAPHS:
-        proto = build_graph(model, kind, functions)
-        path = out / f"{kind}.onnx"
-        external[kind] = save_graph(proto, path, external_data)
-        if check:
-            onnx_ops.register_schemas()
-            onnx.checker.check_model(str(path), full_check=True)
-    meta = metadata(model, functions, external)
-    if tokenizer is not None:
-        from qmamba.tokenizer import carry_tokenizer, tokenizer_record
+    with atomic_output_dir(out_dir, force=force) as out:
+        external = {}
+        for kind in GRAPHS:
+            proto = build_graph(model, kind, functions)
+            path = out / f"{kind}.onnx"
+            external[kind] = save_graph(proto, path, external_data)
+            if check:
+                onnx_ops.register_schemas()
+                onnx.checker.check_model(str(path), full_check=True)
+        meta = metadata(model, functions, external)
+        if tokenizer is not None:
+            from qmamba.tokenizer import carry_tokenizer, tokenizer_record
 
-        carry_tokenizer(tokenizer, out)
-        meta["tokenizer"] = tokenizer_record(tokenizer)
-    write_onnx_metadata(out, meta)
+            carry_tokenizer(tokenizer, out)
+            meta["tokenizer"] = tokenizer_record(tokenizer)
+        write_onnx_metadata(out, meta)
     return meta
 
 
@@ -256,7 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
                         help="tokenizer to carry into DIR when MODEL's folder holds none")
-    parser.add_argument("--force", action="store_true", help="overwrite DIR's qmamba files")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-functions", action="store_true",
                         help="write no function bodies (for runtimes that only use the plugins)")
     parser.add_argument("--external-data", choices=EXTERNAL_DATA_MODES, default="auto",
@@ -264,17 +262,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from qmamba.output_dir import check_output_dir
     from qmamba.tokenizer import ByteTokenizer, find_tokenizer, has_tokenizer
 
     from .model_source import identify, load_w8a8
 
-    src = identify(args.model)
-    model = load_w8a8(src, "export")
+    source = identify(args.model)
+    check_output_dir(args.out, force=args.force, inputs=[source.path])  # before the model is loaded
+    model = load_w8a8(source, "export")
     tok = None
-    if args.tokenizer or has_tokenizer(src.path) or model.config.vocab_size == ByteTokenizer.vocab_size:
-        tok = find_tokenizer(src.path, args.tokenizer, vocab_size=model.config.vocab_size)
+    if args.tokenizer or has_tokenizer(source.path) or model.config.vocab_size == ByteTokenizer.vocab_size:
+        tok = find_tokenizer(source.path, args.tokenizer, vocab_size=model.config.vocab_size)
     else:  # the graphs need none; generate and eval will ask for --tokenizer
-        print(f"note: {src.spec} holds no tokenizer and none was given (--tokenizer): none carried")
+        print(f"note: {source.spec} holds no tokenizer and none was given (--tokenizer): none carried")
     meta = export_onnx(model, args.out, force=args.force, functions=not args.no_functions,
                        external_data=args.external_data, tokenizer=tok)
     for kind, g in meta["graphs"].items():

@@ -64,16 +64,16 @@ def load_bytes(paths: list[str | os.PathLike], val_fraction: float) -> tuple[tor
     """Reads the training files as bytes; the last val_fraction of each one is held out."""
     if not 0.0 <= val_fraction < 0.5:
         raise ValueError(f"train: --val-fraction must be in [0, 0.5), got {val_fraction}")
+    from qmamba.data import read_text
+
     train_parts, val_parts = [], []
     for p in paths:
         p = Path(p)
-        if not p.is_file():
-            raise FileNotFoundError(f"train: training text {p} does not exist")
         # wikitext-2/test.txt is the evaluation text of docs/accuracy.md; training on it would make
         # every reported bits-per-byte figure meaningless.
         if p.name == "test.txt":
             raise ValueError(f"train: refusing to train on {p}: test.txt is evaluation text")
-        data = torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
+        data = torch.frombuffer(bytearray(read_text(p, "train")), dtype=torch.uint8)
         cut = len(data) - int(len(data) * val_fraction)
         train_parts.append(data[:cut])
         val_parts.append(data[cut:])
@@ -218,6 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", required=True,
                         help="training text files (tinyshakespeare input.txt, wikitext-2 valid.txt)")
     parser.add_argument("--out", required=True, help="folder for config.json + model.safetensors (fp16)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=100000, help="step limit (default %(default)s)")
     parser.add_argument("--time-budget", type=float, default=None,
@@ -236,15 +237,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qmamba.output_dir import atomic_output_dir
+
+    from .model_source import identify
+
     if args.steps < 1:
         raise ValueError(f"train: --steps must be >= 1, got {args.steps}")
     config = make_config(args.variant)
-    train(config, args.data, args.out, seed=args.seed, steps=args.steps, time_budget=args.time_budget,
-          warmup=args.warmup, init=args.init,
-          batch=args.batch, seq_len=args.seq_len, lr=args.lr, val_fraction=args.val_fraction,
-          device=args.device, log_every=args.log_every,
-          compile=args.device.startswith("cuda") if args.compile is None else args.compile,
-          log=lambda s: print(s, flush=True))
+    # The output may replace neither a training text nor the model training goes on from (whose
+    # kind, checked here, train() refuses unless it is a float model, before any training step).
+    inputs = list(args.data) + ([identify(args.init).path] if args.init is not None else [])
+    with atomic_output_dir(args.out, force=args.force, inputs=inputs) as tmp:
+        train(config, args.data, tmp, seed=args.seed, steps=args.steps, time_budget=args.time_budget,
+              warmup=args.warmup, init=args.init,
+              batch=args.batch, seq_len=args.seq_len, lr=args.lr, val_fraction=args.val_fraction,
+              device=args.device, log_every=args.log_every,
+              compile=args.device.startswith("cuda") if args.compile is None else args.compile,
+              log=lambda s: print(s, flush=True))
     return 0
 
 

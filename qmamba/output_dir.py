@@ -58,16 +58,21 @@ def atomic_output_dir(path, force: bool = False, inputs: Iterable = ()) -> Itera
     Refused before any work (``check_output_dir``): an existing non-empty ``path`` without
     ``force`` (OutputExistsError) and a ``path`` equal to, inside or above one of ``inputs``
     (BadInputError). On an error or KeyboardInterrupt inside the block the temporary folder is
-    removed and the previous output, if any, is left as it was. On success a previous output is
+    removed (with the parent folders it created) and the previous output, if any, is left as it
+    was. On success a previous output is
     moved aside, the new one renamed into place, and only then the previous one deleted.
     """
     out = check_output_dir(path, force, inputs)
+    created = [p for p in reversed(out.parents) if not p.exists()]   # outermost first
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):   # a failed run leaves no empty folders behind either
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         raise
     old = None
     if out.exists() or out.is_symlink():
@@ -84,3 +89,16 @@ def atomic_output_dir(path, force: bool = False, inputs: Iterable = ()) -> Itera
     if old is not None:
         _remove(old)
         old.parent.rmdir()
+
+
+def carry_over(old_dir, new_dir, names: Iterable[str]) -> list[Path]:
+    """Copies the files ``names`` that the previous output ``old_dir`` holds into ``new_dir``
+    (the temporary folder of ``atomic_output_dir``), for what a rewrite should keep, e.g. the
+    TensorRT timing cache of an engine folder rebuilt with ``--force``. Missing names are skipped;
+    returns the copies made."""
+    old_dir, new_dir = Path(old_dir), Path(new_dir)
+    copied = []
+    for name in names:
+        if (old_dir / name).is_file():
+            copied.append(Path(shutil.copy2(old_dir / name, new_dir / name)))
+    return copied

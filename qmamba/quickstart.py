@@ -74,54 +74,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hadamard", action="store_true", help="rotate the out_proj input")
     parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
 def run(args) -> int:
+    from qmamba.data import read_text
+    from qmamba.errors import BadInputError
     from qmamba.export.calibrate import calibrate_model
     from qmamba.export.checkpoint import save_quantized
     from qmamba.export.inspect import format_report, report
     from qmamba.export.model_source import identify, load_float, load_w8a8
     from qmamba.export.onnx_export import export_onnx
+    from qmamba.output_dir import atomic_output_dir
     from qmamba.runtime.check import check
     from qmamba.tokenizer import ByteTokenizer, carry_tokenizer, find_tokenizer
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"quickstart: {out} already exists; pass --force to overwrite")
+    need = CHECK_OFFSET + CHECK_LENGTH + 1
     if args.text:
-        calib_text = check_text = Path(args.text).read_bytes()
+        calib_text = check_text = read_text(args.text, "quickstart", min_bytes=need)
         source = args.text
     else:
         calib_text, check_text, source = default_texts()
+        if len(check_text) < need:
+            raise BadInputError(f"quickstart: the check needs {need} bytes of text, {source} holds "
+                                f"{len(check_text)}; pass a longer --text")
     src = identify(args.model)
     tok = find_tokenizer(src.path, args.tokenizer)
-    print(f"model {args.model}: {src.kind} in {src.path}; tokenizer {tok.name} ({tok.vocab_size} tokens)")
-    if src.w8a8:
-        model = load_w8a8(src, "quickstart")
-        scales = src.path
-        print(f"[1/4] {args.model} is already W8A8 ({src.kind}): no calibration; its own scales are used")
-    else:
-        print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
-        data = calib_text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(calib_text))
-        model = calibrate_model(load_float(src, "quickstart"), data, observer=args.observer,
-                                hadamard=args.hadamard, num_samples=args.num_samples,
-                                seq_len=args.seq_len)
-        scales = out / "checkpoint"
-        save_quantized(model, scales)
-        carry_tokenizer(tok, scales)
-        print(f"      wrote the W8A8 checkpoint {scales}")
-    print(f"[2/4] scale report of {scales}")
-    print(format_report(report(scales)))
-    onnx_dir = out / "onnx"
-    export_onnx(model, onnx_dir, force=args.force, tokenizer=tok)
-    print(f"[3/4] exported {onnx_dir}/prefill.onnx and {onnx_dir}/decode.onnx (tokenizer {tok.name} carried)")
     ids = tok.encode_bytes(check_text[CHECK_OFFSET:])
     if len(ids) < CHECK_LENGTH + 1:
-        raise ValueError(f"quickstart: the check needs {CHECK_LENGTH + 1} tokens of text after byte "
-                         f"{CHECK_OFFSET}, got {len(ids)}")
+        raise BadInputError(f"quickstart: the check needs {CHECK_LENGTH + 1} tokens of text after byte "
+                            f"{CHECK_OFFSET}, {source} gives {len(ids)}; pass a longer --text")
     tokens = np.asarray(ids[:CHECK_LENGTH + 1], dtype=np.int64)
-    rows, greedy_ok, ref, got = check(model, onnx_dir, tokens)
+    print(f"model {args.model}: {src.kind} in {src.path}; tokenizer {tok.name} ({tok.vocab_size} tokens)")
+    out = Path(args.out)
+    inputs = [src.path] + ([args.text] if args.text else [])
+    with atomic_output_dir(out, force=args.force, inputs=inputs) as tmp:
+        if src.w8a8:
+            model = load_w8a8(src, "quickstart")
+            scales, shown = src.path, src.path
+            print(f"[1/4] {args.model} is already W8A8 ({src.kind}): no calibration; its own scales are used")
+        else:
+            print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
+            data = calib_text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(calib_text))
+            model = calibrate_model(load_float(src, "quickstart"), data, observer=args.observer,
+                                    hadamard=args.hadamard, num_samples=args.num_samples,
+                                    seq_len=args.seq_len)
+            scales, shown = tmp / "checkpoint", out / "checkpoint"
+            save_quantized(model, scales)
+            carry_tokenizer(tok, scales)
+            print(f"      wrote the W8A8 checkpoint {shown}")
+        print(f"[2/4] scale report of {shown}")
+        print(format_report(report(scales)))
+        export_onnx(model, tmp / "onnx", tokenizer=tok)
+        print(f"[3/4] exported {out / 'onnx'}/prefill.onnx and {out / 'onnx'}/decode.onnx "
+              f"(tokenizer {tok.name} carried)")
+        rows, greedy_ok, ref, got = check(model, tmp / "onnx", tokens)
     print(f"[4/4] PyTorch reference vs ONNX Runtime, {CHECK_LENGTH} tokens + 1 decode step")
     for r in rows:
         print(r.row())

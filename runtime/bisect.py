@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qmamba.data import read_text
 from qmamba.export.metadata import read_onnx_metadata
 from .agreement import float_agreement, int8_agreement
 from .ort import make_session
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugins", metavar="LIB", help="libqmamba_trt_plugins.so (default: the built one)")
     parser.add_argument("--work", default="qmamba_bisect",
                         help="directory for the engines, marked graphs and saved inputs (default ./qmamba_bisect)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --work directory")
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,10 +80,10 @@ def two_prompts(text_path: Path, offset: int, length: int) -> np.ndarray:
     """int64 [2, length]: bytes [offset, offset + length) of the text and the same shifted by PROMPT_SHIFT."""
     if not 1 <= length <= MAX_PROMPT:
         raise ValueError(f"bisect: --length must be in [1, {MAX_PROMPT}], got {length}")
-    data = Path(text_path).read_bytes()
+    if offset < 0:
+        raise ValueError(f"bisect: --offset must be >= 0, got {offset}")
     end = offset + PROMPT_SHIFT + length
-    if offset < 0 or len(data) < end:
-        raise ValueError(f"{text_path}: needs bytes [{offset}, {end}), has {len(data)}")
+    data = read_text(text_path, "bisect", min_bytes=end)
     rows = [np.frombuffer(data[s:s + length], np.uint8) for s in (offset, offset + PROMPT_SHIFT)]
     return np.stack(rows).astype(np.int64)
 
@@ -134,8 +136,7 @@ def bisect(onnx_path: Path, feed: dict, seq: int, work: Path, only: str | None, 
 
 
 def run(args) -> int:
-    from . import trt_runner
-    from .build import build_engines
+    from qmamba.output_dir import atomic_output_dir
 
     onnx_dir = Path(args.onnx_dir)
     meta = read_onnx_metadata(onnx_dir)
@@ -146,10 +147,17 @@ def run(args) -> int:
 
         text = text_file("wikitext-2/valid.txt")
     ids = two_prompts(text, args.offset, args.length)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    with atomic_output_dir(args.work, force=args.force, inputs=[onnx_dir, text]) as work:
+        return _bisect_in(work, onnx_dir, meta, ids, args)
+
+
+def _bisect_in(work: Path, onnx_dir: Path, meta: dict, ids: np.ndarray, args) -> int:
+    """Builds the engines into ``work`` and compares them with ONNX Runtime, prefill then decode."""
+    from . import trt_runner
+    from .build import build_engines
+
     build_engines(onnx_dir, work / "engines", batch=(1, 1, BATCH), seq=(1, 64, MAX_PROMPT), plugins=args.plugins,
-                  no_tactic_libraries=True, backend="cpp", force=True)
+                  no_tactic_libraries=True, backend="cpp")
     states = list(state_pairs(meta))
     session = trt_runner.TrtSession(work / "engines", args.plugins, max_batch=BATCH)
 

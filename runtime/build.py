@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 
 from qmamba.export.metadata import ONNX_METADATA, read_onnx_metadata, write_engines_metadata
+from qmamba.output_dir import atomic_output_dir, carry_over, check_output_dir
 from qmamba.tokenizer import copy_tokenizer_files
 from . import trt_builder, trt_runner
 from .decode_fusion import (DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, LINEAR_PLUGIN_MAX_BATCH,
                             decode_linear_plugin, fuse_decode_linears, fuse_decode_mixers)
+from .onnx_validate import validate_onnx_model
 from .trt8_graph import bits_as_float_outputs, explicit_zero_points, float_fake_quant, qdq_plugin_edges
 
 
@@ -68,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-onnx", action="store_true",
                         help="keep the graphs given to TensorRT (prefill.trt.onnx, decode.trt.onnx) beside the "
                              "engines, e.g. for trtexec with TensorRT 8")
-    parser.add_argument("--force", action="store_true", help="overwrite existing engines")
+    parser.add_argument("--force", action="store_true", help="replace an existing engine directory")
     parser.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="auto",
                         help="the decode engine's W8A8 linears: qmamba's matrix-vector plugin QmambaW8A8Linear "
                              f"or TensorRT's int8 MatMul (auto: the plugin up to batch {LINEAR_PLUGIN_MAX_BATCH})")
@@ -154,62 +156,74 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                   timing_cache="default", progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
+    Everything given is checked before TensorRT is loaded or anything is written: the export's
+    metadata and graphs (``validate_onnx_model``: a NaN or a zero scale is refused here rather than
+    built into an engine), the profiles, the output (``atomic_output_dir``: ENGINES appears whole
+    or not at all, and replaces an existing folder only with ``force``).
+
     ``timing_cache``: a file of tactic timings read before and written after each engine (``"default"``:
-    ENGINES/timing.cache; None: none). ``progress``: called with a line before and after each engine.
+    ENGINES/timing.cache, carried over from the folder a ``force`` build replaces; None: none).
+    ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
     meta = _read_export(onnx_dir)
-    if out.exists() and any((out / f).exists() for f in trt_runner.ENGINE_FILES) and not force:
-        raise FileExistsError(f"build: {out} already holds engines; pass --force to overwrite")
+    profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
+                "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
+    if decode_mixer not in DECODE_MIXER_CHOICES:
+        raise ValueError(f"build: decode_mixer must be one of {DECODE_MIXER_CHOICES}, got {decode_mixer!r}")
+    for kind in profiles:
+        validate_onnx_model(onnx_dir / meta["graphs"][kind]["file"])
+    check_output_dir(out, force=force, inputs=[onnx_dir])
     plugins = Path(plugins) if plugins else trt_runner.plugin_library()
     if not plugins.is_file():
         raise FileNotFoundError(f"plugin library {plugins} does not exist")
     trt = trt_runner.tensorrt_python() if backend in ("auto", "python") else None
     if backend == "python" and trt is None:
         raise RuntimeError("--backend python: TensorRT's Python package is not importable")
-    out.mkdir(parents=True, exist_ok=True)
-    profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
-                "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
     major = tensorrt_major(trt)
     linear_plugin = decode_linear_plugin(decode_linear, batch[2])
-    if decode_mixer not in DECODE_MIXER_CHOICES:
-        raise ValueError(f"build: decode_mixer must be one of {DECODE_MIXER_CHOICES}, got {decode_mixer!r}")
     notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)"}
-    cache = out / TIMING_CACHE if timing_cache == "default" else None if timing_cache is None else Path(timing_cache)
     say = progress or (lambda line: None)
     build_times = {}
-    for kind, profile in profiles.items():
-        decode = kind == "decode"
-        onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], out, major, linear_plugin and decode,
-                              decode_mixer == "plugin" and decode, notes)
-        engine_path = out / f"{kind}.engine"
-        say(f"building {engine_path.name} ({profile.describe()})")
-        start = time.perf_counter()
-        try:
-            if trt is not None:
-                trt_builder.build_engine(trt, onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries,
-                                         optimization_level, cache)
-            else:
-                trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries,
-                                        optimization_level, cache)
-            build_times[kind] = round(time.perf_counter() - start, 1)
-            say(f"built {engine_path.name} in {build_times[kind]:.1f} s ({engine_path.stat().st_size / 1e6:.1f} MB)")
-        finally:
-            if not keep_onnx:
-                for f in (onnx_path, Path(f"{onnx_path}.data")):
-                    f.unlink(missing_ok=True)
-    engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
-               "backend": "python" if trt is not None else "cpp",
-               "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
-               "decode_mixers": notes["decode_mixers"],
-               "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
-               "build_seconds": build_times,
-               **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
-    if "tokenizer" in meta:
-        engines["tokenizer"] = meta["tokenizer"]
-    write_engines_metadata(out, engines)
-    shutil.copyfile(onnx_dir / ONNX_METADATA, out / ONNX_METADATA)
-    copy_tokenizer_files(onnx_dir, out)   # generate and eval read the engine directory alone
+    with atomic_output_dir(out, force=force, inputs=[onnx_dir]) as tmp:
+        if timing_cache == "default":
+            carry_over(out, tmp, [TIMING_CACHE])
+            cache = tmp / TIMING_CACHE
+        else:
+            cache = None if timing_cache is None else Path(timing_cache)
+        for kind, profile in profiles.items():
+            decode = kind == "decode"
+            onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], tmp, major, linear_plugin and decode,
+                                  decode_mixer == "plugin" and decode, notes)
+            engine_path = tmp / f"{kind}.engine"
+            say(f"building {engine_path.name} ({profile.describe()})")
+            start = time.perf_counter()
+            try:
+                if trt is not None:
+                    trt_builder.build_engine(trt, onnx_path, engine_path, profile, plugins, fp16,
+                                             no_tactic_libraries, optimization_level, cache)
+                else:
+                    trt_runner.build_engine(onnx_path, engine_path, profile, plugins, fp16, no_tactic_libraries,
+                                            optimization_level, cache)
+                build_times[kind] = round(time.perf_counter() - start, 1)
+                say(f"built {engine_path.name} in {build_times[kind]:.1f} s "
+                    f"({engine_path.stat().st_size / 1e6:.1f} MB)")
+            finally:
+                if not keep_onnx:
+                    for f in (onnx_path, Path(f"{onnx_path}.data")):
+                        f.unlink(missing_ok=True)
+        engines = {"format": "qmamba-engines", "version": 1, "config": meta["config"], "states": meta["states"],
+                   "backend": "python" if trt is not None else "cpp",
+                   "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
+                   "decode_mixers": notes["decode_mixers"],
+                   "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
+                   "build_seconds": build_times,
+                   **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
+        if "tokenizer" in meta:
+            engines["tokenizer"] = meta["tokenizer"]
+        write_engines_metadata(tmp, engines)
+        shutil.copyfile(onnx_dir / ONNX_METADATA, tmp / ONNX_METADATA)
+        copy_tokenizer_files(onnx_dir, tmp)   # generate and eval read the engine directory alone
     return engines
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 import torch
 
+from qmamba.errors import BadInputError
 from qmamba.export import onnx_ops, ops
 from qmamba.export.model_source import identify, load_w8a8
 from qmamba.tokenizer import ByteTokenizer, Tokenizer, find_tokenizer
@@ -150,13 +151,21 @@ def end_to_end_rows(label: str, logits, states, ref_logits, ref_states) -> list[
 
 
 def read_tokens(text_path: Path, offset: int, length: int, tokenizer: Tokenizer | None = None) -> np.ndarray:
-    """``length + 1`` token ids of the text from byte ``offset`` on (bytes themselves by default)."""
+    """``length + 1`` token ids of the text from byte ``offset`` on (bytes themselves by default): the
+    prompt and the token decoded after it."""
+    from qmamba.data import read_text
+
+    if offset < 0:
+        raise BadInputError(f"check: --offset must be >= 0, got {offset}")
+    if length < 1:
+        raise BadInputError(f"check: --length must be >= 1, got {length}")
     tokenizer = tokenizer or ByteTokenizer()
-    data = text_path.read_bytes()
-    ids = tokenizer.encode_bytes(data[offset:]) if len(data) > offset else []
+    data = read_text(text_path, "check", min_bytes=offset + 1)
+    ids = tokenizer.encode_bytes(data[offset:])
     if len(ids) < length + 1:
         unit = "bytes" if isinstance(tokenizer, ByteTokenizer) else "tokens"
-        raise ValueError(f"{text_path}: needs {length + 1} {unit} from byte {offset} on, has {len(ids)}")
+        raise BadInputError(f"check: {text_path} needs {length + 1} {unit} from byte {offset} on, has "
+                            f"{len(ids)}; pass a longer --text or a smaller --length")
     return np.asarray(ids[:length + 1], dtype=np.int64)
 
 

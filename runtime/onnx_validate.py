@@ -26,6 +26,7 @@ import onnx
 import torch
 from onnx import AttributeProto, numpy_helper
 
+from qmamba.errors import MissingFileError
 from qmamba.export import onnx_ops
 from qmamba.export.onnx_layers import NAN_LOGITS
 from qmamba.export.validate import QMambaInputError, check_group_ranges
@@ -237,11 +238,12 @@ def validate_onnx_model(path) -> dict[str, int]:
     """Checks the initializers and every qmamba node of the ONNX file ``path``; returns
     {op: node count}.
 
-    Raises QMambaInputError (a ValueError) naming the file, the node and the problem.
+    Raises QMambaInputError (a ValueError) naming the file, the node and the problem, and
+    MissingFileError (a FileNotFoundError) when there is no file at ``path``.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file")
+        raise MissingFileError(f"{path}: no such ONNX file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # a damaged or foreign file: say which, not a protobuf traceback

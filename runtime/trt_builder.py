@@ -58,7 +58,8 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
-    engine_path.write_bytes(bytes(plan))
+    plan = bytes(plan)
+    engine_path.write_bytes(plan)
     if cache is not None:
         tmp = timing_cache.with_name(timing_cache.name + ".tmp")
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -71,5 +72,5 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
             "plugin_library": lib.qmamba_plugin_library_version().decode(), "gpu": name.strip("\x00"),
             "compute_capability": f"{prop.major}.{prop.minor}", "fp16": "1" if fp16 else "0",
             "optimization_level": "default" if optimization_level is None else str(optimization_level),
-            "profile": profile.describe()}
+            "profile": profile.describe(), "plan_bytes": str(len(plan))}
     Path(str(engine_path) + ".json").write_text(json.dumps(meta, indent=2))

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import importlib
 
+from .onnx_validate import validate_onnx_model
+
 
 @dataclass(frozen=True)
 class BuildReport:
@@ -33,9 +35,12 @@ def parse_and_build(path: str, batch=(1, 1, 2), seq=(1, 8, 32),
     """Parses ``path`` with TensorRT-RTX's ONNX parser and builds a plan on the CPU.
 
     Dynamic axes get an optimization profile: axis 0 is the batch (min, opt, max = ``batch``),
-    axis 1 of a tensor with a dynamic axis 1 is the sequence (``seq``). Raises RuntimeError with
-    the parser's or builder's messages on failure.
+    axis 1 of a tensor with a dynamic axis 1 is the sequence (``seq``). The graph is validated
+    first (``validate_onnx_model``: a NaN parameter or a zero scale raises QMambaInputError; the
+    builder would accept both). Raises RuntimeError with the parser's or builder's messages on
+    failure.
     """
+    validate_onnx_model(path)
     trt = load_trt_rtx()
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)

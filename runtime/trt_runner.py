@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmamba.errors import BadInputError
+
 REPO = Path(__file__).resolve().parents[1]
 
 # qmr_dtype codes of qmamba_runner.h -> numpy.
@@ -242,6 +244,7 @@ class TrtEngine:
         self._h = handle
         self.tensors = [self._meta(i) for i in range(self._lib.qmr_engine_num_io(self._h))]
         self._buffers: dict[str, DeviceBuffer] = {}
+        self._shape_set: dict[str, list[int]] = {}
 
     def _meta(self, i: int) -> TensorMeta:
         name, is_in, dt, nb = ctypes.c_char_p(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
@@ -269,7 +272,13 @@ class TrtEngine:
     def _shape(self, name: str) -> tuple[int, ...]:
         nb, dims = ctypes.c_int(), (ctypes.c_int64 * 8)()
         _check(self._lib.qmr_engine_shape(self._h, _b(name), ctypes.byref(nb), dims))
-        return tuple(dims[:nb.value])
+        shape = tuple(dims[:max(nb.value, 0)])
+        if nb.value < 0 or any(d < 0 for d in shape):
+            # TensorRT could not infer it: the input shapes disagree (a state of another batch).
+            given = {t.name: self._shape_set.get(t.name) for t in self.inputs}
+            raise BadInputError(f"{self.path}: the input shapes do not fit together (output {name} cannot be "
+                                f"inferred): {given}; states must have the batch of the tokens")
+        return shape
 
     def _buffer(self, name: str, nbytes: int) -> DeviceBuffer:
         buf = self._buffers.get(name)
@@ -286,6 +295,7 @@ class TrtEngine:
             arr = np.ascontiguousarray(cast_input(t, feed[t.name], self.path))
             dims = (ctypes.c_int64 * 8)(*arr.shape)
             _check(self._lib.qmr_engine_set_input_shape(self._h, _b(t.name), arr.ndim, dims))
+            self._shape_set[t.name] = list(arr.shape)
             buf = self._buffer(t.name, arr.nbytes)
             buf.upload(arr)
             _check(self._lib.qmr_engine_set_address(self._h, _b(t.name), buf.ptr))

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from qmamba.errors import BadInputError, OutputExistsError
-from qmamba.output_dir import atomic_output_dir
+from qmamba.output_dir import atomic_output_dir, carry_over
 
 
 def _write(folder, text="new"):
@@ -124,3 +124,22 @@ def test_a_failed_rename_restores_the_previous_output(tmp_path, monkeypatch):
             _write(tmp)
     assert (out / "model.txt").read_text() == "old"
     assert _siblings(tmp_path) == ["out"]
+
+
+def test_a_failed_run_removes_the_parents_it_created(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(tmp_path / "a" / "b" / "out"):
+            raise RuntimeError("the work failed")
+    assert _siblings(tmp_path) == []
+
+
+def test_carry_over_copies_the_named_files_of_the_previous_output(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "timing.cache").write_bytes(b"tactics")
+    (out / "prefill.engine").write_bytes(b"old engine")
+    with atomic_output_dir(out, force=True) as tmp:
+        assert carry_over(out, tmp, ["timing.cache", "absent.cache"]) == [tmp / "timing.cache"]
+        (tmp / "prefill.engine").write_bytes(b"new engine")
+    assert (out / "timing.cache").read_bytes() == b"tactics"
+    assert (out / "prefill.engine").read_bytes() == b"new engine"

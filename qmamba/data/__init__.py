@@ -33,3 +33,18 @@ def text_file(name: str = DEFAULT_TEXT) -> Path:
     looked = ", ".join(str(d) for d in dirs)
     raise FileNotFoundError(f"qmamba.data: no text {name!r} in {looked} "
                             "(set QMAMBA_DATA to a folder holding it)")
+
+
+def read_text(path, command: str, min_bytes: int = 1) -> bytes:
+    """The bytes of the user's text file ``path``; a missing, unreadable or too short file is
+    refused naming it (``command`` starts the message, as the command line prints it)."""
+    from qmamba.errors import BadInputError, MissingFileError
+
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"{command}: text file {p} does not exist"
+                               + (" (it is a folder)" if p.is_dir() else ""))
+    data = p.read_bytes()
+    if len(data) < min_bytes:
+        raise BadInputError(f"{command}: {p} holds {len(data)} bytes; at least {min_bytes} are needed")
+    return data

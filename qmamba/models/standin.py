@@ -313,6 +313,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("name", choices=names(), metavar="NAME",
                         help=f"configuration to copy: {', '.join(names())}")
     parser.add_argument("-o", "--output", required=True, help="directory to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--layout", choices=LAYOUTS, default="transformers",
                         help="float mamba_ssm (pytorch_model.bin), float transformers (safetensors) "
                              "or Quamba2 W8A8 (default: transformers)")
@@ -326,9 +327,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from qmamba.output_dir import atomic_output_dir
+
     config = standin_config(args.name, args.layers)
-    out = write_standin(config, args.output, args.layout, args.seed, DTYPES[args.dtype],
-                        args.hadamard, args.per_tensor, special_tokens_of(args.name))
+    with atomic_output_dir(args.output, force=args.force) as tmp:
+        write_standin(config, tmp, args.layout, args.seed, DTYPES[args.dtype],
+                      args.hadamard, args.per_tensor, special_tokens_of(args.name))
+    out = Path(args.output)
     s = mamba2_sizes(config)
     written = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file())
     print(f"{args.name} stand-in ({args.layout}): {s.n_layer} layers, d_model {s.d_model}, "

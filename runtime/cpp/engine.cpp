@@ -55,8 +55,20 @@ Engine::Engine(std::string const& enginePath, std::string const& pluginLibrary)
     : mPath(enginePath)
 {
     std::string const pluginVersion = loadPluginLibrary(pluginLibrary);
-    checkMetadata(enginePath, readMetadata(enginePath + ".json"), pluginVersion);
+    Metadata const metadata = readMetadata(enginePath + ".json");
+    checkMetadata(enginePath, metadata, pluginVersion);
     std::vector<char> const plan = readFile(enginePath);
+    // TensorRT's deserializer is not a validator: refuse an empty or truncated file before it sees one.
+    if (plan.empty())
+    {
+        throw RunnerError("engine " + enginePath + " is empty (0 bytes): build it again with `qmamba build`");
+    }
+    auto const planBytes = metadata.find("plan_bytes");
+    if (planBytes != metadata.end() && planBytes->second != std::to_string(plan.size()))
+    {
+        throw RunnerError("engine " + enginePath + " holds " + std::to_string(plan.size()) + " bytes, its .json says "
+            + planBytes->second + " were written (a truncated or replaced file): build it again with `qmamba build`");
+    }
     Logger& logger = Logger::instance();
     logger.takeErrors();
     mRuntime.reset(nvinfer1::createInferRuntime(logger));

@@ -227,7 +227,8 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
         Metadata{{"onnx", onnxPath}, {"tensorrt", tensorrtVersion()}, {"plugin_library", pluginVersion},
             {"gpu", gpu.name}, {"compute_capability", std::to_string(gpu.major) + "." + std::to_string(gpu.minor)},
             {"profile", describeProfile(options.profile)}, {"fp16", options.fp16 ? "1" : "0"},
-            {"optimization_level", options.set_optimization_level ? std::to_string(options.optimization_level) : "default"}});
+            {"optimization_level", options.set_optimization_level ? std::to_string(options.optimization_level) : "default"},
+            {"plan_bytes", std::to_string(plan->size())}});
 }
 
 } // namespace qmr

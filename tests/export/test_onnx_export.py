@@ -167,7 +167,7 @@ def test_cli_export_force_and_errors(tmp_path, capsys):
     assert cli_main(["export", str(ckpt), "-o", str(out)]) == 0
     assert "decode:" in capsys.readouterr().out
     assert cli_main(["export", str(ckpt), "-o", str(out)]) == 2
-    assert "already exists; pass --force" in capsys.readouterr().err
+    assert "exists and is not empty; pass --force" in capsys.readouterr().err
     assert cli_main(["export", str(ckpt), "-o", str(out), "--force"]) == 0
     tiny_float_model("g1").save_pretrained(tmp_path / "float")
     assert cli_main(["export", str(tmp_path / "float"), "-o", str(tmp_path / "o2")]) == 2

@@ -100,7 +100,8 @@ def test_bad_config(bad, message):
 def test_cli_errors(tmp_path, capsys):
     missing = tmp_path / "nope.txt"
     assert cli_main(["train", "--data", str(missing), "--out", str(tmp_path / "o"), "--steps", "1"]) == 2
-    assert "training text" in capsys.readouterr().err
+    assert "nope.txt does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="unknown variant 'mamba2-huge'"):
         train.make_config("mamba2-huge")
     with pytest.raises(ValueError, match="too few"):

@@ -58,11 +58,13 @@ def test_two_overlapping_prompts(tmp_path):
 
 
 def test_errors_are_one_line(tmp_path, capsys):
-    assert main(["bisect", str(tmp_path)]) == 2
+    assert main(["bisect", str(tmp_path)]) == 2   # not an export folder: bad input
     assert "qmamba bisect: error:" in capsys.readouterr().err
     text = tmp_path / "short.txt"
     text.write_bytes(b"too short")
-    with pytest.raises(ValueError, match=r"needs bytes \[0, 45\), has 9"):
+    with pytest.raises(ValueError, match=r"short.txt holds 9 bytes; at least 45 are needed"):
         two_prompts(text, 0, 40)
     with pytest.raises(ValueError, match="--length"):
         two_prompts(text, 0, 0)
+    with pytest.raises(ValueError, match="--offset must be >= 0"):
+        two_prompts(text, -1, 4)
