@@ -87,8 +87,11 @@ def stand_in_builder(monkeypatch, tmp_path):
     def build_engine(onnx_path, engine_path, profile, plugins=None, fp16=False, no_tactic_libraries=False,
                      optimization_level=None, timing_cache=None):
         calls.append(dict(engine=engine_path.name, profile=profile, level=optimization_level,
-                          cache=timing_cache, no_libraries=no_tactic_libraries))
+                          cache=timing_cache, no_libraries=no_tactic_libraries,
+                          cached=timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else None))
         engine_path.write_bytes(b"engine")
+        if timing_cache is not None:  # as TensorRT does: the timings of this build added to the cache
+            timing_cache.write_bytes((timing_cache.read_bytes() if timing_cache.is_file() else b"") + b"t")
         return engine_path
 
     plugins = tmp_path / "libqmamba_trt_plugins.so"
@@ -109,13 +112,19 @@ def test_build_passes_level_and_timing_cache_and_reports_each_engine(stand_in_bu
                  "--builder-optimization-level", "1", "--no-tactic-libraries"]) == 0
     assert [c["engine"] for c in stand_in_builder] == ["prefill.engine", "decode.engine"]
     assert all(c["level"] == 1 and c["no_libraries"] for c in stand_in_builder)
-    assert all(c["cache"] == out / "timing.cache" for c in stand_in_builder)  # kept beside the engines
+    # The cache is written inside the folder being built, which then becomes ENGINES.
+    assert all(c["cache"].name == "timing.cache" and c["cache"].parent.parent == out.parent for c in stand_in_builder)
+    assert (out / "timing.cache").read_bytes() == b"tt"
     printed = capsys.readouterr().out
     assert "building prefill.engine (batch 1..2..4, seq 1..16..64)" in printed
     assert "building decode.engine (batch 1..2..4, seq 1..1..1)" in printed
     assert "built decode.engine in" in printed
     engines = json.loads((out / "qmamba_engines.json").read_text())
     assert set(engines["build_seconds"]) == {"prefill", "decode"}
+
+    stand_in_builder.clear()  # a --force rebuild starts from the cache of the folder it replaces
+    assert main(["build", str(onnx_dir), "-o", str(out), "--force"]) == 0
+    assert stand_in_builder[0]["cached"] == b"tt" and (out / "timing.cache").read_bytes() == b"tttt"
 
     stand_in_builder.clear()
     cache = tmp_path / "shared.cache"
