@@ -256,7 +256,8 @@ MODEL_KIND_CASES = [
                                         "--init", "{in}/ckpt"], "train takes a float model"),
     case("train-init-unknown-format", ["train", "--data", "{in}/text.txt", "--out", "{out}", "--steps", "1",
                                        "--init", "{in}/ckpt_unknown_format"], "key 'format' is 'qmamba-w4a4'"),
-    case("quickstart-unknown-model", ["quickstart", "-o", "{out}", "--model", "{in}/ckpt"], "invalid choice"),
+    case("quickstart-unknown-format", ["quickstart", "-o", "{out}", "--model", "{in}/ckpt_unknown_format"],
+         "key 'format' is 'qmamba-w4a4'"),
 ]
 
 # Runs each argv of argv[2] (JSON) through qmamba's CLI under an address-space limit of argv[1] bytes;
