@@ -70,7 +70,8 @@ def error_line(command: str, error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return f"qmamba {command}: interrupted"
     if isinstance(error, (QmambaError, ValueError, OSError, RuntimeError)):
-        message = str(error)
+        # Library functions name their command ("eval: ...") for Python callers; the line already does.
+        message = str(error).removeprefix(f"{command}: ")
     else:
         message = f"unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)"
     return f"qmamba {command}: error: {message}"
