@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"checkpoint directory; a hub id); default %(default)s")
     parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
                         help="tokenizer when the model folder holds none and its vocabulary is not bytes")
-    parser.add_argument("--text", default=None, help="calibration and check text (default: see above)")
-    parser.add_argument("-o", "--out", default="qmamba-quickstart", help="output directory")
+    parser.add_argument("--text", default=None, help="calibration and check text (default: the shipped samples, Tiny "
+                                                          "Shakespeare to calibrate and WikiText-2 valid to check)")
+    parser.add_argument("-o", "--out", default="qmamba-quickstart", help="output directory (default %(default)s)")
     parser.add_argument("--observer", choices=("minmax", "percentile"), default="minmax")
     parser.add_argument("--hadamard", action="store_true", help="rotate the out_proj input")
     parser.add_argument("--num-samples", type=int, default=16)
