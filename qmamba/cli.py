@@ -28,7 +28,7 @@ COMMANDS = {
     "export": ("qmamba.export.onnx_export", "quantized model -> prefill.onnx + decode.onnx"),
     "check": ("qmamba.runtime.check", "PyTorch reference vs ONNX Runtime on real text"),
     "build": ("qmamba.runtime.build", "ONNX pair -> TensorRT engines"),
-    "generate": ("qmamba.runtime.generate", "stream text from TensorRT engines"),
+    "generate": ("qmamba.runtime.generate", "stream text from TensorRT engines or an exported ONNX pair (ONNX Runtime)"),
     "bench": ("qmamba.runtime.bench", "prefill latency and decode tokens/s of TensorRT engines"),
     "bisect": ("qmamba.runtime.bisect", "first tensor where a TensorRT engine departs from ONNX Runtime"),
     "eval": ("qmamba.runtime.evaluate", "bits per byte of a model on a text file"),
