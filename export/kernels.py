@@ -21,7 +21,7 @@ import sysconfig
 
 import torch
 
-from .ops import check_conv_inputs, check_ssd_inputs, out_dtype_of
+from .ops import check_conv_call, check_ssd_inputs, out_dtype_of
 from .validate import QMambaInputError, check_tensor
 
 LIB_NAME = "libqmamba_kernels.so"
@@ -167,23 +167,17 @@ def on_cuda(op: str, **tensors: torch.Tensor | None) -> torch.device:
 
 def quant_conv1d_silu(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
                       x_head_group_range, x_dim_group_range, conv_state=None, *,
-                      x_scale, wx_scale, bx_scale, B_scale, wB_scale, bB_scale,
-                      C_scale, wC_scale, bC_scale, ngroups, nheads, headdim, d_state,
-                      state_in_place=False, out=None):
-    """QuantConv1dSiLU on the GPU; same arguments and outputs as ``quant_conv1d_silu_ref``.
+                      state_in_place=False, out=None, **attributes):
+    """QuantConv1dSiLU on the GPU; same arguments and outputs as ``quant_conv1d_silu_ref``, whose
+    thirteen attributes (``x_scale`` ... ``d_state``) come by name in ``attributes``.
 
     ``state_in_place`` (decode only, L == 1): the new state is written into ``conv_state``, which
     is also returned as ``conv_state_out``. ``out``: optional preallocated (x, B, C) to write into.
     """
     op = "QuantConv1dSiLU"
-    scalars = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale,
-                   wB_scale=wB_scale, bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale,
-                   bC_scale=bC_scale)
-    bt, L, K = check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
-                                 x_head_group_range, x_dim_group_range, conv_state, scalars,
-                                 ngroups, nheads, headdim, d_state)
-    d_ssm, gn = nheads * headdim, ngroups * d_state
-    conv_dim = d_ssm + 2 * gn
+    call = check_conv_call(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                           x_head_group_range, x_dim_group_range, conv_state, **attributes)
+    bt, L, K, d_ssm, gn, conv_dim = call.sizes
     dev = on_cuda(op, xBC=xBC, weight=weight, bias=bias, x_out_scales=x_out_scales,
                    B_out_scales=B_out_scales, C_out_scales=C_out_scales,
                    x_head_group_range=x_head_group_range, x_dim_group_range=x_dim_group_range,
@@ -203,8 +197,7 @@ def quant_conv1d_silu(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scale
         check_tensor(op, "out C", C, torch.int8, (bt, L, gn))
         on_cuda(op, xBC=xBC, out_x=x, out_B=B, out_C=C)
     state_out = conv_state if state_in_place else torch.empty(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)
-    params = ConvParams(**{k: float(v) for k, v in scalars.items()}, ngroups=ngroups, nheads=nheads,
-                        headdim=headdim, d_state=d_state, d_conv=K,
+    params = ConvParams(**{k: float(v) for k, v in call.scalars.items()}, **call.shape, d_conv=K,
                         n_head_groups=x_out_scales.shape[1], n_dim_groups=x_out_scales.shape[2])
     tensors = ConvTensors(
         ptr(xBC), ptr(weight), ptr(bias), ptr(x_out_scales), ptr(B_out_scales),

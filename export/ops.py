@@ -8,6 +8,7 @@ function bodies and the TensorRT plugins are all checked against these functions
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -86,19 +87,41 @@ def check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scale
     return bt, L, K
 
 
+
+class ConvCall(NamedTuple):
+    """A QuantConv1dSiLU call that passed ``check_conv_inputs``: its nine scale attributes by name,
+    its shape attributes by name, and ``sizes`` = (bt, L, K, d_ssm, gn, conv_dim)."""
+    scalars: dict
+    shape: dict
+    sizes: tuple[int, int, int, int, int, int]
+
+
+def check_conv_call(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                    x_head_group_range, x_dim_group_range, conv_state=None, *,
+                    x_scale, wx_scale, bx_scale, B_scale, wB_scale, bB_scale,
+                    C_scale, wC_scale, bC_scale, ngroups, nheads, headdim, d_state) -> ConvCall:
+    """Checks a QuantConv1dSiLU call made with ``quant_conv1d_silu_ref``'s arguments; the reference and
+    the CUDA binding (``qmamba.export.kernels.quant_conv1d_silu``) both start here."""
+    scalars = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale,
+                   wB_scale=wB_scale, bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale,
+                   bC_scale=bC_scale)
+    shape = dict(ngroups=ngroups, nheads=nheads, headdim=headdim, d_state=d_state)
+    bt, L, K = check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
+                                 x_head_group_range, x_dim_group_range, conv_state, scalars, **shape)
+    d_ssm, gn = nheads * headdim, ngroups * d_state
+    return ConvCall(scalars, shape, (bt, L, K, d_ssm, gn, d_ssm + 2 * gn))
+
 def quant_conv1d_silu_ref(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
                           x_head_group_range, x_dim_group_range, conv_state=None, *,
                           x_scale, wx_scale, bx_scale, B_scale, wB_scale, bB_scale,
                           C_scale, wC_scale, bC_scale, ngroups, nheads, headdim, d_state):
     """QuantConv1dSiLU of docs/ops.md. Returns (x, B, C, conv_state_out), all int8."""
-    scalars = dict(x_scale=x_scale, wx_scale=wx_scale, bx_scale=bx_scale, B_scale=B_scale,
-                   wB_scale=wB_scale, bB_scale=bB_scale, C_scale=C_scale, wC_scale=wC_scale,
-                   bC_scale=bC_scale)
-    bt, L, K = check_conv_inputs(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
-                                 x_head_group_range, x_dim_group_range, conv_state, scalars,
-                                 ngroups, nheads, headdim, d_state)
-    d_ssm, gn = nheads * headdim, ngroups * d_state
-    conv_dim = d_ssm + 2 * gn
+    call = check_conv_call(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+                           x_dim_group_range, conv_state, x_scale=x_scale, wx_scale=wx_scale,
+                           bx_scale=bx_scale, B_scale=B_scale, wB_scale=wB_scale, bB_scale=bB_scale,
+                           C_scale=C_scale, wC_scale=wC_scale, bC_scale=bC_scale, ngroups=ngroups,
+                           nheads=nheads, headdim=headdim, d_state=d_state)
+    scalars, (bt, L, K, d_ssm, gn, conv_dim) = call.scalars, call.sizes
     dev = xBC.device
     if conv_state is None:
         conv_state = torch.zeros(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)

@@ -28,7 +28,7 @@ COMMANDS = {
     "export": ("qmamba.export.onnx_export", "quantized model -> prefill.onnx + decode.onnx"),
     "check": ("qmamba.runtime.check", "PyTorch reference vs ONNX Runtime on real text"),
     "build": ("qmamba.runtime.build", "ONNX pair -> TensorRT engines"),
-    "generate": ("qmamba.runtime.generate", "stream text from TensorRT engines"),
+    "generate": ("qmamba.runtime.generate", "stream text from TensorRT engines or an exported ONNX pair (ONNX Runtime)"),
     "bench": ("qmamba.runtime.bench", "prefill latency and decode tokens/s of TensorRT engines"),
     "bisect": ("qmamba.runtime.bisect", "first tensor where a TensorRT engine departs from ONNX Runtime"),
     "eval": ("qmamba.runtime.evaluate", "bits per byte of a model on a text file"),
@@ -70,7 +70,8 @@ def error_line(command: str, error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return f"qmamba {command}: interrupted"
     if isinstance(error, (QmambaError, ValueError, OSError, RuntimeError)):
-        message = str(error)
+        # Library functions name their command ("eval: ...") for Python callers; the line already does.
+        message = str(error).removeprefix(f"{command}: ")
     else:
         message = f"unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)"
     return f"qmamba {command}: error: {message}"

@@ -10,14 +10,11 @@ tokenizer (``qmamba.tokenizer``: its folder's, else ``--tokenizer``), carried in
 and the ONNX folder.
 
 Text: the samples of ``qmamba.data`` (Tiny Shakespeare for calibration, WikiText-2 valid for the
-check; ``QMAMBA_DATA`` points at full corpora), else, if those are missing, the docstrings of
-Python's standard library, which every Python installation carries; the run says which it used.
+check; ``QMAMBA_DATA`` points at full corpora), or ``--text``; the run says which it used.
 """
 from __future__ import annotations
 
 import argparse
-import pydoc
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +23,12 @@ import torch
 CHECK_OFFSET, CHECK_LENGTH = 4096, 256
 
 
-def stdlib_text(min_bytes: int = 1 << 16) -> bytes:
-    """English prose shipped with every Python: docstrings of standard-library modules."""
-    import importlib
-
-    chunks, size = [], 0
-    for name in sorted(sys.stdlib_module_names):
-        if name.startswith("_") or name in ("antigravity", "this", "idlelib", "tkinter", "turtle"):
-            continue
-        try:
-            mod = importlib.import_module(name)
-        except Exception:  # platform-specific modules that do not import here
-            continue
-        doc = pydoc.getdoc(mod)
-        if doc:
-            chunks.append(doc.encode("utf-8", "replace") + b"\n\n")
-            size += len(chunks[-1])
-        if size >= min_bytes:
-            break
-    return b"".join(chunks)
-
-
 def default_texts() -> tuple[bytes, bytes, str]:
     """(calibration text, check text, where they came from)."""
     from qmamba.data import text_file
 
-    try:
-        calib, check = text_file("tinyshakespeare/input.txt"), text_file("wikitext-2/valid.txt")
-        return calib.read_bytes(), check.read_bytes(), f"{calib} / {check}"
-    except FileNotFoundError:
-        text = stdlib_text()
-        half = len(text) // 2
-        return text[:half], text[half:], "docstrings of the Python standard library"
+    calib, check = text_file("tinyshakespeare/input.txt"), text_file("wikitext-2/valid.txt")
+    return calib.read_bytes(), check.read_bytes(), f"{calib} / {check}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"checkpoint directory; a hub id); default %(default)s")
     parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
                         help="tokenizer when the model folder holds none and its vocabulary is not bytes")
-    parser.add_argument("--text", default=None, help="calibration and check text (default: see above)")
-    parser.add_argument("-o", "--out", default="qmamba-quickstart", help="output directory")
+    parser.add_argument("--text", default=None, help="calibration and check text (default: the shipped samples, Tiny "
+                                                          "Shakespeare to calibrate and WikiText-2 valid to check)")
+    parser.add_argument("-o", "--out", default="qmamba-quickstart", help="output directory (default %(default)s)")
     parser.add_argument("--observer", choices=("minmax", "percentile"), default="minmax")
     parser.add_argument("--hadamard", action="store_true", help="rotate the out_proj input")
     parser.add_argument("--num-samples", type=int, default=16)

@@ -71,9 +71,6 @@ MAMBA2_DEFAULTS = {"d_state": 128, "d_conv": 4, "expand": 2, "headdim": 64, "d_s
                    "ngroups": 1, "chunk_size": 256, "rmsnorm": True, "norm_before_gate": False,
                    "D_has_hdim": False, "bias": False, "conv_bias": True, "dt_min": 0.001,
                    "dt_max": 0.1, "dt_init_floor": 1e-4, "dt_limit": (0.0, math.inf)}
-# ssm_cfg keys that only steer how mamba_ssm runs or initializes, not what it computes.
-RUNTIME_ONLY_KEYS = {"layer", "use_mem_eff_path", "process_group", "sequence_parallel", "conv_init",
-                     "A_init_range", "layer_idx"}
 
 
 def names() -> list[str]:

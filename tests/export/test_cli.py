@@ -34,3 +34,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["calibrate", "--model", str(tmp_path / "none"), "--text", str(SHAKESPEARE),
                  "-o", str(tmp_path / "o")]) == 2
     assert "qmamba calibrate: error:" in capsys.readouterr().err
+
+
+def test_cli_error_names_the_command_once(tmp_path, capsys):
+    """A library message that starts with its command's name is printed without a second copy."""
+    text = tmp_path / "one.txt"
+    text.write_bytes(b"a")
+    assert main(["eval", "mamba2-tiny-g1", "--text", str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qmamba eval: error: ") and "eval: eval:" not in err and "error: eval:" not in err
