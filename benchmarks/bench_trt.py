@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def main() -> int:
                     help="the decode engine's mixers (qmamba build --decode-mixer)")
     args = ap.parse_args()
     out = Path(args.out)
-    work = Path("/tmp/qmamba_bench")
+    work = Path(tempfile.gettempdir()) / "qmamba_bench"
     bw = trt_bench.copy_bandwidth()
     print(f"device-to-device copy bandwidth: {bw / 1e9:.0f} GB/s")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))

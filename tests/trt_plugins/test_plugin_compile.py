@@ -4,6 +4,7 @@ trt_headers finds (QMAMBA_TRT_INCLUDE_DIRS, TensorRT_INCLUDE_DIR, an installed T
 with the CUDA headers; skips otherwise."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +14,19 @@ import pytest
 from trt_headers import ENV_HINT, newest_headers
 
 ROOT = Path(__file__).resolve().parents[2]
-CUDA_INCLUDE = Path("/usr/local/cuda/include")
+
+
+def _cuda_include() -> Path | None:
+    """The CUDA toolkit's include folder: $CUDA_HOME's, the one beside nvcc, or the toolkit's default
+    install location."""
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    roots += [Path(nvcc).resolve().parents[1] if nvcc else None, "/usr/local/cuda"]
+    found = [Path(r) / "include" for r in roots if r and (Path(r) / "include" / "cuda_runtime_api.h").is_file()]
+    return found[0] if found else None
+
+
+CUDA_INCLUDE = _cuda_include()
 PLUGIN_SOURCES = ["common/qmambaFields.cpp", "common/qmambaShapes.cpp", "common/qmambaTrtUtils.cpp",
                   "common/qmambaPluginLibrary.cpp", "quantConv1dSiLUPlugin/quantConv1dSiLUCore.cpp",
                   "quantSSDPlugin/quantSSDCore.cpp", "bitsAsFloatPlugin/bitsAsFloatCore.cpp",
@@ -26,7 +39,7 @@ API_NAMES = {"V3": "TensorRT 10+", "V2": "TensorRT 8"}
 
 
 def _headers(plugin_api: str) -> Path:
-    if shutil.which("g++") is None or not CUDA_INCLUDE.exists():
+    if shutil.which("g++") is None or CUDA_INCLUDE is None:
         pytest.skip("g++ or the CUDA headers are missing")
     found = newest_headers(plugin_api)
     if found is None:
