@@ -310,7 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from qmamba.data import read_text
     from qmamba.output_dir import atomic_output_dir
-    from qmamba.tokenizer import ByteTokenizer, carry_tokenizer, find_tokenizer
+    from qmamba.tokenizer import carry_tokenizer, find_tokenizer
 
     from .checkpoint import save_quantized
     from .inspect import format_report, report
@@ -319,7 +319,7 @@ def run(args) -> int:
     source = identify(args.model)     # a W8A8 or unknown model is refused before anything is built
     tok = find_tokenizer(source.path, args.tokenizer)
     text = read_text(args.text, "calibrate")
-    data = text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(text), dtype=torch.int64)
+    data = torch.tensor(tok.encode_bytes(text), dtype=torch.int64)  # bytes themselves for a byte model
     with atomic_output_dir(args.out, force=args.force, inputs=[source.path, args.text]) as tmp:
         model = calibrate_model(load_float(source, "calibrate"), data, observer=args.observer,
                                 percentile=args.percentile, n_head_groups=args.head_groups,

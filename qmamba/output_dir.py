@@ -59,8 +59,8 @@ def atomic_output_dir(path, force: bool = False, inputs: Iterable = ()) -> Itera
     ``force`` (OutputExistsError) and a ``path`` equal to, inside or above one of ``inputs``
     (BadInputError). On an error or KeyboardInterrupt inside the block the temporary folder is
     removed (with the parent folders it created) and the previous output, if any, is left as it
-    was. On success a previous output is
-    moved aside, the new one renamed into place, and only then the previous one deleted.
+    was. On success a previous output is moved aside, the new one renamed into place, and only then
+    the previous one deleted.
     """
     out = check_output_dir(path, force, inputs)
     created = [p for p in reversed(out.parents) if not p.exists()]   # outermost first

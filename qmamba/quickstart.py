@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 CHECK_OFFSET, CHECK_LENGTH = 4096, 256
@@ -58,8 +57,8 @@ def run(args) -> int:
     from qmamba.export.model_source import identify, load_float, load_w8a8
     from qmamba.export.onnx_export import export_onnx
     from qmamba.output_dir import atomic_output_dir
-    from qmamba.runtime.check import check
-    from qmamba.tokenizer import ByteTokenizer, carry_tokenizer, find_tokenizer
+    from qmamba.runtime.check import check, prompt_tokens
+    from qmamba.tokenizer import carry_tokenizer, find_tokenizer
 
     need = CHECK_OFFSET + CHECK_LENGTH + 1
     if args.text:
@@ -72,11 +71,7 @@ def run(args) -> int:
                                 f"{len(check_text)}; pass a longer --text")
     src = identify(args.model)
     tok = find_tokenizer(src.path, args.tokenizer)
-    ids = tok.encode_bytes(check_text[CHECK_OFFSET:])
-    if len(ids) < CHECK_LENGTH + 1:
-        raise BadInputError(f"quickstart: the check needs {CHECK_LENGTH + 1} tokens of text after byte "
-                            f"{CHECK_OFFSET}, {source} gives {len(ids)}; pass a longer --text")
-    tokens = np.asarray(ids[:CHECK_LENGTH + 1], dtype=np.int64)
+    tokens = prompt_tokens(check_text, CHECK_OFFSET, CHECK_LENGTH, tok, f"quickstart: {source}")
     print(f"model {args.model}: {src.kind} in {src.path}; tokenizer {tok.name} ({tok.vocab_size} tokens)")
     out = Path(args.out)
     inputs = [src.path] + ([args.text] if args.text else [])
@@ -87,7 +82,7 @@ def run(args) -> int:
             print(f"[1/4] {args.model} is already W8A8 ({src.kind}): no calibration; its own scales are used")
         else:
             print(f"[1/4] calibrating {args.model} ({args.observer}, 4 x 4 head/dim groups) on {source}")
-            data = calib_text if isinstance(tok, ByteTokenizer) else torch.tensor(tok.encode_bytes(calib_text))
+            data = torch.tensor(tok.encode_bytes(calib_text), dtype=torch.int64)
             model = calibrate_model(load_float(src, "quickstart"), data, observer=args.observer,
                                     hadamard=args.hadamard, num_samples=args.num_samples,
                                     seq_len=args.seq_len)

@@ -159,13 +159,21 @@ def read_tokens(text_path: Path, offset: int, length: int, tokenizer: Tokenizer 
         raise BadInputError(f"check: --offset must be >= 0, got {offset}")
     if length < 1:
         raise BadInputError(f"check: --length must be >= 1, got {length}")
-    tokenizer = tokenizer or ByteTokenizer()
     data = read_text(text_path, "check", min_bytes=offset + 1)
+    return prompt_tokens(data, offset, length, tokenizer, f"check: {text_path}",
+                         "pass a longer --text or a smaller --length")
+
+
+def prompt_tokens(data: bytes, offset: int, length: int, tokenizer: Tokenizer | None, where: str,
+                  fix: str = "pass a longer --text") -> np.ndarray:
+    """``length + 1`` token ids of ``data`` from byte ``offset`` on; too short a text is refused, the
+    message starting with ``where`` (the command and the text) and ending with ``fix``."""
+    tokenizer = tokenizer or ByteTokenizer()
     ids = tokenizer.encode_bytes(data[offset:])
     if len(ids) < length + 1:
         unit = "bytes" if isinstance(tokenizer, ByteTokenizer) else "tokens"
-        raise BadInputError(f"check: {text_path} needs {length + 1} {unit} from byte {offset} on, has "
-                            f"{len(ids)}; pass a longer --text or a smaller --length")
+        raise BadInputError(f"{where} needs {length + 1} {unit} from byte {offset} on, has "
+                            f"{len(ids)}; {fix}")
     return np.asarray(ids[:length + 1], dtype=np.int64)
 
 
