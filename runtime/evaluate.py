@@ -156,14 +156,14 @@ class OrtScorer:
         return torch.from_numpy(logits).float()
 
 
-class TrtStepwiseScorer:
-    """TensorRT engines: prefill of the first byte, then one decode step per following byte."""
+class StepwiseScorer:
+    """A prefill of the first token, then one decode step per following token (the engines' path: int8
+    states between steps), on any session with TrtSession's interface: ``prefill(ids)`` and
+    ``decode(tokens)`` giving the last position's logits (``ort.OrtStepper`` on ONNX Runtime)."""
 
-    def __init__(self, engine_dir, max_batch: int):
-        from .trt_runner import TrtSession
-
-        self.session = TrtSession(engine_dir, max_batch=max_batch)
-        self.description = "tensorrt (prefill 1 byte + decode steps)"
+    def __init__(self, session, description: str):
+        self.session = session
+        self.description = description
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         import numpy as np
@@ -173,6 +173,15 @@ class TrtStepwiseScorer:
         for t in range(1, ids_np.shape[1]):
             steps.append(self.session.decode(ids_np[:, t]))
         return torch.from_numpy(np.stack(steps, axis=1)).float()
+
+
+class TrtStepwiseScorer(StepwiseScorer):
+    """TensorRT engines, stepwise."""
+
+    def __init__(self, engine_dir, max_batch: int):
+        from .trt_runner import TrtSession
+
+        super().__init__(TrtSession(engine_dir, max_batch=max_batch), "tensorrt (prefill 1 byte + decode steps)")
 
 
 # ---- loading MODEL ------------------------------------------------------------------------------
@@ -252,7 +261,7 @@ def evaluate(scorer, data: torch.Tensor, window: int = 1024, batch: int = 8,
             bar.set_postfix({f"bp{unit[0]}": f"{total_bits / count:.4f}"})
     n_bytes = count if text_bytes is None else text_bytes
     bpb = total_bits / n_bytes
-    protocol = STEPWISE_PROTOCOL if isinstance(scorer, TrtStepwiseScorer) else WINDOW_PROTOCOL
+    protocol = STEPWISE_PROTOCOL if isinstance(scorer, StepwiseScorer) else WINDOW_PROTOCOL
     result = {"bits_per_byte": bpb, "perplexity": 2.0 ** bpb, "bytes_scored": n_bytes}
     if text_bytes is not None:
         result.update(bits_per_token=total_bits / count, tokens_scored=count)

@@ -163,3 +163,22 @@ def test_wrong_directory_kinds(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
         ev.load_scorer(str(empty), "torch")
+
+
+def test_stepwise_scorer_on_onnxruntime(tmp_path):
+    """The engines' stepwise protocol on ONNX Runtime (ort.OrtStepper): the first position is the
+    prefill's own, every later one a decode step from the int8 states, close to the prefill's logits."""
+    from qmamba.runtime.ort import OrtModel, OrtStepper
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    model = OrtModel(onnx_dir)
+    ids = ev.read_text_bytes(text_file("wikitext-2/test.txt"), 65)[:64].reshape(2, 32)
+    got = ev.StepwiseScorer(OrtStepper(model), "onnxruntime stepwise")(ids)
+    want = torch.from_numpy(model.prefill(ids.numpy())[0]).float()
+    assert got.shape == want.shape
+    assert torch.equal(got[:, 0], want[:, 0])
+    assert ((got - want).norm() / want.norm()).item() < 0.05
+    result = ev.evaluate(ev.StepwiseScorer(OrtStepper(model), "onnxruntime stepwise"), ids.reshape(-1),
+                         window=16, batch=2, progress=False)
+    assert "decode step" in result["protocol"]

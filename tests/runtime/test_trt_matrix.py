@@ -114,26 +114,13 @@ def test_greedy_32_tokens_match_onnxruntime(configuration, batch):
 
 
 def test_bits_per_byte_match_onnxruntime(configuration):
-    from qmamba.runtime.evaluate import TrtStepwiseScorer, evaluate, read_text_bytes
-    from qmamba.runtime.ort import OrtModel
+    from qmamba.runtime.evaluate import StepwiseScorer, TrtStepwiseScorer, evaluate, read_text_bytes
+    from qmamba.runtime.ort import OrtModel, OrtStepper
 
     name, onnx_dir, engines = configuration
     data = read_text_bytes(text_file("wikitext-2/test.txt"), BPB_BYTES)
-    ort = OrtModel(onnx_dir)
-
-    class OrtStepwise:  # the engines' protocol on ONNX Runtime: prefill one byte, then decode steps
-        description = "onnxruntime stepwise"
-
-        def __call__(self, ids):
-            ids = ids.numpy().astype(np.int64)
-            logits, states = ort.prefill(ids[:, :1])
-            steps = [logits[:, -1]]
-            for t in range(1, ids.shape[1]):
-                logits, states = ort.decode(ids[:, t:t + 1], states)
-                steps.append(logits[:, -1])
-            return torch.from_numpy(np.stack(steps, axis=1)).float()
-
     trt = evaluate(TrtStepwiseScorer(engines, max_batch=8), data, progress=False)["bits_per_byte"]
-    ref = evaluate(OrtStepwise(), data, progress=False)["bits_per_byte"]
+    ort = StepwiseScorer(OrtStepper(OrtModel(onnx_dir)), "onnxruntime stepwise")
+    ref = evaluate(ort, data, progress=False)["bits_per_byte"]
     print(f"\n{name}: bits per byte tensorrt {trt:.5f}, onnxruntime {ref:.5f}")
     assert abs(trt - ref) <= BPB_RELATIVE * ref, f"{name}: {trt:.5f} vs {ref:.5f}"
