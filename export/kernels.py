@@ -146,7 +146,7 @@ def check_status(rc: int, lib: ctypes.CDLL | None = None) -> None:
 
 
 def ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.dataptr()
+    return None if t is None else t.data_ptr()
 
 
 def on_cuda(op: str, **tensors: torch.Tensor | None) -> torch.device:

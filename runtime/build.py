@@ -45,6 +45,10 @@ def _level(text: str) -> int:
 
 
 TIMING_CACHE = "timing.cache"
+# TensorRT's builder optimization level. At 3 (TensorRT's default) TensorRT 8.6 times tactics for minutes
+# even on the shipped 4 M-parameter models (docs/tensorrt.md, "Build time"); 0 builds their engine pair
+# in under a minute.
+DEFAULT_OPTIMIZATION_LEVEL = 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tactic-libraries", action="store_true",
                         help="no cuBLAS/cuBLASLt/cuDNN tactics (a TensorRT installed without those libraries)")
     parser.add_argument("--builder-optimization-level", type=_level, metavar="0..5",
-                        help="TensorRT's builder optimization level (trtexec --builderOptimizationLevel; "
-                             "default TensorRT's, 3): lower levels time fewer tactics and build faster")
+                        default=DEFAULT_OPTIMIZATION_LEVEL,
+                        help=f"TensorRT's builder optimization level (trtexec --builderOptimizationLevel; "
+                             f"default {DEFAULT_OPTIMIZATION_LEVEL}; TensorRT's own default is 3): higher levels "
+                             f"time more tactics, build for minutes and may give faster engines")
     parser.add_argument("--timing-cache", metavar="FILE",
                         help=f"tactic timings to reuse and update (trtexec --timingCacheFile; default "
                              f"ENGINES/{TIMING_CACHE}): a rebuild on the same GPU and TensorRT skips their timing")
@@ -142,6 +148,18 @@ def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, m
     return path
 
 
+NO_IMPLEMENTATION = "Could not find any implementation for node"
+
+
+def no_implementation_hint(kind: str, profile: trt_runner.Profile) -> str:
+    """What to change when TensorRT has no kernel for a region it fused (a ForeignNode): on TensorRT 8.6
+    that has depended on the profile, not on the graph (docs/tensorrt.md, "Build time")."""
+    return (f"TensorRT found no kernel for a region it fused in the {kind} graph with the profile "
+            f"{profile.describe()}. TensorRT 8.6 has failed so with an optimum batch above 1 (--batch 1,2,4) and "
+            f"built the same graphs with the default profile (--batch 1,1,8 --seq 1,128,2048): try an optimum "
+            f"batch of 1, another --seq optimum or another --builder-optimization-level.")
+
+
 def tensorrt_major(trt=None) -> int:
     """Major version of the TensorRT that builds: its Python package's, else the C++ runner's."""
     if trt is not None:
@@ -152,7 +170,7 @@ def tensorrt_major(trt=None) -> int:
 
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
-                  decode_linear="auto", decode_mixer="plugin", optimization_level=None,
+                  decode_linear="auto", decode_mixer="plugin", optimization_level=DEFAULT_OPTIMIZATION_LEVEL,
                   timing_cache="default", progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
@@ -163,6 +181,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
 
     ``timing_cache``: a file of tactic timings read before and written after each engine (``"default"``:
     ENGINES/timing.cache, carried over from the folder a ``force`` build replaces; None: none).
+    ``optimization_level``: TensorRT's builder optimization level (None: TensorRT's own default, 3).
     ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
@@ -208,6 +227,10 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                 build_times[kind] = round(time.perf_counter() - start, 1)
                 say(f"built {engine_path.name} in {build_times[kind]:.1f} s "
                     f"({engine_path.stat().st_size / 1e6:.1f} MB)")
+            except RuntimeError as e:  # TrtRunnerError, and the Python API's failures
+                if NO_IMPLEMENTATION not in str(e):
+                    raise
+                raise trt_runner.TrtRunnerError(f"{e}\n{no_implementation_hint(kind, profile)}") from e
             finally:
                 if not keep_onnx:
                     for f in (onnx_path, Path(f"{onnx_path}.data")):

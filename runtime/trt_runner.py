@@ -10,9 +10,11 @@ another version, ...).
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import glob
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,10 +156,19 @@ def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: b
         cmd += ["--opt-level", str(optimization_level)]
     if timing_cache is not None:
         cmd += ["--timing-cache", str(timing_cache)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        lines = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or ln.startswith("qmamba_trt")]
-        detail = "\n".join(lines[-20:]) or r.stderr[-2000:] or f"exit status {r.returncode}"
+    # TensorRT's log (as much as QMAMBA_TRT_LOG asks for) goes on to this process's stderr as it comes;
+    # the error lines are kept for the exception.
+    errors, tail = [], collections.deque(maxlen=20)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as child:
+        for line in child.stdout:
+            tail.append(line.rstrip("\n"))
+            if "error" in line.lower() or line.startswith("qmamba_trt"):
+                errors.append(tail[-1])
+            elif line.startswith("[TensorRT"):
+                sys.stderr.write(line)
+    if child.returncode != 0:
+        detail = "\n".join(errors[-20:] or tail) or f"exit status {child.returncode}"
         raise TrtRunnerError(f"building {engine_path} from {onnx_path} failed:\n{detail}")
     return Path(engine_path)
 

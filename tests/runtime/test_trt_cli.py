@@ -103,6 +103,16 @@ def stand_in_builder(monkeypatch, tmp_path):
     return calls
 
 
+def test_build_defaults_to_optimization_level_0(stand_in_builder, tmp_path):
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "engines")]) == 0
+    assert [c["level"] for c in stand_in_builder] == [0, 0]
+    engines = json.loads((tmp_path / "engines" / "qmamba_engines.json").read_text())
+    assert engines["profiles"]["prefill"] == {"batch": [1, 1, 8], "seq": [1, 128, 2048]}
+
+
 def test_build_passes_level_and_timing_cache_and_reports_each_engine(stand_in_builder, tmp_path, capsys):
     from tiny_models import exported_tiny_model
 
@@ -129,7 +139,56 @@ def test_build_passes_level_and_timing_cache_and_reports_each_engine(stand_in_bu
     stand_in_builder.clear()
     cache = tmp_path / "shared.cache"
     assert main(["build", str(onnx_dir), "-o", str(out), "--force", "--timing-cache", str(cache)]) == 0
-    assert all(c["cache"] == cache and c["level"] is None for c in stand_in_builder)
+    assert all(c["cache"] == cache and c["level"] == 0 for c in stand_in_builder)
     stand_in_builder.clear()
     assert main(["build", str(onnx_dir), "-o", str(out), "--force", "--no-timing-cache"]) == 0
     assert all(c["cache"] is None for c in stand_in_builder)
+
+
+def _fake_runner(tmp_path, monkeypatch, script: str):
+    """trt_runner.build_engine drives this shell script as it would drive `qmamba_trt build`."""
+    exe = tmp_path / "qmamba_trt"
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(0o755)
+    monkeypatch.setattr(trt_runner, "runner_executable", lambda: exe)
+    onnx_path = tmp_path / "prefill.trt.onnx"
+    onnx_path.write_bytes(b"onnx")
+    return onnx_path
+
+
+def test_build_passes_tensorrt_log_through_as_it_comes(tmp_path, monkeypatch, capsys):
+    onnx_path = _fake_runner(tmp_path, monkeypatch, 'echo "[TensorRT verbose 0.100s] Timing Runner: layer"\n'
+                                                    'echo "[TensorRT info 2.500s] Total Activation Memory"\n')
+    trt_runner.build_engine(onnx_path, tmp_path / "x.engine", trt_runner.Profile((1, 1, 2), (1, 4, 8)),
+                            plugins=tmp_path / "lib.so")
+    err = _err(capsys)
+    assert "[TensorRT verbose 0.100s] Timing Runner: layer" in err and "Total Activation Memory" in err
+
+
+def test_build_failure_names_tensorrt_errors_once(tmp_path, monkeypatch, capsys):
+    onnx_path = _fake_runner(tmp_path, monkeypatch,
+                             'echo "[TensorRT warning 0.1s] a warning"\n'
+                             'echo "[TensorRT error 9.0s] 10: Could not find any implementation for node X."\n'
+                             'exit 1\n')
+    with pytest.raises(trt_runner.TrtRunnerError) as e:
+        trt_runner.build_engine(onnx_path, tmp_path / "x.engine", trt_runner.Profile((1, 1, 2), (1, 4, 8)),
+                                plugins=tmp_path / "lib.so")
+    assert "Could not find any implementation for node X." in str(e.value)
+    err = _err(capsys)
+    assert "a warning" in err and "Could not find" not in err
+
+
+def test_build_says_what_to_change_when_tensorrt_finds_no_kernel(stand_in_builder, monkeypatch, tmp_path, capsys):
+    from tiny_models import exported_tiny_model
+
+    def no_kernel(onnx_path, engine_path, *args, **kwargs):
+        raise trt_runner.TrtRunnerError("[TensorRT error 9.0s] 10: Could not find any implementation for node "
+                                        "{ForeignNode[(Unnamed Layer* 287) [Shuffle]...logits/Where]}.")
+
+    monkeypatch.setattr(trt_runner, "build_engine", no_kernel)
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "engines"), "--batch", "1,2,4"]) == 1
+    err = _err(capsys)
+    assert "ForeignNode[(Unnamed Layer* 287)" in err and "with the profile batch 1..2..4" in err
+    assert "try an optimum batch of 1" in err
+    assert not (tmp_path / "engines").exists()

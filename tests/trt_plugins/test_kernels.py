@@ -19,6 +19,14 @@ from qmamba.runtime import kernels as decode_kernels
 
 needs_lib = pytest.mark.skipif(kernels.library_path() is None, reason="libqmamba_kernels not built")
 
+
+def test_ptr_gives_the_tensors_device_address():
+    # Every launcher passes its tensors through ptr(); the GPU tests are the only other callers.
+    t = torch.arange(6.0)[2:]
+    assert kernels.ptr(t) == t.data_ptr()
+    assert kernels.ptr(None) is None
+
+
 def _conv_args(**over):
     p = kernels.ConvParams(x_scale=0.1, wx_scale=0.01, bx_scale=0.01, B_scale=0.1, wB_scale=0.01,
                            bB_scale=0.01, C_scale=0.1, wC_scale=0.01, bC_scale=0.01, ngroups=1,
