@@ -216,8 +216,12 @@ def main() -> int:
             f"memory in use for a session of batch {max([*args.prefill_batch, *args.decode_batch])}")
         peer, path = None, "not run (--skip-peer)"
         if not args.skip_peer:
-            peer, path = mamba_ssm_rows(fdir, args.prefill_batch, args.seq, args.decode_batch, args.iters)
-            say(f"mamba_ssm measured: {path}")
+            try:
+                peer, path = mamba_ssm_rows(fdir, args.prefill_batch, args.seq, args.decode_batch, args.iters)
+                say(f"mamba_ssm measured: {path}")
+            except ImportError as e:  # the table is still printed, with the peer's columns empty
+                path = f"not run: mamba_ssm cannot be imported ({e})"
+                say(path)
         agree = agreement(onnx_dir, engines, sizes.real_vocab_size) if args.agree else []
 
     print(f"\n{args.model} ({sizes.n_layer} layers), {torch.cuda.get_device_name()}, copy bandwidth "
