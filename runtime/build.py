@@ -155,9 +155,9 @@ def no_implementation_hint(kind: str, profile: trt_runner.Profile) -> str:
     """What to change when TensorRT has no kernel for a region it fused (a ForeignNode): on TensorRT 8.6
     that has depended on the profile, not on the graph (docs/tensorrt.md, "Build time")."""
     return (f"TensorRT found no kernel for a region it fused in the {kind} graph with the profile "
-            f"{profile.describe()}. TensorRT 8.6 has failed so with an optimum batch above 1 (--batch 1,2,4) and "
-            f"built the same graphs with the default profile (--batch 1,1,8 --seq 1,128,2048): try an optimum "
-            f"batch of 1, another --seq optimum or another --builder-optimization-level.")
+            f"{profile.describe()}. TensorRT 8.6 has failed so with --batch 1,2,4 --seq 1,128,512 and built the "
+            f"same graphs with the default profile (--batch 1,1,8 --seq 1,128,2048): try the default profile, an "
+            f"optimum batch of 1 or another --builder-optimization-level.")
 
 
 def tensorrt_major(trt=None) -> int:

@@ -158,7 +158,7 @@ def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: b
         cmd += ["--timing-cache", str(timing_cache)]
     # TensorRT's log (as much as QMAMBA_TRT_LOG asks for) goes on to this process's stderr as it comes;
     # the error lines are kept for the exception.
-    errors, tail = [], collections.deque(maxlen=20)
+    errors, tail = collections.deque(maxlen=20), collections.deque(maxlen=20)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace") as child:
         for line in child.stdout:
@@ -168,7 +168,7 @@ def build_engine(onnx_path, engine_path, profile: Profile, plugins=None, fp16: b
             elif line.startswith("[TensorRT"):
                 sys.stderr.write(line)
     if child.returncode != 0:
-        detail = "\n".join(errors[-20:] or tail) or f"exit status {child.returncode}"
+        detail = "\n".join(errors or tail) or f"exit status {child.returncode}"
         raise TrtRunnerError(f"building {engine_path} from {onnx_path} failed:\n{detail}")
     return Path(engine_path)
 

@@ -190,5 +190,5 @@ def test_build_says_what_to_change_when_tensorrt_finds_no_kernel(stand_in_builde
     assert main(["build", str(onnx_dir), "-o", str(tmp_path / "engines"), "--batch", "1,2,4"]) == 1
     err = _err(capsys)
     assert "ForeignNode[(Unnamed Layer* 287)" in err and "with the profile batch 1..2..4" in err
-    assert "try an optimum batch of 1" in err
+    assert "try the default profile, an optimum batch of 1" in err
     assert not (tmp_path / "engines").exists()
