@@ -36,7 +36,7 @@ from qmamba.models.real_configs import mamba2_sizes, names
 from qmamba.models.standin import standin_config, write_standin
 from qmamba.runtime import bench as trt_bench
 from qmamba.runtime import trt_runner
-from qmamba.runtime.build import build_engines
+from qmamba.runtime.build import DEFAULT_OPTIMIZATION_LEVEL, build_engines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trt import cuda_ms
@@ -166,7 +166,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=names(), default="mamba2-130m")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the model has (default: all)")
-    ap.add_argument("--work", help="folder for the stand-ins, ONNX and engines (default: a temporary one)")
+    ap.add_argument("--work", help="folder for the stand-ins, ONNX and engines (default: a temporary one); "
+                                   "engines already there are measured, not rebuilt")
     ap.add_argument("--prefill-batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seq", type=int, nargs="+", default=[512, 1024, 2048])
     ap.add_argument("--decode-batch", type=int, nargs="+", default=[1, 8, 32])
@@ -174,6 +175,8 @@ def main() -> int:
     ap.add_argument("--agree", action="store_true", help="also compare the engines with ONNX Runtime")
     ap.add_argument("--skip-peer", action="store_true", help="qmamba's engines only")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--builder-optimization-level", type=int, default=DEFAULT_OPTIMIZATION_LEVEL, metavar="0..5",
+                    help=f"as `qmamba build` (default {DEFAULT_OPTIMIZATION_LEVEL})")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     args = ap.parse_args()
@@ -204,7 +207,7 @@ def main() -> int:
             max_batch = max([*args.prefill_batch, *args.decode_batch, 4])
             say("building the engines")
             build_engines(onnx_dir, engines, batch=(1, 1, max_batch), seq=(1, 128, max(args.seq)),
-                          force=True, progress=say)
+                          optimization_level=args.builder_optimization_level, force=True, progress=say)
         if not args.skip_peer and not (fdir / "config.json").is_file():
             write_standin(config, fdir, "mamba_ssm")
             say("mamba_ssm float stand-in written")
