@@ -31,6 +31,7 @@ COMMANDS = {
     "generate": ("qmamba.runtime.generate", "stream text from TensorRT engines or an exported ONNX pair (ONNX Runtime)"),
     "bench": ("qmamba.runtime.bench", "prefill latency and decode tokens/s of TensorRT engines"),
     "bisect": ("qmamba.runtime.bisect", "first tensor where a TensorRT engine departs from ONNX Runtime"),
+    "bisect-build": ("qmamba.runtime.build_bisect", "first tensor of a graph whose computation TensorRT cannot build"),
     "eval": ("qmamba.runtime.evaluate", "bits per byte of a model on a text file"),
     "train": ("qmamba.export.train", "train the small byte-level Mamba2 shipped with qmamba"),
     "standin": ("qmamba.models.standin", "random weights with a real model's exact configuration (sizing, benchmarks)"),

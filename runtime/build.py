@@ -157,7 +157,8 @@ def no_implementation_hint(kind: str, profile: trt_runner.Profile) -> str:
     return (f"TensorRT found no kernel for a region it fused in the {kind} graph with the profile "
             f"{profile.describe()}. TensorRT 8.6 has failed so with --batch 1,2,4 --seq 1,128,512 and built the "
             f"same graphs with the default profile (--batch 1,1,8 --seq 1,128,2048): try the default profile, an "
-            f"optimum batch of 1 or another --builder-optimization-level.")
+            f"optimum batch of 1 or another --builder-optimization-level; `qmamba bisect-build` with the same "
+            f"options finds the first tensor whose computation does not build.")
 
 
 def tensorrt_major(trt=None) -> int:
