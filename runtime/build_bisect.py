@@ -67,10 +67,10 @@ def truncated(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
 
 def first_failing_cut(model: onnx.ModelProto, names: list[str],
                       build: Callable[[onnx.ModelProto, str], str | None],
-                      say: Callable[[str], None] = print) -> tuple[str | None, str | None]:
+                      say: Callable[[str], None] = print) -> tuple[str | None, onnx.NodeProto | None, str | None]:
     """Binary search over ``names`` (float tensors in graph order) for the first cut that ``build`` fails
-    (``build`` returns None when the cut built, else the error). Returns (that tensor, its error), or
-    (None, None) when every cut builds."""
+    (``build`` returns None when the cut built, else the error). Returns (that tensor, the node that
+    produces it, the error), or (None, None, None) when every cut builds."""
     producer = {o: n for n in model.graph.node for o in n.output}
     lo, hi, error = -1, len(names), None
     while hi - lo > 1:
@@ -83,7 +83,7 @@ def first_failing_cut(model: onnx.ModelProto, names: list[str],
             lo = mid
         else:
             hi, error = mid, failed
-    return (names[hi], error) if hi < len(names) else (None, None)
+    return (names[hi], producer[names[hi]], error) if hi < len(names) else (None, None, None)
 
 
 def run(args) -> int:
@@ -117,12 +117,11 @@ def run(args) -> int:
         if whole is None:
             print("the whole graph builds: nothing to bisect")
             return 0
-        tensor, error = first_failing_cut(model, names, build)
+        tensor, node, error = first_failing_cut(model, names, build)
         if tensor is None:
             print("every cut builds: the failure needs the graph's own outputs (the whole graph fails: "
                   + whole.strip().splitlines()[-1][:300] + ")")
         else:
-            node = next(n for n in model.graph.node if tensor in n.output)
             print(f"first cut that fails: after {tensor}, produced by {node.op_type} {node.name}")
             print(error.strip())
         return 1

@@ -53,11 +53,11 @@ def test_binary_search_finds_the_first_failing_cut(exported, bad_at):
         tried.append(name)
         return f"10: Could not find any implementation ({name})" if any(n.name == culprit for n in cut.graph.node) else None
 
-    tensor, error = first_failing_cut(model, names, build, say=lambda line: None)
+    tensor, node, error = first_failing_cut(model, names, build, say=lambda line: None)
     if bad_at is None:
-        assert (tensor, error) == (None, None)
+        assert (tensor, node, error) == (None, None, None)
     else:
-        assert tensor == names[bad_at] and "Could not find any implementation" in error
+        assert tensor == names[bad_at] and node.name == culprit and "Could not find any implementation" in error
     assert len(tried) <= int(np.ceil(np.log2(len(names) + 1)))
 
 
