@@ -140,6 +140,7 @@ def agreement(onnx_dir: Path, engines: Path, vocab: int, batches=(1, 4), prompt:
     """Engines vs ONNX Runtime (CPU) on random prompts: last-logits relative L2 and the number of greedy
     tokens that agree before the first difference (random weights give near-ties, so a later
     difference is reported, not asserted)."""
+    from qmamba.runtime.agreement import float_agreement
     from qmamba.runtime.ort import OrtModel, OrtStepper
 
     rows, rng = [], np.random.default_rng(0)
@@ -147,7 +148,7 @@ def agreement(onnx_dir: Path, engines: Path, vocab: int, batches=(1, 4), prompt:
         ids = rng.integers(0, vocab, (b, prompt)).astype(np.int64)
         ort, trt = OrtStepper(OrtModel(onnx_dir)), trt_runner.TrtSession(engines, max_batch=b)
         lo, lt = ort.prefill(ids), trt.prefill(ids)
-        rel = float(np.linalg.norm(lt - lo) / np.linalg.norm(lo))
+        rel = float_agreement("last logits", lt, lo, rel_bound=1.0).fraction
         same = 0
         for _ in range(tokens):
             to, tt = lo.argmax(-1), lt.argmax(-1)
