@@ -163,7 +163,9 @@ def build_graph(model, kind: str, functions: bool = True) -> onnx.ModelProto:
 
 
 def _initializer_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+    """Bytes of the graph's weights (raw or in typed fields, as rewrites may leave them)."""
+    return sum(len(t.raw_data) if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).nbytes
+               for t in model.graph.initializer)
 
 
 def save_graph(model: onnx.ModelProto, path: Path, external_data: str = "auto") -> bool:

@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 from qmamba.export.metadata import ONNX_METADATA, read_onnx_metadata, write_engines_metadata
+from qmamba.export.onnx_export import save_graph
 from qmamba.output_dir import atomic_output_dir, carry_over, check_output_dir
 from qmamba.tokenizer import copy_tokenizer_files
 from . import trt_builder, trt_runner
 from .decode_fusion import (DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, LINEAR_PLUGIN_MAX_BATCH,
                             decode_linear_plugin, fuse_decode_linears, fuse_decode_mixers)
+from .last_logits import last_position_logits
 from .onnx_validate import validate_onnx_model
 from .trt8_graph import bits_as_float_outputs, explicit_zero_points, float_fake_quant, qdq_plugin_edges
 
@@ -80,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-linear", choices=DECODE_LINEAR_CHOICES, default="auto",
                         help="the decode engine's W8A8 linears: qmamba's matrix-vector plugin QmambaW8A8Linear "
                              f"or TensorRT's int8 MatMul (auto: the plugin up to batch {LINEAR_PLUGIN_MAX_BATCH})")
+    parser.add_argument("--prefill-logits", choices=PREFILL_LOGITS_CHOICES, default="all",
+                        help="the prefill engine's logits: every position's (all, as the export) or the last "
+                             "position's only (last: what generation reads; much less lm_head work and output "
+                             "for a large vocabulary)")
     parser.add_argument("--decode-mixer", choices=DECODE_MIXER_CHOICES, default="plugin",
                         help="each decode mixer (in_proj's output to the gated norm) as one QmambaDecodeMixer "
                              "node, its states as int32 words (plugin), or as the exported ops (tensorrt)")
@@ -137,17 +143,23 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
 
 
 def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, mixer_plugin: bool,
-              notes: dict) -> Path:
-    """onnx_path rewritten by trt_graph for that TensorRT, written into out_dir."""
+              notes: dict, last_logits: bool = False) -> Path:
+    """onnx_path rewritten by trt_graph for that TensorRT (a prefill cut to its last position's logits
+    first when ``last_logits``), written into out_dir."""
     import onnx
 
-    model = trt_graph(onnx.load(str(onnx_path)), major, linear_plugin, mixer_plugin, notes)
+    model = onnx.load(str(onnx_path))
+    if last_logits:
+        model = last_position_logits(model)
+    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
-    big = model.ByteSize() > 1_800_000_000
-    onnx.save(model, str(path), save_as_external_data=big, location=f"{path.name}.data" if big else None)
+    # Past protobuf's 2 GiB (a 2.7b model) the weights go to a file beside the graph; ByteSize()
+    # itself fails there, so the weights are counted instead.
+    save_graph(model, path)
     return path
 
 
+PREFILL_LOGITS_CHOICES = ("all", "last")
 NO_IMPLEMENTATION = "Could not find any implementation for node"
 
 
@@ -172,7 +184,7 @@ def tensorrt_major(trt=None) -> int:
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
                   decode_linear="auto", decode_mixer="plugin", optimization_level=DEFAULT_OPTIMIZATION_LEVEL,
-                  timing_cache="default", progress=None) -> dict:
+                  timing_cache="default", prefill_logits="all", progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
     Everything given is checked before TensorRT is loaded or anything is written: the export's
@@ -183,12 +195,16 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     ``timing_cache``: a file of tactic timings read before and written after each engine (``"default"``:
     ENGINES/timing.cache, carried over from the folder a ``force`` build replaces; None: none).
     ``optimization_level``: TensorRT's builder optimization level (None: TensorRT's own default, 3).
+    ``prefill_logits``: "all" (the exported graph's [batch, seq, vocab]) or "last" (the last position's
+    [batch, 1, vocab] only, what generation reads: runtime/last_logits.py).
     ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
     meta = _read_export(onnx_dir)
     profiles = {"prefill": trt_runner.Profile(tuple(batch), tuple(seq)),
                 "decode": trt_runner.Profile(tuple(batch), (1, 1, 1))}
+    if prefill_logits not in PREFILL_LOGITS_CHOICES:
+        raise ValueError(f"build: prefill_logits must be one of {PREFILL_LOGITS_CHOICES}, got {prefill_logits!r}")
     if decode_mixer not in DECODE_MIXER_CHOICES:
         raise ValueError(f"build: decode_mixer must be one of {DECODE_MIXER_CHOICES}, got {decode_mixer!r}")
     for kind in profiles:
@@ -214,7 +230,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
         for kind, profile in profiles.items():
             decode = kind == "decode"
             onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], tmp, major, linear_plugin and decode,
-                                  decode_mixer == "plugin" and decode, notes)
+                                  decode_mixer == "plugin" and decode, notes,
+                                  last_logits=prefill_logits == "last" and not decode)
             engine_path = tmp / f"{kind}.engine"
             say(f"building {engine_path.name} ({profile.describe()})")
             start = time.perf_counter()
@@ -240,6 +257,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                    "backend": "python" if trt is not None else "cpp",
                    "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
                    "decode_mixers": notes["decode_mixers"],
+                   "prefill_logits": prefill_logits,
                    "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
                    "build_seconds": build_times,
                    **decode_bytes(meta, onnx_dir / meta["graphs"]["decode"]["file"])}
@@ -257,7 +275,7 @@ def run(args) -> int:
                          force=args.force, keep_onnx=args.keep_onnx, decode_linear=args.decode_linear,
                          decode_mixer=args.decode_mixer, optimization_level=args.builder_optimization_level,
                          timing_cache=None if args.no_timing_cache else args.timing_cache or "default",
-                         progress=lambda line: print(line, flush=True))
+                         prefill_logits=args.prefill_logits, progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
           f"its mixers: {meta['decode_mixers']}")

@@ -3,6 +3,7 @@ line, without TensorRT or a GPU (the GPU runs are in test_trt_engines.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,8 +87,14 @@ def stand_in_builder(monkeypatch, tmp_path):
 
     def build_engine(onnx_path, engine_path, profile, plugins=None, fp16=False, no_tactic_libraries=False,
                      optimization_level=None, timing_cache=None):
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        logits = next(o for o in graph.output if o.name == "logits").type.tensor_type.shape.dim
         calls.append(dict(engine=engine_path.name, profile=profile, level=optimization_level,
                           cache=timing_cache, no_libraries=no_tactic_libraries,
+                          logits=[d.dim_param or d.dim_value for d in logits],
+                          external_data=Path(f"{onnx_path}.data").is_file(),
                           cached=timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else None))
         engine_path.write_bytes(b"engine")
         if timing_cache is not None:  # as TensorRT does: the timings of this build added to the cache
@@ -111,6 +118,31 @@ def test_build_defaults_to_optimization_level_0(stand_in_builder, tmp_path):
     assert [c["level"] for c in stand_in_builder] == [0, 0]
     engines = json.loads((tmp_path / "engines" / "qmamba_engines.json").read_text())
     assert engines["profiles"]["prefill"] == {"batch": [1, 1, 8], "seq": [1, 128, 2048]}
+
+
+def test_build_gives_tensorrt_weights_past_2_gib_as_external_data(stand_in_builder, tmp_path, monkeypatch):
+    """A 2.7b graph holds more than protobuf's 2 GiB: the rewritten graph goes to TensorRT with its
+    weights in a file beside it (the threshold lowered here so that the tiny model crosses it)."""
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    monkeypatch.setattr("qmamba.export.onnx_export.EXTERNAL_DATA_THRESHOLD", 1000)
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "engines")]) == 0
+    assert [c["external_data"] for c in stand_in_builder] == [True, True]
+    assert not list((tmp_path / "engines").glob("*.data"))  # the rewritten graphs are not kept
+
+
+def test_build_prefill_logits_last_gives_tensorrt_the_last_position_only(stand_in_builder, tmp_path):
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "all")]) == 0
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "last"), "--prefill-logits", "last"]) == 0
+    every, last = ["batch", "seq", 256], ["batch", 1, 256]  # prefill, decode of each build; decode as exported
+    assert [c["logits"] for c in stand_in_builder] == [every, every, last, every]
+    for name in ("all", "last"):
+        engines = json.loads((tmp_path / name / "qmamba_engines.json").read_text())
+        assert engines["prefill_logits"] == name
 
 
 def test_build_passes_level_and_timing_cache_and_reports_each_engine(stand_in_builder, tmp_path, capsys):

@@ -334,3 +334,37 @@ def test_decode_linear_choice_rejects_an_unknown_name():
     from qmamba.runtime.decode_fusion import decode_linear_plugin
     with pytest.raises(ValueError, match="decode_linear must be one of"):
         decode_linear_plugin("gemm", 1)
+
+
+def test_last_position_prefill_gives_the_full_graphs_last_row(exported, tmp_path):
+    """``--prefill-logits last``: the rewritten prefill returns [batch, 1, vocab], bit for bit the last row
+    of the exported graph's logits, the states unchanged; a row with an out-of-range id anywhere is NaN."""
+    from qmamba.runtime.last_logits import last_position_logits
+
+    full_path, last_path = tmp_path / "full.onnx", tmp_path / "last.onnx"
+    onnx.save(exported["prefill"], str(full_path))
+    last_model = last_position_logits(onnx.ModelProto.FromString(exported["prefill"].SerializeToString()))
+    onnx.checker.check_model(last_model)
+    onnx.save(last_model, str(last_path))
+    full, last = ort_session(full_path), ort_session(last_path)
+    ids = np.random.default_rng(3).integers(0, 256, (3, 37)).astype(np.int64)
+    want = dict(zip([o.name for o in full.get_outputs()], full.run(None, {"input_ids": ids})))
+    got = dict(zip([o.name for o in last.get_outputs()], last.run(None, {"input_ids": ids})))
+    assert got["logits"].shape == (3, 1, 256)
+    np.testing.assert_array_equal(got["logits"], want["logits"][:, -1:])
+    for name in want:
+        if name != "logits":
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    ids[1, 5] = 256  # out of range in the middle of row 1
+    logits = last.run(["logits"], {"input_ids": ids})[0]
+    assert np.isnan(logits[1]).all() and not np.isnan(logits[[0, 2]]).any()
+
+
+def test_last_position_prefill_refuses_a_graph_without_the_final_norm(exported):
+    from qmamba.runtime.last_logits import last_position_logits
+
+    decode_like = onnx.ModelProto.FromString(exported["prefill"].SerializeToString())
+    for n in decode_like.graph.node:
+        n.input[:] = ["not_norm_f.weight" if i == "norm_f.weight" else i for i in n.input]
+    with pytest.raises(ValueError, match="no norm_f"):
+        last_position_logits(decode_like)
