@@ -2,7 +2,8 @@
 
 Both sides run random weights with the exact configuration of a released model (``qmamba standin``):
   - qmamba: a Quamba2 W8A8 stand-in (the released checkpoints' format and scale structure), exported
-    and built as ``qmamba export`` and ``qmamba build`` do; TTFT and TPOT from ``TrtSession.bench``
+    and built as ``qmamba export`` and ``qmamba build --prefill-logits last`` do (the last position's
+    logits, as mamba_ssm's prefill below); TTFT and TPOT from ``TrtSession.bench``
     (CUDA events; decode steps replayed from a CUDA graph);
   - mamba_ssm fp16: a float stand-in in mamba_ssm's layout, as ``MambaLMHeadModel`` in fp16, run as its
     ``generate`` runs: the prompt as one forward with ``InferenceParams`` (last logits only), each decode
@@ -178,6 +179,8 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--builder-optimization-level", type=int, default=DEFAULT_OPTIMIZATION_LEVEL, metavar="0..5",
                     help=f"as `qmamba build` (default {DEFAULT_OPTIMIZATION_LEVEL})")
+    ap.add_argument("--no-tactic-libraries", action="store_true",
+                    help="as `qmamba build`: no cuBLAS/cuDNN tactics (a TensorRT without those libraries)")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     args = ap.parse_args()
@@ -208,7 +211,9 @@ def main() -> int:
             max_batch = max([*args.prefill_batch, *args.decode_batch, 4])
             say("building the engines")
             build_engines(onnx_dir, engines, batch=(1, 1, max_batch), seq=(1, 128, max(args.seq)),
-                          optimization_level=args.builder_optimization_level, force=True, progress=say)
+                          optimization_level=args.builder_optimization_level,
+                          no_tactic_libraries=args.no_tactic_libraries, prefill_logits="last", force=True,
+                          progress=say)
         if not args.skip_peer and not (fdir / "config.json").is_file():
             write_standin(config, fdir, "mamba_ssm")
             say("mamba_ssm float stand-in written")
