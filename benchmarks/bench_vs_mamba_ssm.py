@@ -3,7 +3,8 @@
 Both sides run random weights with the exact configuration of a released model (``qmamba standin``):
   - qmamba: a Quamba2 W8A8 stand-in (the released checkpoints' format and scale structure), exported
     and built as ``qmamba export`` and ``qmamba build --prefill-logits last`` do (the last position's
-    logits, as mamba_ssm's prefill below); TTFT and TPOT from ``TrtSession.bench``
+    logits, as mamba_ssm's prefill below), as a user would build them for these batches (``engine_sets``:
+    one pair for the prefills and decode batches up to 16, another for larger decode batches); TTFT and TPOT from ``TrtSession.bench``
     (CUDA events; decode steps replayed from a CUDA graph);
   - mamba_ssm fp16: a float stand-in in mamba_ssm's layout, as ``MambaLMHeadModel`` in fp16, run as its
     ``generate`` runs: the prompt as one forward with ``InferenceParams`` (last logits only), each decode
@@ -27,6 +28,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from qmamba.models.standin import standin_config, write_standin
 from qmamba.runtime import bench as trt_bench
 from qmamba.runtime import trt_runner
 from qmamba.runtime.build import DEFAULT_OPTIMIZATION_LEVEL, build_engines
+from qmamba.runtime.decode_fusion import LINEAR_PLUGIN_MAX_BATCH
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trt import cuda_ms
@@ -136,6 +139,27 @@ def qmamba_rows(engines: Path, prefill_batches, seqs, decode_batches, iters: int
             "device_memory_bytes": memory}
 
 
+class EngineSet(NamedTuple):
+    folder: Path
+    batch: tuple[int, int, int]
+    seq: tuple[int, int, int]
+    decode_batches: list[int]
+
+
+def engine_sets(work: Path, prefill_batches, seqs, decode_batches) -> list[EngineSet]:
+    """The engine pairs a user would build for these batches: one for the prefills and the decode batches
+    up to LINEAR_PLUGIN_MAX_BATCH, whose decode engine then uses QmambaW8A8Linear (``qmamba build``'s
+    ``--decode-linear auto``); larger decode batches get a pair of their own, whose decode range makes
+    TensorRT's int8 GEMM the linear (faster there). One engine covering both would decode batch 1 with
+    the GEMM, about 3x slower (docs/tensorrt.md)."""
+    small = [b for b in decode_batches if b <= LINEAR_PLUGIN_MAX_BATCH]
+    large = [b for b in decode_batches if b > LINEAR_PLUGIN_MAX_BATCH]
+    sets = [EngineSet(work / "engines", (1, 1, max([*prefill_batches, *small, 4])), (1, 128, max(seqs)), small)]
+    if large:
+        sets.append(EngineSet(work / f"engines-b{max(large)}", (1, 1, max(large)), (1, 16, 128), large))
+    return sets
+
+
 def agreement(onnx_dir: Path, engines: Path, vocab: int, batches=(1, 4), prompt: int = 32,
               tokens: int = 16) -> list[dict]:
     """Engines vs ONNX Runtime (CPU) on random prompts: last-logits relative L2 and the number of greedy
@@ -202,15 +226,19 @@ def main() -> int:
 
         say(f"{args.model}: {sizes.n_layer} layers, d_model {sizes.d_model}, vocab {sizes.vocab_size}; "
             f"GPU {torch.cuda.get_device_name()}")
-        qdir, fdir, onnx_dir, engines = (work / n for n in ("quamba2", "float", "onnx", "engines"))
-        if not (engines / "qmamba_engines.json").is_file():
-            write_standin(config, qdir, "quamba2")
-            say("Quamba2 W8A8 stand-in written")
-            export_onnx(load_quamba2(qdir), onnx_dir, force=True)
-            say("exported")
-            max_batch = max([*args.prefill_batch, *args.decode_batch, 4])
-            say("building the engines")
-            build_engines(onnx_dir, engines, batch=(1, 1, max_batch), seq=(1, 128, max(args.seq)),
+        qdir, fdir, onnx_dir = (work / n for n in ("quamba2", "float", "onnx"))
+        sets = engine_sets(work, args.prefill_batch, args.seq, args.decode_batch)
+        for s in sets:
+            built = s.folder / "qmamba_engines.json"
+            if built.is_file() and json.loads(built.read_text())["profiles"]["prefill"]["batch"] == list(s.batch):
+                continue
+            if not (onnx_dir / "qmamba_onnx.json").is_file():
+                write_standin(config, qdir, "quamba2")
+                say("Quamba2 W8A8 stand-in written")
+                export_onnx(load_quamba2(qdir), onnx_dir, force=True)
+                say("exported")
+            say(f"building {s.folder.name} (decode batch {s.decode_batches})")
+            build_engines(onnx_dir, s.folder, batch=s.batch, seq=s.seq,
                           optimization_level=args.builder_optimization_level,
                           no_tactic_libraries=args.no_tactic_libraries, prefill_logits="last", force=True,
                           progress=say)
@@ -219,10 +247,17 @@ def main() -> int:
             say("mamba_ssm float stand-in written")
         if args.prepare_only:
             return 0
-        sizes_mb = {p.name: round(p.stat().st_size / 1e6, 1) for p in engines.glob("*.engine")}
-        q = qmamba_rows(engines, args.prefill_batch, args.seq, args.decode_batch, args.iters)
+        engines = sets[0].folder
+        sizes_mb = {f"{s.folder.name}/{p.name}": round(p.stat().st_size / 1e6, 1)
+                    for s in sets for p in s.folder.glob("*.engine")}
+        q = qmamba_rows(engines, args.prefill_batch, args.seq, sets[0].decode_batches, args.iters)
+        for s in sets[1:]:
+            more = qmamba_rows(s.folder, [], [], s.decode_batches, args.iters)
+            for key in ("tpot", "fraction_of_bound"):
+                q[key].update(more[key])
         say(f"qmamba measured; engines {sizes_mb} MB, {q['device_memory_bytes'] / 2**20:.0f} MiB of device "
-            f"memory in use for a session of batch {max([*args.prefill_batch, *args.decode_batch])}")
+            f"memory in use for a session of {engines.name} at batch "
+            f"{max([*args.prefill_batch, *sets[0].decode_batches])}")
         peer, path = None, "not run (--skip-peer)"
         if not args.skip_peer:
             try:
