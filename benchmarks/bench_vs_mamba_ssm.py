@@ -4,8 +4,8 @@ Both sides run random weights with the exact configuration of a released model (
   - qmamba: a Quamba2 W8A8 stand-in (the released checkpoints' format and scale structure), exported
     and built as ``qmamba export`` and ``qmamba build --prefill-logits last`` do (the last position's
     logits, as mamba_ssm's prefill below), as a user would build them for these batches (``engine_sets``:
-    one pair for the prefills and decode batches up to 16, another for larger decode batches); TTFT and TPOT from ``TrtSession.bench``
-    (CUDA events; decode steps replayed from a CUDA graph);
+    one pair for the prefills and decode batches up to 16, another for larger decode batches); TTFT
+    and TPOT from ``TrtSession.bench`` (CUDA events; decode steps replayed from a CUDA graph);
   - mamba_ssm fp16: a float stand-in in mamba_ssm's layout, as ``MambaLMHeadModel`` in fp16, run as its
     ``generate`` runs: the prompt as one forward with ``InferenceParams`` (last logits only), each decode
     step as a replay of the CUDA graph that ``mamba_ssm.utils.generation.update_graph_cache`` captures.
