@@ -22,6 +22,7 @@ import onnx
 
 from qmamba.data import read_text
 from qmamba.export.metadata import read_onnx_metadata
+from qmamba.export.onnx_export import save_graph
 from .agreement import float_agreement, int8_agreement
 from .ort import make_session
 
@@ -111,8 +112,8 @@ def bisect(onnx_path: Path, feed: dict, seq: int, work: Path, only: str | None, 
     print(f"{onnx_path.name}: {len(names)} float intermediates marked")
     m = marked(model, names)
     ref_path, trt_path = work / f"{onnx_path.stem}.marked.onnx", work / f"{onnx_path.stem}.marked.trt.onnx"
-    onnx.save(m, str(ref_path))
-    onnx.save(trt_graph(m, tensorrt_major()), str(trt_path))
+    save_graph(m, ref_path)  # weights past 2 GiB go beside the graph
+    save_graph(trt_graph(m, tensorrt_major()), trt_path)
     profile = trt_runner.Profile(batch=(1, BATCH, BATCH), seq=(1, seq, max(seq, 1)))
     engine = trt_runner.build_engine(trt_path, work / f"{onnx_path.stem}.marked.engine", profile, plugins,
                                      no_tactic_libraries=True)

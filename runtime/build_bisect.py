@@ -19,6 +19,7 @@ from pathlib import Path
 import onnx
 
 from qmamba.export.metadata import read_onnx_metadata
+from qmamba.export.onnx_export import save_graph
 from .bisect import float_intermediates
 
 
@@ -101,14 +102,18 @@ def run(args) -> int:
         model = onnx.load(str(path))
 
         def build(cut: onnx.ModelProto, name: str) -> str | None:
-            cut_path = work / f"cut.{name.replace('/', '_')}.trt.onnx"
-            onnx.save(cut, str(cut_path))
+            # One file for every cut (weights past 2 GiB beside it), replaced by the next: a cut of a
+            # large model holds most of its weights.
+            cut_path = work / "cut.trt.onnx"
+            save_graph(cut, cut_path)
             try:
                 trt_runner.build_engine(cut_path, work / "cut.engine", profile, args.plugins,
                                         no_tactic_libraries=args.no_tactic_libraries,
                                         optimization_level=args.builder_optimization_level)
             except trt_runner.TrtRunnerError as e:
                 return str(e)
+            finally:
+                (work / "cut.engine").unlink(missing_ok=True)
             return None
 
         names = float_intermediates(model)
