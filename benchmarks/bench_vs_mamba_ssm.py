@@ -160,20 +160,26 @@ def engine_sets(work: Path, prefill_batches, seqs, decode_batches) -> list[Engin
     return sets
 
 
-def agreement(onnx_dir: Path, engines: Path, vocab: int, batches=(1, 4), prompt: int = 32,
+def agreement(quamba2_dir: Path, onnx_dir: Path, engines: Path, vocab: int, batches=(1, 4), prompt: int = 32,
               tokens: int = 16) -> list[dict]:
     """Engines vs ONNX Runtime (CPU) on random prompts: last-logits relative L2 and the number of greedy
     tokens that agree before the first difference (random weights give near-ties, so a later
-    difference is reported, not asserted)."""
+    difference is reported, not asserted). Beside it, the PyTorch W8A8 reference (CPU) vs ONNX Runtime
+    on the same prompts: how far two implementations that round alike but sum in another order drift
+    apart on these random layers (they amplify each int8 rounding flip), the scale to read the first by."""
     from qmamba.runtime.agreement import float_agreement
     from qmamba.runtime.ort import OrtModel, OrtStepper
 
+    reference = load_quamba2(quamba2_dir).eval()
     rows, rng = [], np.random.default_rng(0)
     for b in batches:
         ids = rng.integers(0, vocab, (b, prompt)).astype(np.int64)
         ort, trt = OrtStepper(OrtModel(onnx_dir)), trt_runner.TrtSession(engines, max_batch=b)
         lo, lt = ort.prefill(ids), trt.prefill(ids)
+        with torch.inference_mode():
+            lr = reference(torch.from_numpy(ids))[0][:, -1].float().numpy()
         rel = float_agreement("last logits", lt, lo, rel_bound=1.0).fraction
+        rel_reference = float_agreement("last logits", lr, lo, rel_bound=1.0).fraction
         same = 0
         for _ in range(tokens):
             to, tt = lo.argmax(-1), lt.argmax(-1)
@@ -181,7 +187,8 @@ def agreement(onnx_dir: Path, engines: Path, vocab: int, batches=(1, 4), prompt:
                 break
             same += 1
             lo, lt = ort.decode(to), trt.decode(tt)
-        rows.append({"batch": b, "prefill_logits_rel_l2": rel, "greedy_tokens_equal": same, "of": tokens})
+        rows.append({"batch": b, "prefill_logits_rel_l2": rel, "reference_vs_onnxruntime_rel_l2": rel_reference,
+                     "greedy_tokens_equal": same, "of": tokens})
         del trt
     return rows
 
@@ -266,7 +273,7 @@ def main() -> int:
             except ImportError as e:  # the table is still printed, with the peer's columns empty
                 path = f"not run: mamba_ssm cannot be imported ({e})"
                 say(path)
-        agree = agreement(onnx_dir, engines, sizes.real_vocab_size) if args.agree else []
+        agree = agreement(qdir, onnx_dir, engines, sizes.real_vocab_size) if args.agree else []
 
     print(f"\n{args.model} ({sizes.n_layer} layers), {torch.cuda.get_device_name()}, copy bandwidth "
           f"{q['copy_bandwidth_GBps']:.0f} GB/s")
@@ -278,7 +285,8 @@ def main() -> int:
         p = peer["tpot"][b] if peer else float("nan")
         print(f"{'TPOT':<6}{b:>6}{'':>6}{ms:>11.4f}{p:>14.4f}{p / ms:>8.2f}{q['fraction_of_bound'][b]:>10.1%}")
     for r in agree:
-        print(f"engines vs ONNX Runtime, batch {r['batch']}: last logits rel L2 {r['prefill_logits_rel_l2']:.2e}, "
+        print(f"engines vs ONNX Runtime, batch {r['batch']}: last logits rel L2 {r['prefill_logits_rel_l2']:.2e} "
+              f"(PyTorch W8A8 reference vs ONNX Runtime: {r['reference_vs_onnxruntime_rel_l2']:.2e}), "
               f"greedy tokens equal {r['greedy_tokens_equal']}/{r['of']}")
     if args.json:
         def keyed(d):
