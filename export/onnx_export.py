@@ -154,10 +154,10 @@ def build_graph(model, kind: str, functions: bool = True) -> onnx.ModelProto:
     logits = L.quant_linear(b, normed, "lm_head", model.lm_head, out="lm_head.out")
     L.flag_bad_token_ids(b, logits, "input_ids", cfg.vocab_size, out="logits")
 
-    graph = helper.make_graph(b.nodes, f"qmamba_{kind}", inputs, outputs,
-                              initializer=list(b.initializers.values()), value_info=value_info)
+    graph = helper.make_graph(b.nodes, f"qmamba_{kind}", inputs, outputs, value_info=value_info)
     fns = [onnx_ops.make_function(op, with_state=decode) for op in onnx_ops.OPS] if functions else []
-    model_proto = onnx_ops.make_model(graph, fns)
+    model_proto = onnx_ops.make_model(graph, fns)  # copies the graph: the weights go in after
+    b.add_initializers_to(model_proto.graph)
     model_proto.doc_string = f"qmamba {kind} graph of a W8A8 Mamba2 ({cfg.n_layer} layers)"
     return model_proto
 
@@ -238,6 +238,7 @@ def export_onnx(model, out_dir, *, force: bool = False, functions: bool = True,
             proto = build_graph(model, kind, functions)
             path = out / f"{kind}.onnx"
             external[kind] = save_graph(proto, path, external_data)
+            del proto  # one graph's weights in memory at a time
             if check:
                 onnx_ops.register_schemas()
                 onnx.checker.check_model(str(path), full_check=True)

@@ -29,8 +29,10 @@ class GraphBuilder:
 
     def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: dict[str, onnx.TensorProto] = {}
-        self._arrays: dict[str, np.ndarray] = {}
+        # The weights as arrays (views of the model's tensors where they can be): TensorProtos are made
+        # one at a time as they go into the model (``add_initializers_to``), so a model's weights are
+        # not held two or three times over while a graph of several GB is built.
+        self.arrays: dict[str, np.ndarray] = {}
         self._count = 0
 
     def fresh(self, hint: str) -> str:
@@ -50,15 +52,21 @@ class GraphBuilder:
 
     def initializer(self, name: str, array) -> str:
         """Adds ``array`` as initializer ``name`` once; a second add must hold the same bits."""
-        array = np.array(array, order="C")  # a copy that keeps 0-d scalars 0-d
-        if name in self._arrays:
-            old = self._arrays[name]
+        array = np.asarray(array)  # keeps 0-d scalars 0-d
+        if not array.flags.c_contiguous:
+            array = np.array(array, order="C")
+        if name in self.arrays:
+            old = self.arrays[name]
             if old.dtype != array.dtype or old.shape != array.shape or old.tobytes() != array.tobytes():
                 raise ValueError(f"initializer {name}: added twice with different values")
             return name
-        self._arrays[name] = array
-        self.initializers[name] = numpy_helper.from_array(array, name)
+        self.arrays[name] = array
         return name
+
+    def add_initializers_to(self, graph: onnx.GraphProto) -> None:
+        """Appends every initializer to ``graph``, each TensorProto made just before it is copied in."""
+        for name, array in self.arrays.items():
+            graph.initializer.append(numpy_helper.from_array(array, name))
 
     def const(self, value, dtype=np.float32, name: str | None = None) -> str:
         arr = np.asarray(value, dtype=dtype)

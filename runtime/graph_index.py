@@ -17,15 +17,19 @@ def consumer_map(nodes) -> dict[str, list]:
 
 def replace_nodes(g, dropped: set, replace: dict, new_inits: dict) -> None:
     """The graph with the nodes whose id() is in ``dropped`` removed, except those in ``replace``, which
-    give way to their fused node; ``new_inits`` added; initializers and value_info nothing uses dropped."""
+    give way to their fused node; ``new_inits`` moved into it (the dict is emptied); initializers and
+    value_info nothing uses dropped. Initializers are removed in place before the new ones go in, so a
+    graph of several GB holds its old and new weights at once only for the tensors being replaced."""
     kept = [replace.get(id(n), n) for n in g.node if id(n) not in dropped or id(n) in replace]
     del g.node[:]
     g.node.extend(kept)
-    g.initializer.extend(new_inits.values())
     used = {i for n in g.node for i in n.input}
-    keep_inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep_inits)
+    for i in reversed(range(len(g.initializer))):
+        if g.initializer[i].name not in used:
+            del g.initializer[i]
+    for name in [n for n in new_inits if n in used]:
+        g.initializer.append(new_inits.pop(name))  # a copy; the dict's tensor is freed here
+    new_inits.clear()
     made = used | {o for n in g.node for o in n.output}
     keep_info = [vi for vi in g.value_info if vi.name in made]
     del g.value_info[:]
