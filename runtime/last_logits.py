@@ -7,8 +7,9 @@ logits, 3.3 GB); mamba_ssm's ``generate`` asks its model for the last token's lo
 position before ``norm_f``: every op after it works per position, so the one row left is bit for bit
 the last row of the full graph's logits. ``logits`` becomes ``[batch, 1, vocab]``, which the runner
 reads as it reads the decode graph's. The out-of-range token flag (``flag_bad_token_ids``) is reduced
-over the sequence: the row is NaN when any of its ids was outside the vocabulary, as its last row
-already is in the full graph's contract (docs/onnx.md, "Token ids").
+over the sequence: the row is NaN when any of its ids was outside the vocabulary. The full graph
+makes NaN only the flagged position's logits, but the states after a clamped id make every later
+logit of the row untrustworthy (docs/onnx.md, "Token ids"), the last one included.
 """
 from __future__ import annotations
 
