@@ -160,6 +160,7 @@ def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, m
 
 
 PREFILL_LOGITS_CHOICES = ("all", "last")
+LARGE_LOGITS_BYTES = 2**30  # above this, build points to --prefill-logits last
 NO_IMPLEMENTATION = "Could not find any implementation for node"
 
 
@@ -218,8 +219,13 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
         raise RuntimeError("--backend python: TensorRT's Python package is not importable")
     major = tensorrt_major(trt)
     linear_plugin = decode_linear_plugin(decode_linear, batch[2])
-    notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)"}
     say = progress or (lambda line: None)
+    logits_bytes = batch[2] * seq[2] * meta["config"]["vocab_size"] * 4
+    if prefill_logits == "all" and logits_bytes > LARGE_LOGITS_BYTES:
+        say(f"note: the prefill engine returns logits for every position: {logits_bytes / 2**30:.1f} GiB of fp32 "
+            f"at batch {batch[2]} x seq {seq[2]} x vocab {meta['config']['vocab_size']}, computed and held on the "
+            f"device; --prefill-logits last returns the last position's only (what generation reads)")
+    notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)"}
     build_times = {}
     with atomic_output_dir(out, force=force, inputs=[onnx_dir]) as tmp:
         if timing_cache == "default":

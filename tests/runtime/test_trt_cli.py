@@ -145,6 +145,21 @@ def test_build_prefill_logits_last_gives_tensorrt_the_last_position_only(stand_i
         assert engines["prefill_logits"] == name
 
 
+def test_build_points_to_last_position_logits_when_all_would_be_large(stand_in_builder, tmp_path, capsys):
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")  # vocabulary 256
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "small")]) == 0  # 8 x 2048 x 256 x 4 B
+    assert "--prefill-logits last" not in capsys.readouterr().out
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "large"), "--batch", "1,1,64",
+                 "--seq", "1,128,32768"]) == 0  # 64 x 32768 x 256 x 4 B = 2 GiB
+    assert ("note: the prefill engine returns logits for every position: 2.0 GiB of fp32 at batch 64 x seq "
+            "32768 x vocab 256") in capsys.readouterr().out
+    assert main(["build", str(onnx_dir), "-o", str(tmp_path / "last"), "--batch", "1,1,64",
+                 "--seq", "1,128,32768", "--prefill-logits", "last"]) == 0
+    assert "note: the prefill engine" not in capsys.readouterr().out
+
+
 def test_build_passes_level_and_timing_cache_and_reports_each_engine(stand_in_builder, tmp_path, capsys):
     from tiny_models import exported_tiny_model
 
