@@ -120,9 +120,9 @@ def device_bytes_in_use() -> int:
     return total - free
 
 
-def qmamba_rows(engines: Path, prefill_batches, seqs, decode_batches, iters: int) -> dict:
+def qmamba_rows(engines: Path, prefill_batches, seqs, decode_batches, iters: int, bw: float) -> dict:
+    """TTFT and TPOT of one engine pair; ``bw``: the copy bandwidth (bytes/s) decode's bound is taken from."""
     meta = json.loads((engines / "qmamba_engines.json").read_text())
-    bw = trt_bench.copy_bandwidth()
     before = device_bytes_in_use()
     session = trt_runner.TrtSession(engines, max_batch=max([*prefill_batches, *decode_batches]))
     session.bench(1, 16, 1)   # contexts, buffers and graphs allocated before the reading
@@ -257,9 +257,10 @@ def main() -> int:
         engines = sets[0].folder
         sizes_mb = {f"{s.folder.name}/{p.name}": round(p.stat().st_size / 1e6, 1)
                     for s in sets for p in s.folder.glob("*.engine")}
-        q = qmamba_rows(engines, args.prefill_batch, args.seq, sets[0].decode_batches, args.iters)
+        bw = trt_bench.copy_bandwidth()  # once: every engine pair's bound from the same reading
+        q = qmamba_rows(engines, args.prefill_batch, args.seq, sets[0].decode_batches, args.iters, bw)
         for s in sets[1:]:
-            more = qmamba_rows(s.folder, [], [], s.decode_batches, args.iters)
+            more = qmamba_rows(s.folder, [], [], s.decode_batches, args.iters, bw)
             for key in ("tpot", "fraction_of_bound"):
                 q[key].update(more[key])
         say(f"qmamba measured; engines {sizes_mb} MB, {q['device_memory_bytes'] / 2**20:.0f} MiB of device "

@@ -166,12 +166,14 @@ NO_IMPLEMENTATION = "Could not find any implementation for node"
 
 def no_implementation_hint(kind: str, profile: trt_runner.Profile) -> str:
     """What to change when TensorRT has no kernel for a region it fused (a ForeignNode): on TensorRT 8.6
-    that has depended on the profile, not on the graph (docs/tensorrt.md, "Build time")."""
+    that has depended on the profile and the optimization level, not on the graph (docs/tensorrt.md,
+    "Build time")."""
     return (f"TensorRT found no kernel for a region it fused in the {kind} graph with the profile "
-            f"{profile.describe()}. TensorRT 8.6 has failed so with --batch 1,2,4 --seq 1,128,512 and built the "
-            f"same graphs with the default profile (--batch 1,1,8 --seq 1,128,2048): try the default profile, an "
-            f"optimum batch of 1 or another --builder-optimization-level; `qmamba bisect-build` with the same "
-            f"options finds the first tensor whose computation does not build.")
+            f"{profile.describe()}. TensorRT 8.6 has failed so at builder optimization level 3 with --batch 1,2,4 "
+            f"--seq 1,128,512, and built the same graphs at level 0 and with the default profile (--batch 1,1,8 "
+            f"--seq 1,128,2048) at level 3: try the default profile, an optimum batch of 1 or "
+            f"--builder-optimization-level 0 (the default); `qmamba bisect-build` with the same options finds "
+            f"the first tensor whose computation does not build.")
 
 
 def tensorrt_major(trt=None) -> int:

@@ -6,7 +6,8 @@ TensorRT) is cut after one float tensor at a time - the nodes that tensor depend
 output - and each cut is built with the same profile and options. A binary search over the float tensors
 in graph order finds the first cut that fails: the tensor, the node that produces it and TensorRT's error.
 TensorRT fuses across nodes, so the answer is where the failure starts to show, not a proof of its cause;
-each tried cut and its outcome is printed. The cuts are kept in WORK for a look with other tools.
+each tried cut and its outcome is printed. WORK keeps the graph given to TensorRT and the last cut tried
+(one cut file, replaced by the next: a cut of a large model holds most of its weights).
 
 Needs TensorRT and a CUDA GPU (the runner and plugin libraries of ``qmamba build``).
 """
