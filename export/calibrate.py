@@ -111,16 +111,16 @@ def _scale(r: float) -> float:
 class LayerObservers:
     """Every observer of one layer (pass 2)."""
 
-    def __init__(self, kind, alpha, n_updates, rotation):
+    def __init__(self, kind, alpha, n_updates, hadamard: bool):
         self.act = {name: ChannelObserver(kind if name in OBSERVED_BY_CHOICE else "minmax", alpha,
                                           n_updates=n_updates) for name in ACTIVATIONS}
         self.state = StateObserver()
-        self.rotation = rotation
+        self.hadamard = hadamard
 
     def update(self, t) -> None:
         for name in ACTIVATIONS[:-1]:
             self.act[name].update(getattr(t, name))
-        g = t.gated if self.rotation is None else t.gated @ self.rotation
+        g = had.rotate(t.gated) if self.hadamard else t.gated
         self.act["out_in"].update(g)
         self.state.update(t.state_absmax)
 
@@ -253,8 +253,7 @@ def calibrate(float_model, data, *, observer: str = "minmax", percentile: float 
         layouts = group_layouts(model, windows, batch_size, nhg, ndg, progress, seed)
         model = apply_layout(model, layouts)
     n_batches = -(-windows.shape[0] // batch_size)
-    rotation = had.rotation_matrix(cfg.d_ssm, device=device) if hadamard else None
-    observers = [LayerObservers(observer, percentile, n_batches, rotation) for _ in range(cfg.n_layer)]
+    observers = [LayerObservers(observer, percentile, n_batches, hadamard) for _ in range(cfg.n_layer)]
     final_obs = ChannelObserver("minmax")
     _run_pass(model, windows, batch_size, lambda i, t: observers[i].update(t), final_obs.update,
               "calibrate: scales", progress)

@@ -16,10 +16,16 @@ have the rotation folded in) compute correctly:
 rotation of the model is ``R = H.T / sqrt(n)`` (orthogonal), applied to row vectors: the rotated
 activation is ``y @ R`` (== ``H y / sqrt(n)``) and the folded out_proj weight is ``W @ R``, so that
 ``(y @ R) @ (W @ R).T == y @ W.T``.
+
+R is a Kronecker product, ``R = kron(F_1, ..., F_k)`` (``rotation_factors``): the activation is rotated
+one factor at a time (``rotate``), ``n * (f_1 + ... + f_k)`` multiply-adds a row instead of ``n^2``
+(mamba2-2.7b: 5120 x (40 + 128) instead of 5120 x 5120), and the graphs hold the small factors, not an
+``n x n`` matrix (105 MB in fp32 at 2.7b, read again by every layer of every decode step).
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -99,6 +105,66 @@ def _hadamard(n: int) -> torch.Tensor:
 def hadamard_matrix(n: int) -> torch.Tensor:
     """The unnormalized +-1 Hadamard matrix of order n (float64, H @ H.T == n * I)."""
     return _hadamard(n).clone()
+
+
+# Largest Sylvester factor split off the rotation: its MatMul sums 128 terms a row.
+MAX_FACTOR = 128
+
+
+def rotation_sizes(n: int) -> list[int]:
+    """The orders ``[f_1, ..., f_k]`` of ``rotation_factors(n)`` (product n): Sylvester factors of at most
+    ``MAX_FACTOR`` split off the end, the base order with what is left of the power of two in front.
+    2.7b's 5120 -> [40, 128]; 8b's 8192 -> [64, 128]; 130m's 1536 -> [12, 128]."""
+    base, k = hadamard_base(n)
+    tail = []
+    while k > 0 and base << k > MAX_FACTOR:
+        t = min(k, MAX_FACTOR.bit_length() - 1)
+        tail.insert(0, 1 << t)
+        k -= t
+    head = base << k
+    return [head, *tail] if head > 1 or not tail else tail
+
+
+def rotation_factors(n: int) -> list[torch.Tensor]:
+    """Orthogonal float64 matrices ``F_i`` of the orders ``rotation_sizes(n)`` with
+    ``kron(F_1, ..., F_k) == rotation_matrix(n)``: ``F_1 = kron(B, S).T / sqrt(f_1)`` for the base B and
+    the Sylvester matrix S of what is left in front, the others Sylvester matrices / sqrt(f_i)
+    (``S_(a+b) = kron(S_a, S_b)`` in natural order; S is symmetric)."""
+    sizes = rotation_sizes(n)
+    base, _ = hadamard_base(n)
+    factors = []
+    for i, f in enumerate(sizes):
+        b = base if i == 0 else 1
+        S = torch.ones(1, 1, dtype=torch.float64)
+        for _ in range((f // b).bit_length() - 1):
+            S = torch.kron(_TWO, S)
+        factors.append(torch.kron(_base_matrix(b), S).t() / f ** 0.5)
+    return factors
+
+
+def rotate(g: torch.Tensor) -> torch.Tensor:
+    """``g @ rotation_matrix(n)`` for ``g [..., n]``, one factor at a time in the graphs' order
+    (``export/onnx_layers.hadamard``): the last factor along the last axis first, then each factor
+    before it along its axis; fp32 in, fp32 out."""
+    n, lead = g.shape[-1], g.shape[:-1]
+    sizes, factors, x = rotation_sizes(n), rotation_factors_fp32(n, g.device), g
+    for i in reversed(range(len(sizes))):
+        pre, post = math.prod(sizes[:i]), math.prod(sizes[i + 1:])
+        if post == 1:
+            x = x.reshape(*lead, pre, sizes[i]) @ factors[i]
+        else:
+            x = factors[i].t() @ x.reshape(*lead, pre, sizes[i], post)
+    return x.reshape(*lead, n)
+
+
+def rotation_factors_fp32(n: int, device=None) -> list[torch.Tensor]:
+    """``rotation_factors(n)`` in fp32 on ``device`` (the values the graphs hold)."""
+    return [f.to(torch.float32).to(device) for f in _factors64(n)]
+
+
+@functools.lru_cache(maxsize=16)
+def _factors64(n: int) -> tuple[torch.Tensor, ...]:
+    return tuple(rotation_factors(n))
 
 
 def rotation_matrix(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:

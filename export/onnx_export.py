@@ -100,9 +100,8 @@ def _mixer(b: L.GraphBuilder, res: str, i: int, block, decode: bool) -> str:
 
     z = L.dequantize(b, z_q, scales["z"])
     g = L.gated_rms_norm(b, y, z, f"{p}.norm", m.norm)
-    rotation = m.rotation()
-    if rotation is not None:
-        g = L.hadamard(b, g, rotation)
+    if m.hadamard:
+        g = L.hadamard(b, g, m.d_ssm)
     out = L.quant_linear(b, g, f"{p}.out_proj", m.out_proj)
     return b.op("Add", res, out, out=f"layers.{i}.residual")
 

@@ -7,17 +7,20 @@
   integer accumulation of the reference times its fp32 output scale (see ``quant_linear``).
 - Embedding: per-row ``DequantizeLinear`` of the int8 table, then ``Gather`` of the ids clamped
   to ``[0, vocab)``; ``flag_bad_token_ids`` turns the logits of an out-of-range id into NaN.
-- RMSNorm, gated RMSNorm, Hadamard rotation (``MatMul`` by the orthogonal matrix): plain fp32 ops.
+- RMSNorm, gated RMSNorm, Hadamard rotation (``MatMul`` by each of its Kronecker factors): plain fp32 ops.
 
 ``GraphBuilder`` collects nodes and initializers; an initializer is added once by name, so a
 tensor used by several nodes (a layer's group scales feed both custom ops) is stored once.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from . import hadamard as had
 from .onnx_ops import INT8_ZERO, UNIT_SCALE
 
 # The one initializer that holds NaN on purpose: the logits of an out-of-range token id.
@@ -165,7 +168,18 @@ def gated_rms_norm(b: GraphBuilder, y: str, z: str, prefix: str, module) -> str:
     return b.op("Mul", normed, w)
 
 
-def hadamard(b: GraphBuilder, x: str, rotation) -> str:
-    """``x @ R`` with the orthogonal Hadamard matrix R (one initializer per size, shared by layers)."""
-    r = _np(rotation).astype(np.float32)
-    return b.op("MatMul", x, b.initializer(f"hadamard.{r.shape[0]}", r))
+def hadamard(b: GraphBuilder, x: str, n: int) -> str:
+    """``x @ R`` for the orthogonal Hadamard rotation R of order n, as ``hadamard.rotate`` computes it: x
+    reshaped to ``[batch, seq, pre, f_i, post]`` (axes of 1 left out) and multiplied by each Kronecker factor ``F_i`` along its
+    axis, the last first (``x @ F_k``, then ``F_i^T @ x``). The factors are initializers
+    ``hadamard.<n>.<i>``, shared by the layers."""
+    sizes, factors = had.rotation_sizes(n), had.rotation_factors_fp32(n)
+    for i in reversed(range(len(sizes))):
+        pre, post, f = math.prod(sizes[:i]), math.prod(sizes[i + 1:]), factors[i].numpy()
+        shape = [0, 0, *([pre] if pre > 1 else []), sizes[i], *([post] if post > 1 else [])]
+        x = b.op("Reshape", x, b.const(shape, np.int64))
+        if post == 1:
+            x = b.op("MatMul", x, b.initializer(f"hadamard.{n}.{i}", f))
+        else:
+            x = b.op("MatMul", b.initializer(f"hadamard.{n}.{i}.T", np.ascontiguousarray(f.T)), x)
+    return b.op("Reshape", x, b.const([0, 0, n], np.int64))

@@ -10,9 +10,9 @@ One method per step, each stating its fp32 math (``Q`` = ``ops.quantize``):
 3. ``ssd_step``: ``ops.quant_ssd_chunked`` (or the GPU kernel) with ``ssd_op_tensors()`` /
    ``ssd_op_attributes()``; returns fp32 y and the new int8 SSM state.
 4. ``gate_norm_step(y, z_q)``: ``z = float(z_q) * z_scale``; ``QuantGatedRMSNorm(y, z)``.
-5. ``rotate_step(g)``: ``g @ R`` with ``R = hadamard.rotation_matrix(d_ssm)`` if ``hadamard`` (R is
-   folded into the out_proj weight: it holds ``Q(W @ R)``, so ``(g @ R) @ (W @ R).T == g @ W.T``),
-   else ``g``.
+5. ``rotate_step(g)``: ``g @ R`` with ``R = hadamard.rotation_matrix(d_ssm)`` if ``hadamard``, computed
+   one Kronecker factor at a time (``hadamard.rotate``; R is folded into the out_proj weight: it holds
+   ``Q(W @ R)``, so ``(g @ R) @ (W @ R).T == g @ W.T``), else ``g``.
 6. ``out_proj_step(g)``: ``out_proj(Q(g, out_proj.input_scale))``, fp32 ``[B, L, d_model]``.
 
 Op backends: ``ops_backend="reference"`` runs the PyTorch twins of ``qmamba.export.ops``;
@@ -119,10 +119,6 @@ class QuantMamba2Mixer(nn.Module):
         gn = self.ngroups * self.d_state
         return [self.d_ssm, self.d_ssm, gn, gn, self.nheads]
 
-    def rotation(self) -> torch.Tensor | None:
-        """The Hadamard rotation R (``g @ R``) of the out_proj input, or None without Hadamard."""
-        return had.rotation_matrix(self.d_ssm) if self.hadamard else None
-
     # ---- the steps --------------------------------------------------------------------------
     def in_proj_step(self, u_q: torch.Tensor):
         """int8 ``[B, L, d_model]`` -> (z_q, xBC_q, dt_q), int8, see the module docstring."""
@@ -152,9 +148,8 @@ class QuantMamba2Mixer(nn.Module):
         return self.norm(y.float(), z_q.float() * self.z_scale)
 
     def rotate_step(self, g: torch.Tensor) -> torch.Tensor:
-        """``g @ R`` (fp32) with Hadamard, else ``g`` unchanged."""
-        R = self.rotation()
-        return g if R is None else g @ R.to(g.device)
+        """``g @ R`` (fp32, ``hadamard.rotate``) with Hadamard, else ``g`` unchanged."""
+        return had.rotate(g) if self.hadamard else g
 
     def out_proj_step(self, g: torch.Tensor) -> torch.Tensor:
         """``out_proj(Q(g, out_proj.input_scale))``: fp32 ``[B, L, d_model]``."""

@@ -30,6 +30,9 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: trt_runner.Pr
         config.set_flag(trt.BuilderFlag.INT8)
         if fp16:
             config.set_flag(trt.BuilderFlag.FP16)
+    # fp32 layers in fp32, as ONNX Runtime computes them: with TF32 (TensorRT's default on Ampere and
+    # later) the Hadamard rotation's inputs lose 13 mantissa bits and the int8 rounding after it flips.
+    config.clear_flag(trt.BuilderFlag.TF32)
     if no_tactic_libraries and int(trt.__version__.split(".")[0]) < 10:
         # Only the libraries; TensorRT's own convolution sources implement the int8 GEMMs.
         libraries = sum(1 << int(s) for s in (trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT,

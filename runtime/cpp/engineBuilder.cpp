@@ -173,6 +173,9 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
         config->setFlag(nvinfer1::BuilderFlag::kFP16);
     }
 #endif
+    // fp32 layers in fp32, as ONNX Runtime computes them: with TF32 (TensorRT's default on Ampere and
+    // later) the Hadamard rotation's inputs lose 13 mantissa bits and the int8 rounding after it flips.
+    config->clearFlag(nvinfer1::BuilderFlag::kTF32);
 #if NV_TENSORRT_MAJOR < 10
     if (options.no_tactic_libraries)
     {

@@ -11,7 +11,7 @@ import torch
 from onnx import numpy_helper
 
 from qmamba.cli import main as cli_main
-from qmamba.export import onnx_ops
+from qmamba.export import hadamard as had, onnx_ops
 from qmamba.export.checkpoint import save_quantized
 from qmamba.export.metadata import read_onnx_metadata
 from qmamba.export.onnx_export import build_graph, export_onnx
@@ -125,7 +125,11 @@ def test_hadamard_model_exports_and_matches(tmp_path):
     model = tiny_quantized_model("g1", hadamard=True)
     export_onnx(model, tmp_path / "had")
     proto = onnx.load(str(tmp_path / "had" / "prefill.onnx"))
-    assert any(t.name == f"hadamard.{model.config.d_ssm}" for t in proto.graph.initializer)
+    # the rotation's Kronecker factors, shared by the layers; no d_ssm x d_ssm matrix
+    d = model.config.d_ssm
+    factors = [t for t in proto.graph.initializer if t.name.startswith(f"hadamard.{d}.")]
+    assert sorted(t.dims[0] for t in factors) == sorted(had.rotation_sizes(d))
+    assert max(t.dims[0] for t in factors) <= had.MAX_FACTOR
     ids = np.frombuffer(b"First Citizen: Before we proceed", np.uint8).astype(np.int64)[None]
     logits, _ = OrtModel(tmp_path / "had").prefill(ids)
     ref, _ = model(torch.from_numpy(ids))

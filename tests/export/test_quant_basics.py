@@ -87,6 +87,31 @@ def test_hadamard_fold_keeps_the_linear_map():
     assert torch.allclose(y @ R, (had.hadamard_matrix(48) @ y.t()).t() / 48 ** 0.5, atol=1e-12)
 
 
+@pytest.mark.parametrize("n, sizes", [(12, [12]), (128, [128]), (256, [2, 128]), (160, [40, 4]),
+                                      (1536, [12, 128]), (3072, [24, 128]), (5120, [40, 128]),
+                                      (8192, [64, 128]), (1 << 16, [4, 128, 128])])
+def test_hadamard_rotation_is_the_kronecker_product_of_its_factors(n, sizes):
+    """The graphs and the reference rotate by small factors (mamba2-130m / 2.7b / 8b: 1536, 5120, 8192),
+    never an n x n matrix; their Kronecker product is the rotation itself, and ``rotate`` is ``g @ R``
+    up to fp32 rounding."""
+    import functools
+
+    assert had.rotation_sizes(n) == sizes
+    factors = had.rotation_factors(n)
+    assert [f.shape[0] for f in factors] == sizes
+    for f in factors:
+        assert torch.allclose(f @ f.t(), torch.eye(f.shape[0], dtype=torch.float64), atol=1e-12)
+    if n > 8192:
+        return
+    R = had.rotation_matrix(n, torch.float64)
+    assert torch.allclose(functools.reduce(torch.kron, factors), R, atol=1e-15, rtol=0)
+    g = torch.randn(2, 3, n, generator=torch.Generator().manual_seed(n))
+    want = g.double() @ R
+    got = had.rotate(g)
+    assert got.dtype == torch.float32 and got.shape == g.shape
+    assert ((got.double() - want).norm() / want.norm()).item() < 1e-6
+
+
 def test_dim_split_minimizes_rounding_noise():
     # one outlier: it gets a group of its own, the rest share the next largest value
     prof = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.3, 10.0])
