@@ -95,7 +95,8 @@ def lm_loss_bits(model, windows: torch.Tensor, amp: bool) -> torch.Tensor:
     inputs, targets = windows[:, :-1], windows[:, 1:]
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         logits = model(input_ids=inputs).logits
-    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), targets.reshape(-1))
+    # over all of the model's logits: a padded vocabulary (50 288 rows) trains on bytes too
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return loss / LN2
 
 

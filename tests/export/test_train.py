@@ -47,6 +47,18 @@ def test_loss_decreases_and_is_in_bits_per_byte(tiny_run):
     assert math.isfinite(summary["val_bpb"]) and summary["val_bpb"] < losses[0]
 
 
+def test_a_padded_vocabulary_trains_on_bytes(text_file):
+    """A model with a real model's padded vocabulary (50 288 rows; the configuration matrix of the device
+    suite trains one) learns bytes like a 256-row one: the loss is over all of its logits."""
+    from transformers import Mamba2Config
+
+    config = Mamba2Config(**{**TINY, "vocab_size": 50288})
+    model, summary = train.train(config, [text_file], steps=3, batch=2, seq_len=32, warmup=1, log_every=1,
+                                 val_windows=2, log=lambda s: None)
+    assert model.config.vocab_size == 50288
+    assert math.isfinite(summary["val_bpb"]) and summary["val_bpb"] > 0
+
+
 def test_same_seed_same_losses(text_file, tiny_run):
     _, summary, _ = tiny_run
     _, again = run_tiny(text_file)
