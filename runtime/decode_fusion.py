@@ -90,7 +90,7 @@ def fuse_decode_linears(model):
 
     from qmamba.export import onnx_ops
 
-    from .w8a8_linear import OP_NAME, pack_int8_words
+    from .w8a8_linear import FIELDS as LINEAR_FIELDS, OP_NAME, pack_int8_words
 
     g = model.graph
     ix = GraphIndex(g)
@@ -124,7 +124,8 @@ def fuse_decode_linears(model):
             out_scale = f"{w}.out_scale"
             new_inits[out_scale] = numpy_helper.from_array((a * b).astype(np.float32), out_scale)
             nodes.append(scale_of)
-        extra, attrs = [], {"norm": 0, "residual": 0}
+        # every field, defaults included: TensorRT's ONNX parser warns for each field a node leaves out
+        extra, attrs = [], {name: default for name, _, default in LINEAR_FIELDS}
         chain = rms_norm_chain(x, ix) if sole(x, "QuantizeLinear") else None
         if chain:
             x, norm_weight, eps, norm_nodes, group = chain
