@@ -147,14 +147,17 @@ def ssd_launch(t, a, decode: bool, chunk_size: int = 0):
         t["B_out_scales"], t["C_out_scales"], t["x_head_group_range"], t["x_dim_group_range"],
         t["ssm_state_scale"], st_in if decode else None, y, st_out)])
     lib = _lib()
-    keep = (y, st_out)
+    ws_bytes = 0 if decode else lib.qmamba_quant_ssd_prefill_workspace(ctypes.byref(params), bt, L)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda") if ws_bytes else None
+    keep = (y, st_out, ws)
 
     def launch():
         _ = keep
         if decode:
             rc = lib.qmamba_quant_ssd_decode(ctypes.byref(params), ctypes.byref(tens), bt, _stream())
         else:
-            rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, None, 0, _stream())
+            rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, ptr(ws), ws_bytes,
+                                              _stream())
         kernels.check_status(rc, lib)
     return launch
 
@@ -292,7 +295,7 @@ def main() -> int:
             for bt in ((16,) if args.quick else (1, 8, 16, 64)):
                 rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                 print(_fmt(rows[-1]), flush=True)
-    for cs in (() if args.decode_only else (32, 64, 128)):  # chunk length of the SSD prefill, at the heaviest shape
+    for cs in (() if args.decode_only else (32, 64, 128, 256)):  # chunk length of the SSD prefill, at the heaviest shape
         rows.append(bench("ssd", layers["8b"], 8, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": "8b"})
         print(_fmt(rows[-1]), flush=True)
     if args.json:

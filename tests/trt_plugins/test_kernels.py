@@ -108,9 +108,16 @@ def test_ssd_launchers_refuse_bad_arguments(launcher, over, status, text):
 
 
 @needs_lib
-def test_prefill_needs_no_workspace():
-    p, _ = _ssd_args()
-    assert kernels.load_library().qmamba_quant_ssd_prefill_workspace(ctypes.byref(p), 8, 4096) == 0
+def test_prefill_asks_for_its_workspace_and_refuses_to_run_without_it():
+    lib = kernels.load_library()
+    p, t = _ssd_args()  # 8 heads of 64 x 128, chunk_size 0: chunks of 128 tokens, shorter on a small GPU
+    ws = lib.qmamba_quant_ssd_prefill_workspace(ctypes.byref(p), 8, 4096)
+    assert ws >= 8 * (4096 // 128) * 8 * 64 * 128 * 4  # an fp32 state per (batch row, chunk, head)
+    assert lib.qmamba_quant_ssd_prefill(ctypes.byref(p), ctypes.byref(t), 8, 4096, None, 0, None) == 5
+    msg = lib.qmamba_last_error().decode()
+    assert "qmamba_quant_ssd_prefill" in msg and f"needs a workspace of {ws} bytes" in msg, msg
+    assert lib.qmamba_quant_ssd_prefill(ctypes.byref(p), ctypes.byref(t), 8, 4096, 4104, ws, None) == 5
+    assert "16-byte aligned" in lib.qmamba_last_error().decode()
 
 
 def test_binding_refuses_cpu_tensors_by_name():

@@ -5,15 +5,18 @@ The reference runs on the same GPU in fp32; the checks:
   conv_state_out exactly equal; prefill(L) then a decode step == prefill(L + 1) exactly;
 - QuantSSD decode (L = 1): y within 1e-5 relative, ssm_state_out equal except at ties, in place too;
 - QmambaW8A8Linear: y equal (within one rounding tie of an activation with the RMSNorm);
-- QuantSSD prefill (3xTF32 tensor cores): ||y - y_ref|| / ||y_ref|| <= Y_BOUND = 2e-3 (justified in
-  docs/kernels.md), ssm_state_out within 1 LSB; prefill(L) then decode == prefill(L + 1) up to
-  the rounding of the int8 state the decode starts from (the reference's own gap, measured).
+- QuantSSD prefill (chunk-parallel, int8 and 2xTF32 tensor cores): ||y - y_ref|| / ||y_ref|| <=
+  Y_BOUND = 2e-3 (justified in docs/kernels.md), ssm_state_out within 1 LSB, in place too; prefill(L)
+  then decode == prefill(L + 1) up to the rounding of the int8 state the decode starts from (the
+  reference's own gap, measured).
 Outputs are poisoned before each run.
 
 On a machine with a CUDA GPU: ``python -m pytest -q -m gpu tests/trt_plugins/test_kernels_gpu.py``
 (docs/kernels.md, "Checks", also gives the sanitizer and benchmark commands).
 """
 from __future__ import annotations
+
+import ctypes
 
 import pytest
 import torch
@@ -126,7 +129,7 @@ def test_ssd_prefill_matches_reference(name, with_state):
     assert diff.max().item() <= 1, f"{name}: ssm_state_out differs by {diff.max().item()} LSB"
 
 
-@pytest.mark.parametrize("chunk_size", [32, 64, 128, 100])
+@pytest.mark.parametrize("chunk_size", [32, 64, 128, 100, 256])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
 def test_ssd_prefill_chunk_sizes_and_fp16(chunk_size, out_dtype):
     s = LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128)
@@ -138,6 +141,38 @@ def test_ssd_prefill_chunk_sizes_and_fp16(chunk_size, out_dtype):
     # fp16 adds its own rounding (unit roundoff 2^-11) on top of the prefill bound
     assert rel_err(y, y_ref) <= Y_BOUND + (5e-4 if out_dtype == torch.float16 else 0.0)
     assert (st.int() - st_ref.int()).abs().max().item() <= 1
+
+
+def test_ssd_prefill_in_place_and_its_workspace():
+    """The state may be updated in place (the state pass reads each entry before writing it); a
+    workspace smaller than the one asked for is refused before anything is launched."""
+    s, bt, L = SSD_CASES["130m"]
+    gen = torch.Generator().manual_seed(13)
+    t, a = kc.ssd_case(s, bt, L, gen)
+    y, st = kernels.quant_ssd(**t, **a)
+    state = t["ssm_state"].clone()
+    y2, st2 = kernels.quant_ssd(**{**t, "ssm_state": state}, **a, state_in_place=True)
+    assert st2.data_ptr() == state.data_ptr() and torch.equal(state, st) and torch.equal(y2, y)
+
+    lib = kernels.load_library()
+    params = kernels.SSDParams(dt_scale=a["dt_scale"], dt_min=a["dt_min"], dt_max=a["dt_max"],
+                               ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state,
+                               n_head_groups=t["x_out_scales"].shape[1], n_dim_groups=t["x_out_scales"].shape[2],
+                               out_fp16=0, chunk_size=128)
+    out_y, out_st = torch.empty_like(y), torch.empty_like(st)
+    tens = kernels.SSDTensors(*[kernels.ptr(v) for v in (
+        t["x"], t["dt"], t["B"], t["C"], t["A_log"], t["D"], t["dt_bias"], t["x_out_scales"],
+        t["B_out_scales"], t["C_out_scales"], t["x_head_group_range"], t["x_dim_group_range"],
+        t["ssm_state_scale"], t["ssm_state"], out_y, out_st)])
+    need = lib.qmamba_quant_ssd_prefill_workspace(ctypes.byref(params), bt, L)
+    ws = torch.empty(need, dtype=torch.uint8, device="cuda")
+    rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, ws.data_ptr(), need - 1, None)
+    assert rc == 5 and f"needs a workspace of {need} bytes" in lib.qmamba_last_error().decode()
+    stream = torch.cuda.current_stream().cuda_stream
+    assert lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, ws.data_ptr(), need,
+                                        ctypes.c_void_p(stream)) == 0
+    torch.cuda.synchronize()
+    assert torch.equal(out_y, y) and torch.equal(out_st, st)
 
 
 @pytest.mark.parametrize("name", ["130m", "8b", "batch64", "headdim32-n16", "headdim128-n256", "n40-bytewise"])

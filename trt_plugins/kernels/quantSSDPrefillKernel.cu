@@ -1,21 +1,52 @@
-// QuantSSD prefill (docs/ops.md): the chunked SSD scan, fused into one kernel on tensor cores.
+// QuantSSD prefill (docs/ops.md): the chunked SSD scan in three launches, each parallel over chunks.
 //
-// A block owns one (batch row, head, slice of P dims) and walks its chunks of Q tokens in order,
-// carrying the state in shared memory, so nothing but the inputs, y and the final state touches
-// device memory (no workspace). Per chunk, with a_cum the inclusive cumulative sum of dt * A:
-//   M    = mask_{s<=t}( (Cq Bq^T) * sC sB * exp(a_cum[t] - a_cum[s]) * dt[s] )      [Q x Q]
-//   y    = s_x(i) * ( M Xq + diag(sC exp(a_cum)) Cq S'^T ) + D xh                  [Q x P]
-//   S'  <- exp(a_cum[Q-1]) S' + Xq^T diag(w) Bq,  w[s] = exp(a_cum[Q-1] - a_cum[s]) dt[s] sB
-// where Xq, Bq, Cq are the int8 inputs (held as exact floats) and S' = S / s_x(i) is the state with
-// each row divided by its x scale, so the per-dim scale factors out of every product.
+// With chunks of Q tokens, a_cum the inclusive cumulative sum of dt * A inside a chunk, and
+// Xq, Bq, Cq the chunk's int8 inputs (exact floats), the state is kept as S' = S / s_x(i) (each row
+// divided by its dim's x scale, so the per-dim group scale factors out of every product):
 //
-// Products run as mma.sync m16n8k8 TF32 with fp32 accumulation. int8 operands are exact in TF32 and
-// Cq Bq^T sums stay below 2^24, so that product is exact. An operand that carries a float factor
-// (M, the scaled Cq, S', the weighted Bq) is split into two TF32 parts, v = big + small (3xTF32:
-// big * b + small * b, and for two split operands big * big + big * small + small * big), so the
-// products keep about fp32's precision: TF32 alone (unit roundoff 2^-11) moved int8 states and the
-// next layers' rounding far more often than an fp32 sum does (docs/kernels.md). Inside an 8-wide k slab, thread q of a quad
-// takes k = 2q and 2q+1 (a permutation of the sum), so most fragments are single 8-byte loads.
+//   1. chunk state, a block per (batch row, chunk, head, slice of P dims), all chunks at once:
+//        L_c   = Xw^T Bq,  Xw[s, i] = Xq[s, i] * w[s],  w[s] = exp(a_last - a_cum[s]) dt[s] sB    [P x n]
+//        d_c   = exp(a_last)                                        (the chunk's decay, a_last = a_cum[Q-1])
+//      written to the workspace (fp32).
+//   2. state pass, a thread per 4 state entries of one (batch row, head), walking the chunks:
+//        S'_0 = s_state * q / s_x;  workspace[c] <- S'_c (the state entering chunk c);
+//        S'_{c+1} = d_c S'_c + L_c;  ssm_state_out = Q(S'_last * s_x, s_state).
+//   3. chunk scan, a block per (batch row, chunk, head, slice), all chunks at once:
+//        y = s_x(i) * ( diag(rC) Cq S'_c^T + M Xq ) + D xh,   rC[t] = exp(a_cum[t]) sC,
+//        M[t, s] = (Cq Bq^T)[t, s] sC sB exp(a_cum[t] - a_cum[s]) dt[s]  for s <= t, else 0.
+//
+// Only phase 2 is sequential over chunks, and it is a multiply-add per entry and chunk, streaming
+// the workspace. The workspace holds one fp32 state per (batch row, chunk, head):
+// qmamba_quant_ssd_prefill_workspace() says how much.
+//
+// Arithmetic, point by point as in the fused kernel this replaces: dt (dt_value), the scan of
+// dt * A (one warp, the same order), rC, w, the decay (expf), the entries of M (int32 product, then
+// * sC sB * __expf(a_cum[t] - a_cum[s]) * dt[s], left to right), the initial S' (IEEE product, IEEE
+// division) and the final Q. Products on tensor cores:
+//   - Cq Bq^T: mma.sync m16n8k32 s8 x s8 -> s32, exact (|sum| <= 2^22 < 2^31), as the fused kernel's
+//     TF32 product was;
+//   - Xw^T Bq, Cq S'^T and M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, the operand that
+//     carries a float factor (Xw, S', M) split into two TF32 numbers v = big + small (2xTF32:
+//     small * b first, then big * b; the other operand is int8, exact in TF32).
+// Where the order differs from the fused kernel, and how far results may move:
+//   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
+//     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
+//     Bq * w was) and S' = d_c S' + L_c is one IEEE multiply and one IEEE add. Each changes a
+//     chunk's state by a few fp32 roundings of its magnitude (|S / s| <= 127.5 LSB: ~1e-5 LSB), and
+//     the 2xTF32 products keep about 2^-21 of each term, so S_L stays well inside docs/ops.md's
+//     delta = 0.05 LSB of the sequential reference (ssd_prefill_order.py emulates this order on the
+//     CPU: tests/trt_plugins/test_ssd_prefill_order.py).
+//   - y: rC is applied to the sum Cq S'^T instead of to each entry of Cq before the product (one
+//     rounding of the sum instead of one per entry), and Cq S'^T is 2xTF32 (Cq exact) where the
+//     fused kernel split both operands (3xTF32). Relative error of y: ~1e-6 (emulated), far under
+//     the tests' 2e-3.
+//   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
+//     the same code (chunk_dt_cumsum), so the two agree bit for bit.
+// Fragment order: inside a k-block of 16, thread q of a quad takes k = 4q..4q+3 (the first mma
+// 4q, 4q+1, the second 4q+2, 4q+3) on both operands, a permutation of the sum that lets one 4-byte
+// (int8) or 16-byte (float) shared-memory load feed two mma; the M tile stays in registers, its
+// accumulator layout (row g, columns 2q and 2q+1 of an 8-wide slab) being the A fragment of the
+// next product with k = 2q, 2q+1.
 #include <math.h>
 
 #include "checks.h"
@@ -25,9 +56,13 @@
 namespace qmamba {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kDefaultChunk = 32;  // the fastest chunk length (docs/kernels.md): 2 blocks an SM
+constexpr int kDefaultChunk = 128;   // chunk_size 0; the state traffic halves with each doubling
+constexpr int kMaxChunk = 256;       // phase 3 runs Q / 32 warps: at most 8
+constexpr int kStateWarps = 4;       // phase 1
+constexpr int kStateThreads = kStateWarps * 32;
+constexpr int kPassThreads = 256;    // phase 2
+constexpr int kSmallestOptin = 101376;  // workspace sizing without a device: sm_86 / sm_89's opt-in (99 KiB)
+constexpr size_t kStatesAlign = 256;
 
 struct PrefillArgs {
   const int8_t* __restrict__ x;
@@ -43,40 +78,57 @@ struct PrefillArgs {
   const int32_t* __restrict__ head_ranges;
   const int32_t* __restrict__ dim_ranges;
   const float* __restrict__ state_scale;
-  const int8_t* state;  // may alias state_out: each block reads its slice before writing it
+  const int8_t* state;  // may alias state_out: each thread of phase 2 reads its entries before writing them
   void* __restrict__ y;
   int8_t* state_out;
+  float* __restrict__ states;  // workspace: [batch, nchunks, nheads, headdim, n4] fp32
+  float* __restrict__ decays;  // workspace: [batch, nchunks, nheads]
   int64_t seqlen;
   float dt_scale, dt_min, dt_max;
   int nheads, headdim, d_state, gn, hpg, nhg, ndg;
   int out_fp16;
-  int Q;        // chunk length, a multiple of 32, <= 128
+  int vec_y;    // y's base is aligned for two-element stores
+  int Q;        // chunk length, a multiple of 32, <= kMaxChunk
   int P;        // dims per block, 32 or 64
   int npad;     // d_state rounded up to a multiple of 32 (zero columns)
+  int n4;       // d_state rounded up to a multiple of 4: the workspace's row length
   int pslices;  // headdim / P
+  int nchunks;  // ceil(seqlen / Q)
 };
 
-// Shared-memory layout, in floats. Strides: tiles read as [row g][col 2q] (8-byte loads) use a
-// stride = 8 (mod 32) and X, read as [row 2q][col g], a stride = 4 (mod 32): no bank conflicts.
-struct Layout {
-  int ldc, ldx, ldm;
-  int off_B, off_X, off_M, off_S, off_vec, off_stage;
-  int floats;
+// Shared memory of phase 1, in bytes: Xw^T as floats [P][Q + 16], Bq^T as int8 [npad][Q + 16],
+// dt, a_cum, w (Q floats each). Row strides are 16 (mod 32) words resp. bytes, so the 16-byte (float)
+// and 4-byte (int8) fragment loads of a quarter / whole warp hit distinct banks.
+struct StateLayout {
+  int ldw, ldq;
+  int off_bt, off_vec, bytes;
 };
+__host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
+  StateLayout l;
+  l.ldw = Q + 16;
+  l.ldq = Q + 16;
+  l.off_bt = P * l.ldw * 4;
+  l.off_vec = l.off_bt + npad * l.ldq;
+  l.bytes = l.off_vec + 3 * Q * 4;
+  return l;
+}
 
-__host__ __device__ inline Layout make_layout(int Q, int P, int npad) {
-  Layout l;
-  l.ldc = npad + 8;
-  l.ldx = P + 4;
-  l.ldm = Q + 8;
-  l.off_B = Q * l.ldc;              // C tile first, at 0
-  l.off_X = l.off_B + Q * l.ldc;
-  l.off_M = l.off_X + Q * l.ldx;
-  l.off_S = l.off_M + Q * l.ldm;
-  l.off_vec = l.off_S + P * l.ldc;  // dtv, a_cum, rC, w (Q each), s_x (P), dim group (P)
-  l.off_stage = l.off_vec + 4 * Q + 2 * P;
-  l.off_stage = (l.off_stage + 3) / 4 * 4;  // 16-byte aligned: the raw int8 C, B, X of the next chunk
-  l.floats = l.off_stage + Q * (2 * npad + P) / 4;
+// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as int8 [P][Q + 16],
+// S'_c as floats [P][npad + 16], dt, a_cum, rC (Q floats each), s_x (P floats).
+struct ScanLayout {
+  int ldn, ldq, ldf;
+  int off_b, off_xt, off_s, off_vec, bytes;
+};
+__host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
+  ScanLayout l;
+  l.ldn = npad + 16;
+  l.ldq = Q + 16;
+  l.ldf = npad + 16;
+  l.off_b = Q * l.ldn;
+  l.off_xt = 2 * Q * l.ldn;
+  l.off_s = l.off_xt + P * l.ldq;
+  l.off_vec = l.off_s + P * l.ldf * 4;
+  l.bytes = l.off_vec + 3 * Q * 4 + P * 4;
   return l;
 }
 
@@ -85,8 +137,6 @@ __device__ __forceinline__ uint32_t to_tf32(float v) {
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
   return r;
 }
-// Integer-valued floats (int8 data) are exact in TF32: no conversion needed.
-__device__ __forceinline__ uint32_t exact_tf32(float v) { return __float_as_uint(v); }
 // v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
 struct SplitTf32 {
   uint32_t big, small;
@@ -96,8 +146,8 @@ __device__ __forceinline__ SplitTf32 split_tf32(float v) {
   return {big, to_tf32(v - __uint_as_float(big))};
 }
 
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
+// d += a (16 x 8, TF32) * b (8 x 8, TF32), fp32 accumulation.
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -105,335 +155,557 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Copies a rows x cols_pad int8 tile into shared memory as floats, zero outside rows_valid x
-// cols_valid. VEC = 16 moves 16 bytes per thread (cols_valid and the strides divisible by 16).
-template <int VEC>
-__device__ __forceinline__ void load_tile(float* dst, int ld, const int8_t* __restrict__ src,
-                                          int64_t src_stride, int rows_valid, int rows,
-                                          int cols_valid, int cols_pad) {
-  const int vecs_per_row = cols_pad / VEC;
-  for (int e = threadIdx.x; e < rows * vecs_per_row; e += kThreads) {
-    const int r = e / vecs_per_row, c = (e % vecs_per_row) * VEC;
-    const bool inside = r < rows_valid && c < cols_valid;
-    if constexpr (VEC == 16) {
-      Int8x16 v = {};
-      if (inside) v = *reinterpret_cast<const Int8x16*>(src + r * src_stride + c);
+// d += a (16 x 32, s8) * b (32 x 8, s8), exact int32 accumulation. a0 / a1: rows g / g+8, bytes
+// 4q..4q+3 of k; a2 / a3: the same rows, bytes 16 + 4q..; b0 / b1: column g, the same k.
+__device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                       uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The four int8 of a word as exact floats (byte k -> f[k]), without I2F.
+__device__ __forceinline__ void int8x4_to_floats(uint32_t w, float (&f)[4]) {
+  biased_word_to_floats(w ^ 0x80808080u, f);
+}
+
+__device__ __forceinline__ uint32_t lds32(const int8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// dtv[t] = dt of row t of the chunk (0 past the sequence: no decay, no input) and acum[t] = the
+// inclusive cumulative sum of dt * A over the chunk, in the fused kernel's order: warp 0, Q / 32
+// consecutive values a lane summed in turn, then a shuffle scan of the lanes' sums. Every thread of
+// the block calls it (it synchronizes); phases 1 and 3 call it on the same inputs and agree bit for bit.
+__device__ __forceinline__ void chunk_dt_cumsum(const PrefillArgs& a, const int8_t* __restrict__ dt_col, int T,
+                                                float A, float dt_b, float* dtv, float* acum) {
+  const int Q = a.Q;
+  for (int t = threadIdx.x; t < Q; t += blockDim.x) {
+    const float d = t < T ? dt_value(dt_col[static_cast<int64_t>(t) * a.nheads], a.dt_scale, dt_b, a.dt_min, a.dt_max)
+                          : 0.0f;
+    dtv[t] = d;
+    acum[t] = d * A;
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x, per = Q / 32;
+    float v[kMaxChunk / 32];
+    float run = 0.0f;
 #pragma unroll
-      for (int k = 0; k < 16; k += 4) {
-        *reinterpret_cast<float4*>(dst + r * ld + c + k) =
-            make_float4(v.v[k], v.v[k + 1], v.v[k + 2], v.v[k + 3]);
+    for (int k = 0; k < kMaxChunk / 32; ++k) {
+      if (k < per) {
+        run += acum[lane * per + k];
+        v[k] = run;
       }
+    }
+    float incl = run;
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+      const float o = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += o;
+    }
+    const float before = incl - run;
+#pragma unroll
+    for (int k = 0; k < kMaxChunk / 32; ++k) {
+      if (k < per) acum[lane * per + k] = v[k] + before;
+    }
+  }
+  __syncthreads();
+}
+
+// Rows [r, r + 4) x columns [c, c + 16) of an int8 matrix (row stride `stride`; zero outside
+// rows_valid x cols_valid), returned by column: word k holds column c + k, byte m of it row r + m.
+// VEC = 16: 16-byte loads (cols_valid, c, the stride and the base 16-byte aligned); VEC = 1: bytes.
+template <int VEC>
+__device__ __forceinline__ void load_columns_4x16(const int8_t* __restrict__ src, int64_t stride, int r, int c,
+                                                  int rows_valid, int cols_valid, uint32_t (&col)[16]) {
+  uint32_t row[4][4];
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    if constexpr (VEC == 16) {
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (r + m < rows_valid && c < cols_valid) v = *reinterpret_cast<const uint4*>(src + (r + m) * stride + c);
+      row[m][0] = v.x;
+      row[m][1] = v.y;
+      row[m][2] = v.z;
+      row[m][3] = v.w;
     } else {
-      dst[r * ld + c] = inside ? static_cast<float>(src[r * src_stride + c]) : 0.0f;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int cc = c + 4 * w + k;
+          const uint32_t byte = (r + m < rows_valid && cc < cols_valid)
+                                    ? static_cast<uint8_t>(src[(r + m) * stride + cc]) : 0u;
+          word |= byte << (8 * k);
+        }
+        row[m][w] = word;
+      }
+    }
+  }
+  // 4 x 4 byte transposes: t0 = [r0.b0 r1.b0 r0.b1 r1.b1], t2 = [r0.b2 r1.b2 r0.b3 r1.b3] (t1, t3: rows 2, 3).
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    const uint32_t t0 = __byte_perm(row[0][w], row[1][w], 0x5140);
+    const uint32_t t1 = __byte_perm(row[2][w], row[3][w], 0x5140);
+    const uint32_t t2 = __byte_perm(row[0][w], row[1][w], 0x7362);
+    const uint32_t t3 = __byte_perm(row[2][w], row[3][w], 0x7362);
+    col[4 * w + 0] = __byte_perm(t0, t1, 0x5410);
+    col[4 * w + 1] = __byte_perm(t0, t1, 0x7632);
+    col[4 * w + 2] = __byte_perm(t2, t3, 0x5410);
+    col[4 * w + 3] = __byte_perm(t2, t3, 0x7632);
+  }
+}
+
+// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld] (bytes), zero outside
+// rows_valid x cols_valid. Neighbouring threads take neighbouring 4-row blocks: their 4-byte
+// stores fill a row of dst.
+template <int VEC>
+__device__ __forceinline__ void load_transposed(int8_t* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
+                                                int rows_valid, int rows, int cols_valid, int cols_pad) {
+  const int rblocks = rows / 4, blocks = rblocks * (cols_pad / 16);
+  for (int e = threadIdx.x; e < blocks; e += blockDim.x) {
+    const int r = (e % rblocks) * 4, c = (e / rblocks) * 16;
+    uint32_t col[16];
+    load_columns_4x16<VEC>(src, stride, r, c, rows_valid, cols_valid, col);
+#pragma unroll
+    for (int k = 0; k < 16; ++k) *reinterpret_cast<uint32_t*>(dst + (c + k) * ld + r) = col[k];
+  }
+}
+
+// An int8 tile [rows][cols_pad] copied into dst [rows][ld] in 16-byte pieces, zero outside
+// rows_valid x cols_valid.
+template <int VEC>
+__device__ __forceinline__ void load_rows(int8_t* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
+                                          int rows_valid, int rows, int cols_valid, int cols_pad) {
+  const int pieces = cols_pad / 16;
+  for (int e = threadIdx.x; e < rows * pieces; e += blockDim.x) {
+    const int r = e / pieces, c = (e % pieces) * 16;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if constexpr (VEC == 16) {
+      if (r < rows_valid && c < cols_valid) v = *reinterpret_cast<const uint4*>(src + r * stride + c);
+    } else {
+      uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+      for (int k = 0; k < 16; ++k) {
+        if (r < rows_valid && c + k < cols_valid) {
+          w[k / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(src[r * stride + c + k])) << (8 * (k % 4));
+        }
+      }
+      v = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    *reinterpret_cast<uint4*>(dst + r * ld + c) = v;
+  }
+}
+
+// The block's (batch row, chunk, head, slice): heads run fastest, so the blocks of one chunk that
+// share B and C are neighbours.
+struct ChunkBlock {
+  int64_t b;
+  int c, hd, ps;
+};
+__device__ __forceinline__ ChunkBlock chunk_block(const PrefillArgs& a) {
+  ChunkBlock k;
+  int64_t idx = blockIdx.x;
+  k.ps = static_cast<int>(idx % a.pslices);
+  idx /= a.pslices;
+  k.hd = static_cast<int>(idx % a.nheads);
+  idx /= a.nheads;
+  k.c = static_cast<int>(idx % a.nchunks);
+  k.b = idx / a.nchunks;
+  return k;
+}
+
+// Phase 1: L_c = Xw^T Bq for one (batch row, chunk, head, slice of P dims), 32 x 32 warp tiles over
+// P x npad, and the chunk's decay.
+template <int VEC>
+__global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(const PrefillArgs a) {
+  extern __shared__ float4 smem_f4[];
+  int8_t* smem = reinterpret_cast<int8_t*>(smem_f4);
+  const int Q = a.Q, P = a.P, npad = a.npad, n = a.d_state, p = a.headdim;
+  const StateLayout lay = state_layout(Q, P, npad);
+  float* tW = reinterpret_cast<float*>(smem);  // Xw^T [P][ldw]
+  int8_t* tBt = smem + lay.off_bt;              // Bq^T [npad][ldq]
+  float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
+  float* acum = dtv + Q;
+  float* w = acum + Q;
+
+  const ChunkBlock blk = chunk_block(a);
+  const int hd = blk.hd, i0 = blk.ps * P;
+  const int64_t c0 = static_cast<int64_t>(blk.c) * Q;
+  const int T = a.seqlen - c0 < Q ? static_cast<int>(a.seqlen - c0) : Q;
+  const int sg = hd / a.hpg;
+  const int d_ssm = a.nheads * p;
+  const float A = -expf(__ldg(a.A_log + hd));
+  const float sB = __ldg(a.B_out_scales + sg);
+  const int64_t row0 = blk.b * a.seqlen + c0;  // token row of the chunk's first token
+
+  chunk_dt_cumsum(a, a.dt + row0 * a.nheads + hd, T, A, __ldg(a.dt_bias + hd), dtv, acum);
+  const float a_last = acum[Q - 1];
+  for (int t = threadIdx.x; t < Q; t += kStateThreads) w[t] = expf(a_last - acum[t]) * dtv[t] * sB;
+  if (blk.ps == 0 && threadIdx.x == 0) a.decays[(blk.b * a.nchunks + blk.c) * a.nheads + hd] = expf(a_last);
+  __syncthreads();
+
+  // Xw^T[i][s] = Xq[s][i] * w[s] (one rounding), Bq^T[j][s] = Bq[s][j].
+  {
+    const int8_t* X = a.x + row0 * d_ssm + hd * p + i0;
+    const int rblocks = Q / 4, blocks = rblocks * (P / 16);
+    for (int e = threadIdx.x; e < blocks; e += kStateThreads) {
+      const int r = (e % rblocks) * 4, c = (e / rblocks) * 16;
+      uint32_t col[16];
+      load_columns_4x16<VEC>(X, d_ssm, r, c, T, P, col);
+      const float4 wr = *reinterpret_cast<const float4*>(w + r);
+#pragma unroll
+      for (int k = 0; k < 16; ++k) {
+        float f[4];
+        int8x4_to_floats(col[k], f);
+        *reinterpret_cast<float4*>(tW + (c + k) * lay.ldw + r) =
+            make_float4(f[0] * wr.x, f[1] * wr.y, f[2] * wr.z, f[3] * wr.w);
+      }
+    }
+  }
+  load_transposed<VEC>(tBt, lay.ldq, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, q = lane % 4;
+  const int k_end = (T + 15) / 16 * 16;  // Xw and Bq are zero past T
+  const int nj_tiles = npad / 32;
+  float* out = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4;
+  for (int tile = warp; tile < (P / 32) * nj_tiles; tile += kStateWarps) {
+    const int m0 = (tile / nj_tiles) * 32, n0 = (tile % nj_tiles) * 32;
+    float acc[2][4][4] = {};
+    for (int k0 = 0; k0 < k_end; k0 += 16) {
+      uint32_t a_big[2][2][4], a_small[2][2][4];  // [16-row half][k pair][fragment]
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const float4 lo = *reinterpret_cast<const float4*>(tW + (m0 + 16 * mt + g) * lay.ldw + k0 + 4 * q);
+        const float4 hi = *reinterpret_cast<const float4*>(tW + (m0 + 16 * mt + g + 8) * lay.ldw + k0 + 4 * q);
+        const float v[2][4] = {{lo.x, hi.x, lo.y, hi.y}, {lo.z, hi.z, lo.w, hi.w}};
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int f = 0; f < 4; ++f) {
+            const SplitTf32 s = split_tf32(v[h][f]);
+            a_big[mt][h][f] = s.big;
+            a_small[mt][h][f] = s.small;
+          }
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        float bv[4];
+        int8x4_to_floats(lds32(tBt + (n0 + 8 * nt + g) * lay.ldq + k0 + 4 * q), bv);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          mma_tf32(acc[mt][nt], a_small[mt][0], __float_as_uint(bv[0]), __float_as_uint(bv[1]));
+          mma_tf32(acc[mt][nt], a_big[mt][0], __float_as_uint(bv[0]), __float_as_uint(bv[1]));
+          mma_tf32(acc[mt][nt], a_small[mt][1], __float_as_uint(bv[2]), __float_as_uint(bv[3]));
+          mma_tf32(acc[mt][nt], a_big[mt][1], __float_as_uint(bv[2]), __float_as_uint(bv[3]));
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int j = n0 + 8 * nt + 2 * q;
+        if (j >= a.n4) continue;  // n4 is a multiple of 4: j and j + 1 are both in or both out
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int i = i0 + m0 + 16 * mt + g + 8 * r;
+          *reinterpret_cast<float2*>(out + static_cast<int64_t>(i) * a.n4 + j) =
+              make_float2(acc[mt][nt][2 * r], acc[mt][nt][2 * r + 1]);
+        }
+      }
     }
   }
 }
 
-// Starts copying rows [0, rows) x cols (16-byte pieces) of an int8 tile from global into shared
-// memory without going through registers (cp.async, sm_80+): the copy runs under the compute of
-// the current chunk.
-__device__ __forceinline__ void copy_tile_async(int8_t* dst, int dst_ld, const int8_t* src,
-                                                int64_t src_ld, int rows, int cols) {
-  const int vecs = cols / 16;
-  for (int e = threadIdx.x; e < rows * vecs; e += kThreads) {
-    const int r = e / vecs, c = (e % vecs) * 16;
-    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst + r * dst_ld + c));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src + r * src_ld + c));
+// Phase 2: for 4 consecutive entries of the [headdim][n4] state of one (batch row, head), the walk
+// over the chunks: the workspace's L_c is replaced by S'_c, the state entering chunk c.
+__global__ void __launch_bounds__(kPassThreads) quant_ssd_state_pass_kernel(const PrefillArgs a) {
+  const int p = a.headdim, n = a.d_state, n4 = a.n4;
+  const int per_head = p * n4 / 4;  // float4 pieces of one state (p is a multiple of 32)
+  const int parts = (per_head + kPassThreads - 1) / kPassThreads;
+  const int64_t bh = blockIdx.x / parts;
+  const int v = static_cast<int>(blockIdx.x % parts) * kPassThreads + threadIdx.x;
+  if (v >= per_head) return;
+  const int hd = static_cast<int>(bh % a.nheads);
+  const int64_t b = bh / a.nheads;
+  const int sg = hd / a.hpg;
+  const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
+  // The 4 entries share a row i (n4 is a multiple of 4), so one dim group and one x scale.
+  const int i = 4 * v / n4, j0 = 4 * v % n4;
+  const int group = (sg * a.nhg + hg) * a.ndg + dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
+  const float sx = __ldg(a.x_out_scales + group);
+  const int64_t srow = ((b * a.nheads + hd) * p + i) * n;  // the row's entries in ssm_state / ssm_state_out
+  float S[4], ss[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int j = j0 + k;
+    ss[k] = j < n ? __ldg(a.state_scale + static_cast<int64_t>(group) * n + j) : 1.0f;
+    S[k] = 0.0f;
+    if (a.state != nullptr && j < n) S[k] = __fdiv_rn(__fmul_rn(static_cast<float>(a.state[srow + j]), ss[k]), sx);
+  }
+
+  const int64_t chunk_stride = static_cast<int64_t>(a.nheads) * p * n4;  // floats from chunk c to c + 1
+  float4* st = reinterpret_cast<float4*>(a.states + (b * a.nchunks * a.nheads + hd) * static_cast<int64_t>(p) * n4) + v;
+  const float* dec = a.decays + b * a.nchunks * a.nheads + hd;
+  float4 next = st[0];
+  for (int c = 0; c < a.nchunks; ++c) {
+    const float4 L = next;
+    if (c + 1 < a.nchunks) next = st[(c + 1) * (chunk_stride / 4)];  // in flight during this chunk's update
+    st[c * (chunk_stride / 4)] = make_float4(S[0], S[1], S[2], S[3]);
+    const float d = dec[static_cast<int64_t>(c) * a.nheads];
+    S[0] = __fadd_rn(__fmul_rn(d, S[0]), L.x);
+    S[1] = __fadd_rn(__fmul_rn(d, S[1]), L.y);
+    S[2] = __fadd_rn(__fmul_rn(d, S[2]), L.z);
+    S[3] = __fadd_rn(__fmul_rn(d, S[3]), L.w);
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (j0 + k < n) a.state_out[srow + j0 + k] = quantize_rn(__fmul_rn(S[k], sx), ss[k]);
   }
 }
 
-template <int VEC>
-__global__ void __launch_bounds__(kThreads) quant_ssd_prefill_kernel(const PrefillArgs a) {
+// Stores y[idx], y[idx + 1] (idx even) in the requested dtype, as one access where y is aligned.
+__device__ __forceinline__ void store_y2(void* y, int64_t idx, float v0, float v1, bool fp16, bool vec) {
+  if (vec) {
+    if (fp16) {
+      *reinterpret_cast<__half2*>(static_cast<__half*>(y) + idx) = __floats2half2_rn(v0, v1);
+    } else {
+      *reinterpret_cast<float2*>(static_cast<float*>(y) + idx) = make_float2(v0, v1);
+    }
+  } else {
+    store_y(y, idx, v0, fp16);
+    store_y(y, idx + 1, v1, fp16);
+  }
+}
+
+// Phase 3: y of one (batch row, chunk, head, slice of P dims). Warp w owns the 16-row strips w and
+// Q/16 - 1 - w (equal work under the causal mask) and all P columns: per strip, the state's part
+// diag(rC) Cq S'^T, then M Xq slab by slab, each 16 x 8 slab of M made by int8 mma and scaled in
+// registers.
+template <int VEC, int P>
+__global__ void __launch_bounds__(kMaxChunk) quant_ssd_chunk_scan_kernel(const PrefillArgs a) {
+  constexpr int NT = P / 8;  // 8-wide column tiles of a strip
   extern __shared__ float4 smem_f4[];
-  float* smem = reinterpret_cast<float*>(smem_f4);
-  const int Q = a.Q, P = a.P, npad = a.npad, n = a.d_state, p = a.headdim;
-  const Layout lay = make_layout(Q, P, npad);
-  float* tC = smem;
-  float* tB = smem + lay.off_B;
-  float* tX = smem + lay.off_X;
-  float* tM = smem + lay.off_M;
-  float* tS = smem + lay.off_S;
-  float* dtv = smem + lay.off_vec;
+  int8_t* smem = reinterpret_cast<int8_t*>(smem_f4);
+  const int Q = a.Q, npad = a.npad, n = a.d_state, p = a.headdim;
+  const ScanLayout lay = scan_layout(Q, P, npad);
+  int8_t* tC = smem;                  // Cq [Q][ldn]
+  int8_t* tB = smem + lay.off_b;      // Bq [Q][ldn]
+  int8_t* tXt = smem + lay.off_xt;    // Xq^T [P][ldq]
+  float* tS = reinterpret_cast<float*>(smem + lay.off_s);  // S'_c [P][ldf]
+  float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
   float* rC = acum + Q;
-  float* wS = rC + Q;
-  float* sx = wS + Q;
-  int* dgs = reinterpret_cast<int*>(sx + P);
-  int8_t* stage = reinterpret_cast<int8_t*>(smem + lay.off_stage);  // [C | B | X] of the next chunk
-  int8_t* stC = stage;
-  int8_t* stB = stage + Q * npad;
-  int8_t* stX = stage + 2 * Q * npad;
+  float* sx = rC + Q;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, q = lane % 4;
-  const int ps = blockIdx.x % a.pslices;
-  const int64_t bh = blockIdx.x / a.pslices;
-  const int hd = static_cast<int>(bh % a.nheads);
-  const int64_t b = bh / a.nheads;
-  const int i0 = ps * P;
+  const ChunkBlock blk = chunk_block(a);
+  const int hd = blk.hd, i0 = blk.ps * P;
+  const int64_t c0 = static_cast<int64_t>(blk.c) * Q;
+  const int T = a.seqlen - c0 < Q ? static_cast<int>(a.seqlen - c0) : Q;
   const int sg = hd / a.hpg;
   const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
   const int d_ssm = a.nheads * p;
   const float A = -expf(__ldg(a.A_log + hd));
-  const float Dh = __ldg(a.D + hd), dt_b = __ldg(a.dt_bias + hd);
-  const float sB = __ldg(a.B_out_scales + sg), sC = __ldg(a.C_out_scales + sg);
-  const float sCB = sC * sB;
-  const int64_t state_base = ((b * a.nheads + hd) * p + i0) * n;
-  const float* sscale_hg = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg) * n;
+  const float Dh = __ldg(a.D + hd);
+  const float sC = __ldg(a.C_out_scales + sg), sCB = sC * __ldg(a.B_out_scales + sg);
+  const int64_t row0 = blk.b * a.seqlen + c0;
 
-  for (int i = threadIdx.x; i < P; i += kThreads) {
-    const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i0 + i);
-    dgs[i] = dg;
-    sx[i] = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
+  for (int i = threadIdx.x; i < P; i += blockDim.x) {
+    sx[i] = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i0 + i));
   }
-  __syncthreads();
-  // S' = S0 / s_x(i), S0 = ssm_state_scale * ssm_state; zero columns past d_state.
-  for (int e = threadIdx.x; e < P * npad; e += kThreads) {
-    const int i = e / npad, j = e % npad;
-    float v = 0.0f;
-    if (a.state != nullptr && j < n) {
-      const float s0 = __fmul_rn(static_cast<float>(a.state[state_base + i * n + j]), __ldg(sscale_hg + dgs[i] * n + j));
-      v = __fdiv_rn(s0, sx[i]);
-    }
-    tS[i * lay.ldc + j] = v;
-  }
-
-  // The chunk's int8 inputs: with 16-byte pieces, copied asynchronously one chunk ahead (issued
-  // before the previous chunk's products); otherwise loaded when the chunk starts.
-  const int8_t* C_row = a.C + b * a.seqlen * a.gn + sg * n;
-  const int8_t* B_row = a.B + b * a.seqlen * a.gn + sg * n;
-  const int8_t* X_row = a.x + b * a.seqlen * d_ssm + hd * p + i0;
-  const int8_t* dt_row = a.dt + b * a.seqlen * a.nheads + hd;
-  auto issue_copies = [&](int64_t c0) {
-    const int rows = a.seqlen - c0 < Q ? static_cast<int>(a.seqlen - c0) : Q;
-    copy_tile_async(stC, npad, C_row + c0 * a.gn, a.gn, rows, n);
-    copy_tile_async(stB, npad, B_row + c0 * a.gn, a.gn, rows, n);
-    copy_tile_async(stX, P, X_row + c0 * d_ssm, d_ssm, rows, P);
-    asm volatile("cp.async.commit_group;\n" ::);
-  };
-  // Each thread t < Q keeps dt of its row of the next chunk in a register.
-  auto load_dt = [&](int64_t c0) -> int8_t {
-    const int t = threadIdx.x;
-    return (t < Q && c0 + t < a.seqlen) ? dt_row[(c0 + t) * a.nheads] : int8_t(0);
-  };
-  if constexpr (VEC == 16) issue_copies(0);
-  int8_t dt_next = load_dt(0);
-
-  for (int64_t c0 = 0; c0 < a.seqlen; c0 += Q) {
-    const int T = a.seqlen - c0 < Q ? static_cast<int>(a.seqlen - c0) : Q;
-    const int64_t row0 = b * a.seqlen + c0;  // token row of y
-    __syncthreads();  // the previous chunk is done with every tile
-    if constexpr (VEC == 16) {
-      asm volatile("cp.async.wait_all;\n" ::: "memory");
-      __syncthreads();
-      load_tile<16>(tC, lay.ldc, stC, npad, T, Q, n, npad);
-      load_tile<16>(tB, lay.ldc, stB, npad, T, Q, n, npad);
-      load_tile<16>(tX, lay.ldx, stX, P, T, Q, P, P);
-    } else {
-      load_tile<1>(tC, lay.ldc, C_row + c0 * a.gn, a.gn, T, Q, n, npad);
-      load_tile<1>(tB, lay.ldc, B_row + c0 * a.gn, a.gn, T, Q, n, npad);
-      load_tile<1>(tX, lay.ldx, X_row + c0 * d_ssm, d_ssm, T, Q, P, P);
-    }
-    if (threadIdx.x < Q) {
-      // Rows past the sequence get dt = 0: no decay, no input.
-      const int t = threadIdx.x;
-      const float d = t < T ? dt_value(dt_next, a.dt_scale, dt_b, a.dt_min, a.dt_max) : 0.0f;
-      dtv[t] = d;
-      acum[t] = d * A;
-    }
-    __syncthreads();  // the staging buffer is read: the next chunk's copies may start
-    if (c0 + Q < a.seqlen) {
-      if constexpr (VEC == 16) issue_copies(c0 + Q);
-      dt_next = load_dt(c0 + Q);
-    }
-    if (warp == 0) {  // inclusive scan of dt * A over the chunk: Q / 32 consecutive values a lane
-      const int per = Q / 32;
-      float v[4];
-      float run = 0.0f;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (k < per) {
-          run += acum[lane * per + k];
-          v[k] = run;
-        }
-      }
-      float incl = run;
-#pragma unroll
-      for (int off = 1; off < 32; off *= 2) {
-        const float o = __shfl_up_sync(0xffffffffu, incl, off);
-        if (lane >= off) incl += o;
-      }
-      const float before = incl - run;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (k < per) acum[lane * per + k] = v[k] + before;
-      }
-    }
-    __syncthreads();
-    const float a_last = acum[Q - 1];
-    for (int t = threadIdx.x; t < Q; t += kThreads) {
-      rC[t] = expf(acum[t]) * sC;
-      wS[t] = expf(a_last - acum[t]) * dtv[t] * sB;
-    }
-
-    // M = masked decay * (Cq Bq^T): 16 x 32 warp tiles; tiles right of the diagonal are skipped
-    // (the y product never reads them).
-    const int mt_q = Q / 16, nt_q = Q / 32;
-    for (int tile = warp; tile < mt_q * nt_q; tile += kWarps) {
-      const int m0 = (tile / nt_q) * 16, n0 = (tile % nt_q) * 32;
-      if (n0 > m0 + 15) continue;
-      float acc[4][4] = {};
-      for (int k0 = 0; k0 < npad; k0 += 8) {
-        const float2 lo = *reinterpret_cast<const float2*>(tC + (m0 + g) * lay.ldc + k0 + 2 * q);
-        const float2 hi = *reinterpret_cast<const float2*>(tC + (m0 + g + 8) * lay.ldc + k0 + 2 * q);
-        const uint32_t af[4] = {exact_tf32(lo.x), exact_tf32(hi.x), exact_tf32(lo.y), exact_tf32(hi.y)};
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          const float2 bb = *reinterpret_cast<const float2*>(tB + (n0 + 8 * s + g) * lay.ldc + k0 + 2 * q);
-          mma_tf32(acc[s], af, exact_tf32(bb.x), exact_tf32(bb.y));
-        }
-      }
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int t = m0 + g + 8 * r, s0 = n0 + 8 * s + 2 * q;
-          float2 m;
-          m.x = s0 <= t ? acc[s][2 * r] * sCB * __expf(acum[t] - acum[s0]) * dtv[s0] : 0.0f;
-          m.y = s0 + 1 <= t ? acc[s][2 * r + 1] * sCB * __expf(acum[t] - acum[s0 + 1]) * dtv[s0 + 1] : 0.0f;
-          *reinterpret_cast<float2*>(tM + t * lay.ldm + s0) = m;
-        }
-      }
-    }
-    __syncthreads();
-
-    // y = s_x * (M Xq + diag(rC) Cq S'^T) + D xh, 16 x 32 warp tiles over Q x P.
-    const int nt_p = P / 32;
-    for (int tile = warp; tile < mt_q * nt_p; tile += kWarps) {
-      const int m0 = (tile / nt_p) * 16, n0 = (tile % nt_p) * 32;
-      float acc[4][4] = {};
-      const float r_lo = rC[m0 + g], r_hi = rC[m0 + g + 8];
-      for (int k0 = 0; k0 < npad; k0 += 8) {
-        const float2 lo = *reinterpret_cast<const float2*>(tC + (m0 + g) * lay.ldc + k0 + 2 * q);
-        const float2 hi = *reinterpret_cast<const float2*>(tC + (m0 + g + 8) * lay.ldc + k0 + 2 * q);
-        const SplitTf32 a0 = split_tf32(lo.x * r_lo), a1 = split_tf32(hi.x * r_hi), a2 = split_tf32(lo.y * r_lo),
-                        a3 = split_tf32(hi.y * r_hi);
-        const uint32_t af[4] = {a0.big, a1.big, a2.big, a3.big};
-        const uint32_t af_small[4] = {a0.small, a1.small, a2.small, a3.small};
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          const float2 bb = *reinterpret_cast<const float2*>(tS + (n0 + 8 * s + g) * lay.ldc + k0 + 2 * q);
-          const SplitTf32 b0 = split_tf32(bb.x), b1 = split_tf32(bb.y);
-          mma_tf32(acc[s], af_small, b0.big, b1.big);  // the small terms first
-          mma_tf32(acc[s], af, b0.small, b1.small);
-          mma_tf32(acc[s], af, b0.big, b1.big);
-        }
-      }
-      const int k_end = min(Q, m0 + 16);  // causal: M is zero past the diagonal
-      for (int k0 = 0; k0 < k_end; k0 += 8) {
-        const float2 lo = *reinterpret_cast<const float2*>(tM + (m0 + g) * lay.ldm + k0 + 2 * q);
-        const float2 hi = *reinterpret_cast<const float2*>(tM + (m0 + g + 8) * lay.ldm + k0 + 2 * q);
-        const SplitTf32 a0 = split_tf32(lo.x), a1 = split_tf32(hi.x), a2 = split_tf32(lo.y), a3 = split_tf32(hi.y);
-        const uint32_t af[4] = {a0.big, a1.big, a2.big, a3.big};
-        const uint32_t af_small[4] = {a0.small, a1.small, a2.small, a3.small};
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          const float b0 = tX[(k0 + 2 * q) * lay.ldx + n0 + 8 * s + g];
-          const float b1 = tX[(k0 + 2 * q + 1) * lay.ldx + n0 + 8 * s + g];
-          mma_tf32(acc[s], af_small, exact_tf32(b0), exact_tf32(b1));
-          mma_tf32(acc[s], af, exact_tf32(b0), exact_tf32(b1));
-        }
-      }
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int t = m0 + g + 8 * r;
-          if (t >= T) continue;
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int i = n0 + 8 * s + 2 * q + c;
-            const float xh = sx[i] * tX[t * lay.ldx + i];
-            const float yv = sx[i] * acc[s][2 * r + c] + Dh * xh;
-            store_y(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv, a.out_fp16 != 0);
-          }
-        }
-      }
-    }
-    __syncthreads();  // y has read S'; now it may change
-
-    // S' <- exp(a_last) S' + Xq^T diag(w) Bq: 16 x 32 warp tiles over P x npad.
-    const int k_rows = (T + 7) / 8 * 8;  // rows past T are zero
-    const float decay = expf(a_last);
-    const int nt_n = npad / 32;
-    for (int tile = warp; tile < (P / 16) * nt_n; tile += kWarps) {
-      const int m0 = (tile / nt_n) * 16, n0 = (tile % nt_n) * 32;
-      float acc[4][4];
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const float2 v = *reinterpret_cast<const float2*>(tS + (m0 + g + 8 * r) * lay.ldc + n0 + 8 * s + 2 * q);
-          acc[s][2 * r] = v.x * decay;
-          acc[s][2 * r + 1] = v.y * decay;
-        }
-      }
-      for (int k0 = 0; k0 < k_rows; k0 += 8) {
-        const float* x0 = tX + (k0 + 2 * q) * lay.ldx + m0 + g;
-        const float* x1 = x0 + lay.ldx;
-        const uint32_t af[4] = {exact_tf32(x0[0]), exact_tf32(x0[8]), exact_tf32(x1[0]), exact_tf32(x1[8])};
-        const float w0 = wS[k0 + 2 * q], w1 = wS[k0 + 2 * q + 1];
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          const float b0 = tB[(k0 + 2 * q) * lay.ldc + n0 + 8 * s + g];
-          const float b1 = tB[(k0 + 2 * q + 1) * lay.ldc + n0 + 8 * s + g];
-          const SplitTf32 v0 = split_tf32(b0 * w0), v1 = split_tf32(b1 * w1);
-          mma_tf32(acc[s], af, v0.small, v1.small);
-          mma_tf32(acc[s], af, v0.big, v1.big);
-        }
-      }
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          *reinterpret_cast<float2*>(tS + (m0 + g + 8 * r) * lay.ldc + n0 + 8 * s + 2 * q) =
-              make_float2(acc[s][2 * r], acc[s][2 * r + 1]);
-        }
-      }
+  chunk_dt_cumsum(a, a.dt + row0 * a.nheads + hd, T, A, __ldg(a.dt_bias + hd), dtv, acum);
+  for (int t = threadIdx.x; t < Q; t += blockDim.x) rC[t] = expf(acum[t]) * sC;
+  load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
+  load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
+  load_transposed<VEC>(tXt, lay.ldq, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
+  {
+    const float* Sc = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4 +
+                      static_cast<int64_t>(i0) * a.n4;
+    const int quads = npad / 4;
+    for (int e = threadIdx.x; e < P * quads; e += blockDim.x) {
+      const int i = e / quads, j = (e % quads) * 4;
+      // Columns in [d_state, n4) hold the zeros phases 1 and 2 wrote; those past n4 are set here.
+      const float4 v = j < a.n4 ? *reinterpret_cast<const float4*>(Sc + static_cast<int64_t>(i) * a.n4 + j)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      *reinterpret_cast<float4*>(tS + i * lay.ldf + j) = v;
     }
   }
   __syncthreads();
 
-  // ssm_state_out = Q(S' * s_x(i), ssm_state_scale).
-  for (int e = threadIdx.x; e < P * n; e += kThreads) {
-    const int i = e / n, j = e % n;
-    const float s = tS[i * lay.ldc + j] * sx[i];
-    a.state_out[state_base + i * n + j] = quantize_rn(s, __ldg(sscale_hg + dgs[i] * n + j));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, q = lane % 4;
+  const int strips = Q / 16;
+  const bool fp16 = a.out_fp16 != 0, vec_y = a.vec_y != 0;
+#pragma unroll 1
+  for (int half = 0; half < 2; ++half) {
+    const int m0 = 16 * (half == 0 ? warp : strips - 1 - warp);
+    if (m0 >= T) continue;  // warp-uniform: rows past the sequence
+    float acc[NT][4] = {};
+
+    // The state's part: Cq S'^T (Cq exact, S' split), then each row times rC.
+    for (int k0 = 0; k0 < npad; k0 += 16) {
+      float clo[4], chi[4];
+      int8x4_to_floats(lds32(tC + (m0 + g) * lay.ldn + k0 + 4 * q), clo);
+      int8x4_to_floats(lds32(tC + (m0 + g + 8) * lay.ldn + k0 + 4 * q), chi);
+      const uint32_t a_first[4] = {__float_as_uint(clo[0]), __float_as_uint(chi[0]), __float_as_uint(clo[1]),
+                                   __float_as_uint(chi[1])};
+      const uint32_t a_second[4] = {__float_as_uint(clo[2]), __float_as_uint(chi[2]), __float_as_uint(clo[3]),
+                                    __float_as_uint(chi[3])};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const float4 s = *reinterpret_cast<const float4*>(tS + (8 * nt + g) * lay.ldf + k0 + 4 * q);
+        const SplitTf32 s0 = split_tf32(s.x), s1 = split_tf32(s.y), s2 = split_tf32(s.z), s3 = split_tf32(s.w);
+        mma_tf32(acc[nt], a_first, s0.small, s1.small);  // the small terms first
+        mma_tf32(acc[nt], a_first, s0.big, s1.big);
+        mma_tf32(acc[nt], a_second, s2.small, s3.small);
+        mma_tf32(acc[nt], a_second, s2.big, s3.big);
+      }
+    }
+    const int t_lo = m0 + g, t_hi = m0 + g + 8;
+    {
+      const float r_lo = rC[t_lo], r_hi = rC[t_hi];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        acc[nt][0] *= r_lo;
+        acc[nt][1] *= r_lo;
+        acc[nt][2] *= r_hi;
+        acc[nt][3] *= r_hi;
+      }
+    }
+
+    // The chunk's own part: M Xq over the 8-wide slabs s0 < min(m0 + 16, T) (M is zero right of
+    // the diagonal and Xq past T).
+    const float at_lo = acum[t_lo], at_hi = acum[t_hi];
+    const int s_end = min(m0 + 16, (T + 7) / 8 * 8);
+    for (int s0 = 0; s0 < s_end; s0 += 8) {
+      int cb[4] = {0, 0, 0, 0};
+      for (int k0 = 0; k0 < npad; k0 += 32) {
+        const int8_t* c_lo = tC + (m0 + g) * lay.ldn + k0 + 4 * q;
+        const int8_t* c_hi = c_lo + 8 * lay.ldn;
+        const int8_t* b_row = tB + (s0 + g) * lay.ldn + k0 + 4 * q;
+        mma_s8(cb, lds32(c_lo), lds32(c_hi), lds32(c_lo + 16), lds32(c_hi + 16), lds32(b_row), lds32(b_row + 16));
+      }
+      // cb: (t_lo, s0 + 2q), (t_lo, s0 + 2q + 1), (t_hi, s0 + 2q), (t_hi, s0 + 2q + 1)
+      const int sa = s0 + 2 * q, sb = sa + 1;
+      const float as_a = acum[sa], as_b = acum[sb], dt_a = dtv[sa], dt_b = dtv[sb];
+      const float m00 = sa <= t_lo ? __int2float_rn(cb[0]) * sCB * __expf(at_lo - as_a) * dt_a : 0.0f;
+      const float m01 = sb <= t_lo ? __int2float_rn(cb[1]) * sCB * __expf(at_lo - as_b) * dt_b : 0.0f;
+      const float m10 = sa <= t_hi ? __int2float_rn(cb[2]) * sCB * __expf(at_hi - as_a) * dt_a : 0.0f;
+      const float m11 = sb <= t_hi ? __int2float_rn(cb[3]) * sCB * __expf(at_hi - as_b) * dt_b : 0.0f;
+      // As the A fragment with k = 2q, 2q + 1: a0 = (g, 2q), a1 = (g + 8, 2q), a2 = (g, 2q + 1), a3 = (g + 8, 2q + 1).
+      const SplitTf32 e0 = split_tf32(m00), e1 = split_tf32(m10), e2 = split_tf32(m01), e3 = split_tf32(m11);
+      const uint32_t a_big[4] = {e0.big, e1.big, e2.big, e3.big};
+      const uint32_t a_small[4] = {e0.small, e1.small, e2.small, e3.small};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        // Xq[s0 + 2q][i], Xq[s0 + 2q + 1][i] for column i = 8 nt + g: two bytes of Xq^T's row i.
+        const uint32_t pair = *reinterpret_cast<const uint16_t*>(tXt + (8 * nt + g) * lay.ldq + s0 + 2 * q);
+        const uint32_t biased = pair ^ 0x8080u;
+        const uint32_t b0 = __float_as_uint(biased_byte_to_float<0>(biased));
+        const uint32_t b1 = __float_as_uint(biased_byte_to_float<1>(biased));
+        mma_tf32(acc[nt], a_small, b0, b1);
+        mma_tf32(acc[nt], a_big, b0, b1);
+      }
+    }
+
+    // y = s_x * acc + D xh for the strip's rows inside the sequence.
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int t = r == 0 ? t_lo : t_hi;
+        if (t >= T) continue;
+        const int i = 8 * nt + 2 * q;
+        float yv[2];
+#pragma unroll
+        for (int cc = 0; cc < 2; ++cc) {
+          const float xh = sx[i + cc] * static_cast<float>(tXt[(i + cc) * lay.ldq + t]);
+          yv[cc] = sx[i + cc] * acc[nt][2 * r + cc] + Dh * xh;
+        }
+        store_y2(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv[0], yv[1], fp16, vec_y);
+      }
+    }
   }
 }
 
-// Chunk length: the requested one rounded down to a multiple of 32 in [32, 128] (0: the default),
-// then halved while the tiles do not fit in shared memory. It changes the speed, not the math.
-int pick_chunk(int requested, int P, int npad, int max_smem) {
+// Chunk length: the requested one rounded down to a multiple of 32 in [32, kMaxChunk] (0: the
+// default), halved while phase 1 or 3 (with 32-dim slices) would not fit in `smem_optin` bytes.
+// It changes the speed and the workspace, not the math.
+int pick_chunk(int requested, int npad, int smem_optin) {
   int Q = requested == 0 ? kDefaultChunk : requested;
-  Q = Q < 32 ? 32 : (Q > 128 ? 128 : Q / 32 * 32);
-  while (Q > 32 && make_layout(Q, P, npad).floats * 4 > max_smem) Q /= 2;
+  Q = Q < 32 ? 32 : (Q > kMaxChunk ? kMaxChunk : Q / 32 * 32);
+  while (Q > 32 && (scan_layout(Q, 32, npad).bytes > smem_optin || state_layout(Q, 32, npad).bytes > smem_optin)) {
+    Q /= 2;
+  }
   return Q;
+}
+
+// The workspace: the chunks' decays, then (aligned) their states.
+size_t decays_bytes(int64_t batch, int64_t nchunks, int nheads) {
+  const size_t raw = static_cast<size_t>(batch) * nchunks * nheads * sizeof(float);
+  return (raw + kStatesAlign - 1) / kStatesAlign * kStatesAlign;
+}
+size_t workspace_bytes(int64_t batch, int64_t nchunks, int nheads, int headdim, int n4) {
+  return decays_bytes(batch, nchunks, nheads) +
+         static_cast<size_t>(batch) * nchunks * nheads * headdim * n4 * sizeof(float);
+}
+
+// The opt-in shared memory of the current device; without one, the smallest of the supported GPUs
+// (a smaller budget picks shorter chunks, so the size asked is then never too small).
+int smem_optin_or_smallest() {
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();  // clears the error: nothing was launched
+    return kSmallestOptin;
+  }
+  return v;
+}
+
+template <typename Kernel>
+cudaError_t launch_with_smem(Kernel kernel, int64_t blocks, int threads, size_t smem, cudaStream_t stream,
+                             const PrefillArgs& a) {
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (e != cudaSuccess) return e;
+  kernel<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a);
+  return cudaSuccess;
 }
 
 }  // namespace
 }  // namespace qmamba
 
-extern "C" size_t qmamba_quant_ssd_prefill_workspace(const qmamba_ssd_params*, int64_t, int64_t) {
-  return 0;  // the scan is fused: the state lives in shared memory
+extern "C" size_t qmamba_quant_ssd_prefill_workspace(const qmamba_ssd_params* params, int64_t batch,
+                                                     int64_t seqlen) {
+  using namespace qmamba;
+  if (params == nullptr || batch < 1 || seqlen < 1 || params->nheads < 1 || params->headdim < 1 ||
+      params->d_state < 1 || params->chunk_size < 0) {
+    return 0;  // the launcher refuses these with a message
+  }
+  const int npad = (params->d_state + 31) / 32 * 32, n4 = (params->d_state + 3) / 4 * 4;
+  const int Q = pick_chunk(params->chunk_size, npad, smem_optin_or_smallest());
+  return workspace_bytes(batch, (seqlen + Q - 1) / Q, params->nheads, params->headdim, n4);
 }
 
 extern "C" int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const qmamba_ssd_tensors* t,
-                                        int64_t batch, int64_t seqlen, void*, size_t,
+                                        int64_t batch, int64_t seqlen, void* workspace, size_t workspace_size,
                                         qmamba_stream_t stream) {
   using namespace qmamba;
   const char* where = "qmamba_quant_ssd_prefill";
   QMAMBA_TRY(check_ssd(where, params, t, batch, seqlen));
+  if (workspace == nullptr) {
+    return fail(QMAMBA_ERR_WORKSPACE,
+                "%s: needs a workspace of %zu bytes (qmamba_quant_ssd_prefill_workspace), got none", where,
+                qmamba_quant_ssd_prefill_workspace(params, batch, seqlen));
+  }
+  if (!aligned16(workspace)) {
+    return fail(QMAMBA_ERR_WORKSPACE, "%s: the workspace must be 16-byte aligned", where);
+  }
   DeviceLimits dev;
   QMAMBA_TRY(device_limits(where, &dev));
   PrefillArgs a;
@@ -449,30 +721,60 @@ extern "C" int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const q
   a.gn = params->ngroups * params->d_state; a.hpg = params->nheads / params->ngroups;
   a.nhg = params->n_head_groups; a.ndg = params->n_dim_groups;
   a.out_fp16 = params->out_fp16;
+  a.vec_y = a.out_fp16 ? ((reinterpret_cast<uintptr_t>(a.y) & 3u) == 0) : aligned8(a.y);
   a.npad = (a.d_state + 31) / 32 * 32;
-  // 64 dims a block halves the recomputation of Cq Bq^T; 32 when that would leave SMs idle.
-  const bool wide = a.headdim % 64 == 0 && batch * a.nheads * (a.headdim / 64) >= 2 * dev.sm_count;
+  a.n4 = (a.d_state + 3) / 4 * 4;
+  a.Q = pick_chunk(params->chunk_size, a.npad, dev.max_smem_optin);
+  const int64_t nchunks = (seqlen + a.Q - 1) / a.Q;
+  a.nchunks = static_cast<int>(nchunks);
+  if (state_layout(a.Q, 32, a.npad).bytes > dev.max_smem_optin ||
+      scan_layout(a.Q, 32, a.npad).bytes > dev.max_smem_optin) {
+    return fail(QMAMBA_ERR_BAD_SIZE, "%s: d_state = %d needs %d bytes of shared memory, the device has %d", where,
+                a.d_state, scan_layout(a.Q, 32, a.npad).bytes, dev.max_smem_optin);
+  }
+  const size_t need = workspace_bytes(batch, nchunks, a.nheads, a.headdim, a.n4);
+  if (workspace_size < need) {
+    return fail(QMAMBA_ERR_WORKSPACE, "%s: needs a workspace of %zu bytes (chunks of %d), got %zu", where, need,
+                a.Q, workspace_size);
+  }
+  a.decays = static_cast<float*>(workspace);
+  a.states = reinterpret_cast<float*>(static_cast<char*>(workspace) + decays_bytes(batch, nchunks, a.nheads));
+  // 64 dims a block halve the recomputation of Cq Bq^T; 32 where that would leave SMs idle or
+  // fit fewer than two blocks of phase 3 on an SM (an SM holds about the opt-in plus 1 KiB).
+  const size_t smem64 = static_cast<size_t>(scan_layout(a.Q, 64, a.npad).bytes);
+  const bool wide = a.headdim % 64 == 0 && batch * nchunks * a.nheads * (a.headdim / 64) >= 2 * dev.sm_count &&
+                    2 * (smem64 + 1024) <= static_cast<size_t>(dev.max_smem_optin) + 1024 &&
+                    state_layout(a.Q, 64, a.npad).bytes <= dev.max_smem_optin;
   a.P = wide ? 64 : 32;
   a.pslices = a.headdim / a.P;
-  a.Q = pick_chunk(params->chunk_size, a.P, a.npad, dev.max_smem_optin);
-  const size_t smem = static_cast<size_t>(make_layout(a.Q, a.P, a.npad).floats) * 4;
-  if (smem > static_cast<size_t>(dev.max_smem_optin)) {
-    return fail(QMAMBA_ERR_BAD_SIZE, "%s: d_state = %d needs %zu bytes of shared memory, the device has %d",
-                where, a.d_state, smem, dev.max_smem_optin);
+  const int64_t chunk_blocks = batch * nchunks * a.nheads * a.pslices;
+  const int64_t pass_blocks = batch * a.nheads * ((a.headdim * a.n4 / 4 + kPassThreads - 1) / kPassThreads);
+  if (chunk_blocks > 0x7fffffff || pass_blocks > 0x7fffffff) {
+    return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * seqlen * nheads too large for one launch", where);
   }
-  const int64_t blocks = batch * a.nheads * a.pslices;
-  if (blocks > 0x7fffffff) return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * nheads too large for one launch", where);
   const bool vec16 = a.d_state % 16 == 0 && aligned16(a.x) && aligned16(a.B) && aligned16(a.C);
-  cudaError_t e;
-  if (vec16) {
-    e = cudaFuncSetAttribute(quant_ssd_prefill_kernel<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e == cudaSuccess) quant_ssd_prefill_kernel<16><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  const size_t smem1 = static_cast<size_t>(state_layout(a.Q, a.P, a.npad).bytes);
+  const size_t smem3 = static_cast<size_t>(scan_layout(a.Q, a.P, a.npad).bytes);
+  cudaStream_t s = stream;
+  cudaError_t e = vec16 ? launch_with_smem(quant_ssd_chunk_state_kernel<16>, chunk_blocks, kStateThreads, smem1, s, a)
+                        : launch_with_smem(quant_ssd_chunk_state_kernel<1>, chunk_blocks, kStateThreads, smem1, s, a);
+  if (e != cudaSuccess) {
+    return fail(QMAMBA_ERR_CUDA, "%s: cannot set %zu bytes of shared memory (chunk states): %s", where, smem1,
+                cudaGetErrorString(e));
+  }
+  QMAMBA_TRY(check_launch(where));
+  quant_ssd_state_pass_kernel<<<static_cast<unsigned>(pass_blocks), kPassThreads, 0, s>>>(a);
+  QMAMBA_TRY(check_launch(where));
+  if (a.P == 64) {
+    e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 64>, chunk_blocks, a.Q, smem3, s, a)
+              : launch_with_smem(quant_ssd_chunk_scan_kernel<1, 64>, chunk_blocks, a.Q, smem3, s, a);
   } else {
-    e = cudaFuncSetAttribute(quant_ssd_prefill_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e == cudaSuccess) quant_ssd_prefill_kernel<1><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+    e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 32>, chunk_blocks, a.Q, smem3, s, a)
+              : launch_with_smem(quant_ssd_chunk_scan_kernel<1, 32>, chunk_blocks, a.Q, smem3, s, a);
   }
   if (e != cudaSuccess) {
-    return fail(QMAMBA_ERR_CUDA, "%s: cannot set %zu bytes of shared memory: %s", where, smem, cudaGetErrorString(e));
+    return fail(QMAMBA_ERR_CUDA, "%s: cannot set %zu bytes of shared memory (chunk outputs): %s", where, smem3,
+                cudaGetErrorString(e));
   }
   return check_launch(where);
 }

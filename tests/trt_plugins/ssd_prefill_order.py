@@ -1,0 +1,193 @@
+"""The QuantSSD prefill kernel's arithmetic, in its order, on the CPU (numpy float32).
+
+``trt_plugins/kernels/quantSSDPrefillKernel.cu`` computes the chunked scan in three phases (chunk
+states, a pass over the chunks, chunk outputs) with its own rounding points: TF32 operands split
+into two parts (``v = big + small``), int8 operands exact, fp32 accumulation one mma at a time,
+``__expf`` in the entries of M, the warp's scan order for the cumulative sums of ``dt * A``. This
+module repeats those roundings so that the kernel's error against the sequential reference
+(``quant_ssd_ref``) can be measured without a GPU. What it cannot repeat: how a tensor core adds
+the products inside one mma (taken here as exact, then rounded once) and the last ulp of ``expf``,
+``log1pf`` and ``__expf`` (numpy's float32 functions, ``__expf`` as ``exp2(x * log2 e)``).
+
+    y, state_out, state_lsb = quant_ssd_prefill_order(**tensors, **attrs, chunk_size=128)
+
+``state_lsb`` is the final state before its rounding, ``S_L / ssm_state_scale`` (docs/ops.md).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from qmamba.export.ops import state_scales, x_channel_scales
+
+F32 = np.float32
+
+
+def tf32(v: np.ndarray) -> np.ndarray:
+    """cvt.rna.tf32.f32: nearest, ties away from zero, 10 mantissa bits (inf and nan kept)."""
+    b = np.asarray(v, dtype=F32).view(np.uint32)
+    r = (b + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    return np.where((b & np.uint32(0x7F800000)) == np.uint32(0x7F800000), b, r).view(F32)
+
+
+def split_tf32(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    big = tf32(v)
+    return big, tf32((np.asarray(v, F32) - big).astype(F32))
+
+
+def fast_exp(x: np.ndarray) -> np.ndarray:
+    """__expf: ex2.approx of x * log2(e) (rounded to fp32 first)."""
+    return np.exp2((x.astype(F32) * F32(1.4426950408889634)).astype(F32)).astype(F32)
+
+
+def mma(acc: np.ndarray, a: np.ndarray, b: np.ndarray, ks) -> np.ndarray:
+    """acc[..., m, n] + one mma over the k indices ks: the products summed exactly, rounded once, added in fp32."""
+    part = np.einsum("...mk,...kn->...mn", a[..., :, ks].astype(np.float64), b[..., ks, :].astype(np.float64))
+    return (acc + part.astype(F32)).astype(F32)
+
+
+def k16_groups(k_end: int):
+    """The k sets of the two mma of each 16-wide block: thread q takes 4q, 4q+1 then 4q+2, 4q+3."""
+    for k0 in range(0, k_end, 16):
+        base = k0 + 4 * np.arange(4)
+        yield np.stack([base, base + 1], 1).ravel(), np.stack([base + 2, base + 3], 1).ravel()
+
+
+def split_product(acc, a_split, b, k_end):
+    """acc + a b with a = big + small (2xTF32), b exact: per k block, small then big, first half then second."""
+    big, small = a_split
+    for first, second in k16_groups(k_end):
+        for ks in (first, second):
+            acc = mma(acc, small, b, ks)
+            acc = mma(acc, big, b, ks)
+    return acc
+
+
+def product_split_b(acc, a, b_split, k_end):
+    """acc + a b with b = big + small, a exact: per k block, small then big."""
+    big, small = b_split
+    for first, second in k16_groups(k_end):
+        for ks in (first, second):
+            acc = mma(acc, a, small, ks)
+            acc = mma(acc, a, big, ks)
+    return acc
+
+
+def dt_values(dtq: np.ndarray, dt_scale: float, dt_bias: np.ndarray, dt_min: float, dt_max: float) -> np.ndarray:
+    v = ((dtq.astype(F32) * F32(dt_scale)).astype(F32) + dt_bias.astype(F32)).astype(F32)
+    with np.errstate(over="ignore"):
+        sp = np.where(v > 20, v, np.log1p(np.exp(v)).astype(F32))
+    return np.clip(sp, F32(dt_min), F32(dt_max)).astype(F32)
+
+
+def chunk_cumsum(da: np.ndarray) -> np.ndarray:
+    """The kernel's inclusive scan of da [..., Q]: lane l sums its Q/32 values in turn, then a
+    shuffle (Hillis-Steele) scan of the lanes' sums; before = incl - run is added to each value."""
+    Q = da.shape[-1]
+    per = Q // 32
+    lanes = da.reshape(*da.shape[:-1], 32, per)
+    v = np.empty_like(lanes)
+    run = np.zeros(lanes.shape[:-1], F32)
+    for k in range(per):
+        run = (run + lanes[..., k]).astype(F32)
+        v[..., k] = run
+    incl = run.copy()
+    off = 1
+    while off < 32:
+        shifted = np.zeros_like(incl)
+        shifted[..., off:] = incl[..., :-off]
+        incl = np.where(np.arange(32) >= off, (incl + shifted).astype(F32), incl)
+        off *= 2
+    before = (incl - run).astype(F32)
+    return (v + before[..., None]).astype(F32).reshape(da.shape)
+
+
+def pick_chunk(requested: int) -> int:
+    """The kernel's chunk length where its tiles fit in shared memory."""
+    q = 128 if requested == 0 else requested
+    return 32 if q < 32 else (256 if q > 256 else q // 32 * 32)
+
+
+def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_scales,
+                            x_head_group_range, x_dim_group_range, ssm_state_scale, ssm_state=None, *,
+                            dt_scale, dt_min=0.0, dt_max=math.inf, ngroups, nheads, headdim, d_state,
+                            chunk_size=128):
+    """(y fp32 [bt, L, h*p], ssm_state_out int8, S_L / ssm_state_scale) in the kernel's order."""
+    h, p, n, g = nheads, headdim, d_state, ngroups
+    hpg = h // g
+    bt, L, _ = x.shape
+    Q = pick_chunk(chunk_size)
+    nc = -(-L // Q)
+    npad = -(-n // 32) * 32
+    pad = nc * Q - L
+
+    def chunks(v, width):  # [bt, L, width] int8 -> [bt, nc, Q, width] float (exact), zero rows past L
+        v = np.asarray(v.cpu(), dtype=F32)
+        v = np.concatenate([v, np.zeros((bt, pad, width), F32)], 1)
+        return v.reshape(bt, nc, Q, width)
+
+    X = chunks(x, h * p).reshape(bt, nc, Q, h, p).transpose(0, 1, 3, 2, 4)          # [bt, nc, h, Q, p]
+    Bq = chunks(B, g * n).reshape(bt, nc, Q, g, n).transpose(0, 1, 3, 2, 4)        # [bt, nc, g, Q, n]
+    Cq = chunks(C, g * n).reshape(bt, nc, Q, g, n).transpose(0, 1, 3, 2, 4)
+    Bq = np.pad(np.repeat(Bq, hpg, axis=2), [(0, 0)] * 4 + [(0, npad - n)])         # [bt, nc, h, Q, npad]
+    Cq = np.pad(np.repeat(Cq, hpg, axis=2), [(0, 0)] * 4 + [(0, npad - n)])
+    sg_of = np.arange(h) // hpg
+    sB = np.asarray(B_out_scales.cpu(), F32)[sg_of]                                 # [h]
+    sC = np.asarray(C_out_scales.cpu(), F32)[sg_of]
+    sCB = (sC * sB).astype(F32)
+    A = (-np.exp(np.asarray(A_log.cpu(), F32))).astype(F32)
+    Dh = np.asarray(D.cpu(), F32)
+    sx = np.asarray(x_channel_scales(x_out_scales, x_head_group_range, x_dim_group_range, h, p).cpu(),
+                    F32).reshape(h, p)
+    ss = np.asarray(state_scales(ssm_state_scale, x_head_group_range, x_dim_group_range, h, p).cpu(),
+                    F32).reshape(h, p, n)
+
+    valid = (np.arange(nc * Q) < L).reshape(nc, Q)
+    dtq = np.concatenate([np.asarray(dt.cpu(), F32), np.zeros((bt, pad, h), F32)], 1)
+    dtv = dt_values(dtq, dt_scale, np.asarray(dt_bias.cpu(), F32), dt_min, dt_max)
+    dtv = np.where(valid.reshape(1, nc * Q, 1), dtv, F32(0)).reshape(bt, nc, Q, h).transpose(0, 1, 3, 2)  # [bt, nc, h, Q]
+    acum = chunk_cumsum((dtv * A[None, None, :, None]).astype(F32))
+    a_last = acum[..., -1:]
+
+    # Phase 1: L_c = Xw^T Bq with Xw = Xq * w, and the decays.
+    w = ((np.exp((a_last - acum).astype(F32)).astype(F32) * dtv).astype(F32) * sB[None, None, :, None]).astype(F32)
+    Xw = (X * w[..., None]).astype(F32)                                              # [bt, nc, h, Q, p]
+    Lc = split_product(np.zeros((bt, nc, h, p, npad), F32), split_tf32(np.swapaxes(Xw, -1, -2)), Bq, Q)
+    decay = np.exp(a_last[..., 0]).astype(F32)                                       # [bt, nc, h]
+
+    # Phase 2: the pass over the chunks.
+    if ssm_state is None:
+        S = np.zeros((bt, h, p, npad), F32)
+    else:
+        s0 = (np.asarray(ssm_state.cpu(), F32) * ss).astype(F32)
+        S = np.pad((s0 / sx[..., None]).astype(F32), [(0, 0)] * 3 + [(0, npad - n)])
+    S_in = np.empty_like(Lc)
+    for c in range(nc):
+        S_in[:, c] = S
+        S = ((decay[:, c, :, None, None] * S).astype(F32) + Lc[:, c]).astype(F32)
+    S_last = (S[..., :n] * sx[..., None]).astype(F32)
+    state_lsb = (S_last / ss).astype(F32)
+    state_out = np.clip(np.round(state_lsb), -128, 127).astype(np.int8)
+
+    # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh.
+    acc = product_split_b(np.zeros((bt, nc, h, Q, p), F32), Cq, split_tf32(np.swapaxes(S_in, -1, -2)), npad)
+    rC = (np.exp(acum).astype(F32) * sC[None, None, :, None]).astype(F32)
+    acc = (acc * rC[..., None]).astype(F32)
+    cb = np.einsum("...tj,...sj->...ts", Cq.astype(np.float64), Bq.astype(np.float64)).astype(F32)  # exact
+    diff = (acum[..., :, None] - acum[..., None, :]).astype(F32)
+    causal = np.tril(np.ones((Q, Q), bool))
+    with np.errstate(over="ignore", invalid="ignore"):
+        M = (((cb * sCB[None, None, :, None, None]).astype(F32) * fast_exp(np.where(causal, diff, F32(0))))
+             .astype(F32) * dtv[..., None, :]).astype(F32)
+    M = np.where(causal, M, F32(0))
+    big, small = split_tf32(M)
+    for s0 in range(0, Q, 8):
+        ks = np.arange(s0, s0 + 8)
+        acc = mma(acc, small, X, ks)
+        acc = mma(acc, big, X, ks)
+    xh = (sx[None, None, :, None, :] * X).astype(F32)
+    y = ((sx[None, None, :, None, :] * acc).astype(F32) + (Dh[None, None, :, None, None] * xh).astype(F32)).astype(F32)
+    y = y.transpose(0, 1, 3, 2, 4).reshape(bt, nc * Q, h * p)[:, :L]
+    return torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(state_out), torch.from_numpy(state_lsb)
