@@ -55,23 +55,14 @@ def k16_groups(k_end: int):
         yield np.stack([base, base + 1], 1).ravel(), np.stack([base + 2, base + 3], 1).ravel()
 
 
-def split_product(acc, a_split, b, k_end):
-    """acc + a b with a = big + small (2xTF32), b exact: per k block, small then big, first half then second."""
-    big, small = a_split
+def split_product(acc, a, b, k_end, split: str):
+    """acc + a b with the ``split`` operand ("a" or "b") given as (big, small) (2xTF32) and the other exact:
+    per k block, small then big, first half then second."""
+    big, small = a if split == "a" else b
     for first, second in k16_groups(k_end):
         for ks in (first, second):
-            acc = mma(acc, small, b, ks)
-            acc = mma(acc, big, b, ks)
-    return acc
-
-
-def product_split_b(acc, a, b_split, k_end):
-    """acc + a b with b = big + small, a exact: per k block, small then big."""
-    big, small = b_split
-    for first, second in k16_groups(k_end):
-        for ks in (first, second):
-            acc = mma(acc, a, small, ks)
-            acc = mma(acc, a, big, ks)
+            for part in (small, big):
+                acc = mma(acc, part, b, ks) if split == "a" else mma(acc, a, part, ks)
     return acc
 
 
@@ -154,7 +145,7 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     # Phase 1: L_c = Xw^T Bq with Xw = Xq * w, and the decays.
     w = ((np.exp((a_last - acum).astype(F32)).astype(F32) * dtv).astype(F32) * sB[None, None, :, None]).astype(F32)
     Xw = (X * w[..., None]).astype(F32)                                              # [bt, nc, h, Q, p]
-    Lc = split_product(np.zeros((bt, nc, h, p, npad), F32), split_tf32(np.swapaxes(Xw, -1, -2)), Bq, Q)
+    Lc = split_product(np.zeros((bt, nc, h, p, npad), F32), split_tf32(np.swapaxes(Xw, -1, -2)), Bq, Q, "a")
     decay = np.exp(a_last[..., 0]).astype(F32)                                       # [bt, nc, h]
 
     # Phase 2: the pass over the chunks.
@@ -172,7 +163,7 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     state_out = np.clip(np.round(state_lsb), -128, 127).astype(np.int8)
 
     # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh.
-    acc = product_split_b(np.zeros((bt, nc, h, Q, p), F32), Cq, split_tf32(np.swapaxes(S_in, -1, -2)), npad)
+    acc = split_product(np.zeros((bt, nc, h, Q, p), F32), Cq, split_tf32(np.swapaxes(S_in, -1, -2)), npad, "b")
     rC = (np.exp(acum).astype(F32) * sC[None, None, :, None]).astype(F32)
     acc = (acc * rC[..., None]).astype(F32)
     cb = np.einsum("...tj,...sj->...ts", Cq.astype(np.float64), Bq.astype(np.float64)).astype(F32)  # exact
