@@ -174,6 +174,8 @@ def hadamard(b: GraphBuilder, x: str, n: int) -> str:
     axis, the last first (``x @ F_k``, then ``F_i^T @ x``). The factors are initializers
     ``hadamard.<n>.<i>``, shared by the layers."""
     sizes, factors = had.rotation_sizes(n), had.rotation_factors_fp32(n)
+    if len(sizes) == 1:  # one factor: the matrix itself (order 128 at most, or a base order)
+        return b.op("MatMul", x, b.initializer(f"hadamard.{n}.0", factors[0].numpy()))
     for i in reversed(range(len(sizes))):
         pre, post, f = math.prod(sizes[:i]), math.prod(sizes[i + 1:]), factors[i].numpy()
         shape = [0, 0, *([pre] if pre > 1 else []), sizes[i], *([post] if post > 1 else [])]

@@ -136,6 +136,35 @@ def test_hadamard_model_exports_and_matches(tmp_path):
     assert np.linalg.norm(logits - ref.numpy()) / np.linalg.norm(ref.numpy()) < 1e-2
 
 
+def test_factored_hadamard_matches_the_reference(tmp_path):
+    """A rotation of two Kronecker factors (d_ssm 384 = 12 x 32, as 130m's 1536 = 12 x 128): the graph's
+    Reshape / MatMul chain computes what the reference's ``hadamard.rotate`` does, prefill and decode."""
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    from qmamba.data import text_file
+    from qmamba.export.calibrate import calibrate_model
+    from qmamba.runtime.ort import OrtModel
+
+    torch.manual_seed(0)
+    cfg = Mamba2Config(vocab_size=256, conv_kernel=4, num_hidden_layers=1, chunk_size=32, hidden_size=192,
+                       expand=2, head_dim=16, num_heads=24, state_size=16, n_groups=1)
+    text = text_file("tinyshakespeare/input.txt").read_bytes()[:8192]
+    model = calibrate_model(Mamba2ForCausalLM(cfg).eval(), text, num_samples=4, seq_len=64, batch_size=4,
+                            progress=False, hadamard=True)
+    assert had.rotation_sizes(384) == [12, 32]
+    export_onnx(model, tmp_path / "had")
+    proto = onnx.load(str(tmp_path / "had" / "decode.onnx"))
+    assert sorted(t.dims[0] for t in proto.graph.initializer if t.name.startswith("hadamard.384.")) == [12, 32]
+    ids = np.frombuffer(b"First Citizen: Before we proceed any further", np.uint8).astype(np.int64)[None]
+    ort = OrtModel(tmp_path / "had")
+    logits, states = ort.prefill(ids[:, :-1])
+    ref, ref_states = model(torch.from_numpy(ids[:, :-1]))
+    assert np.linalg.norm(logits - ref.numpy()) / np.linalg.norm(ref.numpy()) < 1e-4
+    step, _ = ort.decode(ids[:, -1:], states)
+    ref_step, _ = model(torch.from_numpy(ids[:, -1:]), ref_states)
+    assert np.linalg.norm(step - ref_step.numpy()) / np.linalg.norm(ref_step.numpy()) < 1e-4
+
+
 def test_refuses_unquantized_model(tmp_path):
     with pytest.raises(QMambaInputError, match="unquantized float model.*qmamba calibrate"):
         export_onnx(tiny_float_model("g1"), tmp_path / "x")
