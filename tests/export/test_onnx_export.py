@@ -17,7 +17,7 @@ from qmamba.export.metadata import read_onnx_metadata
 from qmamba.export.onnx_export import build_graph, export_onnx
 from qmamba.export.validate import QMambaInputError
 
-from tiny_models import exported_tiny_model, tiny_float_model, tiny_quantized_model
+from tiny_models import exported_tiny_model, tiny_float_model, tiny_quantized_model, two_factor_hadamard_model
 
 KINDS = ["g1", "g8"]
 
@@ -139,18 +139,9 @@ def test_hadamard_model_exports_and_matches(tmp_path):
 def test_factored_hadamard_matches_the_reference(tmp_path):
     """A rotation of two Kronecker factors (d_ssm 384 = 12 x 32, as 130m's 1536 = 12 x 128): the graph's
     Reshape / MatMul chain computes what the reference's ``hadamard.rotate`` does, prefill and decode."""
-    from transformers import Mamba2Config, Mamba2ForCausalLM
-
-    from qmamba.data import text_file
-    from qmamba.export.calibrate import calibrate_model
     from qmamba.runtime.ort import OrtModel
 
-    torch.manual_seed(0)
-    cfg = Mamba2Config(vocab_size=256, conv_kernel=4, num_hidden_layers=1, chunk_size=32, hidden_size=192,
-                       expand=2, head_dim=16, num_heads=24, state_size=16, n_groups=1)
-    text = text_file("tinyshakespeare/input.txt").read_bytes()[:8192]
-    model = calibrate_model(Mamba2ForCausalLM(cfg).eval(), text, num_samples=4, seq_len=64, batch_size=4,
-                            progress=False, hadamard=True)
+    model = two_factor_hadamard_model()
     assert had.rotation_sizes(384) == [12, 32]
     export_onnx(model, tmp_path / "had")
     proto = onnx.load(str(tmp_path / "had" / "decode.onnx"))

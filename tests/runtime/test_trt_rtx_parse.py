@@ -10,7 +10,7 @@ from qmamba.export import onnx_ops
 from qmamba.runtime.trt_rtx import parse_and_build
 
 from op_cases import OP_SHAPES, conv_case, ssd_case
-from tiny_models import exported_tiny_model
+from tiny_models import exported_tiny_model, two_factor_hadamard_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(
     importlib.util.find_spec("tensorrt_rtx_bindings") is None,
@@ -27,6 +27,16 @@ def test_single_op_graph_builds(tmp_path, op, with_state):
     report = parse_and_build(path)
     assert set(report.inputs) == set(acts)
     assert report.plan_bytes > 0
+
+
+@pytest.mark.parametrize("kind", ["prefill", "decode"])
+def test_two_factor_hadamard_graph_builds(tmp_path, kind):
+    """The rotation as Reshape / MatMul by each Kronecker factor (a [f, f] factor broadcast against
+    [batch, seq, f, post]) parses and builds."""
+    from qmamba.export.onnx_export import export_onnx
+
+    export_onnx(two_factor_hadamard_model(), tmp_path / "onnx")
+    assert parse_and_build(tmp_path / "onnx" / f"{kind}.onnx").plan_bytes > 0
 
 
 def test_function_free_graph_is_refused_without_plugin(tmp_path):
