@@ -57,6 +57,18 @@ struct DecodeArgs {
   uint32_t exp23;  // 0x4B000000, the bits of 2^23: a kernel argument, so that it sits in a register
 };
 
+// common.cuh's group_of with its (at most 8, checked by the launcher) loads issued together: a block's
+// lookups are two dependent round trips instead of one a group.
+__device__ __forceinline__ int group_of8(const int32_t* __restrict__ ends, int count, int v) {
+  int32_t e[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) e[k] = k < count ? __ldg(ends + k) : 0x7fffffff;
+  int g = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) g += e[k] <= v ? 1 : 0;
+  return g < count ? g : count - 1;
+}
+
 // One VEC-byte piece of a state row as loaded: VEC / 4 words, or one sign-extended byte.
 template <int VEC>
 struct StatePiece {
@@ -245,7 +257,7 @@ template <int VEC, int MAXP>
 struct StageLoads {
   StatePiece<VEC> st[stage_rows<VEC>()][MAXP];
   int xq[stage_rows<VEC>()];
-  int dtq;  // threads below the stage's rows: dt of the stage's batch row threadIdx.x
+  int dtq;  // the thread's dt row of the stage (dt_row >= 0): its dt
 };
 
 // STATE: an initial state is given (else it is zeros).
@@ -273,13 +285,18 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
   const int my_pos = smem_pos<VEC>(lane * VEC);
   const int row_len = smem_row<VEC>(n);
 
+  // dt and dA of the stage's batch row r are computed by thread r * blockDim.x / kRows (dt_row = r), one
+  // in each of kRows warps when the block has that many.
+  const int dt_step = static_cast<int>(blockDim.x) / kRows;
+  const int dt_row = static_cast<int>(threadIdx.x) % dt_step == 0 ? static_cast<int>(threadIdx.x) / dt_step : -1;
+
   // Per thread, at the current stage's first batch row: its (head, dim) row of x and y, its state piece 0,
-  // the dt of the stage's batch row threadIdx.x (threads below kRows).
+  // and the dt of its dt row.
   int64_t row = b_begin * d_ssm + int64_t(hd) * a.headdim + i;
   const int8_t* st_src = STATE ? a.state + row * n + lane * VEC : nullptr;
   int8_t* st_dst = a.state_out + row * n + lane * VEC;
   const int8_t* x_src = a.x + row;
-  const int8_t* dt_src = a.dt + (b_begin + threadIdx.x) * a.nheads + hd;
+  const int8_t* dt_src = a.dt + (b_begin + (dt_row > 0 ? dt_row : 0)) * a.nheads + hd;
   FillPlan<VEC> plan = plan_fill<VEC>(a, sg, b_begin);
 
   auto load_stage = [&](int nrows, StageLoads<VEC, MAXP>& s) {
@@ -295,7 +312,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
         s.xq[r] = __ldg(x_src + r * d_ssm);
       }
     }
-    if (static_cast<int>(threadIdx.x) < nrows) s.dtq = __ldg(dt_src);
+    if (dt_row >= 0 && dt_row < nrows) s.dtq = __ldg(dt_src);
   };
 
   // Stage 0's loads first: they depend on nothing below.
@@ -312,8 +329,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
   FillBytes<VEC> fill = load_fill<VEC>(plan, nrows0);
 
   // Per thread, for all its batch rows: group lookups, the x scale, the state scales and reciprocals.
-  const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
-  const int dg = dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
+  const int hg = group_of8(a.head_ranges + sg * a.nhg, a.nhg, hd % a.hpg);
+  const int dg = group_of8(a.dim_ranges + (sg * a.nhg + hg) * a.ndg, a.ndg, i);
   const float s_x = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
   const float* sscale = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg + dg) * n;
   float sc[MAXP][VEC], inv[MAXP][VEC];
@@ -340,10 +357,10 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
   float* const s_dA = s_dt + 2 * kRows;                // [2][kRows]
   // Reference order: dt, then dA = exp(dt * A).
   auto store_stage_scalars = [&](int buf, int dtq) {
-    if (threadIdx.x < kRows) {
+    if (dt_row >= 0) {
       const float dtv = dt_value(static_cast<int8_t>(dtq), a.dt_scale, dt_b, a.dt_min, a.dt_max);
-      s_dt[buf * kRows + threadIdx.x] = dtv;
-      s_dA[buf * kRows + threadIdx.x] = expf(__fmul_rn(dtv, A));
+      s_dt[buf * kRows + dt_row] = dtv;
+      s_dA[buf * kRows + dt_row] = expf(__fmul_rn(dtv, A));
     }
   };
   store_fill<VEC>(smem, plan, fill, sB, sC, a.exp23);
