@@ -157,14 +157,15 @@ def rotate(g: torch.Tensor) -> torch.Tensor:
     return x.reshape(*lead, n)
 
 
-def rotation_factors_fp32(n: int, device=None) -> list[torch.Tensor]:
-    """``rotation_factors(n)`` in fp32 on ``device`` (the values the graphs hold)."""
-    return [f.to(torch.float32).to(device) for f in _factors64(n)]
+def rotation_factors_fp32(n: int, device=None) -> tuple[torch.Tensor, ...]:
+    """``rotation_factors(n)`` in fp32 on ``device`` (the values the graphs hold), made once per size and
+    device: ``rotate`` runs in every layer's forward and every calibration batch. Shared: do not modify."""
+    return _factors_fp32(n, str(torch.device(device or "cpu")))
 
 
 @functools.lru_cache(maxsize=16)
-def _factors64(n: int) -> tuple[torch.Tensor, ...]:
-    return tuple(rotation_factors(n))
+def _factors_fp32(n: int, device: str) -> tuple[torch.Tensor, ...]:
+    return tuple(f.to(device=device, dtype=torch.float32) for f in rotation_factors(n))
 
 
 def rotation_matrix(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:

@@ -13,6 +13,9 @@ import functools
 TINY_CONFIGS = {
     "g1": (dict(hidden_size=64, expand=2, head_dim=16, num_heads=8, state_size=32, n_groups=1), 4),
     "g8": (dict(hidden_size=64, expand=2, head_dim=8, num_heads=16, state_size=16, n_groups=8), 2),
+    # d_ssm 384 = 12 x 32: a Hadamard rotation of two Kronecker factors, the shape of mamba2-130m's
+    # 1536 = 12 x 128 (g1's and g8's 128 is a single factor)
+    "g1-384": (dict(hidden_size=192, expand=2, head_dim=16, num_heads=24, state_size=16, n_groups=1), 4),
 }
 
 
@@ -40,24 +43,6 @@ def tiny_quantized_model(kind: str, n_layer: int = 2, hadamard: bool = False):
     return calibrate_model(tiny_float_model(kind, n_layer), text, num_samples=4, seq_len=64,
                            batch_size=4, progress=False, n_head_groups=head_groups,
                            hadamard=hadamard)
-
-
-@functools.lru_cache(maxsize=1)
-def two_factor_hadamard_model():
-    """One layer with d_ssm 384 = 12 x 32 and the Hadamard rotation: two Kronecker factors, the shape of
-    mamba2-130m's 1536 = 12 x 128 (the g1 / g8 tiny models' 128 is a single factor)."""
-    import torch
-    from transformers import Mamba2Config, Mamba2ForCausalLM
-
-    from qmamba.data import text_file
-    from qmamba.export.calibrate import calibrate_model
-
-    torch.manual_seed(0)
-    cfg = Mamba2Config(vocab_size=256, conv_kernel=4, num_hidden_layers=1, chunk_size=32, hidden_size=192,
-                       expand=2, head_dim=16, num_heads=24, state_size=16, n_groups=1)
-    text = text_file("tinyshakespeare/input.txt").read_bytes()[:8192]
-    return calibrate_model(Mamba2ForCausalLM(cfg).eval(), text, num_samples=4, seq_len=64, batch_size=4,
-                           progress=False, hadamard=True)
 
 
 def exported_tiny_model(kind: str, out_dir):

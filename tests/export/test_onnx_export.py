@@ -17,7 +17,7 @@ from qmamba.export.metadata import read_onnx_metadata
 from qmamba.export.onnx_export import build_graph, export_onnx
 from qmamba.export.validate import QMambaInputError
 
-from tiny_models import exported_tiny_model, tiny_float_model, tiny_quantized_model, two_factor_hadamard_model
+from tiny_models import exported_tiny_model, tiny_float_model, tiny_quantized_model
 
 KINDS = ["g1", "g8"]
 
@@ -141,7 +141,7 @@ def test_factored_hadamard_matches_the_reference(tmp_path):
     Reshape / MatMul chain computes what the reference's ``hadamard.rotate`` does, prefill and decode."""
     from qmamba.runtime.ort import OrtModel
 
-    model = two_factor_hadamard_model()
+    model = tiny_quantized_model("g1-384", n_layer=1, hadamard=True)
     assert had.rotation_sizes(384) == [12, 32]
     export_onnx(model, tmp_path / "had")
     proto = onnx.load(str(tmp_path / "had" / "decode.onnx"))

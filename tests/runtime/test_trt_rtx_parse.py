@@ -10,7 +10,7 @@ from qmamba.export import onnx_ops
 from qmamba.runtime.trt_rtx import parse_and_build
 
 from op_cases import OP_SHAPES, conv_case, ssd_case
-from tiny_models import exported_tiny_model, two_factor_hadamard_model
+from tiny_models import exported_tiny_model, tiny_quantized_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(
     importlib.util.find_spec("tensorrt_rtx_bindings") is None,
@@ -35,7 +35,7 @@ def test_two_factor_hadamard_graph_builds(tmp_path, kind):
     [batch, seq, f, post]) parses and builds."""
     from qmamba.export.onnx_export import export_onnx
 
-    export_onnx(two_factor_hadamard_model(), tmp_path / "onnx")
+    export_onnx(tiny_quantized_model("g1-384", n_layer=1, hadamard=True), tmp_path / "onnx")
     assert parse_and_build(tmp_path / "onnx" / f"{kind}.onnx").plan_bytes > 0
 
 
