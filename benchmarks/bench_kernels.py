@@ -4,7 +4,7 @@ Bandwidth: bytes that must move / time, as a share of the device's measured devi
 bandwidth; beside it the same work done by the fp16 peers (mamba_ssm's Triton kernels,
 causal_conv1d) and in plain PyTorch fp16.
 
-    python benchmarks/bench_kernels.py [--quick] [--decode-only] [--no-peers] [--json out.json]
+    python benchmarks/bench_kernels.py [--quick] [--decode-only] [--only conv|ssd] [--no-peers] [--json out.json]
 
 Timing (the same for qmamba, the peers and PyTorch): each measured call is captured (several
 times, on rotating input sets so that together they exceed the L2 cache) in a CUDA graph; the
@@ -266,6 +266,7 @@ def main() -> int:
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--decode-only", action="store_true", help="only the decode kernels")
+    ap.add_argument("--only", choices=["conv", "ssd"], default=None, help="only this op's rows")
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                     help="also time mamba_ssm's (and causal_conv1d's) fp16 kernels at the same shapes "
                          "(default: when mamba_ssm is importable)")
@@ -286,7 +287,7 @@ def main() -> int:
     layers = {k: kc.LAYERS[k] for k in ("2.7b", "8b")}
     lengths = [2048] if args.quick else [512, 2048, 8192]
     rows = []
-    for kind in ("conv", "ssd"):
+    for kind in ("conv", "ssd") if args.only is None else (args.only,):
         for name, s in layers.items():
             for bt in (() if args.decode_only else (1, 8)):
                 for L in lengths:
@@ -295,7 +296,7 @@ def main() -> int:
             for bt in ((16,) if args.quick else (1, 8, 16, 64)):
                 rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                 print(_fmt(rows[-1]), flush=True)
-    for cs in (() if args.decode_only else (32, 64, 128, 256)):  # chunk length of the SSD prefill, at the heaviest shape
+    for cs in (() if args.decode_only or args.only == "conv" else (32, 64, 128, 256)):  # chunk length of the SSD prefill, at the heaviest shape
         rows.append(bench("ssd", layers["8b"], 8, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": "8b"})
         print(_fmt(rows[-1]), flush=True)
     if args.json:

@@ -5,10 +5,10 @@
 
 Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
 the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
-several batch rows; the decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple
-of 8, several rows) and QmambaW8A8Linear (row segments, word-wise rows, norm groups, several
-passes, residual in place). Exits non-zero if a kernel
-refuses its arguments or a result is off (a coarse check: the tests do the fine one).
+several batch rows, decode pieces of 4 bytes, two a thread and bytewise, part-full decode stages; the
+decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple of 8, several rows) and
+QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place). Exits
+non-zero if a kernel refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ CONV = [(kc.LAYERS["8b"], 2, 37), (LayerShape(ngroups=2, nheads=8, headdim=32, d
 SSD = [(kc.LAYERS["8b"], 1, 70), (LayerShape(ngroups=1, nheads=4, headdim=128, d_state=256), 1, 45),
        (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=16), 2, 33),
        (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40), 1, 20),
-       (kc.LAYERS["130m"], 3, 1), (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 64, 1)]
+       (kc.LAYERS["130m"], 3, 1), (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 64, 1),
+       (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36), 6, 1),
+       (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=132), 3, 1),
+       (LayerShape(ngroups=1, nheads=4, headdim=32, d_state=17), 5, 1)]
 MIXER = [(kc.LAYERS["2.7b"], 1), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36, d_conv=3), 2),
          (LayerShape(ngroups=1, nheads=4, headdim=64, d_state=64, d_conv=2), 3)]
 # (K, N, rows, norm, residual in place, norm_group)

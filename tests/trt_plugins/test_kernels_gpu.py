@@ -194,6 +194,37 @@ def test_ssd_decode_matches_reference(name, out_dtype):
     assert st2.data_ptr() == state.data_ptr() and torch.equal(state, st) and torch.equal(y2, y)
 
 
+# Decode-only shapes: every piece width of the decode kernel (16, 8 and 4 bytes, bytewise), two pieces a
+# thread (d_state 132), batch rows that leave a block's last stage part-full, and 8b at batch 37 (blocks
+# of ten stages).
+DECODE_CASES = {
+    "n24-8byte": (LayerShape(ngroups=2, nheads=4, headdim=128, d_state=24), 5),
+    "n36-4byte": (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36), 6),
+    "n20-4byte": (LayerShape(ngroups=1, nheads=4, headdim=64, d_state=20), 13),
+    "n132-two-pieces": (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=132), 3),
+    "n17-bytewise": (LayerShape(ngroups=1, nheads=4, headdim=32, d_state=17), 7),
+    "8b-batch37": (kc.LAYERS["8b"], 37),
+}
+
+
+@pytest.mark.parametrize("name", list(DECODE_CASES))
+@pytest.mark.parametrize("with_state", [True, False])
+def test_ssd_decode_shapes_match_reference(name, with_state):
+    s, bt = DECODE_CASES[name]
+    gen = torch.Generator().manual_seed(kc.case_seed(name, with_state, "decode"))
+    t, a = kc.ssd_case(s, bt, 1, gen, with_state=with_state)
+    y_ref, st_ref = quant_ssd_ref(**t, **a)
+    y = torch.empty_like(y_ref)
+    kc.poison_(y)
+    y, st = kernels.quant_ssd(**t, **a, out=y)
+    assert rel_err(y, y_ref) <= Y_BOUND_DECODE
+    assert_int8_close(st, st_ref, f"{name} decode ssm_state_out")
+    if with_state:
+        state = t["ssm_state"].clone()
+        y2, st2 = kernels.quant_ssd(**{**t, "ssm_state": state}, **a, state_in_place=True)
+        assert st2.data_ptr() == state.data_ptr() and torch.equal(state, st) and torch.equal(y2, y)
+
+
 @pytest.mark.parametrize("name", ["130m", "8b", "headdim128-n256"])
 def test_ssd_prefill_then_decode_equals_longer_prefill(name):
     s, bt, L = SSD_CASES[name]

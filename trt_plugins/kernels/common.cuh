@@ -55,6 +55,37 @@ __device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float 
   return quantize_rn(v, s);
 }
 
+// Q(v, s) of four values (quantize_with_inverse's results, byte e of the word for v[e]) in fewer
+// instructions: g = v * inv_s + 768 in one FMA (the product exact inside it) lands on the 2^-14 grid of
+// floats in [512, 1024); it is clamped to 768 + [-128, 127], and adding 1.5 * 2^23 - 768 rounds it to an
+// integer (half to even) in the low mantissa bits. g - 768 is within 0.75 * 2^-14 of fp32(v / s)
+// (2^-23 relative from the product, 2^-15 from the grid, |v / s| <= 128 where it matters), so both round to
+// the same integer unless g - 768 is itself a half-integer (bits 0..13 of g are 0x2000); when one of the
+// four is, the true division decides all four. The results equal quantize_with_inverse's for every input,
+// NaN (-128) included.
+__device__ __forceinline__ uint32_t quantize4_with_inverse(const float (&v)[4], const float* s, const float* inv_s) {
+  uint32_t r[4];
+  bool tie = false;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float g = fminf(fmaxf(__fmaf_rn(v[e], inv_s[e], 768.0f), 640.0f), 895.0f);
+    tie |= (__float_as_uint(g) & 0x3fffu) == 0x2000u;
+    r[e] = __float_as_uint(__fadd_rn(g, 12582144.0f));
+  }
+  if (tie) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) r[e] = static_cast<uint8_t>(quantize_rn(v[e], s[e]));
+  }
+  return __byte_perm(__byte_perm(r[0], r[1], 0x0040), __byte_perm(r[2], r[3], 0x0040), 0x5410);
+}
+
+// One value of the same (the low byte of the result; the other bits are not defined).
+__device__ __forceinline__ uint32_t quantize1_with_inverse(float v, float s, float inv_s) {
+  const float g = fminf(fmaxf(__fmaf_rn(v, inv_s, 768.0f), 640.0f), 895.0f);
+  if ((__float_as_uint(g) & 0x3fffu) == 0x2000u) return static_cast<uint8_t>(quantize_rn(v, s));
+  return __float_as_uint(__fadd_rn(g, 12582144.0f));
+}
+
 // Number of cumulative group ends <= v, clamped to a valid index: the group that holds v.
 // The ranges come from device memory; the clamp keeps an out-of-contract range from reading out
 // of bounds (the Python binding and the plugins check the values before launching).

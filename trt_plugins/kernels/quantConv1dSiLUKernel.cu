@@ -2,12 +2,23 @@
 // requantization with the group scales. Prefill and decode share one kernel: decode is a
 // sequence of one token whose state may be updated in place.
 //
-// Layout: every thread owns VEC consecutive channels (8 with 8-byte loads and stores, or 1 for
-// shapes or pointers that do not allow it) of one batch row over a tile of time steps; consecutive
-// threads take consecutive channels, so each warp access is contiguous. A tile reads the K-1 steps
-// before it (from xBC, or from conv_state before t = 0) as a halo. 8 channels rather than 16: the
-// per-channel constants live in registers, and 16 channels needed ~170 of them (3 blocks an SM),
-// 8 channels ~105 (4 blocks) with four time steps' loads in flight.
+// Layout: a thread owns VEC consecutive channels (8, moved with 8-byte loads and stores; 1 for
+// shapes or pointers that do not allow it) and one slice of the flattened (batch row, step)
+// sequence; consecutive threads take consecutive channel vectors of the same slice, so each warp
+// access is contiguous. The launcher makes about as many threads as the GPU holds at once (one
+// wave), so that each thread's per-channel constants (packed taps, bias term, output scale from the
+// group lookup, all in registers) serve a long slice. A slice reads the K-1 rows of u before its
+// first step (from xBC, or from conv_state before t = 0) and from then on keeps the window in
+// registers: one word a channel holds its last four inputs, the newest in the high byte, so a step
+// is one byte permute a channel to slide the new row in and one __dp4a against the taps. Four rows'
+// loads are in flight while a row computes.
+//
+// SiLU and the requantization take the estimate of convMath.cuh (two MUFU operations an element);
+// a step whose eight estimates are all clear of rounding ties (all but a few in 10^3 steps at
+// calibrated scales) stores them, otherwise the exact sequence decides the close ones. Threads whose
+// output scales are all at least kNoLowSaturationScale run a step loop without the clamp at -128.
+#include <atomic>
+
 #include <math.h>
 
 #include "checks.h"
@@ -16,6 +27,13 @@
 
 namespace qmamba {
 namespace {
+
+constexpr int kThreads = 128;
+// Seven blocks of 128 threads an SM: at most 72 registers a thread (28 warps, 44 % occupancy). The
+// step loops need that many without spilling (at 64 they spill inside the loop).
+constexpr int kMinBlocks = 7;
+// Rows of xBC in flight per thread.
+constexpr int kAhead = 4;
 
 struct ConvArgs {
   const int8_t* __restrict__ xBC;
@@ -31,14 +49,14 @@ struct ConvArgs {
   int8_t* __restrict__ B;
   int8_t* __restrict__ C;
   int8_t* state_out;
-  int64_t batch, seqlen, ntiles;
-  int tile;  // time steps per thread
-  int nvec;  // channel vectors per time step
+  int64_t batch, seqlen;
+  int64_t nslices;  // time slices per channel vector
+  int nvec;         // channel vectors per time step
   int conv_dim, d_ssm, gn, headdim, hpg, d_state, nhg, ndg;
+  bool weight_words;    // K = 4 and weight 4-byte aligned: a channel's taps are one aligned word
   float acc_scale[3];   // fp32(s_in * s_w) of the x, B, C segments
   float bias_scale[3];  // s_b of the x, B, C segments
 };
-
 
 // Output scales of channels [c0, c0 + VEC), all in one segment and (for x) one head
 // (docs/ops.md, Group lookup): the head group is looked up once, the dim group per channel.
@@ -61,135 +79,280 @@ __device__ __forceinline__ void out_scales(const ConvArgs& a, int c0, float (&s_
   for (int k = 0; k < VEC; ++k) s_out[k] = __ldg(scales + (first + k) / a.d_state);
 }
 
-// Row `row` of u = concat(conv_state, xBC) along time for batch b, channels [c0, c0 + VEC).
-template <int VEC, int K>
-__device__ __forceinline__ Bytes<VEC> load_u(const ConvArgs& a, int64_t b, int64_t row, int c0) {
-  Bytes<VEC> r;
-  if (row >= K - 1) {
-    r = *reinterpret_cast<const Bytes<VEC>*>(a.xBC + (b * a.seqlen + row - (K - 1)) * a.conv_dim + c0);
-  } else if (a.state != nullptr) {
-    r = *reinterpret_cast<const Bytes<VEC>*>(a.state + (b * (K - 1) + row) * a.conv_dim + c0);
+// One row of VEC channels as loaded: two words for 8 channels (channel k in byte k % 4 of word
+// k / 4), one word holding the byte for 1 channel. Words, not bytes, so that the compiler moves them
+// whole.
+template <int VEC>
+struct Row {
+  static constexpr int kWords = VEC >= 4 ? VEC / 4 : 1;
+  uint32_t w[kWords];
+};
+
+// A row of xBC (read-only for the whole launch: through the read-only data cache) or, with
+// kReadOnly = false, of conv_state, which decode may update in place (plain loads).
+template <int VEC, bool kReadOnly = true>
+__device__ __forceinline__ Row<VEC> load_row(const int8_t* p) {
+  Row<VEC> r;
+  if constexpr (VEC == 8) {
+    const uint2 q = kReadOnly ? __ldg(reinterpret_cast<const uint2*>(p)) : *reinterpret_cast<const uint2*>(p);
+    r.w[0] = q.x;
+    r.w[1] = q.y;
   } else {
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) r.v[k] = 0;
+    r.w[0] = static_cast<uint8_t>(kReadOnly ? __ldg(p) : *p);
   }
   return r;
 }
 
-// Byte e of each of four words, gathered into one word (r0's byte lowest).
-__device__ __forceinline__ void transpose4x4(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3,
-                                             uint32_t (&out)[4]) {
-  const uint32_t lo01 = __byte_perm(r0, r1, 0x5140), hi01 = __byte_perm(r0, r1, 0x7362);
-  const uint32_t lo23 = __byte_perm(r2, r3, 0x5140), hi23 = __byte_perm(r2, r3, 0x7362);
-  out[0] = __byte_perm(lo01, lo23, 0x5410);
-  out[1] = __byte_perm(lo01, lo23, 0x7632);
-  out[2] = __byte_perm(hi01, hi23, 0x5410);
-  out[3] = __byte_perm(hi01, hi23, 0x7632);
+template <int VEC>
+__device__ __forceinline__ Row<VEC> zero_row() {
+  Row<VEC> r;
+#pragma unroll
+  for (int m = 0; m < Row<VEC>::kWords; ++m) r.w[m] = 0;
+  return r;
 }
 
+// Row `row` of u = concat(conv_state, xBC) along time for batch b, channels [c0, c0 + VEC).
 template <int VEC, int K>
-__global__ void __launch_bounds__(128) quant_conv1d_silu_kernel(const ConvArgs a) {
-  const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (gid >= a.batch * a.ntiles * a.nvec) return;
-  const int c0 = static_cast<int>(gid % a.nvec) * VEC;
-  const int64_t rest = gid / a.nvec;
-  const int64_t tile = rest % a.ntiles;
-  const int64_t b = rest / a.ntiles;
+__device__ __forceinline__ Row<VEC> load_u(const ConvArgs& a, int64_t b, int64_t row, int c0) {
+  if (row >= K - 1) return load_row<VEC>(a.xBC + (b * a.seqlen + row - (K - 1)) * a.conv_dim + c0);
+  if (a.state != nullptr) return load_row<VEC, false>(a.state + (b * (K - 1) + row) * a.conv_dim + c0);
+  return zero_row<VEC>();
+}
 
-  // The VEC channels lie in one segment (the launcher checks the segment sizes divide VEC).
-  const int seg = c0 < a.d_ssm ? 0 : (c0 < a.d_ssm + a.gn ? 1 : 2);
-  const float acc_scale = a.acc_scale[seg];
-  int8_t* out_base = seg == 0 ? a.x : (seg == 1 ? a.B : a.C);
-  const int out_width = seg == 0 ? a.d_ssm : a.gn;
-  const int out_c0 = seg == 0 ? c0 : (seg == 1 ? c0 - a.d_ssm : c0 - a.d_ssm - a.gn);
-
-  // Per channel: the K taps packed in one word (tap j in byte j, zero past K) for __dp4a, the
-  // bias term float(bias) * s_b (rounded on its own, as the contract orders), the output scale.
-  uint32_t w[VEC];
-  float bias_term[VEC], s_out[VEC];
+// Slides one row of u into the windows: the bytes of window k move down one place and channel k of
+// the row becomes its byte 3 (one byte permute a channel).
+template <int VEC>
+__device__ __forceinline__ void slide_in(uint32_t (&win)[VEC], const Row<VEC>& row) {
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
-    uint32_t packed = 0;
-#pragma unroll
-    for (int j = 0; j < K; ++j) {
-      packed |= static_cast<uint32_t>(static_cast<uint8_t>(__ldg(a.weight + (c0 + k) * K + j))) << (8 * j);
-    }
-    w[k] = packed;
-    bias_term[k] = __fmul_rn(static_cast<float>(__ldg(a.bias + c0 + k)), a.bias_scale[seg]);
+    win[k] = __byte_perm(win[k], row.w[k / 4], 0x0321 | ((4 + k % 4) << 12));
   }
-  out_scales<VEC>(a, c0, s_out);
+}
 
-  // win[j] holds u row t + j for the step t being computed (u row t + K - 1 is xBC row t).
-  const int64_t t_begin = tile * a.tile;
-  const int64_t t_end = min(t_begin + a.tile, a.seqlen);
-  Bytes<VEC> win[K];
-#pragma unroll
-  for (int j = 0; j < K - 1; ++j) win[j] = load_u<VEC, K>(a, b, t_begin + j, c0);
+// Low bytes of four words, packed into one word (a's lowest).
+__device__ __forceinline__ uint32_t pack_low_bytes(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
+}
 
-  // Software pipeline: the loads of the next kUnroll steps are in flight while this batch computes.
-  constexpr int kUnroll = 4;
-  Bytes<VEC> cur[kUnroll], nxt[kUnroll];
-  const int8_t* row_ptr = a.xBC + b * a.seqlen * a.conv_dim + c0;
+// The per-thread constants of VEC channels.
+template <int VEC>
+struct Channels {
+  uint32_t taps[VEC];       // tap j in byte j + 4 - K (zero below), to match the window's bytes
+  float bias_term[VEC];     // float(bias) * s_b, rounded on its own as the contract orders
+  float s_out[VEC];         // output scale (group lookup)
+  float acc_scale;          // fp32(s_in * s_w) of the segment
+  float thr;                // silu_quantize_estimate's threshold for all VEC channels (convMath.cuh)
+};
+
+// One time step of VEC channels from the window (the newest row already slid in): the VEC outputs
+// as the low bytes of `bits`.
+template <int VEC, bool kClampLow>
+__device__ __forceinline__ void conv_step(const Channels<VEC>& ch, const uint32_t (&win)[VEC], uint32_t (&bits)[VEC]) {
+  bool near = false;
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    if (t_begin + u < t_end) cur[u] = *reinterpret_cast<const Bytes<VEC>*>(row_ptr + (t_begin + u) * a.conv_dim);
+  for (int k = 0; k < VEC; ++k) {
+    // acc = sum_j w[j] * u[t + j] exactly, started at kRoundShiftBits so that its bits are a float.
+    const int acc = __dp4a(static_cast<int>(win[k]), static_cast<int>(ch.taps[k]), kRoundShiftBits);
+    near |= silu_quantize_estimate<kClampLow>(conv_value_shifted(acc, ch.acc_scale, ch.bias_term[k]), ch.s_out[k],
+                                              ch.thr, &bits[k]);
   }
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kUnroll) {
+  if (near) {
+    // Rare (an estimate within its error bound of a rounding tie): the exact sequence for those.
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (t0 + kUnroll + u < t_end) nxt[u] = *reinterpret_cast<const Bytes<VEC>*>(row_ptr + (t0 + kUnroll + u) * a.conv_dim);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (t0 + u >= t_end) break;
-      win[K - 1] = cur[u];
-      Bytes<VEC> q;
-      if constexpr (VEC >= 4) {
-        // acc = sum_j w[j] * u[t + j] exactly, four taps per __dp4a after a byte transpose.
-#pragma unroll
-        for (int m = 0; m < VEC / 4; ++m) {
-          uint32_t rows[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) rows[j] = j < K ? reinterpret_cast<const uint32_t*>(win[j].v)[m] : 0u;
-          uint32_t taps[4];
-          transpose4x4(rows[0], rows[1], rows[2], rows[3], taps);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int k = 4 * m + e;
-            const int acc = __dp4a(static_cast<int>(taps[e]), static_cast<int>(w[k]), 0);
-            q.v[k] = silu_quantize(conv_value(acc, acc_scale, bias_term[k]), s_out[k]);
-          }
-        }
-      } else {
-        int acc = 0;
-#pragma unroll
-        for (int j = 0; j < K; ++j) acc += static_cast<int8_t>(w[0] >> (8 * j)) * static_cast<int>(win[j].v[0]);
-        q.v[0] = silu_quantize(conv_value(acc, acc_scale, bias_term[0]), s_out[0]);
+    for (int k = 0; k < VEC; ++k) {
+      const int acc = __dp4a(static_cast<int>(win[k]), static_cast<int>(ch.taps[k]), kRoundShiftBits);
+      const float v = conv_value_shifted(acc, ch.acc_scale, ch.bias_term[k]);
+      if (silu_quantize_estimate<kClampLow>(v, ch.s_out[k], ch.thr, &bits[k])) {
+        bits[k] = static_cast<uint8_t>(silu_quantize_exact(v, ch.s_out[k]));
       }
-      *reinterpret_cast<Bytes<VEC>*>(out_base + (b * a.seqlen + t0 + u) * out_width + out_c0) = q;
-#pragma unroll
-      for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) cur[u] = nxt[u];
-  }
-
-  // The thread of the last tile holds the last K-1 rows of u: they are the new conv state.
-  // In decode the state rows were read above, before this write, by this same thread.
-  if (tile == a.ntiles - 1) {
-#pragma unroll
-    for (int j = 0; j < K - 1; ++j) {
-      *reinterpret_cast<Bytes<VEC>*>(a.state_out + (b * (K - 1) + j) * a.conv_dim + c0) = win[j];
     }
   }
 }
 
 template <int VEC>
-void launch_for_width(const ConvArgs& a, int K, int blocks, cudaStream_t stream) {
+__device__ __forceinline__ void store_bits(int8_t* p, const uint32_t (&bits)[VEC]) {
+  if constexpr (VEC == 8) {
+    uint2 q;
+    q.x = pack_low_bytes(bits[0], bits[1], bits[2], bits[3]);
+    q.y = pack_low_bytes(bits[4], bits[5], bits[6], bits[7]);
+    *reinterpret_cast<uint2*>(p) = q;
+  } else {
+    Bytes<VEC> q;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) q.v[k] = static_cast<int8_t>(bits[k] & 0xffu);
+    *reinterpret_cast<Bytes<VEC>*>(p) = q;
+  }
+}
+
+// The steps [pos, end) of the flattened (row, step) sequence for channels [c0, c0 + VEC), cut into
+// runs along batch rows; outputs at out_base (rows of out_width, from channel out_c0).
+template <int VEC, int K, bool kClampLow>
+__device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC>& ch, int c0, int8_t* out_base,
+                                           int out_width, int out_c0, int64_t pos, const int64_t end) {
+  const uint32_t in_stride = a.conv_dim;
+  while (pos < end) {
+    const int64_t b = pos / a.seqlen;
+    const int64_t t0 = pos - b * a.seqlen;
+    const int n = static_cast<int>(min(end - pos, a.seqlen - t0));
+
+    // The window before step t0: u rows t0 .. t0 + K - 2 (bytes 5 - K .. 3).
+    uint32_t win[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) win[k] = 0;
+#pragma unroll
+    for (int j = 0; j < K - 1; ++j) slide_in<VEC>(win, load_u<VEC, K>(a, b, t0 + j, c0));
+
+    const int8_t* in = a.xBC + (b * a.seqlen + t0) * in_stride + c0;
+    int8_t* out = out_base + (b * a.seqlen + t0) * out_width + out_c0;
+    // A ring of kAhead + 1 rows: step u takes row u of the ring, whose slot then waits for the row
+    // kAhead + 1 steps on; the load into the slot freed one step earlier goes first.
+    constexpr int kRing = kAhead + 1;
+    Row<VEC> ring[kRing];
+#pragma unroll
+    for (int u = 0; u < kAhead; ++u) {
+      if (u < n) ring[u] = load_row<VEC>(in + u * in_stride);
+    }
+    const int8_t* next = in + kAhead * in_stride;
+    int i = 0;
+    // Steady state: every row kAhead steps on exists.
+    for (; i + kRing + kAhead <= n; i += kRing) {
+#pragma unroll
+      for (int u = 0; u < kRing; ++u) {
+        ring[(u + kAhead) % kRing] = load_row<VEC>(next);
+        next += in_stride;
+        slide_in<VEC>(win, ring[u]);
+        uint32_t bits[VEC];
+        conv_step<VEC, kClampLow>(ch, win, bits);
+        store_bits<VEC>(out, bits);
+        out += out_width;
+      }
+    }
+    // The last (up to kRing + kAhead - 1) steps.
+    for (; i < n; i += kRing) {
+#pragma unroll
+      for (int u = 0; u < kRing; ++u) {
+        if (i + u < n) {
+          if (i + u + kAhead < n) ring[(u + kAhead) % kRing] = load_row<VEC>(next);
+          next += in_stride;
+          slide_in<VEC>(win, ring[u]);
+          uint32_t bits[VEC];
+          conv_step<VEC, kClampLow>(ch, win, bits);
+          store_bits<VEC>(out, bits);
+          out += out_width;
+        }
+      }
+    }
+
+    // At the end of a batch row the window holds the last K-1 rows of u (bytes 5 - K .. 3): the new
+    // conv state. In decode the state rows were read above, before this write, by this same thread.
+    if (t0 + n == a.seqlen) {
+#pragma unroll
+      for (int j = 0; j < K - 1; ++j) {
+        Bytes<VEC> r;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) r.v[k] = static_cast<int8_t>(win[k] >> (8 * (j + 5 - K)));
+        *reinterpret_cast<Bytes<VEC>*>(a.state_out + (b * (K - 1) + j) * a.conv_dim + c0) = r;
+      }
+    }
+    pos += n;
+  }
+}
+
+template <int VEC, int K>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) quant_conv1d_silu_kernel(const ConvArgs a) {
+  static_assert(VEC == 1 || VEC == 8, "8-byte or bytewise channel vectors");
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (gid >= a.nslices * a.nvec) return;
+  const int c0 = static_cast<int>(gid % a.nvec) * VEC;
+  const int64_t slice = gid / a.nvec;
+
+  // The VEC channels lie in one segment (the launcher checks the segment sizes divide VEC).
+  const int seg = c0 < a.d_ssm ? 0 : (c0 < a.d_ssm + a.gn ? 1 : 2);
+  int8_t* out_base = seg == 0 ? a.x : (seg == 1 ? a.B : a.C);
+  const int out_width = seg == 0 ? a.d_ssm : a.gn;
+  const int out_c0 = seg == 0 ? c0 : (seg == 1 ? c0 - a.d_ssm : c0 - a.d_ssm - a.gn);
+
+  Channels<VEC> ch;
+  ch.acc_scale = a.acc_scale[seg];
+  const float bias_scale = a.bias_scale[seg];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    uint32_t packed = 0;
+    if (K == 4 && a.weight_words) {
+      packed = __ldg(reinterpret_cast<const uint32_t*>(a.weight) + c0 + k);  // taps 0..3 in bytes 0..3
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        packed |= static_cast<uint32_t>(static_cast<uint8_t>(__ldg(a.weight + (c0 + k) * K + j))) << (8 * (j + 4 - K));
+      }
+    }
+    ch.taps[k] = packed;
+    ch.bias_term[k] = __fmul_rn(static_cast<float>(__ldg(a.bias + c0 + k)), bias_scale);
+  }
+  out_scales<VEC>(a, c0, ch.s_out);
+  // The estimate needs |v| < 2^100 (|acc| <= 2^16) and takes the threshold of the smallest scale;
+  // NaN fails every comparison here and sends all of this thread's outputs to the exact sequence.
+  bool in_range = ch.acc_scale < 0x1p82f;
+  float s_min = ch.s_out[0];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    in_range = in_range && fabsf(ch.bias_term[k]) < 0x1p98f && ch.s_out[k] > 0.0f;
+    s_min = fminf(s_min, ch.s_out[k]);
+  }
+  ch.thr = in_range ? silu_tie_threshold(s_min) : -1.0f;
+
+  // This thread's slice of the flattened (row, step) sequence.
+  const int64_t total = a.batch * a.seqlen;
+  const int64_t per = total / a.nslices, extra = total % a.nslices;
+  const int64_t pos = slice * per + min(slice, extra);
+  const int64_t end = pos + per + (slice < extra ? 1 : 0);
+  if (s_min >= kNoLowSaturationScale) {
+    conv_slice<VEC, K, false>(a, ch, c0, out_base, out_width, out_c0, pos, end);
+  } else {
+    conv_slice<VEC, K, true>(a, ch, c0, out_base, out_width, out_c0, pos, end);
+  }
+}
+
+template <int VEC, int K>
+int resident_blocks_per_sm(int device) {
+  // Occupancy depends on the kernel and the device's architecture only: found once per device.
+  static std::atomic<int> cache[64];
+  std::atomic<int>* slot = (device >= 0 && device < 64) ? &cache[device] : nullptr;
+  int n = slot != nullptr ? slot->load(std::memory_order_relaxed) : 0;
+  if (n > 0) return n;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quant_conv1d_silu_kernel<VEC, K>, kThreads, 0) != cudaSuccess ||
+      n < 1) {
+    (void)cudaGetLastError();
+    n = 1;
+  } else if (slot != nullptr) {
+    slot->store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+template <int VEC, int K>
+int launch_kernel(ConvArgs& a, const DeviceLimits& dev, cudaStream_t stream) {
+  // As many slices per channel vector as keep every resident thread busy (one wave: all threads
+  // end together, and each thread's setup serves the longest slice), but slices of at least 4 steps
+  // (or the whole row) so that the K-1 rows read before each slice stay a small overhead.
+  const int64_t resident = int64_t(dev.sm_count) * resident_blocks_per_sm<VEC, K>(dev.device) * kThreads;
+  const int64_t total = a.batch * a.seqlen;
+  const int64_t min_steps = a.seqlen < 4 ? a.seqlen : 4;
+  int64_t slices = resident / a.nvec;
+  if (slices > (total + min_steps - 1) / min_steps) slices = (total + min_steps - 1) / min_steps;
+  a.nslices = slices < 1 ? 1 : slices;
+  const int64_t blocks = (a.nslices * a.nvec + kThreads - 1) / kThreads;
+  if (blocks > 0x7fffffff) return QMAMBA_ERR_BAD_SIZE;
+  quant_conv1d_silu_kernel<VEC, K><<<static_cast<int>(blocks), kThreads, 0, stream>>>(a);
+  return QMAMBA_OK;
+}
+
+template <int VEC>
+int launch_for_width(ConvArgs& a, int K, const DeviceLimits& dev, cudaStream_t stream) {
   switch (K) {
-    case 2: quant_conv1d_silu_kernel<VEC, 2><<<blocks, 128, 0, stream>>>(a); break;
-    case 3: quant_conv1d_silu_kernel<VEC, 3><<<blocks, 128, 0, stream>>>(a); break;
-    default: quant_conv1d_silu_kernel<VEC, 4><<<blocks, 128, 0, stream>>>(a); break;
+    case 2: return launch_kernel<VEC, 2>(a, dev, stream);
+    case 3: return launch_kernel<VEC, 3>(a, dev, stream);
+    default: return launch_kernel<VEC, 4>(a, dev, stream);
   }
 }
 
@@ -210,7 +373,7 @@ int check_conv(const char* where, const qmamba_conv_params* p, const qmamba_conv
   QMAMBA_TRY(check_ptr(where, "C", t->C));
   QMAMBA_TRY(check_ptr(where, "conv_state_out", t->conv_state_out));
   if (!decode && t->conv_state != nullptr && t->conv_state == t->conv_state_out) {
-    // Tiles of a long sequence read the state while the last tile writes the new one.
+    // Slices of a long sequence read the state while the last slice writes the new one.
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: conv_state_out aliases conv_state (only decode updates in place)", where);
   }
   QMAMBA_TRY(check_conv_params(where, p));
@@ -239,25 +402,14 @@ int launch_conv(const char* where, const qmamba_conv_params* p, const qmamba_con
   a.acc_scale[2] = p->C_scale * p->wC_scale;
   a.bias_scale[0] = p->bx_scale; a.bias_scale[1] = p->bB_scale; a.bias_scale[2] = p->bC_scale;
 
+  a.weight_words = p->d_conv == 4 && (reinterpret_cast<uintptr_t>(a.weight) & 3u) == 0;
   // 8-byte accesses need every segment and row to start on an 8-byte boundary.
   const bool vec8 = a.gn % 8 == 0 && a.d_ssm % 8 == 0 && aligned8(a.xBC) && aligned8(a.x) &&
                     aligned8(a.B) && aligned8(a.C) && aligned8(a.state) && aligned8(a.state_out);
   const int vec = vec8 ? 8 : 1;
   a.nvec = a.conv_dim / vec;
-  // Long tiles amortize the K-1 halo and the per-thread setup (weights, scale lookup); shorter
-  // ones when the grid would not give every SM two rounds of resident threads (~512 an SM).
-  const int64_t want_threads = int64_t(dev.sm_count) * 1024;
-  a.tile = 64;
-  while (a.tile > 4 && batch * ((seqlen + a.tile - 1) / a.tile) * a.nvec < want_threads) a.tile /= 2;
-  a.ntiles = (seqlen + a.tile - 1) / a.tile;
-  const int64_t threads = batch * a.ntiles * a.nvec;
-  const int64_t blocks = (threads + 127) / 128;
-  if (blocks > 0x7fffffff) return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * seqlen too large for one launch", where);
-  if (vec8) {
-    launch_for_width<8>(a, p->d_conv, static_cast<int>(blocks), stream);
-  } else {
-    launch_for_width<1>(a, p->d_conv, static_cast<int>(blocks), stream);
-  }
+  const int rc = vec8 ? launch_for_width<8>(a, p->d_conv, dev, stream) : launch_for_width<1>(a, p->d_conv, dev, stream);
+  if (rc == QMAMBA_ERR_BAD_SIZE) return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * seqlen too large for one launch", where);
   return check_launch(where);
 }
 

@@ -1,5 +1,7 @@
-// Device math of one QuantSSD decode step on a piece of a state row (docs/ops.md), shared by the
-// QuantSSD decode kernel and the fused decode mixer so that both compute the same bits.
+// Device math of one QuantSSD decode step on a piece of a state row (docs/ops.md), for the fused decode
+// mixer. The QuantSSD decode kernel (quantSSDDecodeKernel.cu) computes the same products in the same
+// order, with Bh and Ch staged in shared memory, and its Q (quantize4_with_inverse) returns what
+// quantize_with_inverse does, so both compute the same state bits.
 #pragma once
 
 #include "common.cuh"
