@@ -61,12 +61,14 @@ class SSDTensors(ctypes.Structure):
 
 class LinearParams(ctypes.Structure):
     _fields_ = [("in_features", ctypes.c_int32), ("out_features", ctypes.c_int32), ("norm", ctypes.c_int32),
-                ("eps", ctypes.c_float), ("norm_group", ctypes.c_int32)]
+                ("eps", ctypes.c_float), ("norm_group", ctypes.c_int32), ("rotation_first", ctypes.c_int32),
+                ("rotation_last", ctypes.c_int32)]
 
 
 class LinearTensors(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p) for name in (
-        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y")]
+        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y", "rotation_first", "rotation_last",
+        "workspace")]
 
 
 class MixerParams(ctypes.Structure):

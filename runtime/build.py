@@ -127,7 +127,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
     (fuse_decode_linears up to the RMSNorm's order of summation).
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
-    ``linear_plugin``: fuse_decode_linears. All versions: float_fake_quant (seen wrong on 8.6; kept for
+    ``linear_plugin``: fuse_decode_linears (where the rotation went: ``notes["decode_rotation"]``). All versions: float_fake_quant (seen wrong on 8.6; kept for
     10+, where it could not be checked), explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
     bits_as_float_outputs (its explicit-quantization rules, docs/tensorrt.md)."""
     if mixer_plugin:
@@ -135,7 +135,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
         if notes is not None:
             notes["decode_mixers"] = what
     if linear_plugin:
-        model = fuse_decode_linears(model)
+        model = fuse_decode_linears(model, notes)
     model = explicit_zero_points(float_fake_quant(model))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
@@ -265,6 +265,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                    "backend": "python" if trt is not None else "cpp",
                    "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
                    "decode_mixers": notes["decode_mixers"],
+                   **({"decode_rotation": notes["decode_rotation"]} if "decode_rotation" in notes else {}),
                    "prefill_logits": prefill_logits,
                    "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
                    "build_seconds": build_times,

@@ -74,15 +74,56 @@ def rms_norm_chain(x, ix: GraphIndex):
     return x0, mul_w.input[1], eps, nodes, group
 
 
-def fuse_decode_linears(model):
+def rotation_chain(x, ix: GraphIndex):
+    """The Hadamard rotation of ``export/onnx_layers.hadamard`` that makes ``x``: one MatMul by the
+    factor, or Reshape -> MatMul(., F_1) -> Reshape -> MatMul(F_0^T, .) -> Reshape for two factors, as
+    (its input, [F_0, F_1] as arrays, its nodes); None when ``x`` is made otherwise, a piece has other
+    readers, or the rotation has more than two factors."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    def only(name, op):
+        n = ix.made_by(name, op)
+        return n if n is not None and len(ix.consumers.get(name, [])) == 1 else None
+
+    def init(name):
+        return numpy_helper.to_array(ix.inits[name]) if name in ix.inits else None
+
+    def square(a):
+        return a is not None and a.ndim == 2 and a.shape[0] == a.shape[1] and a.dtype == np.float32
+
+    one = only(x, "MatMul")
+    if one is not None and one.input[0] not in ix.inits and square(init(one.input[1])):
+        return one.input[0], [init(one.input[1])], [one]
+    back = only(x, "Reshape")
+    first = back and only(back.input[0], "MatMul")  # F_0^T @ [.., f0, f1]
+    split0 = first and only(first.input[1], "Reshape")
+    last = split0 and only(split0.input[0], "MatMul")  # [.., f0, f1] @ F_1
+    split1 = last and only(last.input[0], "Reshape")
+    if not split1:
+        return None
+    f0t, f1 = init(first.input[0]), init(last.input[1])
+    shapes = [init(n.input[1]) for n in (split1, split0, back)]
+    if not (square(f0t) and square(f1)) or any(a is None for a in shapes):
+        return None
+    k = f0t.shape[0] * f1.shape[0]
+    if not (list(shapes[0]) == list(shapes[1]) == [0, 0, f0t.shape[0], f1.shape[0]] and list(shapes[2]) == [0, 0, k]):
+        return None
+    return split1.input[0], [np.ascontiguousarray(f0t.T), f1], [split1, last, split0, first, back]
+
+
+def fuse_decode_linears(model, notes: dict | None = None):
     """Every W8A8 linear of the graph (``export/onnx_layers.quant_linear``: QuantizeLinear ->
     DequantizeLinear(1) -> MatMul with Transpose(DequantizeLinear(1, int8 weight)) -> Mul by
     Mul(input_scale, weight_scale)) becomes one QmambaW8A8Linear node (runtime/w8a8_linear.py), taking
     along the RMSNorm that feeds it (norm = 1) and a residual Add after it (residual = 1). The weight
     becomes an int32 initializer ``<weight>.words`` of the same bytes. Exact but for the RMSNorm's
     order of summation (as TensorRT's own ReduceMean). For decode graphs: a matrix-vector kernel.
-    out_proj takes the gated norm's RMS and weight along (norm = 1 with ``norm_group``) when no Hadamard
-    rotation sits between; the gate itself is QmambaDecodeMixer's (fuse_decode_mixers)."""
+    out_proj takes the gated norm's RMS and weight along (norm = 1 with ``norm_group``), and the Hadamard
+    rotation between them when the model has one (``rotation`` = its factors, at most two, as inputs; the
+    kernel's shared memory bounds K, ``w8a8_linear.rotation_fits``); the gate itself is
+    QmambaDecodeMixer's (fuse_decode_mixers). Where the graph has a rotation, ``notes["decode_rotation"]``
+    says which path it took."""
     import numpy as np
     import onnx
     import torch
@@ -90,7 +131,7 @@ def fuse_decode_linears(model):
 
     from qmamba.export import onnx_ops
 
-    from .w8a8_linear import FIELDS as LINEAR_FIELDS, OP_NAME, pack_int8_words
+    from .w8a8_linear import FIELDS as LINEAR_FIELDS, OP_NAME, pack_int8_words, rotation_fits
 
     g = model.graph
     ix = GraphIndex(g)
@@ -100,7 +141,7 @@ def fuse_decode_linears(model):
         n = ix.made_by(name, "DequantizeLinear")
         return n if n is not None and n.input[1] == onnx_ops.UNIT_SCALE else None
 
-    dropped, replace, new_inits = set(), {}, {}
+    dropped, replace, new_inits, rotation_path = set(), {}, {}, None
     for mm in [n for n in g.node if n.op_type == "MatMul"]:
         dq_x, tr = unit_dq(mm.input[0]), producers.get(mm.input[1])
         q = dq_x and producers.get(dq_x.input[0])
@@ -126,7 +167,22 @@ def fuse_decode_linears(model):
             nodes.append(scale_of)
         # every field, defaults included: TensorRT's ONNX parser warns for each field a node leaves out
         extra, attrs = [], {name: default for name, _, default in LINEAR_FIELDS}
-        chain = rms_norm_chain(x, ix) if sole(x, "QuantizeLinear") else None
+        rotated = rotation_chain(x, ix) if sole(x, "QuantizeLinear") else None
+        factors = []
+        if rotated:
+            gate, mats, rot_nodes = rotated
+            chain = rms_norm_chain(gate, ix)
+            k = int(np.prod([m.shape[0] for m in mats]))
+            if chain and rotation_fits(k, mats[0].shape[0] if len(mats) == 2 else 1):
+                nodes += rot_nodes
+                factors = mats
+                rotation_path = f"QmambaW8A8Linear (rotation = {len(mats)})"
+            else:
+                rotation_path = (f"TensorRT MatMuls (a row of {k} channels does not fit QmambaW8A8Linear's rotation "
+                                 f"pass)" if chain else "TensorRT MatMuls (no gated norm before the rotation)")
+                chain = None
+        else:
+            chain = rms_norm_chain(x, ix) if sole(x, "QuantizeLinear") else None
         if chain:
             x, norm_weight, eps, norm_nodes, group = chain
             nodes += norm_nodes
@@ -141,6 +197,12 @@ def fuse_decode_linears(model):
             attrs["residual"] = 1
             out, last = add.output[0], add
             nodes.append(add)
+        for i, f in enumerate(factors):  # shared by the layers: one initializer each
+            name = f"{OP_NAME}.rotation.{f.shape[0]}.{i}.{len(factors)}"
+            new_inits.setdefault(name, numpy_helper.from_array(f.astype(np.float32), name))
+            extra.append(name)
+        if factors:
+            attrs["rotation"] = len(factors)
         words = f"{w}.words"
         new_inits[words] = numpy_helper.from_array(
             pack_int8_words(torch.from_numpy(numpy_helper.to_array(inits[w]).copy())).numpy(), words)
@@ -153,6 +215,8 @@ def fuse_decode_linears(model):
         dropped.update(id(n) for n in nodes)
         replace[id(last)] = fused
     replace_nodes(g, dropped, replace, new_inits)
+    if notes is not None and rotation_path:
+        notes["decode_rotation"] = rotation_path
     return model
 
 

@@ -12,7 +12,10 @@ Inputs: ``x`` fp32 ``[batch, seq, K]``; ``weight`` int32 ``[N, ceil(K/4)]``, the
 4 per word (``pack_int8_words``: int32 is what TensorRT 8.6 lets a constant reach a float plugin as);
 ``out_scale`` fp32 ``[N]`` = ``fp32(input_scale * weight_scale)``; ``input_scale`` fp32 ``[]`` or ``[1]``; then
 ``norm_weight`` fp32 ``[K]`` if field ``norm`` is 1, then ``residual`` fp32 ``[batch, seq, N]`` if field
-``residual`` is 1. Output ``y`` fp32 ``[batch, seq, N]``.
+``residual`` is 1, then the factors of a Hadamard rotation fp32 ``F_0 [f0, f0]``, ``F_1 [f1, f1]`` (K = f0 * f1)
+if field ``rotation`` is 2, ``F_0 [K, K]`` if it is 1: out_proj's input ``rotate(norm(x))`` in a model with a
+rotation before out_proj (``export/hadamard.py``; fused from the graph's MatMuls by ``fuse_decode_linears``).
+Output ``y`` fp32 ``[batch, seq, N]``.
 
 ``w8a8_linear_ref`` is the kernel's reference twin, in the ONNX graph's order of operations.
 """
@@ -26,8 +29,18 @@ from ..export.validate import QMambaInputError, check_tensor
 OP_NAME = "QmambaW8A8Linear"
 # (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp,
 # trt_plugins/w8a8LinearPlugin/README.md).
-FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0), ("norm_group", "int", 0))
+FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0), ("norm_group", "int", 0),
+          ("rotation", "int", 0))
 MAX_NORM_GROUPS = 16  # kMaxNormGroups of trt_plugins/kernels/w8a8Linear.cuh
+# The rotation pass keeps a normed row and f0 x 16 floats in the 46 KiB of shared memory a block gets
+# (rotation_shared_bytes, kSharedLimit of trt_plugins/kernels/w8a8Linear.cuh).
+ROTATION_SHARED_LIMIT = 46 * 1024
+ROTATION_COLUMNS = 16
+
+
+def rotation_fits(k: int, f0: int) -> bool:
+    """Whether the kernel's rotation pass takes a row of ``k`` channels whose first factor has order ``f0``."""
+    return (k + f0 * ROTATION_COLUMNS) * 4 <= ROTATION_SHARED_LIMIT
 
 
 def pack_int8_words(weight: torch.Tensor) -> torch.Tensor:
@@ -51,7 +64,8 @@ def unpack_int8_words(words: torch.Tensor, in_features: int) -> torch.Tensor:
     return words.contiguous().view(torch.int8)[:, :in_features]
 
 
-def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, residual=None, norm_group: int = 0):
+def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, residual=None, norm_group: int = 0,
+                        rotation=None):
     """Shapes and dtypes of the op's inputs (and the norm group); returns (K, N)."""
     check_tensor(OP_NAME, "x", x, torch.float32, (None, None, None))
     k = x.shape[-1]
@@ -68,7 +82,29 @@ def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, res
     if norm_group and (norm_group < 0 or k % norm_group or k // norm_group > MAX_NORM_GROUPS):
         raise QMambaInputError(f"{OP_NAME}: norm_group must be 0 or a divisor of K = {k} giving at most "
                                f"{MAX_NORM_GROUPS} groups, got {norm_group}")
+    if rotation is not None:
+        if len(rotation) not in (1, 2):
+            raise QMambaInputError(f"{OP_NAME}: a rotation has 1 or 2 factors, got {len(rotation)}")
+        for i, f in enumerate(rotation):
+            check_tensor(OP_NAME, f"rotation factor {i}", f, torch.float32, (None, None), finite=True)
+            if f.shape[0] != f.shape[1]:
+                raise QMambaInputError(f"{OP_NAME}: rotation factor {i} must be square, got {list(f.shape)}")
+        orders = [f.shape[0] for f in rotation]
+        if orders[0] * (orders[1] if len(orders) == 2 else 1) != k:
+            raise QMambaInputError(f"{OP_NAME}: the rotation's factors of orders {orders} do not make K = {k}")
+        if not rotation_fits(k, orders[0] if len(orders) == 2 else 1):
+            raise QMambaInputError(f"{OP_NAME}: a rotation of K = {k} channels does not fit the kernel's shared memory")
     return k, n
+
+
+def rotate_rows(v: torch.Tensor, rotation) -> torch.Tensor:
+    """``v`` (last axis K) times ``F_0 (x) F_1``: each row as a [f0, f1] matrix V, ``F_0^T (V F_1)`` (the last
+    factor first, as ``export/hadamard.rotate`` applies them); one factor ``F_0``: ``v @ F_0``."""
+    if len(rotation) == 1:
+        return v @ rotation[0]
+    first, last = rotation
+    m = v.reshape(*v.shape[:-1], first.shape[0], last.shape[0]) @ last
+    return (first.t() @ m).reshape(v.shape)
 
 
 def one_tie_error(out_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -78,20 +114,26 @@ def one_tie_error(out_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor
     return out_scale * weight.to(torch.int32).abs().amax(dim=1).float()  # int32: |-128| overflows int8
 
 
-def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
-                    norm_group: int = 0):
-    """``y = float(Q(v, input_scale) @ W.T) * out_scale (+ residual)`` with ``v = x``, or with
-    ``norm_weight`` the RMSNorm ``(x * (1 / sqrt(mean(x^2) + eps))) * norm_weight`` (the ONNX graph's
-    ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul), the mean taken over groups of ``norm_group`` channels
-    (0: the whole row; the gated norm's groups); fp32 throughout, no fused multiply-add."""
-    k, _ = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual, norm_group)
+def activation_ref(x, norm_weight=None, eps: float = 1e-5, norm_group: int = 0, rotation=None) -> torch.Tensor:
+    """The row that ``w8a8_linear_ref`` quantizes: ``x``, or its RMSNorm ``(x * (1 / sqrt(mean(x^2) + eps))) *
+    norm_weight`` (the ONNX graph's ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) with the mean over groups of
+    ``norm_group`` channels (0: the whole row), then ``rotate_rows`` with ``rotation``; fp32."""
+    k = x.shape[-1]
     v = x
     if norm_weight is not None:
         gs = norm_group or k
         xg = x.reshape(*x.shape[:-1], k // gs, gs)
         inv = torch.reciprocal(torch.sqrt((xg * xg).mean(-1, keepdim=True) + torch.tensor(eps, dtype=torch.float32)))
         v = (xg * inv).reshape(x.shape) * norm_weight
-    q = ops.quantize(v, input_scale)
+    return v if rotation is None else rotate_rows(v, rotation)
+
+
+def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,
+                    norm_group: int = 0, rotation=None):
+    """``y = float(Q(v, input_scale) @ W.T) * out_scale (+ residual)`` with ``v = activation_ref(x, ...)``
+    (x, or its RMSNorm, then rotated); fp32 throughout, no fused multiply-add."""
+    k, _ = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual, norm_group, rotation)
+    q = ops.quantize(activation_ref(x, norm_weight, eps, norm_group, rotation), input_scale)
     acc = (q.double() @ unpack_int8_words(weight, k).double().t()).to(torch.int32)
     y = acc.float() * out_scale
     return y if residual is None else residual + y

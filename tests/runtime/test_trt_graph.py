@@ -297,6 +297,65 @@ def test_gated_norm_folds_into_out_proj(exported_decode, tmp_path):
         assert np.mean(got != want) <= 0.05, n.name
 
 
+@pytest.mark.parametrize("kind, factors", [("g1", 1), ("g1-384", 2)])
+def test_hadamard_rotation_folds_into_out_proj(kind, factors, tmp_path):
+    """With a Hadamard rotation before out_proj, fuse_decode_linears takes the gated norm and the rotation's
+    MatMuls (one factor, or two) into out_proj (rotation = their count, the factors as inputs F_0, F_1); the
+    twin on ONNX Runtime's gate output gives ONNX Runtime's out_proj + residual within one rounding tie of
+    the rotated activation, and the factors multiply out to the model's rotation."""
+    import torch
+
+    from qmamba.export import hadamard
+    from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
+    from qmamba.runtime.graph_index import attributes
+    from qmamba.runtime.w8a8_linear import OP_NAME, one_tie_error, unpack_int8_words, w8a8_linear_ref
+
+    export_onnx(tiny_quantized_model(kind, hadamard=True), tmp_path / "onnx", force=True)
+    exported = onnx.load(str(tmp_path / "onnx" / "decode.onnx"))
+    notes = {}
+    after = fuse_decode_linears(fuse_decode_mixers(_copy(exported))[0], notes)
+    assert notes == {"decode_rotation": f"QmambaW8A8Linear (rotation = {factors})"}
+    assert not any(n.op_type in ("MatMul", "ReduceMean") for n in after.graph.node)
+    outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
+    assert len(outs) == sum(n.op_type == "QuantSSD" for n in exported.graph.node)
+    inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    values = _probe_values(exported, {x for n in outs for x in (n.input[0], n.input[5], n.output[0])}, tmp_path)
+    values.update(inits)
+    for n in outs:
+        a = attributes(n)
+        assert a["norm"] == 1 and a["rotation"] == factors and len(n.input) == 6 + factors, n.name
+        x, w, out_scale, s_in, norm_weight, residual, *rot = (torch.from_numpy(np.asarray(values[i]).copy())
+                                                              for i in n.input)
+        d_ssm = x.shape[-1]
+        product = rot[0] if factors == 1 else torch.kron(rot[0].double(), rot[1].double())
+        torch.testing.assert_close(product.double(), hadamard.rotation_matrix(d_ssm, torch.float64), rtol=0, atol=1e-7)
+        got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a["eps"], residual, a["norm_group"],
+                              rotation=rot).numpy()
+        want = values[n.output[0]]
+        bound = one_tie_error(out_scale, unpack_int8_words(w, d_ssm)).numpy()
+        assert np.all(np.abs(got - want) <= bound + 1e-6 * np.abs(want)), n.name
+        assert np.mean(got != want) <= 0.05, n.name
+
+
+def test_a_rotation_too_wide_for_the_kernel_stays_in_the_graph(monkeypatch, tmp_path):
+    """Where the rotation pass cannot take a row, out_proj is fused without the norm and the rotation
+    (they stay TensorRT layers) and the note says so."""
+    from qmamba.runtime import w8a8_linear
+    from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
+    from qmamba.runtime.graph_index import attributes
+    from qmamba.runtime.w8a8_linear import OP_NAME
+
+    export_onnx(tiny_quantized_model("g1-384", hadamard=True), tmp_path, force=True)
+    monkeypatch.setattr(w8a8_linear, "ROTATION_SHARED_LIMIT", 384 * 4)
+    notes = {}
+    after = fuse_decode_linears(fuse_decode_mixers(onnx.load(str(tmp_path / "decode.onnx")))[0], notes)
+    assert notes == {"decode_rotation": "TensorRT MatMuls (a row of 384 channels does not fit "
+                                        "QmambaW8A8Linear's rotation pass)"}
+    outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
+    assert outs and all(attributes(n)["rotation"] == 0 and attributes(n)["norm"] == 0 for n in outs)
+    assert sum(n.op_type == "MatMul" for n in after.graph.node) == 2 * len(outs)
+
+
 def test_decode_mixer_fusion_says_why_it_leaves_a_graph(exported_decode):
     """A graph it cannot fuse comes back unchanged, with the reason."""
     from qmamba.runtime.decode_fusion import fuse_decode_mixers

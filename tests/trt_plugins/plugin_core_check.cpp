@@ -243,7 +243,7 @@ int main()
     FieldSpec const* LS = W8A8LinearCore::kFIELDS;
     size_t const LN = W8A8LinearCore::kNB_FIELDS;
     W8A8LinearCore plain(parseFields("QmambaW8A8Linear", LS, LN, Fields().raw));
-    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0}, "linear: defaults");
+    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0, 0.0}, "linear: defaults");
     check(plain.inputType(1) == DType::kInt32 && plain.inputType(0) == DType::kFloat && plain.outputType(0) == DType::kFloat,
         "linear: types");
     OutputRule const lr = plain.outputRule(0);
@@ -259,7 +259,7 @@ int main()
     throwsWith("linear: input_scale", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({2})}); },
         "input input_scale must hold one value");
     throwsWith("linear: count", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6})}); },
-        "takes 4 inputs with norm = 0 and residual = 0");
+        "takes 4 inputs with norm = 0, residual = 0 and rotation = 0");
     W8A8LinearCore both(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("residual", 1).flt("eps", 1e-6f).raw));
     both.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({10}), shape({2, 1, 6})});
     check(true, "linear: norm and residual inputs");
@@ -293,6 +293,29 @@ int main()
         W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm_group", -1).raw));
     }, "field norm_group must be 0 (the whole row) or >= 1, got -1");
     check(roundTrip(grouped).fieldValues() == grouped.fieldValues(), "linear: round trip keeps norm_group");
+    W8A8LinearCore rotated(parseFields("QmambaW8A8Linear", LS, LN,
+        Fields().in("norm", 1).in("residual", 1).in("norm_group", 12).in("rotation", 2).raw));
+    std::vector<Shape> rot{shape({3, 1, 12}), shape({5, 3}), shape({5}), shape({1}), shape({12}), shape({3, 1, 5}),
+        shape({3, 3}), shape({4, 4})};
+    rotated.checkInputs(rot);
+    check(rotated.workspaceSize(rot) == 3 * 12 * sizeof(float) && grouped.workspaceSize(rot) == 0,
+        "linear: two rotation factors after the residual; the workspace holds the rotated rows");
+    check(roundTrip(rotated).fieldValues() == rotated.fieldValues(), "linear: round trip keeps rotation");
+    throwsWith("linear: rotation factors make K", [&] {
+        std::vector<Shape> bad = rot;
+        bad[7] = shape({2, 2});
+        rotated.checkInputs(bad);
+    }, "the rotation's factors must multiply to K = 12, got 6");
+    throwsWith("linear: rotation factor square", [&] {
+        std::vector<Shape> bad = rot;
+        bad[6] = shape({3, 4});
+        rotated.checkInputs(bad);
+    }, "rotation factor 0");
+    throwsWith("linear: rotation count", [&] { rotated.checkInputs({rot.begin(), rot.end() - 1}); },
+        "takes 8 inputs with norm = 1, residual = 1 and rotation = 2");
+    throwsWith("linear: rotation 3", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("rotation", 3).raw));
+    }, "field rotation must be 0, 1 or 2");
 
     // ---- QmambaDecodeMixer (decode graphs' mixers) ---------------------------------------------------
     FieldSpec const* MS = DecodeMixerCore::kFIELDS;
@@ -456,7 +479,7 @@ int main()
     throwsWith("mixer: short", [&] { readSerialized<MixPod>("QmambaDecodeMixer", mbuf.data(), mbuf.size() - 1); },
         "reading must end at the buffer's end");
     std::vector<char> format1 = mbuf;
-    format1[4] = 1; // the format before QmambaW8A8Linear's norm_group
+    format1[4] = 1; // the format before QmambaW8A8Linear's norm_group (and its rotation)
     throwsWith("mixer: format 1 refused", [&] { readSerialized<MixPod>("QmambaDecodeMixer", format1.data(), format1.size()); },
         "engine was built with another version of the qmamba plugin library (serialization format 1");
     std::printf("all checks passed\n");

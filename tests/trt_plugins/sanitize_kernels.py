@@ -7,7 +7,8 @@ Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L no
 the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
 several batch rows, decode pieces of 4 bytes, two a thread and bytewise, part-full decode stages; the
 decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple of 8, several rows) and
-QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place). Exits
+QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place, the rotation
+pass with one and two factors). Exits
 non-zero if a kernel refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ MIXER = [(kc.LAYERS["2.7b"], 1), (LayerShape(ngroups=2, nheads=8, headdim=32, d_
 # (K, N, rows, norm, residual in place, norm_group)
 LINEAR = [(5120, 2560, 1, True, True, 5120), (8192, 96, 3, True, False, 1024), (257, 33, 3, True, False, 0),
           (2560, 257, 9, False, True, 0), (4096, 9504, 3, True, True, 0)]  # the last: tensor cores, many tiles a block
+# (K, N, rows, norm_group, factor orders) of the rotation pass: 2.7b's out_proj, factors not multiples of 16
+ROTATION = [(5120, 2560, 2, 5120, (40, 128)), (60, 33, 9, 30, (3, 20)), (40, 9, 1, 0, (40,))]
 
 
 def main() -> int:
@@ -80,6 +83,15 @@ def main() -> int:
             got = decode_kernels.w8a8_linear(**a, out=a.get("residual"), norm_group=group)
             ok = bool(((got - want).abs() <= one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all())
             print(f"linear K={k} N={n} rows={rows} norm={norm} in_place={in_place}: {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+    if args.only in (None, "linear"):
+        for k, n, rows, group, orders in ROTATION:
+            a, w = kc.linear_case(k, n, rows, True, True)
+            rot = [torch.linalg.qr(torch.randn(f, f, dtype=torch.float64))[0].float().cuda() for f in orders]
+            want = w8a8_linear_ref(**a, norm_group=group, rotation=rot)
+            got = decode_kernels.w8a8_linear(**a, norm_group=group, rotation=rot)
+            ok = bool(((got - want).abs() <= 4 * one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all())
+            print(f"linear K={k} N={n} rows={rows} rotation {orders}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     torch.cuda.synchronize()
     return 1 if bad else 0

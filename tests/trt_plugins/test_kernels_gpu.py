@@ -321,6 +321,62 @@ def test_linear_matches_reference(name):
         assert (got != want).float().mean().item() <= 0.01, name
 
 
+# (K, N, rows, norm_group or None (no norm), factor orders): out_proj of 2.7b (40 x 128), 8b (64 x 128, 8 norm
+# groups) and 130m (12 x 128, rows over 8), one factor, and factors that are not Hadamard matrices and not
+# multiples of the block's 16 columns (random orthogonal ones).
+ROTATION_CASES = {
+    "2.7b-out_proj-b1": (5120, 2560, 1, 5120, "hadamard"),
+    "8b-out_proj-b3": (8192, 4096, 3, 1024, "hadamard"),
+    "130m-out_proj-b9": (1536, 768, 9, 1536, "hadamard"),
+    "one-factor-128-b2": (128, 64, 2, 64, "hadamard"),
+    "one-factor-12-b5-no-norm": (12, 7, 5, None, "hadamard"),
+    "random-3x20-b4": (60, 33, 4, 30, (3, 20)),
+    "random-1x40-b1": (40, 9, 1, 0, (40,)),
+}
+
+
+def _rotation_factors(k, orders, gen):
+    from qmamba.export import hadamard
+
+    if orders == "hadamard":
+        return [f.cuda() for f in hadamard.rotation_factors_fp32(k)]
+    return [torch.linalg.qr(torch.randn(f, f, generator=gen, dtype=torch.float64))[0].float().cuda() for f in orders]
+
+
+@pytest.mark.parametrize("name", list(ROTATION_CASES))
+def test_linear_with_rotation_matches_reference(name):
+    """With a rotation the rotated row is summed in another order than the twin's MatMul: an activation
+    may cross a rounding tie, so each output is within (its row's near-tie activations + 1) x 1 LSB of the
+    weight row's largest |weight|; most outputs are equal."""
+    from qmamba.runtime.w8a8_linear import activation_ref, one_tie_error, w8a8_linear_ref
+
+    k, n, rows, group, orders = ROTATION_CASES[name]
+    args, w = kc.linear_case(k, n, rows, group is not None, True, seed=5)
+    rot = _rotation_factors(k, orders, torch.Generator().manual_seed(1))
+    fields = dict(norm_group=group or 0, rotation=rot)
+    out = torch.full((rows, 1, n), float("nan"), device="cuda")
+    got = decode_kernels.w8a8_linear(**args, out=out, **fields)
+    want = w8a8_linear_ref(**args, **fields)
+    torch.cuda.synchronize()
+    assert torch.isfinite(got).all()
+    v = activation_ref(args["x"], args.get("norm_weight"), 1e-5, group or 0, rot).double() / args["input_scale"].double()
+    near_ties = ((v - v.floor() - 0.5).abs() <= 1e-5 * v.abs().clamp(min=1)).sum(-1, keepdim=True)
+    bound = (near_ties + 1) * one_tie_error(args["out_scale"], w)
+    assert ((got - want).abs() <= bound + 1e-6 * want.abs()).all(), name
+    assert (got != want).float().mean().item() <= 0.05, name
+
+
+def test_linear_rotation_refuses_what_it_cannot_do():
+    from qmamba.export.validate import QMambaInputError
+
+    args, _ = kc.linear_case(60, 8, 2, True, False)
+    with pytest.raises(QMambaInputError, match="do not make K = 60"):
+        decode_kernels.w8a8_linear(**args, rotation=[torch.eye(6, device="cuda"), torch.eye(12, device="cuda")])
+    big, _ = kc.linear_case(12288, 8, 1, True, False)
+    with pytest.raises(QMambaInputError, match="shared memory"):
+        decode_kernels.w8a8_linear(**big, rotation=[torch.eye(96, device="cuda"), torch.eye(128, device="cuda")])
+
+
 def test_linear_residual_in_place():
     from qmamba.runtime.w8a8_linear import w8a8_linear_ref
 

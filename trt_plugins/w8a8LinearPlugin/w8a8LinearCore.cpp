@@ -19,6 +19,7 @@ FieldSpec const W8A8LinearCore::kFIELDS[kNB_FIELDS] = {
     {"eps", FieldKind::kFloat, false, 1e-5},
     {"residual", FieldKind::kInt, false, 0},
     {"norm_group", FieldKind::kInt, false, 0},
+    {"rotation", FieldKind::kInt, false, 0},
 };
 // clang-format on
 
@@ -29,6 +30,7 @@ W8A8LinearCore::W8A8LinearCore(FieldValues const& v)
     mSerial.eps = static_cast<float>(v[1]);
     mSerial.residual = static_cast<int32_t>(v[2]);
     mSerial.normGroup = static_cast<int32_t>(v[3]);
+    mSerial.rotation = static_cast<int32_t>(v[4]);
     validate();
 }
 
@@ -41,7 +43,7 @@ W8A8LinearCore::W8A8LinearCore(Serial const& s)
 FieldValues W8A8LinearCore::fieldValues() const
 {
     return {static_cast<double>(mSerial.norm), static_cast<double>(mSerial.eps), static_cast<double>(mSerial.residual),
-        static_cast<double>(mSerial.normGroup)};
+        static_cast<double>(mSerial.normGroup), static_cast<double>(mSerial.rotation)};
 }
 
 void W8A8LinearCore::validate() const
@@ -53,6 +55,18 @@ void W8A8LinearCore::validate() const
         "field eps must be finite and >= 0, got " + std::to_string(mSerial.eps));
     require(mSerial.normGroup >= 0, kOP,
         "field norm_group must be 0 (the whole row) or >= 1, got " + std::to_string(mSerial.normGroup));
+    require(mSerial.rotation >= 0 && mSerial.rotation <= 2, kOP,
+        "field rotation must be 0, 1 or 2 (factors of the rotation), got " + std::to_string(mSerial.rotation));
+}
+
+size_t W8A8LinearCore::workspaceSize(std::vector<Shape> const& maxIn) const
+{
+    if (!mSerial.rotation)
+    {
+        return 0;
+    }
+    Shape const& x = maxIn[kIN_X];
+    return static_cast<size_t>(x.d[0]) * static_cast<size_t>(x.d[1]) * static_cast<size_t>(x.d[2]) * sizeof(float);
 }
 
 OutputRule W8A8LinearCore::outputRule(int32_t index) const
@@ -66,9 +80,10 @@ void W8A8LinearCore::checkInputs(std::vector<Shape> const& in) const
     int32_t const n = static_cast<int32_t>(in.size());
     require(n == nbInputs(), kOP,
         "takes " + std::to_string(nbInputs()) + " inputs with norm = " + std::to_string(mSerial.norm)
-            + " and residual = " + std::to_string(mSerial.residual) + " (x, weight, out_scale, input_scale"
-            + (mSerial.norm ? ", norm_weight" : "") + (mSerial.residual ? ", residual" : "") + "), got "
-            + std::to_string(n));
+            + ", residual = " + std::to_string(mSerial.residual) + " and rotation = " + std::to_string(mSerial.rotation)
+            + " (x, weight, out_scale, input_scale" + (mSerial.norm ? ", norm_weight" : "")
+            + (mSerial.residual ? ", residual" : "") + (mSerial.rotation == 2 ? ", F_0, F_1" : "")
+            + (mSerial.rotation == 1 ? ", F_0" : "") + "), got " + std::to_string(n));
     Shape const& x = in[kIN_X];
     checkShape(kOP, "x", x, {-1, -1, -1});
     int64_t const K = x.d[2];
@@ -90,10 +105,23 @@ void W8A8LinearCore::checkInputs(std::vector<Shape> const& in) const
     {
         checkShape(kOP, "residual", in[residualIndex()], {x.d[0], x.d[1], N});
     }
+    if (mSerial.rotation)
+    {
+        int64_t product = 1;
+        for (int32_t i = 0; i < mSerial.rotation; ++i)
+        {
+            Shape const& f = in[rotationIndex() + i];
+            std::string const name = "rotation factor " + std::to_string(i);
+            checkShape(kOP, name.c_str(), f, {-1, f.nbDims == 2 ? f.d[0] : -1});
+            product *= f.d[0];
+        }
+        require(K < 0 || product == K, kOP,
+            "the rotation's factors must multiply to K = " + std::to_string(K) + ", got " + std::to_string(product));
+    }
 }
 
 void W8A8LinearCore::enqueue(std::vector<Shape> const& in, void const* const* inputs, void* const* outputs,
-    void* /*workspace*/, size_t /*workspaceBytes*/, qmamba_stream_t stream) const
+    void* workspace, size_t workspaceBytes, qmamba_stream_t stream) const
 {
     checkInputs(in);
     qmamba_linear_params p{};
@@ -111,6 +139,17 @@ void W8A8LinearCore::enqueue(std::vector<Shape> const& in, void const* const* in
     t.residual = mSerial.residual ? static_cast<float const*>(inputs[residualIndex()]) : nullptr;
     t.y = static_cast<float*>(outputs[kOUT_Y]);
     int64_t const rows = in[kIN_X].d[0] * in[kIN_X].d[1];
+    if (mSerial.rotation)
+    {
+        int32_t const r = rotationIndex();
+        p.rotation_first = mSerial.rotation == 2 ? static_cast<int32_t>(in[r].d[0]) : 1;
+        p.rotation_last = static_cast<int32_t>(in[r + mSerial.rotation - 1].d[0]);
+        t.rotation_first = mSerial.rotation == 2 ? static_cast<float const*>(inputs[r]) : nullptr;
+        t.rotation_last = static_cast<float const*>(inputs[r + mSerial.rotation - 1]);
+        t.workspace = static_cast<float*>(workspace);
+        require(workspaceBytes >= static_cast<size_t>(rows) * static_cast<size_t>(p.in_features) * sizeof(float),
+            kOP, "workspace smaller than the rotated rows");
+    }
     require(qmamba_w8a8_linear(&p, &t, rows, stream) == QMAMBA_OK, kOP,
         std::string("kernel failed: ") + qmamba_last_error());
 }
