@@ -1,11 +1,12 @@
 """A decode step of a W8A8 Mamba2 made of qmamba's decode kernels alone, against its bandwidth bound.
 
 Per layer: QmambaW8A8Linear (in_proj, RMSNorm folded in) -> QmambaDecodeMixer -> QmambaW8A8Linear (out_proj,
-gated norm's RMS and the residual folded in); then lm_head with the final norm. This is the kernel sequence of
+gated norm's RMS, with --hadamard also the Hadamard rotation, and the residual folded in); then lm_head with
+the final norm. This is the kernel sequence of
 the decode engine `qmamba build` makes (docs/tensorrt.md), without TensorRT: what an engine could reach at
 best, and where the time goes. Random weights at 2.7b's layer widths (byte vocabulary, --layers of 64).
 
-    python benchmarks/bench_decode_step.py [--layers 8] [--batch 1 2 4 8] [--json out.json]
+    python benchmarks/bench_decode_step.py [--layers 8] [--batch 1 2 4 8] [--hadamard] [--json out.json]
 
 Each measured sequence is captured in a CUDA graph and replayed (CUDA events, median of replays). The bound
 is the bytes a step must move (every weight once; per batch row the int8 states read and written) over the
@@ -30,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 import kernel_cases as kc  # noqa: E402
 from bench_kernels import time_graph  # noqa: E402
 
+from qmamba.export import hadamard  # noqa: E402
 from qmamba.runtime import kernels  # noqa: E402
 from qmamba.runtime.bench import copy_bandwidth  # noqa: E402
 from qmamba.runtime.w8a8_linear import pack_int8_words  # noqa: E402
@@ -47,14 +49,15 @@ def linear_weights(n: int, k: int, gen: torch.Generator, norm: bool) -> dict:
     return t
 
 
-def model(layers: int, batch: int, gen: torch.Generator) -> list[dict]:
+def model(layers: int, batch: int, gen: torch.Generator, rotate: bool = False) -> list[dict]:
     s = SHAPE
     n_in = 2 * s.d_ssm + 2 * s.ngroups * s.d_state + s.nheads
+    rotation = list(hadamard.rotation_factors_fp32(s.d_ssm, "cuda")) if rotate else None
     out = []
     for _ in range(layers):
         mixer, fields = kc.mixer_case(s, batch, gen)
         out.append(dict(in_proj=linear_weights(n_in, D_MODEL, gen, True), mixer=mixer, fields=fields,
-                        out_proj=linear_weights(D_MODEL, s.d_ssm, gen, True)))
+                        out_proj=linear_weights(D_MODEL, s.d_ssm, gen, True), rotation=rotation))
     return out
 
 
@@ -65,7 +68,7 @@ def layer_launches(lay: dict, h: torch.Tensor, zx: torch.Tensor | None = None, r
     in_proj, zx = kernels.w8a8_linear_launcher(h, **lay["in_proj"], out=zx)
     mixer, (gate, _, _) = kernels.decode_mixer_launcher(**dict(lay["mixer"], zxbcdt=zx), **lay["fields"])
     out_proj, res = kernels.w8a8_linear_launcher(gate, **lay["out_proj"], residual=h, out=res,
-                                                  norm_group=SHAPE.d_ssm // SHAPE.ngroups)
+                                                  norm_group=SHAPE.d_ssm // SHAPE.ngroups, rotation=lay["rotation"])
     return in_proj, mixer, out_proj, res
 
 
@@ -100,16 +103,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--hadamard", action="store_true",
+                    help="out_proj with the Hadamard rotation after the gated norm (its rotation pass)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     gen = torch.Generator(device="cuda").manual_seed(0)
     bw = copy_bandwidth()
     pdl = os.environ.get("QMAMBA_PDL", "1") != "0"
     print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e9:.0f} GB/s; programmatic dependent launch "
-          f"{'on' if pdl else 'off (QMAMBA_PDL=0)'}; 2.7b widths, {args.layers} layers")
+          f"{'on' if pdl else 'off (QMAMBA_PDL=0)'}; 2.7b widths, {args.layers} layers"
+          f"{', Hadamard rotation before out_proj' if args.hadamard else ''}")
     rows = []
     for batch in args.batch:
-        layers = model(args.layers, batch, gen)
+        layers = model(args.layers, batch, gen, args.hadamard)
         lm_head = linear_weights(VOCAB, D_MODEL, gen, True)
         ins, mixes, outs, head = step_launches(layers, lm_head, batch)
 
@@ -130,7 +136,7 @@ def main() -> int:
         bound_ms = total / bw * 1e3
         row = {"batch": batch, "step_ms": ms["step"], "bound_ms": bound_ms, "of_bound": bound_ms / ms["step"],
                "per_layer_us": {k: ms[k] * 1e3 for k in ("in_proj", "mixer", "out_proj")},
-               "step_mb": total / 1e6, "pdl": pdl,
+               "step_mb": total / 1e6, "pdl": pdl, "hadamard": args.hadamard,
                "pairs_us": {k: ms[k] * 2e3 for k in ("in+mix", "mix+out", "out+in")}}
         rows.append(row)
         lay = layers[0]
