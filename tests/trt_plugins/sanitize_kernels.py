@@ -90,7 +90,8 @@ def main() -> int:
             rot = [torch.linalg.qr(torch.randn(f, f, dtype=torch.float64))[0].float().cuda() for f in orders]
             want = w8a8_linear_ref(**a, norm_group=group, rotation=rot)
             got = decode_kernels.w8a8_linear(**a, norm_group=group, rotation=rot)
-            ok = bool(((got - want).abs() <= 4 * one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all())
+            ok = bool(((got - want).abs() <= 64 * one_tie_error(a["out_scale"], w) + 1e-6 * want.abs()).all()) \
+                and (got != want).float().mean().item() <= 0.05
             print(f"linear K={k} N={n} rows={rows} rotation {orders}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     torch.cuda.synchronize()

@@ -360,7 +360,9 @@ def test_linear_with_rotation_matches_reference(name):
     torch.cuda.synchronize()
     assert torch.isfinite(got).all()
     v = activation_ref(args["x"], args.get("norm_weight"), 1e-5, group or 0, rot).double() / args["input_scale"].double()
-    near_ties = ((v - v.floor() - 0.5).abs() <= 1e-5 * v.abs().clamp(min=1)).sum(-1, keepdim=True)
+    # two fp32 sums of f1 (then f0) terms in different orders: a few ulp of the row's largest terms apart
+    window = 2e-5 * v.abs().amax(-1, keepdim=True) + 1e-6
+    near_ties = ((v - v.floor() - 0.5).abs() <= window).sum(-1, keepdim=True)
     bound = (near_ties + 1) * one_tie_error(args["out_scale"], w)
     assert ((got - want).abs() <= bound + 1e-6 * want.abs()).all(), name
     assert (got != want).float().mean().item() <= 0.05, name
