@@ -29,6 +29,20 @@ def _block_sum(parts: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def _f32(v: torch.Tensor) -> torch.Tensor:
+    """One IEEE float32 rounding of a float64 result (exact for +, -, *, / and sqrt of float32 operands)."""
+    return v.float()
+
+
+def _inv_rms(total: torch.Tensor, count: int, eps: float) -> torch.Tensor:
+    """inv_rms_of: 1 / sqrt(total / count + eps), each operation rounded to float32 once (torch's own float32
+    sqrt on the CPU is not always correctly rounded; the GPU's __fsqrt_rn is)."""
+    eps32 = torch.tensor(eps, dtype=torch.float32).double()
+    mean = _f32(total.double() / float(count))
+    root = _f32(torch.sqrt(_f32(mean.double() + eps32).double()))
+    return _f32(1.0 / root.double())
+
+
 def rotation_pass_order(x: torch.Tensor, norm_weight, eps: float, norm_group: int, rotation) -> torch.Tensor:
     """The rows the rotation pass writes: RMSNorm (if ``norm_weight``) over groups of ``norm_group`` channels
     (0: the whole row), then ``F_0 (x) F_1`` (or one factor), in the kernel's order. CPU float32."""
@@ -46,7 +60,7 @@ def rotation_pass_order(x: torch.Tensor, norm_weight, eps: float, norm_group: in
                 chunk = seg[..., start:start + THREADS]
                 parts[..., :chunk.shape[-1]] = parts[..., :chunk.shape[-1]] + chunk * chunk
             s = _block_sum(parts)
-            inv[..., g] = 1.0 / torch.sqrt(s / float(group) + torch.tensor(eps, dtype=torch.float32))
+            inv[..., g] = _inv_rms(s, group, eps)
         v = (x * inv.repeat_interleave(group, dim=-1)) * nw
     factors = [f.detach().float().cpu() for f in rotation]
     first, last = (factors if len(factors) == 2 else [None, factors[0]])

@@ -19,32 +19,7 @@ extern Dim3 blockIdx, threadIdx, blockDim, gridDim;
 using std::min; using std::max;
 struct uint2 { unsigned x, y; };
 struct uint4 { unsigned x, y, z, w; };
-template <class T> inline T __ldg(const T* p) { return *p; }
-inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-inline int __float_as_int(float f) { int u; memcpy(&u, &f, 4); return u; }
-inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-inline uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {
-  uint64_t v = (uint64_t(y) << 32) | x; uint32_t r = 0;
-  for (int n = 0; n < 4; ++n) { unsigned sel = (s >> (4 * n)) & 7; r |= uint32_t((v >> (8 * sel)) & 0xff) << (8 * n); }
-  return r;
-}
-inline int __dp4a(int a, int b, int c) {
-  for (int n = 0; n < 4; ++n) c += int(int8_t(a >> (8 * n))) * int(int8_t(b >> (8 * n)));
-  return c;
-}
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline int __float2int_rn(float f) {  // cvt.rni.s32.f32: NaN -> 0, saturating
-  if (std::isnan(f)) return 0;
-  float r = std::nearbyint(f);
-  if (r >= 2147483648.0f) return INT_MAX;
-  if (r < -2147483648.0f) return INT_MIN;
-  return int(r);
-}
+#include "intrinsics.h"
 // Emulated error models (conv_harness.cpp): MUFU.EX2 / MUFU.RCP with flushed denormals, and the
 // accurate expf at CUDA's documented 2 ulp.
 float emu_ex2(float x);

@@ -1,0 +1,6 @@
+// Host stand-in for launch.cuh: programmatic dependent launch does nothing on the CPU.
+#pragma once
+namespace qmamba {
+inline void pdl_wait() {}
+inline void pdl_launch_dependents() {}
+}  // namespace qmamba

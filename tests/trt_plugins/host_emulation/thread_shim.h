@@ -1,0 +1,71 @@
+// CUDA device keywords and intrinsics for host emulation of kernels whose threads talk to each other
+// (barriers, warp shuffles): each CUDA thread of a block is a host thread (std::thread), __syncthreads a
+// std::barrier of the block, __shfl_xor_sync an exchange through memory between two barriers of the warp.
+// Blocks run one after another; __shared__ arrays are function statics (one block at a time uses them).
+#pragma once
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+#define __shared__ static
+#define __restrict__
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+using std::min; using std::max;
+struct float4 { float x, y, z, w; };
+struct int4 { int x, y, z, w; };
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+#include "intrinsics.h"
+
+namespace emu {
+inline std::unique_ptr<std::barrier<>> block_barrier;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+inline std::vector<float> shuffle;
+inline std::vector<float> dynamic_shared;
+}  // namespace emu
+
+inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+inline float __shfl_xor_sync(unsigned, float v, int offset) {
+  const unsigned t = threadIdx.x;
+  auto& bar = *emu::warp_barriers[t / 32];
+  emu::shuffle[t] = v;
+  bar.arrive_and_wait();
+  const float r = emu::shuffle[(t & ~31u) | ((t & 31u) ^ unsigned(offset))];
+  bar.arrive_and_wait();
+  return r;
+}
+
+// kernel(args) over grid x block threads, a block at a time, each thread a host thread.
+template <class Kern, class A>
+inline void emulate_threads(Kern kernel, dim3 grid, unsigned threads, size_t smem_bytes, const A& a) {
+  gridDim = grid;
+  blockDim = dim3(threads);
+  emu::dynamic_shared.assign(smem_bytes / sizeof(float) + 1, std::nanf(""));
+  emu::shuffle.assign(threads, 0.0f);
+  emu::warp_barriers.clear();
+  for (unsigned w = 0; w < (threads + 31) / 32; ++w) emu::warp_barriers.emplace_back(new std::barrier<>(32));
+  for (unsigned by = 0; by < grid.y; ++by)
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      emu::block_barrier.reset(new std::barrier<>(threads));
+      std::vector<std::thread> pool;
+      for (unsigned t = 0; t < threads; ++t)
+        pool.emplace_back([=] { threadIdx = dim3(t); blockIdx = dim3(bx, by); kernel(a); });
+      for (auto& th : pool) th.join();
+    }
+}
