@@ -2,24 +2,12 @@
 // thread after another). MUFU approximations are modelled at their documented error bounds.
 #pragma once
 #include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <cfloat>
-#include <climits>
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
-#define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#include "intrinsics.h"
 struct Dim3 { unsigned x = 0, y = 0, z = 0; };
 extern Dim3 blockIdx, threadIdx, blockDim, gridDim;
 using std::min; using std::max;
 struct uint2 { unsigned x, y; };
 struct uint4 { unsigned x, y, z, w; };
-#include "intrinsics.h"
 // Emulated error models (conv_harness.cpp): MUFU.EX2 / MUFU.RCP with flushed denormals, and the
 // accurate expf at CUDA's documented 2 ulp.
 float emu_ex2(float x);

@@ -1,11 +1,18 @@
-// CUDA arithmetic intrinsics for host emulation (device_shim.h, thread_shim.h): IEEE float operations
-// rounded to nearest as the _rn intrinsics are, integer helpers bit for bit.
+// CUDA device keywords and arithmetic intrinsics for host emulation (device_shim.h, thread_shim.h): IEEE
+// float operations rounded to nearest as the _rn intrinsics are, integer helpers bit for bit.
 #pragma once
 #include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
 template <class T> inline T __ldg(const T* p) { return *p; }
 inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 inline int __float_as_int(float f) { int u; memcpy(&u, &f, 4); return u; }

@@ -5,20 +5,10 @@
 #pragma once
 #include <algorithm>
 #include <barrier>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
-#define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#include "intrinsics.h"
 #define __shared__ static
 #define __restrict__
 struct dim3 {
@@ -31,7 +21,6 @@ using std::min; using std::max;
 struct float4 { float x, y, z, w; };
 struct int4 { int x, y, z, w; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
-#include "intrinsics.h"
 
 namespace emu {
 inline std::unique_ptr<std::barrier<>> block_barrier;
