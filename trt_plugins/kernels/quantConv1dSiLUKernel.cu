@@ -213,18 +213,22 @@ __device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC
       if (u < n) ring[u] = load_row<VEC>(in + u * in_stride);
     }
     const int8_t* next = in + kAhead * in_stride;
+    // One step on ring slot u (a constant once the loops below are unrolled): the row in, one output row out.
+    auto step = [&](int u) {
+      next += in_stride;
+      slide_in<VEC>(win, ring[u]);
+      uint32_t bits[VEC];
+      conv_step<VEC, kClampLow>(ch, win, bits);
+      store_bits<VEC>(out, bits);
+      out += out_width;
+    };
     int i = 0;
     // Steady state: every row kAhead steps on exists.
     for (; i + kRing + kAhead <= n; i += kRing) {
 #pragma unroll
       for (int u = 0; u < kRing; ++u) {
         ring[(u + kAhead) % kRing] = load_row<VEC>(next);
-        next += in_stride;
-        slide_in<VEC>(win, ring[u]);
-        uint32_t bits[VEC];
-        conv_step<VEC, kClampLow>(ch, win, bits);
-        store_bits<VEC>(out, bits);
-        out += out_width;
+        step(u);
       }
     }
     // The last (up to kRing + kAhead - 1) steps.
@@ -233,12 +237,7 @@ __device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC
       for (int u = 0; u < kRing; ++u) {
         if (i + u < n) {
           if (i + u + kAhead < n) ring[(u + kAhead) % kRing] = load_row<VEC>(next);
-          next += in_stride;
-          slide_in<VEC>(win, ring[u]);
-          uint32_t bits[VEC];
-          conv_step<VEC, kClampLow>(ch, win, bits);
-          store_bits<VEC>(out, bits);
-          out += out_width;
+          step(u);
         }
       }
     }
