@@ -287,5 +287,6 @@ def run(args) -> int:
                          prefill_logits=args.prefill_logits, progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
-          f"its mixers: {meta['decode_mixers']}")
+          f"its mixers: {meta['decode_mixers']}"
+          + (f"; its Hadamard rotation: {meta['decode_rotation']}" if "decode_rotation" in meta else ""))
     return 0
