@@ -296,9 +296,12 @@ def main() -> int:
             for bt in ((16,) if args.quick else (1, 8, 16, 64)):
                 rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                 print(_fmt(rows[-1]), flush=True)
-    for cs in (() if args.decode_only or args.only == "conv" else (32, 64, 128, 256)):  # chunk length of the SSD prefill, at the heaviest shape
-        rows.append(bench("ssd", layers["8b"], 8, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": "8b"})
-        print(_fmt(rows[-1]), flush=True)
+    # The SSD prefill's chunk length at the heaviest shape and at batch 1, where fewer chunks mean fewer blocks.
+    chunk_shapes = () if args.decode_only or args.only == "conv" else (("8b", 8), ("2.7b", 1))
+    for name, bt in chunk_shapes:
+        for cs in (32, 64, 128, 256):
+            rows.append(bench("ssd", layers[name], bt, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": name})
+            print(_fmt(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(dict(copy_bw=copy_bw, rows=rows), indent=1))
     return 0
