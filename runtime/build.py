@@ -27,6 +27,7 @@ from .decode_fusion import (DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, LINEAR_
                             decode_linear_plugin, fuse_decode_linears, fuse_decode_mixers)
 from .last_logits import last_position_logits
 from .onnx_validate import validate_onnx_model
+from .scale_after_split import scale_after_split
 from .trt8_graph import bits_as_float_outputs, explicit_zero_points, float_fake_quant, qdq_plugin_edges
 
 
@@ -127,8 +128,10 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
     (fuse_decode_linears up to the RMSNorm's order of summation).
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
-    ``linear_plugin``: fuse_decode_linears (where the rotation went: ``notes["decode_rotation"]``). All versions: float_fake_quant (seen wrong on 8.6; kept for
-    10+, where it could not be checked), explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
+    ``linear_plugin``: fuse_decode_linears (where the rotation went: ``notes["decode_rotation"]``). All versions:
+    scale_after_split (in_proj's output scale after its Split, so that TensorRT can fuse it into each piece's
+    quantization), float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
+    explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
     bits_as_float_outputs (its explicit-quantization rules, docs/tensorrt.md)."""
     if mixer_plugin:
         model, what = fuse_decode_mixers(model)
@@ -136,7 +139,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
             notes["decode_mixers"] = what
     if linear_plugin:
         model = fuse_decode_linears(model, notes)
-    model = explicit_zero_points(float_fake_quant(model))
+    model = explicit_zero_points(float_fake_quant(scale_after_split(model)))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
     return model

@@ -65,11 +65,13 @@ def test_tensorrt8_graph_meets_its_qdq_rules(exported, kind):
     assert all(len(n.input) == 3 for n in g.node if n.op_type == "DequantizeLinear")  # explicit zero points
 
 
-def test_tensorrt10_graph_only_spells_out_zero_points_and_float_fake_quant(exported):
+def test_tensorrt10_graph_only_scales_after_split_and_spells_out_zero_points_and_float_fake_quant(exported):
+    from qmamba.runtime.scale_after_split import scale_after_split
+
     before = exported["prefill"]
     after = trt_graph(onnx.ModelProto.FromString(before.SerializeToString()), 10)
     ops = lambda m: [n.op_type for n in m.graph.node]  # noqa: E731
-    assert ops(after) == ops(float_fake_quant(onnx.ModelProto.FromString(before.SerializeToString())))
+    assert ops(after) == ops(float_fake_quant(scale_after_split(onnx.ModelProto.FromString(before.SerializeToString()))))
 
 
 def test_float_fake_quant_takes_only_pairs_that_end_in_float_ops(exported):
@@ -101,6 +103,37 @@ def test_tensorrt10_graph_computes_what_the_export_does(exported, tmp_path):
     got = ort_session(tmp_path / "after.onnx").run(None, feed)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_prefill_graph_scales_in_proj_after_its_split(exported, tmp_path):
+    """scale_after_split: no Mul between in_proj's MatMul and its Split any more, a Mul by a slice of the scale
+    on each piece (z, x, B, C, dt); ONNX Runtime gives the exported prefill graph's logits and states bit for
+    bit; TensorRT-RTX (where installed) parses and builds the rewritten graph."""
+    from qmamba.runtime.scale_after_split import scale_after_split
+
+    before = exported["prefill"]
+    after = scale_after_split(onnx.ModelProto.FromString(before.SerializeToString()))
+    made = _producers(after.graph)
+    splits = [n for n in after.graph.node if n.op_type == "Split"]
+    n_layer = sum(n.op_type == "QuantSSD" for n in before.graph.node)
+    assert len(splits) == n_layer and all(made[n.input[0]].op_type == "MatMul" for n in splits)
+    users = _consumers(after.graph)
+    assert all(len(n.output) == 5 and all(u.op_type == "Mul" for o in n.output for u in users[o]) for n in splits)
+    onnx.save(before, tmp_path / "before.onnx")
+    onnx.save(after, tmp_path / "after.onnx")
+    feed = {"input_ids": np.random.default_rng(3).integers(0, 256, (2, 37)).astype(np.int64)}
+    want = ort_session(tmp_path / "before.onnx").run(None, feed)
+    got = ort_session(tmp_path / "after.onnx").run(None, feed)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    try:
+        from qmamba.runtime.trt_rtx import load_trt_rtx, parse_and_build
+        load_trt_rtx()
+    except ImportError:
+        return
+    rewritten = trt_graph(onnx.ModelProto.FromString(before.SerializeToString()), 10)
+    onnx.save(rewritten, tmp_path / "trt10.onnx")
+    assert parse_and_build(str(tmp_path / "trt10.onnx")).plan_bytes > 0
 
 
 def test_float_fake_quant_is_exact_at_ties_and_saturation(tmp_path):
