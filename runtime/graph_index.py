@@ -17,10 +17,17 @@ def consumer_map(nodes) -> dict[str, list]:
 
 def replace_nodes(g, dropped: set, replace: dict, new_inits: dict) -> None:
     """The graph with the nodes whose id() is in ``dropped`` removed, except those in ``replace``, which
-    give way to their fused node; ``new_inits`` moved into it (the dict is emptied); initializers and
-    value_info nothing uses dropped. Initializers are removed in place before the new ones go in, so a
-    graph of several GB holds its old and new weights at once only for the tensors being replaced."""
-    kept = [replace.get(id(n), n) for n in g.node if id(n) not in dropped or id(n) in replace]
+    give way to their fused node (or list of nodes, in that order); ``new_inits`` moved into it (the dict is
+    emptied); initializers and value_info nothing uses dropped. Initializers are removed in place before the
+    new ones go in, so a graph of several GB holds its old and new weights at once only for the tensors being
+    replaced."""
+    kept = []
+    for n in g.node:
+        if id(n) in replace:
+            r = replace[id(n)]
+            kept.extend(r if isinstance(r, list) else [r])
+        elif id(n) not in dropped:
+            kept.append(n)
     del g.node[:]
     g.node.extend(kept)
     used = {i for n in g.node for i in n.input}

@@ -10,7 +10,7 @@ the two pointwise steps. Exact: each element gets the same product.
 """
 from __future__ import annotations
 
-from .graph_index import GraphIndex
+from .graph_index import GraphIndex, replace_nodes
 
 
 def scale_after_split(model):
@@ -33,7 +33,7 @@ def scale_after_split(model):
             return (a * b).astype(np.float32)
         return None
 
-    replace, new_inits = {}, []
+    dropped, replace, new_inits = set(), {}, {}
     for split in [n for n in g.node if n.op_type == "Split"]:
         axis = next((a.i for a in split.attribute if a.name == "axis"), 0)
         mul = ix.made_by(split.input[0], "Mul")
@@ -52,24 +52,16 @@ def scale_after_split(model):
         for i, (size, out) in enumerate(zip(sizes.tolist(), split.output)):
             part = f"{out}.unscaled"
             name = f"{scale_name}.slice{i}"
-            new_inits.append(numpy_helper.from_array(np.ascontiguousarray(scale[start:start + size]), name))
+            new_inits[name] = numpy_helper.from_array(np.ascontiguousarray(scale[start:start + size]), name)
             muls.append(helper.make_node("Mul", [part, name], [out], name=f"{out}/scale"))
             pieces.append(part)
             start += size
         new_split = helper.make_node("Split", [acc, split.input[1]], pieces, name=split.name, axis=-1)
         replace[id(split)] = [new_split, *muls]
-        replace[id(mul)] = []
+        dropped.add(id(mul))
         scale_of = ix.made_by(scale_name, "Mul")
         if scale_of is not None and len(ix.consumers.get(scale_name, [])) == 1:
-            replace[id(scale_of)] = []  # folded into the slices
-    if not replace:
-        return model
-    nodes = [m for n in g.node for m in replace.get(id(n), [n])]
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    for i in reversed(range(len(g.initializer))):
-        if g.initializer[i].name not in used:
-            del g.initializer[i]
-    g.initializer.extend(new_inits)
+            dropped.add(id(scale_of))  # folded into the slices
+    if replace:
+        replace_nodes(g, dropped, replace, new_inits)
     return model
