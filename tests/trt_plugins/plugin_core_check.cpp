@@ -3,6 +3,7 @@
 // and exits non-zero at the first failure, printing what differed.
 #include "bitsAsFloatCore.h"
 #include "decodeMixerCore.h"
+#include "gatedNormCore.h"
 #include "qmambaFields.h"
 #include "qmambaSerialize.h"
 #include "qmambaShapes.h"
@@ -101,6 +102,17 @@ Fields mixerFields()
     return x;
 }
 
+// What the last qmamba_gated_norm call was given (the recording double below).
+struct GatedNormCall
+{
+    int calls{0};
+    qmamba_gated_norm_params params{};
+    qmamba_gated_norm_tensors tensors{};
+    int64_t rows{0};
+    int status{QMAMBA_OK};
+};
+GatedNormCall gatedNormCall;
+
 Shape shape(std::vector<int64_t> d)
 {
     Shape s{};
@@ -113,6 +125,23 @@ Shape shape(std::vector<int64_t> d)
 }
 
 } // namespace
+
+// A recording double of the kernel's launcher: this program links no kernels, and what GatedNormCore's
+// enqueue hands the C ABI (params, pointers, rows) is what is checked here; the kernel has tests of its own.
+extern "C" int qmamba_gated_norm(const qmamba_gated_norm_params* params, const qmamba_gated_norm_tensors* t,
+    int64_t rows, qmamba_stream_t /*stream*/)
+{
+    ++gatedNormCall.calls;
+    gatedNormCall.params = *params;
+    gatedNormCall.tensors = *t;
+    gatedNormCall.rows = rows;
+    return gatedNormCall.status;
+}
+
+extern "C" const char* qmamba_last_error(void)
+{
+    return "qmamba_gated_norm: the double's error";
+}
 
 int main()
 {
@@ -482,6 +511,149 @@ int main()
     format1[4] = 1; // the format before QmambaW8A8Linear's norm_group (and its rotation)
     throwsWith("mixer: format 1 refused", [&] { readSerialized<MixPod>("QmambaDecodeMixer", format1.data(), format1.size()); },
         "engine was built with another version of the qmamba plugin library (serialization format 1");
+    // ---- QmambaGatedNorm (prefill graphs' gated norms and rotations) -----------------------------------
+    FieldSpec const* GS = GatedNormCore::kFIELDS;
+    size_t const GN = GatedNormCore::kNB_FIELDS;
+    auto norm = [&](Fields const& x) { return GatedNormCore(parseFields("QmambaGatedNorm", GS, GN, x.raw)); };
+    // K 384 = 12 x 32 (a dense F_0 of order 12, Sylvester 32), two norm groups.
+    auto rotatedFields = [] {
+        Fields x;
+        x.in("channels", 384).in("group_size", 192).flt("eps", 1e-6f).flt("z_scale", 0.05f);
+        x.in("rotation_first", 12).in("rotation_last", 32);
+        return x;
+    };
+    GatedNormCore rotatedNorm = norm(rotatedFields());
+    check(rotatedNorm.fieldValues()
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0},
+        "norm: fields parsed in the table's order");
+    GatedNormCore plainNorm = norm(Fields().in("channels", 96).in("group_size", 96));
+    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0},
+        "norm: eps 1e-5, z_scale 0 (z as is), no rotation by default");
+    for (char const* missing : {"channels", "group_size"})
+    {
+        Fields x;
+        x.in(missing == std::string("channels") ? "group_size" : "channels", 96);
+        throwsWith((std::string("norm: missing ") + missing).c_str(), [&] { norm(x); },
+            std::string("QmambaGatedNorm: required field ") + missing + " is missing");
+    }
+    // Fields::i holds channels, group_size, rotation_first, rotation_last; Fields::f eps, z_scale.
+    for (BadInt const& b : std::vector<BadInt>{
+             {0, 0, "field channels must be 1..65536, got 0"},
+             {0, 65537 * 3, "field channels must be 1..65536, got 196611"},
+             {1, 0, "field group_size = 0 must divide channels = 384 (channels per norm group)"},
+             {1, 7, "field group_size = 7 must divide channels = 384"},
+             {2, 0, "field rotation_first must be 1..128 (1: no dense factor), got 0"},
+             {2, 129, "field rotation_first must be 1..128"},
+             {3, 96, "field rotation_last must be a power of two in 1..128 (1: no Sylvester factor), got 96"},
+             {3, 256, "field rotation_last must be a power of two in 1..128"},
+             {3, 0, "field rotation_last must be a power of two in 1..128"},
+             {3, 16, "fields rotation_first * rotation_last = 192 must equal channels = 384"},
+         })
+    {
+        Fields x = rotatedFields();
+        x.i[b.at] = b.value;
+        throwsWith((std::string("norm: ") + b.want).c_str(), [&] { norm(x); },
+            std::string("QmambaGatedNorm: ") + b.want);
+    }
+    for (BadFloat const& b : std::vector<BadFloat>{
+             {0, -1.f, "field eps must be finite and >= 0"},
+             {0, INFINITY, "field eps must be finite and >= 0"},
+             {1, -0.05f, "field z_scale must be finite and >= 0 (0: z is not quantized)"},
+             {1, INFINITY, "field z_scale must be finite and >= 0"},
+             {1, NAN, "field z_scale is NaN"},
+         })
+    {
+        Fields x = rotatedFields();
+        x.f[b.at] = b.value;
+        throwsWith((std::string("norm: ") + b.want).c_str(), [&] { norm(x); }, b.want);
+    }
+    // One factor: a Sylvester one (f0 = 1) or a dense one (f1 = 1) of the whole row.
+    norm(Fields().in("channels", 128).in("group_size", 128).in("rotation_last", 128));
+    norm(Fields().in("channels", 96).in("group_size", 48).in("rotation_first", 96));
+    check(true, "norm: a rotation of one factor, Sylvester or dense");
+    throwsWith("norm: one factor must be the whole row", [&] {
+        norm(Fields().in("channels", 256).in("group_size", 256).in("rotation_last", 128));
+    }, "fields rotation_first * rotation_last = 128 must equal channels = 256");
+    bool normTypes = rotatedNorm.outputType(GatedNormCore::kOUT_OUT) == DType::kFloat;
+    for (int32_t i = 0; i < GatedNormCore::kMAX_INPUTS; ++i)
+    {
+        normTypes = normTypes && rotatedNorm.inputType(i) == DType::kFloat;
+    }
+    check(normTypes, "norm: every tensor float32 (no int8: TensorRT 8.6's Q/DQ rules do not apply)");
+    OutputRule const nr = rotatedNorm.outputRule(GatedNormCore::kOUT_OUT);
+    check(nr.nbDims == 3 && !nr.d[0].constant && nr.d[0].input == GatedNormCore::kIN_Y && nr.d[0].dim == 0
+            && !nr.d[1].constant && nr.d[1].input == GatedNormCore::kIN_Y && nr.d[1].dim == 1 && nr.d[1].factor == 1
+            && nr.d[2].constant && nr.d[2].value == 384,
+        "norm: out is [batch, seq, channels]");
+    throwsWith("norm: no output 1", [&] { rotatedNorm.outputRule(1); }, "no output 1");
+    std::vector<Shape> const nin = {shape({2, 5, 384}), shape({2, 5, 384}), shape({384}), shape({12, 12})};
+    rotatedNorm.checkInputs(nin);
+    rotatedNorm.checkInputs({shape({-1, -1, 384}), shape({-1, -1, 384}), shape({384}), shape({12, 12})});
+    plainNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96})});
+    check(true, "norm: good shapes, unknown batch and seq at build time, no F_0 without a dense factor");
+    for (BadShape const& b : std::vector<BadShape>{
+             {GatedNormCore::kIN_Y, shape({2, 5, 383}), "input y must have shape [?, ?, 384], got [2, 5, 383]"},
+             {GatedNormCore::kIN_Y, shape({10, 384}), "input y must have shape [?, ?, 384], got [10, 384]"},
+             {GatedNormCore::kIN_Z, shape({2, 4, 384}), "input z must have shape [2, 5, 384], got [2, 4, 384]"},
+             {GatedNormCore::kIN_Z, shape({2, 5, 192}), "input z must have shape [2, 5, 384], got [2, 5, 192]"},
+             {GatedNormCore::kIN_WEIGHT, shape({1, 384}), "input weight must have shape [384], got [1, 384]"},
+             {GatedNormCore::kIN_ROTATION_FIRST, shape({12, 32}),
+                 "input rotation_first must have shape [12, 12], got [12, 32]"},
+         })
+    {
+        std::vector<Shape> bad = nin;
+        bad[b.pos] = b.got;
+        throwsWith((std::string("norm: bad shape of input ") + std::to_string(b.pos)).c_str(),
+            [&] { rotatedNorm.checkInputs(bad); }, std::string("QmambaGatedNorm: ") + b.want);
+    }
+    throwsWith("norm: F_0 missing", [&] { rotatedNorm.checkInputs({nin.begin(), nin.end() - 1}); },
+        "QmambaGatedNorm: takes 4 inputs with rotation_first = 12 (y, z, weight, rotation_first), got 3");
+    throwsWith("norm: F_0 without a dense factor", [&] {
+        plainNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96}), shape({96, 96})});
+    }, "QmambaGatedNorm: takes 3 inputs with rotation_first = 1 (y, z, weight), got 4");
+    check(rotatedNorm.workspaceSize(nin) == 0, "norm: no workspace");
+    check(roundTrip(rotatedNorm).fieldValues() == rotatedNorm.fieldValues()
+            && roundTrip(plainNorm).fieldValues() == plainNorm.fieldValues(),
+        "norm: round trip");
+    {
+        using NormPod = GatedNormCore::Serial;
+        GatedNormCore::Serial broken = rotatedNorm.serial();
+        broken.params.rotation_last = 48;
+        std::vector<char> nbuf(serializedSize<NormPod>());
+        writeSerialized(broken, nbuf.data());
+        throwsWith("norm: serialized values are checked again", [&] {
+            GatedNormCore(readSerialized<NormPod>("QmambaGatedNorm", nbuf.data(), nbuf.size()));
+        }, "field rotation_last must be a power of two");
+    }
+    // enqueue hands the C ABI the fields, the tensors' pointers and batch x seq rows, and its refusal through.
+    std::vector<float> yBuf(1), zBuf(1), wBuf(1), fBuf(1), outBuf(1);
+    void const* normInputs[] = {yBuf.data(), zBuf.data(), wBuf.data(), fBuf.data()};
+    void* normOutputs[] = {outBuf.data()};
+    rotatedNorm.enqueue(nin, normInputs, normOutputs, nullptr, 0, nullptr);
+    qmamba_gated_norm_params const& gp = gatedNormCall.params;
+    qmamba_gated_norm_tensors const& gt = gatedNormCall.tensors;
+    check(gatedNormCall.calls == 1 && gatedNormCall.rows == 10 && gp.channels == 384 && gp.group_size == 192
+            && gp.eps == 1e-6f && gp.z_scale == 0.05f && gp.rotation_first == 12 && gp.rotation_last == 32,
+        "norm: enqueue passes the fields and batch x seq = 10 rows");
+    check(gt.y == yBuf.data() && gt.z == zBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
+            && gt.out == outBuf.data(),
+        "norm: enqueue passes y, z, weight, F_0 and out in their places");
+    std::vector<Shape> const plainIn = {shape({3, 7, 96}), shape({3, 7, 96}), shape({96})};
+    plainNorm.enqueue(plainIn, normInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 2 && gatedNormCall.rows == 21 && gatedNormCall.tensors.rotation_first == nullptr
+            && gatedNormCall.params.rotation_first == 1 && gatedNormCall.params.rotation_last == 1,
+        "norm: no F_0 pointer without a dense factor");
+    throwsWith("norm: enqueue checks the shapes first", [&] {
+        std::vector<Shape> bad = nin;
+        bad[GatedNormCore::kIN_Z] = shape({2, 6, 384});
+        rotatedNorm.enqueue(bad, normInputs, normOutputs, nullptr, 0, nullptr);
+    }, "QmambaGatedNorm: input z must have shape [2, 5, 384], got [2, 6, 384]");
+    check(gatedNormCall.calls == 2, "norm: shapes refused before the kernel is called");
+    gatedNormCall.status = QMAMBA_ERR_BAD_SIZE;
+    throwsWith("norm: a refusal of the kernel is reported", [&] {
+        rotatedNorm.enqueue(nin, normInputs, normOutputs, nullptr, 0, nullptr);
+    }, "QmambaGatedNorm: kernel failed: qmamba_gated_norm: the double's error");
+    gatedNormCall.status = QMAMBA_OK;
     std::printf("all checks passed\n");
     return 0;
 }

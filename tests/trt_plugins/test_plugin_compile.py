@@ -30,7 +30,8 @@ CUDA_INCLUDE = _cuda_include()
 PLUGIN_SOURCES = ["common/qmambaFields.cpp", "common/qmambaShapes.cpp", "common/qmambaTrtUtils.cpp",
                   "common/qmambaPluginLibrary.cpp", "quantConv1dSiLUPlugin/quantConv1dSiLUCore.cpp",
                   "quantSSDPlugin/quantSSDCore.cpp", "bitsAsFloatPlugin/bitsAsFloatCore.cpp",
-                  "w8a8LinearPlugin/w8a8LinearCore.cpp", "decodeMixerPlugin/decodeMixerCore.cpp"]
+                  "w8a8LinearPlugin/w8a8LinearCore.cpp", "decodeMixerPlugin/decodeMixerCore.cpp",
+                  "gatedNormPlugin/gatedNormCore.cpp"]
 RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineProfile.cpp", "engineBuilder.cpp", "session.cpp",
                   "sessionBench.cpp", "sessionProfile.cpp", "runnerApi.cpp", "qmamba_trt.cpp"]
 
@@ -65,7 +66,8 @@ def test_plugins_compile(plugin_api):
     tp = ROOT / "trt_plugins"
     _syntax_check([tp / s for s in PLUGIN_SOURCES], inc,
                   [tp / "common", tp / "include", tp / "quantConv1dSiLUPlugin",
-                   tp / "quantSSDPlugin", tp / "bitsAsFloatPlugin", tp / "w8a8LinearPlugin", tp / "decodeMixerPlugin"])
+                   tp / "quantSSDPlugin", tp / "bitsAsFloatPlugin", tp / "w8a8LinearPlugin", tp / "decodeMixerPlugin",
+                   tp / "gatedNormPlugin"])
 
 
 @pytest.mark.slow

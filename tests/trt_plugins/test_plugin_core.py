@@ -1,6 +1,7 @@
 """The plugin cores (fields, value checks, shape rules, V2 serialization) without TensorRT or a GPU:
 compiles tests/trt_plugins/plugin_core_check.cpp with the cores and runs it. The kernels are not
-called, so their symbols are left unresolved in this test program. Skips without g++."""
+called, so their symbols are left unresolved in this test program (QmambaGatedNorm's launcher is a
+recording double there, which checks what its core's enqueue hands the C ABI). Skips without g++."""
 from __future__ import annotations
 
 import shutil
@@ -19,9 +20,10 @@ def test_plugin_cores(tmp_path):
     sources = [Path(__file__).with_name("plugin_core_check.cpp"), TP / "common" / "qmambaFields.cpp",
                TP / "common" / "qmambaShapes.cpp", TP / "quantConv1dSiLUPlugin" / "quantConv1dSiLUCore.cpp",
                TP / "quantSSDPlugin" / "quantSSDCore.cpp", TP / "bitsAsFloatPlugin" / "bitsAsFloatCore.cpp",
-               TP / "w8a8LinearPlugin" / "w8a8LinearCore.cpp", TP / "decodeMixerPlugin" / "decodeMixerCore.cpp"]
+               TP / "w8a8LinearPlugin" / "w8a8LinearCore.cpp", TP / "decodeMixerPlugin" / "decodeMixerCore.cpp",
+               TP / "gatedNormPlugin" / "gatedNormCore.cpp"]
     includes = [TP / "common", TP / "include", TP / "quantConv1dSiLUPlugin", TP / "quantSSDPlugin",
-                TP / "bitsAsFloatPlugin", TP / "w8a8LinearPlugin", TP / "decodeMixerPlugin"]
+                TP / "bitsAsFloatPlugin", TP / "w8a8LinearPlugin", TP / "decodeMixerPlugin", TP / "gatedNormPlugin"]
     cmd = ["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", *[f"-I{i}" for i in includes],
            *map(str, sources), "-no-pie", "-Wl,--unresolved-symbols=ignore-all", "-o", str(exe)]
     r = subprocess.run(cmd, capture_output=True, text=True)

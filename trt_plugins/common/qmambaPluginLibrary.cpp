@@ -5,6 +5,7 @@
 
 #include "bitsAsFloatPlugin.h"
 #include "decodeMixerPlugin.h"
+#include "gatedNormPlugin.h"
 #include "qmambaSerialize.h"
 #include "qmambaTrtUtils.h"
 #include "quantConv1dSiLUPlugin.h"
@@ -25,13 +26,16 @@
 using qmamba::QuantConv1dSiLUPluginCreator;
 using qmamba::QuantSSDPluginCreator;
 using qmamba::DecodeMixerPluginCreator;
+using qmamba::GatedNormPluginCreator;
 using qmamba::W8A8LinearPluginCreator;
 
 REGISTER_TENSORRT_PLUGIN(QuantConv1dSiLUPluginCreator);
 REGISTER_TENSORRT_PLUGIN(QuantSSDPluginCreator);
-// Not exported ops: `qmamba build` puts them into decode graphs (runtime/w8a8_linear.py, runtime/decode_mixer.py).
+// Not exported ops: `qmamba build` puts them into decode graphs (runtime/w8a8_linear.py, runtime/decode_mixer.py)
+// and prefill graphs (runtime/prefill_fusion.py).
 REGISTER_TENSORRT_PLUGIN(W8A8LinearPluginCreator);
 REGISTER_TENSORRT_PLUGIN(DecodeMixerPluginCreator);
+REGISTER_TENSORRT_PLUGIN(GatedNormPluginCreator);
 #if NV_TENSORRT_MAJOR < 10
 // TensorRT 8 only: QuantSSD's y leaves the V2 plugin as int32 words (pluginV2Adapter.h, carriedAsInt32).
 using qmamba::BitsAsFloatPluginCreator;
@@ -74,16 +78,18 @@ CreatorBase* const* libraryCreators(int32_t& nbCreators)
     static QuantSSDPluginCreator ssd;
     static W8A8LinearPluginCreator linear;
     static DecodeMixerPluginCreator mixer;
+    static GatedNormPluginCreator norm;
     dropStaticRegistration(conv);
     dropStaticRegistration(ssd);
     dropStaticRegistration(linear);
     dropStaticRegistration(mixer);
+    dropStaticRegistration(norm);
 #if NV_TENSORRT_MAJOR < 10
     static BitsAsFloatPluginCreator bits;
     dropStaticRegistration(bits);
-    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &bits};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &norm, &bits};
 #else
-    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &norm};
 #endif
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
@@ -151,6 +157,7 @@ extern "C" const char* qmamba_plugin_fields(void)
         describeFields<qmamba::QuantSSDCore>(os);
         describeFields<qmamba::W8A8LinearCore>(os);
         describeFields<qmamba::DecodeMixerCore>(os);
+        describeFields<qmamba::GatedNormCore>(os);
 #if NV_TENSORRT_MAJOR < 10
         describeFields<qmamba::BitsAsFloatCore>(os);
 #endif

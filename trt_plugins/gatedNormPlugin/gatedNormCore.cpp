@@ -1,0 +1,123 @@
+#include "gatedNormCore.h"
+
+#include "qmambaErrors.h"
+
+#include <cmath>
+#include <string>
+
+namespace qmamba
+{
+namespace
+{
+constexpr char const* kOP = GatedNormCore::kNAME;
+
+bool powerOfTwo(int32_t v)
+{
+    return v >= 1 && (v & (v - 1)) == 0;
+}
+} // namespace
+
+// The Parameters table of trt_plugins/gatedNormPlugin/README.md, in its order
+// (tests/trt_plugins/test_plugin_fields.py compares both with runtime/prefill_fusion.py's FIELDS).
+// clang-format off
+FieldSpec const GatedNormCore::kFIELDS[kNB_FIELDS] = {
+    {"channels", FieldKind::kInt, true, 0},
+    {"group_size", FieldKind::kInt, true, 0},
+    {"eps", FieldKind::kFloat, false, 1e-5},
+    {"z_scale", FieldKind::kFloat, false, 0.0},
+    {"rotation_first", FieldKind::kInt, false, 1},
+    {"rotation_last", FieldKind::kInt, false, 1},
+};
+// clang-format on
+
+GatedNormCore::GatedNormCore(FieldValues const& v)
+{
+    require(v.size() == kNB_FIELDS, kOP, "wrong number of field values");
+    qmamba_gated_norm_params& p = mSerial.params;
+    p.channels = static_cast<int32_t>(v[0]);
+    p.group_size = static_cast<int32_t>(v[1]);
+    p.eps = static_cast<float>(v[2]);
+    p.z_scale = static_cast<float>(v[3]);
+    p.rotation_first = static_cast<int32_t>(v[4]);
+    p.rotation_last = static_cast<int32_t>(v[5]);
+    validate();
+}
+
+GatedNormCore::GatedNormCore(Serial const& s)
+    : mSerial(s)
+{
+    validate();
+}
+
+FieldValues GatedNormCore::fieldValues() const
+{
+    qmamba_gated_norm_params const& p = mSerial.params;
+    return {static_cast<double>(p.channels), static_cast<double>(p.group_size), static_cast<double>(p.eps),
+        static_cast<double>(p.z_scale), static_cast<double>(p.rotation_first), static_cast<double>(p.rotation_last)};
+}
+
+void GatedNormCore::validate() const
+{
+    qmamba_gated_norm_params const& p = mSerial.params;
+    require(p.channels >= 1 && p.channels <= kMAX_CHANNELS, kOP,
+        "field channels must be 1.." + std::to_string(kMAX_CHANNELS) + ", got " + std::to_string(p.channels));
+    require(p.group_size >= 1 && p.channels % p.group_size == 0, kOP,
+        "field group_size = " + std::to_string(p.group_size) + " must divide channels = " + std::to_string(p.channels)
+            + " (channels per norm group)");
+    require(std::isfinite(p.eps) && p.eps >= 0.0f, kOP,
+        "field eps must be finite and >= 0, got " + std::to_string(p.eps));
+    require(std::isfinite(p.z_scale) && p.z_scale >= 0.0f, kOP,
+        "field z_scale must be finite and >= 0 (0: z is not quantized), got " + std::to_string(p.z_scale));
+    require(p.rotation_first >= 1 && p.rotation_first <= kMAX_FACTOR, kOP,
+        "field rotation_first must be 1.." + std::to_string(kMAX_FACTOR) + " (1: no dense factor), got "
+            + std::to_string(p.rotation_first));
+    require(powerOfTwo(p.rotation_last) && p.rotation_last <= kMAX_FACTOR, kOP,
+        "field rotation_last must be a power of two in 1.." + std::to_string(kMAX_FACTOR)
+            + " (1: no Sylvester factor), got " + std::to_string(p.rotation_last));
+    int32_t const product = p.rotation_first * p.rotation_last;
+    require(product == 1 || product == p.channels, kOP,
+        "fields rotation_first * rotation_last = " + std::to_string(product) + " must equal channels = "
+            + std::to_string(p.channels) + " (or both be 1: no rotation)");
+}
+
+OutputRule GatedNormCore::outputRule(int32_t index) const
+{
+    require(index == kOUT_OUT, kOP, "no output " + std::to_string(index));
+    return OutputRule{3, {inputDim(kIN_Y, 0), inputDim(kIN_Y, 1), constDim(mSerial.params.channels)}};
+}
+
+void GatedNormCore::checkInputs(std::vector<Shape> const& in) const
+{
+    qmamba_gated_norm_params const& p = mSerial.params;
+    int32_t const n = static_cast<int32_t>(in.size());
+    require(n == nbInputs(), kOP,
+        "takes " + std::to_string(nbInputs()) + " inputs with rotation_first = " + std::to_string(p.rotation_first)
+            + " (y, z, weight" + (p.rotation_first > 1 ? ", rotation_first" : "") + "), got " + std::to_string(n));
+    int64_t const K = p.channels;
+    Shape const& y = in[kIN_Y];
+    checkShape(kOP, "y", y, {-1, -1, K});
+    checkShape(kOP, "z", in[kIN_Z], {y.d[0], y.d[1], K});
+    checkShape(kOP, "weight", in[kIN_WEIGHT], {K});
+    if (p.rotation_first > 1)
+    {
+        checkShape(kOP, "rotation_first", in[kIN_ROTATION_FIRST], {p.rotation_first, p.rotation_first});
+    }
+}
+
+void GatedNormCore::enqueue(std::vector<Shape> const& in, void const* const* inputs, void* const* outputs,
+    void* /*workspace*/, size_t /*workspaceBytes*/, qmamba_stream_t stream) const
+{
+    checkInputs(in);
+    qmamba_gated_norm_tensors t{};
+    t.y = static_cast<float const*>(inputs[kIN_Y]);
+    t.z = static_cast<float const*>(inputs[kIN_Z]);
+    t.weight = static_cast<float const*>(inputs[kIN_WEIGHT]);
+    bool const dense = mSerial.params.rotation_first > 1;
+    t.rotation_first = dense ? static_cast<float const*>(inputs[kIN_ROTATION_FIRST]) : nullptr;
+    t.out = static_cast<float*>(outputs[kOUT_OUT]);
+    int64_t const rows = in[kIN_Y].d[0] * in[kIN_Y].d[1];
+    require(qmamba_gated_norm(&mSerial.params, &t, rows, stream) == QMAMBA_OK, kOP,
+        std::string("kernel failed: ") + qmamba_last_error());
+}
+
+} // namespace qmamba

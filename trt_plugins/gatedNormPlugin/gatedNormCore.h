@@ -1,0 +1,72 @@
+// QmambaGatedNorm, independent of the plugin API: a prefill Mamba2 mixer's gated RMSNorm and the Hadamard
+// rotation after it, from QuantSSD's y and in_proj's z piece to the float input of out_proj's quantization,
+// in one kernel (README.md beside this file; kernel behind qmamba_gated_norm of qmamba_kernels.h). Not an op
+// of the exported graphs: `qmamba build` puts it into prefill graphs (runtime/prefill_fusion.py).
+#ifndef QMAMBA_GATED_NORM_CORE_H
+#define QMAMBA_GATED_NORM_CORE_H
+
+#include "qmambaFields.h"
+#include "qmambaShapes.h"
+#include "qmamba_kernels.h"
+
+#include <cstddef>
+#include <vector>
+
+namespace qmamba
+{
+
+class GatedNormCore
+{
+public:
+    static constexpr char const* kNAME = "QmambaGatedNorm";
+    static constexpr char const* kVERSION = "1";
+
+    // Tensor positions (README.md, Inputs and Outputs); rotation_first (the factor F_0) only with the field
+    // rotation_first > 1.
+    static constexpr int32_t kIN_Y = 0;
+    static constexpr int32_t kIN_Z = 1;
+    static constexpr int32_t kIN_WEIGHT = 2;
+    static constexpr int32_t kIN_ROTATION_FIRST = 3;
+    static constexpr int32_t kOUT_OUT = 0;
+
+    static constexpr int32_t kMIN_INPUTS = 3;
+    static constexpr int32_t kMAX_INPUTS = 4;
+    static constexpr int32_t kNB_OUTPUTS = 1;
+
+    // The launcher's limits (QMAMBA_ERR_BAD_SIZE beyond them): channels a row, order of either factor.
+    static constexpr int32_t kMAX_CHANNELS = 65536;
+    static constexpr int32_t kMAX_FACTOR = 128;
+
+    static constexpr size_t kNB_FIELDS = 6;
+    static FieldSpec const kFIELDS[kNB_FIELDS];
+
+    struct Serial
+    {
+        qmamba_gated_norm_params params;
+    };
+
+    explicit GatedNormCore(FieldValues const& values);
+    explicit GatedNormCore(Serial const& s);
+
+    Serial serial() const { return mSerial; }
+    FieldValues fieldValues() const;
+
+    DType inputType(int32_t /*pos*/) const { return DType::kFloat; }
+    DType outputType(int32_t /*index*/) const { return DType::kFloat; }
+    // [batch, seq, channels]: y's first two dimensions.
+    OutputRule outputRule(int32_t index) const;
+
+    void checkInputs(std::vector<Shape> const& in) const;
+    size_t workspaceSize(std::vector<Shape> const& /*maxIn*/) const { return 0; }
+    void enqueue(std::vector<Shape> const& in, void const* const* inputs, void* const* outputs, void* workspace,
+        size_t workspaceBytes, qmamba_stream_t stream) const;
+
+private:
+    int32_t nbInputs() const { return mSerial.params.rotation_first > 1 ? kMAX_INPUTS : kMIN_INPUTS; }
+    void validate() const;
+    Serial mSerial{};
+};
+
+} // namespace qmamba
+
+#endif // QMAMBA_GATED_NORM_CORE_H
