@@ -9,7 +9,8 @@ with one token per row. TensorRT's Python API builds when it is importable, else
 (libqmamba_runner.so) does; ``--backend`` picks one explicitly.
 
 The graphs TensorRT gets are the exported ones rewritten (``trt_graph``): the decode plugins' fusions
-(``decode_fusion``) and the Q/DQ rewrites of TensorRT's explicit quantization (``trt8_graph``).
+(``decode_fusion``), the prefill's gated norms as QmambaGatedNorm (``prefill_fusion``) and the Q/DQ rewrites of
+TensorRT's explicit quantization (``trt8_graph``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .decode_fusion import (DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, LINEAR_
                             decode_linear_plugin, fuse_decode_linears, fuse_decode_mixers)
 from .last_logits import last_position_logits
 from .onnx_validate import validate_onnx_model
+from .prefill_fusion import OP_NAME as NORM_PLUGIN, fuse_prefill_gated_norms
 from .scale_after_split import scale_after_split
 from .trt8_graph import bits_as_float_outputs, explicit_zero_points, float_fake_quant, qdq_plugin_edges
 
@@ -90,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-mixer", choices=DECODE_MIXER_CHOICES, default="plugin",
                         help="each decode mixer (in_proj's output to the gated norm) as one QmambaDecodeMixer "
                              "node, its states as int32 words (plugin), or as the exported ops (tensorrt)")
+    parser.add_argument("--no-prefill-norm-plugin", action="store_true",
+                        help=f"keep the prefill engine's gated norms and Hadamard rotations as the exported graph's "
+                             f"layers instead of one {NORM_PLUGIN} node a layer")
 
 
 def _read_export(onnx_dir: Path) -> dict:
@@ -124,11 +129,12 @@ def decode_bytes(meta: dict, onnx_path: Path) -> dict:
 
 
 def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plugin: bool = False,
-              notes: dict | None = None):
+              notes: dict | None = None, norm_plugin: bool = False):
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
-    (fuse_decode_linears up to the RMSNorm's order of summation).
+    (fuse_decode_linears and fuse_prefill_gated_norms up to their order of summation).
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
-    ``linear_plugin``: fuse_decode_linears (where the rotation went: ``notes["decode_rotation"]``). All versions:
+    ``linear_plugin``: fuse_decode_linears (where the rotation went: ``notes["decode_rotation"]``). Prefill graphs:
+    ``norm_plugin``: fuse_prefill_gated_norms (in how many layers: ``notes["prefill_gated_norm"]``). All versions:
     scale_after_split (in_proj's output scale after its Split, so that TensorRT can fuse it into each piece's
     quantization), float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
     explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
@@ -139,6 +145,8 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
             notes["decode_mixers"] = what
     if linear_plugin:
         model = fuse_decode_linears(model, notes)
+    if norm_plugin:
+        model = fuse_prefill_gated_norms(model, notes)
     model = explicit_zero_points(float_fake_quant(scale_after_split(model)))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
@@ -146,7 +154,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
 
 
 def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, mixer_plugin: bool,
-              notes: dict, last_logits: bool = False) -> Path:
+              notes: dict, last_logits: bool = False, norm_plugin: bool = False) -> Path:
     """onnx_path rewritten by trt_graph for that TensorRT (a prefill cut to its last position's logits
     first when ``last_logits``), written into out_dir."""
     import onnx
@@ -154,7 +162,7 @@ def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, m
     model = onnx.load(str(onnx_path))
     if last_logits:
         model = last_position_logits(model)
-    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes)
+    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes, norm_plugin)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     # Past protobuf's 2 GiB (a 2.7b model) the weights go to a file beside the graph; ByteSize()
     # itself fails there, so the weights are counted instead.
@@ -190,7 +198,7 @@ def tensorrt_major(trt=None) -> int:
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
                   decode_linear="auto", decode_mixer="plugin", optimization_level=DEFAULT_OPTIMIZATION_LEVEL,
-                  timing_cache="default", prefill_logits="all", progress=None) -> dict:
+                  timing_cache="default", prefill_logits="all", prefill_norm_plugin=True, progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
     Everything given is checked before TensorRT is loaded or anything is written: the export's
@@ -203,6 +211,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     ``optimization_level``: TensorRT's builder optimization level (None: TensorRT's own default, 3).
     ``prefill_logits``: "all" (the exported graph's [batch, seq, vocab]) or "last" (the last position's
     [batch, 1, vocab] only, what generation reads: runtime/last_logits.py).
+    ``prefill_norm_plugin``: each prefill layer's gated norm and rotation as one QmambaGatedNorm node
+    (runtime/prefill_fusion.py); False keeps the graph's layers.
     ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
@@ -230,7 +240,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
         say(f"note: the prefill engine returns logits for every position: {logits_bytes / 2**30:.1f} GiB of fp32 "
             f"at batch {batch[2]} x seq {seq[2]} x vocab {meta['config']['vocab_size']}, computed and held on the "
             f"device; --prefill-logits last returns the last position's only (what generation reads)")
-    notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)"}
+    notes = {"decode_mixers": "TensorRT layers (--decode-mixer tensorrt)",
+             "prefill_gated_norm": "graph ops (--no-prefill-norm-plugin)"}
     build_times = {}
     with atomic_output_dir(out, force=force, inputs=[onnx_dir]) as tmp:
         if timing_cache == "default":
@@ -242,7 +253,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
             decode = kind == "decode"
             onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], tmp, major, linear_plugin and decode,
                                   decode_mixer == "plugin" and decode, notes,
-                                  last_logits=prefill_logits == "last" and not decode)
+                                  last_logits=prefill_logits == "last" and not decode,
+                                  norm_plugin=prefill_norm_plugin and not decode)
             engine_path = tmp / f"{kind}.engine"
             say(f"building {engine_path.name} ({profile.describe()})")
             start = time.perf_counter()
@@ -268,6 +280,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                    "backend": "python" if trt is not None else "cpp",
                    "decode_linears": "QmambaW8A8Linear" if linear_plugin else "TensorRT int8 MatMul",
                    "decode_mixers": notes["decode_mixers"],
+                   "prefill_gated_norm": notes["prefill_gated_norm"],
                    **({"decode_rotation": notes["decode_rotation"]} if "decode_rotation" in notes else {}),
                    "prefill_logits": prefill_logits,
                    "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
@@ -287,9 +300,11 @@ def run(args) -> int:
                          force=args.force, keep_onnx=args.keep_onnx, decode_linear=args.decode_linear,
                          decode_mixer=args.decode_mixer, optimization_level=args.builder_optimization_level,
                          timing_cache=None if args.no_timing_cache else args.timing_cache or "default",
-                         prefill_logits=args.prefill_logits, progress=lambda line: print(line, flush=True))
+                         prefill_logits=args.prefill_logits, prefill_norm_plugin=not args.no_prefill_norm_plugin,
+                         progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
           f"its mixers: {meta['decode_mixers']}"
-          + (f"; its Hadamard rotation: {meta['decode_rotation']}" if "decode_rotation" in meta else ""))
+          + (f"; its Hadamard rotation: {meta['decode_rotation']}" if "decode_rotation" in meta else "")
+          + f"; prefill gated norm: {meta['prefill_gated_norm']}")
     return 0

@@ -99,7 +99,8 @@ def run(args) -> int:
     profile = trt_runner.Profile(tuple(args.batch), (1, 1, 1) if decode else tuple(args.seq))
     with atomic_output_dir(args.work, force=args.force, inputs=[onnx_dir]) as work:
         linear = decode and decode_linear_plugin("auto", args.batch[2])
-        path = _trt_onnx(onnx_dir / meta["graphs"][args.kind]["file"], work, tensorrt_major(), linear, decode, {})
+        path = _trt_onnx(onnx_dir / meta["graphs"][args.kind]["file"], work, tensorrt_major(), linear, decode, {},
+                         norm_plugin=not decode)
         model = onnx.load(str(path))
 
         def build(cut: onnx.ModelProto, name: str) -> str | None:

@@ -29,8 +29,8 @@ def decode_linear_plugin(choice: str, max_batch: int) -> bool:
 
 def rms_norm_chain(x, ix: GraphIndex):
     """The RMSNorm of ``export/onnx_layers.rms_norm`` that makes ``x`` (Mul(Mul(x0, inv), w) with
-    inv = Reciprocal(Sqrt(Add(ReduceMean(Mul(x0, x0)), eps))) over the last axis), as (x0, weight, eps,
-    its nodes, norm group); None when ``x`` is made otherwise or a piece has other readers. The gated
+    inv = Reciprocal(Sqrt(Add(ReduceMean(Mul(x0, x0)), eps))) over the last axis, eps one fp32 value), as (x0,
+    weight, eps, its nodes, norm group); None when ``x`` is made otherwise or a piece has other readers. The gated
     norm's RMS (``onnx_layers.gated_rms_norm``: the same over Reshape(x0, [0, 0, -1, group]), reshaped
     back before the weight) is found too, with its group size; a plain RMSNorm has group 0."""
     import numpy as np
@@ -54,9 +54,11 @@ def rms_norm_chain(x, ix: GraphIndex):
     x0 = mul_inv.input[0]
     axes = next((list(a.ints) for a in mean.attribute if a.name == "axes"), None)
     keep = next((a.i for a in mean.attribute if a.name == "keepdims"), 1)
-    if list(square.input) != [x0, x0] or axes != [-1] or keep != 1 or len(mean.input) != 1:
+    eps = numpy_helper.to_array(ix.inits[add.input[1]])
+    if list(square.input) != [x0, x0] or axes != [-1] or keep != 1 or len(mean.input) != 1 \
+            or eps.dtype != np.float32 or eps.size != 1:
         return None
-    eps = float(numpy_helper.to_array(ix.inits[add.input[1]]))
+    eps = float(eps.reshape(()))
     nodes, group = [square, mean, add, sqrt, recip, mul_inv, mul_w], 0
     if back is not None:
         split = ix.producers.get(x0)

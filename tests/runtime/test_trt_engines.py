@@ -311,8 +311,53 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     prefill_part, decode_part = printed.split("decode step, batch 1")
     assert "prefill, batch 1, seqlen 64" in prefill_part
     assert "mixer.ssd" in prefill_part and "mixer.conv" in prefill_part, prefill_part
+    assert "mixer.norm/QmambaGatedNorm" in prefill_part, prefill_part
     assert "mixer.conv/QmambaDecodeMixer" in decode_part and "QmambaW8A8Linear" in decode_part, decode_part
     assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 2  # 100 > seq 64
+
+
+# Prefill engines with each layer's gated norm and rotation as QmambaGatedNorm (qmamba build's default) and as
+# the graph's layers (--no-prefill-norm-plugin): a model of ngroups 8 without and one of ngroups 1 with the
+# Hadamard rotation (d_ssm 256 = 2 x 128).
+@pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
+def norm_plugin_engines(request, tmp_path_factory):
+    from qmamba.runtime.build import build_engines
+
+    kind, hadamard = request.param
+    root = tmp_path_factory.mktemp(f"norm_{kind}_{hadamard}")
+    onnx_dir = export_small_model(root / "onnx", kind, hadamard=hadamard)
+    notes = {}
+    for plugin in (True, False):
+        meta = build_engines(onnx_dir, root / f"engines_{plugin}", batch=(1, 1, 2), seq=(1, 64, 128),
+                             no_tactic_libraries=True, backend="cpp", prefill_norm_plugin=plugin)
+        notes[plugin] = meta["prefill_gated_norm"]
+    return onnx_dir, root, notes
+
+
+def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugin_engines):
+    """Prefill logits and states of the engine with QmambaGatedNorm against ONNX Runtime and against the engine
+    built with --no-prefill-norm-plugin, within the model tests' bounds."""
+    onnx_dir, root, notes = norm_plugin_engines
+    assert notes[True].startswith("QmambaGatedNorm in 2 of 2 layers") and "left as graph ops" not in notes[True]
+    assert notes[False] == "graph ops (--no-prefill-norm-plugin)"
+    meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
+    ids = two_prompts()
+    ref = ort_run(ort_session(onnx_dir / "prefill.onnx"), {"input_ids": ids})
+    got = {}
+    for plugin in (True, False):
+        session = trt_runner.TrtSession(root / f"engines_{plugin}", max_batch=2)
+        got[plugin] = {"logits": session.prefill(ids)}
+        for name_in, name_out in state_pairs(meta):
+            got[plugin][name_out] = session.read_state(name_in, ref[name_out].shape)
+    rows = []
+    for label, other in (("ONNX Runtime", {**ref, "logits": ref["logits"][:, -1]}), ("graph ops", got[False])):
+        rows.append(float_agreement(f"plugin vs {label}: prefill logits", got[True]["logits"], other["logits"],
+                                    LOGITS_BOUND))
+        for _, name_out in state_pairs(meta):
+            rows.append(_state_agreement(f"plugin vs {label}: {name_out}", name_out, got[True][name_out],
+                                         other[name_out]))
+    print("\n".join(r.row() for r in rows))
+    assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
 
 
 def test_polygraphy_comparator_engine_vs_onnxruntime(model_engines):

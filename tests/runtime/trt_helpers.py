@@ -99,8 +99,9 @@ SMALL_LAYER_SHAPES = {
 }
 
 
-def small_quantized_model(kind: str, n_layer: int = 2):
-    """A random byte-level Mamba2 of SMALL_MODELS[kind], calibrated on a little Tiny Shakespeare."""
+def small_quantized_model(kind: str, n_layer: int = 2, hadamard: bool = False):
+    """A random byte-level Mamba2 of SMALL_MODELS[kind], calibrated on a little Tiny Shakespeare (with the
+    Hadamard rotation before out_proj when ``hadamard``: g1's d_ssm 256 = 2 x 128, g8's 1024 = 8 x 128)."""
     import torch
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
@@ -111,12 +112,12 @@ def small_quantized_model(kind: str, n_layer: int = 2):
     float_model = Mamba2ForCausalLM(Mamba2Config(vocab_size=256, conv_kernel=4, num_hidden_layers=n_layer,
                                                  chunk_size=32, **SMALL_MODELS[kind])).eval()
     return calibrate_model(float_model, text_file("tinyshakespeare/input.txt").read_bytes()[:16384], num_samples=4, seq_len=64,
-                           batch_size=4, progress=False)
+                           batch_size=4, progress=False, hadamard=hadamard)
 
 
-def export_small_model(out_dir: Path, kind: str) -> Path:
-    """small_quantized_model(kind) exported with `qmamba export`."""
+def export_small_model(out_dir: Path, kind: str, hadamard: bool = False) -> Path:
+    """small_quantized_model(kind, hadamard=hadamard) exported with `qmamba export`."""
     from qmamba.export.onnx_export import export_onnx
 
-    export_onnx(small_quantized_model(kind), out_dir, force=True)
+    export_onnx(small_quantized_model(kind, hadamard=hadamard), out_dir, force=True)
     return out_dir

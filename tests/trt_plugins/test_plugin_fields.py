@@ -84,9 +84,11 @@ BUILD_PLUGINS = {
     "QmambaBitsAsFloat": ROOT / "trt_plugins" / "bitsAsFloatPlugin" / "bitsAsFloatCore",
     "QmambaW8A8Linear": ROOT / "trt_plugins" / "w8a8LinearPlugin" / "w8a8LinearCore",
     "QmambaDecodeMixer": ROOT / "trt_plugins" / "decodeMixerPlugin" / "decodeMixerCore",
+    "QmambaGatedNorm": ROOT / "trt_plugins" / "gatedNormPlugin" / "gatedNormCore",
 }
-# Their Python twins, whose FIELDS are what `qmamba build` writes.
-TWINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer"}
+# Their Python modules, whose FIELDS are what `qmamba build` writes.
+TWINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer",
+         "QmambaGatedNorm": "qmamba.runtime.prefill_fusion"}
 
 
 def _readme_table(op: str, heading: str) -> list[list[str]]:
@@ -111,8 +113,8 @@ def test_build_plugin_fields_match_docs(op):
 
 @pytest.mark.parametrize("op", list(TWINS))
 def test_python_fields_match_the_plugin(op):
-    """runtime/w8a8_linear.py's and runtime/decode_mixer.py's FIELDS (what `qmamba build` writes; None:
-    required) are the plugins' tables."""
+    """runtime/w8a8_linear.py's, runtime/decode_mixer.py's and runtime/prefill_fusion.py's FIELDS (what
+    `qmamba build` writes; None: required) are the plugins' tables."""
     twin = importlib.import_module(TWINS[op])
     assert twin.OP_NAME == op
     mine = creator_fields(op, BUILD_PLUGINS[op])
@@ -122,9 +124,10 @@ def test_python_fields_match_the_plugin(op):
         assert _same_default(doc, m), f"{op}.{name}: Python default {d}, plugin {m}"
 
 
-def test_decode_mixer_tensor_positions_match_docs():
-    """QmambaDecodeMixer's kIN_* / kOUT_* constants follow its README's input and output tables."""
-    op = "QmambaDecodeMixer"
+@pytest.mark.parametrize("op, counts", [("QmambaDecodeMixer", (14, 14, 3)), ("QmambaGatedNorm", (3, 4, 1))])
+def test_build_plugin_tensor_positions_match_docs(op, counts):
+    """The kIN_* / kOUT_* constants of QmambaDecodeMixer and QmambaGatedNorm follow their READMEs' input and
+    output tables; the input and output counts are the tables' (an optional input last)."""
     header = BUILD_PLUGINS[op].with_suffix(".h").read_text()
     consts = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (k(?:IN|OUT)_\w+) = (\d+);", header)}
     for kind, prefix in (("Inputs", "kIN_"), ("Outputs", "kOUT_")):
@@ -135,4 +138,5 @@ def test_decode_mixer_tensor_positions_match_docs():
             assert consts.get(const) == pos, f"{op}: {const} should be {pos} ({name})"
     nb = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (kMIN_INPUTS|kMAX_INPUTS|kNB_OUTPUTS) = (\d+);",
                                               header)}
-    assert nb == {"kMIN_INPUTS": 14, "kMAX_INPUTS": 14, "kNB_OUTPUTS": 3}
+    assert nb == dict(zip(("kMIN_INPUTS", "kMAX_INPUTS", "kNB_OUTPUTS"), counts))
+    assert (counts[1], counts[2]) == tuple(len(_readme_table(op, kind)) for kind in ("Inputs", "Outputs"))

@@ -1,6 +1,6 @@
 """The IPluginV3 build of libqmamba_trt_plugins.so inside TensorRT-RTX on the CPU: the creators
-register on load with docs/ops.md's fields (the decode graphs' QmambaW8A8Linear and QmambaDecodeMixer with
-their Python twins' FIELDS), createPlugin makes plugins whose core reports the
+register on load with docs/ops.md's fields (the decode graphs' QmambaW8A8Linear and QmambaDecodeMixer and the
+prefill graphs' QmambaGatedNorm with their Python modules' FIELDS), createPlugin makes plugins whose core reports the
 exporter's name/version/namespace, and refuses missing or bad fields and plans of another plugin
 format with messages naming them. Builds the library against the newest TensorRT 10+ headers that
 trt_headers finds (slow: the kernels are compiled too); skips without such headers, nvcc or TensorRT-RTX.
@@ -43,8 +43,9 @@ _spec.loader.exec_module(_exports)
 # The plugin library's serialization format (qmambaSerialize.h), which V3 plans carry as a field.
 FORMAT = int(re.search(r"kSERIAL_FORMAT = (\d+)u;", (ROOT / "trt_plugins" / "common" / "qmambaSerialize.h")
                        .read_text()).group(1))
-# Plugins that `qmamba build` puts into decode graphs, with their Python twins (FIELDS: the creators' tables).
-BUILD_PLUGINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer"}
+# Plugins that `qmamba build` puts into graphs, with their Python modules (FIELDS: the creators' tables).
+BUILD_PLUGINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer",
+                 "QmambaGatedNorm": "qmamba.runtime.prefill_fusion"}
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +150,25 @@ MIXER = dict(x_scale=0.01, wx_scale=0.01, bx_scale=0.01, B_scale=0.01, wB_scale=
              dt_scale=0.02)
 
 
-def test_decode_mixer_creates_and_refuses_bad_fields(trt, capfd):
-    creator = trt.get_plugin_registry().get_creator("QmambaDecodeMixer", "1", "")
-    plugin = creator.create_plugin("mixer", _fields(trt, **MIXER), trt.TensorRTPhase.BUILD)
-    assert plugin.get_capability_interface(trt.PluginCapabilityType.BUILD).num_outputs == 3
-    assert creator.create_plugin("mixer", _fields(trt, **{**MIXER, "d_conv": 5}), trt.TensorRTPhase.BUILD) is None
-    assert "field d_conv must be 2..4, got 5" in capfd.readouterr().err
-    assert creator.create_plugin("mixer", _fields(trt, **{**MIXER, "nheads": 1, "headdim": 33}), trt.TensorRTPhase.BUILD) is None
-    assert "must be a multiple of 4 (conv_state travels as int32 words)" in capfd.readouterr().err
+NORM = dict(channels=384, group_size=192, eps=1e-5, z_scale=0.05, rotation_first=12, rotation_last=32)
+# Good fields and output count of the plugins `qmamba build` puts into graphs (QmambaW8A8Linear's fields all
+# have defaults).
+GOOD = {"QmambaDecodeMixer": (MIXER, 3), "QmambaGatedNorm": (NORM, 1)}
+
+
+@pytest.mark.parametrize("op, bad, message", [
+    ("QmambaDecodeMixer", {"d_conv": 5}, "field d_conv must be 2..4, got 5"),
+    ("QmambaDecodeMixer", {"nheads": 1, "headdim": 33}, "must be a multiple of 4 (conv_state travels as int32 words)"),
+    ("QmambaGatedNorm", {"rotation_last": 48}, "field rotation_last must be a power of two in 1..128"),
+    ("QmambaGatedNorm", {"group_size": 100}, "field group_size = 100 must divide channels = 384"),
+])
+def test_build_plugins_create_and_refuse_bad_fields(trt, capfd, op, bad, message):
+    good, nb_outputs = GOOD[op]
+    creator = trt.get_plugin_registry().get_creator(op, "1", "")
+    plugin = creator.create_plugin(op, _fields(trt, **good), trt.TensorRTPhase.BUILD)
+    assert plugin.get_capability_interface(trt.PluginCapabilityType.BUILD).num_outputs == nb_outputs
+    assert creator.create_plugin(op, _fields(trt, **{**good, **bad}), trt.TensorRTPhase.BUILD) is None
+    assert message in capfd.readouterr().err
 
 
 def test_load_library_registers_every_creator(trt, v3_library):

@@ -1,0 +1,207 @@
+"""The prefill graph's gated norms into QmambaGatedNorm, for ``qmamba build`` (docs/tensorrt.md).
+
+Each mixer of the exported prefill graph computes, between QuantSSD's y and out_proj's QuantizeLinear, the
+gated RMSNorm (``export/onnx_layers.gated_rms_norm``: z's QuantizeLinear/DequantizeLinear, the gate
+``y * (z' * sigmoid(z'))``, the RMS per norm group, the weight) and, in a model with a Hadamard rotation, the
+rotation's Reshape/MatMul steps (``onnx_layers.hadamard``). TensorRT ran them as some fifteen layers a layer,
+each a pass over the [batch x seq, d_ssm] fp32 activation. ``fuse_prefill_gated_norms`` makes each one
+QmambaGatedNorm node (``trt_plugins/gatedNormPlugin/``: one kernel that reads y and z once and writes the
+rotated row once), after checking every value the node takes over; a layer that differs in any of them is left
+as it is. The node sums in another order than the graph (the mean, the rotation): fp32 rounding apart.
+"""
+from __future__ import annotations
+
+from .decode_fusion import rms_norm_chain, rotation_chain
+from .graph_index import GraphIndex, attributes, replace_nodes
+
+OP_NAME = "QmambaGatedNorm"
+# (name, type, default; None: required) in the order of the plugin's field table (gatedNormCore.cpp,
+# trt_plugins/gatedNormPlugin/README.md).
+FIELDS = (("channels", "int", None), ("group_size", "int", None), ("eps", "float", 1e-5), ("z_scale", "float", 0.0),
+          ("rotation_first", "int", 1), ("rotation_last", "int", 1))
+# The kernel's limits (qmamba_gated_norm refuses beyond them): channels a row, order of either rotation factor.
+MAX_CHANNELS = 65536
+MAX_FACTOR = 128
+
+
+def fuse_prefill_gated_norms(model, notes: dict | None = None):
+    """Every gated norm of the graph that feeds a QuantizeLinear (out_proj's), from QuantSSD's y and the z piece
+    (before z's QuantizeLinear) to that QuantizeLinear's input, with the Hadamard rotation between when the model
+    has one, becomes one QmambaGatedNorm node: inputs y, z, the norm's weight and, for a dense rotation factor,
+    F_0 (an initializer shared by the layers); fields from the graph's constants. Where z's quantized or
+    dequantized values have other readers, the Q/DQ pair stays and the node reads z' with z_scale = 0.
+    A layer whose constants, z quantization or rotation factors differ from what the exporter writes is left as
+    it is; ``notes["prefill_gated_norm"]`` says in how many layers the node went and why not in the others."""
+    from onnx import helper, numpy_helper
+
+    from qmamba.export import onnx_ops
+
+    g = model.graph
+    ix = GraphIndex(g)
+    dropped, replace, new_inits, rotations, left, fused = set(), {}, {}, set(), {}, set()
+    for x in dict.fromkeys(n.input[0] for n in g.node if n.op_type == "QuantizeLinear"):
+        layer = _gated_norm_layer(x, ix)
+        if layer is None:
+            continue
+        why, fields, f0 = _fields(layer, ix)
+        z, fields["z_scale"], qdq = _gate_input(layer, ix)
+        if why is None and ({o for n in layer["nodes"] + qdq for o in n.output} - {x}) & ix.outputs:
+            why = "an intermediate is a graph output"
+        if why:
+            left[layer["ssd"].name] = why
+            continue
+        inputs = [layer["y"], z, layer["weight"]]
+        if f0 is not None:
+            name = f"{OP_NAME}.rotation.{fields['channels']}.0"
+            new_inits.setdefault(name, numpy_helper.from_array(f0, name))
+            inputs.append(name)
+        prefix = layer["weight"].removesuffix(".weight")
+        node = helper.make_node(OP_NAME, inputs, [x], name=f"{prefix}/{OP_NAME}", domain=onnx_ops.DOMAIN, **fields)
+        dropped.update(id(n) for n in layer["nodes"] + qdq)
+        replace[id(ix.producers[x])] = node
+        rotations.add(_rotation_text(fields))
+        fused.add(layer["ssd"].name)
+    if replace:
+        replace_nodes(g, dropped, replace, new_inits)
+    if notes is not None:
+        ssds = [n.name for n in g.node if n.op_type == "QuantSSD"]
+        notes["prefill_gated_norm"] = _note(ssds, fused, rotations, left)
+    return model
+
+
+def _gated_norm_layer(x, ix: GraphIndex) -> dict | None:
+    """The gated norm (and rotation) that makes ``x``, matched by its structure: its nodes, QuantSSD and y, the
+    gate's z', the norm's weight, eps and group, the rotation's factors (arrays); None when ``x`` is made
+    otherwise or a piece has other readers."""
+    rotated = rotation_chain(x, ix)
+    normed, factors, rot_nodes = rotated if rotated else (x, [], [])
+    chain = rms_norm_chain(normed, ix)
+    if chain is None:
+        return None
+    gated, weight, eps, norm_nodes, group = chain
+    gate = ix.made_by(gated, "Mul")
+    if gate is None or {id(c) for c in ix.consumers.get(gated, [])} - {id(n) for n in norm_nodes}:
+        return None
+    for y, product in (gate.input, reversed(gate.input)):  # y * (z' * sigmoid(z')), the operands either way
+        ssd, inner = ix.made_by(y, "QuantSSD"), ix.made_by(product, "Mul")
+        if ssd is not None and inner is not None and ix.sole(product, "Mul") is gate:
+            break
+    else:
+        return None
+    sig = next((s for s in (ix.made_by(i, "Sigmoid") for i in inner.input) if s is not None), None)
+    if sig is None or ix.sole(sig.output[0], "Mul") is not inner \
+            or sorted(inner.input) != sorted([sig.input[0], sig.output[0]]) \
+            or ssd.output[0] != y or int(attributes(ssd).get("out_dtype", 1)) != 1:
+        return None
+    return {"ssd": ssd, "y": y, "z_gate": sig.input[0], "weight": weight, "eps": eps, "group": group,
+            "factors": factors, "nodes": [gate, inner, sig, *norm_nodes, *rot_nodes]}
+
+
+def _fields(layer: dict, ix: GraphIndex):
+    """(why the layer is left as it is or None, the node's fields but z_scale, F_0 or None) from the weight,
+    eps, group and rotation factors the graph holds."""
+    import math
+
+    from onnx import TensorProto
+
+    weight = ix.inits.get(layer["weight"])
+    if weight is None or weight.data_type != TensorProto.FLOAT or len(weight.dims) != 1:
+        return "the norm's weight is not an fp32 vector", {}, None
+    k = int(weight.dims[0])
+    group = layer["group"] or k
+    if not 1 <= k <= MAX_CHANNELS or k % group:
+        why = f"{k} channels in groups of {group} (the kernel takes up to {MAX_CHANNELS}, in groups dividing them)"
+        return why, {}, None
+    if not (math.isfinite(layer["eps"]) and layer["eps"] >= 0):
+        return f"the norm's eps {layer['eps']} is not finite and >= 0", {}, None
+    rotation = plugin_rotation(layer["factors"], k)
+    if isinstance(rotation, str):
+        return rotation, {}, None
+    (f0, f1), f0_matrix = rotation
+    return None, dict(channels=k, group_size=group, eps=layer["eps"], rotation_first=f0, rotation_last=f1), f0_matrix
+
+
+def _gate_input(layer: dict, ix: GraphIndex):
+    """(the node's z input, z_scale, the Q/DQ nodes it takes over). Where the gate's z' is
+    DequantizeLinear(QuantizeLinear(z, s, 0), s) with one finite fp32 scale s > 0 and an int8 zero point 0,
+    read by the gate alone: z, s and that pair. Otherwise z' itself, used as is (z_scale 0)."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    def scalar(name, data_type):
+        t = ix.inits.get(name)
+        return numpy_helper.to_array(t) if t is not None and t.data_type == data_type and not t.dims else None
+
+    z_gate = layer["z_gate"]
+    dq = ix.made_by(z_gate, "DequantizeLinear")
+    q = dq is not None and ix.made_by(dq.input[0], "QuantizeLinear")
+    if not q or len(q.input) != 3 or any(a.name != "axis" for n in (q, dq) for a in n.attribute):
+        return z_gate, 0.0, []
+    scale, zero, dq_scale = (scalar(q.input[1], TensorProto.FLOAT), scalar(q.input[2], TensorProto.INT8),
+                             scalar(dq.input[1], TensorProto.FLOAT))
+    dq_zero = scalar(dq.input[2], TensorProto.INT8) if len(dq.input) > 2 and dq.input[2] else np.int8(0)
+    exact = scale is not None and dq_scale is not None and np.isfinite(scale) and scale > 0 and zero == 0 \
+        and dq_zero == 0 and dq_scale.view(np.uint32) == scale.view(np.uint32)
+    gate_only = {id(c) for c in ix.consumers.get(z_gate, [])} <= {id(n) for n in layer["nodes"]} \
+        and z_gate not in ix.outputs and ix.sole(q.output[0], "DequantizeLinear") is dq
+    if not (exact and gate_only):
+        return z_gate, 0.0, []
+    return q.input[0], float(scale), [q, dq]
+
+
+def sylvester(f: int):
+    """The normalized Sylvester matrix of order f (a power of two) in natural order, fp32: entries
+    fp32(+-1 / sqrt(f))."""
+    import numpy as np
+
+    s = np.ones((1, 1))
+    while s.shape[0] < f:
+        s = np.block([[s, s], [s, -s]])
+    return (s / np.sqrt(f)).astype(np.float32)
+
+
+def plugin_rotation(factors: list, k: int):
+    """((f0, f1), F_0 or None) for the rotation's factors (the graph's arrays), or why they are not
+    ``export/hadamard.rotation_factors_fp32(k)`` bit for bit with a Sylvester last factor."""
+    import numpy as np
+
+    from qmamba.export import hadamard
+
+    if not factors:
+        return (1, 1), None
+
+    def same(a, b):
+        return a.dtype == b.dtype == np.float32 and a.shape == b.shape and np.array_equal(a.view(np.uint32),
+                                                                                        b.view(np.uint32))
+
+    want = [f.numpy() for f in hadamard.rotation_factors_fp32(k)] if hadamard.is_supported_size(k) else []
+    if len(want) != len(factors) or not all(same(a, b) for a, b in zip(factors, want)):
+        return f"its rotation's factors are not export/hadamard.py's rotation_factors_fp32({k})"
+    last = factors[-1].shape[0]
+    is_sylvester = last & (last - 1) == 0 and last <= MAX_FACTOR and same(factors[-1], sylvester(last))
+    if len(factors) == 2 and is_sylvester and factors[0].shape[0] <= MAX_FACTOR:
+        return (factors[0].shape[0], last), np.ascontiguousarray(factors[0])
+    if len(factors) == 1 and is_sylvester:
+        return (1, k), None
+    if len(factors) == 1 and k <= MAX_FACTOR:
+        return (k, 1), np.ascontiguousarray(factors[0])
+    return (f"its rotation's factors of orders {[f.shape[0] for f in factors]} are not a dense one of order <= "
+            f"{MAX_FACTOR} and a Sylvester one")
+
+
+def _rotation_text(fields: dict) -> str:
+    f0, f1 = fields["rotation_first"], fields["rotation_last"]
+    if f0 > 1 and f1 > 1:
+        return f"Hadamard {f0} x {f1}"
+    return f"Hadamard {f0 * f1}" if f0 * f1 > 1 else "no rotation"
+
+
+def _note(ssds: list, fused: set, rotations: set, left: dict) -> str:
+    """What ``qmamba build`` prints: in how many of the layers (QuantSSD nodes) the node went, their rotation,
+    and why the others were left as graph ops."""
+    text = f"{OP_NAME} in {len(fused)} of {len(ssds)} layers"
+    if rotations:
+        text += f" ({', '.join(sorted(rotations))})"
+    reasons = [f"{name}: {left.get(name, 'its gated norm is not the exported pattern')}"
+               for name in ssds if name not in fused]
+    return text + ("; left as graph ops: " + "; ".join(reasons) if reasons else "")
