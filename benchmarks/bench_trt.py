@@ -132,13 +132,15 @@ def torch_fp16(cfg: QuantConfig, batches, seqs, iters: int) -> list[dict]:
     return rows
 
 
-def engines_for(model: QuantMamba2LM, root: Path, batches, seqs, decode_linear: str, decode_mixer: str) -> Path:
+def engines_for(model: QuantMamba2LM, root: Path, batches, seqs, decode_linear: str, decode_mixer: str,
+                prefill_norm_plugin: bool = True) -> Path:
     export_onnx(model, root / "onnx", force=True, check=False)
     t = time.time()
     meta = build_engines(root / "onnx", root / "engines", batch=(1, 1, max(batches)), seq=(1, 512, max(seqs)),
-                         no_tactic_libraries=True, force=True, decode_linear=decode_linear, decode_mixer=decode_mixer)
+                         no_tactic_libraries=True, force=True, decode_linear=decode_linear, decode_mixer=decode_mixer,
+                         prefill_norm_plugin=prefill_norm_plugin)
     print(f"  engines built in {time.time() - t:.0f} s; decode linears: {meta['decode_linears']}; "
-          f"decode mixers: {meta['decode_mixers']}")
+          f"decode mixers: {meta['decode_mixers']}; prefill gated norm: {meta['prefill_gated_norm']}")
     return root / "engines"
 
 
@@ -187,6 +189,9 @@ def main() -> int:
                          "batches measured with QmambaW8A8Linear)")
     ap.add_argument("--decode-mixer", choices=DECODE_MIXER_CHOICES, default="plugin",
                     help="the decode engine's mixers (qmamba build --decode-mixer)")
+    ap.add_argument("--no-prefill-norm-plugin", action="store_true",
+                    help="the prefill engine's gated norms as the graph's layers "
+                         "(qmamba build --no-prefill-norm-plugin)")
     args = ap.parse_args()
     out = Path(args.out)
     work = Path(tempfile.gettempdir()) / "qmamba_bench"
@@ -206,7 +211,8 @@ def main() -> int:
     report = {"copy_bandwidth_GBps": bw / 1e9, "models": {}}
     for i, (name, model) in enumerate(models.items()):
         print(f"{name}:")
-        engines = engines_for(model, work / f"m{i}", args.batch, args.seq, args.decode_linear, args.decode_mixer)
+        engines = engines_for(model, work / f"m{i}", args.batch, args.seq, args.decode_linear, args.decode_mixer,
+                              not args.no_prefill_norm_plugin)
         results = {"tensorrt": trt_rows(engines, args.batch, args.seq, args.iters, bw, args.profile)}
         if not args.skip_torch:
             for runner, fn in (("torch-w8a8", lambda: torch_w8a8(model, args.batch, args.seq, args.iters)),
