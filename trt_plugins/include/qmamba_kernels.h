@@ -136,6 +136,33 @@ typedef struct qmamba_linear_tensors {
 int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
                        qmamba_stream_t stream);
 
+// Scalar attributes of QmambaGatedNorm (trt_plugins/gatedNormPlugin/README.md): a prefill Mamba2 mixer's gated
+// RMSNorm with the Hadamard rotation after it (export/hadamard.py), from QuantSSD's y and in_proj's z to the
+// float input of out_proj's quantization.
+typedef struct qmamba_gated_norm_params {
+  int32_t channels;          // K = d_ssm, channels a row
+  int32_t group_size;        // channels per norm group (K / ngroups); divides K
+  float eps;                 // RMSNorm epsilon
+  float z_scale;             // > 0: z is quantized and dequantized with this scale before the gate; 0: z as is
+  int32_t rotation_first;    // f0: order of the dense factor F_0 (1: none)
+  int32_t rotation_last;     // f1: order of the normalized Sylvester factor (power of two; 1: none); K = f0 * f1
+                             //   when either is > 1
+} qmamba_gated_norm_params;
+
+// Device tensors of QmambaGatedNorm; out must not alias y or z.
+typedef struct qmamba_gated_norm_tensors {
+  const float* y;              // [rows, K]
+  const float* z;              // [rows, K]
+  const float* weight;         // [K]
+  const float* rotation_first; // F_0 [f0, f0] when f0 > 1, else ignored
+  float* out;                  // [rows, K]
+} qmamba_gated_norm_tensors;
+
+// out = (gated RMSNorm of y and z) times F_0 (x) S_f1 (the row as [f0, f1] matrix V: F_0^T V S_f1, S_f1 the
+// normalized Sylvester matrix), fp32; any number of rows.
+int qmamba_gated_norm(const qmamba_gated_norm_params* params, const qmamba_gated_norm_tensors* t, int64_t rows,
+                      qmamba_stream_t stream);
+
 // Scalar attributes of QmambaDecodeMixer (trt_plugins/decodeMixerPlugin/README.md): one decode step of a Mamba2 mixer from
 // in_proj's float output to the gated norm's input. conv holds QuantConv1dSiLU's attributes; its
 // x_scale, B_scale and C_scale are also the scales the x, B and C segments are quantized with.
