@@ -7,20 +7,16 @@ never written shows). The launcher sees few SMs, so that blocks take several row
 memory ordering on a GPU: test_kernels_gpu.py and compute-sanitizer do that."""
 from __future__ import annotations
 
-import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import kernel_cases as kc
+from host_emulation_build import thread_harness
 from qmamba.runtime.gated_norm import gated_norm_ref
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent / "host_emulation"
 BOUND = 1e-5
 
 PATCHES = [
@@ -38,24 +34,8 @@ RUNS = [(name, False, 2) for name in kc.GATED_NORM_CASES] + [
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not found")
-    tmp = tmp_path_factory.mktemp("gated_norm")
-    gen = tmp / "gen"
-    shutil.copytree(ROOT / "trt_plugins" / "kernels", gen)
-    shutil.copy(ROOT / "trt_plugins" / "include" / "qmamba_kernels.h", gen / "qmamba_kernels.h")
-    text = (gen / "gatedNormKernel.cu").read_text()
-    for pattern, repl in PATCHES:
-        text, n = re.subn(pattern, repl, text, count=1)
-        assert n == 1, f"gatedNormKernel.cu no longer has {pattern!r}; update the emulation patches"
-    (gen / "gatedNormKernel.cu").write_text(text)
-    flags = ["-std=c++20", "-O1", "-ffp-contract=off", "-fno-fast-math", "-pthread", "-I", str(HERE), "-I", str(gen),
-             "-include", str(HERE / "thread_shim.h")]
-    cmd = ["g++", *flags, "-x", "c++", str(gen / "gatedNormKernel.cu"), "-x", "c++", str(gen / "checks.cu"),
-           "-x", "c++", str(HERE / "gated_norm_harness.cpp"), "-o", str(tmp / "harness")]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return tmp / "harness"
+    return thread_harness(tmp_path_factory.mktemp("gated_norm"), "gatedNormKernel.cu", PATCHES,
+                          "gated_norm_harness.cpp")
 
 
 def run_harness(harness, tmp_path, t: dict, a: dict, misaligned: bool, sms: int) -> torch.Tensor:

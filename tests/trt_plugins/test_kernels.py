@@ -27,6 +27,13 @@ def test_ptr_gives_the_tensors_device_address():
     assert kernels.ptr(None) is None
 
 
+def assert_refused(lib, rc: int, status: int, launcher: str, text: str) -> None:
+    """The launcher returned ``status`` and its message names it and says ``text``."""
+    assert rc == status
+    msg = lib.qmamba_last_error().decode()
+    assert launcher in msg and text in msg, msg
+
+
 def _conv_args(**over):
     p = kernels.ConvParams(x_scale=0.1, wx_scale=0.01, bx_scale=0.01, B_scale=0.1, wB_scale=0.01,
                            bB_scale=0.01, C_scale=0.1, wC_scale=0.01, bC_scale=0.01, ngroups=1,
@@ -54,9 +61,7 @@ def test_conv_launcher_refuses_bad_arguments(over, status, text):
     lib = kernels.load_library()
     p, t = _conv_args(**over)
     rc = lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(p), ctypes.byref(t), 2, 16, None)
-    assert rc == status
-    msg = lib.qmamba_last_error().decode()
-    assert "qmamba_quant_conv1d_silu_prefill" in msg and text in msg, msg
+    assert_refused(lib, rc, status, "qmamba_quant_conv1d_silu_prefill", text)
 
 
 @needs_lib
@@ -102,9 +107,7 @@ def test_ssd_launchers_refuse_bad_arguments(launcher, over, status, text):
         rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(p), ctypes.byref(t), 1, 16, None, 0, None)
     else:
         rc = lib.qmamba_quant_ssd_decode(ctypes.byref(p), ctypes.byref(t), 1, None)
-    assert rc == status
-    msg = lib.qmamba_last_error().decode()
-    assert f"qmamba_quant_ssd_{launcher}" in msg and text in msg, msg
+    assert_refused(lib, rc, status, f"qmamba_quant_ssd_{launcher}", text)
 
 
 @needs_lib
@@ -228,10 +231,8 @@ def _norm_args(params=(), tensors=()):
 def test_gated_norm_launcher_refuses_bad_arguments(params, tensors, status, text):
     lib = kernels.load_library()
     p, t = _norm_args(params, tensors)
-    rc = lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(t), 4, None)
-    assert rc == status
-    msg = lib.qmamba_last_error().decode()
-    assert "qmamba_gated_norm" in msg and text in msg, msg
+    assert_refused(lib, lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(t), 4, None), status, "qmamba_gated_norm",
+                   text)
 
 
 @needs_lib
