@@ -187,13 +187,6 @@ __device__ void norm_by_warp(const GatedNormArgs& a, const float* v, float* dst)
   }
 }
 
-// (p, q) -> (p + q, p - q).
-__device__ __forceinline__ void butterfly(float& p, float& q) {
-  const float sum = __fadd_rn(p, q);
-  q = __fsub_rn(p, q);
-  p = sum;
-}
-
 // Step 2: the row v normed into dst.
 __device__ __forceinline__ void norm_row(const GatedNormArgs& a, const float* v, float* dst) {
   if (a.ngroups < kWarps) {
@@ -201,6 +194,13 @@ __device__ __forceinline__ void norm_row(const GatedNormArgs& a, const float* v,
   } else {
     norm_by_warp(a, v, dst);
   }
+}
+
+// (p, q) -> (p + q, p - q).
+__device__ __forceinline__ void butterfly(float& p, float& q) {
+  const float sum = __fadd_rn(p, q);
+  q = __fsub_rn(p, q);
+  p = sum;
 }
 
 // Step 3: each row of V (f1 >= 2 floats; the row padded to whole units of 128) times the Sylvester matrix of
