@@ -164,15 +164,17 @@ def linear_case(k: int, n: int, rows: int, norm: bool, residual: bool, seed: int
 
 # QmambaGatedNorm: name -> (rows, K, group_size, rotation, z_scale). rotation: None, "hadamard" (the model's,
 # hadamard_rotation(K)) or (f0, f1): a random orthogonal F_0 of order f0 and the Sylvester factor of order f1.
-# Real rows (130m, 2.7b one group; 8b eight groups), a dense F_0 of 3 with 8 groups, one Sylvester factor (of
-# 128, and of 64: half a unit of the transform), one dense factor, no rotation with one group, with 8 and with
-# many small groups, K not a multiple of 4 (scalar paths), f1 = 2 under an odd f0, and rows too long for shared
-# memory (normed in out). Rows not a multiple of anything; with z_scale > 0 a third of z sits on or next to a
-# rounding tie of z / z_scale.
+# Real rows (130m, 780m, 2.7b one group; 8b eight groups; 48 x 128 four), with the dense F_0 of 3 (8 groups)
+# each tile height 1 to 6 of F_0^T Y; one Sylvester factor (of 128, and of 64: half a unit of the transform),
+# one dense factor, no rotation with one group, with 8 and with many small groups, K not a multiple of 4 (scalar
+# paths), f1 = 2 under an odd f0, and rows too long for shared memory (normed in out). Rows not a multiple of
+# anything; with z_scale > 0 a third of z sits on or next to a rounding tie of z / z_scale.
 GATED_NORM_CASES = {
     "130m-12x128": (3, 1536, 1536, "hadamard", 0.05),
     "2.7b-40x128-one-row": (1, 5120, 5120, "hadamard", 0.05),
     "8b-64x128-8-groups": (2, 8192, 1024, "hadamard", 0.05),
+    "780m-24x128": (2, 3072, 3072, "hadamard", 0.05),
+    "48x128-4-groups": (2, 6144, 1536, "hadamard", 0.05),
     "dense-3x64-8-groups": (7, 192, 24, (3, 64), 0.1),
     "sylvester-128": (3, 128, 64, "hadamard", 0.1),
     "sylvester-64-half-unit": (5, 64, 64, "hadamard", 0.1),
