@@ -5,8 +5,8 @@
 token runs the decode kernel, longer ones the prefill kernel. Inputs are checked with the reference's
 own validators first, so a bad call fails with the same message on either path; anything the C
 launchers refuse comes back as a ``KernelError`` carrying ``qmamba_last_error()``. The decode
-plugins' kernels (QmambaW8A8Linear, QmambaDecodeMixer) are bound in ``qmamba.runtime.kernels`` on
-top of this module, next to their reference twins.
+plugins' kernels (QmambaW8A8Linear, QmambaDecodeMixer) and the prefill's QmambaGatedNorm are bound in
+``qmamba.runtime.kernels`` on top of this module, next to their reference twins.
 
 The library is found through ``QMAMBA_KERNELS_LIB`` (a path to the .so), else in the installed
 package (``qmamba/lib``, where the CMake install puts it).
@@ -71,6 +71,15 @@ class LinearTensors(ctypes.Structure):
         "workspace")]
 
 
+class GatedNormParams(ctypes.Structure):
+    _fields_ = [("channels", ctypes.c_int32), ("group_size", ctypes.c_int32), ("eps", ctypes.c_float),
+                ("z_scale", ctypes.c_float), ("rotation_first", ctypes.c_int32), ("rotation_last", ctypes.c_int32)]
+
+
+class GatedNormTensors(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "z", "weight", "rotation_first", "out")]
+
+
 class MixerParams(ctypes.Structure):
     _fields_ = [("conv", ConvParams)] + [(name, ctypes.c_float) for name in ("z_scale", "dt_scale", "dt_min", "dt_max")]
 
@@ -130,6 +139,9 @@ def load_library() -> ctypes.CDLL:
         lib.qmamba_w8a8_linear.restype = ctypes.c_int
         lib.qmamba_w8a8_linear.argtypes = [ctypes.POINTER(LinearParams), ctypes.POINTER(LinearTensors),
                                            ctypes.c_int64, ctypes.c_void_p]
+        lib.qmamba_gated_norm.restype = ctypes.c_int
+        lib.qmamba_gated_norm.argtypes = [ctypes.POINTER(GatedNormParams), ctypes.POINTER(GatedNormTensors),
+                                          ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_decode_mixer.restype = ctypes.c_int
         lib.qmamba_decode_mixer.argtypes = [ctypes.POINTER(MixerParams), ctypes.POINTER(MixerTensors),
                                             ctypes.c_int64, ctypes.c_void_p]

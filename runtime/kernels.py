@@ -1,8 +1,9 @@
-"""ctypes binding of the decode plugins' kernels in libqmamba_kernels, for torch CUDA tensors.
+"""ctypes binding of the engines' own kernels in libqmamba_kernels, for torch CUDA tensors.
 
-``w8a8_linear`` (QmambaW8A8Linear, ``runtime/w8a8_linear.py``) and ``decode_mixer``
-(QmambaDecodeMixer, ``runtime/decode_mixer.py``) take the arguments of their reference twins and
-return the same outputs; the ``*_launcher`` forms check once and return a launch for graph capture.
+``w8a8_linear`` (QmambaW8A8Linear, ``runtime/w8a8_linear.py``), ``decode_mixer`` (QmambaDecodeMixer,
+``runtime/decode_mixer.py``) and ``gated_norm`` (QmambaGatedNorm, ``runtime/gated_norm.py``) take the arguments
+of their reference twins and return the same outputs; the ``*_launcher`` forms check once and return a launch
+for graph capture.
 The library, its structures and error handling are ``qmamba.export.kernels``'.
 """
 from __future__ import annotations
@@ -12,10 +13,11 @@ import math
 
 import torch
 
-from qmamba.export.kernels import (ConvParams, LinearParams, LinearTensors, MixerParams, MixerTensors, launcher,
-                                   on_cuda, ptr)
+from qmamba.export.kernels import (ConvParams, GatedNormParams, GatedNormTensors, LinearParams, LinearTensors,
+                                   MixerParams, MixerTensors, launcher, on_cuda, ptr)
 from qmamba.export.validate import check_tensor
 from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, check_mixer_inputs
+from .gated_norm import OP_NAME as NORM_OP, check_gated_norm_inputs
 from .w8a8_linear import OP_NAME as LINEAR_OP, check_linear_inputs
 
 
@@ -92,3 +94,32 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
     tensors = MixerTensors(*(ptr(t) for t in held))
     return launcher(dev, lambda lib, stream: lib.qmamba_decode_mixer(ctypes.byref(params), ctypes.byref(tensors),
                                                                       bt, stream), held), (gated, conv_out, ssm_out)
+
+
+def gated_norm(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None, out=None):
+    """QmambaGatedNorm on the GPU (``runtime/gated_norm.py``); same arguments as ``gated_norm_ref``, fp32 out
+    ``[..., K]`` like y. ``out``: optional preallocated output (it must not overlap y or z)."""
+    launch, o = gated_norm_launcher(y, z, weight, group_size=group_size, eps=eps, z_scale=z_scale,
+                                    rotation=rotation, out=out)
+    launch()
+    return o
+
+
+def gated_norm_launcher(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
+                        out=None):
+    """(launch, out): ``gated_norm``'s arguments checked once, and a no-argument launch on the current stream
+    (see w8a8_linear_launcher)."""
+    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation)
+    first = first.contiguous() if first is not None else None
+    dev = on_cuda(NORM_OP, y=y, z=z, weight=weight, rotation_first=first)
+    if out is None:
+        o = torch.empty_like(y, memory_format=torch.contiguous_format)
+    else:
+        o = check_tensor(NORM_OP, "out", out, torch.float32, tuple(y.shape))
+        on_cuda(NORM_OP, y=y, out=o)
+    params = GatedNormParams(channels=k, group_size=group_size, eps=float(eps), z_scale=float(z_scale),
+                             rotation_first=f0, rotation_last=f1)
+    tensors = GatedNormTensors(ptr(y), ptr(z), ptr(weight), ptr(first), ptr(o))
+    rows = y.numel() // k
+    return launcher(dev, lambda lib, stream: lib.qmamba_gated_norm(ctypes.byref(params), ctypes.byref(tensors),
+                                                                    rows, stream), (y, z, weight, first, o)), o

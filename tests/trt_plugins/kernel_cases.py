@@ -160,3 +160,68 @@ def linear_case(k: int, n: int, rows: int, norm: bool, residual: bool, seed: int
     if residual:
         args["residual"] = torch.randn(rows, 1, n, device="cuda", generator=g)
     return args, w
+
+
+# QmambaGatedNorm: name -> (rows, K, group_size, rotation, z_scale). rotation: None, "hadamard" (the model's,
+# hadamard_rotation(K)) or (f0, f1): a random orthogonal F_0 of order f0 and the Sylvester factor of order f1.
+# Real rows (130m, 780m, 2.7b one group; 8b eight groups; 48 x 128 four), with the dense F_0 of 3 (8 groups)
+# each tile height 1 to 6 of F_0^T Y; one Sylvester factor (of 128, and of 64: half a unit of the transform),
+# one dense factor, no rotation with one group, with 8 and with many small groups, K not a multiple of 4 (scalar
+# paths), f1 = 2 under an odd f0, and rows too long for shared memory (normed in out). Rows not a multiple of
+# anything; with z_scale > 0 a third of z sits on or next to a rounding tie of z / z_scale.
+GATED_NORM_CASES = {
+    "130m-12x128": (3, 1536, 1536, "hadamard", 0.05),
+    "2.7b-40x128-one-row": (1, 5120, 5120, "hadamard", 0.05),
+    "8b-64x128-8-groups": (2, 8192, 1024, "hadamard", 0.05),
+    "780m-24x128": (2, 3072, 3072, "hadamard", 0.05),
+    "48x128-4-groups": (2, 6144, 1536, "hadamard", 0.05),
+    "dense-3x64-8-groups": (7, 192, 24, (3, 64), 0.1),
+    "sylvester-128": (3, 128, 64, "hadamard", 0.1),
+    "sylvester-64-half-unit": (5, 64, 64, "hadamard", 0.1),
+    "dense-96": (7, 96, 96, "hadamard", 0.1),
+    "plain-one-group": (3, 1536, 1536, None, 0.05),
+    "plain-8-groups-z-as-is": (7, 5120, 640, None, 0.0),
+    "plain-24-groups-of-4": (3, 96, 4, None, 0.1),
+    "plain-odd-K-3-groups": (3, 99, 33, None, 0.1),
+    "dense-5x2-odd": (3, 10, 5, (5, 2), 0.1),
+    "plain-row-in-out": (2, 16384, 2048, None, 0.05),
+}
+# More rows than a GPU holds blocks: each block takes several rows in turn (the sanitizer's races between rows).
+GATED_NORM_MANY_ROWS = {
+    "dense-3x64-1100-rows": (1100, 192, 24, (3, 64), 0.1),
+    "plain-24-groups-1100-rows": (1100, 96, 4, None, 0.1),
+}
+
+
+def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float, seed: int = 0,
+                    device: str = "cpu") -> tuple[dict, dict]:
+    """(tensors y, z [rows, 1, k] and weight, attributes of ``gated_norm`` / ``gated_norm_ref``)."""
+    from qmamba.runtime.gated_norm import hadamard_rotation
+
+    g = torch.Generator().manual_seed(case_seed(rows, k, group, rotation, z_scale, seed))
+    y = torch.randn(rows, 1, k, generator=g) * 2
+    z = torch.randn(rows, 1, k, generator=g) * 3
+    if z_scale > 0:  # ties of z / z_scale: (n + 1/2) * s in fp32, and its neighbours one ulp away
+        s = torch.tensor(z_scale, dtype=torch.float32)
+        tie = (torch.randint(-130, 130, (rows, 1, k), generator=g) + 0.5).float() * s
+        pick = torch.randint(0, 9, (rows, 1, k), generator=g)
+        z = torch.where(pick == 0, tie, z)
+        z = torch.where(pick == 1, torch.nextafter(tie, torch.tensor(math.inf)), z)
+        z = torch.where(pick == 2, torch.nextafter(tie, torch.tensor(-math.inf)), z)
+    weight = torch.rand(k, generator=g) + 0.5
+    rot = None
+    if rotation == "hadamard":
+        rot = hadamard_rotation(k)
+    elif rotation is not None:
+        f0, f1 = rotation
+        rot = (f0, f1, torch.linalg.qr(torch.randn(f0, f0, generator=g, dtype=torch.float64))[0].float())
+    if rot is not None and rot[2] is not None:
+        rot = (rot[0], rot[1], rot[2].to(device))
+    tensors = dict(y=y.to(device), z=z.to(device), weight=weight.to(device))
+    return tensors, dict(group_size=group, eps=1e-5, z_scale=z_scale, rotation=rot)
+
+
+def row_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest ||got - want|| / ||want|| over the rows (last axis), in float64."""
+    got, want = got.double().reshape(-1, got.shape[-1]), want.double().reshape(-1, want.shape[-1])
+    return ((got - want).norm(dim=-1) / want.norm(dim=-1).clamp_min(1e-300)).max().item()

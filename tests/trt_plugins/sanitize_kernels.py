@@ -8,7 +8,8 @@ the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode block
 several batch rows, decode pieces of 4 bytes, two a thread and bytewise, part-full decode stages; the
 decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple of 8, several rows) and
 QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place, the rotation
-pass with one and two factors). Exits
+pass with one and two factors) and the prefill's QmambaGatedNorm (kernel_cases' cases, blocks that take several
+rows in turn). Exits
 non-zero if a kernel refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from qmamba.export.layer_sizes import LayerShape
 from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
 from qmamba.runtime import kernels as decode_kernels
 from qmamba.runtime.decode_mixer import decode_mixer_ref
+from qmamba.runtime.gated_norm import gated_norm_ref
 from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
 from rotation_order import rotation_pass_order
 
@@ -47,7 +49,7 @@ ROTATION = [(5120, 2560, 2, 5120, (40, 128)), (60, 33, 9, 30, (3, 20)), (40, 9, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["conv", "ssd", "mixer", "linear"], default=None)
+    ap.add_argument("--only", choices=["conv", "ssd", "mixer", "linear", "norm"], default=None)
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(0)
     bad = 0
@@ -94,6 +96,13 @@ def main() -> int:
             got = decode_kernels.w8a8_linear(**a, norm_group=group, rotation=rot)
             ok = bool(torch.equal(got, want))
             print(f"linear K={k} N={n} rows={rows} rotation {orders}: {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+    if args.only in (None, "norm"):
+        for name, case in {**kc.GATED_NORM_CASES, **kc.GATED_NORM_MANY_ROWS}.items():
+            t, a = kc.gated_norm_case(*case, device="cuda")
+            err = kc.row_rel_err(decode_kernels.gated_norm(**t, **a), gated_norm_ref(**t, **a))
+            ok = err <= 1e-5
+            print(f"gated norm {name}: row rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     torch.cuda.synchronize()
     return 1 if bad else 0

@@ -27,6 +27,13 @@ def test_ptr_gives_the_tensors_device_address():
     assert kernels.ptr(None) is None
 
 
+def assert_refused(lib, rc: int, status: int, launcher: str, text: str) -> None:
+    """The launcher returned ``status`` and its message names it and says ``text``."""
+    assert rc == status
+    msg = lib.qmamba_last_error().decode()
+    assert launcher in msg and text in msg, msg
+
+
 def _conv_args(**over):
     p = kernels.ConvParams(x_scale=0.1, wx_scale=0.01, bx_scale=0.01, B_scale=0.1, wB_scale=0.01,
                            bB_scale=0.01, C_scale=0.1, wC_scale=0.01, bC_scale=0.01, ngroups=1,
@@ -54,9 +61,7 @@ def test_conv_launcher_refuses_bad_arguments(over, status, text):
     lib = kernels.load_library()
     p, t = _conv_args(**over)
     rc = lib.qmamba_quant_conv1d_silu_prefill(ctypes.byref(p), ctypes.byref(t), 2, 16, None)
-    assert rc == status
-    msg = lib.qmamba_last_error().decode()
-    assert "qmamba_quant_conv1d_silu_prefill" in msg and text in msg, msg
+    assert_refused(lib, rc, status, "qmamba_quant_conv1d_silu_prefill", text)
 
 
 @needs_lib
@@ -102,9 +107,7 @@ def test_ssd_launchers_refuse_bad_arguments(launcher, over, status, text):
         rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(p), ctypes.byref(t), 1, 16, None, 0, None)
     else:
         rc = lib.qmamba_quant_ssd_decode(ctypes.byref(p), ctypes.byref(t), 1, None)
-    assert rc == status
-    msg = lib.qmamba_last_error().decode()
-    assert f"qmamba_quant_ssd_{launcher}" in msg and text in msg, msg
+    assert_refused(lib, rc, status, f"qmamba_quant_ssd_{launcher}", text)
 
 
 @needs_lib
@@ -186,3 +189,105 @@ def test_copy_refuses_null_pointers(dst, src, text):
     assert lib.qmamba_copy_async(dst, src, 16, None) == 1
     assert text in lib.qmamba_last_error().decode()
     assert lib.qmamba_copy_async(None, None, 0, None) == 0  # nothing to copy
+
+
+def _norm_args(params=(), tensors=()):
+    """QmambaGatedNorm's C arguments at 2.7b's row (40 x 128, one group), with fake distinct device addresses."""
+    p = kernels.GatedNormParams(channels=5120, group_size=5120, eps=1e-5, z_scale=0.05, rotation_first=40,
+                                rotation_last=128)
+    t = kernels.GatedNormTensors(*[1 << (20 + i) for i in range(5)])
+    for k, v in dict(params).items():
+        setattr(p, k, v)
+    for k, v in dict(tensors).items():
+        setattr(t, k, v)
+    return p, t
+
+
+@needs_lib
+@pytest.mark.parametrize("params, tensors, status, text", [
+    ({}, dict(y=None), 1, "y is a null pointer"),
+    ({}, dict(z=None), 1, "z is a null pointer"),
+    ({}, dict(weight=None), 1, "weight is a null pointer"),
+    ({}, dict(out=None), 1, "out is a null pointer"),
+    ({}, dict(rotation_first=None), 1, "rotation_first is a null pointer"),
+    (dict(channels=65537, group_size=1, rotation_first=1, rotation_last=1), {}, 2, "channels = 65537 is not supported"),
+    (dict(channels=0), {}, 2, "channels = 0 is not supported"),
+    (dict(group_size=7), {}, 2, "group_size = 7 does not divide channels = 5120"),
+    (dict(group_size=0), {}, 2, "group_size = 0 is not supported"),
+    (dict(channels=96 * 53, group_size=96, rotation_first=53, rotation_last=96), {}, 2,
+     "rotation_last = 96 is not a power of two"),
+    (dict(rotation_first=20, rotation_last=256), {}, 2, "rotation_last = 256 is not supported"),
+    (dict(channels=129 * 32, group_size=129, rotation_first=129, rotation_last=32), {}, 2,
+     "rotation_first = 129 is not supported"),
+    (dict(rotation_last=64), {}, 2, "f0 = 40, f1 = 64 do not make channels = 5120"),
+    (dict(rotation_first=1), {}, 2, "f0 = 1, f1 = 128 do not make channels = 5120"),
+    (dict(eps=-1e-5), {}, 3, "eps must be finite and >= 0"),
+    (dict(eps=float("nan")), {}, 3, "eps must be finite and >= 0"),
+    (dict(z_scale=-0.05), {}, 3, "z_scale must be finite and >= 0"),
+    (dict(z_scale=float("inf")), {}, 3, "z_scale must be finite and >= 0"),
+    ({}, dict(out=1 << 20), 3, "out must not alias y"),
+    ({}, dict(out=(1 << 21) + 4 * 5120 * 3), 3, "out must not alias z"),  # inside z's 4 rows
+])
+def test_gated_norm_launcher_refuses_bad_arguments(params, tensors, status, text):
+    lib = kernels.load_library()
+    p, t = _norm_args(params, tensors)
+    assert_refused(lib, lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(t), 4, None), status, "qmamba_gated_norm",
+                   text)
+
+
+@needs_lib
+def test_gated_norm_launcher_takes_zero_rows_and_refuses_negative_ones():
+    lib = kernels.load_library()
+    p, t = _norm_args()
+    assert lib.qmamba_gated_norm(None, ctypes.byref(t), 4, None) == 1
+    assert "params is a null pointer" in lib.qmamba_last_error().decode()
+    assert lib.qmamba_gated_norm(ctypes.byref(p), None, 4, None) == 1
+    assert lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(t), -1, None) == 2
+    assert "rows = -1 is not supported" in lib.qmamba_last_error().decode()
+    _, empty = _norm_args(tensors=dict(y=None, z=None, weight=None, rotation_first=None, out=None))
+    assert lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(empty), 0, None) == 0  # nothing to do
+    assert lib.qmamba_last_error().decode() == ""
+
+
+@pytest.mark.parametrize("change, message", [
+    ("group_size 7", "group_size must divide K = 192"),
+    ("f0 x f1 != K", "f0 = 4 .* must make K = 192"),
+    ("f1 not a power of two", "f1 must be a power of two"),
+    ("F_0 shape", r"F_0 must have shape \[3, 3\]"),
+    ("z shape", r"z must have shape \[7, 1, 192\]"),
+    ("negative eps", "eps must be finite and >= 0"),
+    ("NaN z_scale", "z_scale must be finite and >= 0"),
+    ("NaN weight", "weight has non-finite values"),
+])
+def test_gated_norm_binding_and_twin_refuse_the_same(change, message):
+    """The binding runs the twin's checks (gated_norm.check_gated_norm_inputs) before anything touches the GPU."""
+    from qmamba.runtime.gated_norm import gated_norm_ref
+
+    t, a = kc.gated_norm_case(*kc.GATED_NORM_CASES["dense-3x64-8-groups"])
+    f0, f1, first = a["rotation"]
+    if change == "group_size 7":
+        a["group_size"] = 7
+    elif change == "f0 x f1 != K":
+        a["rotation"] = (4, f1, first)
+    elif change == "f1 not a power of two":
+        a["rotation"] = (2, 96, first)
+    elif change == "F_0 shape":
+        a["rotation"] = (f0, f1, first[:, :2])
+    elif change == "z shape":
+        t["z"] = t["z"][:, :, :100]
+    elif change == "negative eps":
+        a["eps"] = -1.0
+    elif change == "NaN z_scale":
+        a["z_scale"] = float("nan")
+    elif change == "NaN weight":
+        t["weight"] = t["weight"].clone().fill_(float("nan"))
+    with pytest.raises(QMambaInputError, match=message):
+        gated_norm_ref(**t, **a)
+    with pytest.raises(QMambaInputError, match=message):
+        decode_kernels.gated_norm(**t, **a)
+
+
+def test_gated_norm_binding_refuses_cpu_tensors_by_name():
+    t, a = kc.gated_norm_case(*kc.GATED_NORM_CASES["plain-24-groups-of-4"])
+    with pytest.raises(QMambaInputError, match="QmambaGatedNorm: y must be a CUDA tensor"):
+        decode_kernels.gated_norm(**t, **a)

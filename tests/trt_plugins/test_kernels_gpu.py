@@ -5,6 +5,7 @@ The reference runs on the same GPU in fp32; the checks:
   conv_state_out exactly equal; prefill(L) then a decode step == prefill(L + 1) exactly;
 - QuantSSD decode (L = 1): y within 1e-5 relative, ssm_state_out equal except at ties, in place too;
 - QmambaW8A8Linear: y equal (within one rounding tie of an activation with the RMSNorm);
+- QmambaGatedNorm: each row within 1e-5 relative of the float64 twin;
 - QuantSSD prefill (chunk-parallel, int8 and 2xTF32 tensor cores): ||y - y_ref|| / ||y_ref|| <=
   Y_BOUND = 2e-3 (justified in docs/kernels.md), ssm_state_out within 1 LSB, in place too; prefill(L)
   then decode == prefill(L + 1) up to the rounding of the int8 state the decode starts from (the
@@ -466,3 +467,80 @@ def test_decode_mixer_refuses_what_it_cannot_do():
         decode_kernels.decode_mixer(**t, **dict(f, z_scale=float("nan")))
     with pytest.raises(QMambaInputError, match="dt_min < dt_max"):
         decode_kernels.decode_mixer(**t, **dict(f, dt_min=1.0, dt_max=0.5))
+
+
+# --------------------------------------------------------------------------------------------
+# QmambaGatedNorm (the prefill's gated norm and rotation) on the GPU.
+
+GATED_NORM_BOUND = 1e-5  # each row, relative, fp32 kernel against the float64 twin
+GATED_NORM_CASES = {**kc.GATED_NORM_CASES, **kc.GATED_NORM_MANY_ROWS,
+                    "2.7b-300-rows": (300, 5120, 5120, "hadamard", 0.05),
+                    "8b-257-rows": (257, 8192, 1024, "hadamard", 0.05),
+                    "130m-1000-rows": (1000, 1536, 1536, "hadamard", 0.05),
+                    "2.7b-no-rotation-300-rows": (300, 5120, 5120, None, 0.05)}
+
+
+@pytest.mark.parametrize("name", list(GATED_NORM_CASES))
+def test_gated_norm_matches_twin(name):
+    from qmamba.runtime.gated_norm import gated_norm_ref
+
+    t, a = kc.gated_norm_case(*GATED_NORM_CASES[name], device="cuda")
+    out = torch.full_like(t["y"], float("nan"))
+    got = decode_kernels.gated_norm(**t, **a, out=out)
+    want = gated_norm_ref(**t, **a)
+    torch.cuda.synchronize()
+    assert got.data_ptr() == out.data_ptr()
+    assert rel_err(got, want) <= GATED_NORM_BOUND  # also: no poison left
+    assert kc.row_rel_err(got, want) <= GATED_NORM_BOUND, name
+
+
+def _shifted(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t whose storage starts 4 bytes past a 16-byte boundary (the kernel's scalar paths)."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    view = buf[1:].view(t.shape)
+    view.copy_(t)
+    return view
+
+
+@pytest.mark.parametrize("name", ["130m-12x128", "plain-8-groups-z-as-is", "dense-3x64-1100-rows"])
+def test_gated_norm_misaligned_tensors(name):
+    from qmamba.runtime.gated_norm import gated_norm_ref
+
+    t, a = kc.gated_norm_case(*GATED_NORM_CASES[name], device="cuda")
+    t = {k: _shifted(v) for k, v in t.items()}
+    out = _shifted(torch.full_like(t["y"], float("nan")))
+    got = decode_kernels.gated_norm(**t, **a, out=out)
+    torch.cuda.synchronize()
+    assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= GATED_NORM_BOUND
+
+
+def test_gated_norm_is_deterministic_and_captures_into_a_graph():
+    t, a = kc.gated_norm_case(*GATED_NORM_CASES["2.7b-300-rows"], device="cuda")
+    first = decode_kernels.gated_norm(**t, **a)
+    launch, out = decode_kernels.gated_norm_launcher(**t, **a)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        launch()  # warm-up outside the capture
+        graph = torch.cuda.CUDAGraph()
+        out.fill_(float("nan"))
+        with torch.cuda.graph(graph, stream=stream):
+            launch()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, first)
+
+
+def test_gated_norm_refuses_what_it_cannot_do():
+    t, a = kc.gated_norm_case(*GATED_NORM_CASES["plain-one-group"], device="cuda")
+    with pytest.raises(kernels.KernelError, match="out must not alias y"):
+        decode_kernels.gated_norm(**t, **a, out=t["y"])
+    big, b = kc.gated_norm_case(1, 128 * 128, 128, (128, 128), 0.0, device="cuda")
+    limit = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    if limit >= (128 * 128 + 128 * 128) * 4 + 1024:  # the row and F_0's tiles fit: it runs
+        from qmamba.runtime.gated_norm import gated_norm_ref
+
+        got = decode_kernels.gated_norm(**big, **b)
+        assert kc.row_rel_err(got, gated_norm_ref(**big, **b)) <= GATED_NORM_BOUND
+    else:
+        with pytest.raises(kernels.KernelError, match="bytes of shared memory"):
+            decode_kernels.gated_norm(**big, **b)

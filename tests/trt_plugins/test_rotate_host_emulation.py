@@ -6,10 +6,7 @@ the launch becomes emulate_threads, the dynamic shared memory a host buffer. Say
 memory ordering on a GPU: test_kernels_gpu.py and compute-sanitizer do that."""
 from __future__ import annotations
 
-import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +14,8 @@ import torch
 
 from qmamba.export import hadamard
 
+from host_emulation_build import thread_harness
 from rotation_order import rotation_pass_order
-
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent / "host_emulation"
 
 PATCHES = [
     (r'#include "launch.cuh"', '#include "launch_shim.h"'),
@@ -37,24 +32,7 @@ CASES = [(2, 1536, 0, "hadamard"), (3, 128, 64, "hadamard"), (3, 60, 30, (3, 20)
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not found")
-    tmp = tmp_path_factory.mktemp("rotate")
-    gen = tmp / "gen"
-    shutil.copytree(ROOT / "trt_plugins" / "kernels", gen)
-    shutil.copy(ROOT / "trt_plugins" / "include" / "qmamba_kernels.h", gen / "qmamba_kernels.h")
-    text = (gen / "w8a8LinearRotate.cu").read_text()
-    for pattern, repl in PATCHES:
-        text, n = re.subn(pattern, repl, text, count=1)
-        assert n == 1, f"w8a8LinearRotate.cu no longer has {pattern!r}; update the emulation patches"
-    (gen / "w8a8LinearRotate.cu").write_text(text)
-    flags = ["-std=c++20", "-O1", "-ffp-contract=off", "-fno-fast-math", "-pthread", "-I", str(HERE), "-I", str(gen),
-             "-include", str(HERE / "thread_shim.h")]
-    cmd = ["g++", *flags, "-x", "c++", str(gen / "w8a8LinearRotate.cu"), "-x", "c++", str(gen / "checks.cu"),
-           "-x", "c++", str(HERE / "rotate_harness.cpp"), "-o", str(tmp / "harness")]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return tmp / "harness"
+    return thread_harness(tmp_path_factory.mktemp("rotate"), "w8a8LinearRotate.cu", PATCHES, "rotate_harness.cpp")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[1]}-{c[3]}" for c in CASES])

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common.cuh"
+#include "normMath.cuh"
 #include "w8a8Linear.cuh"
 
 namespace qmamba {
@@ -37,19 +38,6 @@ __device__ __forceinline__ float4 load_x4(const LinearArgs& a, const float* p, i
 #pragma unroll
   for (int j = 0; j < 4; ++j) v[j] = k + j < a.K ? __ldg(p + k + j) : 0.0f;
   return make_float4(v[0], v[1], v[2], v[3]);
-}
-
-// acc + the squares of v's four values, in order (both activation paths sum squares this way).
-__device__ __forceinline__ float add_squares(float acc, float4 v) {
-  acc = __fadd_rn(acc, __fmul_rn(v.x, v.x));
-  acc = __fadd_rn(acc, __fmul_rn(v.y, v.y));
-  acc = __fadd_rn(acc, __fmul_rn(v.z, v.z));
-  return __fadd_rn(acc, __fmul_rn(v.w, v.w));
-}
-
-// 1 / sqrt(sum / count + eps) in the ONNX graph's order (ReduceMean, Add, Sqrt, Reciprocal).
-__device__ __forceinline__ float inv_rms_of(float sum, int count, float eps) {
-  return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, static_cast<float>(count)), eps)));
 }
 
 // Q(v) (quantize_with_inverse) as byte j of a word of the packed activation.
