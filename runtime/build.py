@@ -95,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefill-norm-plugin", action="store_true",
                         help=f"keep the prefill engine's gated norms and Hadamard rotations as the exported graph's "
                              f"layers instead of one {NORM_PLUGIN} node a layer")
+    parser.add_argument("--decode-rotation-pass", action="store_true",
+                        help="the decode engine's Hadamard rotation before out_proj inside QmambaW8A8Linear (a pass "
+                             "of its own) instead of the graph's layers; slower on an H100 (docs/tensorrt.md)")
 
 
 def _read_export(onnx_dir: Path) -> dict:
@@ -129,11 +132,12 @@ def decode_bytes(meta: dict, onnx_path: Path) -> dict:
 
 
 def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plugin: bool = False,
-              notes: dict | None = None, norm_plugin: bool = False):
+              notes: dict | None = None, norm_plugin: bool = False, rotation_pass: bool = False):
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
     (fuse_decode_linears and fuse_prefill_gated_norms up to their order of summation).
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
-    ``linear_plugin``: fuse_decode_linears (where the rotation went: ``notes["decode_rotation"]``). Prefill graphs:
+    ``linear_plugin``: fuse_decode_linears (out_proj's Hadamard rotation into it with ``rotation_pass``; where the
+    rotation went: ``notes["decode_rotation"]``). Prefill graphs:
     ``norm_plugin``: fuse_prefill_gated_norms (in how many layers: ``notes["prefill_gated_norm"]``). All versions:
     scale_after_split (in_proj's output scale after its Split, so that TensorRT can fuse it into each piece's
     quantization), float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
@@ -144,7 +148,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
         if notes is not None:
             notes["decode_mixers"] = what
     if linear_plugin:
-        model = fuse_decode_linears(model, notes)
+        model = fuse_decode_linears(model, notes, rotation_pass)
     if norm_plugin:
         model = fuse_prefill_gated_norms(model, notes)
     model = explicit_zero_points(float_fake_quant(scale_after_split(model)))
@@ -154,7 +158,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
 
 
 def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, mixer_plugin: bool,
-              notes: dict, last_logits: bool = False, norm_plugin: bool = False) -> Path:
+              notes: dict, last_logits: bool = False, norm_plugin: bool = False, rotation_pass: bool = False) -> Path:
     """onnx_path rewritten by trt_graph for that TensorRT (a prefill cut to its last position's logits
     first when ``last_logits``), written into out_dir."""
     import onnx
@@ -162,7 +166,7 @@ def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, m
     model = onnx.load(str(onnx_path))
     if last_logits:
         model = last_position_logits(model)
-    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes, norm_plugin)
+    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes, norm_plugin, rotation_pass)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     # Past protobuf's 2 GiB (a 2.7b model) the weights go to a file beside the graph; ByteSize()
     # itself fails there, so the weights are counted instead.
@@ -198,7 +202,8 @@ def tensorrt_major(trt=None) -> int:
 def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plugins=None, fp16=False,
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
                   decode_linear="auto", decode_mixer="plugin", optimization_level=DEFAULT_OPTIMIZATION_LEVEL,
-                  timing_cache="default", prefill_logits="all", prefill_norm_plugin=True, progress=None) -> dict:
+                  timing_cache="default", prefill_logits="all", prefill_norm_plugin=True, decode_rotation_pass=False,
+                  progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
     Everything given is checked before TensorRT is loaded or anything is written: the export's
@@ -213,6 +218,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     [batch, 1, vocab] only, what generation reads: runtime/last_logits.py).
     ``prefill_norm_plugin``: each prefill layer's gated norm and rotation as one QmambaGatedNorm node
     (runtime/prefill_fusion.py); False keeps the graph's layers.
+    ``decode_rotation_pass``: out_proj's gated norm and Hadamard rotation into its QmambaW8A8Linear (a rotation pass
+    of its own); False (the default, faster on an H100) keeps them as the graph's layers.
     ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
@@ -254,7 +261,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
             onnx_path = _trt_onnx(onnx_dir / meta["graphs"][kind]["file"], tmp, major, linear_plugin and decode,
                                   decode_mixer == "plugin" and decode, notes,
                                   last_logits=prefill_logits == "last" and not decode,
-                                  norm_plugin=prefill_norm_plugin and not decode)
+                                  norm_plugin=prefill_norm_plugin and not decode,
+                                  rotation_pass=decode_rotation_pass and decode)
             engine_path = tmp / f"{kind}.engine"
             say(f"building {engine_path.name} ({profile.describe()})")
             start = time.perf_counter()
@@ -301,6 +309,7 @@ def run(args) -> int:
                          decode_mixer=args.decode_mixer, optimization_level=args.builder_optimization_level,
                          timing_cache=None if args.no_timing_cache else args.timing_cache or "default",
                          prefill_logits=args.prefill_logits, prefill_norm_plugin=not args.no_prefill_norm_plugin,
+                         decode_rotation_pass=args.decode_rotation_pass,
                          progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "

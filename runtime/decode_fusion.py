@@ -114,7 +114,7 @@ def rotation_chain(x, ix: GraphIndex):
     return split1.input[0], [np.ascontiguousarray(f0t.T), f1], [split1, last, split0, first, back]
 
 
-def fuse_decode_linears(model, notes: dict | None = None):
+def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = False):
     """Every W8A8 linear of the graph (``export/onnx_layers.quant_linear``: QuantizeLinear ->
     DequantizeLinear(1) -> MatMul with Transpose(DequantizeLinear(1, int8 weight)) -> Mul by
     Mul(input_scale, weight_scale)) becomes one QmambaW8A8Linear node (runtime/w8a8_linear.py), taking
@@ -124,8 +124,10 @@ def fuse_decode_linears(model, notes: dict | None = None):
     out_proj takes the gated norm's RMS and weight along (norm = 1 with ``norm_group``), and the Hadamard
     rotation between them when the model has one (``rotation`` = its factors, at most two, as inputs; the
     kernel's shared memory bounds K, ``w8a8_linear.rotation_fits``); the gate itself is
-    QmambaDecodeMixer's (fuse_decode_mixers). Where the graph has a rotation, ``notes["decode_rotation"]``
-    says which path it took."""
+    QmambaDecodeMixer's (fuse_decode_mixers). The rotation goes into the linear only with ``rotation_pass``
+    (``qmamba build --decode-rotation-pass``): on an H100 its pass made a 2.7b decode step slower than the graph's
+    norm and MatMuls under a CUDA graph (docs/tensorrt.md), so by default they stay and out_proj reads their
+    output. Where the graph has a rotation, ``notes["decode_rotation"]`` says which path it took."""
     import numpy as np
     import onnx
     import torch
@@ -175,7 +177,10 @@ def fuse_decode_linears(model, notes: dict | None = None):
             gate, mats, rot_nodes = rotated
             chain = rms_norm_chain(gate, ix)
             k = int(np.prod([m.shape[0] for m in mats]))
-            if chain and rotation_fits(k, mats[0].shape[0] if len(mats) == 2 else 1):
+            if not rotation_pass:
+                rotation_path = "TensorRT MatMuls (the default; --decode-rotation-pass moves it into QmambaW8A8Linear)"
+                chain = None
+            elif chain and rotation_fits(k, mats[0].shape[0] if len(mats) == 2 else 1):
                 nodes += rot_nodes
                 factors = mats
                 rotation_path = f"QmambaW8A8Linear (rotation = {len(mats)})"
