@@ -25,7 +25,9 @@ MODEL is, by backend:
   output or a released Quamba2 checkpoint; the W8A8 PyTorch reference, ``QuantMamba2LM``), told
   apart by ``qmamba.export.model_source``.
 - torch also takes a float mamba_ssm Mamba2 directory or a Hugging Face hub id.
-- onnxruntime: a ``qmamba export`` directory (prefill graph, full logits per position).
+- onnxruntime: a ``qmamba export`` directory (prefill graph, full logits per position); with ``--stepwise``
+  its prefill graph for the first token and its decode graph for every later one (the engines' protocol,
+  below), so that an engine directory and its export compare on the same numerical path.
 - tensorrt: a ``qmamba build`` engine directory. Its prefill engine returns only the last
   position's logits, so every byte is scored by the decode engine, one step at a time from the
   int8 states (``STEPWISE_PROTOCOL``): the same windows, a different numerical path.
@@ -45,7 +47,7 @@ from pathlib import Path
 import torch
 
 from qmamba.export import model_source
-from qmamba.export.metadata import ONNX_METADATA, read_engines_metadata, read_onnx_metadata
+from qmamba.export.metadata import ENGINES_METADATA, ONNX_METADATA, read_engines_metadata, read_onnx_metadata
 from qmamba.tokenizer import ByteTokenizer, Tokenizer, find_tokenizer, mask_padding_logits
 
 WINDOW_PROTOCOL = ("non-overlapping windows of {window} {unit}s, each from an empty state; every {unit} "
@@ -190,10 +192,14 @@ def _unavailable(backend: str, err: Exception) -> RuntimeError:
 
 
 def load_scorer(model: str, backend: str = "torch", *, dtype: str = "fp32", device: str = "cpu",
-                batch: int = 8, providers=("CPUExecutionProvider",)):
-    """A scorer for MODEL on a backend (see the module docstring); clear errors for bad MODELs."""
+                batch: int = 8, providers=("CPUExecutionProvider",), stepwise: bool = False):
+    """A scorer for MODEL on a backend (see the module docstring); clear errors for bad MODELs.
+    ``stepwise``: onnxruntime only (tensorrt always is; torch never)."""
     if backend not in BACKENDS:
         raise ValueError(f"eval: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if stepwise and backend != "onnxruntime":
+        raise ValueError(f"eval: --stepwise applies to --backend onnxruntime (tensorrt always scores stepwise, "
+                         f"torch by windows); got --backend {backend}")
     if dtype not in DTYPES:
         raise ValueError(f"eval: unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     path = Path(model)
@@ -208,7 +214,12 @@ def load_scorer(model: str, backend: str = "torch", *, dtype: str = "fp32", devi
             import onnxruntime  # noqa: F401  (only to tell a missing runtime from a bad MODEL)
         except ImportError as e:
             raise _unavailable(backend, e) from e
-        return OrtScorer(path, tuple(providers))
+        if not stepwise:
+            return OrtScorer(path, tuple(providers))
+        from .ort import OrtModel, OrtStepper
+
+        return StepwiseScorer(OrtStepper(OrtModel(path, providers=tuple(providers))),
+                              f"onnxruntime {','.join(providers)} (prefill 1 token + decode steps)")
     for name in ("prefill.engine", "decode.engine"):  # trt_runner.ENGINE_FILES, checked before any import
         if not (path / name).is_file():
             raise FileNotFoundError(f"eval: {path / name} does not exist (build engines with `qmamba build`)")
@@ -221,6 +232,8 @@ def load_scorer(model: str, backend: str = "torch", *, dtype: str = "fp32", devi
 def _torch_scorer(model: str, path: Path, dtype: str, device: str):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"eval: --device {device} asked for, but torch sees no CUDA device")
+    if (path / ENGINES_METADATA).is_file() and not (path / "config.json").is_file():
+        raise ValueError(f"eval: {model} is an engine directory (qmamba build); use --backend tensorrt")
     if (path / ONNX_METADATA).is_file() and not (path / "config.json").is_file():
         raise ValueError(f"eval: {model} is an exported ONNX directory; use --backend onnxruntime")
     source = model_source.identify(model)
@@ -277,6 +290,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", metavar="DIR_OR_ID", default=None,
                         help="tokenizer when MODEL's directory holds none and its vocabulary is not bytes")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--stepwise", action="store_true",
+                        help="onnxruntime: score as the engines do, one decode step per token after the first "
+                             "(compare with --backend tensorrt on the same path)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="float models only")
     parser.add_argument("--device", default="cpu", help="torch backend: cpu or cuda")
     parser.add_argument("--window", type=int, default=1024, help="tokens per window (default %(default)s)")
@@ -288,7 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     text = read_text(args.text, args.max_bytes)
-    scorer = load_scorer(args.model, args.backend, dtype=args.dtype, device=args.device, batch=args.batch)
+    scorer = load_scorer(args.model, args.backend, dtype=args.dtype, device=args.device, batch=args.batch,
+                         stepwise=args.stepwise)
     tok = tokenizer_for(args.model, args.backend, args.tokenizer)
     data, text_bytes = text_tokens(tok, text)
     real_vocab = None if text_bytes is None else tok.vocab_size

@@ -159,6 +159,14 @@ def test_wrong_directory_kinds(tmp_path):
     (tmp_path / "qmamba_onnx.json").write_text("{}")
     with pytest.raises(ValueError, match="exported ONNX directory; use --backend onnxruntime"):
         ev.load_scorer(str(tmp_path), "torch")
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    (engines / "qmamba_engines.json").write_text("{}")
+    (engines / "qmamba_onnx.json").write_text("{}")  # qmamba build carries the export's metadata along
+    with pytest.raises(ValueError, match="engine directory \\(qmamba build\\); use --backend tensorrt"):
+        ev.load_scorer(str(engines), "torch")
+    with pytest.raises(ValueError, match="--stepwise applies to --backend onnxruntime"):
+        ev.load_scorer(str(engines), "tensorrt", stepwise=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
@@ -182,3 +190,26 @@ def test_stepwise_scorer_on_onnxruntime(tmp_path):
     result = ev.evaluate(ev.StepwiseScorer(OrtStepper(model), "onnxruntime stepwise"), ids.reshape(-1),
                          window=16, batch=2, progress=False)
     assert "decode step" in result["protocol"]
+
+
+def test_cli_stepwise_onnxruntime(tmp_path, capsys):
+    """``qmamba eval EXPORT --backend onnxruntime --stepwise``: the stepwise scorer's bits per byte (the
+    engines' protocol), which differ from the prefill windows' on the same export by the int8 states'
+    rounding between steps, not more."""
+    from qmamba.runtime.ort import OrtModel, OrtStepper
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    text = tmp_path / "t.txt"
+    text.write_bytes(ev.read_text_bytes(text_file("wikitext-2/test.txt"), 600).numpy().astype("uint8").tobytes())
+    args = [str(onnx_dir), "--text", str(text), "--backend", "onnxruntime", "--window", "128", "--batch", "2",
+            "--json", "--no-progress"]
+    assert cli_main(["eval", *args, "--stepwise"]) == 0
+    stepwise = json.loads(capsys.readouterr().out)
+    assert cli_main(["eval", *args]) == 0
+    windows = json.loads(capsys.readouterr().out)
+    assert "one decode step per byte" in stepwise["protocol"] and "decode step" not in windows["protocol"]
+    want = ev.evaluate(ev.StepwiseScorer(OrtStepper(OrtModel(onnx_dir)), "onnxruntime stepwise"),
+                       ev.read_text_bytes(text), window=128, batch=2, progress=False)["bits_per_byte"]
+    assert stepwise["bits_per_byte"] == pytest.approx(want, rel=1e-9)
+    assert stepwise["bits_per_byte"] == pytest.approx(windows["bits_per_byte"], rel=0.05)
