@@ -370,38 +370,25 @@ def test_hadamard_rotation_folds_into_out_proj(kind, factors, tmp_path):
         assert np.mean(got != want) <= 0.05, n.name
 
 
-def test_a_rotation_too_wide_for_the_kernel_stays_in_the_graph(monkeypatch, tmp_path):
-    """Where the rotation pass cannot take a row, out_proj is fused without the norm and the rotation
-    (they stay TensorRT layers) and the note says so."""
+@pytest.mark.parametrize("rotation_pass, note", [
+    (False, "TensorRT MatMuls (the default; --decode-rotation-pass moves it into QmambaW8A8Linear)"),
+    (True, "TensorRT MatMuls (a row of 384 channels does not fit QmambaW8A8Linear's rotation pass)"),
+], ids=["default", "too-wide-for-the-pass"])
+def test_the_rotation_stays_in_the_graph(rotation_pass, note, monkeypatch, tmp_path):
+    """Without rotation_pass (qmamba build's default), or where the rotation pass cannot take a row, out_proj is
+    fused without the gated norm's RMS and the rotation: they stay TensorRT layers between the mixer and
+    out_proj, and the note says why."""
     from qmamba.runtime import w8a8_linear
     from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
     from qmamba.runtime.graph_index import attributes
     from qmamba.runtime.w8a8_linear import OP_NAME
 
     export_onnx(tiny_quantized_model("g1-384", hadamard=True), tmp_path, force=True)
-    monkeypatch.setattr(w8a8_linear, "ROTATION_SHARED_LIMIT", 384 * 4)
+    monkeypatch.setattr(w8a8_linear, "ROTATION_SHARED_LIMIT", 384 * 4)  # a 384-channel row does not fit
     notes = {}
     after = fuse_decode_linears(fuse_decode_mixers(onnx.load(str(tmp_path / "decode.onnx")))[0], notes,
-                                rotation_pass=True)
-    assert notes == {"decode_rotation": "TensorRT MatMuls (a row of 384 channels does not fit "
-                                        "QmambaW8A8Linear's rotation pass)"}
-    outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
-    assert outs and all(attributes(n)["rotation"] == 0 and attributes(n)["norm"] == 0 for n in outs)
-    assert sum(n.op_type == "MatMul" for n in after.graph.node) == 2 * len(outs)
-
-
-def test_the_rotation_stays_in_the_graph_by_default(tmp_path):
-    """Without rotation_pass (qmamba build's default) out_proj is fused without the gated norm's RMS and the
-    rotation: they stay TensorRT layers between the mixer and out_proj, and the note says how to move them."""
-    from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
-    from qmamba.runtime.graph_index import attributes
-    from qmamba.runtime.w8a8_linear import OP_NAME
-
-    export_onnx(tiny_quantized_model("g1-384", hadamard=True), tmp_path, force=True)
-    notes = {}
-    after = fuse_decode_linears(fuse_decode_mixers(onnx.load(str(tmp_path / "decode.onnx")))[0], notes)
-    assert notes == {"decode_rotation": "TensorRT MatMuls (the default; --decode-rotation-pass moves it into "
-                                        "QmambaW8A8Linear)"}
+                                rotation_pass=rotation_pass)
+    assert notes == {"decode_rotation": note}
     outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
     assert outs and all(attributes(n)["rotation"] == 0 and attributes(n)["norm"] == 0 for n in outs)
     assert sum(n.op_type == "MatMul" for n in after.graph.node) == 2 * len(outs)
