@@ -97,8 +97,8 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
 
 
 def gated_norm(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None, out=None):
-    """QmambaGatedNorm on the GPU (``runtime/gated_norm.py``); same arguments as ``gated_norm_ref``, fp32 out
-    ``[..., K]`` like y. ``out``: optional preallocated output (it must not overlap y or z)."""
+    """QmambaGatedNorm on the GPU (``runtime/gated_norm.py``); same arguments as ``gated_norm_ref`` (``z`` None:
+    no gate), fp32 out ``[..., K]`` like y. ``out``: optional preallocated output (it must not overlap y or z)."""
     launch, o = gated_norm_launcher(y, z, weight, group_size=group_size, eps=eps, z_scale=z_scale,
                                     rotation=rotation, out=out)
     launch()

@@ -185,23 +185,30 @@ GATED_NORM_CASES = {
     "plain-odd-K-3-groups": (3, 99, 33, None, 0.1),
     "dense-5x2-odd": (3, 10, 5, (5, 2), 0.1),
     "plain-row-in-out": (2, 16384, 2048, None, 0.05),
+    "no-gate-2.7b-40x128": (1, 5120, 5120, "hadamard", None),
+    "no-gate-8b-64x128-8-groups": (3, 8192, 1024, "hadamard", None),
+    "no-gate-sylvester-128": (2, 128, 64, "hadamard", None),
+    "no-gate-plain-odd-K-3-groups": (3, 99, 33, None, None),
+    "no-gate-dense-5x2-odd": (3, 10, 5, (5, 2), None),
 }
 # More rows than a GPU holds blocks: each block takes several rows in turn (the sanitizer's races between rows).
 GATED_NORM_MANY_ROWS = {
     "dense-3x64-1100-rows": (1100, 192, 24, (3, 64), 0.1),
     "plain-24-groups-1100-rows": (1100, 96, 4, None, 0.1),
+    "no-gate-dense-3x64-1100-rows": (1100, 192, 24, (3, 64), None),
 }
 
 
-def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float, seed: int = 0,
+def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float | None, seed: int = 0,
                     device: str = "cpu") -> tuple[dict, dict]:
-    """(tensors y, z [rows, 1, k] and weight, attributes of ``gated_norm`` / ``gated_norm_ref``)."""
+    """(tensors y, z [rows, 1, k] (None when z_scale is None) and weight, attributes of ``gated_norm`` /
+    ``gated_norm_ref``)."""
     from qmamba.runtime.gated_norm import hadamard_rotation
 
     g = torch.Generator().manual_seed(case_seed(rows, k, group, rotation, z_scale, seed))
     y = torch.randn(rows, 1, k, generator=g) * 2
     z = torch.randn(rows, 1, k, generator=g) * 3
-    if z_scale > 0:  # ties of z / z_scale: (n + 1/2) * s in fp32, and its neighbours one ulp away
+    if z_scale is not None and z_scale > 0:  # ties of z / z_scale: (n + 1/2) * s in fp32, and its neighbours one ulp away
         s = torch.tensor(z_scale, dtype=torch.float32)
         tie = (torch.randint(-130, 130, (rows, 1, k), generator=g) + 0.5).float() * s
         pick = torch.randint(0, 9, (rows, 1, k), generator=g)
@@ -217,8 +224,8 @@ def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float, see
         rot = (f0, f1, torch.linalg.qr(torch.randn(f0, f0, generator=g, dtype=torch.float64))[0].float())
     if rot is not None and rot[2] is not None:
         rot = (rot[0], rot[1], rot[2].to(device))
-    tensors = dict(y=y.to(device), z=z.to(device), weight=weight.to(device))
-    return tensors, dict(group_size=group, eps=1e-5, z_scale=z_scale, rotation=rot)
+    tensors = dict(y=y.to(device), z=z.to(device) if z_scale is not None else None, weight=weight.to(device))
+    return tensors, dict(group_size=group, eps=1e-5, z_scale=z_scale or 0.0, rotation=rot)
 
 
 def row_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

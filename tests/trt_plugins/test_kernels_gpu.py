@@ -502,12 +502,13 @@ def _shifted(t: torch.Tensor) -> torch.Tensor:
     return view
 
 
-@pytest.mark.parametrize("name", ["130m-12x128", "plain-8-groups-z-as-is", "dense-3x64-1100-rows"])
+@pytest.mark.parametrize("name", ["130m-12x128", "plain-8-groups-z-as-is", "dense-3x64-1100-rows",
+                                  "no-gate-plain-odd-K-3-groups", "no-gate-2.7b-40x128"])
 def test_gated_norm_misaligned_tensors(name):
     from qmamba.runtime.gated_norm import gated_norm_ref
 
     t, a = kc.gated_norm_case(*GATED_NORM_CASES[name], device="cuda")
-    t = {k: _shifted(v) for k, v in t.items()}
+    t = {k: _shifted(v) if v is not None else None for k, v in t.items()}
     out = _shifted(torch.full_like(t["y"], float("nan")))
     got = decode_kernels.gated_norm(**t, **a, out=out)
     torch.cuda.synchronize()
