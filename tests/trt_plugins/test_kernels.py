@@ -196,12 +196,14 @@ def _linear_args(params=(), tensors=()):
     with fake distinct device addresses 16-byte aligned, far enough apart for 4 rows."""
     p = kernels.LinearParams(in_features=5120, out_features=2560, norm=1, eps=1e-5, norm_group=0, rotation_first=40,
                              rotation_last=128)
-    t = kernels.LinearTensors(*[1 << (24 + i) for i in range(9)])
-    for k, v in dict(params).items():
-        setattr(p, k, v)
-    for k, v in dict(tensors).items():
-        setattr(t, k, v)
-    return p, t
+    return _changed(p, params), _changed(kernels.LinearTensors(*[1 << (24 + i) for i in range(9)]), tensors)
+
+
+def _changed(struct, fields):
+    """The ctypes struct with the given fields set."""
+    for k, v in dict(fields).items():
+        setattr(struct, k, v)
+    return struct
 
 
 @needs_lib
@@ -229,12 +231,7 @@ def _norm_args(params=(), tensors=()):
     """QmambaGatedNorm's C arguments at 2.7b's row (40 x 128, one group), with fake distinct device addresses."""
     p = kernels.GatedNormParams(channels=5120, group_size=5120, eps=1e-5, z_scale=0.05, rotation_first=40,
                                 rotation_last=128)
-    t = kernels.GatedNormTensors(*[1 << (20 + i) for i in range(5)])
-    for k, v in dict(params).items():
-        setattr(p, k, v)
-    for k, v in dict(tensors).items():
-        setattr(t, k, v)
-    return p, t
+    return _changed(p, params), _changed(kernels.GatedNormTensors(*[1 << (20 + i) for i in range(5)]), tensors)
 
 
 @needs_lib

@@ -343,6 +343,21 @@ def test_linear_with_rotation_matches_reference(name):
     assert ((got - want).abs() <= bound + 1e-6 * want.abs()).all(), name
 
 
+def _replayed(launch, out: torch.Tensor) -> torch.Tensor:
+    """out after one replay of ``launch`` captured in a CUDA graph (a warm-up launch outside the capture, out
+    poisoned before it)."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        launch()  # warm-up outside the capture
+        graph = torch.cuda.CUDAGraph()
+        out.fill_(float("nan"))
+        with torch.cuda.graph(graph, stream=stream):
+            launch()
+    graph.replay()
+    torch.cuda.synchronize()
+    return out
+
+
 def test_linear_with_rotation_captures_into_a_graph():
     """The two launches (rotation pass, then the linear waiting on it) replay from a CUDA graph with the same y."""
     k, n, rows, group, orders = kc.LINEAR_ROTATION_CASES["2.7b-out_proj-b1"]
@@ -350,16 +365,7 @@ def test_linear_with_rotation_captures_into_a_graph():
     rot = kc.linear_rotation(k, orders)
     first = decode_kernels.w8a8_linear(**args, norm_group=group, rotation=rot)
     launch, y = decode_kernels.w8a8_linear_launcher(**args, norm_group=group, rotation=rot)
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        launch()  # warm-up outside the capture
-        graph = torch.cuda.CUDAGraph()
-        y.fill_(float("nan"))
-        with torch.cuda.graph(graph, stream=stream):
-            launch()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(y, first)
+    assert torch.equal(_replayed(launch, y), first)
 
 
 def test_linear_rotation_refuses_what_it_cannot_do():
@@ -518,16 +524,7 @@ def test_gated_norm_is_deterministic_and_captures_into_a_graph():
     t, a = kc.gated_norm_case(*GATED_NORM_CASES["2.7b-300-rows"], device="cuda")
     first = decode_kernels.gated_norm(**t, **a)
     launch, out = decode_kernels.gated_norm_launcher(**t, **a)
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        launch()  # warm-up outside the capture
-        graph = torch.cuda.CUDAGraph()
-        out.fill_(float("nan"))
-        with torch.cuda.graph(graph, stream=stream):
-            launch()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, first)
+    assert torch.equal(_replayed(launch, out), first)
 
 
 def test_gated_norm_refuses_what_it_cannot_do():
