@@ -67,8 +67,7 @@ class LinearParams(ctypes.Structure):
 
 class LinearTensors(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p) for name in (
-        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y", "rotation_first", "rotation_last",
-        "workspace")]
+        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y", "rotation_first", "workspace")]
 
 
 class GatedNormParams(ctypes.Structure):

@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"layers instead of one {NORM_PLUGIN} node a layer")
     parser.add_argument("--decode-rotation-pass", action="store_true",
                         help="the decode engine's Hadamard rotation before out_proj inside QmambaW8A8Linear (a pass "
-                             "of its own) instead of the graph's layers; slower on an H100 (docs/tensorrt.md)")
+                             "of its own, QmambaGatedNorm's kernel) instead of the graph's layers; not yet measured "
+                             "(docs/tensorrt.md)")
 
 
 def _read_export(onnx_dir: Path) -> dict:

@@ -64,3 +64,19 @@ def test_twin_with_a_dense_first_factor_is_its_kronecker_product():
     got = gated_norm_ref(y, z, w, group_size=24, eps=1e-5, z_scale=0.1, rotation=(3, 64, first))
     want = plain @ torch.kron(first.double().contiguous(), sylvester(64, torch.float64))
     assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k, ngroups, rotate", [(5120, 1, True), (8192, 8, True), (99, 3, False)])
+def test_twin_without_z_is_the_rms_norm_of_y_and_the_rotation(k, ngroups, rotate):
+    """z None: no gate (g = y), z_scale not read; the rest as with a gate (QuantGatedRMSNorm's RMS and weight,
+    hadamard.rotate)."""
+    g = torch.Generator().manual_seed(k)
+    y, w = torch.randn(3, 2, k, generator=g) * 2, torch.rand(k, generator=g) + 0.5
+    group = k // ngroups
+    yg = y.double().reshape(3, 2, ngroups, group)
+    normed = (yg / torch.sqrt((yg * yg).mean(-1, keepdim=True) + 1e-5)).reshape(y.shape) * w.double()
+    want = hadamard.rotate(normed.float()).double() if rotate else normed
+    got = gated_norm_ref(y, None, w, group_size=group, eps=1e-5, z_scale=float("nan"),
+                         rotation=hadamard_rotation(k) if rotate else None)
+    err = ((got - want).norm(dim=-1) / want.norm(dim=-1)).max().item()
+    assert err <= 1e-6, err

@@ -138,6 +138,26 @@ extern "C" int qmamba_gated_norm(const qmamba_gated_norm_params* params, const q
     return gatedNormCall.status;
 }
 
+// The linear's launcher, recorded the same way (what W8A8LinearCore's enqueue hands it).
+struct LinearCall
+{
+    int calls{0};
+    qmamba_linear_params params{};
+    qmamba_linear_tensors tensors{};
+    int64_t rows{0};
+};
+LinearCall linearCall;
+
+extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
+    qmamba_stream_t /*stream*/)
+{
+    ++linearCall.calls;
+    linearCall.params = *params;
+    linearCall.tensors = *t;
+    linearCall.rows = rows;
+    return QMAMBA_OK;
+}
+
 extern "C" const char* qmamba_last_error(void)
 {
     return "qmamba_gated_norm: the double's error";
@@ -272,7 +292,7 @@ int main()
     FieldSpec const* LS = W8A8LinearCore::kFIELDS;
     size_t const LN = W8A8LinearCore::kNB_FIELDS;
     W8A8LinearCore plain(parseFields("QmambaW8A8Linear", LS, LN, Fields().raw));
-    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0, 0.0}, "linear: defaults");
+    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0, 1.0, 1.0}, "linear: defaults");
     check(plain.inputType(1) == DType::kInt32 && plain.inputType(0) == DType::kFloat && plain.outputType(0) == DType::kFloat,
         "linear: types");
     OutputRule const lr = plain.outputRule(0);
@@ -288,7 +308,7 @@ int main()
     throwsWith("linear: input_scale", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({2})}); },
         "input input_scale must hold one value");
     throwsWith("linear: count", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6})}); },
-        "takes 4 inputs with norm = 0, residual = 0 and rotation = 0");
+        "takes 4 inputs with norm = 0, residual = 0 and rotation_first = 1");
     W8A8LinearCore both(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("residual", 1).flt("eps", 1e-6f).raw));
     both.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({10}), shape({2, 1, 6})});
     check(true, "linear: norm and residual inputs");
@@ -322,29 +342,72 @@ int main()
         W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm_group", -1).raw));
     }, "field norm_group must be 0 (the whole row) or >= 1, got -1");
     check(roundTrip(grouped).fieldValues() == grouped.fieldValues(), "linear: round trip keeps norm_group");
+    // K 12 = 3 x 4: a dense F_0 of order 3 (an input after the residual) and the Sylvester factor of order 4 (none).
     W8A8LinearCore rotated(parseFields("QmambaW8A8Linear", LS, LN,
-        Fields().in("norm", 1).in("residual", 1).in("norm_group", 12).in("rotation", 2).raw));
+        Fields().in("norm", 1).in("residual", 1).in("norm_group", 12).in("rotation_first", 3).in("rotation_last", 4).raw));
     std::vector<Shape> rot{shape({3, 1, 12}), shape({5, 3}), shape({5}), shape({1}), shape({12}), shape({3, 1, 5}),
-        shape({3, 3}), shape({4, 4})};
+        shape({3, 3})};
     rotated.checkInputs(rot);
     check(rotated.workspaceSize(rot) == 3 * 12 * sizeof(float) && grouped.workspaceSize(rot) == 0,
-        "linear: two rotation factors after the residual; the workspace holds the rotated rows");
-    check(roundTrip(rotated).fieldValues() == rotated.fieldValues(), "linear: round trip keeps rotation");
-    throwsWith("linear: rotation factors make K", [&] {
+        "linear: F_0 after the residual; the workspace holds the rotated rows");
+    check(roundTrip(rotated).fieldValues() == rotated.fieldValues(), "linear: round trip keeps the rotation");
+    W8A8LinearCore sylvesterOnly(parseFields("QmambaW8A8Linear", LS, LN,
+        Fields().in("norm", 1).in("rotation_last", 16).raw));
+    std::vector<Shape> const syl{shape({2, 1, 16}), shape({5, 4}), shape({5}), shape({1}), shape({16})};
+    sylvesterOnly.checkInputs(syl);
+    check(sylvesterOnly.workspaceSize(syl) == 2 * 16 * sizeof(float), "linear: one Sylvester factor takes no input");
+    throwsWith("linear: rotation orders make K", [&] {
         std::vector<Shape> bad = rot;
-        bad[7] = shape({2, 2});
+        bad[0] = shape({3, 1, 24});
+        bad[1] = shape({5, 6});
+        bad[4] = shape({24});
         rotated.checkInputs(bad);
-    }, "the rotation's factors must multiply to K = 12, got 6");
-    throwsWith("linear: rotation factor square", [&] {
+    }, "fields rotation_first * rotation_last = 12 must equal K = 24");
+    throwsWith("linear: F_0 shape", [&] {
         std::vector<Shape> bad = rot;
         bad[6] = shape({3, 4});
         rotated.checkInputs(bad);
-    }, "rotation factor 0");
-    throwsWith("linear: rotation count", [&] { rotated.checkInputs({rot.begin(), rot.end() - 1}); },
-        "takes 8 inputs with norm = 1, residual = 1 and rotation = 2");
-    throwsWith("linear: rotation 3", [&] {
-        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("rotation", 3).raw));
-    }, "field rotation must be 0, 1 or 2");
+    }, "F_0");
+    throwsWith("linear: rotation input count", [&] { rotated.checkInputs({rot.begin(), rot.end() - 1}); },
+        "takes 7 inputs with norm = 1, residual = 1 and rotation_first = 3");
+    throwsWith("linear: rotation_last a power of two", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("rotation_last", 12).raw));
+    }, "field rotation_last must be a power of two in 1..128 (1: no Sylvester factor), got 12");
+    throwsWith("linear: rotation_first range", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("rotation_first", 0).raw));
+    }, "field rotation_first must be 1..128 (1: no dense factor), got 0");
+    throwsWith("linear: rotation needs the norm", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("rotation_last", 4).raw));
+    }, "needs norm = 1");
+    {
+        std::vector<float> buf(7);
+        void const* in[] = {&buf[0], &buf[1], &buf[2], &buf[3], &buf[4], &buf[5], &buf[6]};
+        float y = 0.0f;
+        void* out[] = {&y};
+        std::vector<float> workspace(3 * 12);
+        rotated.enqueue(rot, in, out, workspace.data(), workspace.size() * sizeof(float), nullptr);
+        qmamba_linear_params const& lp = linearCall.params;
+        qmamba_linear_tensors const& lt = linearCall.tensors;
+        check(linearCall.calls == 1 && linearCall.rows == 3 && lp.in_features == 12 && lp.out_features == 5
+                && lp.norm == 1 && lp.norm_group == 12 && lp.rotation_first == 3 && lp.rotation_last == 4,
+            "linear: enqueue passes the rotation's orders");
+        check(lt.norm_weight == &buf[4] && lt.residual == &buf[5] && lt.rotation_first == &buf[6]
+                && lt.workspace == workspace.data() && lt.y == &y,
+            "linear: enqueue passes norm_weight, residual, F_0 and the workspace in their places");
+        sylvesterOnly.enqueue(syl, in, out, workspace.data(), workspace.size() * sizeof(float), nullptr);
+        check(linearCall.calls == 2 && linearCall.tensors.rotation_first == nullptr
+                && linearCall.params.rotation_first == 1 && linearCall.params.rotation_last == 16,
+            "linear: no F_0 pointer without a dense factor");
+        throwsWith("linear: workspace too small", [&] {
+            rotated.enqueue(rot, in, out, workspace.data(), 4, nullptr);
+        }, "workspace smaller than the rotated rows");
+    }
+    std::vector<char> linear3(serializedSize<W8A8LinearCore::Serial>());
+    writeSerialized(rotated.serial(), linear3.data());
+    linear3[4] = 3; // the format whose field rotation counted factors, F_1 an input
+    throwsWith("linear: format 3 refused", [&] {
+        readSerialized<W8A8LinearCore::Serial>("QmambaW8A8Linear", linear3.data(), linear3.size());
+    }, "engine was built with another version of the qmamba plugin library (serialization format 3");
 
     // ---- QmambaDecodeMixer (decode graphs' mixers) ---------------------------------------------------
     FieldSpec const* MS = DecodeMixerCore::kFIELDS;
