@@ -152,7 +152,7 @@ typedef struct qmamba_gated_norm_params {
 // Device tensors of QmambaGatedNorm; out must not alias y or z.
 typedef struct qmamba_gated_norm_tensors {
   const float* y;              // [rows, K]
-  const float* z;              // [rows, K]
+  const float* z;              // [rows, K], or NULL: no gate (g = y; z_scale ignored)
   const float* weight;         // [K]
   const float* rotation_first; // F_0 [f0, f0] when f0 > 1, else ignored
   float* out;                  // [rows, K]
