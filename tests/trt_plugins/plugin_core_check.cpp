@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -587,11 +588,25 @@ int main()
     };
     GatedNormCore rotatedNorm = norm(rotatedFields());
     check(rotatedNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0},
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0},
         "norm: fields parsed in the table's order");
     GatedNormCore plainNorm = norm(Fields().in("channels", 96).in("group_size", 96));
-    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0},
-        "norm: eps 1e-5, z_scale 0 (z as is), no rotation by default");
+    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0},
+        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate by default");
+    // Without a gate (a block's RMSNorm): y, weight and, with a dense factor, F_0; K 384 in one group.
+    GatedNormCore ungatedNorm = norm(Fields().in("channels", 384).in("group_size", 384).in("rotation_first", 12)
+                                         .in("rotation_last", 32).in("gate", 0));
+    GatedNormCore rmsNorm = norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0));
+    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0}
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 1
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 2
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_Z) == -1
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == GatedNormCore::kIN_ROTATION_FIRST,
+        "norm: gate = 0 takes no z, the inputs after it one place up");
+    throwsWith("norm: gate 0 or 1", [&] { norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 2)); },
+        "QmambaGatedNorm: field gate must be 0 (no z: a plain RMSNorm) or 1 (the input z gates y), got 2");
+    throwsWith("norm: z_scale needs a gate", [&] { norm(rotatedFields().in("gate", 0)); },
+        "QmambaGatedNorm: field z_scale = 0.050000 needs gate = 1 (with gate = 0 there is no z to quantize)");
     for (char const* missing : {"channels", "group_size"})
     {
         Fields x;
@@ -670,14 +685,27 @@ int main()
             [&] { rotatedNorm.checkInputs(bad); }, std::string("QmambaGatedNorm: ") + b.want);
     }
     throwsWith("norm: F_0 missing", [&] { rotatedNorm.checkInputs({nin.begin(), nin.end() - 1}); },
-        "QmambaGatedNorm: takes 4 inputs with rotation_first = 12 (y, z, weight, rotation_first), got 3");
+        "QmambaGatedNorm: takes 4 inputs with gate = 1 and rotation_first = 12 (y, z, weight, rotation_first), got 3");
     throwsWith("norm: F_0 without a dense factor", [&] {
         plainNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96}), shape({96, 96})});
-    }, "QmambaGatedNorm: takes 3 inputs with rotation_first = 1 (y, z, weight), got 4");
+    }, "QmambaGatedNorm: takes 3 inputs with gate = 1 and rotation_first = 1 (y, z, weight), got 4");
+    std::vector<Shape> const uin = {shape({2, 5, 384}), shape({384}), shape({12, 12})};
+    ungatedNorm.checkInputs(uin);
+    rmsNorm.checkInputs({shape({3, 7, 96}), shape({96})});
+    check(true, "norm: without a gate, good shapes of y, weight (and F_0)");
+    throwsWith("norm: a z without a gate", [&] { rmsNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96})}); },
+        "QmambaGatedNorm: takes 2 inputs with gate = 0 and rotation_first = 1 (y, weight), got 3");
+    throwsWith("norm: without a gate, weight is input 1", [&] {
+        ungatedNorm.checkInputs({shape({2, 5, 384}), shape({12, 12}), shape({384})});
+    }, "QmambaGatedNorm: input weight must have shape [384], got [12, 12]");
+    throwsWith("norm: without a gate, F_0 is input 2", [&] {
+        ungatedNorm.checkInputs({shape({2, 5, 384}), shape({384}), shape({12, 32})});
+    }, "QmambaGatedNorm: input rotation_first must have shape [12, 12], got [12, 32]");
     check(rotatedNorm.workspaceSize(nin) == 0, "norm: no workspace");
     check(roundTrip(rotatedNorm).fieldValues() == rotatedNorm.fieldValues()
-            && roundTrip(plainNorm).fieldValues() == plainNorm.fieldValues(),
-        "norm: round trip");
+            && roundTrip(plainNorm).fieldValues() == plainNorm.fieldValues()
+            && roundTrip(ungatedNorm).fieldValues() == ungatedNorm.fieldValues(),
+        "norm: round trip, the gate included");
     {
         using NormPod = GatedNormCore::Serial;
         GatedNormCore::Serial broken = rotatedNorm.serial();
@@ -687,6 +715,17 @@ int main()
         throwsWith("norm: serialized values are checked again", [&] {
             GatedNormCore(readSerialized<NormPod>("QmambaGatedNorm", nbuf.data(), nbuf.size()));
         }, "field rotation_last must be a power of two");
+        // An engine of format 3 holds the params alone (no gate): refused, naming both layouts.
+        qmamba_gated_norm_params const old = rotatedNorm.serial().params;
+        SerialHeader const h{kSERIAL_MAGIC, 3u, static_cast<uint32_t>(sizeof(old))};
+        std::vector<char> obuf(sizeof(h) + sizeof(old));
+        std::memcpy(obuf.data(), &h, sizeof(h));
+        std::memcpy(obuf.data() + sizeof(h), &old, sizeof(old));
+        throwsWith("norm: an engine of the layout before the gate is refused", [&] {
+            readSerialized<NormPod>("QmambaGatedNorm", obuf.data(), obuf.size());
+        }, "engine was built with another version of the qmamba plugin library (serialization format 3, "
+                + std::to_string(sizeof(old)) + " bytes; this library reads format 4, "
+                + std::to_string(sizeof(NormPod)) + " bytes): rebuild the engine");
     }
     // enqueue hands the C ABI the fields, the tensors' pointers and batch x seq rows, and its refusal through.
     std::vector<float> yBuf(1), zBuf(1), wBuf(1), fBuf(1), outBuf(1);
@@ -717,6 +756,15 @@ int main()
         rotatedNorm.enqueue(nin, normInputs, normOutputs, nullptr, 0, nullptr);
     }, "QmambaGatedNorm: kernel failed: qmamba_gated_norm: the double's error");
     gatedNormCall.status = QMAMBA_OK;
+    ungatedNorm.enqueue(uin, normInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 4 && gatedNormCall.rows == 10 && gatedNormCall.tensors.z == nullptr
+            && gatedNormCall.tensors.y == yBuf.data() && gatedNormCall.tensors.weight == zBuf.data()
+            && gatedNormCall.tensors.rotation_first == wBuf.data() && gatedNormCall.params.z_scale == 0.0f,
+        "norm: without a gate, enqueue passes z = NULL and weight, F_0 from inputs 1, 2");
+    rmsNorm.enqueue({shape({3, 7, 96}), shape({96})}, normInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 5 && gatedNormCall.rows == 21 && gatedNormCall.tensors.z == nullptr
+            && gatedNormCall.tensors.weight == zBuf.data() && gatedNormCall.tensors.rotation_first == nullptr,
+        "norm: a plain RMSNorm passes y and weight alone");
     std::printf("all checks passed\n");
     return 0;
 }

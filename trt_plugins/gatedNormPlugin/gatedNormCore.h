@@ -1,7 +1,8 @@
 // QmambaGatedNorm, independent of the plugin API: a prefill Mamba2 mixer's gated RMSNorm and the Hadamard
 // rotation after it, from QuantSSD's y and in_proj's z piece to the float input of out_proj's quantization,
-// in one kernel (README.md beside this file; kernel behind qmamba_gated_norm of qmamba_kernels.h). Not an op
-// of the exported graphs: `qmamba build` puts it into prefill graphs (runtime/prefill_fusion.py).
+// in one kernel (README.md beside this file; kernel behind qmamba_gated_norm of qmamba_kernels.h). With the
+// field gate = 0 there is no z: a plain RMSNorm (the block's before in_proj, the final one before lm_head).
+// Not an op of the exported graphs: `qmamba build` puts it into prefill graphs (runtime/prefill_fusion.py).
 #ifndef QMAMBA_GATED_NORM_CORE_H
 #define QMAMBA_GATED_NORM_CORE_H
 
@@ -21,15 +22,16 @@ public:
     static constexpr char const* kNAME = "QmambaGatedNorm";
     static constexpr char const* kVERSION = "1";
 
-    // Tensor positions (README.md, Inputs and Outputs); rotation_first (the factor F_0) only with the field
-    // rotation_first > 1.
+    // Tensor positions with a gate (README.md, Inputs and Outputs); rotation_first (the factor F_0) only with
+    // the field rotation_first > 1. With gate = 0 there is no z and the inputs after it move up by one:
+    // inputPosition() gives where an input is.
     static constexpr int32_t kIN_Y = 0;
     static constexpr int32_t kIN_Z = 1;
     static constexpr int32_t kIN_WEIGHT = 2;
     static constexpr int32_t kIN_ROTATION_FIRST = 3;
     static constexpr int32_t kOUT_OUT = 0;
 
-    static constexpr int32_t kMIN_INPUTS = 3;
+    static constexpr int32_t kMIN_INPUTS = 2;
     static constexpr int32_t kMAX_INPUTS = 4;
     static constexpr int32_t kNB_OUTPUTS = 1;
 
@@ -37,12 +39,13 @@ public:
     static constexpr int32_t kMAX_CHANNELS = 65536;
     static constexpr int32_t kMAX_FACTOR = 128;
 
-    static constexpr size_t kNB_FIELDS = 6;
+    static constexpr size_t kNB_FIELDS = 7;
     static FieldSpec const kFIELDS[kNB_FIELDS];
 
     struct Serial
     {
         qmamba_gated_norm_params params;
+        int32_t gate; // 1: g = y * (z' * sigmoid(z')) with the input z; 0: no z, g = y
     };
 
     explicit GatedNormCore(FieldValues const& values);
@@ -56,13 +59,16 @@ public:
     // [batch, seq, channels]: y's first two dimensions.
     OutputRule outputRule(int32_t index) const;
 
+    // Where the input kIN_* is in this node's inputs (-1: z without a gate).
+    int32_t inputPosition(int32_t input) const;
+
     void checkInputs(std::vector<Shape> const& in) const;
     size_t workspaceSize(std::vector<Shape> const& /*maxIn*/) const { return 0; }
     void enqueue(std::vector<Shape> const& in, void const* const* inputs, void* const* outputs, void* workspace,
         size_t workspaceBytes, qmamba_stream_t stream) const;
 
 private:
-    int32_t nbInputs() const { return mSerial.params.rotation_first > 1 ? kMAX_INPUTS : kMIN_INPUTS; }
+    int32_t nbInputs() const { return kMIN_INPUTS + mSerial.gate + (mSerial.params.rotation_first > 1 ? 1 : 0); }
     void validate() const;
     Serial mSerial{};
 };
