@@ -76,7 +76,7 @@ class GatedNormParams(ctypes.Structure):
 
 
 class GatedNormTensors(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "z", "weight", "rotation_first", "out")]
+    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "z", "z_col_scale", "weight", "rotation_first", "out")]
 
 
 class MixerParams(ctypes.Structure):

@@ -231,7 +231,7 @@ def _norm_args(params=(), tensors=()):
     """QmambaGatedNorm's C arguments at 2.7b's row (40 x 128, one group), with fake distinct device addresses."""
     p = kernels.GatedNormParams(channels=5120, group_size=5120, eps=1e-5, z_scale=0.05, rotation_first=40,
                                 rotation_last=128)
-    return _changed(p, params), _changed(kernels.GatedNormTensors(*[1 << (20 + i) for i in range(5)]), tensors)
+    return _changed(p, params), _changed(kernels.GatedNormTensors(*[1 << (20 + i) for i in range(6)]), tensors)
 
 
 @needs_lib
@@ -259,6 +259,7 @@ def _norm_args(params=(), tensors=()):
     ({}, dict(out=(1 << 21) + 4 * 5120 * 3), 3, "out must not alias z"),  # inside z's 4 rows
     # without z (no gate) z_scale is not read: the checks go on to the next error
     (dict(z_scale=float("nan")), dict(z=None, out=1 << 20), 3, "out must not alias y"),
+    ({}, dict(out=(1 << 22) - 4 * 100), 3, "out must not alias z_col_scale"),  # out's last 100 floats over it
 ])
 def test_gated_norm_launcher_refuses_bad_arguments(params, tensors, status, text):
     lib = kernels.load_library()
@@ -276,7 +277,7 @@ def test_gated_norm_launcher_takes_zero_rows_and_refuses_negative_ones():
     assert lib.qmamba_gated_norm(ctypes.byref(p), None, 4, None) == 1
     assert lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(t), -1, None) == 2
     assert "rows = -1 is not supported" in lib.qmamba_last_error().decode()
-    _, empty = _norm_args(tensors=dict(y=None, z=None, weight=None, rotation_first=None, out=None))
+    _, empty = _norm_args(tensors=dict(y=None, z=None, z_col_scale=None, weight=None, rotation_first=None, out=None))
     assert lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(empty), 0, None) == 0  # nothing to do
     assert lib.qmamba_last_error().decode() == ""
 
@@ -287,6 +288,7 @@ def test_gated_norm_launcher_takes_zero_rows_and_refuses_negative_ones():
     ("f1 not a power of two", "f1 must be a power of two"),
     ("F_0 shape", r"F_0 must have shape \[3, 3\]"),
     ("z shape", r"z must have shape \[7, 1, 192\]"),
+    ("z_col_scale shape", r"z_col_scale must have shape \[192\]"),
     ("negative eps", "eps must be finite and >= 0"),
     ("NaN z_scale", "z_scale must be finite and >= 0"),
     ("NaN weight", "weight has non-finite values"),
@@ -307,6 +309,8 @@ def test_gated_norm_binding_and_twin_refuse_the_same(change, message):
         a["rotation"] = (f0, f1, first[:, :2])
     elif change == "z shape":
         t["z"] = t["z"][:, :, :100]
+    elif change == "z_col_scale shape":
+        t["z_col_scale"] = torch.ones(100)
     elif change == "negative eps":
         a["eps"] = -1.0
     elif change == "NaN z_scale":

@@ -508,7 +508,7 @@ def _shifted(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", ["130m-12x128", "plain-8-groups-z-as-is", "dense-3x64-1100-rows",
-                                  "no-gate-plain-odd-K-3-groups", "no-gate-2.7b-40x128"])
+                                  "no-gate-plain-odd-K-3-groups", "no-gate-2.7b-40x128", "col-scale-2.7b-40x128"])
 def test_gated_norm_misaligned_tensors(name):
     from qmamba.runtime.gated_norm import gated_norm_ref
 
@@ -518,6 +518,19 @@ def test_gated_norm_misaligned_tensors(name):
     got = decode_kernels.gated_norm(**t, **a, out=out)
     torch.cuda.synchronize()
     assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= GATED_NORM_BOUND
+
+
+@pytest.mark.parametrize("name", ["col-scale-2.7b-40x128", "col-scale-plain-odd-K-3-groups",
+                                  "col-scale-dense-3x64-1100-rows"])
+def test_gated_norm_column_scale_is_the_graphs_mul(name):
+    """z with z_col_scale gives what z multiplied by it beforehand (one fp32 product, the graph's Mul) gives,
+    bit for bit; without z the scale is not read."""
+    t, a = kc.gated_norm_case(*GATED_NORM_CASES[name], device="cuda")
+    scaled = dict(t, z=t["z"] * t["z_col_scale"], z_col_scale=None)
+    assert torch.equal(decode_kernels.gated_norm(**t, **a), decode_kernels.gated_norm(**scaled, **a))
+    plain = dict(t, z=None, z_col_scale=torch.full_like(t["z_col_scale"], float("nan")))
+    no_gate = decode_kernels.gated_norm(**plain, **a)
+    assert torch.equal(no_gate, decode_kernels.gated_norm(**dict(plain, z_col_scale=None), **a))
 
 
 def test_gated_norm_is_deterministic_and_captures_into_a_graph():
@@ -531,6 +544,10 @@ def test_gated_norm_refuses_what_it_cannot_do():
     t, a = kc.gated_norm_case(*GATED_NORM_CASES["plain-one-group"], device="cuda")
     with pytest.raises(kernels.KernelError, match="out must not alias y"):
         decode_kernels.gated_norm(**t, **a, out=t["y"])
+    c, ca = kc.gated_norm_case(1, 1536, 1536, None, 0.05, True, device="cuda")
+    with pytest.raises(kernels.KernelError, match="out must not alias z_col_scale"):
+        out = torch.empty_like(c["y"])
+        decode_kernels.gated_norm(**dict(c, z_col_scale=out.reshape(-1)), **ca, out=out)
     big, b = kc.gated_norm_case(1, 128 * 128, 128, (128, 128), 0.0, device="cuda")
     limit = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
     if limit >= (128 * 128 + 128 * 128) * 4 + 1024:  # the row and F_0's tiles fit: it runs

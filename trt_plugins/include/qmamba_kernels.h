@@ -149,10 +149,12 @@ typedef struct qmamba_gated_norm_params {
                              //   when either is > 1
 } qmamba_gated_norm_params;
 
-// Device tensors of QmambaGatedNorm; out must not alias y or z.
+// Device tensors of QmambaGatedNorm; out must not alias y, z or z_col_scale.
 typedef struct qmamba_gated_norm_tensors {
   const float* y;              // [rows, K]
   const float* z;              // [rows, K], or NULL: no gate (g = y; z_scale ignored)
+  const float* z_col_scale;    // [K] or NULL: z is multiplied by it first (z * z_col_scale[k], one fp32 product,
+                               //   as the graph's Mul); ignored without z
   const float* weight;         // [K]
   const float* rotation_first; // F_0 [f0, f0] when f0 > 1, else ignored
   float* out;                  // [rows, K]
