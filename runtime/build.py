@@ -139,11 +139,12 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
     ``linear_plugin``: fuse_decode_linears (out_proj's Hadamard rotation into it with ``rotation_pass``; where the
     rotation went: ``notes["decode_rotation"]``). Prefill graphs:
-    ``norm_plugin``: fuse_prefill_gated_norms (in how many layers and RMSNorms: ``notes["prefill_gated_norm"]``).
+    ``norm_plugin``: fuse_prefill_gated_norms (in how many layers and RMSNorms: ``notes["prefill_gated_norm"]``),
+    after scale_after_split, so that the node takes the z piece's Mul of in_proj's output scale along.
     All versions:
     scale_after_split (in_proj's output scale after its Split, so that TensorRT can fuse it into each piece's
-    quantization), float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
-    explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
+    quantization; after the decode fusions, which read in_proj's whole output), float_fake_quant (seen wrong on
+    8.6; kept for 10+, where it could not be checked), explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
     bits_as_float_outputs (its explicit-quantization rules, docs/tensorrt.md)."""
     if mixer_plugin:
         model, what = fuse_decode_mixers(model)
@@ -151,9 +152,10 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
             notes["decode_mixers"] = what
     if linear_plugin:
         model = fuse_decode_linears(model, notes, rotation_pass)
+    model = scale_after_split(model)  # before the prefill fusion, which takes z's Mul of it along
     if norm_plugin:
         model = fuse_prefill_gated_norms(model, notes)
-    model = explicit_zero_points(float_fake_quant(scale_after_split(model)))
+    model = explicit_zero_points(float_fake_quant(model))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
     return model

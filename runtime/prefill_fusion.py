@@ -4,7 +4,8 @@ Each mixer of the exported prefill graph computes, between QuantSSD's y and out_
 gated RMSNorm (``export/onnx_layers.gated_rms_norm``: z's QuantizeLinear/DequantizeLinear, the gate
 ``y * (z' * sigmoid(z'))``, the RMS per norm group, the weight) and, in a model with a Hadamard rotation, the
 rotation's Reshape/MatMul steps (``onnx_layers.hadamard``). TensorRT ran them as some fifteen layers a layer,
-each a pass over the [batch x seq, d_ssm] fp32 activation. ``fuse_prefill_gated_norms`` makes each one
+each a pass over the [batch x seq, d_ssm] fp32 activation, and in_proj's output scale on the z piece (the Mul
+``runtime/scale_after_split.py`` puts after the Split) as one more. ``fuse_prefill_gated_norms`` makes each one
 QmambaGatedNorm node (``trt_plugins/gatedNormPlugin/``: one kernel that reads y and z once and writes the
 rotated row once), and each RMSNorm before in_proj and lm_head (``onnx_layers.rms_norm``, seven nodes) one
 such node without a gate, after checking every value the node takes over; a layer that differs in any of them
@@ -19,7 +20,7 @@ OP_NAME = "QmambaGatedNorm"
 # (name, type, default; None: required) in the order of the plugin's field table (gatedNormCore.cpp,
 # trt_plugins/gatedNormPlugin/README.md).
 FIELDS = (("channels", "int", None), ("group_size", "int", None), ("eps", "float", 1e-5), ("z_scale", "float", 0.0),
-          ("rotation_first", "int", 1), ("rotation_last", "int", 1), ("gate", "int", 1))
+          ("rotation_first", "int", 1), ("rotation_last", "int", 1), ("gate", "int", 1), ("z_col_scale", "int", 0))
 # The kernel's limits (qmamba_gated_norm refuses beyond them): channels a row, order of either rotation factor.
 MAX_CHANNELS = 65536
 MAX_FACTOR = 128
@@ -30,7 +31,9 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
     (before z's QuantizeLinear) to that QuantizeLinear's input, with the Hadamard rotation between when the model
     has one, becomes one QmambaGatedNorm node: inputs y, z, the norm's weight and, for a dense rotation factor,
     F_0 (an initializer shared by the layers); fields from the graph's constants. Where z's quantized or
-    dequantized values have other readers, the Q/DQ pair stays and the node reads z' with z_scale = 0.
+    dequantized values have other readers, the Q/DQ pair stays and the node reads z' with z_scale = 0. Where z
+    is ``Mul(Split piece, fp32 [K] constant)`` read by nothing else (in_proj's output scale after
+    scale_after_split, which runs first), the node reads the piece and the constant (z_col_scale = 1).
     Every RMSNorm that feeds a QuantizeLinear (in_proj's, lm_head's) becomes one QmambaGatedNorm node with
     gate = 0, group_size = its width and no rotation: inputs x (the residual, which keeps its other readers)
     and the weight.
@@ -51,8 +54,11 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
             name = layer["ssd"].name
             why, fields, f0 = _fields(layer, ix)
             z, fields["z_scale"], taken = _gate_input(layer, ix)
-            inputs = [layer["y"], z, layer["weight"]]
-            fields["gate"] = 1
+            scaled = _column_scale(z, fields.get("channels"), layer["nodes"] + taken, ix)
+            z_inputs = [z] if scaled is None else list(scaled.input)
+            taken += [] if scaled is None else [scaled]
+            inputs = [layer["y"], *z_inputs, layer["weight"]]
+            fields.update(gate=1, z_col_scale=int(scaled is not None))
         else:
             layer = _rms_norm(x, ix)
             if layer is None:
@@ -61,7 +67,7 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
             rms_norms.append(name)
             why, fields, f0 = _fields(layer, ix)
             inputs, taken = [layer["x"], layer["weight"]], []
-            fields.update(z_scale=0.0, gate=0)
+            fields.update(z_scale=0.0, gate=0, z_col_scale=0)
         if why is None and ({o for n in layer["nodes"] + taken for o in n.output} - {x}) & ix.outputs:
             why = "an intermediate is a graph output"
         if why:
@@ -174,6 +180,23 @@ def _gate_input(layer: dict, ix: GraphIndex):
     if not (exact and gate_only):
         return z_gate, 0.0, []
     return q.input[0], float(scale), [q, dq]
+
+
+def _column_scale(z, k, readers: list, ix: GraphIndex):
+    """The Mul that makes ``z`` as ``Mul(piece of a Split, fp32 [k] constant)`` (operands in that order, as
+    scale_after_split writes it), read by ``readers`` alone and no graph output; None otherwise. The node then
+    makes the same IEEE product of each element with its column's scale."""
+    from onnx import TensorProto
+
+    mul = ix.made_by(z, "Mul")
+    if mul is None or k is None or z in ix.outputs \
+            or {id(c) for c in ix.consumers.get(z, [])} - {id(n) for n in readers}:
+        return None
+    piece, scale = mul.input
+    t = ix.inits.get(scale)
+    if ix.made_by(piece, "Split") is None or t is None or t.data_type != TensorProto.FLOAT or list(t.dims) != [k]:
+        return None
+    return mul
 
 
 def sylvester(f: int):

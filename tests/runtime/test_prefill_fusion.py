@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qmamba.export.onnx_export import export_onnx
 from qmamba.runtime.graph_index import attributes
 from qmamba.runtime.prefill_fusion import OP_NAME, fuse_prefill_gated_norms, plugin_rotation, sylvester
+from qmamba.runtime.scale_after_split import scale_after_split
 
 from tiny_models import tiny_quantized_model
 from trt_helpers import ort_session
@@ -78,7 +79,7 @@ def test_each_layer_becomes_one_node_with_the_models_values(case):
         np.testing.assert_array_equal(inits[node.input[2]], mixer.norm.weight.numpy())
         assert (a["channels"], a["group_size"]) == (mixer.d_ssm, mixer.norm.group_size)
         assert np.float32(a["eps"]) == np.float32(mixer.norm.eps)
-        assert np.float32(a["z_scale"]) == mixer.z_scale.numpy() and a["gate"] == 1
+        assert np.float32(a["z_scale"]) == mixer.z_scale.numpy() and a["gate"] == 1 and a["z_col_scale"] == 0
         if not had:
             assert (a["rotation_first"], a["rotation_last"], len(node.input)) == (1, 1, 3)
         elif a["rotation_first"] > 1:  # two factors: F_0 is an input, shared by the layers
@@ -88,35 +89,77 @@ def test_each_layer_becomes_one_node_with_the_models_values(case):
             assert (a["rotation_last"], len(node.input)) == (128, 3)
 
 
-def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path):
-    """ONNX Runtime on the exported graph (y and the z piece in, out_proj's QuantizeLinear input out) against
-    the reference made from the node alone: z's Q/DQ with its z_scale, QuantGatedRMSNorm with its channels,
-    group_size, eps and weight, then the rotation its F_0 and Sylvester order give (which is the model's:
-    hadamard.rotate)."""
+def test_the_scaled_z_piece_comes_unscaled_with_its_column_scale(case):
+    """After scale_after_split (as qmamba build runs it) each layer's z is Mul(Split piece, fp32 [d_ssm] slice of
+    in_proj's scale): the node reads the piece and the slice (z_col_scale = 1) and that Mul goes; the other
+    pieces keep theirs."""
+    (kind, had), model, prefill = case
+    split = scale_after_split(_copy(prefill))
+    muls = [n for n in split.graph.node if n.op_type == "Mul" and n.name.endswith("/scale")]
+    notes = {}
+    after = fuse_prefill_gated_norms(_copy(split), notes)
+    assert notes == {"prefill_gated_norm": _note(len(model.layers), ROTATION_NOTE[kind, had])}
+    nodes = _fused(after, gate=1)
+    made = {o: n for n in after.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    for i, node in enumerate(nodes):
+        p, a = f"layers.{i}.mixer", attributes(node)
+        assert a["z_col_scale"] == 1 and a["z_scale"] > 0
+        assert list(node.input[:2]) == [f"{p}.ssd.y", f"{p}.in_proj.z.unscaled"] and node.input[3] == f"{p}.norm.weight"
+        assert made[node.input[1]].op_type == "Split" and node.input[2].endswith(".slice0")  # z: the first piece
+        assert inits[node.input[2]].dtype == np.float32 and inits[node.input[2]].shape == (a["channels"],)
+    left = [n for n in after.graph.node if n.op_type == "Mul" and n.name.endswith("/scale")]
+    assert len(left) == len(muls) - len(nodes)
+    assert not {n.output[0] for n in left} & {f"layers.{i}.mixer.in_proj.z" for i in range(len(nodes))}
+
+
+def test_a_scaled_z_read_elsewhere_keeps_its_mul(case):
+    """Layer 0's scaled z is also a graph output: its Mul stays and the node reads its output (z_col_scale = 0);
+    layer 1 takes its Mul along."""
+    _, _, prefill = case
+    model = scale_after_split(_copy(prefill))
+    model.graph.output.append(helper.make_tensor_value_info("layers.0.mixer.in_proj.z", TensorProto.FLOAT, None))
+    first, second = _fused(fuse_prefill_gated_norms(model), gate=1)
+    assert first.input[1] == "layers.0.mixer.in_proj.z" and attributes(first)["z_col_scale"] == 0
+    assert attributes(second)["z_col_scale"] == 1 and len(second.input) == len(first.input) + 1
+
+
+@pytest.mark.parametrize("split_first", [False, True], ids=["exported", "scale-after-split"])
+def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path, split_first):
+    """ONNX Runtime on the exported graph (y and the z piece in, out_proj's QuantizeLinear input out; after
+    scale_after_split the unscaled z piece) against the reference made from the node alone: z times its column
+    scale (with z_col_scale), z's Q/DQ with its z_scale, QuantGatedRMSNorm with its channels, group_size, eps
+    and weight, then the rotation its F_0 and Sylvester order give (which is the model's: hadamard.rotate)."""
     import torch
 
     from qmamba.export import hadamard, ops
     from qmamba.export.quant_modules import QuantGatedRMSNorm
 
     _, _, prefill = case
+    if split_first:
+        prefill = scale_after_split(_copy(prefill))
     after = fuse_prefill_gated_norms(_copy(prefill))
     nodes = _fused(after, gate=1)
     inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
     values = _probe(prefill, {x for n in nodes for x in (n.input[0], n.input[1], n.output[0])}, tmp_path)
     for node in nodes:
         a = attributes(node)
+        assert a["z_col_scale"] == int(split_first)
         k, f0, f1 = a["channels"], a["rotation_first"], a["rotation_last"]
-        first = inits[node.input[3]].astype(np.float64) if f0 > 1 else np.eye(1)
+        weight, *rest = node.input[2 + a["z_col_scale"]:]
+        first = inits[rest[0]].astype(np.float64) if f0 > 1 else np.eye(1)
         last = sylvester(f1).astype(np.float64) if f1 > 1 else np.eye(1)
         rotated = f0 * f1 > 1
         if rotated:
             np.testing.assert_allclose(np.kron(first, last), hadamard.rotation_matrix(k, torch.float64).numpy(),
                                        rtol=0, atol=1e-7)
         y, z = (torch.from_numpy(values[x]) for x in node.input[:2])
+        if a["z_col_scale"]:
+            z = z * torch.from_numpy(inits[node.input[2]].copy())  # one fp32 product, as the kernel makes it
         scale = torch.tensor(a["z_scale"], dtype=torch.float32)
         z_gate = ops.quantize(z, scale).float() * scale if a["z_scale"] > 0 else z
         norm = QuantGatedRMSNorm(k, a["group_size"], a["eps"])
-        norm.weight.copy_(torch.from_numpy(inits[node.input[2]].copy()))
+        norm.weight.copy_(torch.from_numpy(inits[weight].copy()))
         g = norm(y, z_gate)
         want = (hadamard.rotate(g) if rotated else g).numpy()
         got = values[node.output[0]]
@@ -152,7 +195,8 @@ def test_each_rms_norm_becomes_one_node_without_a_gate(case):
     for node, (prefix, module), res in zip(nodes, norms, residuals):
         assert list(node.input) == [res, f"{prefix}.weight"], node.name
         assert attributes(node) == {"channels": d, "group_size": d, "eps": pytest.approx(module.eps, rel=1e-7),
-                                    "z_scale": 0.0, "rotation_first": 1, "rotation_last": 1, "gate": 0}
+                                    "z_scale": 0.0, "rotation_first": 1, "rotation_last": 1, "gate": 0,
+                                    "z_col_scale": 0}
         np.testing.assert_array_equal(inits[node.input[1]], module.weight.numpy())
         assert [c.op_type for c in readers[node.output[0]]] == ["QuantizeLinear"]
         if prefix != "norm_f":  # the residual Add reads it too
@@ -397,7 +441,8 @@ def test_build_fuses_the_prefill_graph_only(export_dir, fake_tensorrt, tmp_path)
     made = {o: n for n in g.node for o in n.output}
     for node in _fused(graphs[True]["prefill"], gate=1):
         assert made[node.input[0]].op_type == "QmambaBitsAsFloat"
-        assert made[node.input[1]].op_type == "Mul"  # the z piece times its slice of in_proj's scale
+        # the z piece unscaled and its slice of in_proj's scale: the Mul went into the node
+        assert made[node.input[1]].op_type == "Split" and attributes(node)["z_col_scale"] == 1
     # the RMSNorms read the embedding's Gather or a residual Add
     assert [made[n.input[0]].op_type for n in _fused(graphs[True]["prefill"], gate=0)] == ["Gather", "Add", "Add"]
     for node in _fused(graphs[True]["prefill"]):

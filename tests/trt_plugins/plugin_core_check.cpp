@@ -588,21 +588,38 @@ int main()
     };
     GatedNormCore rotatedNorm = norm(rotatedFields());
     check(rotatedNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0},
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 0.0},
         "norm: fields parsed in the table's order");
     GatedNormCore plainNorm = norm(Fields().in("channels", 96).in("group_size", 96));
-    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0},
-        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate by default");
+    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0, 0.0},
+        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate, no column scale of z by default");
     // Without a gate (a block's RMSNorm): y, weight and, with a dense factor, F_0; K 384 in one group.
     GatedNormCore ungatedNorm = norm(Fields().in("channels", 384).in("group_size", 384).in("rotation_first", 12)
                                          .in("rotation_last", 32).in("gate", 0));
     GatedNormCore rmsNorm = norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0));
-    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0}
+    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0, 0.0}
             && ungatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 1
             && ungatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 2
             && ungatedNorm.inputPosition(GatedNormCore::kIN_Z) == -1
-            && rotatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == GatedNormCore::kIN_ROTATION_FIRST,
-        "norm: gate = 0 takes no z, the inputs after it one place up");
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == -1
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == -1
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 2
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 3
+            && plainNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == -1,
+        "norm: gate = 0 takes no z, z_col_scale = 0 no column scale, the inputs after them move up");
+    // With in_proj's column scale of z (the unscaled z piece): y, z, z_col_scale, weight, F_0 at their constants.
+    GatedNormCore scaledNorm = norm(rotatedFields().in("z_col_scale", 1));
+    check(scaledNorm.fieldValues()
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 1.0}
+            && scaledNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == GatedNormCore::kIN_Z_COL_SCALE
+            && scaledNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == GatedNormCore::kIN_WEIGHT
+            && scaledNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == GatedNormCore::kIN_ROTATION_FIRST,
+        "norm: z_col_scale = 1 puts the scale right after z");
+    throwsWith("norm: z_col_scale 0 or 1", [&] { norm(rotatedFields().in("z_col_scale", 2)); },
+        "QmambaGatedNorm: field z_col_scale must be 0 (z as it comes) or 1 (the input z_col_scale scales z), got 2");
+    throwsWith("norm: z_col_scale needs a gate", [&] {
+        norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0).in("z_col_scale", 1));
+    }, "QmambaGatedNorm: field z_col_scale = 1 needs gate = 1 (with gate = 0 there is no z to scale)");
     throwsWith("norm: gate 0 or 1", [&] { norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 2)); },
         "QmambaGatedNorm: field gate must be 0 (no z: a plain RMSNorm) or 1 (the input z gates y), got 2");
     throwsWith("norm: z_scale needs a gate", [&] { norm(rotatedFields().in("gate", 0)); },
@@ -680,21 +697,35 @@ int main()
          })
     {
         std::vector<Shape> bad = nin;
-        bad[b.pos] = b.got;
-        throwsWith((std::string("norm: bad shape of input ") + std::to_string(b.pos)).c_str(),
+        int32_t const pos = rotatedNorm.inputPosition(b.pos); // without z_col_scale weight and F_0 one up
+        bad[pos] = b.got;
+        throwsWith((std::string("norm: bad shape of input ") + std::to_string(pos)).c_str(),
             [&] { rotatedNorm.checkInputs(bad); }, std::string("QmambaGatedNorm: ") + b.want);
     }
     throwsWith("norm: F_0 missing", [&] { rotatedNorm.checkInputs({nin.begin(), nin.end() - 1}); },
-        "QmambaGatedNorm: takes 4 inputs with gate = 1 and rotation_first = 12 (y, z, weight, rotation_first), got 3");
+        "QmambaGatedNorm: takes 4 inputs with gate = 1, z_col_scale = 0 and rotation_first = 12 (y, z, weight, "
+        "rotation_first), got 3");
     throwsWith("norm: F_0 without a dense factor", [&] {
         plainNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96}), shape({96, 96})});
-    }, "QmambaGatedNorm: takes 3 inputs with gate = 1 and rotation_first = 1 (y, z, weight), got 4");
+    }, "QmambaGatedNorm: takes 3 inputs with gate = 1, z_col_scale = 0 and rotation_first = 1 (y, z, weight), got 4");
+    std::vector<Shape> const scaledIn = {
+        shape({2, 5, 384}), shape({2, 5, 384}), shape({384}), shape({384}), shape({12, 12})};
+    scaledNorm.checkInputs(scaledIn);
+    check(true, "norm: with z_col_scale, good shapes of y, z, z_col_scale, weight, F_0");
+    throwsWith("norm: z_col_scale missing", [&] { scaledNorm.checkInputs(nin); },
+        "QmambaGatedNorm: takes 5 inputs with gate = 1, z_col_scale = 1 and rotation_first = 12 (y, z, z_col_scale, "
+        "weight, rotation_first), got 4");
+    throwsWith("norm: z_col_scale is [K]", [&] {
+        std::vector<Shape> bad = scaledIn;
+        bad[GatedNormCore::kIN_Z_COL_SCALE] = shape({2, 5, 384});
+        scaledNorm.checkInputs(bad);
+    }, "QmambaGatedNorm: input z_col_scale must have shape [384], got [2, 5, 384]");
     std::vector<Shape> const uin = {shape({2, 5, 384}), shape({384}), shape({12, 12})};
     ungatedNorm.checkInputs(uin);
     rmsNorm.checkInputs({shape({3, 7, 96}), shape({96})});
     check(true, "norm: without a gate, good shapes of y, weight (and F_0)");
     throwsWith("norm: a z without a gate", [&] { rmsNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96})}); },
-        "QmambaGatedNorm: takes 2 inputs with gate = 0 and rotation_first = 1 (y, weight), got 3");
+        "QmambaGatedNorm: takes 2 inputs with gate = 0, z_col_scale = 0 and rotation_first = 1 (y, weight), got 3");
     throwsWith("norm: without a gate, weight is input 1", [&] {
         ungatedNorm.checkInputs({shape({2, 5, 384}), shape({12, 12}), shape({384})});
     }, "QmambaGatedNorm: input weight must have shape [384], got [12, 12]");
@@ -704,8 +735,9 @@ int main()
     check(rotatedNorm.workspaceSize(nin) == 0, "norm: no workspace");
     check(roundTrip(rotatedNorm).fieldValues() == rotatedNorm.fieldValues()
             && roundTrip(plainNorm).fieldValues() == plainNorm.fieldValues()
-            && roundTrip(ungatedNorm).fieldValues() == ungatedNorm.fieldValues(),
-        "norm: round trip, the gate included");
+            && roundTrip(ungatedNorm).fieldValues() == ungatedNorm.fieldValues()
+            && roundTrip(scaledNorm).fieldValues() == scaledNorm.fieldValues(),
+        "norm: round trip, the gate and z_col_scale included");
     {
         using NormPod = GatedNormCore::Serial;
         GatedNormCore::Serial broken = rotatedNorm.serial();
@@ -715,17 +747,26 @@ int main()
         throwsWith("norm: serialized values are checked again", [&] {
             GatedNormCore(readSerialized<NormPod>("QmambaGatedNorm", nbuf.data(), nbuf.size()));
         }, "field rotation_last must be a power of two");
-        // An engine of format 3 holds the params alone (no gate): refused, naming both layouts.
-        qmamba_gated_norm_params const old = rotatedNorm.serial().params;
-        SerialHeader const h{kSERIAL_MAGIC, 3u, static_cast<uint32_t>(sizeof(old))};
-        std::vector<char> obuf(sizeof(h) + sizeof(old));
-        std::memcpy(obuf.data(), &h, sizeof(h));
-        std::memcpy(obuf.data() + sizeof(h), &old, sizeof(old));
-        throwsWith("norm: an engine of the layout before the gate is refused", [&] {
-            readSerialized<NormPod>("QmambaGatedNorm", obuf.data(), obuf.size());
-        }, "engine was built with another version of the qmamba plugin library (serialization format 3, "
-                + std::to_string(sizeof(old)) + " bytes; this library reads format 4, "
-                + std::to_string(sizeof(NormPod)) + " bytes): rebuild the engine");
+        // Engines of the layouts before: refused, naming both layouts.
+        auto olderLayout = [&](char const* name, uint32_t format, void const* pod, size_t bytes) {
+            SerialHeader const h{kSERIAL_MAGIC, format, static_cast<uint32_t>(bytes)};
+            std::vector<char> buf(sizeof(h) + bytes);
+            std::memcpy(buf.data(), &h, sizeof(h));
+            std::memcpy(buf.data() + sizeof(h), pod, bytes);
+            throwsWith(name, [&] { readSerialized<NormPod>("QmambaGatedNorm", buf.data(), buf.size()); },
+                "engine was built with another version of the qmamba plugin library (serialization format "
+                    + std::to_string(format) + ", " + std::to_string(bytes) + " bytes; this library reads format 5, "
+                    + std::to_string(sizeof(NormPod)) + " bytes): rebuild the engine");
+        };
+        qmamba_gated_norm_params const three = rotatedNorm.serial().params; // format 3: the params alone
+        olderLayout("norm: an engine of the layout before the gate is refused", 3u, &three, sizeof(three));
+        struct Format4 // the params and the gate, no z_col_scale
+        {
+            qmamba_gated_norm_params params;
+            int32_t gate;
+        };
+        Format4 const four{rotatedNorm.serial().params, 1};
+        olderLayout("norm: an engine of the layout before z_col_scale is refused", 4u, &four, sizeof(four));
     }
     // enqueue hands the C ABI the fields, the tensors' pointers and batch x seq rows, and its refusal through.
     std::vector<float> yBuf(1), zBuf(1), wBuf(1), fBuf(1), outBuf(1);
@@ -737,9 +778,9 @@ int main()
     check(gatedNormCall.calls == 1 && gatedNormCall.rows == 10 && gp.channels == 384 && gp.group_size == 192
             && gp.eps == 1e-6f && gp.z_scale == 0.05f && gp.rotation_first == 12 && gp.rotation_last == 32,
         "norm: enqueue passes the fields and batch x seq = 10 rows");
-    check(gt.y == yBuf.data() && gt.z == zBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
-            && gt.out == outBuf.data(),
-        "norm: enqueue passes y, z, weight, F_0 and out in their places");
+    check(gt.y == yBuf.data() && gt.z == zBuf.data() && gt.z_col_scale == nullptr && gt.weight == wBuf.data()
+            && gt.rotation_first == fBuf.data() && gt.out == outBuf.data(),
+        "norm: enqueue passes y, z, weight, F_0 and out in their places, no column scale");
     std::vector<Shape> const plainIn = {shape({3, 7, 96}), shape({3, 7, 96}), shape({96})};
     plainNorm.enqueue(plainIn, normInputs, normOutputs, nullptr, 0, nullptr);
     check(gatedNormCall.calls == 2 && gatedNormCall.rows == 21 && gatedNormCall.tensors.rotation_first == nullptr
@@ -765,6 +806,13 @@ int main()
     check(gatedNormCall.calls == 5 && gatedNormCall.rows == 21 && gatedNormCall.tensors.z == nullptr
             && gatedNormCall.tensors.weight == zBuf.data() && gatedNormCall.tensors.rotation_first == nullptr,
         "norm: a plain RMSNorm passes y and weight alone");
+    std::vector<float> cBuf(1);
+    void const* scaledInputs[] = {yBuf.data(), zBuf.data(), cBuf.data(), wBuf.data(), fBuf.data()};
+    scaledNorm.enqueue(scaledIn, scaledInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 6 && gatedNormCall.rows == 10 && gt.y == yBuf.data() && gt.z == zBuf.data()
+            && gt.z_col_scale == cBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
+            && gt.out == outBuf.data() && gatedNormCall.params.z_scale == 0.05f,
+        "norm: with z_col_scale, enqueue passes it from input 2, weight and F_0 from inputs 3, 4");
     std::printf("all checks passed\n");
     return 0;
 }

@@ -28,6 +28,7 @@ FieldSpec const GatedNormCore::kFIELDS[kNB_FIELDS] = {
     {"rotation_first", FieldKind::kInt, false, 1},
     {"rotation_last", FieldKind::kInt, false, 1},
     {"gate", FieldKind::kInt, false, 1},
+    {"z_col_scale", FieldKind::kInt, false, 0},
 };
 // clang-format on
 
@@ -42,6 +43,7 @@ GatedNormCore::GatedNormCore(FieldValues const& v)
     p.rotation_first = static_cast<int32_t>(v[4]);
     p.rotation_last = static_cast<int32_t>(v[5]);
     mSerial.gate = static_cast<int32_t>(v[6]);
+    mSerial.z_col_scale = static_cast<int32_t>(v[7]);
     validate();
 }
 
@@ -56,7 +58,7 @@ FieldValues GatedNormCore::fieldValues() const
     qmamba_gated_norm_params const& p = mSerial.params;
     return {static_cast<double>(p.channels), static_cast<double>(p.group_size), static_cast<double>(p.eps),
         static_cast<double>(p.z_scale), static_cast<double>(p.rotation_first), static_cast<double>(p.rotation_last),
-        static_cast<double>(mSerial.gate)};
+        static_cast<double>(mSerial.gate), static_cast<double>(mSerial.z_col_scale)};
 }
 
 void GatedNormCore::validate() const
@@ -85,15 +87,46 @@ void GatedNormCore::validate() const
         "field gate must be 0 (no z: a plain RMSNorm) or 1 (the input z gates y), got " + std::to_string(mSerial.gate));
     require(mSerial.gate == 1 || p.z_scale == 0.0f, kOP,
         "field z_scale = " + std::to_string(p.z_scale) + " needs gate = 1 (with gate = 0 there is no z to quantize)");
+    require(mSerial.z_col_scale == 0 || mSerial.z_col_scale == 1, kOP,
+        "field z_col_scale must be 0 (z as it comes) or 1 (the input z_col_scale scales z), got "
+            + std::to_string(mSerial.z_col_scale));
+    require(mSerial.gate == 1 || mSerial.z_col_scale == 0, kOP,
+        "field z_col_scale = 1 needs gate = 1 (with gate = 0 there is no z to scale)");
+}
+
+bool GatedNormCore::present(int32_t input) const
+{
+    switch (input)
+    {
+    case kIN_Z: return mSerial.gate == 1;
+    case kIN_Z_COL_SCALE: return mSerial.z_col_scale == 1;
+    case kIN_ROTATION_FIRST: return mSerial.params.rotation_first > 1;
+    default: return input >= 0 && input < kMAX_INPUTS;
+    }
 }
 
 int32_t GatedNormCore::inputPosition(int32_t input) const
 {
-    if (mSerial.gate == 1 || input < kIN_Z)
+    if (!present(input))
     {
-        return input;
+        return -1;
     }
-    return input == kIN_Z ? -1 : input - 1;
+    int32_t position = 0;
+    for (int32_t i = 0; i < input; ++i)
+    {
+        position += present(i) ? 1 : 0;
+    }
+    return position;
+}
+
+int32_t GatedNormCore::nbInputs() const
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < kMAX_INPUTS; ++i)
+    {
+        n += present(i) ? 1 : 0;
+    }
+    return n;
 }
 
 OutputRule GatedNormCore::outputRule(int32_t index) const
@@ -108,14 +141,20 @@ void GatedNormCore::checkInputs(std::vector<Shape> const& in) const
     int32_t const n = static_cast<int32_t>(in.size());
     require(n == nbInputs(), kOP,
         "takes " + std::to_string(nbInputs()) + " inputs with gate = " + std::to_string(mSerial.gate)
-            + " and rotation_first = " + std::to_string(p.rotation_first) + " (y" + (mSerial.gate ? ", z" : "")
-            + ", weight" + (p.rotation_first > 1 ? ", rotation_first" : "") + "), got " + std::to_string(n));
+            + ", z_col_scale = " + std::to_string(mSerial.z_col_scale) + " and rotation_first = "
+            + std::to_string(p.rotation_first) + " (y" + (mSerial.gate ? ", z" : "")
+            + (mSerial.z_col_scale ? ", z_col_scale" : "") + ", weight"
+            + (p.rotation_first > 1 ? ", rotation_first" : "") + "), got " + std::to_string(n));
     int64_t const K = p.channels;
     Shape const& y = in[kIN_Y];
     checkShape(kOP, "y", y, {-1, -1, K});
     if (mSerial.gate)
     {
         checkShape(kOP, "z", in[kIN_Z], {y.d[0], y.d[1], K});
+    }
+    if (mSerial.z_col_scale)
+    {
+        checkShape(kOP, "z_col_scale", in[inputPosition(kIN_Z_COL_SCALE)], {K});
     }
     checkShape(kOP, "weight", in[inputPosition(kIN_WEIGHT)], {K});
     if (p.rotation_first > 1)
@@ -131,6 +170,7 @@ void GatedNormCore::enqueue(std::vector<Shape> const& in, void const* const* inp
     qmamba_gated_norm_tensors t{};
     t.y = static_cast<float const*>(inputs[kIN_Y]);
     t.z = mSerial.gate ? static_cast<float const*>(inputs[kIN_Z]) : nullptr; // the kernel's "no gate"
+    t.z_col_scale = mSerial.z_col_scale ? static_cast<float const*>(inputs[inputPosition(kIN_Z_COL_SCALE)]) : nullptr;
     t.weight = static_cast<float const*>(inputs[inputPosition(kIN_WEIGHT)]);
     bool const dense = mSerial.params.rotation_first > 1;
     t.rotation_first = dense ? static_cast<float const*>(inputs[inputPosition(kIN_ROTATION_FIRST)]) : nullptr;

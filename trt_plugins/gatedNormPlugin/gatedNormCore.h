@@ -2,6 +2,7 @@
 // rotation after it, from QuantSSD's y and in_proj's z piece to the float input of out_proj's quantization,
 // in one kernel (README.md beside this file; kernel behind qmamba_gated_norm of qmamba_kernels.h). With the
 // field gate = 0 there is no z: a plain RMSNorm (the block's before in_proj, the final one before lm_head).
+// With z_col_scale = 1 z comes unscaled and in_proj's output scale of it as an input of its own.
 // Not an op of the exported graphs: `qmamba build` puts it into prefill graphs (runtime/prefill_fusion.py).
 #ifndef QMAMBA_GATED_NORM_CORE_H
 #define QMAMBA_GATED_NORM_CORE_H
@@ -22,30 +23,32 @@ public:
     static constexpr char const* kNAME = "QmambaGatedNorm";
     static constexpr char const* kVERSION = "1";
 
-    // Tensor positions with a gate (README.md, Inputs and Outputs); rotation_first (the factor F_0) only with
-    // the field rotation_first > 1. With gate = 0 there is no z and the inputs after it move up by one:
-    // inputPosition() gives where an input is.
+    // Tensor positions with every optional input (README.md, Inputs and Outputs): z only with the field
+    // gate = 1, z_col_scale only with the field z_col_scale = 1, rotation_first (the factor F_0) only with the
+    // field rotation_first > 1. The inputs after an absent one move up: inputPosition() gives where one is.
     static constexpr int32_t kIN_Y = 0;
     static constexpr int32_t kIN_Z = 1;
-    static constexpr int32_t kIN_WEIGHT = 2;
-    static constexpr int32_t kIN_ROTATION_FIRST = 3;
+    static constexpr int32_t kIN_Z_COL_SCALE = 2;
+    static constexpr int32_t kIN_WEIGHT = 3;
+    static constexpr int32_t kIN_ROTATION_FIRST = 4;
     static constexpr int32_t kOUT_OUT = 0;
 
     static constexpr int32_t kMIN_INPUTS = 2;
-    static constexpr int32_t kMAX_INPUTS = 4;
+    static constexpr int32_t kMAX_INPUTS = 5;
     static constexpr int32_t kNB_OUTPUTS = 1;
 
     // The launcher's limits (QMAMBA_ERR_BAD_SIZE beyond them): channels a row, order of either factor.
     static constexpr int32_t kMAX_CHANNELS = 65536;
     static constexpr int32_t kMAX_FACTOR = 128;
 
-    static constexpr size_t kNB_FIELDS = 7;
+    static constexpr size_t kNB_FIELDS = 8;
     static FieldSpec const kFIELDS[kNB_FIELDS];
 
     struct Serial
     {
         qmamba_gated_norm_params params;
-        int32_t gate; // 1: g = y * (z' * sigmoid(z')) with the input z; 0: no z, g = y
+        int32_t gate;        // 1: g = y * (z' * sigmoid(z')) with the input z; 0: no z, g = y
+        int32_t z_col_scale; // 1: the input z_col_scale [K] follows z, z * z_col_scale[k] first; 0: z as it comes
     };
 
     explicit GatedNormCore(FieldValues const& values);
@@ -59,7 +62,7 @@ public:
     // [batch, seq, channels]: y's first two dimensions.
     OutputRule outputRule(int32_t index) const;
 
-    // Where the input kIN_* is in this node's inputs (-1: z without a gate).
+    // Where the input kIN_* is in this node's inputs (-1: one the fields leave out).
     int32_t inputPosition(int32_t input) const;
 
     void checkInputs(std::vector<Shape> const& in) const;
@@ -68,7 +71,8 @@ public:
         size_t workspaceBytes, qmamba_stream_t stream) const;
 
 private:
-    int32_t nbInputs() const { return kMIN_INPUTS + mSerial.gate + (mSerial.params.rotation_first > 1 ? 1 : 0); }
+    bool present(int32_t input) const; // whether the fields put the input kIN_* into this node
+    int32_t nbInputs() const;
     void validate() const;
     Serial mSerial{};
 };
