@@ -55,9 +55,9 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
             why, fields, f0 = _fields(layer, ix)
             z, fields["z_scale"], taken = _gate_input(layer, ix)
             scaled = _column_scale(z, fields.get("channels"), layer["nodes"] + taken, ix)
-            z_inputs = [z] if scaled is None else list(scaled.input)
-            taken += [] if scaled is None else [scaled]
-            inputs = [layer["y"], *z_inputs, layer["weight"]]
+            if scaled is not None:  # the unscaled piece and its scale in place of z
+                taken = [*taken, scaled]
+            inputs = [layer["y"], *([z] if scaled is None else scaled.input), layer["weight"]]
             fields.update(gate=1, z_col_scale=int(scaled is not None))
         else:
             layer = _rms_norm(x, ix)
