@@ -183,7 +183,7 @@ class TrtStepwiseScorer(StepwiseScorer):
     def __init__(self, engine_dir, max_batch: int):
         from .trt_runner import TrtSession
 
-        super().__init__(TrtSession(engine_dir, max_batch=max_batch), "tensorrt (prefill 1 byte + decode steps)")
+        super().__init__(TrtSession(engine_dir, max_batch=max_batch), "tensorrt (prefill 1 token + decode steps)")
 
 
 # ---- loading MODEL ------------------------------------------------------------------------------
