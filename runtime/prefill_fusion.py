@@ -20,7 +20,8 @@ OP_NAME = "QmambaGatedNorm"
 # (name, type, default; None: required) in the order of the plugin's field table (gatedNormCore.cpp,
 # trt_plugins/gatedNormPlugin/README.md).
 FIELDS = (("channels", "int", None), ("group_size", "int", None), ("eps", "float", 1e-5), ("z_scale", "float", 0.0),
-          ("rotation_first", "int", 1), ("rotation_last", "int", 1), ("gate", "int", 1), ("z_col_scale", "int", 0))
+          ("rotation_first", "int", 1), ("rotation_last", "int", 1), ("gate", "int", 1), ("z_col_scale", "int", 0),
+          ("y_bits", "int", 0))
 # The kernel's limits (qmamba_gated_norm refuses beyond them): channels a row, order of either rotation factor.
 MAX_CHANNELS = 65536
 MAX_FACTOR = 128

@@ -436,11 +436,14 @@ def test_build_fuses_the_prefill_graph_only(export_dir, fake_tensorrt, tmp_path)
     assert len(_fused(graphs[True]["prefill"])) == 5 and not _fused(graphs[False]["prefill"])
     assert not _fused(graphs[True]["decode"])
     assert graphs[True]["decode"].SerializeToString() == graphs[False]["decode"].SerializeToString()
-    # TensorRT 8's rewrites: QuantSSD's y reaches the node through QmambaBitsAsFloat; no int8 tensor touches it.
+    # TensorRT 8's rewrites: the node reads QuantSSD's y as the int32 words the V2 plugin gives (y_bits, no
+    # QmambaBitsAsFloat copy; without the fusion y's readers keep the copy); no int8 tensor touches it.
     g = graphs[True]["prefill"].graph
     made = {o: n for n in g.node for o in n.output}
+    assert not [n for n in g.node if n.op_type == "QmambaBitsAsFloat"]
+    assert len([n for n in graphs[False]["prefill"].graph.node if n.op_type == "QmambaBitsAsFloat"]) == 2
     for node in _fused(graphs[True]["prefill"], gate=1):
-        assert made[node.input[0]].op_type == "QmambaBitsAsFloat"
+        assert made[node.input[0]].op_type == "QuantSSD" and attributes(node)["y_bits"] == 1
         # the z piece unscaled and its slice of in_proj's scale: the Mul went into the node
         assert made[node.input[1]].op_type == "Split" and attributes(node)["z_col_scale"] == 1
     # the RMSNorms read the embedding's Gather or a residual Add

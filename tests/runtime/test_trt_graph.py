@@ -48,7 +48,7 @@ def test_tensorrt8_graph_meets_its_qdq_rules(exported, kind):
                 assert prod[name].op_type == "QuantizeLinear", f"{n.name} input {i} from {prod[name].op_type}"
         for i, name in enumerate(n.output):
             if i in PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ()):  # QuantSSD's y: int32 words -> QmambaBitsAsFloat
-                (bits,) = cons[name]
+                (bits,) = cons[name]  # (or a QmambaGatedNorm with y_bits: only after the prefill fusion)
                 assert bits.op_type == "QmambaBitsAsFloat" and bits.domain == n.domain
                 out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
                 assert next(a.i for a in bits.attribute if a.name == "to") == out_dtype

@@ -588,16 +588,16 @@ int main()
     };
     GatedNormCore rotatedNorm = norm(rotatedFields());
     check(rotatedNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 0.0},
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 0.0, 0.0},
         "norm: fields parsed in the table's order");
     GatedNormCore plainNorm = norm(Fields().in("channels", 96).in("group_size", 96));
-    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0, 0.0},
-        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate, no column scale of z by default");
+    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0, 0.0, 0.0},
+        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate, no column scale of z, y as float32 by default");
     // Without a gate (a block's RMSNorm): y, weight and, with a dense factor, F_0; K 384 in one group.
     GatedNormCore ungatedNorm = norm(Fields().in("channels", 384).in("group_size", 384).in("rotation_first", 12)
                                          .in("rotation_last", 32).in("gate", 0));
     GatedNormCore rmsNorm = norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0));
-    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0, 0.0}
+    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0, 0.0, 0.0}
             && ungatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 1
             && ungatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 2
             && ungatedNorm.inputPosition(GatedNormCore::kIN_Z) == -1
@@ -610,7 +610,7 @@ int main()
     // With in_proj's column scale of z (the unscaled z piece): y, z, z_col_scale, weight, F_0 at their constants.
     GatedNormCore scaledNorm = norm(rotatedFields().in("z_col_scale", 1));
     check(scaledNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 1.0}
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 1.0, 0.0}
             && scaledNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == GatedNormCore::kIN_Z_COL_SCALE
             && scaledNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == GatedNormCore::kIN_WEIGHT
             && scaledNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == GatedNormCore::kIN_ROTATION_FIRST,
@@ -675,6 +675,18 @@ int main()
         normTypes = normTypes && rotatedNorm.inputType(i) == DType::kFloat;
     }
     check(normTypes, "norm: every tensor float32 (no int8: TensorRT 8.6's Q/DQ rules do not apply)");
+    // y_bits: y as the int32 words of TensorRT 8's V2 QuantSSD output, the other tensors unchanged.
+    GatedNormCore bitsNorm = norm(rotatedFields().in("y_bits", 1));
+    bool bitsTypes = bitsNorm.inputType(GatedNormCore::kIN_Y) == DType::kInt32
+        && bitsNorm.outputType(GatedNormCore::kOUT_OUT) == DType::kFloat;
+    for (int32_t i = 1; i < GatedNormCore::kMAX_INPUTS; ++i)
+    {
+        bitsTypes = bitsTypes && bitsNorm.inputType(i) == DType::kFloat;
+    }
+    check(bitsTypes && bitsNorm.fieldValues().back() == 1.0 && roundTrip(bitsNorm).fieldValues() == bitsNorm.fieldValues(),
+        "norm: y_bits = 1 takes y as int32 words, the rest float32; it survives a round trip");
+    throwsWith("norm: y_bits 0 or 1", [&] { norm(rotatedFields().in("y_bits", 2)); },
+        "QmambaGatedNorm: field y_bits must be 0 (y is float32) or 1 (y is int32 words holding float32 values), got 2");
     OutputRule const nr = rotatedNorm.outputRule(GatedNormCore::kOUT_OUT);
     check(nr.nbDims == 3 && !nr.d[0].constant && nr.d[0].input == GatedNormCore::kIN_Y && nr.d[0].dim == 0
             && !nr.d[1].constant && nr.d[1].input == GatedNormCore::kIN_Y && nr.d[1].dim == 1 && nr.d[1].factor == 1
@@ -755,7 +767,7 @@ int main()
             std::memcpy(buf.data() + sizeof(h), pod, bytes);
             throwsWith(name, [&] { readSerialized<NormPod>("QmambaGatedNorm", buf.data(), buf.size()); },
                 "engine was built with another version of the qmamba plugin library (serialization format "
-                    + std::to_string(format) + ", " + std::to_string(bytes) + " bytes; this library reads format 5, "
+                    + std::to_string(format) + ", " + std::to_string(bytes) + " bytes; this library reads format 6, "
                     + std::to_string(sizeof(NormPod)) + " bytes): rebuild the engine");
         };
         qmamba_gated_norm_params const three = rotatedNorm.serial().params; // format 3: the params alone
@@ -767,6 +779,13 @@ int main()
         };
         Format4 const four{rotatedNorm.serial().params, 1};
         olderLayout("norm: an engine of the layout before z_col_scale is refused", 4u, &four, sizeof(four));
+        struct Format5 // the params, the gate and z_col_scale, no y_bits
+        {
+            qmamba_gated_norm_params params;
+            int32_t gate, z_col_scale;
+        };
+        Format5 const five{rotatedNorm.serial().params, 1, 0};
+        olderLayout("norm: an engine of the layout before y_bits is refused", 5u, &five, sizeof(five));
     }
     // enqueue hands the C ABI the fields, the tensors' pointers and batch x seq rows, and its refusal through.
     std::vector<float> yBuf(1), zBuf(1), wBuf(1), fBuf(1), outBuf(1);

@@ -29,6 +29,7 @@ FieldSpec const GatedNormCore::kFIELDS[kNB_FIELDS] = {
     {"rotation_last", FieldKind::kInt, false, 1},
     {"gate", FieldKind::kInt, false, 1},
     {"z_col_scale", FieldKind::kInt, false, 0},
+    {"y_bits", FieldKind::kInt, false, 0},
 };
 // clang-format on
 
@@ -44,6 +45,7 @@ GatedNormCore::GatedNormCore(FieldValues const& v)
     p.rotation_last = static_cast<int32_t>(v[5]);
     mSerial.gate = static_cast<int32_t>(v[6]);
     mSerial.z_col_scale = static_cast<int32_t>(v[7]);
+    mSerial.y_bits = static_cast<int32_t>(v[8]);
     validate();
 }
 
@@ -58,7 +60,7 @@ FieldValues GatedNormCore::fieldValues() const
     qmamba_gated_norm_params const& p = mSerial.params;
     return {static_cast<double>(p.channels), static_cast<double>(p.group_size), static_cast<double>(p.eps),
         static_cast<double>(p.z_scale), static_cast<double>(p.rotation_first), static_cast<double>(p.rotation_last),
-        static_cast<double>(mSerial.gate), static_cast<double>(mSerial.z_col_scale)};
+        static_cast<double>(mSerial.gate), static_cast<double>(mSerial.z_col_scale), static_cast<double>(mSerial.y_bits)};
 }
 
 void GatedNormCore::validate() const
@@ -92,6 +94,9 @@ void GatedNormCore::validate() const
             + std::to_string(mSerial.z_col_scale));
     require(mSerial.gate == 1 || mSerial.z_col_scale == 0, kOP,
         "field z_col_scale = 1 needs gate = 1 (with gate = 0 there is no z to scale)");
+    require(mSerial.y_bits == 0 || mSerial.y_bits == 1, kOP,
+        "field y_bits must be 0 (y is float32) or 1 (y is int32 words holding float32 values), got "
+            + std::to_string(mSerial.y_bits));
 }
 
 bool GatedNormCore::present(int32_t input) const
@@ -168,7 +173,7 @@ void GatedNormCore::enqueue(std::vector<Shape> const& in, void const* const* inp
 {
     checkInputs(in);
     qmamba_gated_norm_tensors t{};
-    t.y = static_cast<float const*>(inputs[kIN_Y]);
+    t.y = static_cast<float const*>(inputs[kIN_Y]); // with y_bits, int32 words holding these floats' bytes
     t.z = mSerial.gate ? static_cast<float const*>(inputs[kIN_Z]) : nullptr; // the kernel's "no gate"
     t.z_col_scale = mSerial.z_col_scale ? static_cast<float const*>(inputs[inputPosition(kIN_Z_COL_SCALE)]) : nullptr;
     t.weight = static_cast<float const*>(inputs[inputPosition(kIN_WEIGHT)]);

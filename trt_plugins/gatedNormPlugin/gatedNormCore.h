@@ -2,7 +2,8 @@
 // rotation after it, from QuantSSD's y and in_proj's z piece to the float input of out_proj's quantization,
 // in one kernel (README.md beside this file; kernel behind qmamba_gated_norm of qmamba_kernels.h). With the
 // field gate = 0 there is no z: a plain RMSNorm (the block's before in_proj, the final one before lm_head).
-// With z_col_scale = 1 z comes unscaled and in_proj's output scale of it as an input of its own.
+// With z_col_scale = 1 z comes unscaled and in_proj's output scale of it as an input of its own. With
+// y_bits = 1 y comes as the int32 words that hold QuantSSD's fp32 y (TensorRT 8's V2 QuantSSD output).
 // Not an op of the exported graphs: `qmamba build` puts it into prefill graphs (runtime/prefill_fusion.py).
 #ifndef QMAMBA_GATED_NORM_CORE_H
 #define QMAMBA_GATED_NORM_CORE_H
@@ -41,7 +42,7 @@ public:
     static constexpr int32_t kMAX_CHANNELS = 65536;
     static constexpr int32_t kMAX_FACTOR = 128;
 
-    static constexpr size_t kNB_FIELDS = 8;
+    static constexpr size_t kNB_FIELDS = 9;
     static FieldSpec const kFIELDS[kNB_FIELDS];
 
     struct Serial
@@ -49,6 +50,7 @@ public:
         qmamba_gated_norm_params params;
         int32_t gate;        // 1: g = y * (z' * sigmoid(z')) with the input z; 0: no z, g = y
         int32_t z_col_scale; // 1: the input z_col_scale [K] follows z, z * z_col_scale[k] first; 0: z as it comes
+        int32_t y_bits;      // 1: y is int32 words holding fp32 values (the same bytes); 0: y is float32
     };
 
     explicit GatedNormCore(FieldValues const& values);
@@ -57,7 +59,7 @@ public:
     Serial serial() const { return mSerial; }
     FieldValues fieldValues() const;
 
-    DType inputType(int32_t /*pos*/) const { return DType::kFloat; }
+    DType inputType(int32_t pos) const { return pos == kIN_Y && mSerial.y_bits ? DType::kInt32 : DType::kFloat; }
     DType outputType(int32_t /*index*/) const { return DType::kFloat; }
     // [batch, seq, channels]: y's first two dimensions.
     OutputRule outputRule(int32_t index) const;
