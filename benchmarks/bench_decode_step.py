@@ -1,7 +1,8 @@
 """A decode step of a W8A8 Mamba2 made of qmamba's decode kernels alone, against its bandwidth bound.
 
 Per layer: QmambaW8A8Linear (in_proj, RMSNorm folded in) -> QmambaDecodeMixer -> QmambaW8A8Linear (out_proj,
-gated norm's RMS, with --hadamard also the Hadamard rotation, and the residual folded in); then lm_head with
+gated norm's RMS, with --hadamard also the Hadamard rotation: its rotation pass, QmambaGatedNorm's kernel without
+a gate, launched by out_proj before its product; and the residual folded in); then lm_head with
 the final norm. This is the kernel sequence of
 the decode engine `qmamba build` makes (docs/tensorrt.md), without TensorRT: what an engine could reach at
 best, and where the time goes. Random weights at 2.7b's layer widths (byte vocabulary, --layers of 64).
@@ -31,9 +32,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 import kernel_cases as kc  # noqa: E402
 from bench_kernels import time_graph  # noqa: E402
 
-from qmamba.export import hadamard  # noqa: E402
 from qmamba.runtime import kernels  # noqa: E402
 from qmamba.runtime.bench import copy_bandwidth  # noqa: E402
+from qmamba.runtime.gated_norm import hadamard_rotation  # noqa: E402
 from qmamba.runtime.w8a8_linear import pack_int8_words  # noqa: E402
 
 D_MODEL, VOCAB = 2560, 256
@@ -52,7 +53,10 @@ def linear_weights(n: int, k: int, gen: torch.Generator, norm: bool) -> dict:
 def model(layers: int, batch: int, gen: torch.Generator, rotate: bool = False) -> list[dict]:
     s = SHAPE
     n_in = 2 * s.d_ssm + 2 * s.ngroups * s.d_state + s.nheads
-    rotation = list(hadamard.rotation_factors_fp32(s.d_ssm, "cuda")) if rotate else None
+    rotation = None
+    if rotate:  # 2.7b: F_0 of 40 and the Sylvester factor of 128
+        f0, f1, first = hadamard_rotation(s.d_ssm)
+        rotation = (f0, f1, first.cuda() if first is not None else None)
     out = []
     for _ in range(layers):
         mixer, fields = kc.mixer_case(s, batch, gen)

@@ -67,8 +67,7 @@ class LinearParams(ctypes.Structure):
 
 class LinearTensors(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p) for name in (
-        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y", "rotation_first", "rotation_last",
-        "workspace")]
+        "x", "weight", "out_scale", "input_scale", "norm_weight", "residual", "y", "rotation_first", "workspace")]
 
 
 class GatedNormParams(ctypes.Structure):
@@ -77,7 +76,7 @@ class GatedNormParams(ctypes.Structure):
 
 
 class GatedNormTensors(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "z", "weight", "rotation_first", "out")]
+    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "z", "z_col_scale", "weight", "rotation_first", "out")]
 
 
 class MixerParams(ctypes.Structure):

@@ -9,8 +9,8 @@ with one token per row. TensorRT's Python API builds when it is importable, else
 (libqmamba_runner.so) does; ``--backend`` picks one explicitly.
 
 The graphs TensorRT gets are the exported ones rewritten (``trt_graph``): the decode plugins' fusions
-(``decode_fusion``), the prefill's gated norms as QmambaGatedNorm (``prefill_fusion``) and the Q/DQ rewrites of
-TensorRT's explicit quantization (``trt8_graph``).
+(``decode_fusion``), the prefill's gated norms and RMSNorms as QmambaGatedNorm (``prefill_fusion``) and the Q/DQ
+rewrites of TensorRT's explicit quantization (``trt8_graph``).
 """
 from __future__ import annotations
 
@@ -93,11 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each decode mixer (in_proj's output to the gated norm) as one QmambaDecodeMixer "
                              "node, its states as int32 words (plugin), or as the exported ops (tensorrt)")
     parser.add_argument("--no-prefill-norm-plugin", action="store_true",
-                        help=f"keep the prefill engine's gated norms and Hadamard rotations as the exported graph's "
-                             f"layers instead of one {NORM_PLUGIN} node a layer")
+                        help=f"keep the prefill engine's gated norms and Hadamard rotations, and its RMSNorms, as the "
+                             f"exported graph's layers instead of one {NORM_PLUGIN} node each")
     parser.add_argument("--decode-rotation-pass", action="store_true",
                         help="the decode engine's Hadamard rotation before out_proj inside QmambaW8A8Linear (a pass "
-                             "of its own) instead of the graph's layers; slower on an H100 (docs/tensorrt.md)")
+                             "of its own, QmambaGatedNorm's kernel) instead of the graph's layers; not yet measured "
+                             "(docs/tensorrt.md)")
 
 
 def _read_export(onnx_dir: Path) -> dict:
@@ -138,10 +139,12 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
     ``linear_plugin``: fuse_decode_linears (out_proj's Hadamard rotation into it with ``rotation_pass``; where the
     rotation went: ``notes["decode_rotation"]``). Prefill graphs:
-    ``norm_plugin``: fuse_prefill_gated_norms (in how many layers: ``notes["prefill_gated_norm"]``). All versions:
+    ``norm_plugin``: fuse_prefill_gated_norms (in how many layers and RMSNorms: ``notes["prefill_gated_norm"]``),
+    after scale_after_split, so that the node takes the z piece's Mul of in_proj's output scale along.
+    All versions:
     scale_after_split (in_proj's output scale after its Split, so that TensorRT can fuse it into each piece's
-    quantization), float_fake_quant (seen wrong on 8.6; kept for 10+, where it could not be checked),
-    explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
+    quantization; after the decode fusions, which read in_proj's whole output), float_fake_quant (seen wrong on
+    8.6; kept for 10+, where it could not be checked), explicit_zero_points. TensorRT 8 also: qdq_plugin_edges and
     bits_as_float_outputs (its explicit-quantization rules, docs/tensorrt.md)."""
     if mixer_plugin:
         model, what = fuse_decode_mixers(model)
@@ -149,9 +152,10 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
             notes["decode_mixers"] = what
     if linear_plugin:
         model = fuse_decode_linears(model, notes, rotation_pass)
+    model = scale_after_split(model)  # before the prefill fusion, which takes z's Mul of it along
     if norm_plugin:
         model = fuse_prefill_gated_norms(model, notes)
-    model = explicit_zero_points(float_fake_quant(scale_after_split(model)))
+    model = explicit_zero_points(float_fake_quant(model))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
     return model
@@ -216,8 +220,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     ``optimization_level``: TensorRT's builder optimization level (None: TensorRT's own default, 3).
     ``prefill_logits``: "all" (the exported graph's [batch, seq, vocab]) or "last" (the last position's
     [batch, 1, vocab] only, what generation reads: runtime/last_logits.py).
-    ``prefill_norm_plugin``: each prefill layer's gated norm and rotation as one QmambaGatedNorm node
-    (runtime/prefill_fusion.py); False keeps the graph's layers.
+    ``prefill_norm_plugin``: each prefill layer's gated norm and rotation, and each RMSNorm before in_proj and
+    lm_head, as one QmambaGatedNorm node (runtime/prefill_fusion.py); False keeps the graph's layers.
     ``decode_rotation_pass``: out_proj's gated norm and Hadamard rotation into its QmambaW8A8Linear (a rotation pass
     of its own); False (the default, faster on an H100) keeps them as the graph's layers.
     ``progress``: called with a line before and after each engine.

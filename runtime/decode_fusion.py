@@ -122,12 +122,13 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
     becomes an int32 initializer ``<weight>.words`` of the same bytes. Exact but for the RMSNorm's
     order of summation (as TensorRT's own ReduceMean). For decode graphs: a matrix-vector kernel.
     out_proj takes the gated norm's RMS and weight along (norm = 1 with ``norm_group``), and the Hadamard
-    rotation between them when the model has one (``rotation`` = its factors, at most two, as inputs; the
-    kernel's shared memory bounds K, ``w8a8_linear.rotation_fits``); the gate itself is
-    QmambaDecodeMixer's (fuse_decode_mixers). The rotation goes into the linear only with ``rotation_pass``
-    (``qmamba build --decode-rotation-pass``): on an H100 its pass made a 2.7b decode step slower than the graph's
-    norm and MatMuls under a CUDA graph (docs/tensorrt.md), so by default they stay and out_proj reads their
-    output. Where the graph has a rotation, ``notes["decode_rotation"]`` says which path it took."""
+    rotation between them when the model has one (fields ``rotation_first`` and ``rotation_last``, the dense
+    factor F_0 as an input: the rotation pass is QmambaGatedNorm's kernel without a gate, so the factors must be
+    what ``prefill_fusion.plugin_rotation`` accepts, a Sylvester last one; otherwise the rotation stays the
+    graph's); the gate itself is QmambaDecodeMixer's (fuse_decode_mixers). The rotation goes into the linear only
+    with ``rotation_pass`` (``qmamba build --decode-rotation-pass``): the pass is not yet measured in a decode step
+    (docs/tensorrt.md), so by default the norm and MatMuls stay and out_proj reads their output. Where the graph
+    has a rotation, ``notes["decode_rotation"]`` says which path it took."""
     import numpy as np
     import onnx
     import torch
@@ -135,7 +136,8 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
 
     from qmamba.export import onnx_ops
 
-    from .w8a8_linear import FIELDS as LINEAR_FIELDS, OP_NAME, pack_int8_words, rotation_fits
+    from .prefill_fusion import plugin_rotation  # here: prefill_fusion imports this module
+    from .w8a8_linear import FIELDS as LINEAR_FIELDS, OP_NAME, pack_int8_words
 
     g = model.graph
     ix = GraphIndex(g)
@@ -172,22 +174,24 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
         # every field, defaults included: TensorRT's ONNX parser warns for each field a node leaves out
         extra, attrs = [], {name: default for name, _, default in LINEAR_FIELDS}
         rotated = rotation_chain(x, ix) if sole(x, "QuantizeLinear") else None
-        factors = []
+        first = None
         if rotated:
             gate, mats, rot_nodes = rotated
             chain = rms_norm_chain(gate, ix)
-            k = int(np.prod([m.shape[0] for m in mats]))
+            form = plugin_rotation(mats, int(np.prod([m.shape[0] for m in mats])))
             if not rotation_pass:
                 rotation_path = "TensorRT MatMuls (the default; --decode-rotation-pass moves it into QmambaW8A8Linear)"
                 chain = None
-            elif chain and rotation_fits(k, mats[0].shape[0] if len(mats) == 2 else 1):
-                nodes += rot_nodes
-                factors = mats
-                rotation_path = f"QmambaW8A8Linear (rotation = {len(mats)})"
-            else:
-                rotation_path = (f"TensorRT MatMuls (a row of {k} channels does not fit QmambaW8A8Linear's rotation "
-                                 f"pass)" if chain else "TensorRT MatMuls (no gated norm before the rotation)")
+            elif not chain:
+                rotation_path = "TensorRT MatMuls (no gated norm before the rotation)"
+            elif isinstance(form, str):
+                rotation_path = f"TensorRT MatMuls ({form})"
                 chain = None
+            else:
+                (f0, f1), first = form
+                nodes += rot_nodes
+                attrs.update(rotation_first=f0, rotation_last=f1)
+                rotation_path = f"QmambaW8A8Linear (rotation_first = {f0}, rotation_last = {f1})"
         else:
             chain = rms_norm_chain(x, ix) if sole(x, "QuantizeLinear") else None
         if chain:
@@ -204,12 +208,10 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
             attrs["residual"] = 1
             out, last = add.output[0], add
             nodes.append(add)
-        for i, f in enumerate(factors):  # shared by the layers: one initializer each
-            name = f"{OP_NAME}.rotation.{f.shape[0]}.{i}.{len(factors)}"
-            new_inits.setdefault(name, numpy_helper.from_array(f.astype(np.float32), name))
+        if first is not None:  # shared by the layers: one initializer
+            name = f"{OP_NAME}.rotation.{first.shape[0]}.0"
+            new_inits.setdefault(name, numpy_helper.from_array(first, name))
             extra.append(name)
-        if factors:
-            attrs["rotation"] = len(factors)
         words = f"{w}.words"
         new_inits[words] = numpy_helper.from_array(
             pack_int8_words(torch.from_numpy(numpy_helper.to_array(inits[w]).copy())).numpy(), words)

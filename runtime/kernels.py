@@ -36,25 +36,24 @@ def w8a8_linear_launcher(x, weight, out_scale, input_scale, norm_weight=None, ep
     """(launch, y): the arguments of ``w8a8_linear`` checked once (checks read the GPU: not allowed while a
     CUDA graph captures), and a no-argument launch on the current stream, e.g. for graph capture."""
     k, n = check_linear_inputs(x, weight, out_scale, input_scale, norm_weight, residual, norm_group, rotation)
-    factors = [f.contiguous() for f in rotation] if rotation is not None else []
-    first, last = (factors if len(factors) == 2 else [None, *factors]) if factors else (None, None)
+    f0, f1, first = rotation if rotation is not None else (1, 1, None)
+    first = first.contiguous() if f0 > 1 else None
     dev = on_cuda(LINEAR_OP, x=x, weight=weight, out_scale=out_scale, input_scale=input_scale,
-                   norm_weight=norm_weight, residual=residual, rotation_first=first, rotation_last=last)
+                   norm_weight=norm_weight, residual=residual, rotation_first=first)
     if out is None:
         y = torch.empty(x.shape[0], x.shape[1], n, dtype=torch.float32, device=dev)
     else:
         y = check_tensor(LINEAR_OP, "out y", out, torch.float32, (x.shape[0], x.shape[1], n))
         on_cuda(LINEAR_OP, x=x, out_y=y)
     rows = x.shape[0] * x.shape[1]
-    workspace = torch.empty(rows, k, dtype=torch.float32, device=dev) if factors else None
+    workspace = torch.empty(rows, k, dtype=torch.float32, device=dev) if rotation is not None else None
     params = LinearParams(in_features=k, out_features=n, norm=int(norm_weight is not None), eps=float(eps),
-                          norm_group=int(norm_group), rotation_first=first.shape[0] if first is not None else 1,
-                          rotation_last=last.shape[0] if last is not None else 0)
+                          norm_group=int(norm_group), rotation_first=f0, rotation_last=f1)
     tensors = LinearTensors(ptr(x), ptr(weight), ptr(out_scale), ptr(input_scale), ptr(norm_weight),
-                            ptr(residual), ptr(y), ptr(first), ptr(last), ptr(workspace))
+                            ptr(residual), ptr(y), ptr(first), ptr(workspace))
     return launcher(dev, lambda lib, stream: lib.qmamba_w8a8_linear(ctypes.byref(params), ctypes.byref(tensors),
                                                                      rows, stream),
-                     (x, weight, out_scale, input_scale, norm_weight, residual, y, first, last, workspace)), y
+                     (x, weight, out_scale, input_scale, norm_weight, residual, y, first, workspace)), y
 
 
 def decode_mixer(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_scales, C_out_scales,
@@ -96,22 +95,25 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
                                                                       bt, stream), held), (gated, conv_out, ssm_out)
 
 
-def gated_norm(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None, out=None):
-    """QmambaGatedNorm on the GPU (``runtime/gated_norm.py``); same arguments as ``gated_norm_ref``, fp32 out
-    ``[..., K]`` like y. ``out``: optional preallocated output (it must not overlap y or z)."""
+def gated_norm(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
+               z_col_scale=None, out=None):
+    """QmambaGatedNorm on the GPU (``runtime/gated_norm.py``); same arguments as ``gated_norm_ref`` (``z`` None:
+    no gate), fp32 out ``[..., K]`` like y. ``out``: optional preallocated output (it must not overlap y, z or
+    z_col_scale)."""
     launch, o = gated_norm_launcher(y, z, weight, group_size=group_size, eps=eps, z_scale=z_scale,
-                                    rotation=rotation, out=out)
+                                    rotation=rotation, z_col_scale=z_col_scale, out=out)
     launch()
     return o
 
 
 def gated_norm_launcher(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
-                        out=None):
+                        z_col_scale=None, out=None):
     """(launch, out): ``gated_norm``'s arguments checked once, and a no-argument launch on the current stream
     (see w8a8_linear_launcher)."""
-    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation)
+    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation, z_col_scale)
     first = first.contiguous() if first is not None else None
-    dev = on_cuda(NORM_OP, y=y, z=z, weight=weight, rotation_first=first)
+    z_col_scale = z_col_scale.contiguous() if z is not None and z_col_scale is not None else None
+    dev = on_cuda(NORM_OP, y=y, z=z, z_col_scale=z_col_scale, weight=weight, rotation_first=first)
     if out is None:
         o = torch.empty_like(y, memory_format=torch.contiguous_format)
     else:
@@ -119,7 +121,8 @@ def gated_norm_launcher(y, z, weight, *, group_size: int, eps: float, z_scale: f
         on_cuda(NORM_OP, y=y, out=o)
     params = GatedNormParams(channels=k, group_size=group_size, eps=float(eps), z_scale=float(z_scale),
                              rotation_first=f0, rotation_last=f1)
-    tensors = GatedNormTensors(ptr(y), ptr(z), ptr(weight), ptr(first), ptr(o))
+    tensors = GatedNormTensors(ptr(y), ptr(z), ptr(z_col_scale), ptr(weight), ptr(first), ptr(o))
     rows = y.numel() // k
+    held = (y, z, z_col_scale, weight, first, o)
     return launcher(dev, lambda lib, stream: lib.qmamba_gated_norm(ctypes.byref(params), ctypes.byref(tensors),
-                                                                    rows, stream), (y, z, weight, first, o)), o
+                                                                    rows, stream), held), o

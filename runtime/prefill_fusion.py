@@ -1,13 +1,15 @@
-"""The prefill graph's gated norms into QmambaGatedNorm, for ``qmamba build`` (docs/tensorrt.md).
+"""The prefill graph's gated norms and RMSNorms into QmambaGatedNorm, for ``qmamba build`` (docs/tensorrt.md).
 
 Each mixer of the exported prefill graph computes, between QuantSSD's y and out_proj's QuantizeLinear, the
 gated RMSNorm (``export/onnx_layers.gated_rms_norm``: z's QuantizeLinear/DequantizeLinear, the gate
 ``y * (z' * sigmoid(z'))``, the RMS per norm group, the weight) and, in a model with a Hadamard rotation, the
 rotation's Reshape/MatMul steps (``onnx_layers.hadamard``). TensorRT ran them as some fifteen layers a layer,
-each a pass over the [batch x seq, d_ssm] fp32 activation. ``fuse_prefill_gated_norms`` makes each one
+each a pass over the [batch x seq, d_ssm] fp32 activation, and in_proj's output scale on the z piece (the Mul
+``runtime/scale_after_split.py`` puts after the Split) as one more. ``fuse_prefill_gated_norms`` makes each one
 QmambaGatedNorm node (``trt_plugins/gatedNormPlugin/``: one kernel that reads y and z once and writes the
-rotated row once), after checking every value the node takes over; a layer that differs in any of them is left
-as it is. The node sums in another order than the graph (the mean, the rotation): fp32 rounding apart.
+rotated row once), and each RMSNorm before in_proj and lm_head (``onnx_layers.rms_norm``, seven nodes) one
+such node without a gate, after checking every value the node takes over; a layer that differs in any of them
+is left as it is. The node sums in another order than the graph (the mean, the rotation): fp32 rounding apart.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ OP_NAME = "QmambaGatedNorm"
 # (name, type, default; None: required) in the order of the plugin's field table (gatedNormCore.cpp,
 # trt_plugins/gatedNormPlugin/README.md).
 FIELDS = (("channels", "int", None), ("group_size", "int", None), ("eps", "float", 1e-5), ("z_scale", "float", 0.0),
-          ("rotation_first", "int", 1), ("rotation_last", "int", 1))
+          ("rotation_first", "int", 1), ("rotation_last", "int", 1), ("gate", "int", 1), ("z_col_scale", "int", 0),
+          ("y_bits", "int", 0))
 # The kernel's limits (qmamba_gated_norm refuses beyond them): channels a row, order of either rotation factor.
 MAX_CHANNELS = 65536
 MAX_FACTOR = 128
@@ -29,9 +32,15 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
     (before z's QuantizeLinear) to that QuantizeLinear's input, with the Hadamard rotation between when the model
     has one, becomes one QmambaGatedNorm node: inputs y, z, the norm's weight and, for a dense rotation factor,
     F_0 (an initializer shared by the layers); fields from the graph's constants. Where z's quantized or
-    dequantized values have other readers, the Q/DQ pair stays and the node reads z' with z_scale = 0.
-    A layer whose constants, z quantization or rotation factors differ from what the exporter writes is left as
-    it is; ``notes["prefill_gated_norm"]`` says in how many layers the node went and why not in the others."""
+    dequantized values have other readers, the Q/DQ pair stays and the node reads z' with z_scale = 0. Where z
+    is ``Mul(Split piece, fp32 [K] constant)`` read by nothing else (in_proj's output scale after
+    scale_after_split, which runs first), the node reads the piece and the constant (z_col_scale = 1).
+    Every RMSNorm that feeds a QuantizeLinear (in_proj's, lm_head's) becomes one QmambaGatedNorm node with
+    gate = 0, group_size = its width and no rotation: inputs x (the residual, which keeps its other readers)
+    and the weight.
+    A norm whose constants, z quantization or rotation factors differ from what the exporter writes is left as
+    it is; ``notes["prefill_gated_norm"]`` says for how many layers and RMSNorms the node went and why not for
+    the others."""
     from onnx import helper, numpy_helper
 
     from qmamba.export import onnx_ops
@@ -39,34 +48,59 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
     g = model.graph
     ix = GraphIndex(g)
     dropped, replace, new_inits, rotations, left, fused = set(), {}, {}, set(), {}, set()
+    rms_norms = []
     for x in dict.fromkeys(n.input[0] for n in g.node if n.op_type == "QuantizeLinear"):
         layer = _gated_norm_layer(x, ix)
-        if layer is None:
-            continue
-        why, fields, f0 = _fields(layer, ix)
-        z, fields["z_scale"], qdq = _gate_input(layer, ix)
-        if why is None and ({o for n in layer["nodes"] + qdq for o in n.output} - {x}) & ix.outputs:
+        if layer is not None:
+            name = layer["ssd"].name
+            why, fields, f0 = _fields(layer, ix)
+            z, fields["z_scale"], taken = _gate_input(layer, ix)
+            scaled = _column_scale(z, fields.get("channels"), layer["nodes"] + taken, ix)
+            if scaled is not None:  # the unscaled piece and its scale in place of z
+                taken = [*taken, scaled]
+            inputs = [layer["y"], *([z] if scaled is None else scaled.input), layer["weight"]]
+            fields.update(gate=1, z_col_scale=int(scaled is not None))
+        else:
+            layer = _rms_norm(x, ix)
+            if layer is None:
+                continue
+            name = layer["weight"].removesuffix(".weight")
+            rms_norms.append(name)
+            why, fields, f0 = _fields(layer, ix)
+            inputs, taken = [layer["x"], layer["weight"]], []
+            fields.update(z_scale=0.0, gate=0, z_col_scale=0)
+        if why is None and ({o for n in layer["nodes"] + taken for o in n.output} - {x}) & ix.outputs:
             why = "an intermediate is a graph output"
         if why:
-            left[layer["ssd"].name] = why
+            left[name] = why
             continue
-        inputs = [layer["y"], z, layer["weight"]]
         if f0 is not None:
-            name = f"{OP_NAME}.rotation.{fields['channels']}.0"
-            new_inits.setdefault(name, numpy_helper.from_array(f0, name))
-            inputs.append(name)
+            init = f"{OP_NAME}.rotation.{fields['channels']}.0"
+            new_inits.setdefault(init, numpy_helper.from_array(f0, init))
+            inputs.append(init)
         prefix = layer["weight"].removesuffix(".weight")
         node = helper.make_node(OP_NAME, inputs, [x], name=f"{prefix}/{OP_NAME}", domain=onnx_ops.DOMAIN, **fields)
-        dropped.update(id(n) for n in layer["nodes"] + qdq)
+        dropped.update(id(n) for n in layer["nodes"] + taken)
         replace[id(ix.producers[x])] = node
-        rotations.add(_rotation_text(fields))
-        fused.add(layer["ssd"].name)
+        if fields["gate"]:
+            rotations.add(_rotation_text(fields))
+        fused.add(name)
     if replace:
         replace_nodes(g, dropped, replace, new_inits)
     if notes is not None:
         ssds = [n.name for n in g.node if n.op_type == "QuantSSD"]
-        notes["prefill_gated_norm"] = _note(ssds, fused, rotations, left)
+        notes["prefill_gated_norm"] = _note(ssds, rms_norms, fused, rotations, left)
     return model
+
+
+def _rms_norm(x, ix: GraphIndex) -> dict | None:
+    """The RMSNorm of ``export/onnx_layers.rms_norm`` (one group over the last axis) that makes ``x``, in
+    _gated_norm_layer's terms (its input x instead of y and z); None when ``x`` is made otherwise."""
+    chain = rms_norm_chain(x, ix)
+    if chain is None or chain[4]:  # a group: the RMS of a gated norm whose gate is not the exported one
+        return None
+    x0, weight, eps, nodes, _ = chain
+    return {"x": x0, "weight": weight, "eps": eps, "group": 0, "factors": [], "nodes": nodes}
 
 
 def _gated_norm_layer(x, ix: GraphIndex) -> dict | None:
@@ -149,6 +183,23 @@ def _gate_input(layer: dict, ix: GraphIndex):
     return q.input[0], float(scale), [q, dq]
 
 
+def _column_scale(z, k, readers: list, ix: GraphIndex):
+    """The Mul that makes ``z`` as ``Mul(piece of a Split, fp32 [k] constant)`` (operands in that order, as
+    scale_after_split writes it), read by ``readers`` alone and no graph output; None otherwise. The node then
+    makes the same IEEE product of each element with its column's scale."""
+    from onnx import TensorProto
+
+    mul = ix.made_by(z, "Mul")
+    if mul is None or k is None or z in ix.outputs \
+            or {id(c) for c in ix.consumers.get(z, [])} - {id(n) for n in readers}:
+        return None
+    piece, scale = mul.input
+    t = ix.inits.get(scale)
+    if ix.made_by(piece, "Split") is None or t is None or t.data_type != TensorProto.FLOAT or list(t.dims) != [k]:
+        return None
+    return mul
+
+
 def sylvester(f: int):
     """The normalized Sylvester matrix of order f (a power of two) in natural order, fp32: entries
     fp32(+-1 / sqrt(f))."""
@@ -196,12 +247,14 @@ def _rotation_text(fields: dict) -> str:
     return f"Hadamard {f0 * f1}" if f0 * f1 > 1 else "no rotation"
 
 
-def _note(ssds: list, fused: set, rotations: set, left: dict) -> str:
+def _note(ssds: list, rms_norms: list, fused: set, rotations: set, left: dict) -> str:
     """What ``qmamba build`` prints: in how many of the layers (QuantSSD nodes) the node went, their rotation,
-    and why the others were left as graph ops."""
-    text = f"{OP_NAME} in {len(fused)} of {len(ssds)} layers"
+    in how many of the RMSNorms it found, and why the others were left as graph ops."""
+    text = f"{OP_NAME} in {len(fused & set(ssds))} of {len(ssds)} layers"
     if rotations:
         text += f" ({', '.join(sorted(rotations))})"
+    if rms_norms:
+        text += f" and {len(fused & set(rms_norms))} of {len(rms_norms)} RMSNorms"
     reasons = [f"{name}: {left.get(name, 'its gated norm is not the exported pattern')}"
-               for name in ssds if name not in fused]
+               for name in ssds + rms_norms if name not in fused]
     return text + ("; left as graph ops: " + "; ".join(reasons) if reasons else "")

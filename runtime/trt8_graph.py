@@ -162,10 +162,13 @@ def bits_as_float_outputs(model):
     """QuantSSD's y as TensorRT 8 gets it: the V2 plugin hands y to TensorRT as int32 words holding its
     bytes (TensorRT 8.6 accepts no float output from a plugin fed by QuantizeLinear;
     trt_plugins/common/pluginV2Adapter.h), so a QmambaBitsAsFloat node after each QuantSSD turns them
-    back into y (field ``to`` = the node's out_dtype) for y's consumers. Exact: the same bytes."""
+    back into y (field ``to`` = the node's out_dtype) for y's consumers. Exact: the same bytes. Where y is
+    fp32 and its only reader is a QmambaGatedNorm (prefill_fusion), that node reads the words itself
+    (field ``y_bits`` = 1) and no copy is made."""
     from onnx import helper
 
     g = model.graph
+    readers = consumer_map(g.node)
     nodes = []
     for n in g.node:
         nodes.append(n)
@@ -173,8 +176,23 @@ def bits_as_float_outputs(model):
             out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
             y = n.output[i]
             n.output[i] = f"{y}.trt_bits"
+            users = readers.get(y, [])
+            if out_dtype == 1 and len(users) == 1 and _reads_bits(users[0], y) and y not in _graph_outputs(g):
+                users[0].input[0] = n.output[i]
+                users[0].attribute.append(helper.make_attribute("y_bits", 1))
+                continue
             nodes.append(helper.make_node("QmambaBitsAsFloat", [n.output[i]], [y], name=f"{y}/bits_as_float",
                                           domain=n.domain, to=out_dtype))
     del g.node[:]
     g.node.extend(nodes)
     return model
+
+
+def _reads_bits(node, y: str) -> bool:
+    """Whether ``node`` is a QmambaGatedNorm that reads y as its input 0 only (and has no y_bits yet)."""
+    return (node.op_type == "QmambaGatedNorm" and list(node.input).count(y) == 1 and node.input[0] == y
+            and all(a.name != "y_bits" for a in node.attribute))
+
+
+def _graph_outputs(g) -> set:
+    return {o.name for o in g.output}

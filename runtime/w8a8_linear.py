@@ -12,10 +12,12 @@ Inputs: ``x`` fp32 ``[batch, seq, K]``; ``weight`` int32 ``[N, ceil(K/4)]``, the
 4 per word (``pack_int8_words``: int32 is what TensorRT 8.6 lets a constant reach a float plugin as);
 ``out_scale`` fp32 ``[N]`` = ``fp32(input_scale * weight_scale)``; ``input_scale`` fp32 ``[]`` or ``[1]``; then
 ``norm_weight`` fp32 ``[K]`` if field ``norm`` is 1, then ``residual`` fp32 ``[batch, seq, N]`` if field
-``residual`` is 1, then the factors of a Hadamard rotation fp32 ``F_0 [f0, f0]``, ``F_1 [f1, f1]`` (K = f0 * f1)
-if field ``rotation`` is 2, ``F_0 [K, K]`` if it is 1: out_proj's input ``rotate(norm(x))`` in a model with a
-rotation before out_proj (``export/hadamard.py``; fused from the graph's MatMuls by ``fuse_decode_linears``).
-Output ``y`` fp32 ``[batch, seq, N]``.
+``residual`` is 1, then the dense factor ``F_0 [f0, f0]`` of a Hadamard rotation if field ``rotation_first`` (f0)
+is above 1. The rotation (fields ``rotation_first`` f0 and ``rotation_last`` f1, K = f0 * f1, with the norm) is
+QmambaGatedNorm's form (``runtime/gated_norm.py``): each normed row as an ``[f0, f1]`` matrix V becomes
+``F_0^T V S_f1``, ``S_f1`` the normalized Sylvester matrix, which no input carries: out_proj's input
+``rotate(norm(x))`` in a model with a rotation before out_proj (``export/hadamard.py``; fused from the graph's
+MatMuls by ``fuse_decode_linears`` where the last factor is Sylvester). Output ``y`` fp32 ``[batch, seq, N]``.
 
 ``w8a8_linear_ref`` is the kernel's reference twin, in the ONNX graph's order of operations.
 """
@@ -25,22 +27,14 @@ import torch
 
 from ..export import ops
 from ..export.validate import QMambaInputError, check_tensor
+from .gated_norm import check_rotation, rotate_rows
 
 OP_NAME = "QmambaW8A8Linear"
 # (name, type, default) in the order of the plugin's field table (w8a8LinearCore.cpp,
 # trt_plugins/w8a8LinearPlugin/README.md).
 FIELDS = (("norm", "int", 0), ("eps", "float", 1e-5), ("residual", "int", 0), ("norm_group", "int", 0),
-          ("rotation", "int", 0))
+          ("rotation_first", "int", 1), ("rotation_last", "int", 1))
 MAX_NORM_GROUPS = 16  # kMaxNormGroups of trt_plugins/kernels/w8a8Linear.cuh
-# The rotation pass keeps a normed row and f0 x 16 floats in the 46 KiB of shared memory a block gets
-# (rotation_shared_bytes, kSharedLimit of trt_plugins/kernels/w8a8Linear.cuh).
-ROTATION_SHARED_LIMIT = 46 * 1024
-ROTATION_COLUMNS = 16
-
-
-def rotation_fits(k: int, f0: int) -> bool:
-    """Whether the kernel's rotation pass takes a row of ``k`` channels whose first factor has order ``f0``."""
-    return (k + f0 * ROTATION_COLUMNS) * 4 <= ROTATION_SHARED_LIMIT
 
 
 def pack_int8_words(weight: torch.Tensor) -> torch.Tensor:
@@ -66,7 +60,8 @@ def unpack_int8_words(words: torch.Tensor, in_features: int) -> torch.Tensor:
 
 def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, residual=None, norm_group: int = 0,
                         rotation=None):
-    """Shapes and dtypes of the op's inputs (and the norm group); returns (K, N)."""
+    """Shapes and dtypes of the op's inputs (and the norm group, the rotation ``(f0, f1, F_0)``); returns
+    (K, N)."""
     check_tensor(OP_NAME, "x", x, torch.float32, (None, None, None))
     k = x.shape[-1]
     check_tensor(OP_NAME, "weight", weight, torch.int32, (None, -(-k // 4)))
@@ -83,28 +78,10 @@ def check_linear_inputs(x, weight, out_scale, input_scale, norm_weight=None, res
         raise QMambaInputError(f"{OP_NAME}: norm_group must be 0 or a divisor of K = {k} giving at most "
                                f"{MAX_NORM_GROUPS} groups, got {norm_group}")
     if rotation is not None:
-        if len(rotation) not in (1, 2):
-            raise QMambaInputError(f"{OP_NAME}: a rotation has 1 or 2 factors, got {len(rotation)}")
-        for i, f in enumerate(rotation):
-            check_tensor(OP_NAME, f"rotation factor {i}", f, torch.float32, (None, None), finite=True)
-            if f.shape[0] != f.shape[1]:
-                raise QMambaInputError(f"{OP_NAME}: rotation factor {i} must be square, got {list(f.shape)}")
-        orders = [f.shape[0] for f in rotation]
-        if orders[0] * (orders[1] if len(orders) == 2 else 1) != k:
-            raise QMambaInputError(f"{OP_NAME}: the rotation's factors of orders {orders} do not make K = {k}")
-        if not rotation_fits(k, orders[0] if len(orders) == 2 else 1):
-            raise QMambaInputError(f"{OP_NAME}: a rotation of K = {k} channels does not fit the kernel's shared memory")
+        check_rotation(OP_NAME, k, rotation)
+        if norm_weight is None:
+            raise QMambaInputError(f"{OP_NAME}: a rotation needs the norm (norm_weight): its pass norms each row")
     return k, n
-
-
-def rotate_rows(v: torch.Tensor, rotation) -> torch.Tensor:
-    """``v`` (last axis K) times ``F_0 (x) F_1``: each row as a [f0, f1] matrix V, ``F_0^T (V F_1)`` (the last
-    factor first, as ``export/hadamard.rotate`` applies them); one factor ``F_0``: ``v @ F_0``."""
-    if len(rotation) == 1:
-        return v @ rotation[0]
-    first, last = rotation
-    m = v.reshape(*v.shape[:-1], first.shape[0], last.shape[0]) @ last
-    return (first.t() @ m).reshape(v.shape)
 
 
 def one_tie_error(out_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -114,10 +91,23 @@ def one_tie_error(out_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor
     return out_scale * weight.to(torch.int32).abs().amax(dim=1).float()  # int32: |-128| overflows int8
 
 
+def near_tie_error(v: torch.Tensor, input_scale: torch.Tensor, weight: torch.Tensor, out_scale: torch.Tensor,
+                   tol) -> torch.Tensor:
+    """fp32 ``[..., N]``: how far y[.., n] may move when its activation ``v [..., K]`` (the twin's, before Q) is
+    computed in another order, each value within ``tol`` (broadcast against v) of the twin's: the values within
+    tol of a rounding tie of Q may land on either side (1 LSB each), so y moves by at most the sum of their
+    |weights| times out_scale (``one_tie_error`` with every near tie counted). ``weight`` is the int8 ``[N, K]``
+    matrix."""
+    q = v.double() / input_scale.double()
+    near = ((q - q.floor() - 0.5).abs() <= torch.as_tensor(tol, dtype=torch.float64) / input_scale.double())
+    return ((near.double() @ weight.double().abs().t()) * out_scale.double()).float()
+
+
 def activation_ref(x, norm_weight=None, eps: float = 1e-5, norm_group: int = 0, rotation=None) -> torch.Tensor:
     """The row that ``w8a8_linear_ref`` quantizes: ``x``, or its RMSNorm ``(x * (1 / sqrt(mean(x^2) + eps))) *
     norm_weight`` (the ONNX graph's ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) with the mean over groups of
-    ``norm_group`` channels (0: the whole row), then ``rotate_rows`` with ``rotation``; fp32."""
+    ``norm_group`` channels (0: the whole row), then with ``rotation = (f0, f1, F_0)`` each row as an ``[f0, f1]``
+    matrix V made ``F_0^T V S_f1`` (``gated_norm.rotate_rows``: the graph's two MatMuls); fp32."""
     k = x.shape[-1]
     v = x
     if norm_weight is not None:
@@ -125,7 +115,7 @@ def activation_ref(x, norm_weight=None, eps: float = 1e-5, norm_group: int = 0, 
         xg = x.reshape(*x.shape[:-1], k // gs, gs)
         inv = torch.reciprocal(torch.sqrt((xg * xg).mean(-1, keepdim=True) + torch.tensor(eps, dtype=torch.float32)))
         v = (xg * inv).reshape(x.shape) * norm_weight
-    return v if rotation is None else rotate_rows(v, rotation)
+    return v if rotation is None else rotate_rows(v, *rotation)
 
 
 def w8a8_linear_ref(x, weight, out_scale, input_scale, norm_weight=None, eps: float = 1e-5, residual=None,

@@ -64,3 +64,32 @@ def test_twin_with_a_dense_first_factor_is_its_kronecker_product():
     got = gated_norm_ref(y, z, w, group_size=24, eps=1e-5, z_scale=0.1, rotation=(3, 64, first))
     want = plain @ torch.kron(first.double().contiguous(), sylvester(64, torch.float64))
     assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k, ngroups, rotate", [(5120, 1, True), (8192, 8, True), (99, 3, False)])
+def test_twin_without_z_is_the_rms_norm_of_y_and_the_rotation(k, ngroups, rotate):
+    """z None: no gate (g = y), z_scale not read; the rest as with a gate (QuantGatedRMSNorm's RMS and weight,
+    hadamard.rotate)."""
+    g = torch.Generator().manual_seed(k)
+    y, w = torch.randn(3, 2, k, generator=g) * 2, torch.rand(k, generator=g) + 0.5
+    group = k // ngroups
+    yg = y.double().reshape(3, 2, ngroups, group)
+    normed = (yg / torch.sqrt((yg * yg).mean(-1, keepdim=True) + 1e-5)).reshape(y.shape) * w.double()
+    want = hadamard.rotate(normed.float()).double() if rotate else normed
+    got = gated_norm_ref(y, None, w, group_size=group, eps=1e-5, z_scale=float("nan"),
+                         rotation=hadamard_rotation(k) if rotate else None)
+    err = ((got - want).norm(dim=-1) / want.norm(dim=-1)).max().item()
+    assert err <= 1e-6, err
+
+
+@pytest.mark.parametrize("z_scale", [0.0, 0.05])
+def test_twin_with_a_column_scale_is_z_multiplied_first(z_scale):
+    """z_col_scale: z times it in fp32 first (in_proj's output scale on its unscaled z piece, the graph's Mul),
+    bit for bit what the twin gives for z multiplied beforehand; without z it is not read."""
+    g = torch.Generator().manual_seed(5)
+    y, acc = torch.randn(3, 2, 192, generator=g), torch.randint(-900, 900, (3, 2, 192), generator=g).float()
+    w, col = torch.rand(192, generator=g) + 0.5, (torch.rand(192, generator=g) + 0.5) * 0.01
+    args = dict(group_size=24, eps=1e-5, z_scale=z_scale, rotation=hadamard_rotation(192))
+    assert torch.equal(gated_norm_ref(y, acc, w, z_col_scale=col, **args), gated_norm_ref(y, acc * col, w, **args))
+    assert torch.equal(gated_norm_ref(y, None, w, z_col_scale=torch.ones(5), **args),
+                       gated_norm_ref(y, None, w, **args))

@@ -311,14 +311,14 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
     prefill_part, decode_part = printed.split("decode step, batch 1")
     assert "prefill, batch 1, seqlen 64" in prefill_part
     assert "mixer.ssd" in prefill_part and "mixer.conv" in prefill_part, prefill_part
-    assert "mixer.norm/QmambaGatedNorm" in prefill_part, prefill_part
+    assert "mixer.norm/QmambaGatedNorm" in prefill_part and "norm_f/QmambaGatedNorm" in prefill_part, prefill_part
     assert "mixer.conv/QmambaDecodeMixer" in decode_part and "QmambaW8A8Linear" in decode_part, decode_part
     assert main(["generate", str(out), "--prompt", "x" * 100, "--tokens", "2"]) == 2  # 100 > seq 64
 
 
-# Prefill engines with each layer's gated norm and rotation as QmambaGatedNorm (qmamba build's default) and as
-# the graph's layers (--no-prefill-norm-plugin): a model of ngroups 8 without and one of ngroups 1 with the
-# Hadamard rotation (d_ssm 256 = 2 x 128).
+# Prefill engines with each layer's gated norm and rotation, and each RMSNorm before in_proj and lm_head, as
+# QmambaGatedNorm (qmamba build's default) and as the graph's layers (--no-prefill-norm-plugin): a model of
+# ngroups 8 without and one of ngroups 1 with the Hadamard rotation (d_ssm 256 = 2 x 128).
 @pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
 def norm_plugin_engines(request, tmp_path_factory):
     from qmamba.runtime.build import build_engines
@@ -335,10 +335,11 @@ def norm_plugin_engines(request, tmp_path_factory):
 
 
 def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugin_engines):
-    """Prefill logits and states of the engine with QmambaGatedNorm against ONNX Runtime and against the engine
-    built with --no-prefill-norm-plugin, within the model tests' bounds."""
+    """Prefill logits and states of the engine with QmambaGatedNorm (the gated norms and the RMSNorms) against
+    ONNX Runtime and against the engine built with --no-prefill-norm-plugin, within the model tests' bounds."""
     onnx_dir, root, notes = norm_plugin_engines
     assert notes[True].startswith("QmambaGatedNorm in 2 of 2 layers") and "left as graph ops" not in notes[True]
+    assert notes[True].endswith(" and 3 of 3 RMSNorms"), notes[True]
     assert notes[False] == "graph ops (--no-prefill-norm-plugin)"
     meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
     ids = two_prompts()

@@ -48,7 +48,7 @@ def test_tensorrt8_graph_meets_its_qdq_rules(exported, kind):
                 assert prod[name].op_type == "QuantizeLinear", f"{n.name} input {i} from {prod[name].op_type}"
         for i, name in enumerate(n.output):
             if i in PLUGIN_FLOAT_OUTPUTS.get(n.op_type, ()):  # QuantSSD's y: int32 words -> QmambaBitsAsFloat
-                (bits,) = cons[name]
+                (bits,) = cons[name]  # (or a QmambaGatedNorm with y_bits: only after the prefill fusion)
                 assert bits.op_type == "QmambaBitsAsFloat" and bits.domain == n.domain
                 out_dtype = next((a.i for a in n.attribute if a.name == "out_dtype"), 1)
                 assert next(a.i for a in bits.attribute if a.name == "to") == out_dtype
@@ -330,16 +330,18 @@ def test_gated_norm_folds_into_out_proj(exported_decode, tmp_path):
         assert np.mean(got != want) <= 0.05, n.name
 
 
-@pytest.mark.parametrize("kind, factors", [("g1", 1), ("g1-384", 2)])
-def test_hadamard_rotation_folds_into_out_proj(kind, factors, tmp_path):
+@pytest.mark.parametrize("kind, orders", [("g1", (1, 128)), ("g1-384", (12, 32))])
+def test_hadamard_rotation_folds_into_out_proj(kind, orders, tmp_path):
     """With a Hadamard rotation before out_proj, fuse_decode_linears takes the gated norm and the rotation's
-    MatMuls (one factor, or two) into out_proj (rotation = their count, the factors as inputs F_0, F_1); the
-    twin on ONNX Runtime's gate output gives ONNX Runtime's out_proj + residual within one rounding tie of
-    the rotated activation, and the factors multiply out to the model's rotation."""
+    MatMuls (one Sylvester factor, or a dense one and a Sylvester one) into out_proj (fields rotation_first and
+    rotation_last, the dense factor as input F_0); the twin on ONNX Runtime's gate output gives ONNX Runtime's
+    out_proj + residual within one rounding tie of the rotated activation, and F_0 (x) S_f1 is the model's
+    rotation."""
     import torch
 
     from qmamba.export import hadamard
     from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
+    from qmamba.runtime.gated_norm import sylvester
     from qmamba.runtime.graph_index import attributes
     from qmamba.runtime.w8a8_linear import OP_NAME, one_tie_error, unpack_int8_words, w8a8_linear_ref
 
@@ -347,7 +349,8 @@ def test_hadamard_rotation_folds_into_out_proj(kind, factors, tmp_path):
     exported = onnx.load(str(tmp_path / "onnx" / "decode.onnx"))
     notes = {}
     after = fuse_decode_linears(fuse_decode_mixers(_copy(exported))[0], notes, rotation_pass=True)
-    assert notes == {"decode_rotation": f"QmambaW8A8Linear (rotation = {factors})"}
+    f0, f1 = orders
+    assert notes == {"decode_rotation": f"QmambaW8A8Linear (rotation_first = {f0}, rotation_last = {f1})"}
     assert not any(n.op_type in ("MatMul", "ReduceMean") for n in after.graph.node)
     outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
     assert len(outs) == sum(n.op_type == "QuantSSD" for n in exported.graph.node)
@@ -356,14 +359,16 @@ def test_hadamard_rotation_folds_into_out_proj(kind, factors, tmp_path):
     values.update(inits)
     for n in outs:
         a = attributes(n)
-        assert a["norm"] == 1 and a["rotation"] == factors and len(n.input) == 6 + factors, n.name
-        x, w, out_scale, s_in, norm_weight, residual, *rot = (torch.from_numpy(np.asarray(values[i]).copy())
-                                                              for i in n.input)
+        assert a["norm"] == 1 and (a["rotation_first"], a["rotation_last"]) == orders, n.name
+        assert len(n.input) == 6 + (f0 > 1), n.name
+        x, w, out_scale, s_in, norm_weight, residual, *first = (torch.from_numpy(np.asarray(values[i]).copy())
+                                                                for i in n.input)
         d_ssm = x.shape[-1]
-        product = rot[0] if factors == 1 else torch.kron(rot[0].double(), rot[1].double())
-        torch.testing.assert_close(product.double(), hadamard.rotation_matrix(d_ssm, torch.float64), rtol=0, atol=1e-7)
+        product = torch.kron(first[0].double() if first else torch.ones(1, 1, dtype=torch.float64),
+                             sylvester(f1, torch.float64))
+        torch.testing.assert_close(product, hadamard.rotation_matrix(d_ssm, torch.float64), rtol=0, atol=1e-7)
         got = w8a8_linear_ref(x, w, out_scale, s_in, norm_weight, a["eps"], residual, a["norm_group"],
-                              rotation=rot).numpy()
+                              rotation=(f0, f1, first[0] if first else None)).numpy()
         want = values[n.output[0]]
         bound = one_tie_error(out_scale, unpack_int8_words(w, d_ssm)).numpy()
         assert np.all(np.abs(got - want) <= bound + 1e-6 * np.abs(want)), n.name
@@ -372,25 +377,27 @@ def test_hadamard_rotation_folds_into_out_proj(kind, factors, tmp_path):
 
 @pytest.mark.parametrize("rotation_pass, note", [
     (False, "TensorRT MatMuls (the default; --decode-rotation-pass moves it into QmambaW8A8Linear)"),
-    (True, "TensorRT MatMuls (a row of 384 channels does not fit QmambaW8A8Linear's rotation pass)"),
-], ids=["default", "too-wide-for-the-pass"])
+    (True, "TensorRT MatMuls (its rotation's factors of orders [12, 32] are not a dense one of order <= 16 and a "
+           "Sylvester one)"),
+], ids=["default", "factors-the-pass-does-not-take"])
 def test_the_rotation_stays_in_the_graph(rotation_pass, note, monkeypatch, tmp_path):
-    """Without rotation_pass (qmamba build's default), or where the rotation pass cannot take a row, out_proj is
-    fused without the gated norm's RMS and the rotation: they stay TensorRT layers between the mixer and
-    out_proj, and the note says why."""
-    from qmamba.runtime import w8a8_linear
+    """Without rotation_pass (qmamba build's default), or where the rotation pass cannot take the factors
+    (prefill_fusion.plugin_rotation's verdict), out_proj is fused without the gated norm's RMS and the rotation:
+    they stay TensorRT layers between the mixer and out_proj, and the note says why."""
+    from qmamba.runtime import prefill_fusion
     from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
     from qmamba.runtime.graph_index import attributes
     from qmamba.runtime.w8a8_linear import OP_NAME
 
     export_onnx(tiny_quantized_model("g1-384", hadamard=True), tmp_path, force=True)
-    monkeypatch.setattr(w8a8_linear, "ROTATION_SHARED_LIMIT", 384 * 4)  # a 384-channel row does not fit
+    monkeypatch.setattr(prefill_fusion, "MAX_FACTOR", 16)  # a Sylvester factor of 32 is then too large
     notes = {}
     after = fuse_decode_linears(fuse_decode_mixers(onnx.load(str(tmp_path / "decode.onnx")))[0], notes,
                                 rotation_pass=rotation_pass)
     assert notes == {"decode_rotation": note}
     outs = [n for n in after.graph.node if n.op_type == OP_NAME and attributes(n)["residual"] == 1]
-    assert outs and all(attributes(n)["rotation"] == 0 and attributes(n)["norm"] == 0 for n in outs)
+    assert outs and all(attributes(n)["rotation_first"] == attributes(n)["rotation_last"] == 1
+                        and attributes(n)["norm"] == 0 for n in outs)
     assert sum(n.op_type == "MatMul" for n in after.graph.node) == 2 * len(outs)
 
 

@@ -66,10 +66,11 @@ def test_norm_linear_equals_rms_norm_then_quant_linear(k, n, rows):
     (lambda a: a.update(input_scale=torch.tensor([float("nan")])), "input_scale has non-finite values"),
     (lambda a: a.update(norm_weight=torch.ones(3)), "norm_weight must have shape"),
     (lambda a: a.update(residual=torch.zeros(2, 1, 5)), "residual must have shape"),
-    (lambda a: a.update(rotation=[torch.eye(4), torch.eye(2)]), "do not make K = 16"),
-    (lambda a: a.update(rotation=[torch.eye(4), torch.eye(4), torch.eye(1)]), "1 or 2 factors"),
-    (lambda a: a.update(rotation=[torch.ones(4, 2), torch.eye(4)]), "must be square"),
-    (lambda a: a.update(rotation=[torch.eye(16).double()]), "must be torch.float32"),
+    (lambda a: a.update(rotation=(4, 2, torch.eye(4)), norm_weight=torch.ones(16)), "f1 = 2 must make K = 16"),
+    (lambda a: a.update(rotation=(2, 12, torch.eye(2)), norm_weight=torch.ones(16)), "f1 must be a power of two"),
+    (lambda a: a.update(rotation=(4, 4, torch.ones(4, 2)), norm_weight=torch.ones(16)), r"F_0 must have shape \[4, 4\]"),
+    (lambda a: a.update(rotation=(4, 4, torch.eye(4).double()), norm_weight=torch.ones(16)), "must be torch.float32"),
+    (lambda a: a.update(rotation=(1, 16, None)), "a rotation needs the norm"),
 ])
 def test_bad_input_is_named(change, message):
     lin = _layer(16, 8)
@@ -82,14 +83,16 @@ def test_bad_input_is_named(change, message):
 
 @pytest.mark.parametrize("n", [12, 128, 384, 1536, 5120])
 def test_rotation_is_the_hadamard_rotation_after_the_norm(n):
-    """The twin's rotation by the factors equals ``export/hadamard.rotate`` of the normed row (the model's
-    own rotation), and Q of it the model's quantized out_proj input but at rounding ties."""
+    """The twin's rotation in QmambaGatedNorm's form (``hadamard_rotation``) equals ``export/hadamard.rotate`` of
+    the normed row (the model's own rotation), and Q of it the model's quantized out_proj input but at rounding
+    ties."""
     from qmamba.export import hadamard
+    from qmamba.runtime.gated_norm import hadamard_rotation
     from qmamba.runtime.w8a8_linear import activation_ref
 
     g = torch.Generator().manual_seed(n)
     x, w = torch.randn(3, 1, n, generator=g), torch.rand(n, generator=g) + 0.5
-    got = activation_ref(x, w, 1e-5, 0, list(hadamard.rotation_factors_fp32(n)))
+    got = activation_ref(x, w, 1e-5, 0, hadamard_rotation(n))
     want = hadamard.rotate(activation_ref(x, w, 1e-5, 0))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     q_got, q_want = ops.quantize(got, torch.tensor(0.01)), ops.quantize(want, torch.tensor(0.01))

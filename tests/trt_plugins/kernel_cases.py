@@ -162,13 +162,50 @@ def linear_case(k: int, n: int, rows: int, norm: bool, residual: bool, seed: int
     return args, w
 
 
-# QmambaGatedNorm: name -> (rows, K, group_size, rotation, z_scale). rotation: None, "hadamard" (the model's,
-# hadamard_rotation(K)) or (f0, f1): a random orthogonal F_0 of order f0 and the Sylvester factor of order f1.
+# QmambaW8A8Linear with a rotation: name -> (K, N, rows, norm_group, rotation as in linear_rotation): out_proj of
+# 2.7b (40 x 128; one row, and 8 on tensor cores), 8b (64 x 128, 8 norm groups) and 130m (12 x 128, rows over 8),
+# one Sylvester factor, one dense factor of 12 (f1 = 1), a random dense factor of 3 over 16, and f1 = 2 under an
+# odd f0 with K not a multiple of 4.
+LINEAR_ROTATION_CASES = {
+    "2.7b-out_proj-b1": (5120, 2560, 1, 5120, "hadamard"),
+    "2.7b-out_proj-b8": (5120, 2560, 8, 5120, "hadamard"),
+    "8b-out_proj-b3": (8192, 4096, 3, 1024, "hadamard"),
+    "130m-out_proj-b9": (1536, 768, 9, 1536, "hadamard"),
+    "sylvester-128-b2": (128, 64, 2, 64, "hadamard"),
+    "dense-12-b5": (12, 7, 5, 0, "hadamard"),
+    "random-3x16-b4": (48, 33, 4, 24, (3, 16)),
+    "random-5x2-b3": (10, 9, 3, 5, (5, 2)),
+}
+# How far a value of the rotation pass may be from the fp32 twin's, relative to its row's largest: fp32 sums in
+# two orders (QmambaGatedNorm's rows are within about 2e-7 of the float64 twin, relative to the row's norm).
+ROTATED_VALUE_TOL = 4e-6
+
+
+def linear_rotation(k: int, rotation, seed: int = 1) -> tuple:
+    """(f0, f1, F_0 on the GPU or None): "hadamard" the model's (``hadamard_rotation(k)``), (f0, f1) a random
+    orthogonal F_0 of order f0 over the Sylvester factor of order f1."""
+    from qmamba.runtime.gated_norm import hadamard_rotation
+
+    if rotation == "hadamard":
+        f0, f1, first = hadamard_rotation(k)
+    else:
+        f0, f1 = rotation
+        g = torch.Generator().manual_seed(case_seed(k, f0, f1, seed))
+        first = torch.linalg.qr(torch.randn(f0, f0, generator=g, dtype=torch.float64))[0].float()
+    return f0, f1, first.cuda() if first is not None else None
+
+
+# QmambaGatedNorm: name -> (rows, K, group_size, rotation, z_scale[, z_col_scale]). rotation: None, "hadamard"
+# (the model's, hadamard_rotation(K)) or (f0, f1): a random orthogonal F_0 of order f0 and the Sylvester factor of
+# order f1. z_scale None: no z, no gate (the norm and rotation of y alone, as QmambaW8A8Linear's rotation pass runs
+# it). z_col_scale True: z comes unscaled with a scale a column, as in_proj's z piece before its output scale.
 # Real rows (130m, 780m, 2.7b one group; 8b eight groups; 48 x 128 four), with the dense F_0 of 3 (8 groups)
 # each tile height 1 to 6 of F_0^T Y; one Sylvester factor (of 128, and of 64: half a unit of the transform),
 # one dense factor, no rotation with one group, with 8 and with many small groups, K not a multiple of 4 (scalar
-# paths), f1 = 2 under an odd f0, and rows too long for shared memory (normed in out). Rows not a multiple of
-# anything; with z_scale > 0 a third of z sits on or next to a rounding tie of z / z_scale.
+# paths), f1 = 2 under an odd f0, and rows too long for shared memory (normed in out); without a gate 2.7b's
+# and 8b's rows, one factor, no rotation with odd K and 3 groups, f1 = 2 under an odd f0. Rows not a multiple of
+# anything; with z_scale > 0 a third of z sits on or next to a rounding tie of z / z_scale. With a column scale
+# 2.7b's row and 8b's groups, K not a multiple of 4 (the scalar path) and z as is (z_scale 0).
 GATED_NORM_CASES = {
     "130m-12x128": (3, 1536, 1536, "hadamard", 0.05),
     "2.7b-40x128-one-row": (1, 5120, 5120, "hadamard", 0.05),
@@ -185,23 +222,37 @@ GATED_NORM_CASES = {
     "plain-odd-K-3-groups": (3, 99, 33, None, 0.1),
     "dense-5x2-odd": (3, 10, 5, (5, 2), 0.1),
     "plain-row-in-out": (2, 16384, 2048, None, 0.05),
+    "no-gate-2.7b-40x128": (1, 5120, 5120, "hadamard", None),
+    "no-gate-8b-64x128-8-groups": (3, 8192, 1024, "hadamard", None),
+    "no-gate-sylvester-128": (2, 128, 64, "hadamard", None),
+    "no-gate-plain-odd-K-3-groups": (3, 99, 33, None, None),
+    "no-gate-dense-5x2-odd": (3, 10, 5, (5, 2), None),
+    "col-scale-2.7b-40x128": (3, 5120, 5120, "hadamard", 0.05, True),
+    "col-scale-8b-64x128-8-groups": (2, 8192, 1024, "hadamard", 0.05, True),
+    "col-scale-plain-odd-K-3-groups": (3, 99, 33, None, 0.1, True),
+    "col-scale-z-as-is-24-groups-of-4": (5, 96, 4, None, 0.0, True),
 }
 # More rows than a GPU holds blocks: each block takes several rows in turn (the sanitizer's races between rows).
 GATED_NORM_MANY_ROWS = {
     "dense-3x64-1100-rows": (1100, 192, 24, (3, 64), 0.1),
     "plain-24-groups-1100-rows": (1100, 96, 4, None, 0.1),
+    "no-gate-dense-3x64-1100-rows": (1100, 192, 24, (3, 64), None),
+    "col-scale-dense-3x64-1100-rows": (1100, 192, 24, (3, 64), 0.1, True),
 }
 
 
-def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float, seed: int = 0,
-                    device: str = "cpu") -> tuple[dict, dict]:
-    """(tensors y, z [rows, 1, k] and weight, attributes of ``gated_norm`` / ``gated_norm_ref``)."""
+def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float | None, z_col_scale: bool = False, *,
+                    seed: int = 0, device: str = "cpu") -> tuple[dict, dict]:
+    """(tensors y, z [rows, 1, k] (None when z_scale is None) and weight, attributes of ``gated_norm`` /
+    ``gated_norm_ref``; with ``z_col_scale`` also that tensor [k] (scales of 0.005 to 0.015, as in_proj's output
+    scales) and z divided by it in fp32, so that z times it lands on or one ulp beside the values above, ties
+    included)."""
     from qmamba.runtime.gated_norm import hadamard_rotation
 
     g = torch.Generator().manual_seed(case_seed(rows, k, group, rotation, z_scale, seed))
     y = torch.randn(rows, 1, k, generator=g) * 2
     z = torch.randn(rows, 1, k, generator=g) * 3
-    if z_scale > 0:  # ties of z / z_scale: (n + 1/2) * s in fp32, and its neighbours one ulp away
+    if z_scale is not None and z_scale > 0:  # ties of z / z_scale: (n + 1/2) * s in fp32, and its neighbours one ulp away
         s = torch.tensor(z_scale, dtype=torch.float32)
         tie = (torch.randint(-130, 130, (rows, 1, k), generator=g) + 0.5).float() * s
         pick = torch.randint(0, 9, (rows, 1, k), generator=g)
@@ -217,8 +268,11 @@ def gated_norm_case(rows: int, k: int, group: int, rotation, z_scale: float, see
         rot = (f0, f1, torch.linalg.qr(torch.randn(f0, f0, generator=g, dtype=torch.float64))[0].float())
     if rot is not None and rot[2] is not None:
         rot = (rot[0], rot[1], rot[2].to(device))
-    tensors = dict(y=y.to(device), z=z.to(device), weight=weight.to(device))
-    return tensors, dict(group_size=group, eps=1e-5, z_scale=z_scale, rotation=rot)
+    tensors = dict(y=y.to(device), z=z.to(device) if z_scale is not None else None, weight=weight.to(device))
+    if z_col_scale:
+        col = (torch.rand(k, generator=g) + 0.5) * 0.01
+        tensors.update(z=(z / col).to(device), z_col_scale=col.to(device))
+    return tensors, dict(group_size=group, eps=1e-5, z_scale=z_scale or 0.0, rotation=rot)
 
 
 def row_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -136,6 +137,26 @@ extern "C" int qmamba_gated_norm(const qmamba_gated_norm_params* params, const q
     gatedNormCall.tensors = *t;
     gatedNormCall.rows = rows;
     return gatedNormCall.status;
+}
+
+// The linear's launcher, recorded the same way (what W8A8LinearCore's enqueue hands it).
+struct LinearCall
+{
+    int calls{0};
+    qmamba_linear_params params{};
+    qmamba_linear_tensors tensors{};
+    int64_t rows{0};
+};
+LinearCall linearCall;
+
+extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
+    qmamba_stream_t /*stream*/)
+{
+    ++linearCall.calls;
+    linearCall.params = *params;
+    linearCall.tensors = *t;
+    linearCall.rows = rows;
+    return QMAMBA_OK;
 }
 
 extern "C" const char* qmamba_last_error(void)
@@ -272,7 +293,7 @@ int main()
     FieldSpec const* LS = W8A8LinearCore::kFIELDS;
     size_t const LN = W8A8LinearCore::kNB_FIELDS;
     W8A8LinearCore plain(parseFields("QmambaW8A8Linear", LS, LN, Fields().raw));
-    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0, 0.0}, "linear: defaults");
+    check(plain.fieldValues() == FieldValues{0.0, static_cast<double>(1e-5f), 0.0, 0.0, 1.0, 1.0}, "linear: defaults");
     check(plain.inputType(1) == DType::kInt32 && plain.inputType(0) == DType::kFloat && plain.outputType(0) == DType::kFloat,
         "linear: types");
     OutputRule const lr = plain.outputRule(0);
@@ -288,7 +309,7 @@ int main()
     throwsWith("linear: input_scale", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({2})}); },
         "input input_scale must hold one value");
     throwsWith("linear: count", [&] { plain.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6})}); },
-        "takes 4 inputs with norm = 0, residual = 0 and rotation = 0");
+        "takes 4 inputs with norm = 0, residual = 0 and rotation_first = 1");
     W8A8LinearCore both(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("residual", 1).flt("eps", 1e-6f).raw));
     both.checkInputs({shape({2, 1, 10}), shape({6, 3}), shape({6}), shape({}), shape({10}), shape({2, 1, 6})});
     check(true, "linear: norm and residual inputs");
@@ -322,29 +343,72 @@ int main()
         W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm_group", -1).raw));
     }, "field norm_group must be 0 (the whole row) or >= 1, got -1");
     check(roundTrip(grouped).fieldValues() == grouped.fieldValues(), "linear: round trip keeps norm_group");
+    // K 12 = 3 x 4: a dense F_0 of order 3 (an input after the residual) and the Sylvester factor of order 4 (none).
     W8A8LinearCore rotated(parseFields("QmambaW8A8Linear", LS, LN,
-        Fields().in("norm", 1).in("residual", 1).in("norm_group", 12).in("rotation", 2).raw));
+        Fields().in("norm", 1).in("residual", 1).in("norm_group", 12).in("rotation_first", 3).in("rotation_last", 4).raw));
     std::vector<Shape> rot{shape({3, 1, 12}), shape({5, 3}), shape({5}), shape({1}), shape({12}), shape({3, 1, 5}),
-        shape({3, 3}), shape({4, 4})};
+        shape({3, 3})};
     rotated.checkInputs(rot);
     check(rotated.workspaceSize(rot) == 3 * 12 * sizeof(float) && grouped.workspaceSize(rot) == 0,
-        "linear: two rotation factors after the residual; the workspace holds the rotated rows");
-    check(roundTrip(rotated).fieldValues() == rotated.fieldValues(), "linear: round trip keeps rotation");
-    throwsWith("linear: rotation factors make K", [&] {
+        "linear: F_0 after the residual; the workspace holds the rotated rows");
+    check(roundTrip(rotated).fieldValues() == rotated.fieldValues(), "linear: round trip keeps the rotation");
+    W8A8LinearCore sylvesterOnly(parseFields("QmambaW8A8Linear", LS, LN,
+        Fields().in("norm", 1).in("rotation_last", 16).raw));
+    std::vector<Shape> const syl{shape({2, 1, 16}), shape({5, 4}), shape({5}), shape({1}), shape({16})};
+    sylvesterOnly.checkInputs(syl);
+    check(sylvesterOnly.workspaceSize(syl) == 2 * 16 * sizeof(float), "linear: one Sylvester factor takes no input");
+    throwsWith("linear: rotation orders make K", [&] {
         std::vector<Shape> bad = rot;
-        bad[7] = shape({2, 2});
+        bad[0] = shape({3, 1, 24});
+        bad[1] = shape({5, 6});
+        bad[4] = shape({24});
         rotated.checkInputs(bad);
-    }, "the rotation's factors must multiply to K = 12, got 6");
-    throwsWith("linear: rotation factor square", [&] {
+    }, "fields rotation_first * rotation_last = 12 must equal K = 24");
+    throwsWith("linear: F_0 shape", [&] {
         std::vector<Shape> bad = rot;
         bad[6] = shape({3, 4});
         rotated.checkInputs(bad);
-    }, "rotation factor 0");
-    throwsWith("linear: rotation count", [&] { rotated.checkInputs({rot.begin(), rot.end() - 1}); },
-        "takes 8 inputs with norm = 1, residual = 1 and rotation = 2");
-    throwsWith("linear: rotation 3", [&] {
-        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("rotation", 3).raw));
-    }, "field rotation must be 0, 1 or 2");
+    }, "F_0");
+    throwsWith("linear: rotation input count", [&] { rotated.checkInputs({rot.begin(), rot.end() - 1}); },
+        "takes 7 inputs with norm = 1, residual = 1 and rotation_first = 3");
+    throwsWith("linear: rotation_last a power of two", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("rotation_last", 12).raw));
+    }, "field rotation_last must be a power of two in 1..128 (1: no Sylvester factor), got 12");
+    throwsWith("linear: rotation_first range", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("norm", 1).in("rotation_first", 0).raw));
+    }, "field rotation_first must be 1..128 (1: no dense factor), got 0");
+    throwsWith("linear: rotation needs the norm", [&] {
+        W8A8LinearCore(parseFields("QmambaW8A8Linear", LS, LN, Fields().in("rotation_last", 4).raw));
+    }, "needs norm = 1");
+    {
+        std::vector<float> buf(7);
+        void const* in[] = {&buf[0], &buf[1], &buf[2], &buf[3], &buf[4], &buf[5], &buf[6]};
+        float y = 0.0f;
+        void* out[] = {&y};
+        std::vector<float> workspace(3 * 12);
+        rotated.enqueue(rot, in, out, workspace.data(), workspace.size() * sizeof(float), nullptr);
+        qmamba_linear_params const& lp = linearCall.params;
+        qmamba_linear_tensors const& lt = linearCall.tensors;
+        check(linearCall.calls == 1 && linearCall.rows == 3 && lp.in_features == 12 && lp.out_features == 5
+                && lp.norm == 1 && lp.norm_group == 12 && lp.rotation_first == 3 && lp.rotation_last == 4,
+            "linear: enqueue passes the rotation's orders");
+        check(lt.norm_weight == &buf[4] && lt.residual == &buf[5] && lt.rotation_first == &buf[6]
+                && lt.workspace == workspace.data() && lt.y == &y,
+            "linear: enqueue passes norm_weight, residual, F_0 and the workspace in their places");
+        sylvesterOnly.enqueue(syl, in, out, workspace.data(), workspace.size() * sizeof(float), nullptr);
+        check(linearCall.calls == 2 && linearCall.tensors.rotation_first == nullptr
+                && linearCall.params.rotation_first == 1 && linearCall.params.rotation_last == 16,
+            "linear: no F_0 pointer without a dense factor");
+        throwsWith("linear: workspace too small", [&] {
+            rotated.enqueue(rot, in, out, workspace.data(), 4, nullptr);
+        }, "workspace smaller than the rotated rows");
+    }
+    std::vector<char> linear3(serializedSize<W8A8LinearCore::Serial>());
+    writeSerialized(rotated.serial(), linear3.data());
+    linear3[4] = 3; // the format whose field rotation counted factors, F_1 an input
+    throwsWith("linear: format 3 refused", [&] {
+        readSerialized<W8A8LinearCore::Serial>("QmambaW8A8Linear", linear3.data(), linear3.size());
+    }, "engine was built with another version of the qmamba plugin library (serialization format 3");
 
     // ---- QmambaDecodeMixer (decode graphs' mixers) ---------------------------------------------------
     FieldSpec const* MS = DecodeMixerCore::kFIELDS;
@@ -524,11 +588,42 @@ int main()
     };
     GatedNormCore rotatedNorm = norm(rotatedFields());
     check(rotatedNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0},
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 0.0, 0.0},
         "norm: fields parsed in the table's order");
     GatedNormCore plainNorm = norm(Fields().in("channels", 96).in("group_size", 96));
-    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0},
-        "norm: eps 1e-5, z_scale 0 (z as is), no rotation by default");
+    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0, 0.0, 0.0},
+        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate, no column scale of z, y as float32 by default");
+    // Without a gate (a block's RMSNorm): y, weight and, with a dense factor, F_0; K 384 in one group.
+    GatedNormCore ungatedNorm = norm(Fields().in("channels", 384).in("group_size", 384).in("rotation_first", 12)
+                                         .in("rotation_last", 32).in("gate", 0));
+    GatedNormCore rmsNorm = norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0));
+    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0, 0.0, 0.0}
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 1
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 2
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_Z) == -1
+            && ungatedNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == -1
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == -1
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 2
+            && rotatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 3
+            && plainNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == -1,
+        "norm: gate = 0 takes no z, z_col_scale = 0 no column scale, the inputs after them move up");
+    // With in_proj's column scale of z (the unscaled z piece): y, z, z_col_scale, weight, F_0 at their constants.
+    GatedNormCore scaledNorm = norm(rotatedFields().in("z_col_scale", 1));
+    check(scaledNorm.fieldValues()
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 1.0, 0.0}
+            && scaledNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == GatedNormCore::kIN_Z_COL_SCALE
+            && scaledNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == GatedNormCore::kIN_WEIGHT
+            && scaledNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == GatedNormCore::kIN_ROTATION_FIRST,
+        "norm: z_col_scale = 1 puts the scale right after z");
+    throwsWith("norm: z_col_scale 0 or 1", [&] { norm(rotatedFields().in("z_col_scale", 2)); },
+        "QmambaGatedNorm: field z_col_scale must be 0 (z as it comes) or 1 (the input z_col_scale scales z), got 2");
+    throwsWith("norm: z_col_scale needs a gate", [&] {
+        norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0).in("z_col_scale", 1));
+    }, "QmambaGatedNorm: field z_col_scale = 1 needs gate = 1 (with gate = 0 there is no z to scale)");
+    throwsWith("norm: gate 0 or 1", [&] { norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 2)); },
+        "QmambaGatedNorm: field gate must be 0 (no z: a plain RMSNorm) or 1 (the input z gates y), got 2");
+    throwsWith("norm: z_scale needs a gate", [&] { norm(rotatedFields().in("gate", 0)); },
+        "QmambaGatedNorm: field z_scale = 0.050000 needs gate = 1 (with gate = 0 there is no z to quantize)");
     for (char const* missing : {"channels", "group_size"})
     {
         Fields x;
@@ -580,6 +675,18 @@ int main()
         normTypes = normTypes && rotatedNorm.inputType(i) == DType::kFloat;
     }
     check(normTypes, "norm: every tensor float32 (no int8: TensorRT 8.6's Q/DQ rules do not apply)");
+    // y_bits: y as the int32 words of TensorRT 8's V2 QuantSSD output, the other tensors unchanged.
+    GatedNormCore bitsNorm = norm(rotatedFields().in("y_bits", 1));
+    bool bitsTypes = bitsNorm.inputType(GatedNormCore::kIN_Y) == DType::kInt32
+        && bitsNorm.outputType(GatedNormCore::kOUT_OUT) == DType::kFloat;
+    for (int32_t i = 1; i < GatedNormCore::kMAX_INPUTS; ++i)
+    {
+        bitsTypes = bitsTypes && bitsNorm.inputType(i) == DType::kFloat;
+    }
+    check(bitsTypes && bitsNorm.fieldValues().back() == 1.0 && roundTrip(bitsNorm).fieldValues() == bitsNorm.fieldValues(),
+        "norm: y_bits = 1 takes y as int32 words, the rest float32; it survives a round trip");
+    throwsWith("norm: y_bits 0 or 1", [&] { norm(rotatedFields().in("y_bits", 2)); },
+        "QmambaGatedNorm: field y_bits must be 0 (y is float32) or 1 (y is int32 words holding float32 values), got 2");
     OutputRule const nr = rotatedNorm.outputRule(GatedNormCore::kOUT_OUT);
     check(nr.nbDims == 3 && !nr.d[0].constant && nr.d[0].input == GatedNormCore::kIN_Y && nr.d[0].dim == 0
             && !nr.d[1].constant && nr.d[1].input == GatedNormCore::kIN_Y && nr.d[1].dim == 1 && nr.d[1].factor == 1
@@ -602,19 +709,47 @@ int main()
          })
     {
         std::vector<Shape> bad = nin;
-        bad[b.pos] = b.got;
-        throwsWith((std::string("norm: bad shape of input ") + std::to_string(b.pos)).c_str(),
+        int32_t const pos = rotatedNorm.inputPosition(b.pos); // without z_col_scale weight and F_0 one up
+        bad[pos] = b.got;
+        throwsWith((std::string("norm: bad shape of input ") + std::to_string(pos)).c_str(),
             [&] { rotatedNorm.checkInputs(bad); }, std::string("QmambaGatedNorm: ") + b.want);
     }
     throwsWith("norm: F_0 missing", [&] { rotatedNorm.checkInputs({nin.begin(), nin.end() - 1}); },
-        "QmambaGatedNorm: takes 4 inputs with rotation_first = 12 (y, z, weight, rotation_first), got 3");
+        "QmambaGatedNorm: takes 4 inputs with gate = 1, z_col_scale = 0 and rotation_first = 12 (y, z, weight, "
+        "rotation_first), got 3");
     throwsWith("norm: F_0 without a dense factor", [&] {
         plainNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96}), shape({96, 96})});
-    }, "QmambaGatedNorm: takes 3 inputs with rotation_first = 1 (y, z, weight), got 4");
+    }, "QmambaGatedNorm: takes 3 inputs with gate = 1, z_col_scale = 0 and rotation_first = 1 (y, z, weight), got 4");
+    std::vector<Shape> const scaledIn = {
+        shape({2, 5, 384}), shape({2, 5, 384}), shape({384}), shape({384}), shape({12, 12})};
+    scaledNorm.checkInputs(scaledIn);
+    check(true, "norm: with z_col_scale, good shapes of y, z, z_col_scale, weight, F_0");
+    throwsWith("norm: z_col_scale missing", [&] { scaledNorm.checkInputs(nin); },
+        "QmambaGatedNorm: takes 5 inputs with gate = 1, z_col_scale = 1 and rotation_first = 12 (y, z, z_col_scale, "
+        "weight, rotation_first), got 4");
+    throwsWith("norm: z_col_scale is [K]", [&] {
+        std::vector<Shape> bad = scaledIn;
+        bad[GatedNormCore::kIN_Z_COL_SCALE] = shape({2, 5, 384});
+        scaledNorm.checkInputs(bad);
+    }, "QmambaGatedNorm: input z_col_scale must have shape [384], got [2, 5, 384]");
+    std::vector<Shape> const uin = {shape({2, 5, 384}), shape({384}), shape({12, 12})};
+    ungatedNorm.checkInputs(uin);
+    rmsNorm.checkInputs({shape({3, 7, 96}), shape({96})});
+    check(true, "norm: without a gate, good shapes of y, weight (and F_0)");
+    throwsWith("norm: a z without a gate", [&] { rmsNorm.checkInputs({shape({3, 7, 96}), shape({3, 7, 96}), shape({96})}); },
+        "QmambaGatedNorm: takes 2 inputs with gate = 0, z_col_scale = 0 and rotation_first = 1 (y, weight), got 3");
+    throwsWith("norm: without a gate, weight is input 1", [&] {
+        ungatedNorm.checkInputs({shape({2, 5, 384}), shape({12, 12}), shape({384})});
+    }, "QmambaGatedNorm: input weight must have shape [384], got [12, 12]");
+    throwsWith("norm: without a gate, F_0 is input 2", [&] {
+        ungatedNorm.checkInputs({shape({2, 5, 384}), shape({384}), shape({12, 32})});
+    }, "QmambaGatedNorm: input rotation_first must have shape [12, 12], got [12, 32]");
     check(rotatedNorm.workspaceSize(nin) == 0, "norm: no workspace");
     check(roundTrip(rotatedNorm).fieldValues() == rotatedNorm.fieldValues()
-            && roundTrip(plainNorm).fieldValues() == plainNorm.fieldValues(),
-        "norm: round trip");
+            && roundTrip(plainNorm).fieldValues() == plainNorm.fieldValues()
+            && roundTrip(ungatedNorm).fieldValues() == ungatedNorm.fieldValues()
+            && roundTrip(scaledNorm).fieldValues() == scaledNorm.fieldValues(),
+        "norm: round trip, the gate and z_col_scale included");
     {
         using NormPod = GatedNormCore::Serial;
         GatedNormCore::Serial broken = rotatedNorm.serial();
@@ -624,6 +759,33 @@ int main()
         throwsWith("norm: serialized values are checked again", [&] {
             GatedNormCore(readSerialized<NormPod>("QmambaGatedNorm", nbuf.data(), nbuf.size()));
         }, "field rotation_last must be a power of two");
+        // Engines of the layouts before: refused, naming both layouts.
+        auto olderLayout = [&](char const* name, uint32_t format, void const* pod, size_t bytes) {
+            SerialHeader const h{kSERIAL_MAGIC, format, static_cast<uint32_t>(bytes)};
+            std::vector<char> buf(sizeof(h) + bytes);
+            std::memcpy(buf.data(), &h, sizeof(h));
+            std::memcpy(buf.data() + sizeof(h), pod, bytes);
+            throwsWith(name, [&] { readSerialized<NormPod>("QmambaGatedNorm", buf.data(), buf.size()); },
+                "engine was built with another version of the qmamba plugin library (serialization format "
+                    + std::to_string(format) + ", " + std::to_string(bytes) + " bytes; this library reads format 6, "
+                    + std::to_string(sizeof(NormPod)) + " bytes): rebuild the engine");
+        };
+        qmamba_gated_norm_params const three = rotatedNorm.serial().params; // format 3: the params alone
+        olderLayout("norm: an engine of the layout before the gate is refused", 3u, &three, sizeof(three));
+        struct Format4 // the params and the gate, no z_col_scale
+        {
+            qmamba_gated_norm_params params;
+            int32_t gate;
+        };
+        Format4 const four{rotatedNorm.serial().params, 1};
+        olderLayout("norm: an engine of the layout before z_col_scale is refused", 4u, &four, sizeof(four));
+        struct Format5 // the params, the gate and z_col_scale, no y_bits
+        {
+            qmamba_gated_norm_params params;
+            int32_t gate, z_col_scale;
+        };
+        Format5 const five{rotatedNorm.serial().params, 1, 0};
+        olderLayout("norm: an engine of the layout before y_bits is refused", 5u, &five, sizeof(five));
     }
     // enqueue hands the C ABI the fields, the tensors' pointers and batch x seq rows, and its refusal through.
     std::vector<float> yBuf(1), zBuf(1), wBuf(1), fBuf(1), outBuf(1);
@@ -635,9 +797,9 @@ int main()
     check(gatedNormCall.calls == 1 && gatedNormCall.rows == 10 && gp.channels == 384 && gp.group_size == 192
             && gp.eps == 1e-6f && gp.z_scale == 0.05f && gp.rotation_first == 12 && gp.rotation_last == 32,
         "norm: enqueue passes the fields and batch x seq = 10 rows");
-    check(gt.y == yBuf.data() && gt.z == zBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
-            && gt.out == outBuf.data(),
-        "norm: enqueue passes y, z, weight, F_0 and out in their places");
+    check(gt.y == yBuf.data() && gt.z == zBuf.data() && gt.z_col_scale == nullptr && gt.weight == wBuf.data()
+            && gt.rotation_first == fBuf.data() && gt.out == outBuf.data(),
+        "norm: enqueue passes y, z, weight, F_0 and out in their places, no column scale");
     std::vector<Shape> const plainIn = {shape({3, 7, 96}), shape({3, 7, 96}), shape({96})};
     plainNorm.enqueue(plainIn, normInputs, normOutputs, nullptr, 0, nullptr);
     check(gatedNormCall.calls == 2 && gatedNormCall.rows == 21 && gatedNormCall.tensors.rotation_first == nullptr
@@ -654,6 +816,22 @@ int main()
         rotatedNorm.enqueue(nin, normInputs, normOutputs, nullptr, 0, nullptr);
     }, "QmambaGatedNorm: kernel failed: qmamba_gated_norm: the double's error");
     gatedNormCall.status = QMAMBA_OK;
+    ungatedNorm.enqueue(uin, normInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 4 && gatedNormCall.rows == 10 && gatedNormCall.tensors.z == nullptr
+            && gatedNormCall.tensors.y == yBuf.data() && gatedNormCall.tensors.weight == zBuf.data()
+            && gatedNormCall.tensors.rotation_first == wBuf.data() && gatedNormCall.params.z_scale == 0.0f,
+        "norm: without a gate, enqueue passes z = NULL and weight, F_0 from inputs 1, 2");
+    rmsNorm.enqueue({shape({3, 7, 96}), shape({96})}, normInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 5 && gatedNormCall.rows == 21 && gatedNormCall.tensors.z == nullptr
+            && gatedNormCall.tensors.weight == zBuf.data() && gatedNormCall.tensors.rotation_first == nullptr,
+        "norm: a plain RMSNorm passes y and weight alone");
+    std::vector<float> cBuf(1);
+    void const* scaledInputs[] = {yBuf.data(), zBuf.data(), cBuf.data(), wBuf.data(), fBuf.data()};
+    scaledNorm.enqueue(scaledIn, scaledInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 6 && gatedNormCall.rows == 10 && gt.y == yBuf.data() && gt.z == zBuf.data()
+            && gt.z_col_scale == cBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
+            && gt.out == outBuf.data() && gatedNormCall.params.z_scale == 0.05f,
+        "norm: with z_col_scale, enqueue passes it from input 2, weight and F_0 from inputs 3, 4");
     std::printf("all checks passed\n");
     return 0;
 }

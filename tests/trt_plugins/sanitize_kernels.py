@@ -8,8 +8,9 @@ the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode block
 several batch rows, decode pieces of 4 bytes, two a thread and bytewise, part-full decode stages; the
 decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple of 8, several rows) and
 QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place, the rotation
-pass with one and two factors) and the prefill's QmambaGatedNorm (kernel_cases' cases, blocks that take several
-rows in turn). Exits
+pass: QmambaGatedNorm's kernel without a gate, at 2.7b's row, one dense factor, f1 = 2 under an odd f0) and the
+prefill's QmambaGatedNorm (kernel_cases' cases, with and without a gate, blocks that take several rows in turn).
+Exits
 non-zero if a kernel refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations
@@ -26,8 +27,7 @@ from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
 from qmamba.runtime import kernels as decode_kernels
 from qmamba.runtime.decode_mixer import decode_mixer_ref
 from qmamba.runtime.gated_norm import gated_norm_ref
-from qmamba.runtime.w8a8_linear import one_tie_error, w8a8_linear_ref
-from rotation_order import rotation_pass_order
+from qmamba.runtime.w8a8_linear import activation_ref, near_tie_error, one_tie_error, w8a8_linear_ref
 
 CONV = [(kc.LAYERS["8b"], 2, 37), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=40, d_conv=3), 2, 9),
         (LayerShape(ngroups=1, nheads=8, headdim=64, d_state=64, d_conv=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
@@ -43,8 +43,8 @@ MIXER = [(kc.LAYERS["2.7b"], 1), (LayerShape(ngroups=2, nheads=8, headdim=32, d_
 # (K, N, rows, norm, residual in place, norm_group)
 LINEAR = [(5120, 2560, 1, True, True, 5120), (8192, 96, 3, True, False, 1024), (257, 33, 3, True, False, 0),
           (2560, 257, 9, False, True, 0), (4096, 9504, 3, True, True, 0)]  # the last: tensor cores, many tiles a block
-# (K, N, rows, norm_group, factor orders) of the rotation pass: 2.7b's out_proj, factors not multiples of 16
-ROTATION = [(5120, 2560, 2, 5120, (40, 128)), (60, 33, 9, 30, (3, 20)), (40, 9, 1, 0, (40,))]
+# kernel_cases.LINEAR_ROTATION_CASES run under the sanitizer
+ROTATION = ["2.7b-out_proj-b1", "dense-12-b5", "random-5x2-b3", "130m-out_proj-b9"]
 
 
 def main() -> int:
@@ -88,14 +88,17 @@ def main() -> int:
             print(f"linear K={k} N={n} rows={rows} norm={norm} in_place={in_place}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     if args.only in (None, "linear"):
-        for k, n, rows, group, orders in ROTATION:
+        for name in ROTATION:
+            k, n, rows, group, orders = kc.LINEAR_ROTATION_CASES[name]
             a, w = kc.linear_case(k, n, rows, True, True)
-            rot = [torch.linalg.qr(torch.randn(f, f, dtype=torch.float64))[0].float().cuda() for f in orders]
-            rotated = rotation_pass_order(a["x"], a["norm_weight"], 1e-5, group, rot).cuda()
-            want = w8a8_linear_ref(rotated, **{key: v for key, v in a.items() if key not in ("x", "norm_weight")})
+            rot = kc.linear_rotation(k, orders)
+            want = w8a8_linear_ref(**a, norm_group=group, rotation=rot)
             got = decode_kernels.w8a8_linear(**a, norm_group=group, rotation=rot)
-            ok = bool(torch.equal(got, want))
-            print(f"linear K={k} N={n} rows={rows} rotation {orders}: {'ok' if ok else 'MISMATCH'}")
+            v = activation_ref(a["x"], a["norm_weight"], 1e-5, group, rot)
+            tol = kc.ROTATED_VALUE_TOL * v.abs().amax(-1, True)
+            bound = near_tie_error(v, a["input_scale"], w, a["out_scale"], tol)
+            ok = bool(((got - want).abs() <= bound + 1e-6 * want.abs()).all())
+            print(f"linear rotation {name}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     if args.only in (None, "norm"):
         for name, case in {**kc.GATED_NORM_CASES, **kc.GATED_NORM_MANY_ROWS}.items():

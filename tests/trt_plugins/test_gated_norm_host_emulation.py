@@ -29,7 +29,8 @@ PATCHES = [
 # (case, misaligned tensors: the scalar paths, SMs the launcher sees)
 RUNS = [(name, False, 2) for name in kc.GATED_NORM_CASES] + [
     ("130m-12x128", True, 2), ("dense-3x64-8-groups", True, 3), ("plain-8-groups-z-as-is", True, 2),
-    ("plain-one-group", False, 132)]
+    ("plain-one-group", False, 132), ("no-gate-plain-odd-K-3-groups", True, 2), ("no-gate-sylvester-128", True, 1),
+    ("col-scale-2.7b-40x128", True, 2), ("col-scale-z-as-is-24-groups-of-4", True, 3)]
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,17 @@ def harness(tmp_path_factory):
 
 
 def run_harness(harness, tmp_path, t: dict, a: dict, misaligned: bool, sms: int) -> torch.Tensor:
-    y = t["y"]
+    y, z_col = t["y"], t.get("z_col_scale")
     rows, k = y.numel() // y.shape[-1], y.shape[-1]
     f0, f1, first = a["rotation"] or (1, 1, None)
     with open(tmp_path / "in.bin", "wb") as f:
-        f.write(np.array([rows, k, a["group_size"], f0, f1, int(misaligned), sms], np.int32).tobytes())
-        f.write(np.array([a["eps"], a["z_scale"]], np.float32).tobytes())
-        for x in [t["y"], t["z"], t["weight"], *([first] if first is not None else [])]:
+        f.write(np.array([rows, k, a["group_size"], f0, f1, int(misaligned), sms, int(t["z"] is not None),
+                          int(z_col is not None)], np.int32).tobytes())
+        # z_scale NaN without z: the launcher does not read it
+        f.write(np.array([a["eps"], a["z_scale"] if t["z"] is not None else np.nan], np.float32).tobytes())
+        for x in [t["y"], t["z"], z_col, t["weight"], first]:
+            if x is None:
+                continue
             f.write(x.contiguous().numpy().astype(np.float32).tobytes())
     r = subprocess.run([str(harness), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], capture_output=True,
                        text=True, timeout=600)

@@ -191,22 +191,52 @@ def test_copy_refuses_null_pointers(dst, src, text):
     assert lib.qmamba_copy_async(None, None, 0, None) == 0  # nothing to copy
 
 
+def _linear_args(params=(), tensors=()):
+    """QmambaW8A8Linear's C arguments at 2.7b's out_proj with its rotation (40 x 128, norm over the row, a residual),
+    with fake distinct device addresses 16-byte aligned, far enough apart for 4 rows."""
+    p = kernels.LinearParams(in_features=5120, out_features=2560, norm=1, eps=1e-5, norm_group=0, rotation_first=40,
+                             rotation_last=128)
+    return _changed(p, params), _changed(kernels.LinearTensors(*[1 << (24 + i) for i in range(9)]), tensors)
+
+
+def _changed(struct, fields):
+    """The ctypes struct with the given fields set."""
+    for k, v in dict(fields).items():
+        setattr(struct, k, v)
+    return struct
+
+
+@needs_lib
+@pytest.mark.parametrize("params, tensors, status, text", [
+    (dict(norm=0), {}, 3, "a rotation needs norm = 1"),
+    (dict(rotation_first=-1), {}, 2, "rotation_first = -1 is not supported"),
+    ({}, dict(rotation_first=None), 1, "rotation_first is a null pointer"),
+    ({}, dict(workspace=None), 1, "workspace is a null pointer"),
+    ({}, dict(workspace=(1 << 32) + 4), 5, "workspace must be 16-byte aligned"),
+    ({}, dict(workspace=1 << 30), 3, "workspace must not alias y or residual"),  # y's address
+    # the orders and the overlap with x are the gated norm's checks, refused before anything is launched
+    (dict(in_features=96 * 53, rotation_first=53, rotation_last=96), {}, 2,
+     "rotation pass: qmamba_gated_norm: rotation_last = 96 is not a power of two"),
+    (dict(rotation_first=20), {}, 2, "rotation pass: qmamba_gated_norm: rotation orders f0 = 20, f1 = 128"),
+    ({}, dict(workspace=(1 << 24) + 16), 3, "rotation pass: qmamba_gated_norm: out must not alias y"),  # inside x
+])
+def test_linear_launcher_refuses_bad_rotations(params, tensors, status, text):
+    lib = kernels.load_library()
+    p, t = _linear_args(params, tensors)
+    assert_refused(lib, lib.qmamba_w8a8_linear(ctypes.byref(p), ctypes.byref(t), 4, None), status,
+                   "qmamba_w8a8_linear", text)
+
+
 def _norm_args(params=(), tensors=()):
     """QmambaGatedNorm's C arguments at 2.7b's row (40 x 128, one group), with fake distinct device addresses."""
     p = kernels.GatedNormParams(channels=5120, group_size=5120, eps=1e-5, z_scale=0.05, rotation_first=40,
                                 rotation_last=128)
-    t = kernels.GatedNormTensors(*[1 << (20 + i) for i in range(5)])
-    for k, v in dict(params).items():
-        setattr(p, k, v)
-    for k, v in dict(tensors).items():
-        setattr(t, k, v)
-    return p, t
+    return _changed(p, params), _changed(kernels.GatedNormTensors(*[1 << (20 + i) for i in range(6)]), tensors)
 
 
 @needs_lib
 @pytest.mark.parametrize("params, tensors, status, text", [
     ({}, dict(y=None), 1, "y is a null pointer"),
-    ({}, dict(z=None), 1, "z is a null pointer"),
     ({}, dict(weight=None), 1, "weight is a null pointer"),
     ({}, dict(out=None), 1, "out is a null pointer"),
     ({}, dict(rotation_first=None), 1, "rotation_first is a null pointer"),
@@ -227,6 +257,9 @@ def _norm_args(params=(), tensors=()):
     (dict(z_scale=float("inf")), {}, 3, "z_scale must be finite and >= 0"),
     ({}, dict(out=1 << 20), 3, "out must not alias y"),
     ({}, dict(out=(1 << 21) + 4 * 5120 * 3), 3, "out must not alias z"),  # inside z's 4 rows
+    # without z (no gate) z_scale is not read: the checks go on to the next error
+    (dict(z_scale=float("nan")), dict(z=None, out=1 << 20), 3, "out must not alias y"),
+    ({}, dict(out=(1 << 22) - 4 * 100), 3, "out must not alias z_col_scale"),  # out's last 100 floats over it
 ])
 def test_gated_norm_launcher_refuses_bad_arguments(params, tensors, status, text):
     lib = kernels.load_library()
@@ -244,7 +277,7 @@ def test_gated_norm_launcher_takes_zero_rows_and_refuses_negative_ones():
     assert lib.qmamba_gated_norm(ctypes.byref(p), None, 4, None) == 1
     assert lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(t), -1, None) == 2
     assert "rows = -1 is not supported" in lib.qmamba_last_error().decode()
-    _, empty = _norm_args(tensors=dict(y=None, z=None, weight=None, rotation_first=None, out=None))
+    _, empty = _norm_args(tensors=dict(y=None, z=None, z_col_scale=None, weight=None, rotation_first=None, out=None))
     assert lib.qmamba_gated_norm(ctypes.byref(p), ctypes.byref(empty), 0, None) == 0  # nothing to do
     assert lib.qmamba_last_error().decode() == ""
 
@@ -255,6 +288,7 @@ def test_gated_norm_launcher_takes_zero_rows_and_refuses_negative_ones():
     ("f1 not a power of two", "f1 must be a power of two"),
     ("F_0 shape", r"F_0 must have shape \[3, 3\]"),
     ("z shape", r"z must have shape \[7, 1, 192\]"),
+    ("z_col_scale shape", r"z_col_scale must have shape \[192\]"),
     ("negative eps", "eps must be finite and >= 0"),
     ("NaN z_scale", "z_scale must be finite and >= 0"),
     ("NaN weight", "weight has non-finite values"),
@@ -275,6 +309,8 @@ def test_gated_norm_binding_and_twin_refuse_the_same(change, message):
         a["rotation"] = (f0, f1, first[:, :2])
     elif change == "z shape":
         t["z"] = t["z"][:, :, :100]
+    elif change == "z_col_scale shape":
+        t["z_col_scale"] = torch.ones(100)
     elif change == "negative eps":
         a["eps"] = -1.0
     elif change == "NaN z_scale":

@@ -322,58 +322,63 @@ def test_linear_matches_reference(name):
         assert (got != want).float().mean().item() <= 0.01, name
 
 
-# (K, N, rows, norm_group or None (no norm), factor orders): out_proj of 2.7b (40 x 128), 8b (64 x 128, 8 norm
-# groups) and 130m (12 x 128, rows over 8), one factor, and factors that are not Hadamard matrices and not
-# multiples of the block's 16 columns (random orthogonal ones).
-ROTATION_CASES = {
-    "2.7b-out_proj-b1": (5120, 2560, 1, 5120, "hadamard"),
-    "8b-out_proj-b3": (8192, 4096, 3, 1024, "hadamard"),
-    "130m-out_proj-b9": (1536, 768, 9, 1536, "hadamard"),
-    "one-factor-128-b2": (128, 64, 2, 64, "hadamard"),
-    "one-factor-12-b5-no-norm": (12, 7, 5, None, "hadamard"),
-    "random-3x20-b4": (60, 33, 4, 30, (3, 20)),
-    "random-1x40-b1": (40, 9, 1, 0, (40,)),
-}
-
-
-def _rotation_factors(k, orders, gen):
-    from qmamba.export import hadamard
-
-    if orders == "hadamard":
-        return [f.cuda() for f in hadamard.rotation_factors_fp32(k)]
-    return [torch.linalg.qr(torch.randn(f, f, generator=gen, dtype=torch.float64))[0].float().cuda() for f in orders]
-
-
-@pytest.mark.parametrize("name", list(ROTATION_CASES))
+@pytest.mark.parametrize("name", list(kc.LINEAR_ROTATION_CASES))
 def test_linear_with_rotation_matches_reference(name):
-    """The rotation pass's rows are rotation_order.py's bit for bit (its norm's and sums' own order), and the
-    linear after it exact: y equals the twin fed those rows. (Against the graph-order twin the rows are a
-    few ulp apart, test_rotation_order.py; Q may then cross a tie.)"""
-    from qmamba.runtime.w8a8_linear import w8a8_linear_ref
-    from rotation_order import rotation_pass_order
+    """The rotation pass (QmambaGatedNorm's kernel without a gate) sums the norm and the rotation in another
+    order than the twin (the graph's ReduceMean and MatMuls), so an activation near a rounding tie of Q may land
+    on the other side: each output within near_tie_error of the twin (those activations' weights); rows with no
+    activation near a tie equal the twin's exactly."""
+    from qmamba.runtime.w8a8_linear import activation_ref, near_tie_error, w8a8_linear_ref
 
-    k, n, rows, group, orders = ROTATION_CASES[name]
-    args, _ = kc.linear_case(k, n, rows, group is not None, True, seed=5)
-    rot = _rotation_factors(k, orders, torch.Generator().manual_seed(1))
+    k, n, rows, group, orders = kc.LINEAR_ROTATION_CASES[name]
+    args, w = kc.linear_case(k, n, rows, True, True, seed=5)
+    rot = kc.linear_rotation(k, orders)
     out = torch.full((rows, 1, n), float("nan"), device="cuda")
-    got = decode_kernels.w8a8_linear(**args, out=out, norm_group=group or 0, rotation=rot)
+    got = decode_kernels.w8a8_linear(**args, out=out, norm_group=group, rotation=rot)
+    want = w8a8_linear_ref(**args, norm_group=group, rotation=rot)
+    v = activation_ref(args["x"], args["norm_weight"], 1e-5, group, rot)
+    bound = near_tie_error(v, args["input_scale"], w, args["out_scale"], kc.ROTATED_VALUE_TOL * v.abs().amax(-1, True))
     torch.cuda.synchronize()
-    rotated = rotation_pass_order(args["x"], args.get("norm_weight"), 1e-5, group or 0, rot).cuda()
-    plain = {key: val for key, val in args.items() if key not in ("x", "norm_weight")}
-    want = w8a8_linear_ref(rotated, **plain)
     assert torch.isfinite(got).all()
-    assert torch.equal(got, want), name
+    assert ((got - want).abs() <= bound + 1e-6 * want.abs()).all(), name
+
+
+def _replayed(launch, out: torch.Tensor) -> torch.Tensor:
+    """out after one replay of ``launch`` captured in a CUDA graph (a warm-up launch outside the capture, out
+    poisoned before it)."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        launch()  # warm-up outside the capture
+        graph = torch.cuda.CUDAGraph()
+        out.fill_(float("nan"))
+        with torch.cuda.graph(graph, stream=stream):
+            launch()
+    graph.replay()
+    torch.cuda.synchronize()
+    return out
+
+
+def test_linear_with_rotation_captures_into_a_graph():
+    """The two launches (rotation pass, then the linear waiting on it) replay from a CUDA graph with the same y."""
+    k, n, rows, group, orders = kc.LINEAR_ROTATION_CASES["2.7b-out_proj-b1"]
+    args, _ = kc.linear_case(k, n, rows, True, True, seed=5)
+    rot = kc.linear_rotation(k, orders)
+    first = decode_kernels.w8a8_linear(**args, norm_group=group, rotation=rot)
+    launch, y = decode_kernels.w8a8_linear_launcher(**args, norm_group=group, rotation=rot)
+    assert torch.equal(_replayed(launch, y), first)
 
 
 def test_linear_rotation_refuses_what_it_cannot_do():
-    from qmamba.export.validate import QMambaInputError
-
     args, _ = kc.linear_case(60, 8, 2, True, False)
-    with pytest.raises(QMambaInputError, match="do not make K = 60"):
-        decode_kernels.w8a8_linear(**args, rotation=[torch.eye(6, device="cuda"), torch.eye(12, device="cuda")])
-    big, _ = kc.linear_case(12288, 8, 1, True, False)
-    with pytest.raises(QMambaInputError, match="shared memory"):
-        decode_kernels.w8a8_linear(**big, rotation=[torch.eye(96, device="cuda"), torch.eye(128, device="cuda")])
+    with pytest.raises(QMambaInputError, match="must make K = 60"):
+        decode_kernels.w8a8_linear(**args, rotation=(6, 8, torch.eye(6, device="cuda")))
+    with pytest.raises(QMambaInputError, match="a rotation needs the norm"):
+        decode_kernels.w8a8_linear(**kc.linear_case(64, 8, 2, False, False)[0], rotation=(1, 64, None))
+    big, _ = kc.linear_case(128 * 128, 8, 1, True, False)
+    rot = (128, 128, torch.eye(128, device="cuda"))
+    if torch.cuda.get_device_properties(0).shared_memory_per_block_optin < (128 * 128 + 128 * 128) * 4 + 1024:
+        with pytest.raises(kernels.KernelError, match="rotation pass: qmamba_gated_norm: .* bytes of shared memory"):
+            decode_kernels.w8a8_linear(**big, rotation=rot)
 
 
 def test_linear_residual_in_place():
@@ -502,38 +507,47 @@ def _shifted(t: torch.Tensor) -> torch.Tensor:
     return view
 
 
-@pytest.mark.parametrize("name", ["130m-12x128", "plain-8-groups-z-as-is", "dense-3x64-1100-rows"])
+@pytest.mark.parametrize("name", ["130m-12x128", "plain-8-groups-z-as-is", "dense-3x64-1100-rows",
+                                  "no-gate-plain-odd-K-3-groups", "no-gate-2.7b-40x128", "col-scale-2.7b-40x128"])
 def test_gated_norm_misaligned_tensors(name):
     from qmamba.runtime.gated_norm import gated_norm_ref
 
     t, a = kc.gated_norm_case(*GATED_NORM_CASES[name], device="cuda")
-    t = {k: _shifted(v) for k, v in t.items()}
+    t = {k: _shifted(v) if v is not None else None for k, v in t.items()}
     out = _shifted(torch.full_like(t["y"], float("nan")))
     got = decode_kernels.gated_norm(**t, **a, out=out)
     torch.cuda.synchronize()
     assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= GATED_NORM_BOUND
 
 
+@pytest.mark.parametrize("name", ["col-scale-2.7b-40x128", "col-scale-plain-odd-K-3-groups",
+                                  "col-scale-dense-3x64-1100-rows"])
+def test_gated_norm_column_scale_is_the_graphs_mul(name):
+    """z with z_col_scale gives what z multiplied by it beforehand (one fp32 product, the graph's Mul) gives,
+    bit for bit; without z the scale is not read."""
+    t, a = kc.gated_norm_case(*GATED_NORM_CASES[name], device="cuda")
+    scaled = dict(t, z=t["z"] * t["z_col_scale"], z_col_scale=None)
+    assert torch.equal(decode_kernels.gated_norm(**t, **a), decode_kernels.gated_norm(**scaled, **a))
+    plain = dict(t, z=None, z_col_scale=torch.full_like(t["z_col_scale"], float("nan")))
+    no_gate = decode_kernels.gated_norm(**plain, **a)
+    assert torch.equal(no_gate, decode_kernels.gated_norm(**dict(plain, z_col_scale=None), **a))
+
+
 def test_gated_norm_is_deterministic_and_captures_into_a_graph():
     t, a = kc.gated_norm_case(*GATED_NORM_CASES["2.7b-300-rows"], device="cuda")
     first = decode_kernels.gated_norm(**t, **a)
     launch, out = decode_kernels.gated_norm_launcher(**t, **a)
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        launch()  # warm-up outside the capture
-        graph = torch.cuda.CUDAGraph()
-        out.fill_(float("nan"))
-        with torch.cuda.graph(graph, stream=stream):
-            launch()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, first)
+    assert torch.equal(_replayed(launch, out), first)
 
 
 def test_gated_norm_refuses_what_it_cannot_do():
     t, a = kc.gated_norm_case(*GATED_NORM_CASES["plain-one-group"], device="cuda")
     with pytest.raises(kernels.KernelError, match="out must not alias y"):
         decode_kernels.gated_norm(**t, **a, out=t["y"])
+    c, ca = kc.gated_norm_case(1, 1536, 1536, None, 0.05, True, device="cuda")
+    with pytest.raises(kernels.KernelError, match="out must not alias z_col_scale"):
+        out = torch.empty_like(c["y"])
+        decode_kernels.gated_norm(**dict(c, z_col_scale=out.reshape(-1)), **ca, out=out)
     big, b = kc.gated_norm_case(1, 128 * 128, 128, (128, 128), 0.0, device="cuda")
     limit = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
     if limit >= (128 * 128 + 128 * 128) * 4 + 1024:  # the row and F_0's tiles fit: it runs

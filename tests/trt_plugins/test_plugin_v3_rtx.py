@@ -150,7 +150,8 @@ MIXER = dict(x_scale=0.01, wx_scale=0.01, bx_scale=0.01, B_scale=0.01, wB_scale=
              dt_scale=0.02)
 
 
-NORM = dict(channels=384, group_size=192, eps=1e-5, z_scale=0.05, rotation_first=12, rotation_last=32)
+NORM = dict(channels=384, group_size=192, eps=1e-5, z_scale=0.05, rotation_first=12, rotation_last=32, gate=1,
+            z_col_scale=0)
 # Good fields and output count of the plugins `qmamba build` puts into graphs (QmambaW8A8Linear's fields all
 # have defaults).
 GOOD = {"QmambaDecodeMixer": (MIXER, 3), "QmambaGatedNorm": (NORM, 1)}
@@ -161,6 +162,10 @@ GOOD = {"QmambaDecodeMixer": (MIXER, 3), "QmambaGatedNorm": (NORM, 1)}
     ("QmambaDecodeMixer", {"nheads": 1, "headdim": 33}, "must be a multiple of 4 (conv_state travels as int32 words)"),
     ("QmambaGatedNorm", {"rotation_last": 48}, "field rotation_last must be a power of two in 1..128"),
     ("QmambaGatedNorm", {"group_size": 100}, "field group_size = 100 must divide channels = 384"),
+    ("QmambaGatedNorm", {"gate": 2}, "field gate must be 0 (no z: a plain RMSNorm) or 1"),
+    ("QmambaGatedNorm", {"gate": 0}, "field z_scale = 0.050000 needs gate = 1"),
+    ("QmambaGatedNorm", {"z_col_scale": 2}, "field z_col_scale must be 0 (z as it comes) or 1"),
+    ("QmambaGatedNorm", {"gate": 0, "z_scale": 0.0, "z_col_scale": 1}, "field z_col_scale = 1 needs gate = 1"),
 ])
 def test_build_plugins_create_and_refuse_bad_fields(trt, capfd, op, bad, message):
     good, nb_outputs = GOOD[op]

@@ -109,8 +109,9 @@ typedef struct qmamba_linear_params {
   float eps;                 // RMSNorm epsilon (norm == 1)
   int32_t norm_group;        // channels per RMSNorm group (norm == 1): 0 (or K) the whole row, else a
                              //   divisor of K (the gated norm's groups of d_ssm / ngroups channels)
-  int32_t rotation_first;    // f0 of a Hadamard rotation F_0 (x) F_1 after the norm (1: one factor)
-  int32_t rotation_last;     // f1 (K = f0 * f1); 0: no rotation
+  int32_t rotation_first;    // f0: order of the dense factor F_0 of a Hadamard rotation after the norm (0 or 1: none)
+  int32_t rotation_last;     // f1: order of the normalized Sylvester factor (a power of two; 0 or 1: none); with
+                             //   either > 1 a rotation, K = f0 * f1, norm = 1 (qmamba_gated_norm's orders)
 } qmamba_linear_params;
 
 // Device tensors of QmambaW8A8Linear. y must not alias x; it may alias residual.
@@ -123,16 +124,15 @@ typedef struct qmamba_linear_tensors {
   const float* norm_weight;    // [K] when norm == 1, else ignored
   const float* residual;       // [rows, N] or NULL
   float* y;                    // [rows, N]
-  const float* rotation_first; // F_0 [f0, f0] when rotation_last > 0 and f0 > 1, else ignored
-  const float* rotation_last;  // F_1 [f1, f1] when rotation_last > 0, else ignored
-  float* workspace;            // [rows, K] floats, 16-byte aligned, when rotation_last > 0
+  const float* rotation_first; // F_0 [f0, f0] when f0 > 1, else ignored
+  float* workspace;            // [rows, K] floats, 16-byte aligned, not overlapping x, with a rotation
 } qmamba_linear_tensors;
 
 // y[m, n] = float(sum_k Q(v[m, k], input_scale) * W[n, k]) * out_scale[n] (+ residual[m, n]), where v is
 // x, or with norm its RMSNorm x * rsqrt(mean(x^2) + eps) * norm_weight (mean over k's norm group), and with a
-// rotation that row times F_0 (x) F_1 (the row as [f0, f1] matrix V: F_0^T V F_1; export/hadamard.py), made in the
-// workspace by a pass of its own. Reads the weights once per pass of up to 8 rows: a matrix-vector kernel for
-// decode (few rows), any row count accepted.
+// rotation that row times F_0 (x) S_f1 (the row as [f0, f1] matrix V: F_0^T V S_f1, S_f1 the normalized Sylvester
+// matrix; export/hadamard.py), made in the workspace first by qmamba_gated_norm without a gate. Reads the weights
+// once per pass of up to 8 rows: a matrix-vector kernel for decode (few rows), any row count accepted.
 int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmamba_linear_tensors* t, int64_t rows,
                        qmamba_stream_t stream);
 
@@ -149,10 +149,12 @@ typedef struct qmamba_gated_norm_params {
                              //   when either is > 1
 } qmamba_gated_norm_params;
 
-// Device tensors of QmambaGatedNorm; out must not alias y or z.
+// Device tensors of QmambaGatedNorm; out must not alias y, z or z_col_scale.
 typedef struct qmamba_gated_norm_tensors {
   const float* y;              // [rows, K]
-  const float* z;              // [rows, K]
+  const float* z;              // [rows, K], or NULL: no gate (g = y; z_scale ignored)
+  const float* z_col_scale;    // [K] or NULL: z is multiplied by it first (z * z_col_scale[k], one fp32 product,
+                               //   as the graph's Mul); ignored without z
   const float* weight;         // [K]
   const float* rotation_first; // F_0 [f0, f0] when f0 > 1, else ignored
   float* out;                  // [rows, K]

@@ -5,8 +5,9 @@
 //
 // A block of 256 threads takes one row at a time (the grid is the blocks the GPU holds at once, striding over
 // the rows):
-//  1. g = y * (z' * sigmoid(z')) into shared memory, y and z read in 16-byte chunks; the block's next row is
-//     then prefetched into L2;
+//  1. g = y * (z' * sigmoid(z')) into shared memory, y and z read in 16-byte chunks (without z, no gate: g = y;
+//     with z_col_scale, z times its column's scale first: in_proj's output scale on its unscaled z piece, so
+//     that no pass of the graph's own writes the scaled z); the block's next row is then prefetched into L2;
 //  2. the RMS of each norm group: fewer groups than warps are summed by the whole block, one group after
 //     another (2.7b's one group of 5120), more by a warp each (8b's 8 groups of 1024, or any number of small
 //     ones); the row normed in place, (g * (1 / sqrt(sum / G + eps))) * weight;
@@ -16,12 +17,13 @@
 //  4. out = F_0^T Y, Y the row after step 3, F_0 staged in shared memory before the wait for y and z.
 // Without a rotation step 2 writes out; a row too large for shared memory is normed in out itself.
 //
-// Arithmetic: fp32. z' = DequantizeLinear(QuantizeLinear(z)): an IEEE division, rounding half to even,
-// saturation, an IEEE product, as the graph; sigmoid = 1 / (1 + expf(-z')) with the accurate expf (TensorRT's
-// Sigmoid differs in the last ulps); the gate's two products, the norm's sum of squares, / G, + eps, sqrt,
-// reciprocal and two products each rounded on its own as the graph's layers round them. The sums run in
-// another order than the graph's (ReduceMean; the MatMuls, whose products of +-fp32(1 / sqrt(f1)) are here
-// sums of +-v scaled once), so values differ from ONNX Runtime's by a few ulp.
+// Arithmetic: fp32. z * z_col_scale[k]: one IEEE product, the graph's Mul. z' =
+// DequantizeLinear(QuantizeLinear(z)): an IEEE division, rounding half to even, saturation, an IEEE product, as
+// the graph; sigmoid = 1 / (1 + expf(-z')) with the accurate expf (TensorRT's Sigmoid differs in the last ulps);
+// the gate's two products, the norm's sum of squares, / G, + eps, sqrt, reciprocal and two products each rounded
+// on its own as the graph's layers round them. The sums run in another order than the graph's (ReduceMean; the
+// MatMuls, whose products of +-fp32(1 / sqrt(f1)) are here sums of +-v scaled once), so values differ from ONNX
+// Runtime's by a few ulp.
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +57,8 @@ constexpr size_t kStaticSharedRoom = 1024;
 
 struct GatedNormArgs {
   const float* __restrict__ y;      // [rows, K]
-  const float* __restrict__ z;      // [rows, K]
+  const float* __restrict__ z;      // [rows, K], or NULL: no gate
+  const float* __restrict__ z_col;  // [K], or NULL: z as it comes (read only with z)
   const float* __restrict__ weight; // [K]
   const float* __restrict__ first;  // F_0 [f0, f0] when f0 > 1
   float* out;                       // [rows, K]
@@ -66,7 +69,7 @@ struct GatedNormArgs {
   int row_floats;                   // floats of shared memory the row takes (0: normed in out)
   float eps, z_scale;
   float f1_scale;                   // fp32(1 / sqrt(f1)), the entries of S_f1 as the graph holds them
-  int vec;                          // K % 4 == 0 and y, z, weight, out 16-byte aligned
+  int vec;                          // K % 4 == 0 and y, z, z_col (those given), weight, out 16-byte aligned
 };
 
 __host__ __device__ constexpr int padded4(int n) { return (n + 3) / 4 * 4; }
@@ -86,18 +89,41 @@ __device__ __forceinline__ float gate(float y, float z, float z_scale) {
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
+// Step 1 without a gate: the row of y into v.
+__device__ void copy_row(const GatedNormArgs& a, const float* __restrict__ yr, float* v) {
+  if (!a.vec) {
+#pragma unroll 1
+    for (int k = threadIdx.x; k < a.K; k += kThreads) v[k] = __ldg(yr + k);
+    return;
+  }
+  for (int c = threadIdx.x; c < a.K / 4; c += kThreads) {
+    store4(v + 4 * c, __ldg(reinterpret_cast<const float4*>(yr) + c));
+  }
+}
+
 // Step 1: the row's gated values into v (shared memory, or the row of out).
 __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v) {
   const float* yr = a.y + row * a.K;
+  if (!a.z) {
+    copy_row(a, yr, v);
+    return;
+  }
   const float* zr = a.z + row * a.K;
   if (!a.vec) {
 #pragma unroll 1
-    for (int k = threadIdx.x; k < a.K; k += kThreads) v[k] = gate(__ldg(yr + k), __ldg(zr + k), a.z_scale);
+    for (int k = threadIdx.x; k < a.K; k += kThreads) {
+      const float z = __ldg(zr + k);
+      v[k] = gate(__ldg(yr + k), a.z_col ? __fmul_rn(z, __ldg(a.z_col + k)) : z, a.z_scale);
+    }
     return;
   }
   for (int c = threadIdx.x; c < a.K / 4; c += kThreads) {
     const float4 yv = __ldg(reinterpret_cast<const float4*>(yr) + c);
-    const float4 zv = __ldg(reinterpret_cast<const float4*>(zr) + c);
+    float4 zv = __ldg(reinterpret_cast<const float4*>(zr) + c);
+    if (a.z_col) {
+      const float4 s = __ldg(reinterpret_cast<const float4*>(a.z_col) + c);
+      zv = make_float4(__fmul_rn(zv.x, s.x), __fmul_rn(zv.y, s.y), __fmul_rn(zv.z, s.z), __fmul_rn(zv.w, s.w));
+    }
     store4(v + 4 * c, make_float4(gate(yv.x, zv.x, a.z_scale), gate(yv.y, zv.y, a.z_scale),
                                   gate(yv.z, zv.z, a.z_scale), gate(yv.w, zv.w, a.z_scale)));
   }
@@ -115,7 +141,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 __device__ __forceinline__ void prefetch_row(const GatedNormArgs& a, int64_t row) {
   if (row >= a.rows) return;
   const int lines = (a.K + 31) / 32;
-  for (int l = threadIdx.x; l < 2 * lines; l += kThreads) {
+  const int tensors = a.z ? 2 : 1;
+  for (int l = threadIdx.x; l < tensors * lines; l += kThreads) {
     const float* p = (l < lines ? a.y + row * a.K + 32 * l : a.z + row * a.K + 32 * (l - lines));
     prefetch_l2(p);
   }
@@ -409,7 +436,8 @@ bool overlaps(const float* p, const float* q, int64_t n) {
   return a < b + bytes && b < a + bytes;
 }
 
-int check_params(const char* where, const qmamba_gated_norm_params* p) {
+// gate: z is given (z_scale is read only then).
+int check_params(const char* where, const qmamba_gated_norm_params* p, bool gate) {
   const int K = p->channels, f0 = p->rotation_first, f1 = p->rotation_last;
   QMAMBA_TRY(check_range(where, "channels", K, 1, kMaxChannels));
   QMAMBA_TRY(check_range(where, "group_size", p->group_size, 1, K));
@@ -428,7 +456,7 @@ int check_params(const char* where, const qmamba_gated_norm_params* p) {
   if (!(p->eps >= 0.0f) || !isfinite(p->eps)) {
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: eps must be finite and >= 0, got %g", where, static_cast<double>(p->eps));
   }
-  if (!(p->z_scale >= 0.0f) || !isfinite(p->z_scale)) {
+  if (gate && (!(p->z_scale >= 0.0f) || !isfinite(p->z_scale))) {
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: z_scale must be finite and >= 0 (0: z as is), got %g", where,
                 static_cast<double>(p->z_scale));
   }
@@ -444,24 +472,29 @@ extern "C" int qmamba_gated_norm(const qmamba_gated_norm_params* params, const q
   const char* where = "qmamba_gated_norm";
   QMAMBA_TRY(check_ptr(where, "params", params));
   QMAMBA_TRY(check_ptr(where, "tensors", t));
-  QMAMBA_TRY(check_params(where, params));
+  QMAMBA_TRY(check_params(where, params, t->z != nullptr));
   const int K = params->channels, f0 = params->rotation_first, f1 = params->rotation_last;
   QMAMBA_TRY(check_range(where, "rows", rows, 0, INT64_MAX / K));
   if (rows == 0) return ok();
   QMAMBA_TRY(check_ptr(where, "y", t->y));
-  QMAMBA_TRY(check_ptr(where, "z", t->z));
   QMAMBA_TRY(check_ptr(where, "weight", t->weight));
   QMAMBA_TRY(check_ptr(where, "out", t->out));
   if (f0 > 1) QMAMBA_TRY(check_ptr(where, "rotation_first", t->rotation_first));
   if (overlaps(t->out, t->y, rows * K)) return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias y", where);
-  if (overlaps(t->out, t->z, rows * K)) return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias z", where);
+  if (t->z && overlaps(t->out, t->z, rows * K)) return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias z", where);
+  const float* z_col = t->z ? t->z_col_scale : nullptr;
+  if (z_col && overlaps(t->out, z_col, K)) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias z_col_scale", where);
+  }
 
   GatedNormArgs a{};
-  a.y = t->y; a.z = t->z; a.weight = t->weight; a.first = f0 > 1 ? t->rotation_first : nullptr; a.out = t->out;
+  a.y = t->y; a.z = t->z; a.z_col = z_col; a.weight = t->weight; a.out = t->out;
+  a.first = f0 > 1 ? t->rotation_first : nullptr;
   a.rows = rows; a.K = K; a.group = params->group_size; a.ngroups = K / params->group_size;
   a.f0 = f0; a.f1 = f1; a.eps = params->eps; a.z_scale = params->z_scale;
   a.f1_scale = static_cast<float>(1.0 / sqrt(static_cast<double>(f1)));
-  a.vec = K % 4 == 0 && aligned16(a.y) && aligned16(a.z) && aligned16(a.weight) && aligned16(a.out);
+  a.vec = K % 4 == 0 && aligned16(a.y) && (!a.z || aligned16(a.z)) && (!z_col || aligned16(z_col)) &&
+          aligned16(a.weight) && aligned16(a.out);
   const bool rotate = f0 > 1 || f1 > 1;
   const int tj = f0 > 1 ? tile_height(f0, f1) : 0;
   a.tiles = tj > 0 ? (f0 + tj - 1) / tj : 0;

@@ -52,12 +52,13 @@
 #include "checks.h"
 #include "common.cuh"
 #include "ssdChecks.h"
+#include "tensorCore.cuh"
 
 namespace qmamba {
 namespace {
 
 constexpr int kDefaultChunk = 128;   // chunk_size 0; the state traffic halves with each doubling
-constexpr int kMaxChunk = 256;       // phase 3 runs Q / 32 warps: at most 8
+constexpr int kMaxChunk = 256;       // phase 3 runs Q / 16 warps: at most 16
 constexpr int kStateWarps = 4;       // phase 1
 constexpr int kStateThreads = kStateWarps * 32;
 constexpr int kPassThreads = 256;    // phase 2
@@ -114,10 +115,11 @@ __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
 }
 
 // Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as int8 [P][Q + 16],
-// S'_c as floats [P][npad + 16], dt, a_cum, rC (Q floats each), s_x (P floats).
+// S'_c as floats [P][npad + 16], the second warp of each pair's sums (Q / 32 pairs of 32 lanes x P / 2
+// floats, in fragment order), dt, a_cum, rC (Q floats each), s_x (P floats).
 struct ScanLayout {
   int ldn, ldq, ldf;
-  int off_b, off_xt, off_s, off_vec, bytes;
+  int off_b, off_xt, off_s, off_red, off_vec, bytes;
 };
 __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   ScanLayout l;
@@ -127,16 +129,12 @@ __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   l.off_b = Q * l.ldn;
   l.off_xt = 2 * Q * l.ldn;
   l.off_s = l.off_xt + P * l.ldq;
-  l.off_vec = l.off_s + P * l.ldf * 4;
+  l.off_red = l.off_s + P * l.ldf * 4;
+  l.off_vec = l.off_red + Q * P * 2;
   l.bytes = l.off_vec + 3 * Q * 4 + P * 4;
   return l;
 }
 
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return r;
-}
 // v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
 struct SplitTf32 {
   uint32_t big, small;
@@ -144,26 +142,6 @@ struct SplitTf32 {
 __device__ __forceinline__ SplitTf32 split_tf32(float v) {
   const uint32_t big = to_tf32(v);
   return {big, to_tf32(v - __uint_as_float(big))};
-}
-
-// d += a (16 x 8, TF32) * b (8 x 8, TF32), fp32 accumulation.
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// d += a (16 x 32, s8) * b (32 x 8, s8), exact int32 accumulation. a0 / a1: rows g / g+8, bytes
-// 4q..4q+3 of k; a2 / a3: the same rows, bytes 16 + 4q..; b0 / b1: column g, the same k.
-__device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                       uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // The four int8 of a word as exact floats (byte k -> f[k]), without I2F.
@@ -484,12 +462,15 @@ __device__ __forceinline__ void store_y2(void* y, int64_t idx, float v0, float v
   }
 }
 
-// Phase 3: y of one (batch row, chunk, head, slice of P dims). Warp w owns the 16-row strips w and
-// Q/16 - 1 - w (equal work under the causal mask) and all P columns: per strip, the state's part
-// diag(rC) Cq S'^T, then M Xq slab by slab, each 16 x 8 slab of M made by int8 mma and scaled in
-// registers.
+// Phase 3: y of one (batch row, chunk, head, slice of P dims), Q / 16 warps in Q / 32 pairs. Pair p
+// (warps p and p + Q / 32) owns the 16-row strips p and Q/16 - 1 - p (equal work under the causal mask)
+// and all P columns; its two warps split each strip's sums: the state's part diag(rC) Cq S'^T over
+// the first and the second half of d_state, then M Xq over the even and the odd 8-wide slabs of M,
+// each slab made by int8 mma and scaled in registers. The second warp's sums reach the first through
+// shared memory; the first adds them and writes y. (Two warps a strip instead of one: twice the
+// warps an SM for the same shared memory, and neither repeats the other's work.)
 template <int VEC, int P>
-__global__ void __launch_bounds__(kMaxChunk) quant_ssd_chunk_scan_kernel(const PrefillArgs a) {
+__global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(const PrefillArgs a) {
   constexpr int NT = P / 8;  // 8-wide column tiles of a strip
   extern __shared__ float4 smem_f4[];
   int8_t* smem = reinterpret_cast<int8_t*>(smem_f4);
@@ -540,16 +521,20 @@ __global__ void __launch_bounds__(kMaxChunk) quant_ssd_chunk_scan_kernel(const P
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
-  const int strips = Q / 16;
+  const int strips = Q / 16, pairs = Q / 32;
+  const int pair = warp % pairs, side = warp / pairs;  // side 0 writes y
+  float* red = reinterpret_cast<float*>(smem + lay.off_red) + pair * (32 * NT * 4);  // [NT * 4][32 lanes]
+  const int k_half = npad / 2;                          // a multiple of 16
   const bool fp16 = a.out_fp16 != 0, vec_y = a.vec_y != 0;
 #pragma unroll 1
   for (int half = 0; half < 2; ++half) {
-    const int m0 = 16 * (half == 0 ? warp : strips - 1 - warp);
-    if (m0 >= T) continue;  // warp-uniform: rows past the sequence
+    const int m0 = 16 * (half == 0 ? pair : strips - 1 - pair);
+    if (m0 >= T) continue;  // pair-uniform: rows past the sequence
     float acc[NT][4] = {};
 
-    // The state's part: Cq S'^T (Cq exact, S' split), then each row times rC.
-    for (int k0 = 0; k0 < npad; k0 += 16) {
+    // The state's part over this warp's half of d_state: Cq S'^T (Cq exact, S' split), then each row
+    // times rC.
+    for (int k0 = side * k_half; k0 < (side + 1) * k_half; k0 += 16) {
       float clo[4], chi[4];
       int8x4_to_floats(lds32(tC + (m0 + g) * lay.ldn + k0 + 4 * q), clo);
       int8x4_to_floats(lds32(tC + (m0 + g + 8) * lay.ldn + k0 + 4 * q), chi);
@@ -579,11 +564,11 @@ __global__ void __launch_bounds__(kMaxChunk) quant_ssd_chunk_scan_kernel(const P
       }
     }
 
-    // The chunk's own part: M Xq over the 8-wide slabs s0 < min(m0 + 16, T) (M is zero right of
-    // the diagonal and Xq past T).
+    // The chunk's own part: M Xq over this warp's 8-wide slabs s0 < min(m0 + 16, T) (M is zero right
+    // of the diagonal and Xq past T).
     const float at_lo = acum[t_lo], at_hi = acum[t_hi];
     const int s_end = min(m0 + 16, (T + 7) / 8 * 8);
-    for (int s0 = 0; s0 < s_end; s0 += 8) {
+    for (int s0 = 8 * side; s0 < s_end; s0 += 16) {
       int cb[4] = {0, 0, 0, 0};
       for (int k0 = 0; k0 < npad; k0 += 32) {
         const int8_t* c_lo = tC + (m0 + g) * lay.ldn + k0 + 4 * q;
@@ -605,8 +590,8 @@ __global__ void __launch_bounds__(kMaxChunk) quant_ssd_chunk_scan_kernel(const P
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         // Xq[s0 + 2q][i], Xq[s0 + 2q + 1][i] for column i = 8 nt + g: two bytes of Xq^T's row i.
-        const uint32_t pair = *reinterpret_cast<const uint16_t*>(tXt + (8 * nt + g) * lay.ldq + s0 + 2 * q);
-        const uint32_t biased = pair ^ 0x8080u;
+        const uint32_t pair_x = *reinterpret_cast<const uint16_t*>(tXt + (8 * nt + g) * lay.ldq + s0 + 2 * q);
+        const uint32_t biased = pair_x ^ 0x8080u;
         const uint32_t b0 = __float_as_uint(biased_byte_to_float<0>(biased));
         const uint32_t b1 = __float_as_uint(biased_byte_to_float<1>(biased));
         mma_tf32(acc[nt], a_small, b0, b1);
@@ -614,23 +599,36 @@ __global__ void __launch_bounds__(kMaxChunk) quant_ssd_chunk_scan_kernel(const P
       }
     }
 
-    // y = s_x * acc + D xh for the strip's rows inside the sequence.
+    // The second warp's sums to the first (barrier 1 + pair: the pair's two warps only).
+    if (side == 1) {
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
+      for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int t = r == 0 ? t_lo : t_hi;
-        if (t >= T) continue;
-        const int i = 8 * nt + 2 * q;
-        float yv[2];
-#pragma unroll
-        for (int cc = 0; cc < 2; ++cc) {
-          const float xh = sx[i + cc] * static_cast<float>(tXt[(i + cc) * lay.ldq + t]);
-          yv[cc] = sx[i + cc] * acc[nt][2 * r + cc] + Dh * xh;
-        }
-        store_y2(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv[0], yv[1], fp16, vec_y);
+        for (int e = 0; e < 4; ++e) red[(nt * 4 + e) * 32 + lane] = acc[nt][e];
       }
     }
+    warp_pair_barrier(1 + pair);
+    if (side == 0) {
+      // y = s_x * acc + D xh for the strip's rows inside the sequence.
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int t = r == 0 ? t_lo : t_hi;
+          if (t >= T) continue;
+          const int i = 8 * nt + 2 * q;
+          float yv[2];
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc) {
+            const float sum = acc[nt][2 * r + cc] + red[(nt * 4 + 2 * r + cc) * 32 + lane];
+            const float xh = sx[i + cc] * static_cast<float>(tXt[(i + cc) * lay.ldq + t]);
+            yv[cc] = sx[i + cc] * sum + Dh * xh;
+          }
+          store_y2(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv[0], yv[1], fp16, vec_y);
+        }
+      }
+    }
+    if (half == 0) warp_pair_barrier(1 + pair);  // the first warp has read `red` before it is reused
   }
 }
 
@@ -766,11 +764,11 @@ extern "C" int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const q
   quant_ssd_state_pass_kernel<<<static_cast<unsigned>(pass_blocks), kPassThreads, 0, s>>>(a);
   QMAMBA_TRY(check_launch(where));
   if (a.P == 64) {
-    e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 64>, chunk_blocks, a.Q, smem3, s, a)
-              : launch_with_smem(quant_ssd_chunk_scan_kernel<1, 64>, chunk_blocks, a.Q, smem3, s, a);
+    e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 64>, chunk_blocks, 2 * a.Q, smem3, s, a)
+              : launch_with_smem(quant_ssd_chunk_scan_kernel<1, 64>, chunk_blocks, 2 * a.Q, smem3, s, a);
   } else {
-    e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 32>, chunk_blocks, a.Q, smem3, s, a)
-              : launch_with_smem(quant_ssd_chunk_scan_kernel<1, 32>, chunk_blocks, a.Q, smem3, s, a);
+    e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 32>, chunk_blocks, 2 * a.Q, smem3, s, a)
+              : launch_with_smem(quant_ssd_chunk_scan_kernel<1, 32>, chunk_blocks, 2 * a.Q, smem3, s, a);
   }
   if (e != cudaSuccess) {
     return fail(QMAMBA_ERR_CUDA, "%s: cannot set %zu bytes of shared memory (chunk outputs): %s", where, smem3,

@@ -60,12 +60,5 @@ int launch_register_kernel(const char* where, const DeviceLimits& dev, const Lin
 // The tensor-core kernel for passes of `mt` activation rows where it applies (see w8a8LinearTensorCore.cu);
 // the caller passes weight rows of whole, aligned 16-byte chunks. Returns whether it launched.
 bool launch_tensor_core_kernel(const DeviceLimits& dev, const LinearArgs& a, int mt, cudaStream_t stream);
-// The rotation pass (w8a8LinearRotate.cu): `rows` rows of x, RMS-normed when norm_weight is not NULL, times
-// F_0 (x) F_1 (K = f0 * f1; first is ignored when f0 == 1), into out [rows, K]. The launcher checks the sizes.
-void launch_rotation(const DeviceLimits& dev, const float* x, const float* norm_weight, int norm_group, float eps,
-                     const float* first, const float* last, int K, int f0, int f1, int64_t rows, float* out,
-                     cudaStream_t stream);
-// Dynamic shared memory of the rotation pass: the normed row and f0 x its block's columns.
-size_t rotation_shared_bytes(int K, int f0);
 
 }  // namespace qmamba

@@ -1,8 +1,11 @@
 // QmambaW8A8Linear's C entry point: checks the arguments, picks the activation rows of a pass and the
-// kernel (tensor cores for three or more rows where they apply, else the register kernel).
+// kernel (tensor cores for three or more rows where they apply, else the register kernel). With a rotation the
+// normed, rotated rows are made first, in the workspace, by QmambaGatedNorm's kernel without a gate.
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <string>
 
 #include "checks.h"
 #include "w8a8Linear.cuh"
@@ -27,19 +30,16 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: norm_group must be 0 or a divisor of in_features = %d giving at most %d "
                 "groups, got %d", where, params->in_features, kMaxNormGroups, params->norm_group);
   }
-  const bool rotate = params->rotation_last != 0;
-  if (rotate) {
-    const int f0 = params->rotation_first, f1 = params->rotation_last;
-    if (f0 < 1 || f1 < 1 || static_cast<int64_t>(f0) * f1 != params->in_features) {
-      return fail(QMAMBA_ERR_BAD_SIZE, "%s: rotation orders f0 = %d, f1 = %d must be >= 1 with f0 * f1 = in_features "
-                  "= %d", where, f0, f1, params->in_features);
-    }
-    if (rotation_shared_bytes(params->in_features, f0) > kSharedLimit) {
-      return fail(QMAMBA_ERR_BAD_SIZE, "%s: a rotation of %d channels (f0 = %d) needs %zu bytes of shared memory, "
-                  "more than %zu", where, params->in_features, f0, rotation_shared_bytes(params->in_features, f0),
-                  kSharedLimit);
-    }
-    QMAMBA_TRY(check_range(where, "rows", rows, 0, 65535));
+  // 0 and 1 both mean no factor, so that a zeroed struct has no rotation; the gated norm's launcher checks the
+  // orders themselves (f1 a power of two, both at most 128, f0 * f1 = K, shared memory).
+  QMAMBA_TRY(check_range(where, "rotation_first", params->rotation_first, 0, INT32_MAX));
+  QMAMBA_TRY(check_range(where, "rotation_last", params->rotation_last, 0, INT32_MAX));
+  const int f0 = params->rotation_first > 1 ? params->rotation_first : 1;
+  const int f1 = params->rotation_last > 1 ? params->rotation_last : 1;
+  const bool rotate = f0 > 1 || f1 > 1;
+  if (rotate && !params->norm) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: a rotation needs norm = 1 (the rotation pass is the gated norm's kernel, "
+                "which norms each row)", where);
   }
   if (rows == 0) return ok();
   QMAMBA_TRY(check_ptr(where, "x", t->x));
@@ -50,8 +50,7 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
   if (params->norm) QMAMBA_TRY(check_ptr(where, "norm_weight", t->norm_weight));
   if (t->y == t->x) return fail(QMAMBA_ERR_BAD_VALUE, "%s: y must not alias x", where);
   if (rotate) {
-    if (params->rotation_first > 1) QMAMBA_TRY(check_ptr(where, "rotation_first", t->rotation_first));
-    QMAMBA_TRY(check_ptr(where, "rotation_last", t->rotation_last));
+    if (f0 > 1) QMAMBA_TRY(check_ptr(where, "rotation_first", t->rotation_first));
     QMAMBA_TRY(check_ptr(where, "workspace", t->workspace));
     if (!aligned16(t->workspace)) {
       return fail(QMAMBA_ERR_WORKSPACE, "%s: the rotation's workspace must be 16-byte aligned", where);
@@ -61,19 +60,27 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
     }
   }
 
-  DeviceLimits dev{};
-  QMAMBA_TRY(device_limits(where, &dev));
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   const float* x = t->x;
   int norm = params->norm;
-  if (rotate) {  // the normed, rotated rows into the workspace; the linear then takes them as x, without a norm
-    launch_rotation(dev, t->x, norm ? t->norm_weight : nullptr, norm_group, params->eps, t->rotation_first,
-                    t->rotation_last, params->in_features, params->rotation_first, params->rotation_last, rows,
-                    t->workspace, s);
-    QMAMBA_TRY(check_launch(where));
+  // With a rotation, the normed, rotated rows into the workspace first (the gated norm's checks, which come
+  // before its launch, are this pass's); the linear then takes them as x, without a norm. A refusal of the
+  // linear below leaves only the workspace written.
+  if (rotate) {
+    const qmamba_gated_norm_params gp{params->in_features, norm_group, params->eps, 0.0f, f0, f1};
+    const qmamba_gated_norm_tensors gt{t->x, nullptr, nullptr, t->norm_weight, f0 > 1 ? t->rotation_first : nullptr,
+                                       t->workspace};
+    const int rc = qmamba_gated_norm(&gp, &gt, rows, stream);
+    if (rc != QMAMBA_OK) {
+      const std::string why = qmamba_last_error();
+      return fail(rc, "%s: rotation pass: %s", where, why.c_str());
+    }
     x = t->workspace;
     norm = 0;
   }
+
+  DeviceLimits dev{};
+  QMAMBA_TRY(device_limits(where, &dev));
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
 
   LinearArgs a{};
   a.x = x; a.weight = t->weight; a.out_scale = t->out_scale; a.input_scale = t->input_scale;

@@ -19,7 +19,8 @@ FieldSpec const W8A8LinearCore::kFIELDS[kNB_FIELDS] = {
     {"eps", FieldKind::kFloat, false, 1e-5},
     {"residual", FieldKind::kInt, false, 0},
     {"norm_group", FieldKind::kInt, false, 0},
-    {"rotation", FieldKind::kInt, false, 0},
+    {"rotation_first", FieldKind::kInt, false, 1},
+    {"rotation_last", FieldKind::kInt, false, 1},
 };
 // clang-format on
 
@@ -30,7 +31,8 @@ W8A8LinearCore::W8A8LinearCore(FieldValues const& v)
     mSerial.eps = static_cast<float>(v[1]);
     mSerial.residual = static_cast<int32_t>(v[2]);
     mSerial.normGroup = static_cast<int32_t>(v[3]);
-    mSerial.rotation = static_cast<int32_t>(v[4]);
+    mSerial.rotationFirst = static_cast<int32_t>(v[4]);
+    mSerial.rotationLast = static_cast<int32_t>(v[5]);
     validate();
 }
 
@@ -43,7 +45,8 @@ W8A8LinearCore::W8A8LinearCore(Serial const& s)
 FieldValues W8A8LinearCore::fieldValues() const
 {
     return {static_cast<double>(mSerial.norm), static_cast<double>(mSerial.eps), static_cast<double>(mSerial.residual),
-        static_cast<double>(mSerial.normGroup), static_cast<double>(mSerial.rotation)};
+        static_cast<double>(mSerial.normGroup), static_cast<double>(mSerial.rotationFirst),
+        static_cast<double>(mSerial.rotationLast)};
 }
 
 void W8A8LinearCore::validate() const
@@ -55,13 +58,20 @@ void W8A8LinearCore::validate() const
         "field eps must be finite and >= 0, got " + std::to_string(mSerial.eps));
     require(mSerial.normGroup >= 0, kOP,
         "field norm_group must be 0 (the whole row) or >= 1, got " + std::to_string(mSerial.normGroup));
-    require(mSerial.rotation >= 0 && mSerial.rotation <= 2, kOP,
-        "field rotation must be 0, 1 or 2 (factors of the rotation), got " + std::to_string(mSerial.rotation));
+    int32_t const f0 = mSerial.rotationFirst, f1 = mSerial.rotationLast;
+    require(f0 >= 1 && f0 <= kMAX_FACTOR, kOP,
+        "field rotation_first must be 1.." + std::to_string(kMAX_FACTOR) + " (1: no dense factor), got "
+            + std::to_string(f0));
+    require(f1 >= 1 && f1 <= kMAX_FACTOR && (f1 & (f1 - 1)) == 0, kOP,
+        "field rotation_last must be a power of two in 1.." + std::to_string(kMAX_FACTOR)
+            + " (1: no Sylvester factor), got " + std::to_string(f1));
+    require(!rotates() || mSerial.norm == 1, kOP,
+        "a rotation (fields rotation_first, rotation_last) needs norm = 1: the rotation pass norms each row");
 }
 
 size_t W8A8LinearCore::workspaceSize(std::vector<Shape> const& maxIn) const
 {
-    if (!mSerial.rotation)
+    if (!rotates())
     {
         return 0;
     }
@@ -80,10 +90,10 @@ void W8A8LinearCore::checkInputs(std::vector<Shape> const& in) const
     int32_t const n = static_cast<int32_t>(in.size());
     require(n == nbInputs(), kOP,
         "takes " + std::to_string(nbInputs()) + " inputs with norm = " + std::to_string(mSerial.norm)
-            + ", residual = " + std::to_string(mSerial.residual) + " and rotation = " + std::to_string(mSerial.rotation)
-            + " (x, weight, out_scale, input_scale" + (mSerial.norm ? ", norm_weight" : "")
-            + (mSerial.residual ? ", residual" : "") + (mSerial.rotation == 2 ? ", F_0, F_1" : "")
-            + (mSerial.rotation == 1 ? ", F_0" : "") + "), got " + std::to_string(n));
+            + ", residual = " + std::to_string(mSerial.residual) + " and rotation_first = "
+            + std::to_string(mSerial.rotationFirst) + " (x, weight, out_scale, input_scale"
+            + (mSerial.norm ? ", norm_weight" : "") + (mSerial.residual ? ", residual" : "") + (dense() ? ", F_0" : "")
+            + "), got " + std::to_string(n));
     Shape const& x = in[kIN_X];
     checkShape(kOP, "x", x, {-1, -1, -1});
     int64_t const K = x.d[2];
@@ -105,18 +115,16 @@ void W8A8LinearCore::checkInputs(std::vector<Shape> const& in) const
     {
         checkShape(kOP, "residual", in[residualIndex()], {x.d[0], x.d[1], N});
     }
-    if (mSerial.rotation)
+    if (rotates())
     {
-        int64_t product = 1;
-        for (int32_t i = 0; i < mSerial.rotation; ++i)
-        {
-            Shape const& f = in[rotationIndex() + i];
-            std::string const name = "rotation factor " + std::to_string(i);
-            checkShape(kOP, name.c_str(), f, {-1, f.nbDims == 2 ? f.d[0] : -1});
-            product *= f.d[0];
-        }
+        int64_t const product = static_cast<int64_t>(mSerial.rotationFirst) * mSerial.rotationLast;
         require(K < 0 || product == K, kOP,
-            "the rotation's factors must multiply to K = " + std::to_string(K) + ", got " + std::to_string(product));
+            "fields rotation_first * rotation_last = " + std::to_string(product) + " must equal K = "
+                + std::to_string(K));
+    }
+    if (dense())
+    {
+        checkShape(kOP, "F_0", in[firstFactorIndex()], {mSerial.rotationFirst, mSerial.rotationFirst});
     }
 }
 
@@ -139,13 +147,11 @@ void W8A8LinearCore::enqueue(std::vector<Shape> const& in, void const* const* in
     t.residual = mSerial.residual ? static_cast<float const*>(inputs[residualIndex()]) : nullptr;
     t.y = static_cast<float*>(outputs[kOUT_Y]);
     int64_t const rows = in[kIN_X].d[0] * in[kIN_X].d[1];
-    if (mSerial.rotation)
+    if (rotates())
     {
-        int32_t const r = rotationIndex();
-        p.rotation_first = mSerial.rotation == 2 ? static_cast<int32_t>(in[r].d[0]) : 1;
-        p.rotation_last = static_cast<int32_t>(in[r + mSerial.rotation - 1].d[0]);
-        t.rotation_first = mSerial.rotation == 2 ? static_cast<float const*>(inputs[r]) : nullptr;
-        t.rotation_last = static_cast<float const*>(inputs[r + mSerial.rotation - 1]);
+        p.rotation_first = mSerial.rotationFirst;
+        p.rotation_last = mSerial.rotationLast;
+        t.rotation_first = dense() ? static_cast<float const*>(inputs[firstFactorIndex()]) : nullptr;
         t.workspace = static_cast<float*>(workspace);
         require(workspaceBytes >= static_cast<size_t>(rows) * static_cast<size_t>(p.in_features) * sizeof(float),
             kOP, "workspace smaller than the rotated rows");

@@ -1,8 +1,8 @@
 // QmambaW8A8Linear, independent of the plugin API: the W8A8 linear of a decode step (docs/tensorrt.md,
 // runtime/w8a8_linear.py), with the RMSNorm before it (over the whole row, or over groups of norm_group
-// channels: the gated norm before out_proj), a Hadamard rotation after that norm (given by its one or two
-// Kronecker factors) and the residual Add after it optionally folded in. Not an op of the exported graphs:
-// `qmamba build` puts it into the decode graph.
+// channels: the gated norm before out_proj), a Hadamard rotation after that norm (a dense factor F_0 and a
+// Sylvester one given by its order, as QmambaGatedNorm's) and the residual Add after it optionally folded in.
+// Not an op of the exported graphs: `qmamba build` puts it into the decode graph.
 #ifndef QMAMBA_W8A8_LINEAR_CORE_H
 #define QMAMBA_W8A8_LINEAR_CORE_H
 
@@ -22,8 +22,8 @@ public:
     static constexpr char const* kNAME = "QmambaW8A8Linear";
     static constexpr char const* kVERSION = "1";
 
-    // Tensor positions; norm_weight (field norm = 1), residual (field residual = 1) and the rotation's
-    // factors (field rotation = 1 or 2: F_0, then F_1) follow, in that order.
+    // Tensor positions; norm_weight (field norm = 1), residual (field residual = 1) and the rotation's dense
+    // factor F_0 (field rotation_first > 1) follow, in that order.
     static constexpr int32_t kIN_X = 0;
     static constexpr int32_t kIN_WEIGHT = 1;
     static constexpr int32_t kIN_OUT_SCALE = 2;
@@ -31,13 +31,15 @@ public:
     static constexpr int32_t kOUT_Y = 0;
 
     static constexpr int32_t kMIN_INPUTS = 4;
-    static constexpr int32_t kMAX_INPUTS = 8;
+    static constexpr int32_t kMAX_INPUTS = 7;
     static constexpr int32_t kNB_OUTPUTS = 1;
 
     // Most RMSNorm groups per row (kMaxNormGroups of kernels/w8a8Linear.cuh).
     static constexpr int64_t kMAX_NORM_GROUPS = 16;
+    // Largest order of either rotation factor (the rotation pass is qmamba_gated_norm's kernel).
+    static constexpr int32_t kMAX_FACTOR = 128;
 
-    static constexpr size_t kNB_FIELDS = 5;
+    static constexpr size_t kNB_FIELDS = 6;
     static FieldSpec const kFIELDS[kNB_FIELDS];
 
     struct Serial
@@ -46,7 +48,8 @@ public:
         int32_t residual;
         float eps;
         int32_t normGroup; // channels per RMSNorm group; 0: the whole row
-        int32_t rotation;  // factors of the rotation after the norm: 0 (none), 1 or 2
+        int32_t rotationFirst; // f0: order of the rotation's dense factor F_0 (1: none)
+        int32_t rotationLast;  // f1: order of its Sylvester factor (1: none)
     };
 
     explicit W8A8LinearCore(FieldValues const& values);
@@ -68,9 +71,11 @@ public:
         size_t workspaceBytes, qmamba_stream_t stream) const;
 
 private:
-    int32_t nbInputs() const { return kMIN_INPUTS + mSerial.norm + mSerial.residual + mSerial.rotation; }
+    bool rotates() const { return mSerial.rotationFirst > 1 || mSerial.rotationLast > 1; }
+    bool dense() const { return mSerial.rotationFirst > 1; }
+    int32_t nbInputs() const { return kMIN_INPUTS + mSerial.norm + mSerial.residual + (dense() ? 1 : 0); }
     int32_t residualIndex() const { return kMIN_INPUTS + mSerial.norm; }
-    int32_t rotationIndex() const { return kMIN_INPUTS + mSerial.norm + mSerial.residual; }
+    int32_t firstFactorIndex() const { return kMIN_INPUTS + mSerial.norm + mSerial.residual; }
     void validate() const;
     Serial mSerial{};
 };

@@ -1,9 +1,10 @@
 // QmambaGatedNorm's launcher and kernel (a patched copy of gatedNormKernel.cu, see
 // test_gated_norm_host_emulation.py) run on the CPU, each CUDA thread a host thread. Reads
-// "rows K group_size f0 f1 misalign sms" (int32), "eps z_scale" (float32), then y and z [rows*K], weight [K] and
-// F_0 [f0*f0] (if f0 > 1) as raw float32 from argv[1]; writes out [rows*K] as raw float32 to argv[2]. misalign
-// shifts every tensor by one float (the kernel's scalar paths); sms is the SM count the launcher sees (one block
-// an SM: fewer SMs than rows make each block take several rows).
+// "rows K group_size f0 f1 misalign sms gate col" (int32), "eps z_scale" (float32), then y and z [rows*K] (z only
+// with gate = 1; without it z is NULL), z_col_scale [K] (only with col = 1; else NULL), weight [K] and F_0
+// [f0*f0] (if f0 > 1) as raw float32 from argv[1]; writes
+// out [rows*K] as raw float32 to argv[2]. misalign shifts every tensor by one float (the kernel's scalar paths);
+// sms is the SM count the launcher sees (one block an SM: fewer SMs than rows make each block take several rows).
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -17,21 +18,23 @@ int main(int argc, char** argv) {
   if (argc != 3) return 2;
   FILE* in = std::fopen(argv[1], "rb");
   if (!in) return 3;
-  int32_t head[7];
+  int32_t head[9];
   float scalars[2];
-  if (std::fread(head, 4, 7, in) != 7 || std::fread(scalars, 4, 2, in) != 2) return 4;
-  const int rows = head[0], K = head[1], f0 = head[3], f1 = head[4], shift = head[5];
+  if (std::fread(head, 4, 9, in) != 9 || std::fread(scalars, 4, 2, in) != 2) return 4;
+  const int rows = head[0], K = head[1], f0 = head[3], f1 = head[4], shift = head[5], gate = head[7], col = head[8];
   g_fake_sm_count = head[6];
   auto take = [&](size_t n) {
     std::vector<float> v(n + 1, std::nanf(""));
     if (n && std::fread(v.data() + shift, 4, n, in) != n) std::exit(5);
     return v;
   };
-  std::vector<float> y = take(size_t(rows) * K), z = take(size_t(rows) * K), w = take(K),
+  std::vector<float> y = take(size_t(rows) * K), z = take(gate ? size_t(rows) * K : 0),
+                     z_col = take(col ? size_t(K) : 0), w = take(K),
                      first = take(f0 > 1 ? size_t(f0) * f0 : 0), out(size_t(rows) * K + 1, std::nanf(""));
   std::fclose(in);
   const qmamba_gated_norm_params p{K, head[2], scalars[0], scalars[1], f0, f1};
-  const qmamba_gated_norm_tensors t{y.data() + shift, z.data() + shift, w.data() + shift,
+  const qmamba_gated_norm_tensors t{y.data() + shift, gate ? z.data() + shift : nullptr,
+                                    col ? z_col.data() + shift : nullptr, w.data() + shift,
                                     f0 > 1 ? first.data() + shift : nullptr, out.data() + shift};
   const int rc = qmamba_gated_norm(&p, &t, rows, nullptr);
   if (rc != QMAMBA_OK) {

@@ -41,3 +41,6 @@ inline int __float2int_rn(float f) {  // cvt.rni.s32.f32: NaN -> 0, saturating
   return int(r);
 }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline float __int2float_rn(int v) { return static_cast<float>(v); }
+// __expf: ex2.approx of x * log2(e), modelled as the exact exp2 of the fp32 product (ssd_prefill_order.py's fast_exp).
+inline float __expf(float x) { return std::exp2(x * 1.4426950408889634f); }
