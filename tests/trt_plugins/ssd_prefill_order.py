@@ -66,6 +66,24 @@ def split_product(acc, a, b, k_end, split: str):
     return acc
 
 
+LIMB_SCALE = 127 * 65536 - 32768  # the kernel's kLimbScale
+
+
+def state_limbs(S: np.ndarray) -> tuple[list, np.ndarray]:
+    """The kernel's limbs of S [..., p, npad] (fp32), a row being S[..., i, :]: t = rint(S * inv_i) with inv_i =
+    fp32(LIMB_SCALE / max|row|), written as balanced base-256 digits [l0, l1, l2] (int64 arrays), and the row
+    scales u_i = fp32(max|row| / LIMB_SCALE)."""
+    m = np.abs(S).max(-1).astype(F32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(m > 0, (F32(LIMB_SCALE) / m).astype(F32), F32(0)).astype(F32)
+        u = np.where(m > 0, (m / F32(LIMB_SCALE)).astype(F32), F32(0)).astype(F32)
+    t = np.rint((S * inv[..., None]).astype(F32)).astype(np.int64)
+    l0 = ((t + 128) & 255) - 128
+    t1 = (t - l0) >> 8
+    l1 = ((t1 + 128) & 255) - 128
+    return [l0, l1, (t1 - l1) >> 8], u
+
+
 def dt_values(dtq: np.ndarray, dt_scale: float, dt_bias: np.ndarray, dt_min: float, dt_max: float) -> np.ndarray:
     v = ((dtq.astype(F32) * F32(dt_scale)).astype(F32) + dt_bias.astype(F32)).astype(F32)
     with np.errstate(over="ignore"):
@@ -162,10 +180,11 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     state_lsb = (S_last / ss).astype(F32)
     state_out = np.clip(np.round(state_lsb), -128, 127).astype(np.int8)
 
-    # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh.
-    acc = split_product(np.zeros((bt, nc, h, Q, p), F32), Cq, split_tf32(np.swapaxes(S_in, -1, -2)), npad, "b")
+    # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh, a strip's sums split between two warps (side 0: the even
+    # 32-wide blocks of d_state and the even 8-wide slabs of M, side 1 the odd ones), added at the end.
     rC = (np.exp(acum).astype(F32) * sC[None, None, :, None]).astype(F32)
-    acc = (acc * rC[..., None]).astype(F32)
+    limbs, u = state_limbs(S_in)                                                     # [bt, nc, h, p, npad], [.., p]
+    blocks = [np.arange(k0, k0 + 32) for k0 in range(0, npad, 32)]
     cb = np.einsum("...tj,...sj->...ts", Cq.astype(np.float64), Bq.astype(np.float64)).astype(F32)  # exact
     diff = (acum[..., :, None] - acum[..., None, :]).astype(F32)
     causal = np.tril(np.ones((Q, Q), bool))
@@ -174,10 +193,20 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
              .astype(F32) * dtv[..., None, :]).astype(F32)
     M = np.where(causal, M, F32(0))
     big, small = split_tf32(M)
-    for s0 in range(0, Q, 8):
-        ks = np.arange(s0, s0 + 8)
-        acc = mma(acc, small, X, ks)
-        acc = mma(acc, big, X, ks)
+    sides = []
+    for side in (0, 1):
+        acc = np.zeros((bt, nc, h, Q, p), F32)
+        ks = [k for i, b in enumerate(blocks) if i % 2 == side for k in b]
+        for limb, weight in ((2, 65536), (1, 256), (0, 1)):  # exact int sums, one fp32 rounding a limb
+            part = np.einsum("...tk,...ik->...ti", Cq[..., ks].astype(np.int64), limbs[limb][..., ks])
+            acc = (acc + (part.astype(F32) * F32(weight)).astype(F32)).astype(F32)
+        acc = ((acc * u[..., None, :]).astype(F32) * rC[..., None]).astype(F32)
+        for s0 in range(8 * side, Q, 16):
+            ks8 = np.arange(s0, s0 + 8)
+            acc = mma(acc, small, X, ks8)
+            acc = mma(acc, big, X, ks8)
+        sides.append(acc)
+    acc = (sides[0] + sides[1]).astype(F32)
     xh = (sx[None, None, :, None, :] * X).astype(F32)
     y = ((sx[None, None, :, None, :] * acc).astype(F32) + (Dh[None, None, :, None, None] * xh).astype(F32)).astype(F32)
     y = y.transpose(0, 1, 3, 2, 4).reshape(bt, nc * Q, h * p)[:, :L]

@@ -25,9 +25,11 @@
 // division) and the final Q. Products on tensor cores:
 //   - Cq Bq^T: mma.sync m16n8k32 s8 x s8 -> s32, exact (|sum| <= 2^22 < 2^31), as the fused kernel's
 //     TF32 product was;
-//   - Xw^T Bq, Cq S'^T and M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, the operand that
-//     carries a float factor (Xw, S', M) split into two TF32 numbers v = big + small (2xTF32:
-//     small * b first, then big * b; the other operand is int8, exact in TF32).
+//   - Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 on S' as three int8 limbs of a 24-bit fixed point of
+//     each row (state_limbs, above scan_layout), exact a limb, combined in fp32 and scaled by the row's u_i;
+//   - Xw^T Bq and M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, the operand that carries a
+//     float factor (Xw, M) split into two TF32 numbers v = big + small (2xTF32: small * b first,
+//     then big * b; the other operand is int8, exact in TF32).
 // Where the order differs from the fused kernel, and how far results may move:
 //   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
 //     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
@@ -36,10 +38,11 @@
 //     the 2xTF32 products keep about 2^-21 of each term, so S_L stays well inside docs/ops.md's
 //     delta = 0.05 LSB of the sequential reference (ssd_prefill_order.py emulates this order on the
 //     CPU: tests/trt_plugins/test_ssd_prefill_order.py).
-//   - y: rC is applied to the sum Cq S'^T instead of to each entry of Cq before the product (one
-//     rounding of the sum instead of one per entry), and Cq S'^T is 2xTF32 (Cq exact) where the
-//     fused kernel split both operands (3xTF32). Relative error of y: ~1e-6 (emulated), far under
-//     the tests' 2e-3.
+//   - y: rC and u_i are applied to the sum Cq S'^T instead of to each entry before the product, S'
+//     is rounded to 2^-23 of its row's largest entry (the fused kernel split both operands of its
+//     TF32 product, 3xTF32), and the two warps of a pair sum halves of d_state and of the slabs of M
+//     apart. Relative error of y: ~1e-6 (emulated, as with 2xTF32 for Cq S'^T), far under the
+//     tests' 2e-3.
 //   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
 //     the same code (chunk_dt_cumsum), so the two agree bit for bit.
 // Fragment order: inside a k-block of 16, thread q of a quad takes k = 4q..4q+3 (the first mma
@@ -115,25 +118,34 @@ __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
 }
 
 // Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as int8 [P][Q + 16],
-// S'_c as floats [P][npad + 16], the second warp of each pair's sums (Q / 32 pairs of 32 lanes x P / 2
-// floats, in fragment order), dt, a_cum, rC (Q floats each), s_x (P floats).
+// S'_c as three int8 limbs [3][P][npad + 16] (state_limbs), the second warp of each pair's sums (Q / 32 pairs
+// of 32 lanes x P / 2 floats, in fragment order), dt, a_cum, rC (Q floats each), s_x and the limbs' row
+// scales (P floats each).
 struct ScanLayout {
-  int ldn, ldq, ldf;
+  int ldn, ldq;
   int off_b, off_xt, off_s, off_red, off_vec, bytes;
 };
 __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   ScanLayout l;
   l.ldn = npad + 16;
   l.ldq = Q + 16;
-  l.ldf = npad + 16;
   l.off_b = Q * l.ldn;
   l.off_xt = 2 * Q * l.ldn;
   l.off_s = l.off_xt + P * l.ldq;
-  l.off_red = l.off_s + P * l.ldf * 4;
+  l.off_red = l.off_s + 3 * P * l.ldn;
   l.off_vec = l.off_red + Q * P * 2;
-  l.bytes = l.off_vec + 3 * Q * 4 + P * 4;
+  l.bytes = l.off_vec + 3 * Q * 4 + 2 * P * 4;
   return l;
 }
+
+// The state's part of phase 3 in int8 mma: each row i of S'_c (fixed i, j over d_state) as the integer
+// t = rint(S' / u_i), u_i = max_j |S'[i, j]| / kLimbScale, written as three balanced base-256 digits
+// t = l2 * 65536 + l1 * 256 + l0 (each in [-128, 127]; kLimbScale keeps l2 within [-127, 127]): a 24-bit
+// fixed point of the row, 2^-23 of its largest entry. Cq S'^T is then three exact int32 products a limb
+// (|sum| <= 128 * 128 * 256 = 2^22), combined in fp32 and scaled by u_i. A numpy study on an 8b-shaped
+// head put this at 1.2e-7 relative L2 from float64, the 2xTF32 products at 4.4e-8, plain TF32 at 2.2e-4.
+constexpr int kLimbScale = 127 * 65536 - 32768;
+constexpr int kMaxQuadsPerLane = 2;  // npad <= 256: a row of S' is at most 64 float4, two a lane
 
 // v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
 struct SplitTf32 {
@@ -479,11 +491,12 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   int8_t* tC = smem;                  // Cq [Q][ldn]
   int8_t* tB = smem + lay.off_b;      // Bq [Q][ldn]
   int8_t* tXt = smem + lay.off_xt;    // Xq^T [P][ldq]
-  float* tS = reinterpret_cast<float*>(smem + lay.off_s);  // S'_c [P][ldf]
+  int8_t* tL = smem + lay.off_s;      // S'_c's limbs [3][P][ldn], limb 0 the lowest
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
   float* rC = acum + Q;
   float* sx = rC + Q;
+  float* su = sx + P;                  // the limbs' row scales u_i
 
   const ChunkBlock blk = chunk_block(a);
   const int hd = blk.hd, i0 = blk.ps * P;
@@ -505,26 +518,55 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_transposed<VEC>(tXt, lay.ldq, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
+    // S'_c as limbs, a warp a row: its largest |entry| by a shuffle tree, then each lane's entries.
     const float* Sc = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4 +
                       static_cast<int64_t>(i0) * a.n4;
-    const int quads = npad / 4;
-    for (int e = threadIdx.x; e < P * quads; e += blockDim.x) {
-      const int i = e / quads, j = (e % quads) * 4;
-      // Columns in [d_state, n4) hold the zeros phases 1 and 2 wrote; those past n4 are set here.
-      const float4 v = j < a.n4 ? *reinterpret_cast<const float4*>(Sc + static_cast<int64_t>(i) * a.n4 + j)
-                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      *reinterpret_cast<float4*>(tS + i * lay.ldf + j) = v;
+    const int nwarps = blockDim.x / 32;
+    for (int i = warp; i < P; i += nwarps) {
+      float4 v[kMaxQuadsPerLane];
+      float m = 0.0f;
+#pragma unroll
+      for (int u = 0; u < kMaxQuadsPerLane; ++u) {
+        const int j = 4 * (lane + 32 * u);
+        // Columns in [d_state, n4) hold the zeros phases 1 and 2 wrote; those past n4 are zero here.
+        v[u] = j < a.n4 ? *reinterpret_cast<const float4*>(Sc + static_cast<int64_t>(i) * a.n4 + j)
+                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+      const float inv = m > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), m) : 0.0f;
+      if (lane == 0) su[i] = m > 0.0f ? __fdiv_rn(m, static_cast<float>(kLimbScale)) : 0.0f;
+#pragma unroll
+      for (int u = 0; u < kMaxQuadsPerLane; ++u) {
+        const int j = 4 * (lane + 32 * u);
+        if (j >= npad) continue;
+        const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+        uint32_t w[3] = {0u, 0u, 0u};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = __float2int_rn(__fmul_rn(f[e], inv));
+          const int l0 = ((t + 128) & 255) - 128;
+          const int t1 = (t - l0) >> 8;  // exact: t - l0 is a multiple of 256
+          const int l1 = ((t1 + 128) & 255) - 128;
+          const int l2 = (t1 - l1) >> 8;
+          w[0] |= static_cast<uint32_t>(l0 & 255) << (8 * e);
+          w[1] |= static_cast<uint32_t>(l1 & 255) << (8 * e);
+          w[2] |= static_cast<uint32_t>(l2 & 255) << (8 * e);
+        }
+#pragma unroll
+        for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tL + (l * P + i) * lay.ldn + j) = w[l];
+      }
     }
   }
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
   const int strips = Q / 16, pairs = Q / 32;
   const int pair = warp % pairs, side = warp / pairs;  // side 0 writes y
   float* red = reinterpret_cast<float*>(smem + lay.off_red) + pair * (32 * NT * 4);  // [NT * 4][32 lanes]
-  const int k_half = npad / 2;                          // a multiple of 16
   const bool fp16 = a.out_fp16 != 0, vec_y = a.vec_y != 0;
 #pragma unroll 1
   for (int half = 0; half < 2; ++half) {
@@ -532,35 +574,40 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     if (m0 >= T) continue;  // pair-uniform: rows past the sequence
     float acc[NT][4] = {};
 
-    // The state's part over this warp's half of d_state: Cq S'^T (Cq exact, S' split), then each row
-    // times rC.
-    for (int k0 = side * k_half; k0 < (side + 1) * k_half; k0 += 16) {
-      float clo[4], chi[4];
-      int8x4_to_floats(lds32(tC + (m0 + g) * lay.ldn + k0 + 4 * q), clo);
-      int8x4_to_floats(lds32(tC + (m0 + g + 8) * lay.ldn + k0 + 4 * q), chi);
-      const uint32_t a_first[4] = {__float_as_uint(clo[0]), __float_as_uint(chi[0]), __float_as_uint(clo[1]),
-                                   __float_as_uint(chi[1])};
-      const uint32_t a_second[4] = {__float_as_uint(clo[2]), __float_as_uint(chi[2]), __float_as_uint(clo[3]),
-                                    __float_as_uint(chi[3])};
+    // The state's part over this warp's 32-wide blocks of d_state (the even ones, or the odd): Cq S'^T a limb
+    // at a time, the top one first (exact int32 sums, one fp32 rounding a limb), then each column times its
+    // row scale u_i and each row times rC.
+    const int t_lo = m0 + g, t_hi = m0 + g + 8;
+#pragma unroll 1
+    for (int l = 2; l >= 0; --l) {
+      int ai[NT][4] = {};
+      const int8_t* limb = tL + l * P * lay.ldn;
+      for (int k0 = 32 * side; k0 < npad; k0 += 64) {
+        const int8_t* c_lo = tC + (m0 + g) * lay.ldn + k0 + 4 * q;
+        const int8_t* c_hi = c_lo + 8 * lay.ldn;
+        const uint32_t a0 = lds32(c_lo), a1 = lds32(c_hi), a2 = lds32(c_lo + 16), a3 = lds32(c_hi + 16);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int8_t* b_col = limb + (8 * nt + g) * lay.ldn + k0 + 4 * q;
+          mma_s8(ai[nt], a0, a1, a2, a3, lds32(b_col), lds32(b_col + 16));
+        }
+      }
+      const float weight = l == 2 ? 65536.0f : (l == 1 ? 256.0f : 1.0f);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        const float4 s = *reinterpret_cast<const float4*>(tS + (8 * nt + g) * lay.ldf + k0 + 4 * q);
-        const SplitTf32 s0 = split_tf32(s.x), s1 = split_tf32(s.y), s2 = split_tf32(s.z), s3 = split_tf32(s.w);
-        mma_tf32(acc[nt], a_first, s0.small, s1.small);  // the small terms first
-        mma_tf32(acc[nt], a_first, s0.big, s1.big);
-        mma_tf32(acc[nt], a_second, s2.small, s3.small);
-        mma_tf32(acc[nt], a_second, s2.big, s3.big);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[nt][e] += __int2float_rn(ai[nt][e]) * weight;  // the product is exact
       }
     }
-    const int t_lo = m0 + g, t_hi = m0 + g + 8;
     {
       const float r_lo = rC[t_lo], r_hi = rC[t_hi];
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        acc[nt][0] *= r_lo;
-        acc[nt][1] *= r_lo;
-        acc[nt][2] *= r_hi;
-        acc[nt][3] *= r_hi;
+        const float u0 = su[8 * nt + 2 * q], u1 = su[8 * nt + 2 * q + 1];
+        acc[nt][0] = acc[nt][0] * u0 * r_lo;
+        acc[nt][1] = acc[nt][1] * u1 * r_lo;
+        acc[nt][2] = acc[nt][2] * u0 * r_hi;
+        acc[nt][3] = acc[nt][3] * u1 * r_hi;
       }
     }
 
