@@ -25,17 +25,17 @@
 // division) and the final Q. Products on tensor cores:
 //   - Cq Bq^T: mma.sync m16n8k32 s8 x s8 -> s32, exact (|sum| <= 2^22 < 2^31), as the fused kernel's
 //     TF32 product was;
-//   - Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 on S' as three int8 limbs of a 24-bit fixed point of
-//     each row (state_limbs, above scan_layout), exact a limb, combined in fp32 and scaled by the row's u_i;
-//   - Xw^T Bq and M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, the operand that carries a
-//     float factor (Xw, M) split into two TF32 numbers v = big + small (2xTF32: small * b first,
-//     then big * b; the other operand is int8, exact in TF32).
+//   - Xw^T Bq and Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 with the float operand (Xw, S') as three
+//     int8 limbs of a 24-bit fixed point (kLimbScale, below), exact a limb, combined in fp32 and scaled
+//     by the unit (one a chunk for Xw, one a row of S');
+//   - M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, M split into two TF32 numbers
+//     v = big + small (2xTF32: small * b first, then big * b; Xq is int8, exact in TF32).
 // Where the order differs from the fused kernel, and how far results may move:
 //   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
 //     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
 //     Bq * w was) and S' = d_c S' + L_c is one IEEE multiply and one IEEE add. Each changes a
 //     chunk's state by a few fp32 roundings of its magnitude (|S / s| <= 127.5 LSB: ~1e-5 LSB), and
-//     the 2xTF32 products keep about 2^-21 of each term, so S_L stays well inside docs/ops.md's
+//     the limbs keep 2^-23 of the chunk's largest |Xq w|, so S_L stays well inside docs/ops.md's
 //     delta = 0.05 LSB of the sequential reference (ssd_prefill_order.py emulates this order on the
 //     CPU: tests/trt_plugins/test_ssd_prefill_order.py).
 //   - y: rC and u_i are applied to the sum Cq S'^T instead of to each entry before the product, S'
@@ -45,11 +45,10 @@
 //     tests' 2e-3.
 //   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
 //     the same code (chunk_dt_cumsum), so the two agree bit for bit.
-// Fragment order: inside a k-block of 16, thread q of a quad takes k = 4q..4q+3 (the first mma
-// 4q, 4q+1, the second 4q+2, 4q+3) on both operands, a permutation of the sum that lets one 4-byte
-// (int8) or 16-byte (float) shared-memory load feed two mma; the M tile stays in registers, its
-// accumulator layout (row g, columns 2q and 2q+1 of an 8-wide slab) being the A fragment of the
-// next product with k = 2q, 2q+1.
+// Fragment order: the int8 m16n8k32 operands are loaded as 4-byte words of their rows (bytes 4q..4q+3
+// and 16 + 4q.. of a 32-wide k block); the M tile stays in registers, its accumulator layout (row g,
+// columns 2q and 2q+1 of an 8-wide slab) being the A fragment of the next TF32 product with k = 2q,
+// 2q+1.
 #include <math.h>
 
 #include "checks.h"
@@ -100,18 +99,42 @@ struct PrefillArgs {
   int nchunks;  // ceil(seqlen / Q)
 };
 
-// Shared memory of phase 1, in bytes: Xw^T as floats [P][Q + 16], Bq^T as int8 [npad][Q + 16],
-// dt, a_cum, w (Q floats each). Row strides are 16 (mod 32) words resp. bytes, so the 16-byte (float)
-// and 4-byte (int8) fragment loads of a quarter / whole warp hit distinct banks.
+// The state products in int8 mma: a float operand v given as the integer t = rint(v / u), |t| <= kLimbScale
+// (u its unit: 2^-23 of the largest |v| it covers), written as three balanced base-256 digits
+// t = l2 * 65536 + l1 * 256 + l0, each in [-128, 127] (kLimbScale keeps l2 within [-127, 127]); its product with
+// an int8 operand is then three exact int32 sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), combined in fp32, top
+// limb first, and scaled by u. Phase 1 takes Xw^T so (one unit a block: 128 max_s w[s] / kLimbScale), phase 3
+// S'_c (a unit a row: max_j |S'[i, j]| / kLimbScale). A numpy study on an 8b-shaped head put Cq S'^T so at
+// 1.2e-7 relative L2 from float64, with 2xTF32 at 4.4e-8 and plain TF32 at 2.2e-4.
+constexpr int kLimbScale = 127 * 65536 - 32768;
+
+// t's three limbs into byte e of words[0] (l0), words[1] (l1), words[2] (l2).
+__device__ __forceinline__ void put_limbs(int t, int e, uint32_t (&words)[3]) {
+  const int l0 = ((t + 128) & 255) - 128;
+  const int t1 = (t - l0) >> 8;  // exact: t - l0 is a multiple of 256
+  const int l1 = ((t1 + 128) & 255) - 128;
+  const int l2 = (t1 - l1) >> 8;
+  words[0] |= static_cast<uint32_t>(l0 & 255) << (8 * e);
+  words[1] |= static_cast<uint32_t>(l1 & 255) << (8 * e);
+  words[2] |= static_cast<uint32_t>(l2 & 255) << (8 * e);
+}
+
+// The fp32 value of the three limb sums ai_2, ai_1, ai_0 (each exact), top first: acc + ai * 2^(8 l).
+__device__ __forceinline__ float add_limb(float acc, int ai, int l) {
+  return acc + __int2float_rn(ai) * (l == 2 ? 65536.0f : (l == 1 ? 256.0f : 1.0f));  // the product is exact
+}
+
+// Shared memory of phase 1, in bytes: Xw^T as three int8 limbs [3][P][Q + 16] (the chunk's 24-bit fixed
+// point, see kLimbScale), Bq^T as int8 [npad][Q + 16], dt, a_cum, w (Q floats each). Row strides are 16
+// (mod 32) bytes, so the 4-byte fragment loads of a warp hit distinct banks.
 struct StateLayout {
-  int ldw, ldq;
+  int ldq;
   int off_bt, off_vec, bytes;
 };
 __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
   StateLayout l;
-  l.ldw = Q + 16;
   l.ldq = Q + 16;
-  l.off_bt = P * l.ldw * 4;
+  l.off_bt = 3 * P * l.ldq;
   l.off_vec = l.off_bt + npad * l.ldq;
   l.bytes = l.off_vec + 3 * Q * 4;
   return l;
@@ -138,13 +161,6 @@ __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   return l;
 }
 
-// The state's part of phase 3 in int8 mma: each row i of S'_c (fixed i, j over d_state) as the integer
-// t = rint(S' / u_i), u_i = max_j |S'[i, j]| / kLimbScale, written as three balanced base-256 digits
-// t = l2 * 65536 + l1 * 256 + l0 (each in [-128, 127]; kLimbScale keeps l2 within [-127, 127]): a 24-bit
-// fixed point of the row, 2^-23 of its largest entry. Cq S'^T is then three exact int32 products a limb
-// (|sum| <= 128 * 128 * 256 = 2^22), combined in fp32 and scaled by u_i. A numpy study on an 8b-shaped
-// head put this at 1.2e-7 relative L2 from float64, the 2xTF32 products at 4.4e-8, plain TF32 at 2.2e-4.
-constexpr int kLimbScale = 127 * 65536 - 32768;
 constexpr int kMaxQuadsPerLane = 2;  // npad <= 256: a row of S' is at most 64 float4, two a lane
 
 // v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
@@ -315,7 +331,7 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   int8_t* smem = reinterpret_cast<int8_t*>(smem_f4);
   const int Q = a.Q, P = a.P, npad = a.npad, n = a.d_state, p = a.headdim;
   const StateLayout lay = state_layout(Q, P, npad);
-  float* tW = reinterpret_cast<float*>(smem);  // Xw^T [P][ldw]
+  int8_t* tWl = smem;                           // Xw^T's limbs [3][P][ldq], limb 0 the lowest
   int8_t* tBt = smem + lay.off_bt;              // Bq^T [npad][ldq]
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
@@ -336,8 +352,14 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   for (int t = threadIdx.x; t < Q; t += kStateThreads) w[t] = expf(a_last - acum[t]) * dtv[t] * sB;
   if (blk.ps == 0 && threadIdx.x == 0) a.decays[(blk.b * a.nchunks + blk.c) * a.nheads + hd] = expf(a_last);
   __syncthreads();
+  // The chunk's unit: |Xq * w| <= 128 max_s w[s] (w >= 0), so t = rint(Xq * w / unit) stays within kLimbScale.
+  float wmax = 0.0f;
+  for (int t = 0; t < Q; ++t) wmax = fmaxf(wmax, w[t]);  // the same in every thread (a broadcast read)
+  const float top = __fmul_rn(128.0f, wmax);
+  const float inv = top > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), top) : 0.0f;
+  const float unit = top > 0.0f ? __fdiv_rn(top, static_cast<float>(kLimbScale)) : 0.0f;
 
-  // Xw^T[i][s] = Xq[s][i] * w[s] (one rounding), Bq^T[j][s] = Bq[s][j].
+  // Xw^T[i][s] = Xq[s][i] * w[s] (one rounding) as the limbs of rint(Xw * inv), Bq^T[j][s] = Bq[s][j].
   {
     const int8_t* X = a.x + row0 * d_ssm + hd * p + i0;
     const int rblocks = Q / 4, blocks = rblocks * (P / 16);
@@ -346,12 +368,16 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
       uint32_t col[16];
       load_columns_4x16<VEC>(X, d_ssm, r, c, T, P, col);
       const float4 wr = *reinterpret_cast<const float4*>(w + r);
+      const float wv[4] = {wr.x, wr.y, wr.z, wr.w};
 #pragma unroll
       for (int k = 0; k < 16; ++k) {
         float f[4];
         int8x4_to_floats(col[k], f);
-        *reinterpret_cast<float4*>(tW + (c + k) * lay.ldw + r) =
-            make_float4(f[0] * wr.x, f[1] * wr.y, f[2] * wr.z, f[3] * wr.w);
+        uint32_t words[3] = {0u, 0u, 0u};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) put_limbs(__float2int_rn(__fmul_rn(__fmul_rn(f[e], wv[e]), inv)), e, words);
+#pragma unroll
+        for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tWl + (l * P + c + k) * lay.ldq + r) = words[l];
       }
     }
   }
@@ -360,39 +386,41 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
-  const int k_end = (T + 15) / 16 * 16;  // Xw and Bq are zero past T
+  const int k_end = (T + 31) / 32 * 32;  // Xw and Bq are zero past T
   const int nj_tiles = npad / 32;
   float* out = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4;
   for (int tile = warp; tile < (P / 32) * nj_tiles; tile += kStateWarps) {
     const int m0 = (tile / nj_tiles) * 32, n0 = (tile % nj_tiles) * 32;
     float acc[2][4][4] = {};
-    for (int k0 = 0; k0 < k_end; k0 += 16) {
-      uint32_t a_big[2][2][4], a_small[2][2][4];  // [16-row half][k pair][fragment]
+#pragma unroll 1
+    for (int l = 2; l >= 0; --l) {
+      int ai[2][4][4] = {};
+      const int8_t* limb = tWl + l * P * lay.ldq;
+      for (int k0 = 0; k0 < k_end; k0 += 32) {
+        uint32_t af[2][4];  // [16-row half][fragment]: rows g, g + 8, bytes 4q.. and 16 + 4q.. of k
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const float4 lo = *reinterpret_cast<const float4*>(tW + (m0 + 16 * mt + g) * lay.ldw + k0 + 4 * q);
-        const float4 hi = *reinterpret_cast<const float4*>(tW + (m0 + 16 * mt + g + 8) * lay.ldw + k0 + 4 * q);
-        const float v[2][4] = {{lo.x, hi.x, lo.y, hi.y}, {lo.z, hi.z, lo.w, hi.w}};
+        for (int mt = 0; mt < 2; ++mt) {
+          const int8_t* lo = limb + (m0 + 16 * mt + g) * lay.ldq + k0 + 4 * q;
+          const int8_t* hi = lo + 8 * lay.ldq;
+          af[mt][0] = lds32(lo);
+          af[mt][1] = lds32(hi);
+          af[mt][2] = lds32(lo + 16);
+          af[mt][3] = lds32(hi + 16);
+        }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int nt = 0; nt < 4; ++nt) {
+          const int8_t* b_col = tBt + (n0 + 8 * nt + g) * lay.ldq + k0 + 4 * q;
+          const uint32_t b0 = lds32(b_col), b1 = lds32(b_col + 16);
 #pragma unroll
-          for (int f = 0; f < 4; ++f) {
-            const SplitTf32 s = split_tf32(v[h][f]);
-            a_big[mt][h][f] = s.big;
-            a_small[mt][h][f] = s.small;
-          }
+          for (int mt = 0; mt < 2; ++mt) mma_s8(ai[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b0, b1);
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        float bv[4];
-        int8x4_to_floats(lds32(tBt + (n0 + 8 * nt + g) * lay.ldq + k0 + 4 * q), bv);
+      for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_tf32(acc[mt][nt], a_small[mt][0], __float_as_uint(bv[0]), __float_as_uint(bv[1]));
-          mma_tf32(acc[mt][nt], a_big[mt][0], __float_as_uint(bv[0]), __float_as_uint(bv[1]));
-          mma_tf32(acc[mt][nt], a_small[mt][1], __float_as_uint(bv[2]), __float_as_uint(bv[3]));
-          mma_tf32(acc[mt][nt], a_big[mt][1], __float_as_uint(bv[2]), __float_as_uint(bv[3]));
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = add_limb(acc[mt][nt][e], ai[mt][nt][e], l);
         }
       }
     }
@@ -406,7 +434,7 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
         for (int r = 0; r < 2; ++r) {
           const int i = i0 + m0 + 16 * mt + g + 8 * r;
           *reinterpret_cast<float2*>(out + static_cast<int64_t>(i) * a.n4 + j) =
-              make_float2(acc[mt][nt][2 * r], acc[mt][nt][2 * r + 1]);
+              make_float2(acc[mt][nt][2 * r] * unit, acc[mt][nt][2 * r + 1] * unit);
         }
       }
     }
@@ -546,16 +574,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
         const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
         uint32_t w[3] = {0u, 0u, 0u};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = __float2int_rn(__fmul_rn(f[e], inv));
-          const int l0 = ((t + 128) & 255) - 128;
-          const int t1 = (t - l0) >> 8;  // exact: t - l0 is a multiple of 256
-          const int l1 = ((t1 + 128) & 255) - 128;
-          const int l2 = (t1 - l1) >> 8;
-          w[0] |= static_cast<uint32_t>(l0 & 255) << (8 * e);
-          w[1] |= static_cast<uint32_t>(l1 & 255) << (8 * e);
-          w[2] |= static_cast<uint32_t>(l2 & 255) << (8 * e);
-        }
+        for (int e = 0; e < 4; ++e) put_limbs(__float2int_rn(__fmul_rn(f[e], inv)), e, w);
 #pragma unroll
         for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tL + (l * P + i) * lay.ldn + j) = w[l];
       }
@@ -592,11 +611,10 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
           mma_s8(ai[nt], a0, a1, a2, a3, lds32(b_col), lds32(b_col + 16));
         }
       }
-      const float weight = l == 2 ? 65536.0f : (l == 1 ? 256.0f : 1.0f);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[nt][e] += __int2float_rn(ai[nt][e]) * weight;  // the product is exact
+        for (int e = 0; e < 4; ++e) acc[nt][e] = add_limb(acc[nt][e], ai[nt][e], l);
       }
     }
     {
