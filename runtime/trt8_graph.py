@@ -169,6 +169,7 @@ def bits_as_float_outputs(model):
 
     g = model.graph
     readers = consumer_map(g.node)
+    graph_outputs = {o.name for o in g.output}
     nodes = []
     for n in g.node:
         nodes.append(n)
@@ -177,7 +178,7 @@ def bits_as_float_outputs(model):
             y = n.output[i]
             n.output[i] = f"{y}.trt_bits"
             users = readers.get(y, [])
-            if out_dtype == 1 and len(users) == 1 and _reads_bits(users[0], y) and y not in _graph_outputs(g):
+            if out_dtype == 1 and len(users) == 1 and _reads_bits(users[0], y) and y not in graph_outputs:
                 users[0].input[0] = n.output[i]
                 users[0].attribute.append(helper.make_attribute("y_bits", 1))
                 continue
@@ -192,7 +193,3 @@ def _reads_bits(node, y: str) -> bool:
     """Whether ``node`` is a QmambaGatedNorm that reads y as its input 0 only (and has no y_bits yet)."""
     return (node.op_type == "QmambaGatedNorm" and list(node.input).count(y) == 1 and node.input[0] == y
             and all(a.name != "y_bits" for a in node.attribute))
-
-
-def _graph_outputs(g) -> set:
-    return {o.name for o in g.output}

@@ -39,24 +39,20 @@ inline std::vector<float> dynamic_shared;
 }  // namespace emu
 
 inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
-inline float __shfl_xor_sync(unsigned, float v, int offset) {
+// v of lane `src` of this thread's warp, exchanged through memory between two barriers of the warp.
+inline float emu_shuffle(float v, unsigned src) {
   const unsigned t = threadIdx.x;
   auto& bar = *emu::warp_barriers[t / 32];
   emu::shuffle[t] = v;
   bar.arrive_and_wait();
-  const float r = emu::shuffle[(t & ~31u) | ((t & 31u) ^ unsigned(offset))];
+  const float r = emu::shuffle[(t & ~31u) | src];
   bar.arrive_and_wait();
   return r;
 }
-
+inline float __shfl_xor_sync(unsigned, float v, int offset) { return emu_shuffle(v, (threadIdx.x & 31u) ^ unsigned(offset)); }
 inline float __shfl_up_sync(unsigned, float v, unsigned delta) {
-  const unsigned t = threadIdx.x;
-  auto& bar = *emu::warp_barriers[t / 32];
-  emu::shuffle[t] = v;
-  bar.arrive_and_wait();
-  const float r = (t & 31u) >= delta ? emu::shuffle[t - delta] : v;
-  bar.arrive_and_wait();
-  return r;
+  const unsigned lane = threadIdx.x & 31u;
+  return emu_shuffle(v, lane >= delta ? lane - delta : lane);  // lanes below delta keep their own v
 }
 
 // kernel(args) over grid x block threads, a block at a time, each thread a host thread.
