@@ -22,6 +22,7 @@
 #include "checks.h"
 #include "common.cuh"
 #include "launch.cuh"
+#include "tensorCore.cuh"
 #include "w8a8Linear.cuh"
 #include "w8a8LinearActivation.cuh"
 
@@ -34,16 +35,6 @@ constexpr int kStepsAhead = 4;        // steps a lane has in flight (8 loads of 
 constexpr int kMmaWarps = 16;
 constexpr int kEpilogueItems = 2;     // outputs a thread's residual is loaded for right after the wait
 static_assert(kEpilogueItems == 2, "the epilogue picks res[0] / res[1] by name (no local memory)");
-
-// c += A (rows: this lane's activation row, a0 / a2 its two k-quarters; rows 8-15 zero) x B (b0 / b1).
-__device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a2, int b0, int b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-               "{%0, %1, %2, %3};"
-               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-               : "r"(a0), "r"(0), "r"(a2), "r"(0), "r"(b0), "r"(b1));
-#endif
-}
 
 // Chunk `chunk` (16 bytes) of weight row `row`, zeros past the matrix.
 __device__ __forceinline__ int4 weight_chunk(const LinearArgs& a, int row, int chunk) {
@@ -130,10 +121,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1) w8a8_linear_mma_kernel(Line
         if (c < a.chunks) x0 = xr[c];
         if (c + 4 < a.chunks) x1 = xr[c + 4];
       }
-      mma_s8(acc, x0.x, x0.y, w0.x, w0.y);
-      mma_s8(acc, x0.z, x0.w, w0.z, w0.w);
-      mma_s8(acc, x1.x, x1.y, w1.x, w1.y);
-      mma_s8(acc, x1.z, x1.w, w1.z, w1.w);
+      // A: rows 0-7 this lane's activation row (its two k-quarters), rows 8-15 zero; B: the weight words.
+      mma_s8(acc, x0.x, 0u, x0.y, 0u, w0.x, w0.y);
+      mma_s8(acc, x0.z, 0u, x0.w, 0u, w0.z, w0.w);
+      mma_s8(acc, x1.x, 0u, x1.y, 0u, w1.x, w1.y);
+      mma_s8(acc, x1.z, 0u, x1.w, 0u, w1.z, w1.w);
       const int tile = mul.tile;
       if (mul.advance(steps_per_tile) || j0 + u + 1 == count) {
         // acc[0], acc[1]: activation row g, weight rows 2q and 2q + 1 of the tile (acc[2], acc[3]: A's zero rows)
