@@ -2,7 +2,7 @@
 
 ``trt_plugins/kernels/quantSSDPrefillKernel.cu`` computes the chunked scan in three phases (chunk
 states, a pass over the chunks, chunk outputs) with its own rounding points: the state products'
-float operand (``Xq w`` in phase 1, ``S'`` in phase 3) as three int8 limbs of a 24-bit fixed point,
+float operand (``Xq w`` in phase 1, ``S'`` in phase 3) as three int8 limbs of a 23-bit fixed point,
 their int8 products exact and combined in fp32 a limb at a time; M's TF32 operands split into two
 parts (``v = big + small``), fp32 accumulation one mma at a time,
 ``__expf`` in the entries of M, the warp's scan order for the cumulative sums of ``dt * A``. This
@@ -50,7 +50,7 @@ def mma(acc: np.ndarray, a: np.ndarray, b: np.ndarray, ks) -> np.ndarray:
     return (acc + part.astype(F32)).astype(F32)
 
 
-LIMB_SCALE = 127 * 65536 - 32768  # the kernel's kLimbScale
+LIMB_SCALE = (1 << 22) - 64  # the kernel's kLimbScale
 
 
 def limbs_of(t: np.ndarray) -> list:
