@@ -15,7 +15,7 @@ from qmamba.runtime.build import trt_graph
 from qmamba.runtime.weight_channel_scale import weight_channel_scales
 
 from tiny_models import tiny_quantized_model
-from trt_helpers import ort_session
+from trt_helpers import ort_before_and_after, random_feed
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +63,8 @@ def test_every_linear_takes_its_scale_into_the_weight(exported, kind, tmp_path):
         s_in, s_w = (before_inits[x] for x in next(n for n in before.graph.node if n.output[0] == mul.input[1]).input)
         assert axis == 0 and scale.dtype == np.float32 and scale.shape == (inits[dq2.input[0]].shape[0],)
         np.testing.assert_array_equal(scale, np.multiply(s_in, s_w, dtype=np.float32))
-    onnx.save(before, tmp_path / "before.onnx")
-    onnx.save(after, tmp_path / "after.onnx")
-    rng = np.random.default_rng(5)
-    feed = {}
-    for vi in before.graph.input:
-        dims = [2 if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        if vi.name == "input_ids":
-            feed[vi.name] = rng.integers(0, 256, (2, 1 if kind == "decode" else 29)).astype(np.int64)
-        else:
-            feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
-    want = ort_session(tmp_path / "before.onnx").run(None, feed)
-    got = ort_session(tmp_path / "after.onnx").run(None, feed)
+    seqlen = 1 if kind == "decode" else 29
+    got, want = ort_before_and_after(before, after, random_feed(before, 2, seqlen, seed=5), tmp_path)
     logits, logits_ref = got[0], want[0]
     # each w * c rounded before the sum instead of the exact integer sum times c: fp32 rounding of the logits
     assert np.abs(logits - logits_ref).max() <= 1e-4 * np.abs(logits_ref).max()
