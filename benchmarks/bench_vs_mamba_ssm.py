@@ -214,6 +214,8 @@ def main() -> int:
                     help="as `qmamba build`: no cuBLAS/cuDNN tactics (a TensorRT without those libraries)")
     ap.add_argument("--decode-rotation-pass", action="store_true",
                     help="as `qmamba build`: the decode engine's Hadamard rotation inside QmambaW8A8Linear")
+    ap.add_argument("--weight-channel-scales", action="store_true",
+                    help="as `qmamba build`: the linears' output scales in their weights' DequantizeLinear")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     args = ap.parse_args()
@@ -250,7 +252,8 @@ def main() -> int:
             build_engines(onnx_dir, s.folder, batch=s.batch, seq=s.seq,
                           optimization_level=args.builder_optimization_level,
                           no_tactic_libraries=args.no_tactic_libraries, prefill_logits="last", force=True,
-                          decode_rotation_pass=args.decode_rotation_pass, progress=say)
+                          decode_rotation_pass=args.decode_rotation_pass,
+                          weight_channel_scales=args.weight_channel_scales, progress=say)
         if not args.skip_peer and not (fdir / "config.json").is_file():
             write_standin(config, fdir, "mamba_ssm")
             say("mamba_ssm float stand-in written")

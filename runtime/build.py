@@ -31,6 +31,7 @@ from .onnx_validate import validate_onnx_model
 from .prefill_fusion import OP_NAME as NORM_PLUGIN, fuse_prefill_gated_norms
 from .scale_after_split import scale_after_split
 from .trt8_graph import bits_as_float_outputs, explicit_zero_points, float_fake_quant, qdq_plugin_edges
+from .weight_channel_scale import weight_channel_scales
 
 
 def _range(text: str) -> tuple[int, int, int]:
@@ -99,6 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the decode engine's Hadamard rotation before out_proj inside QmambaW8A8Linear (a pass "
                              "of its own, QmambaGatedNorm's kernel) instead of the graph's layers; not yet measured "
                              "(docs/tensorrt.md)")
+    parser.add_argument("--weight-channel-scales", action="store_true",
+                        help="each W8A8 linear's output scale as its weight's per-channel DequantizeLinear scale, so "
+                             "that TensorRT applies it in the GEMM instead of a pass of its own "
+                             "(runtime/weight_channel_scale.py); not yet measured")
 
 
 def _read_export(onnx_dir: Path) -> dict:
@@ -133,12 +138,15 @@ def decode_bytes(meta: dict, onnx_path: Path) -> dict:
 
 
 def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plugin: bool = False,
-              notes: dict | None = None, norm_plugin: bool = False, rotation_pass: bool = False):
+              notes: dict | None = None, norm_plugin: bool = False, rotation_pass: bool = False,
+              channel_scales: bool = False):
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
     (fuse_decode_linears and fuse_prefill_gated_norms up to their order of summation).
     Decode graphs: ``mixer_plugin``: fuse_decode_mixers first (what ran goes to ``notes["decode_mixers"]``);
     ``linear_plugin``: fuse_decode_linears (out_proj's Hadamard rotation into it with ``rotation_pass``; where the
     rotation went: ``notes["decode_rotation"]``). Prefill graphs:
+    ``channel_scales``: weight_channel_scales (after the decode fusions, which read the linears as exported; before
+    scale_after_split, which then finds no Mul to move).
     ``norm_plugin``: fuse_prefill_gated_norms (in how many layers and RMSNorms: ``notes["prefill_gated_norm"]``),
     after scale_after_split, so that the node takes the z piece's Mul of in_proj's output scale along.
     All versions:
@@ -152,6 +160,8 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
             notes["decode_mixers"] = what
     if linear_plugin:
         model = fuse_decode_linears(model, notes, rotation_pass)
+    if channel_scales:
+        model = weight_channel_scales(model, notes)
     model = scale_after_split(model)  # before the prefill fusion, which takes z's Mul of it along
     if norm_plugin:
         model = fuse_prefill_gated_norms(model, notes)
@@ -162,7 +172,8 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
 
 
 def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, mixer_plugin: bool,
-              notes: dict, last_logits: bool = False, norm_plugin: bool = False, rotation_pass: bool = False) -> Path:
+              notes: dict, last_logits: bool = False, norm_plugin: bool = False, rotation_pass: bool = False,
+              channel_scales: bool = False) -> Path:
     """onnx_path rewritten by trt_graph for that TensorRT (a prefill cut to its last position's logits
     first when ``last_logits``), written into out_dir."""
     import onnx
@@ -170,7 +181,7 @@ def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, m
     model = onnx.load(str(onnx_path))
     if last_logits:
         model = last_position_logits(model)
-    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes, norm_plugin, rotation_pass)
+    model = trt_graph(model, major, linear_plugin, mixer_plugin, notes, norm_plugin, rotation_pass, channel_scales)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     # Past protobuf's 2 GiB (a 2.7b model) the weights go to a file beside the graph; ByteSize()
     # itself fails there, so the weights are counted instead.
@@ -207,7 +218,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
                   decode_linear="auto", decode_mixer="plugin", optimization_level=DEFAULT_OPTIMIZATION_LEVEL,
                   timing_cache="default", prefill_logits="all", prefill_norm_plugin=True, decode_rotation_pass=False,
-                  progress=None) -> dict:
+                  weight_channel_scales=False, progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
     Everything given is checked before TensorRT is loaded or anything is written: the export's
@@ -224,6 +235,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     lm_head, as one QmambaGatedNorm node (runtime/prefill_fusion.py); False keeps the graph's layers.
     ``decode_rotation_pass``: out_proj's gated norm and Hadamard rotation into its QmambaW8A8Linear (a rotation pass
     of its own); False (the default, faster on an H100) keeps them as the graph's layers.
+    ``weight_channel_scales``: the linears' output scales into their weights' DequantizeLinear
+    (runtime/weight_channel_scale.py), in both engines; where they went: ``weight_channel_scales`` of the result.
     ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
@@ -266,7 +279,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                                   decode_mixer == "plugin" and decode, notes,
                                   last_logits=prefill_logits == "last" and not decode,
                                   norm_plugin=prefill_norm_plugin and not decode,
-                                  rotation_pass=decode_rotation_pass and decode)
+                                  rotation_pass=decode_rotation_pass and decode,
+                                  channel_scales=weight_channel_scales)
             engine_path = tmp / f"{kind}.engine"
             say(f"building {engine_path.name} ({profile.describe()})")
             start = time.perf_counter()
@@ -294,6 +308,8 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                    "decode_mixers": notes["decode_mixers"],
                    "prefill_gated_norm": notes["prefill_gated_norm"],
                    **({"decode_rotation": notes["decode_rotation"]} if "decode_rotation" in notes else {}),
+                   **({"weight_channel_scales": notes["weight_channel_scales"]}
+                      if "weight_channel_scales" in notes else {}),
                    "prefill_logits": prefill_logits,
                    "profiles": {k: {"batch": list(p.batch), "seq": list(p.seq)} for k, p in profiles.items()},
                    "build_seconds": build_times,
@@ -314,10 +330,12 @@ def run(args) -> int:
                          timing_cache=None if args.no_timing_cache else args.timing_cache or "default",
                          prefill_logits=args.prefill_logits, prefill_norm_plugin=not args.no_prefill_norm_plugin,
                          decode_rotation_pass=args.decode_rotation_pass,
+                         weight_channel_scales=args.weight_channel_scales,
                          progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
           f"its mixers: {meta['decode_mixers']}"
           + (f"; its Hadamard rotation: {meta['decode_rotation']}" if "decode_rotation" in meta else "")
-          + f"; prefill gated norm: {meta['prefill_gated_norm']}")
+          + f"; prefill gated norm: {meta['prefill_gated_norm']}"
+          + (f"; output scales: {meta['weight_channel_scales']}" if "weight_channel_scales" in meta else ""))
     return 0

@@ -57,6 +57,20 @@ class GraphIndex:
         n = self.producers.get(name)
         return n if n is not None and n.op_type == op else None
 
+    def constant(self, name):
+        """The value of ``name`` as a numpy array when it is an initializer or a ``Mul`` of two (folded to their
+        product in the input's dtype: for fp32 the IEEE value the Mul gives), else None."""
+        import numpy as np
+        from onnx import numpy_helper
+
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        made = self.made_by(name, "Mul")
+        if made is not None and all(i in self.inits for i in made.input):
+            a, b = (numpy_helper.to_array(self.inits[i]) for i in made.input)
+            return np.multiply(a, b, dtype=np.result_type(a, b))
+        return None
+
     def sole(self, name, op):
         """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
         users = self.consumers.get(name, [])

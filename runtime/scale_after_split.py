@@ -24,15 +24,6 @@ def scale_after_split(model):
     g = model.graph
     ix = GraphIndex(g)
 
-    def constant(name):
-        if name in ix.inits:
-            return numpy_helper.to_array(ix.inits[name])
-        made = ix.made_by(name, "Mul")
-        if made is not None and all(i in ix.inits for i in made.input):
-            a, b = (numpy_helper.to_array(ix.inits[i]) for i in made.input)
-            return (a * b).astype(np.float32)
-        return None
-
     dropped, replace, new_inits = set(), {}, {}
     for split in [n for n in g.node if n.op_type == "Split"]:
         axis = next((a.i for a in split.attribute if a.name == "axis"), 0)
@@ -43,7 +34,7 @@ def scale_after_split(model):
         acc, scale_name = mul.input
         if ix.made_by(acc, "MatMul") is None:
             continue
-        scale = constant(scale_name)
+        scale = ix.constant(scale_name)
         sizes = numpy_helper.to_array(ix.inits[split.input[1]])
         if scale is None or scale.dtype != np.float32 or scale.ndim != 1 or axis != -1 \
                 or int(sizes.sum()) != scale.shape[0]:

@@ -334,6 +334,29 @@ def norm_plugin_engines(request, tmp_path_factory):
     return onnx_dir, root, notes
 
 
+def _prefill_agreement(onnx_dir, engines_on, engines_off, what: str) -> list:
+    """Prefill logits and states of the engines built with an option (engines_on) against ONNX Runtime and against
+    the engines built without it, within the model tests' bounds: the rows of the comparison."""
+    meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
+    ids = two_prompts()
+    ref = ort_run(ort_session(onnx_dir / "prefill.onnx"), {"input_ids": ids})
+    got = {}
+    for on, folder in ((True, engines_on), (False, engines_off)):
+        session = trt_runner.TrtSession(folder, max_batch=2)
+        got[on] = {"logits": session.prefill(ids)}
+        for name_in, name_out in state_pairs(meta):
+            got[on][name_out] = session.read_state(name_in, ref[name_out].shape)
+    rows = []
+    for label, other in (("ONNX Runtime", {**ref, "logits": ref["logits"][:, -1]}), (f"without {what}", got[False])):
+        rows.append(float_agreement(f"{what} vs {label}: prefill logits", got[True]["logits"], other["logits"],
+                                    LOGITS_BOUND))
+        for _, name_out in state_pairs(meta):
+            rows.append(_state_agreement(f"{what} vs {label}: {name_out}", name_out, got[True][name_out],
+                                         other[name_out]))
+    print("\n".join(r.row() for r in rows))
+    return rows
+
+
 def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugin_engines):
     """Prefill logits and states of the engine with QmambaGatedNorm (the gated norms and the RMSNorms) against
     ONNX Runtime and against the engine built with --no-prefill-norm-plugin, within the model tests' bounds."""
@@ -341,23 +364,28 @@ def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugi
     assert notes[True].startswith("QmambaGatedNorm in 2 of 2 layers") and "left as graph ops" not in notes[True]
     assert notes[True].endswith(" and 3 of 3 RMSNorms"), notes[True]
     assert notes[False] == "graph ops (--no-prefill-norm-plugin)"
-    meta = json.loads((onnx_dir / "qmamba_onnx.json").read_text())
-    ids = two_prompts()
-    ref = ort_run(ort_session(onnx_dir / "prefill.onnx"), {"input_ids": ids})
-    got = {}
-    for plugin in (True, False):
-        session = trt_runner.TrtSession(root / f"engines_{plugin}", max_batch=2)
-        got[plugin] = {"logits": session.prefill(ids)}
-        for name_in, name_out in state_pairs(meta):
-            got[plugin][name_out] = session.read_state(name_in, ref[name_out].shape)
-    rows = []
-    for label, other in (("ONNX Runtime", {**ref, "logits": ref["logits"][:, -1]}), ("graph ops", got[False])):
-        rows.append(float_agreement(f"plugin vs {label}: prefill logits", got[True]["logits"], other["logits"],
-                                    LOGITS_BOUND))
-        for _, name_out in state_pairs(meta):
-            rows.append(_state_agreement(f"plugin vs {label}: {name_out}", name_out, got[True][name_out],
-                                         other[name_out]))
-    print("\n".join(r.row() for r in rows))
+    rows = _prefill_agreement(onnx_dir, root / "engines_True", root / "engines_False", "QmambaGatedNorm")
+    assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
+
+
+# --weight-channel-scales: each W8A8 linear's output scale in its weight's DequantizeLinear (the prefill engine's
+# GEMMs apply it), on the same two models.
+@pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
+def channel_scale_engines(request, tmp_path_factory):
+    from qmamba.runtime.build import build_engines
+
+    kind, hadamard = request.param
+    root = tmp_path_factory.mktemp(f"channel_{kind}_{hadamard}")
+    onnx_dir = export_small_model(root / "onnx", kind, hadamard=hadamard)
+    for on in (True, False):
+        build_engines(onnx_dir, root / f"engines_{on}", batch=(1, 1, 2), seq=(1, 64, 128), no_tactic_libraries=True,
+                      backend="cpp", weight_channel_scales=on)
+    return onnx_dir, root
+
+
+def test_weight_channel_scales_engine_matches_default_and_onnxruntime(channel_scale_engines):
+    onnx_dir, root = channel_scale_engines
+    rows = _prefill_agreement(onnx_dir, root / "engines_True", root / "engines_False", "--weight-channel-scales")
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
 
 

@@ -13,7 +13,7 @@ from qmamba.runtime.build import trt_graph
 from qmamba.runtime.trt8_graph import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, float_fake_quant
 
 from tiny_models import tiny_quantized_model
-from trt_helpers import ort_session
+from trt_helpers import ort_before_and_after, ort_session, random_feed
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +89,7 @@ def test_tensorrt10_graph_computes_what_the_export_does(exported, tmp_path):
     """The whole rewritten decode graph on ONNX Runtime: logits and states bit for bit."""
     before = exported["decode"]
     after = trt_graph(onnx.ModelProto.FromString(before.SerializeToString()), 10)
-    onnx.save(before, tmp_path / "before.onnx")
-    onnx.save(after, tmp_path / "after.onnx")
-    rng = np.random.default_rng(0)
-    feed = {}
-    for vi in before.graph.input:
-        dims = [2 if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        if vi.name == "input_ids":
-            feed[vi.name] = rng.integers(0, 256, (2, 1)).astype(np.int64)
-        else:  # int8 states, saturated values included
-            feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
-    want = ort_session(tmp_path / "before.onnx").run(None, feed)
-    got = ort_session(tmp_path / "after.onnx").run(None, feed)
+    got, want = ort_before_and_after(before, after, random_feed(before, 2, 1, seed=0), tmp_path)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
 
@@ -119,11 +108,8 @@ def test_prefill_graph_scales_in_proj_after_its_split(exported, tmp_path):
     assert len(splits) == n_layer and all(made[n.input[0]].op_type == "MatMul" for n in splits)
     users = _consumers(after.graph)
     assert all(len(n.output) == 5 and all(u.op_type == "Mul" for o in n.output for u in users[o]) for n in splits)
-    onnx.save(before, tmp_path / "before.onnx")
-    onnx.save(after, tmp_path / "after.onnx")
     feed = {"input_ids": np.random.default_rng(3).integers(0, 256, (2, 37)).astype(np.int64)}
-    want = ort_session(tmp_path / "before.onnx").run(None, feed)
-    got = ort_session(tmp_path / "after.onnx").run(None, feed)
+    got, want = ort_before_and_after(before, after, feed, tmp_path)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     try:
@@ -208,11 +194,7 @@ def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, 
     names = {x for n in fused for x in [*n.input, *n.output] if x not in inits} - {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
     onnx.save(probe, tmp_path / "probe.onnx")
-    rng = np.random.default_rng(1)
-    feed = {"input_ids": rng.integers(0, 256, (3, 1)).astype(np.int64)}
-    for vi in before.graph.input[1:]:
-        dims = [3 if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
+    feed = random_feed(before, 3, 1, seed=1)
     sess = ort_session(tmp_path / "probe.onnx")
     values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
     values.update(inits)
@@ -249,11 +231,7 @@ def _probe_values(before, names, tmp_path, batch=3, seed=1):
     probe = _copy(before)
     probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
     onnx.save(probe, tmp_path / "probe.onnx")
-    rng = np.random.default_rng(seed)
-    feed = {"input_ids": rng.integers(0, 256, (batch, 1)).astype(np.int64)}
-    for vi in before.graph.input[1:]:
-        dims = [batch if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
+    feed = random_feed(before, batch, 1, seed)
     sess = ort_session(tmp_path / "probe.onnx")
     return {**feed, **dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))}
 

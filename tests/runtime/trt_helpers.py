@@ -79,6 +79,27 @@ def ort_session(path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def random_feed(model, batch: int, seqlen: int, seed: int) -> dict:
+    """A feed for an exported graph: random token ids [batch, seqlen] and random int8 states (saturated values
+    included; the states' dynamic dims take the batch), drawn in the graph's input order."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for vi in model.graph.input:
+        if vi.name == "input_ids":
+            feed[vi.name] = rng.integers(0, 256, (batch, seqlen)).astype(np.int64)
+        else:
+            dims = [batch if not d.dim_value else d.dim_value for d in vi.type.tensor_type.shape.dim]
+            feed[vi.name] = rng.integers(-128, 128, dims).astype(np.int8)
+    return feed
+
+
+def ort_before_and_after(before, after, feed: dict, tmp_path: Path) -> tuple[list, list]:
+    """ONNX Runtime's outputs of a graph after and before a rewrite, on the same feed: (after's, before's)."""
+    onnx.save(before, tmp_path / "before.onnx")
+    onnx.save(after, tmp_path / "after.onnx")
+    return ort_session(tmp_path / "after.onnx").run(None, feed), ort_session(tmp_path / "before.onnx").run(None, feed)
+
+
 def two_prompts() -> np.ndarray:
     """The model tests' batch of two byte prompts (int64 [2, 40]), overlapping text of Tiny Shakespeare."""
     text = b"First Citizen:\nBefore we proceed any further, hear me speak."

@@ -1,8 +1,10 @@
 """The QuantSSD prefill kernel's arithmetic, in its order, on the CPU (numpy float32).
 
 ``trt_plugins/kernels/quantSSDPrefillKernel.cu`` computes the chunked scan in three phases (chunk
-states, a pass over the chunks, chunk outputs) with its own rounding points: TF32 operands split
-into two parts (``v = big + small``), int8 operands exact, fp32 accumulation one mma at a time,
+states, a pass over the chunks, chunk outputs) with its own rounding points: the state products'
+float operand (``Xq w`` in phase 1, ``S'`` in phase 3) as three int8 limbs of a 23-bit fixed point,
+their int8 products exact and combined in fp32 a limb at a time; M's TF32 operands split into two
+parts (``v = big + small``), fp32 accumulation one mma at a time,
 ``__expf`` in the entries of M, the warp's scan order for the cumulative sums of ``dt * A``. This
 module repeats those roundings so that the kernel's error against the sequential reference
 (``quant_ssd_ref``) can be measured without a GPU. What it cannot repeat: how a tensor core adds
@@ -48,22 +50,38 @@ def mma(acc: np.ndarray, a: np.ndarray, b: np.ndarray, ks) -> np.ndarray:
     return (acc + part.astype(F32)).astype(F32)
 
 
-def k16_groups(k_end: int):
-    """The k sets of the two mma of each 16-wide block: thread q takes 4q, 4q+1 then 4q+2, 4q+3."""
-    for k0 in range(0, k_end, 16):
-        base = k0 + 4 * np.arange(4)
-        yield np.stack([base, base + 1], 1).ravel(), np.stack([base + 2, base + 3], 1).ravel()
+LIMB_SCALE = (1 << 22) - 64  # the kernel's kLimbScale
 
 
-def split_product(acc, a, b, k_end, split: str):
-    """acc + a b with the ``split`` operand ("a" or "b") given as (big, small) (2xTF32) and the other exact:
-    per k block, small then big, first half then second."""
-    big, small = a if split == "a" else b
-    for first, second in k16_groups(k_end):
-        for ks in (first, second):
-            for part in (small, big):
-                acc = mma(acc, part, b, ks) if split == "a" else mma(acc, a, part, ks)
+def limbs_of(t: np.ndarray) -> list:
+    """t (int64, |t| <= LIMB_SCALE) as balanced base-256 digits [l0, l1, l2]: t = l2 * 65536 + l1 * 256 + l0."""
+    l0 = ((t + 128) & 255) - 128
+    t1 = (t - l0) >> 8
+    l1 = ((t1 + 128) & 255) - 128
+    return [l0, l1, (t1 - l1) >> 8]
+
+
+def limb_product(a_limbs: list, b: np.ndarray, subscripts: str, ks) -> np.ndarray:
+    """The kernel's sum of int8 products over the k indices ks, a limb at a time, top first: exact int sums, one
+    fp32 rounding a limb (acc + sum * 2^(8 l))."""
+    acc = None
+    for limb, weight in ((2, 65536), (1, 256), (0, 1)):
+        a = a_limbs[limb]
+        part = np.einsum(subscripts, np.take(a, ks, axis=-1), np.take(b, ks, axis=-1).astype(np.int64))
+        term = (part.astype(F32) * F32(weight)).astype(F32)
+        acc = term if acc is None else (acc + term).astype(F32)
     return acc
+
+
+def state_limbs(S: np.ndarray) -> tuple[list, np.ndarray]:
+    """The kernel's limbs of S [..., p, npad] (fp32), a row being S[..., i, :]: t = rint(S * inv_i) with inv_i =
+    fp32(LIMB_SCALE / max|row|), written as balanced base-256 digits [l0, l1, l2] (int64 arrays), and the row
+    scales u_i = fp32(max|row| / LIMB_SCALE)."""
+    m = np.abs(S).max(-1).astype(F32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(m > 0, (F32(LIMB_SCALE) / m).astype(F32), F32(0)).astype(F32)
+        u = np.where(m > 0, (m / F32(LIMB_SCALE)).astype(F32), F32(0)).astype(F32)
+    return limbs_of(np.rint((S * inv[..., None]).astype(F32)).astype(np.int64)), u
 
 
 def dt_values(dtq: np.ndarray, dt_scale: float, dt_bias: np.ndarray, dt_min: float, dt_max: float) -> np.ndarray:
@@ -142,10 +160,16 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     acum = chunk_cumsum((dtv * A[None, None, :, None]).astype(F32))
     a_last = acum[..., -1:]
 
-    # Phase 1: L_c = Xw^T Bq with Xw = Xq * w, and the decays.
+    # Phase 1: L_c = Xw^T Bq with Xw = Xq * w as the chunk's limbs (unit 128 max_s w[s] / LIMB_SCALE), and the decays.
     w = ((np.exp((a_last - acum).astype(F32)).astype(F32) * dtv).astype(F32) * sB[None, None, :, None]).astype(F32)
     Xw = (X * w[..., None]).astype(F32)                                              # [bt, nc, h, Q, p]
-    Lc = split_product(np.zeros((bt, nc, h, p, npad), F32), split_tf32(np.swapaxes(Xw, -1, -2)), Bq, Q, "a")
+    top = (F32(128) * w.max(-1)).astype(F32)                                         # [bt, nc, h]
+    with np.errstate(divide="ignore"):
+        inv = np.where(top > 0, (F32(LIMB_SCALE) / top).astype(F32), F32(0)).astype(F32)
+        unit = np.where(top > 0, (top / F32(LIMB_SCALE)).astype(F32), F32(0)).astype(F32)
+    xw_limbs = limbs_of(np.rint((np.swapaxes(Xw, -1, -2) * inv[..., None, None]).astype(F32)).astype(np.int64))
+    Lc = limb_product(xw_limbs, np.swapaxes(Bq, -1, -2), "...ik,...jk->...ij", np.arange(Q))  # [bt, nc, h, p, npad]
+    Lc = (Lc * unit[..., None, None]).astype(F32)
     decay = np.exp(a_last[..., 0]).astype(F32)                                       # [bt, nc, h]
 
     # Phase 2: the pass over the chunks.
@@ -162,10 +186,11 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     state_lsb = (S_last / ss).astype(F32)
     state_out = np.clip(np.round(state_lsb), -128, 127).astype(np.int8)
 
-    # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh.
-    acc = split_product(np.zeros((bt, nc, h, Q, p), F32), Cq, split_tf32(np.swapaxes(S_in, -1, -2)), npad, "b")
+    # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh, a strip's sums split between two warps (side 0: the even
+    # 32-wide blocks of d_state and the even 8-wide slabs of M, side 1 the odd ones), added at the end.
     rC = (np.exp(acum).astype(F32) * sC[None, None, :, None]).astype(F32)
-    acc = (acc * rC[..., None]).astype(F32)
+    limbs, u = state_limbs(S_in)                                                     # [bt, nc, h, p, npad], [.., p]
+    blocks = [np.arange(k0, k0 + 32) for k0 in range(0, npad, 32)]
     cb = np.einsum("...tj,...sj->...ts", Cq.astype(np.float64), Bq.astype(np.float64)).astype(F32)  # exact
     diff = (acum[..., :, None] - acum[..., None, :]).astype(F32)
     causal = np.tril(np.ones((Q, Q), bool))
@@ -174,10 +199,19 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
              .astype(F32) * dtv[..., None, :]).astype(F32)
     M = np.where(causal, M, F32(0))
     big, small = split_tf32(M)
-    for s0 in range(0, Q, 8):
-        ks = np.arange(s0, s0 + 8)
-        acc = mma(acc, small, X, ks)
-        acc = mma(acc, big, X, ks)
+    sides = []
+    for side in (0, 1):
+        acc = np.zeros((bt, nc, h, Q, p), F32)
+        ks = [k for i, b in enumerate(blocks) if i % 2 == side for k in b]
+        if ks:
+            acc = limb_product(limbs, Cq, "...ik,...tk->...ti", np.array(ks))
+        acc = ((acc * u[..., None, :]).astype(F32) * rC[..., None]).astype(F32)
+        for s0 in range(8 * side, Q, 16):
+            ks8 = np.arange(s0, s0 + 8)
+            acc = mma(acc, small, X, ks8)
+            acc = mma(acc, big, X, ks8)
+        sides.append(acc)
+    acc = (sides[0] + sides[1]).astype(F32)
     xh = (sx[None, None, :, None, :] * X).astype(F32)
     y = ((sx[None, None, :, None, :] * acc).astype(F32) + (Dh[None, None, :, None, None] * xh).astype(F32)).astype(F32)
     y = y.transpose(0, 1, 3, 2, 4).reshape(bt, nc * Q, h * p)[:, :L]

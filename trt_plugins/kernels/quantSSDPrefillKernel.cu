@@ -25,28 +25,30 @@
 // division) and the final Q. Products on tensor cores:
 //   - Cq Bq^T: mma.sync m16n8k32 s8 x s8 -> s32, exact (|sum| <= 2^22 < 2^31), as the fused kernel's
 //     TF32 product was;
-//   - Xw^T Bq, Cq S'^T and M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, the operand that
-//     carries a float factor (Xw, S', M) split into two TF32 numbers v = big + small (2xTF32:
-//     small * b first, then big * b; the other operand is int8, exact in TF32).
+//   - Xw^T Bq and Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 with the float operand (Xw, S') as three
+//     int8 limbs of a 23-bit fixed point (kLimbScale, below), exact a limb, combined in fp32 and scaled
+//     by the unit (one a chunk for Xw, one a row of S');
+//   - M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, M split into two TF32 numbers
+//     v = big + small (2xTF32: small * b first, then big * b; Xq is int8, exact in TF32).
 // Where the order differs from the fused kernel, and how far results may move:
 //   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
 //     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
 //     Bq * w was) and S' = d_c S' + L_c is one IEEE multiply and one IEEE add. Each changes a
 //     chunk's state by a few fp32 roundings of its magnitude (|S / s| <= 127.5 LSB: ~1e-5 LSB), and
-//     the 2xTF32 products keep about 2^-21 of each term, so S_L stays well inside docs/ops.md's
+//     the limbs keep 2^-22 of the chunk's largest |Xq w|, so S_L stays well inside docs/ops.md's
 //     delta = 0.05 LSB of the sequential reference (ssd_prefill_order.py emulates this order on the
 //     CPU: tests/trt_plugins/test_ssd_prefill_order.py).
-//   - y: rC is applied to the sum Cq S'^T instead of to each entry of Cq before the product (one
-//     rounding of the sum instead of one per entry), and Cq S'^T is 2xTF32 (Cq exact) where the
-//     fused kernel split both operands (3xTF32). Relative error of y: ~1e-6 (emulated), far under
-//     the tests' 2e-3.
+//   - y: rC and u_i are applied to the sum Cq S'^T instead of to each entry before the product, S'
+//     is rounded to 2^-22 of its row's largest entry (the fused kernel split both operands of its
+//     TF32 product, 3xTF32), and the two warps of a pair sum halves of d_state and of the slabs of M
+//     apart. Relative error of y: ~1e-6 (emulated, as with 2xTF32 for Cq S'^T), far under the
+//     tests' 2e-3.
 //   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
 //     the same code (chunk_dt_cumsum), so the two agree bit for bit.
-// Fragment order: inside a k-block of 16, thread q of a quad takes k = 4q..4q+3 (the first mma
-// 4q, 4q+1, the second 4q+2, 4q+3) on both operands, a permutation of the sum that lets one 4-byte
-// (int8) or 16-byte (float) shared-memory load feed two mma; the M tile stays in registers, its
-// accumulator layout (row g, columns 2q and 2q+1 of an 8-wide slab) being the A fragment of the
-// next product with k = 2q, 2q+1.
+// Fragment order: the int8 m16n8k32 operands are loaded as 4-byte words of their rows (bytes 4q..4q+3
+// and 16 + 4q.. of a 32-wide k block); the M tile stays in registers, its accumulator layout (row g,
+// columns 2q and 2q+1 of an 8-wide slab) being the A fragment of the next TF32 product with k = 2q,
+// 2q+1.
 #include <math.h>
 
 #include "checks.h"
@@ -97,43 +99,78 @@ struct PrefillArgs {
   int nchunks;  // ceil(seqlen / Q)
 };
 
-// Shared memory of phase 1, in bytes: Xw^T as floats [P][Q + 16], Bq^T as int8 [npad][Q + 16],
-// dt, a_cum, w (Q floats each). Row strides are 16 (mod 32) words resp. bytes, so the 16-byte (float)
-// and 4-byte (int8) fragment loads of a quarter / whole warp hit distinct banks.
+// The state products in int8 mma: a float operand v given as the integer t = rint(v / u), |t| <= kLimbScale
+// (u its unit: 2^-22 of the largest |v| it covers), written as three balanced base-256 digits
+// t = l2 * 65536 + l1 * 256 + l0, each in [-128, 127]; its product with an int8 operand is then three exact int32
+// sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), combined in fp32, top limb first, and scaled by u. Phase 1 takes
+// Xw^T so (one unit a block: 128 max_s w[s] / kLimbScale), phase 3 S'_c (a unit a row: max_j |S'[i, j]| /
+// kLimbScale). A numpy study on an 8b-shaped head put Cq S'^T so at 1.2e-7 relative L2 from float64 (at 24 bits
+// fixed point), with 2xTF32 at 4.4e-8 and plain TF32 at 2.2e-4.
+// kLimbScale keeps |v / u| below 2^22 (by 64, for the roundings of v * (1 / u)), where adding 1.5 * 2^23 to a
+// float rounds it to an integer (to nearest even, as cvt.rni) in the low bits: no F2I (a quarter of the FADD
+// rate) and no integer digit arithmetic.
+constexpr int kLimbScale = (1 << 22) - 64;
+
+// x's limbs as the bytes of rint(x) + 0x808080 (|x| < 2^22): byte k is l_k + 128 for the balanced digits l_k of
+// rint(x), since t + 0x808080 = (l2 + 128) * 65536 + (l1 + 128) * 256 + (l0 + 128).
+__device__ __forceinline__ uint32_t biased_limbs(float x) {
+  return __float_as_uint(__fadd_rn(x, 12582912.0f)) - (0x4B400000u - 0x808080u);
+}
+
+// Four values' biased limbs into words[l] (byte e = limb l of value e, as int8: l + 128 with its top bit flipped).
+__device__ __forceinline__ void pack_limbs(const uint32_t (&b)[4], uint32_t (&words)[3]) {
+  const uint32_t lo01 = __byte_perm(b[0], b[1], 0x5140);  // b0.0 b1.0 b0.1 b1.1
+  const uint32_t lo23 = __byte_perm(b[2], b[3], 0x5140);
+  const uint32_t hi01 = __byte_perm(b[0], b[1], 0x0062);  // b0.2 b1.2
+  const uint32_t hi23 = __byte_perm(b[2], b[3], 0x0062);
+  words[0] = __byte_perm(lo01, lo23, 0x5410) ^ 0x80808080u;
+  words[1] = __byte_perm(lo01, lo23, 0x7632) ^ 0x80808080u;
+  words[2] = __byte_perm(hi01, hi23, 0x5410) ^ 0x80808080u;
+}
+
+// The fp32 value of the three limb sums ai_2, ai_1, ai_0 (each exact), top first: acc + ai * 2^(8 l).
+__device__ __forceinline__ float add_limb(float acc, int ai, int l) {
+  return acc + __int2float_rn(ai) * (l == 2 ? 65536.0f : (l == 1 ? 256.0f : 1.0f));  // the product is exact
+}
+
+// Shared memory of phase 1, in bytes: Xw^T as three int8 limbs [3][P][Q + 16] (the chunk's 23-bit fixed
+// point, see kLimbScale), Bq^T as int8 [npad][Q + 16], dt, a_cum, w (Q floats each). Row strides are 16
+// (mod 32) bytes, so the 4-byte fragment loads of a warp hit distinct banks.
 struct StateLayout {
-  int ldw, ldq;
+  int ldq;
   int off_bt, off_vec, bytes;
 };
 __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
   StateLayout l;
-  l.ldw = Q + 16;
   l.ldq = Q + 16;
-  l.off_bt = P * l.ldw * 4;
+  l.off_bt = 3 * P * l.ldq;
   l.off_vec = l.off_bt + npad * l.ldq;
   l.bytes = l.off_vec + 3 * Q * 4;
   return l;
 }
 
 // Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as int8 [P][Q + 16],
-// S'_c as floats [P][npad + 16], the second warp of each pair's sums (Q / 32 pairs of 32 lanes x P / 2
-// floats, in fragment order), dt, a_cum, rC (Q floats each), s_x (P floats).
+// S'_c as three int8 limbs [3][P][npad + 16] (state_limbs), the second warp of each pair's sums (Q / 32 pairs
+// of 32 lanes x P / 2 floats, in fragment order), dt, a_cum, rC (Q floats each), s_x and the limbs' row
+// scales (P floats each).
 struct ScanLayout {
-  int ldn, ldq, ldf;
+  int ldn, ldq;
   int off_b, off_xt, off_s, off_red, off_vec, bytes;
 };
 __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   ScanLayout l;
   l.ldn = npad + 16;
   l.ldq = Q + 16;
-  l.ldf = npad + 16;
   l.off_b = Q * l.ldn;
   l.off_xt = 2 * Q * l.ldn;
   l.off_s = l.off_xt + P * l.ldq;
-  l.off_red = l.off_s + P * l.ldf * 4;
+  l.off_red = l.off_s + 3 * P * l.ldn;
   l.off_vec = l.off_red + Q * P * 2;
-  l.bytes = l.off_vec + 3 * Q * 4 + P * 4;
+  l.bytes = l.off_vec + 3 * Q * 4 + 2 * P * 4;
   return l;
 }
+
+constexpr int kMaxQuadsPerLane = 2;  // npad <= 256: a row of S' is at most 64 float4, two a lane
 
 // v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
 struct SplitTf32 {
@@ -303,7 +340,7 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   int8_t* smem = reinterpret_cast<int8_t*>(smem_f4);
   const int Q = a.Q, P = a.P, npad = a.npad, n = a.d_state, p = a.headdim;
   const StateLayout lay = state_layout(Q, P, npad);
-  float* tW = reinterpret_cast<float*>(smem);  // Xw^T [P][ldw]
+  int8_t* tWl = smem;                           // Xw^T's limbs [3][P][ldq], limb 0 the lowest
   int8_t* tBt = smem + lay.off_bt;              // Bq^T [npad][ldq]
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
@@ -324,8 +361,14 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   for (int t = threadIdx.x; t < Q; t += kStateThreads) w[t] = expf(a_last - acum[t]) * dtv[t] * sB;
   if (blk.ps == 0 && threadIdx.x == 0) a.decays[(blk.b * a.nchunks + blk.c) * a.nheads + hd] = expf(a_last);
   __syncthreads();
+  // The chunk's unit: |Xq * w| <= 128 max_s w[s] (w >= 0), so t = rint(Xq * w / unit) stays within kLimbScale.
+  float wmax = 0.0f;
+  for (int t = 0; t < Q; ++t) wmax = fmaxf(wmax, w[t]);  // the same in every thread (a broadcast read)
+  const float top = __fmul_rn(128.0f, wmax);
+  const float inv = top > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), top) : 0.0f;
+  const float unit = top > 0.0f ? __fdiv_rn(top, static_cast<float>(kLimbScale)) : 0.0f;
 
-  // Xw^T[i][s] = Xq[s][i] * w[s] (one rounding), Bq^T[j][s] = Bq[s][j].
+  // Xw^T[i][s] = Xq[s][i] * w[s] (one rounding) as the limbs of rint(Xw * inv), Bq^T[j][s] = Bq[s][j].
   {
     const int8_t* X = a.x + row0 * d_ssm + hd * p + i0;
     const int rblocks = Q / 4, blocks = rblocks * (P / 16);
@@ -334,12 +377,17 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
       uint32_t col[16];
       load_columns_4x16<VEC>(X, d_ssm, r, c, T, P, col);
       const float4 wr = *reinterpret_cast<const float4*>(w + r);
+      const float wv[4] = {wr.x, wr.y, wr.z, wr.w};
 #pragma unroll
       for (int k = 0; k < 16; ++k) {
         float f[4];
         int8x4_to_floats(col[k], f);
-        *reinterpret_cast<float4*>(tW + (c + k) * lay.ldw + r) =
-            make_float4(f[0] * wr.x, f[1] * wr.y, f[2] * wr.z, f[3] * wr.w);
+        uint32_t bl[4], words[3];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(__fmul_rn(f[e], wv[e]), inv));
+        pack_limbs(bl, words);
+#pragma unroll
+        for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tWl + (l * P + c + k) * lay.ldq + r) = words[l];
       }
     }
   }
@@ -348,39 +396,41 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
-  const int k_end = (T + 15) / 16 * 16;  // Xw and Bq are zero past T
+  const int k_end = (T + 31) / 32 * 32;  // Xw and Bq are zero past T
   const int nj_tiles = npad / 32;
   float* out = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4;
   for (int tile = warp; tile < (P / 32) * nj_tiles; tile += kStateWarps) {
     const int m0 = (tile / nj_tiles) * 32, n0 = (tile % nj_tiles) * 32;
     float acc[2][4][4] = {};
-    for (int k0 = 0; k0 < k_end; k0 += 16) {
-      uint32_t a_big[2][2][4], a_small[2][2][4];  // [16-row half][k pair][fragment]
+#pragma unroll 1
+    for (int l = 2; l >= 0; --l) {
+      int ai[2][4][4] = {};
+      const int8_t* limb = tWl + l * P * lay.ldq;
+      for (int k0 = 0; k0 < k_end; k0 += 32) {
+        uint32_t af[2][4];  // [16-row half][fragment]: rows g, g + 8, bytes 4q.. and 16 + 4q.. of k
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const float4 lo = *reinterpret_cast<const float4*>(tW + (m0 + 16 * mt + g) * lay.ldw + k0 + 4 * q);
-        const float4 hi = *reinterpret_cast<const float4*>(tW + (m0 + 16 * mt + g + 8) * lay.ldw + k0 + 4 * q);
-        const float v[2][4] = {{lo.x, hi.x, lo.y, hi.y}, {lo.z, hi.z, lo.w, hi.w}};
+        for (int mt = 0; mt < 2; ++mt) {
+          const int8_t* lo = limb + (m0 + 16 * mt + g) * lay.ldq + k0 + 4 * q;
+          const int8_t* hi = lo + 8 * lay.ldq;
+          af[mt][0] = lds32(lo);
+          af[mt][1] = lds32(hi);
+          af[mt][2] = lds32(lo + 16);
+          af[mt][3] = lds32(hi + 16);
+        }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int nt = 0; nt < 4; ++nt) {
+          const int8_t* b_col = tBt + (n0 + 8 * nt + g) * lay.ldq + k0 + 4 * q;
+          const uint32_t b0 = lds32(b_col), b1 = lds32(b_col + 16);
 #pragma unroll
-          for (int f = 0; f < 4; ++f) {
-            const SplitTf32 s = split_tf32(v[h][f]);
-            a_big[mt][h][f] = s.big;
-            a_small[mt][h][f] = s.small;
-          }
+          for (int mt = 0; mt < 2; ++mt) mma_s8(ai[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b0, b1);
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        float bv[4];
-        int8x4_to_floats(lds32(tBt + (n0 + 8 * nt + g) * lay.ldq + k0 + 4 * q), bv);
+      for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_tf32(acc[mt][nt], a_small[mt][0], __float_as_uint(bv[0]), __float_as_uint(bv[1]));
-          mma_tf32(acc[mt][nt], a_big[mt][0], __float_as_uint(bv[0]), __float_as_uint(bv[1]));
-          mma_tf32(acc[mt][nt], a_small[mt][1], __float_as_uint(bv[2]), __float_as_uint(bv[3]));
-          mma_tf32(acc[mt][nt], a_big[mt][1], __float_as_uint(bv[2]), __float_as_uint(bv[3]));
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = add_limb(acc[mt][nt][e], ai[mt][nt][e], l);
         }
       }
     }
@@ -394,7 +444,7 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
         for (int r = 0; r < 2; ++r) {
           const int i = i0 + m0 + 16 * mt + g + 8 * r;
           *reinterpret_cast<float2*>(out + static_cast<int64_t>(i) * a.n4 + j) =
-              make_float2(acc[mt][nt][2 * r], acc[mt][nt][2 * r + 1]);
+              make_float2(acc[mt][nt][2 * r] * unit, acc[mt][nt][2 * r + 1] * unit);
         }
       }
     }
@@ -479,11 +529,12 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   int8_t* tC = smem;                  // Cq [Q][ldn]
   int8_t* tB = smem + lay.off_b;      // Bq [Q][ldn]
   int8_t* tXt = smem + lay.off_xt;    // Xq^T [P][ldq]
-  float* tS = reinterpret_cast<float*>(smem + lay.off_s);  // S'_c [P][ldf]
+  int8_t* tL = smem + lay.off_s;      // S'_c's limbs [3][P][ldn], limb 0 the lowest
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
   float* rC = acum + Q;
   float* sx = rC + Q;
+  float* su = sx + P;                  // the limbs' row scales u_i
 
   const ChunkBlock blk = chunk_block(a);
   const int hd = blk.hd, i0 = blk.ps * P;
@@ -505,26 +556,47 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_transposed<VEC>(tXt, lay.ldq, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
+    // S'_c as limbs, a warp a row: its largest |entry| by a shuffle tree, then each lane's entries.
     const float* Sc = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4 +
                       static_cast<int64_t>(i0) * a.n4;
-    const int quads = npad / 4;
-    for (int e = threadIdx.x; e < P * quads; e += blockDim.x) {
-      const int i = e / quads, j = (e % quads) * 4;
-      // Columns in [d_state, n4) hold the zeros phases 1 and 2 wrote; those past n4 are set here.
-      const float4 v = j < a.n4 ? *reinterpret_cast<const float4*>(Sc + static_cast<int64_t>(i) * a.n4 + j)
-                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      *reinterpret_cast<float4*>(tS + i * lay.ldf + j) = v;
+    const int nwarps = blockDim.x / 32;
+    for (int i = warp; i < P; i += nwarps) {
+      float4 v[kMaxQuadsPerLane];
+      float m = 0.0f;
+#pragma unroll
+      for (int u = 0; u < kMaxQuadsPerLane; ++u) {
+        const int j = 4 * (lane + 32 * u);
+        // Columns in [d_state, n4) hold the zeros phases 1 and 2 wrote; those past n4 are zero here.
+        v[u] = j < a.n4 ? *reinterpret_cast<const float4*>(Sc + static_cast<int64_t>(i) * a.n4 + j)
+                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+      const float inv = m > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), m) : 0.0f;
+      if (lane == 0) su[i] = m > 0.0f ? __fdiv_rn(m, static_cast<float>(kLimbScale)) : 0.0f;
+#pragma unroll
+      for (int u = 0; u < kMaxQuadsPerLane; ++u) {
+        const int j = 4 * (lane + 32 * u);
+        if (j >= npad) continue;
+        const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+        uint32_t bl[4], w[3];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(f[e], inv));
+        pack_limbs(bl, w);
+#pragma unroll
+        for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tL + (l * P + i) * lay.ldn + j) = w[l];
+      }
     }
   }
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
   const int strips = Q / 16, pairs = Q / 32;
   const int pair = warp % pairs, side = warp / pairs;  // side 0 writes y
   float* red = reinterpret_cast<float*>(smem + lay.off_red) + pair * (32 * NT * 4);  // [NT * 4][32 lanes]
-  const int k_half = npad / 2;                          // a multiple of 16
   const bool fp16 = a.out_fp16 != 0, vec_y = a.vec_y != 0;
 #pragma unroll 1
   for (int half = 0; half < 2; ++half) {
@@ -532,35 +604,39 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     if (m0 >= T) continue;  // pair-uniform: rows past the sequence
     float acc[NT][4] = {};
 
-    // The state's part over this warp's half of d_state: Cq S'^T (Cq exact, S' split), then each row
-    // times rC.
-    for (int k0 = side * k_half; k0 < (side + 1) * k_half; k0 += 16) {
-      float clo[4], chi[4];
-      int8x4_to_floats(lds32(tC + (m0 + g) * lay.ldn + k0 + 4 * q), clo);
-      int8x4_to_floats(lds32(tC + (m0 + g + 8) * lay.ldn + k0 + 4 * q), chi);
-      const uint32_t a_first[4] = {__float_as_uint(clo[0]), __float_as_uint(chi[0]), __float_as_uint(clo[1]),
-                                   __float_as_uint(chi[1])};
-      const uint32_t a_second[4] = {__float_as_uint(clo[2]), __float_as_uint(chi[2]), __float_as_uint(clo[3]),
-                                    __float_as_uint(chi[3])};
+    // The state's part over this warp's 32-wide blocks of d_state (the even ones, or the odd): Cq S'^T a limb
+    // at a time, the top one first (exact int32 sums, one fp32 rounding a limb), then each column times its
+    // row scale u_i and each row times rC.
+    const int t_lo = m0 + g, t_hi = m0 + g + 8;
+#pragma unroll 1
+    for (int l = 2; l >= 0; --l) {
+      int ai[NT][4] = {};
+      const int8_t* limb = tL + l * P * lay.ldn;
+      for (int k0 = 32 * side; k0 < npad; k0 += 64) {
+        const int8_t* c_lo = tC + (m0 + g) * lay.ldn + k0 + 4 * q;
+        const int8_t* c_hi = c_lo + 8 * lay.ldn;
+        const uint32_t a0 = lds32(c_lo), a1 = lds32(c_hi), a2 = lds32(c_lo + 16), a3 = lds32(c_hi + 16);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int8_t* b_col = limb + (8 * nt + g) * lay.ldn + k0 + 4 * q;
+          mma_s8(ai[nt], a0, a1, a2, a3, lds32(b_col), lds32(b_col + 16));
+        }
+      }
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        const float4 s = *reinterpret_cast<const float4*>(tS + (8 * nt + g) * lay.ldf + k0 + 4 * q);
-        const SplitTf32 s0 = split_tf32(s.x), s1 = split_tf32(s.y), s2 = split_tf32(s.z), s3 = split_tf32(s.w);
-        mma_tf32(acc[nt], a_first, s0.small, s1.small);  // the small terms first
-        mma_tf32(acc[nt], a_first, s0.big, s1.big);
-        mma_tf32(acc[nt], a_second, s2.small, s3.small);
-        mma_tf32(acc[nt], a_second, s2.big, s3.big);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[nt][e] = add_limb(acc[nt][e], ai[nt][e], l);
       }
     }
-    const int t_lo = m0 + g, t_hi = m0 + g + 8;
     {
       const float r_lo = rC[t_lo], r_hi = rC[t_hi];
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        acc[nt][0] *= r_lo;
-        acc[nt][1] *= r_lo;
-        acc[nt][2] *= r_hi;
-        acc[nt][3] *= r_hi;
+        const float u0 = su[8 * nt + 2 * q], u1 = su[8 * nt + 2 * q + 1];
+        acc[nt][0] = acc[nt][0] * u0 * r_lo;
+        acc[nt][1] = acc[nt][1] * u1 * r_lo;
+        acc[nt][2] = acc[nt][2] * u0 * r_hi;
+        acc[nt][3] = acc[nt][3] * u1 * r_hi;
       }
     }
 
