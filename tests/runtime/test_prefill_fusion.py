@@ -19,7 +19,7 @@ from qmamba.runtime.prefill_fusion import OP_NAME, fuse_prefill_gated_norms, plu
 from qmamba.runtime.scale_after_split import scale_after_split
 
 from tiny_models import tiny_quantized_model
-from trt_helpers import ort_session
+from trt_helpers import ort_probe
 
 # (tiny model, Hadamard): ngroups 1 and 8, no rotation, a Sylvester factor of 128 alone, two factors 12 x 32.
 CASES = [("g1", False), ("g8", False), ("g8", True), ("g1-384", True)]
@@ -168,12 +168,8 @@ def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path, split_firs
 
 def _probe(model, names, tmp_path):
     """ONNX Runtime's values of the tensors ``names`` of ``model`` (the exported graph) for two random rows."""
-    probe = _copy(model)
-    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
-    onnx.save(probe, tmp_path / "probe.onnx")
     feed = {"input_ids": np.random.default_rng(5).integers(0, 256, (2, 37)).astype(np.int64)}
-    sess = ort_session(tmp_path / "probe.onnx")
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    return ort_probe(model, names, feed, tmp_path)
 
 
 def test_each_rms_norm_becomes_one_node_without_a_gate(case):

@@ -13,7 +13,7 @@ from qmamba.runtime.build import trt_graph
 from qmamba.runtime.trt8_graph import PLUGIN_FLOAT_OUTPUTS, PLUGIN_INT8_INPUTS, float_fake_quant
 
 from tiny_models import tiny_quantized_model
-from trt_helpers import ort_before_and_after, ort_session, random_feed
+from trt_helpers import ort_before_and_after, ort_probe, ort_session, random_feed
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +190,8 @@ def test_decode_linears_become_the_linear_plugin_and_compute_the_same(exported, 
     inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
 
     # ONNX Runtime on the exported graph, with every tensor the fused nodes read or write as an output.
-    probe = onnx.ModelProto.FromString(before.SerializeToString())
-    names = {x for n in fused for x in [*n.input, *n.output] if x not in inits} - {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
-    onnx.save(probe, tmp_path / "probe.onnx")
-    feed = random_feed(before, 3, 1, seed=1)
-    sess = ort_session(tmp_path / "probe.onnx")
-    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    names = {x for n in fused for x in [*n.input, *n.output] if x not in inits} - {o.name for o in before.graph.output}
+    values = ort_probe(before, names, random_feed(before, 3, 1, seed=1), tmp_path)
     values.update(inits)
     for node, a in zip(fused, attrs):
         t = [torch.from_numpy(np.asarray(values[i]).copy()) for i in node.input]
@@ -228,12 +223,8 @@ def _copy(model):
 def _probe_values(before, names, tmp_path, batch=3, seed=1):
     """ONNX Runtime on the exported graph with ``names`` as extra float outputs; the feed holds random
     token ids and random int8 states (saturated values included)."""
-    probe = _copy(before)
-    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
-    onnx.save(probe, tmp_path / "probe.onnx")
     feed = random_feed(before, batch, 1, seed)
-    sess = ort_session(tmp_path / "probe.onnx")
-    return {**feed, **dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))}
+    return {**feed, **ort_probe(before, names, feed, tmp_path)}
 
 
 def test_decode_mixers_become_the_mixer_plugin_and_compute_the_same(exported_decode, tmp_path):

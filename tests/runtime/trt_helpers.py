@@ -93,6 +93,16 @@ def random_feed(model, batch: int, seqlen: int, seed: int) -> dict:
     return feed
 
 
+def ort_probe(model, names, feed: dict, tmp_path: Path) -> dict:
+    """ONNX Runtime's values of the tensors ``names`` of ``model`` (made extra float outputs of a copy of it)
+    and of its outputs, on ``feed``."""
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in sorted(names))
+    onnx.save(probe, tmp_path / "probe.onnx")
+    sess = ort_session(tmp_path / "probe.onnx")
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+
+
 def ort_before_and_after(before, after, feed: dict, tmp_path: Path) -> tuple[list, list]:
     """ONNX Runtime's outputs of a graph after and before a rewrite, on the same feed: (after's, before's)."""
     onnx.save(before, tmp_path / "before.onnx")
