@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from qmamba.errors import BadInputError
-from qmamba.export.metadata import ENGINES_METADATA, read_engines_metadata
+from qmamba.export.metadata import ENGINES_METADATA, read_json_object
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,15 @@ class TrtRunnerError(RuntimeError):
 
 class TrtBadInputError(TrtRunnerError, BadInputError):
     """Input the engines cannot take (a prompt outside the prefill profile, a batch above the session's)."""
+
+
+def prefill_seq_range(metadata_path: Path):
+    """The prefill profile's (min, opt, max) prompt lengths in the qmamba_engines.json that qmamba build wrote
+    beside the engines; None without one (the runner's own check then applies)."""
+    if not metadata_path.is_file():
+        return None
+    seq = read_json_object(metadata_path).get("profiles", {}).get("prefill", {}).get("seq")
+    return tuple(int(v) for v in seq) if isinstance(seq, list) and len(seq) == 3 else None
 
 
 def check_prefill_shape(batch: int, seqlen: int, max_batch: int, seq_range, where: str) -> None:
@@ -359,9 +368,7 @@ class TrtSession:
         self.batch = 0
         self.max_batch = int(max_batch)
         self._where = str(engine_dir / "prefill.engine")
-        # Folders that qmamba build wrote carry the profiles; without them the runner's own check applies.
-        self._seq_range = (tuple(read_engines_metadata(engine_dir)["profiles"]["prefill"]["seq"])
-                           if (engine_dir / ENGINES_METADATA).is_file() else None)
+        self._seq_range = prefill_seq_range(engine_dir / ENGINES_METADATA)
 
     def _check_prefill(self, batch: int, seqlen: int) -> None:
         check_prefill_shape(batch, seqlen, self.max_batch, self._seq_range, self._where)

@@ -89,3 +89,12 @@ def test_prefill_inside_the_profile_passes_and_no_profile_leaves_the_length_to_t
     for batch, seqlen in ((1, 1), (2, 64), (1, 32)):
         trt_runner.check_prefill_shape(batch, seqlen, 2, (1, 32, 64), "engines/prefill.engine")
     trt_runner.check_prefill_shape(1, 100_000, 1, None, "engines/prefill.engine")
+
+
+def test_prefill_seq_range_is_read_from_the_engines_metadata(tmp_path):
+    meta = tmp_path / "qmamba_engines.json"
+    assert trt_runner.prefill_seq_range(meta) is None
+    meta.write_text('{"format": "qmamba-engines", "profiles": {"prefill": {"batch": [1, 1, 2], "seq": [1, 32, 64]}}}')
+    assert trt_runner.prefill_seq_range(meta) == (1, 32, 64)
+    meta.write_text('{"format": "qmamba-engines"}')  # written before the profiles were: left to the runner
+    assert trt_runner.prefill_seq_range(meta) is None
