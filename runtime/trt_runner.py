@@ -6,9 +6,8 @@ against TensorRT. Device memory and streams come from cuda-python (``cuda.bindin
 
 Every runner failure raises ``TrtRunnerError`` with the runner's message (which names the engine,
 tensor and problem: a shape outside the profile, an engine for another GPU, a plugin library of
-another version, ...). A session checks its prompts against the profiles that ``qmamba build`` wrote
-beside the engines before it calls the runner, and raises ``TrtBadInputError`` (a ``TrtRunnerError``
-and a ``BadInputError``: the command line's bad-input exit) for one that does not fit.
+another version, ...); what the runner reports as bad input (``QMR_BAD_INPUT``) raises
+``TrtBadInputError``, a ``TrtRunnerError`` and a ``BadInputError``: the command line's bad-input exit.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from qmamba.errors import BadInputError
-from qmamba.export.metadata import ENGINES_METADATA, read_json_object
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,27 +35,8 @@ class TrtRunnerError(RuntimeError):
 
 
 class TrtBadInputError(TrtRunnerError, BadInputError):
-    """Input the engines cannot take (a prompt outside the prefill profile, a batch above the session's)."""
-
-
-def prefill_seq_range(metadata_path: Path):
-    """The prefill profile's (min, opt, max) prompt lengths in the qmamba_engines.json that qmamba build wrote
-    beside the engines; None without one (the runner's own check then applies)."""
-    if not metadata_path.is_file():
-        return None
-    seq = read_json_object(metadata_path).get("profiles", {}).get("prefill", {}).get("seq")
-    return tuple(int(v) for v in seq) if isinstance(seq, list) and len(seq) == 3 else None
-
-
-def check_prefill_shape(batch: int, seqlen: int, max_batch: int, seq_range, where: str) -> None:
-    """Raises TrtBadInputError unless a prefill of [batch, seqlen] fits the session (batch 1..max_batch) and
-    the prefill engine's sequence range ``seq_range`` (min, opt, max; None: left to the runner)."""
-    if not 1 <= batch <= max_batch:
-        raise TrtBadInputError(f"{where}: batch {batch} is outside [1, {max_batch}] (the session's max_batch)")
-    if seq_range is not None and not seq_range[0] <= seqlen <= seq_range[2]:
-        raise TrtBadInputError(f"{where}: a prompt of {seqlen} tokens is outside the engine's profile "
-                               f"[{seq_range[0]}, {seq_range[2]}]; rebuild with a larger range "
-                               f"(qmamba build --seq MIN,OPT,MAX)")
+    """What the runner was given and cannot take (QMR_BAD_INPUT): a shape outside the engine's profile, a batch
+    above the session's, an engine for another GPU or library, a damaged file."""
 
 
 def _find_library(env: str, name: str) -> Path:
@@ -128,9 +107,13 @@ def runner_library() -> ctypes.CDLL:
     return lib
 
 
+QMR_BAD_INPUT = -2  # qmamba_runner.h's qmr_status: what was given cannot be taken (QMR_FAILED = -1: the work failed)
+
+
 def _check(rc: int) -> None:
     if rc != 0:
-        raise TrtRunnerError(runner_library().qmr_last_error().decode(errors="replace"))
+        message = runner_library().qmr_last_error().decode(errors="replace")
+        raise (TrtBadInputError if rc == QMR_BAD_INPUT else TrtRunnerError)(message)
 
 
 def _b(s) -> bytes:
@@ -366,12 +349,6 @@ class TrtSession:
         self._h = handle
         self.vocab = self._lib.qmr_session_vocab(self._h)
         self.batch = 0
-        self.max_batch = int(max_batch)
-        self._where = str(engine_dir / "prefill.engine")
-        self._seq_range = prefill_seq_range(engine_dir / ENGINES_METADATA)
-
-    def _check_prefill(self, batch: int, seqlen: int) -> None:
-        check_prefill_shape(batch, seqlen, self.max_batch, self._seq_range, self._where)
 
     @property
     def state_names(self) -> list[str]:
@@ -382,7 +359,6 @@ class TrtSession:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.ndim != 2:
             raise ValueError(f"prefill ids must be [batch, seq], got shape {ids.shape}")
-        self._check_prefill(*ids.shape)
         out = np.empty((ids.shape[0], self.vocab), dtype=np.float32)
         _check(self._lib.qmr_session_prefill(self._h, ids.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
                                              ids.shape[0], ids.shape[1],
@@ -407,7 +383,6 @@ class TrtSession:
 
     def bench(self, batch: int, seqlen: int, iters: int = 20, use_graph: bool = True) -> tuple[float, float]:
         """(prefill ms, decode ms per step), measured on the device."""
-        self._check_prefill(batch, seqlen)
         pre, dec = ctypes.c_double(), ctypes.c_double()
         _check(self._lib.qmr_session_bench(self._h, batch, seqlen, iters, int(use_graph), ctypes.byref(pre),
                                            ctypes.byref(dec)))
@@ -416,7 +391,6 @@ class TrtSession:
 
     def profile(self, batch: int, seqlen: int, iters: int = 10) -> str:
         """TensorRT's per-layer times (mean ms, slowest first) of a prefill and of a decode step."""
-        self._check_prefill(batch, seqlen)
         report = ctypes.c_char_p()
         _check(self._lib.qmr_session_profile(self._h, batch, seqlen, iters, ctypes.byref(report)))
         self.batch = batch

@@ -37,7 +37,7 @@ size_t dtypeSize(int dtype)
     case QMR_INT64: return 8;
     case QMR_INT8:
     case QMR_BOOL: return 1;
-    default: throw RunnerError("tensor of an unsupported data type");
+    default: throw BadInputError("tensor of an unsupported data type");
     }
 }
 
@@ -61,12 +61,12 @@ Engine::Engine(std::string const& enginePath, std::string const& pluginLibrary)
     // TensorRT's deserializer is not a validator: refuse an empty or truncated file before it sees one.
     if (plan.empty())
     {
-        throw RunnerError("engine " + enginePath + " is empty (0 bytes): build it again with `qmamba build`");
+        throw BadInputError("engine " + enginePath + " is empty (0 bytes): build it again with `qmamba build`");
     }
     auto const planBytes = metadata.find("plan_bytes");
     if (planBytes != metadata.end() && planBytes->second != std::to_string(plan.size()))
     {
-        throw RunnerError("engine " + enginePath + " holds " + std::to_string(plan.size()) + " bytes, its .json says "
+        throw BadInputError("engine " + enginePath + " holds " + std::to_string(plan.size()) + " bytes, its .json says "
             + planBytes->second + " were written (a truncated or replaced file): build it again with `qmamba build`");
     }
     Logger& logger = Logger::instance();
@@ -104,14 +104,14 @@ TensorInfo const& Engine::info(std::string const& name) const
             return t;
         }
     }
-    throw RunnerError(mPath + " has no tensor named " + name);
+    throw BadInputError(mPath + " has no tensor named " + name);
 }
 
 void Engine::profile(std::string const& name, nvinfer1::Dims& min, nvinfer1::Dims& opt, nvinfer1::Dims& max) const
 {
     if (!info(name).isInput)
     {
-        throw RunnerError(name + " is an output of " + mPath + "; profiles are defined for inputs");
+        throw BadInputError(name + " is an output of " + mPath + "; profiles are defined for inputs");
     }
     min = mEngine->getProfileShape(name.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
     opt = mEngine->getProfileShape(name.c_str(), 0, nvinfer1::OptProfileSelector::kOPT);
@@ -123,11 +123,11 @@ void Engine::setInputShape(std::string const& name, nvinfer1::Dims const& dims)
     TensorInfo const& t = info(name);
     if (!t.isInput)
     {
-        throw RunnerError(name + " is an output of " + mPath + ", not an input");
+        throw BadInputError(name + " is an output of " + mPath + ", not an input");
     }
     if (dims.nbDims != t.dims.nbDims)
     {
-        throw RunnerError("input " + name + " of " + mPath + " has rank " + std::to_string(t.dims.nbDims) + " ("
+        throw BadInputError("input " + name + " of " + mPath + " has rank " + std::to_string(t.dims.nbDims) + " ("
             + dimsString(t.dims) + "), got shape " + dimsString(dims));
     }
     nvinfer1::Dims min, opt, max;
@@ -136,7 +136,7 @@ void Engine::setInputShape(std::string const& name, nvinfer1::Dims const& dims)
     {
         if (dims.d[i] < min.d[i] || dims.d[i] > max.d[i])
         {
-            throw RunnerError("input " + name + " shape " + dimsString(dims) + ": dimension " + std::to_string(i) + " = "
+            throw BadInputError("input " + name + " shape " + dimsString(dims) + ": dimension " + std::to_string(i) + " = "
                 + std::to_string(dims.d[i]) + " is outside the engine's profile [" + std::to_string(min.d[i]) + ", "
                 + std::to_string(max.d[i]) + "] (" + mPath + "); rebuild with a larger range");
         }
@@ -161,7 +161,7 @@ size_t Engine::bytes(std::string const& name) const
     {
         if (d.d[i] < 0)
         {
-            throw RunnerError("shape of " + name + " is not known yet (" + dimsString(d) + "): set the input shapes first");
+            throw BadInputError("shape of " + name + " is not known yet (" + dimsString(d) + "): set the input shapes first");
         }
         n *= static_cast<size_t>(d.d[i]);
     }

@@ -32,7 +32,7 @@ void checkProfile(qmr_profile const& p)
         && p.seq_min <= p.seq_opt && p.seq_opt <= p.seq_max;
     if (!ok)
     {
-        throw RunnerError("bad profile (" + describeProfile(p) + "): need 1 <= min <= opt <= max for batch and seq");
+        throw BadInputError("bad profile (" + describeProfile(p) + "): need 1 <= min <= opt <= max for batch and seq");
     }
 }
 
@@ -50,7 +50,7 @@ nvinfer1::Dims profileDims(nvinfer1::ITensor const& input, qmr_profile const& p,
         }
         if (i > 1)
         {
-            throw RunnerError(std::string("input ") + input.getName() + " has a dynamic dimension " + std::to_string(i)
+            throw BadInputError(std::string("input ") + input.getName() + " has a dynamic dimension " + std::to_string(i)
                 + "; only dimension 0 (batch) and 1 (sequence) may be dynamic");
         }
         d.d[i] = static_cast<int32_t>(i == 0 ? batch[which] : seq[which]);
@@ -191,7 +191,7 @@ void buildEngine(std::string const& onnxPath, std::string const& pluginLibrary, 
     {
         if (options.optimization_level < 0 || options.optimization_level > 5)
         {
-            throw RunnerError("optimization level " + std::to_string(options.optimization_level) + " is outside 0..5");
+            throw BadInputError("optimization level " + std::to_string(options.optimization_level) + " is outside 0..5");
         }
         config->setBuilderOptimizationLevel(options.optimization_level);
     }

@@ -48,7 +48,7 @@ std::string Engine::profileLayers(cudaStream_t stream, int iters)
 {
     if (iters < 1)
     {
-        throw RunnerError("iters must be >= 1");
+        throw BadInputError("iters must be >= 1");
     }
     // TensorRT 8.6 cannot take a profiler off a context again (setProfiler(nullptr) is refused) and a
     // second live context cannot take the engine's one profile: the profile runs on a context of its
@@ -64,7 +64,7 @@ std::string Engine::profileLayers(cudaStream_t stream, int iters)
         void* ptr = const_cast<void*>(mContext->getTensorAddress(t.name.c_str()));
         if (ptr == nullptr)
         {
-            throw RunnerError("profile " + mPath + ": set the address of " + t.name + " first");
+            throw BadInputError("profile " + mPath + ": set the address of " + t.name + " first");
         }
         addresses.emplace_back(t.name, ptr);
     }

@@ -29,10 +29,11 @@ int usage()
     return 2;
 }
 
-int fail(char const* what)
+// The exit code of a failed call, as qmamba's: 2 for bad input (QMR_BAD_INPUT), 1 for a failure of the work.
+int fail(char const* what, int status)
 {
     std::fprintf(stderr, "qmamba_trt: %s: %s\n", what, qmr_last_error());
-    return 1;
+    return status == QMR_BAD_INPUT ? 2 : 1;
 }
 
 bool parseRange(std::string const& s, int64_t* out)
@@ -112,9 +113,9 @@ int main(int argc, char** argv)
             o.optimization_level = static_cast<int32_t>(level);
         }
         o.timing_cache = opt.count("--timing-cache") ? opt["--timing-cache"].c_str() : nullptr;
-        if (qmr_build_engine(target.c_str(), plugins.c_str(), &o, pos[0].c_str()) != 0)
+        if (int const st = qmr_build_engine(target.c_str(), plugins.c_str(), &o, pos[0].c_str()); st != QMR_OK)
         {
-            return fail("build");
+            return fail("build", st);
         }
         std::printf("built %s from %s\n", pos[0].c_str(), target.c_str());
         return 0;
@@ -122,9 +123,9 @@ int main(int argc, char** argv)
     if (cmd == "info")
     {
         qmr_engine* e = nullptr;
-        if (qmr_engine_load(target.c_str(), plugins.c_str(), &e) != 0)
+        if (int const st = qmr_engine_load(target.c_str(), plugins.c_str(), &e); st != QMR_OK)
         {
-            return fail("load");
+            return fail("load", st);
         }
         for (int i = 0; i < qmr_engine_num_io(e); ++i)
         {
@@ -146,9 +147,9 @@ int main(int argc, char** argv)
     {
         int const batch = cmd == "bench" && opt.count("--batch") ? std::atoi(opt["--batch"].c_str()) : 1;
         qmr_session* s = nullptr;
-        if (qmr_session_open(target.c_str(), plugins.c_str(), batch, &s) != 0)
+        if (int const st = qmr_session_open(target.c_str(), plugins.c_str(), batch, &s); st != QMR_OK)
         {
-            return fail("open");
+            return fail("open", st);
         }
         int const vocab = qmr_session_vocab(s);
         int rc = 0;
@@ -157,9 +158,9 @@ int main(int argc, char** argv)
             int const seq = opt.count("--seq") ? std::atoi(opt["--seq"].c_str()) : 512;
             int const iters = opt.count("--iters") ? std::atoi(opt["--iters"].c_str()) : 20;
             double pre = 0, dec = 0;
-            if (qmr_session_bench(s, batch, seq, iters, graph ? 1 : 0, &pre, &dec) != 0)
+            if (int const st = qmr_session_bench(s, batch, seq, iters, graph ? 1 : 0, &pre, &dec); st != QMR_OK)
             {
-                rc = fail("bench");
+                rc = fail("bench", st);
             }
             else
             {
@@ -183,17 +184,20 @@ int main(int argc, char** argv)
                 v &= 0xff; // byte-level vocabulary
             }
             std::vector<float> logits(vocab);
-            if (qmr_session_prefill(s, ids.data(), 1, static_cast<int>(ids.size()), logits.data()) != 0)
+            if (int const st = qmr_session_prefill(s, ids.data(), 1, static_cast<int>(ids.size()), logits.data()); st != QMR_OK)
             {
-                rc = fail("prefill");
+                rc = fail("prefill", st);
             }
             for (int t = 0; rc == 0 && t < tokens; ++t)
             {
                 int64_t next = argmax(logits.data(), vocab);
                 std::printf("%d%s", static_cast<int>(next), t + 1 < tokens ? " " : "\n");
-                if (t + 1 < tokens && qmr_session_decode(s, &next, logits.data(), graph ? 1 : 0) != 0)
+                if (t + 1 < tokens)
                 {
-                    rc = fail("decode");
+                    if (int const st = qmr_session_decode(s, &next, logits.data(), graph ? 1 : 0); st != QMR_OK)
+                    {
+                        rc = fail("decode", st);
+                    }
                 }
             }
         }

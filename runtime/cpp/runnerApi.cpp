@@ -1,5 +1,6 @@
-// The C ABI of qmamba_runner.h: each entry point catches every exception and turns it into -1 plus
-// qmr_last_error(), so callers (ctypes, C) never see a C++ exception or an abort.
+// The C ABI of qmamba_runner.h: each entry point catches every exception and turns it into QMR_BAD_INPUT
+// (a BadInputError) or QMR_FAILED plus qmr_last_error(), so callers (ctypes, C) never see a C++ exception or
+// an abort.
 #include "qmamba_runner.h"
 
 #include "engine.h"
@@ -35,7 +36,12 @@ int guarded(F&& f)
     {
         tLastError.clear();
         f();
-        return 0;
+        return QMR_OK;
+    }
+    catch (qmr::BadInputError const& e)
+    {
+        tLastError = e.what();
+        return QMR_BAD_INPUT;
     }
     catch (std::exception const& e)
     {
@@ -45,14 +51,14 @@ int guarded(F&& f)
     {
         tLastError = "unknown error";
     }
-    return -1;
+    return QMR_FAILED;
 }
 
 void need(void const* p, char const* what)
 {
     if (p == nullptr)
     {
-        throw qmr::RunnerError(std::string(what) + " is NULL");
+        throw qmr::BadInputError(std::string(what) + " is NULL");
     }
 }
 
@@ -60,7 +66,7 @@ nvinfer1::Dims toDims(int nbdims, int64_t const* dims)
 {
     if (nbdims < 0 || nbdims > nvinfer1::Dims::MAX_DIMS)
     {
-        throw qmr::RunnerError("rank " + std::to_string(nbdims) + " is unsupported");
+        throw qmr::BadInputError("rank " + std::to_string(nbdims) + " is unsupported");
     }
     nvinfer1::Dims d{};
     d.nbDims = nbdims;
@@ -136,7 +142,7 @@ int qmr_engine_io(const qmr_engine* engine, int index, const char** name, int* i
         auto const& io = engine->engine->io();
         if (index < 0 || index >= static_cast<int>(io.size()))
         {
-            throw qmr::RunnerError("tensor index " + std::to_string(index) + " is out of range");
+            throw qmr::BadInputError("tensor index " + std::to_string(index) + " is out of range");
         }
         auto const& t = io[index];
         *name = t.name.c_str();

@@ -135,7 +135,7 @@ std::string loadPluginLibrary(std::string const& path)
     auto version = reinterpret_cast<VersionFn>(dlsym(handle, "qmamba_plugin_library_version"));
     if (version == nullptr)
     {
-        throw RunnerError(path + " is not a qmamba plugin library (no qmamba_plugin_library_version)");
+        throw BadInputError(path + " is not a qmamba plugin library (no qmamba_plugin_library_version)");
     }
     std::string const v = version();
     std::string const mine = tensorrtVersion();
@@ -143,7 +143,7 @@ std::string loadPluginLibrary(std::string const& path)
     std::string const major = mine.substr(0, mine.find('.'));
     if (v.find(major + ".") == std::string::npos)
     {
-        throw RunnerError("plugin library " + path + " (" + v + ") was compiled for another TensorRT than this runner ("
+        throw BadInputError("plugin library " + path + " (" + v + ") was compiled for another TensorRT than this runner ("
             + mine + ")");
     }
     loaded[path] = v;
@@ -236,7 +236,7 @@ Metadata readMetadata(std::string const& path)
     }
     if (inString || strings.size() % 2 != 0)
     {
-        throw RunnerError(path + " is not a flat JSON object of strings (the engine metadata qmamba writes)");
+        throw BadInputError(path + " is not a flat JSON object of strings (the engine metadata qmamba writes)");
     }
     for (size_t i = 0; i + 1 < strings.size(); i += 2)
     {
@@ -261,18 +261,18 @@ void checkMetadata(std::string const& enginePath, Metadata const& m, std::string
     std::string const cc = std::to_string(gpu.major) + "." + std::to_string(gpu.minor);
     if (get("compute_capability") != cc)
     {
-        throw RunnerError("engine " + enginePath + " was built for another GPU (" + get("gpu") + ", compute capability "
+        throw BadInputError("engine " + enginePath + " was built for another GPU (" + get("gpu") + ", compute capability "
             + get("compute_capability") + "); this GPU is " + gpu.name + " (compute capability " + cc
             + "): rebuild the engine on this GPU");
     }
     if (get("tensorrt") != tensorrtVersion())
     {
-        throw RunnerError("engine " + enginePath + " was built with " + get("tensorrt") + ", this runner uses "
+        throw BadInputError("engine " + enginePath + " was built with " + get("tensorrt") + ", this runner uses "
             + tensorrtVersion() + ": rebuild the engine");
     }
     if (get("plugin_library") != pluginVersion)
     {
-        throw RunnerError("engine " + enginePath + " was built with plugin library '" + get("plugin_library")
+        throw BadInputError("engine " + enginePath + " was built with plugin library '" + get("plugin_library")
             + "', the library given is '" + pluginVersion + "': use the library the engine was built with, or rebuild it");
     }
 }
@@ -282,14 +282,14 @@ std::vector<char> readFile(std::string const& path)
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     if (!f)
     {
-        throw RunnerError("cannot read " + path);
+        throw BadInputError("cannot read " + path);
     }
     std::streamsize const size = f.tellg();
     f.seekg(0);
     std::vector<char> data(static_cast<size_t>(size));
     if (!f.read(data.data(), size))
     {
-        throw RunnerError("cannot read " + path);
+        throw BadInputError("cannot read " + path);
     }
     return data;
 }

@@ -21,6 +21,15 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// What the caller gave that the runner cannot take: an argument, a shape outside the engine's profile, a batch
+// above the session's, an engine or plugin library made for another GPU, TensorRT or qmamba, an empty,
+// truncated or unreadable file. The C ABI returns QMR_BAD_INPUT for it (every other RunnerError: QMR_FAILED).
+class BadInputError : public RunnerError
+{
+public:
+    using RunnerError::RunnerError;
+};
+
 // Prints warnings and errors to stderr and keeps the recent errors, so that a failed TensorRT call is
 // reported with what TensorRT (and the plugins, through getLogger()) said about it.
 class Logger : public nvinfer1::ILogger

@@ -66,14 +66,14 @@ std::string only(Engine const& e, bool (*pred)(TensorInfo const&), char const* w
         {
             if (!found.empty())
             {
-                throw RunnerError(e.path() + " has more than one " + what + " (" + found + ", " + t.name + ")");
+                throw BadInputError(e.path() + " has more than one " + what + " (" + found + ", " + t.name + ")");
             }
             found = t.name;
         }
     }
     if (found.empty())
     {
-        throw RunnerError(e.path() + " has no " + what);
+        throw BadInputError(e.path() + " has no " + what);
     }
     return found;
 }
@@ -108,7 +108,7 @@ size_t rowBytes(TensorInfo const& t)
     {
         if (t.dims.d[i] < 0)
         {
-            throw RunnerError("state " + t.name + " has a dynamic dimension " + std::to_string(i) + " "
+            throw BadInputError("state " + t.name + " has a dynamic dimension " + std::to_string(i) + " "
                 + dimsString(t.dims) + "; only the batch may be dynamic");
         }
         n *= static_cast<size_t>(t.dims.d[i]);
@@ -123,7 +123,7 @@ Session::Session(std::string const& engineDir, std::string const& pluginLibrary,
 {
     if (maxBatch < 1)
     {
-        throw RunnerError("max_batch must be >= 1, got " + std::to_string(maxBatch));
+        throw BadInputError("max_batch must be >= 1, got " + std::to_string(maxBatch));
     }
     mPrefill = std::make_unique<Engine>(engineDir + "/prefill.engine", pluginLibrary);
     mDecode = std::make_unique<Engine>(engineDir + "/decode.engine", pluginLibrary);
@@ -159,7 +159,7 @@ void Session::findRoles()
     mVocab = static_cast<int>(logits.dims.d[logits.dims.nbDims - 1]);
     if (mVocab <= 0)
     {
-        throw RunnerError("the vocabulary (last dimension of " + mDecodeLogits + ") must be static");
+        throw BadInputError("the vocabulary (last dimension of " + mDecodeLogits + ") must be static");
     }
     std::vector<std::string> prefillStates;
     for (auto const& t : mPrefill->io())
@@ -190,7 +190,7 @@ void Session::findRoles()
         }
         if (s.decodeOutput.empty())
         {
-            throw RunnerError(mDecode->path() + ": no output carries state input " + t.name + " (expected one of "
+            throw BadInputError(mDecode->path() + ": no output carries state input " + t.name + " (expected one of "
                 + outputCandidates(t.name).back() + ", " + t.name + "_out, present_*, *_out*)");
         }
         // The prefill names its state outputs like the decode engine does; else they come in the same order.
@@ -205,12 +205,12 @@ void Session::findRoles()
         }
         else
         {
-            throw RunnerError(mPrefill->path() + " has no state output for " + s.decodeOutput);
+            throw BadInputError(mPrefill->path() + " has no state output for " + s.decodeOutput);
         }
         s.rowBytes = rowBytes(t);
         if (rowBytes(mPrefill->info(s.prefillOutput)) != s.rowBytes)
         {
-            throw RunnerError("state " + s.prefillOutput + " of the prefill engine and " + t.name
+            throw BadInputError("state " + s.prefillOutput + " of the prefill engine and " + t.name
                 + " of the decode engine differ in size");
         }
         s.buf[0] = DeviceBuffer(s.rowBytes * mMaxBatch);
@@ -221,14 +221,14 @@ void Session::findRoles()
     }
     if (k != prefillStates.size())
     {
-        throw RunnerError("the prefill engine has " + std::to_string(prefillStates.size())
+        throw BadInputError("the prefill engine has " + std::to_string(prefillStates.size())
             + " state outputs, the decode engine " + std::to_string(k) + " state inputs");
     }
     nvinfer1::Dims mn, op, mx;
     mPrefill->profile(mPrefillIds, mn, op, mx);
     if (mMaxBatch > mx.d[0])
     {
-        throw RunnerError("max_batch " + std::to_string(mMaxBatch) + " exceeds the prefill engine's profile (batch <= "
+        throw BadInputError("max_batch " + std::to_string(mMaxBatch) + " exceeds the prefill engine's profile (batch <= "
             + std::to_string(mx.d[0]) + ")");
     }
     size_t const idSize = dtypeSize(mPrefill->info(mPrefillIds).dtype);
@@ -248,7 +248,7 @@ void Session::uploadIds(Engine& engine, std::string const& name, DeviceBuffer& d
     size_t const bytes = count * dtypeSize(dtype);
     if (bytes > dev.bytes())
     {
-        throw RunnerError("token ids do not fit the buffer of " + name);
+        throw BadInputError("token ids do not fit the buffer of " + name);
     }
     mHostStaging.resize(std::max(mHostStaging.size(), bytes));
     if (dtype == QMR_INT64)
@@ -267,7 +267,7 @@ void Session::uploadIds(Engine& engine, std::string const& name, DeviceBuffer& d
     {
         if (ids[i] < 0 || ids[i] >= mVocab)
         {
-            throw RunnerError("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i)
+            throw BadInputError("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i)
                 + " is outside the vocabulary [0, " + std::to_string(mVocab) + ")");
         }
     }
@@ -282,7 +282,7 @@ void Session::copyLastLogits(Engine& engine, std::string const& name, int batch,
     size_t const positions = d.nbDims == 3 ? static_cast<size_t>(d.d[1]) : 1;
     if (positions != 1 && positions != static_cast<size_t>(seqlen))
     {
-        throw RunnerError(name + " has shape " + dimsString(d) + ", expected one or every position");
+        throw BadInputError(name + " has shape " + dimsString(d) + ", expected one or every position");
     }
     DeviceBuffer const& src = (&engine == mPrefill.get()) ? mPrefillLogitsBuf : mDecodeLogitsBuf;
     size_t const row = static_cast<size_t>(mVocab) * esz;
@@ -338,7 +338,7 @@ void Session::prefill(int64_t const* ids, int batch, int seqlen, float* logitsOu
 {
     if (batch < 1 || batch > mMaxBatch)
     {
-        throw RunnerError("batch " + std::to_string(batch) + " is outside [1, " + std::to_string(mMaxBatch)
+        throw BadInputError("batch " + std::to_string(batch) + " is outside [1, " + std::to_string(mMaxBatch)
             + "] (the session's max_batch)");
     }
     nvinfer1::Dims d{};
@@ -421,7 +421,7 @@ void Session::decode(int64_t const* ids, float* logitsOut, bool useGraph)
 {
     if (mBatch == 0)
     {
-        throw RunnerError("decode before prefill: run a prompt first");
+        throw BadInputError("decode before prefill: run a prompt first");
     }
     uploadIds(*mDecode, mDecodeIds, mDecodeIdsBuf, ids, static_cast<size_t>(mBatch));
     if (useGraph)
@@ -449,7 +449,7 @@ void Session::readState(std::string const& name, void* host, size_t bytes) const
             size_t const want = s.rowBytes * mBatch;
             if (bytes != want)
             {
-                throw RunnerError("state " + name + " holds " + std::to_string(want) + " bytes for batch "
+                throw BadInputError("state " + name + " holds " + std::to_string(want) + " bytes for batch "
                     + std::to_string(mBatch) + ", asked for " + std::to_string(bytes));
             }
             checkCuda(cudaStreamSynchronize(mStream), "sync");
@@ -457,7 +457,7 @@ void Session::readState(std::string const& name, void* host, size_t bytes) const
             return;
         }
     }
-    throw RunnerError("no state named " + name + " (states: " + mStateNames + ")");
+    throw BadInputError("no state named " + name + " (states: " + mStateNames + ")");
 }
 
 } // namespace qmr

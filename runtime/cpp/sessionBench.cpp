@@ -12,7 +12,7 @@ void Session::bench(int batch, int seqlen, int iters, bool useGraph, double& pre
 {
     if (iters < 1)
     {
-        throw RunnerError("iters must be >= 1");
+        throw BadInputError("iters must be >= 1");
     }
     std::vector<int64_t> ids(static_cast<size_t>(batch) * seqlen, 1);
     std::vector<float> logits(static_cast<size_t>(batch) * mVocab);

@@ -36,18 +36,20 @@ def _copy(engines, tmp_path):
     return tmp_path / "engines"
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda b: b"", "is empty (0 bytes)"),
-    (lambda b: b[: len(b) // 2], "(a truncated or replaced file)"),
-    (lambda b: np.random.default_rng(0).bytes(len(b)), "cannot deserialize"),
+# Empty and truncated files are refused before TensorRT sees them, as bad input; random bytes of the right
+# length reach TensorRT's deserializer, whose refusal is a failure of the work.
+@pytest.mark.parametrize("damage, words, error", [
+    (lambda b: b"", "is empty (0 bytes)", trt_runner.TrtBadInputError),
+    (lambda b: b[: len(b) // 2], "(a truncated or replaced file)", trt_runner.TrtBadInputError),
+    (lambda b: np.random.default_rng(0).bytes(len(b)), "cannot deserialize", trt_runner.TrtRunnerError),
 ], ids=["empty", "truncated", "random-bytes"])
-def test_damaged_engine_file_is_refused(engines, tmp_path, damage, words):
+def test_damaged_engine_file_is_refused(engines, tmp_path, damage, words, error):
     folder = _copy(engines, tmp_path)
     path = folder / "decode.engine"
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(trt_runner.TrtRunnerError, match=re.escape(words)):
+    with pytest.raises(error, match=re.escape(words)):
         trt_runner.TrtEngine(path)
-    with pytest.raises(trt_runner.TrtRunnerError, match="decode.engine"):
+    with pytest.raises(error, match="decode.engine"):
         trt_runner.TrtSession(folder)
 
 
@@ -56,16 +58,16 @@ def test_engine_of_another_plugin_version_is_refused(engines, tmp_path):
     meta_path = folder / "prefill.engine.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "plugin_library": "qmamba-trt-plugins 0.0.1; format 0"}))
-    with pytest.raises(trt_runner.TrtRunnerError, match="built with plugin library 'qmamba-trt-plugins 0.0.1"):
+    with pytest.raises(trt_runner.TrtBadInputError, match="built with plugin library 'qmamba-trt-plugins 0.0.1"):
         trt_runner.TrtSession(folder)
 
 
 def test_prompt_outside_the_profile_is_refused(engines):
     session = trt_runner.TrtSession(engines, max_batch=2)
-    with pytest.raises(trt_runner.TrtRunnerError, match=r"is outside the engine's profile \[1, 64\]"):
+    with pytest.raises(trt_runner.TrtBadInputError, match=r"is outside the engine's profile \[1, 64\]"):
         session.prefill(np.zeros((1, 65), np.int64))
     # the session was opened for the engines' whole batch range: its own bound says it
-    with pytest.raises(trt_runner.TrtRunnerError, match=r"batch 3 is outside \[1, 2\]"):
+    with pytest.raises(trt_runner.TrtBadInputError, match=r"batch 3 is outside \[1, 2\]"):
         session.prefill(np.zeros((3, 4), np.int64))
 
 
@@ -95,5 +97,5 @@ def test_state_of_the_wrong_dtype_or_rank_is_refused(engines):
         engine.infer(feed)
     feed = _decode_feed(engine, 1)
     feed[state.name] = feed[state.name][0]
-    with pytest.raises(trt_runner.TrtRunnerError, match=f"input {state.name} .* has rank"):
+    with pytest.raises(trt_runner.TrtBadInputError, match=f"input {state.name} .* has rank"):
         engine.infer(feed)

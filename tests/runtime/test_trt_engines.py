@@ -125,7 +125,7 @@ def test_shape_outside_profile_is_refused(tmp_path):
     _, engine_path, feed = _single_op_engine(tmp_path, "QuantConv1dSiLU", "130m-like", False, 2, 5)
     engine = trt_runner.TrtEngine(engine_path)
     too_long = {k: np.zeros((2, 65, *v.shape[2:]), np.float32) for k, v in feed.items()}
-    with pytest.raises(trt_runner.TrtRunnerError, match=r"dimension 1 = 65 is outside the engine's profile \[1, 64\]"):
+    with pytest.raises(trt_runner.TrtBadInputError, match=r"dimension 1 = 65 is outside the engine's profile \[1, 64\]"):
         engine.infer(too_long)
 
 
@@ -134,10 +134,10 @@ def test_engine_of_another_gpu_or_library_is_refused(tmp_path):
     meta_path = engine_path.with_name(engine_path.name + ".json")
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "compute_capability": "8.7", "gpu": "Orin"}))
-    with pytest.raises(trt_runner.TrtRunnerError, match="built for another GPU .*Orin"):
+    with pytest.raises(trt_runner.TrtBadInputError, match="built for another GPU .*Orin"):
         trt_runner.TrtEngine(engine_path)
     meta_path.write_text(json.dumps({**meta, "plugin_library": "qmamba-trt-plugins 0.0.1; format 0"}))
-    with pytest.raises(trt_runner.TrtRunnerError, match="built with plugin library"):
+    with pytest.raises(trt_runner.TrtBadInputError, match="built with plugin library"):
         trt_runner.TrtEngine(engine_path)
 
 

@@ -2,14 +2,12 @@
 a NaN parameter or a zero scale is refused with the initializer's name, and nothing is written."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from qmamba.cli import exit_code, main
+from qmamba.cli import main
 from qmamba.errors import BadInputError, MissingFileError
 from qmamba.runtime import build, trt_rtx, trt_runner
 from qmamba.runtime.onnx_validate import validate_onnx_model
@@ -69,32 +67,3 @@ def test_trt_rtx_refuses_a_nan_parameter_before_loading(exported, tmp_path, no_t
 def test_validate_names_a_missing_file(tmp_path):
     with pytest.raises(MissingFileError, match="prefill.onnx: no such ONNX file"):
         validate_onnx_model(tmp_path / "prefill.onnx")
-
-
-# A prompt the prefill engine's profile cannot take, or a batch above the session's, is refused before the
-# runner is called, as bad input (the command line's exit 2), naming the range and the engine.
-@pytest.mark.parametrize("batch, seqlen, words", [
-    (1, 65, "engines/prefill.engine: a prompt of 65 tokens is outside the engine's profile [1, 64]"),
-    (1, 0, "a prompt of 0 tokens is outside the engine's profile [1, 64]"),
-    (3, 4, "engines/prefill.engine: batch 3 is outside [1, 2] (the session's max_batch)"),
-    (0, 4, "batch 0 is outside [1, 2]"),
-])
-def test_prefill_outside_the_profile_or_session_is_bad_input(batch, seqlen, words):
-    with pytest.raises(trt_runner.TrtBadInputError, match=re.escape(words)) as caught:
-        trt_runner.check_prefill_shape(batch, seqlen, 2, (1, 32, 64), "engines/prefill.engine")
-    assert isinstance(caught.value, trt_runner.TrtRunnerError) and exit_code(caught.value) == 2
-
-
-def test_prefill_inside_the_profile_passes_and_no_profile_leaves_the_length_to_the_runner():
-    for batch, seqlen in ((1, 1), (2, 64), (1, 32)):
-        trt_runner.check_prefill_shape(batch, seqlen, 2, (1, 32, 64), "engines/prefill.engine")
-    trt_runner.check_prefill_shape(1, 100_000, 1, None, "engines/prefill.engine")
-
-
-def test_prefill_seq_range_is_read_from_the_engines_metadata(tmp_path):
-    meta = tmp_path / "qmamba_engines.json"
-    assert trt_runner.prefill_seq_range(meta) is None
-    meta.write_text('{"format": "qmamba-engines", "profiles": {"prefill": {"batch": [1, 1, 2], "seq": [1, 32, 64]}}}')
-    assert trt_runner.prefill_seq_range(meta) == (1, 32, 64)
-    meta.write_text('{"format": "qmamba-engines"}')  # written before the profiles were: left to the runner
-    assert trt_runner.prefill_seq_range(meta) is None
