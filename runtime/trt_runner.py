@@ -36,7 +36,7 @@ class TrtRunnerError(RuntimeError):
 
 class TrtBadInputError(TrtRunnerError, BadInputError):
     """What the runner was given and cannot take (QMR_BAD_INPUT): a shape outside the engine's profile, a batch
-    above the session's, an engine for another GPU or library, a damaged file."""
+    above the session's, an engine for another GPU or library, an empty or truncated engine file."""
 
 
 def _find_library(env: str, name: str) -> Path:

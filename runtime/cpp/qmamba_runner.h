@@ -1,8 +1,9 @@
 // qmamba's TensorRT runner: a C ABI over TensorRT's C++ API (8.6 and 10+), for Python (ctypes, see
 // runtime/trt_runner.py), Polygraphy and C/C++ deployments. Every function returns QMR_OK (0) on success,
 // QMR_BAD_INPUT (-2) when what it was given cannot be taken (an argument, a shape outside the profile, an
-// engine for another GPU, an empty or truncated engine file) or QMR_FAILED (-1) when the work itself failed (CUDA, TensorRT, a
-// file that cannot be written), each with a readable message in qmr_last_error(); nothing aborts the process.
+// engine for another GPU, an empty or truncated engine file) or QMR_FAILED (-1) when the work itself failed
+// (CUDA, TensorRT, a file that cannot be written), each with a readable message in qmr_last_error(); nothing
+// aborts the process.
 #ifndef QMAMBA_RUNNER_H
 #define QMAMBA_RUNNER_H
 
