@@ -369,7 +369,8 @@ def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugi
 
 
 # --weight-channel-scales: each W8A8 linear's output scale in its weight's DequantizeLinear (the prefill engine's
-# GEMMs apply it), on the same two models.
+# GEMMs apply it), and --in-proj-pieces: in_proj as one GEMM per piece, x | B | C and dt quantized in theirs, on
+# the same two models.
 @pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
 def channel_scale_engines(request, tmp_path_factory):
     from qmamba.runtime.build import build_engines
@@ -377,15 +378,25 @@ def channel_scale_engines(request, tmp_path_factory):
     kind, hadamard = request.param
     root = tmp_path_factory.mktemp(f"channel_{kind}_{hadamard}")
     onnx_dir = export_small_model(root / "onnx", kind, hadamard=hadamard)
-    for on in (True, False):
-        build_engines(onnx_dir, root / f"engines_{on}", batch=(1, 1, 2), seq=(1, 64, 128), no_tactic_libraries=True,
-                      backend="cpp", weight_channel_scales=on)
-    return onnx_dir, root
+    metas = {}
+    for variant, options in (("default", {}), ("channel", {"weight_channel_scales": True}),
+                             ("pieces", {"in_proj_pieces": True})):
+        metas[variant] = build_engines(onnx_dir, root / f"engines_{variant}", batch=(1, 1, 2), seq=(1, 64, 128),
+                                       no_tactic_libraries=True, backend="cpp", **options)
+    return onnx_dir, root, metas
 
 
 def test_weight_channel_scales_engine_matches_default_and_onnxruntime(channel_scale_engines):
-    onnx_dir, root = channel_scale_engines
-    rows = _prefill_agreement(onnx_dir, root / "engines_True", root / "engines_False", "--weight-channel-scales")
+    onnx_dir, root, _ = channel_scale_engines
+    rows = _prefill_agreement(onnx_dir, root / "engines_channel", root / "engines_default", "--weight-channel-scales")
+    assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
+
+
+def test_in_proj_pieces_engine_matches_default_and_onnxruntime(channel_scale_engines):
+    onnx_dir, root, metas = channel_scale_engines
+    assert metas["pieces"]["in_proj_pieces"] == "2 linears as 6 MatMuls, 4 of them with int8 outputs"
+    assert "in_proj_pieces" not in metas["channel"]
+    rows = _prefill_agreement(onnx_dir, root / "engines_pieces", root / "engines_default", "--in-proj-pieces")
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
 
 
