@@ -14,6 +14,8 @@
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 template <class T> inline T __ldg(const T* p) { return *p; }
+template <class T> inline T __ldcs(const T* p) { return *p; }  // streaming load: a plain one here
+inline int __ffs(int v) { return __builtin_ffs(v); }
 inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 inline int __float_as_int(float f) { int u; memcpy(&u, &f, 4); return u; }
 inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

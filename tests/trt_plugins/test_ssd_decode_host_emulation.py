@@ -1,0 +1,92 @@
+"""QuantSSD decode's launcher and kernel compiled for the CPU and run with a host thread per CUDA thread
+(host_emulation/thread_shim.h: block barriers and warp shuffles for real), against the sequential reference
+``quant_ssd_ref``: y within 1e-5 relative (fp32; fp16 y within its rounding), ``ssm_state_out`` within 1 LSB
+and equal but for a few ties (docs/ops.md). Every piece width (16, 8, 4 bytes, bytewise), two pieces a thread,
+the SSD group's state scales in shared memory and read from global memory (a table too large for a block's
+share), batch rows split over blocks or run as many stages of one block, part-full last stages: a piece read
+from the wrong place, a stage's buffer or a lookup table overlapping another, a row left out, each shows here
+without a GPU. The copy of trt_plugins/kernels is patched where it launches (emulate_threads) and where it
+declares its dynamic shared memory (a host buffer, NaN at the start). Says nothing about speed or memory
+ordering on a GPU: test_kernels_gpu.py and compute-sanitizer do."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import kernel_cases as kc
+from host_emulation_build import thread_harness
+from qmamba.export.layer_sizes import LayerShape
+from qmamba.export.ops import quant_ssd_ref
+
+Y_BOUND = 1e-5        # fp32 y: the reference's order, only the sum over d_state differs
+Y_BOUND_FP16 = 1e-3   # fp16 y: its own rounding (2^-11 relative) on top
+TIE_FRACTION = 0.005  # state elements that may land on the other side of a rounding tie
+
+PATCHES = [
+    (r"extern __shared__ __align__\(16\) float smem\[\];", "float* smem = emu::dynamic_shared.data();"),
+    (r"kernel<<<static_cast<unsigned>\(blocks\), threads, smem, stream>>>\(a\);",
+     "emulate_threads(kernel, dim3(static_cast<unsigned>(blocks)), threads, smem, a);"),
+]
+
+# name: (layer, batch, fp16 y, SMs the launcher sees). With few SMs a block runs all batch rows in stages of 4;
+# with many the rows are split over blocks. d_state 128 and 16 put the SSD group's state scales in shared
+# memory; 256 (16 threads a row) and 132 (33 four-byte pieces) need more than a block's share and read them
+# from global memory.
+CASES = {
+    "n128-16byte": (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 5, False, 4),
+    "n128-16byte-split": (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 11, False, 64),
+    "g8-n16": (LayerShape(ngroups=8, nheads=32, headdim=32, d_state=16), 9, False, 16),
+    "n24-8byte": (LayerShape(ngroups=2, nheads=4, headdim=128, d_state=24), 5, False, 8),
+    "n20-4byte": (LayerShape(ngroups=1, nheads=4, headdim=64, d_state=20), 13, False, 2),
+    "n132-two-pieces": (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=132), 3, False, 8),
+    "n17-bytewise": (LayerShape(ngroups=1, nheads=4, headdim=32, d_state=17), 7, False, 4),
+    "n256-fp16-y": (LayerShape(ngroups=1, nheads=2, headdim=128, d_state=256), 2, True, 4),
+}
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    return thread_harness(tmp_path_factory.mktemp("ssd_decode"), "quantSSDDecodeKernel.cu", PATCHES,
+                          "ssd_decode_harness.cpp", more_sources=("ssdChecks.cu",))
+
+
+def run_harness(harness, tmp_path, t: dict, a: dict, fp16: bool, sms: int):
+    bt = t["x"].shape[0]
+    nhg, ndg = t["x_out_scales"].shape[1:]
+    has_state = t["ssm_state"] is not None
+    head = [bt, a["ngroups"], a["nheads"], a["headdim"], a["d_state"], nhg, ndg, int(has_state), int(fp16), sms]
+    with open(tmp_path / "in.bin", "wb") as f:
+        f.write(np.array(head, np.int32).tobytes())
+        f.write(np.array([a["dt_scale"], a["dt_min"], a["dt_max"]], np.float32).tobytes())
+        for k in ("x", "dt", "B", "C", "A_log", "D", "dt_bias", "x_out_scales", "B_out_scales", "C_out_scales",
+                  "x_head_group_range", "x_dim_group_range", "ssm_state_scale", *(["ssm_state"] if has_state else [])):
+            f.write(t[k].contiguous().numpy().tobytes())
+    r = subprocess.run([str(harness), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    raw = np.fromfile(tmp_path / "out.bin", np.uint8)
+    ny = bt * a["nheads"] * a["headdim"]
+    ybytes = ny * (2 if fp16 else 4)
+    y = raw[:ybytes].view(np.float16 if fp16 else np.float32).astype(np.float32).reshape(bt, 1, -1)
+    state = raw[ybytes:].view(np.int8).reshape(bt, a["nheads"], a["headdim"], a["d_state"])
+    return torch.from_numpy(y.copy()), torch.from_numpy(state.copy())
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize("name", list(CASES))
+def test_decode_in_host_emulation_matches_reference(harness, tmp_path, name, with_state):
+    s, bt, fp16, sms = CASES[name]
+    gen = torch.Generator().manual_seed(kc.case_seed(name, with_state, "decode emulation"))
+    t, a = kc.ssd_case(s, bt, 1, gen, with_state=with_state, device="cpu")
+    y, state = run_harness(harness, tmp_path, t, a, fp16, sms)
+    y_ref, state_ref = quant_ssd_ref(**t, **a)
+    assert torch.isfinite(y).all(), "non-finite y (a value never written, or read before it was?)"
+    err = ((y - y_ref).norm() / y_ref.norm()).item()
+    assert err <= (Y_BOUND_FP16 if fp16 else Y_BOUND), f"{name}: y relative error {err:.2e}"
+    diff = (state.int() - state_ref.int()).abs()
+    assert diff.max().item() <= 1, f"{name}: ssm_state_out off by {diff.max().item()} LSB"
+    share = (diff > 0).float().mean().item()
+    assert share <= TIE_FRACTION, f"{name}: {share:.3%} of the state on the other side of a tie"
