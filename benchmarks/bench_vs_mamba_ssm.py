@@ -216,6 +216,8 @@ def main() -> int:
                     help="as `qmamba build`: the decode engine's Hadamard rotation inside QmambaW8A8Linear")
     ap.add_argument("--weight-channel-scales", action="store_true",
                     help="as `qmamba build`: the linears' output scales in their weights' DequantizeLinear")
+    ap.add_argument("--in-proj-pieces", action="store_true",
+                    help="as `qmamba build`: the prefill's in_proj as one GEMM per piece, x | B | C and dt int8 out of it")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     args = ap.parse_args()
@@ -239,9 +241,14 @@ def main() -> int:
             f"GPU {torch.cuda.get_device_name()}")
         qdir, fdir, onnx_dir = (work / n for n in ("quamba2", "float", "onnx"))
         sets = engine_sets(work, args.prefill_batch, args.seq, args.decode_batch)
+        # engines built earlier into --work are reused only when built with the same options
+        options = dict(optimization_level=args.builder_optimization_level, no_tactic_libraries=args.no_tactic_libraries,
+                       decode_rotation_pass=args.decode_rotation_pass, weight_channel_scales=args.weight_channel_scales,
+                       in_proj_pieces=args.in_proj_pieces)
         for s in sets:
-            built = s.folder / "qmamba_engines.json"
-            if built.is_file() and json.loads(built.read_text())["profiles"]["prefill"]["batch"] == list(s.batch):
+            built, built_with = s.folder / "qmamba_engines.json", s.folder.with_name(s.folder.name + ".options.json")
+            if built.is_file() and json.loads(built.read_text())["profiles"]["prefill"]["batch"] == list(s.batch) \
+                    and built_with.is_file() and json.loads(built_with.read_text()) == options:
                 continue
             if not (onnx_dir / "qmamba_onnx.json").is_file():
                 write_standin(config, qdir, "quamba2")
@@ -253,7 +260,9 @@ def main() -> int:
                           optimization_level=args.builder_optimization_level,
                           no_tactic_libraries=args.no_tactic_libraries, prefill_logits="last", force=True,
                           decode_rotation_pass=args.decode_rotation_pass,
-                          weight_channel_scales=args.weight_channel_scales, progress=say)
+                          weight_channel_scales=args.weight_channel_scales, in_proj_pieces=args.in_proj_pieces,
+                          progress=say)
+            built_with.write_text(json.dumps(options))
         if not args.skip_peer and not (fdir / "config.json").is_file():
             write_standin(config, fdir, "mamba_ssm")
             say("mamba_ssm float stand-in written")
