@@ -7,7 +7,7 @@ import argparse
 import json
 
 from qmamba.export.metadata import read_engines_metadata
-from . import trt_runner
+from . import layer_profile, trt_runner
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugins", metavar="LIB", help="libqmamba_trt_plugins.so (default: the built one)")
     parser.add_argument("--no-graph", action="store_true", help="decode without CUDA graphs")
     parser.add_argument("--profile", action="store_true",
-                        help="also print TensorRT's per-layer times (first batch and prompt length)")
+                        help="also print TensorRT's per-layer times (first batch and prompt length), summed over the "
+                             "model's blocks (runtime/layer_profile.py)")
+    parser.add_argument("--profile-layers", action="store_true",
+                        help="--profile with every TensorRT layer on its own too")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -65,6 +68,8 @@ def bench(engine_dir, batches, seqs, iters=20, plugins=None, use_graph=True, pro
            "state_bytes_per_row": meta["state_bytes_per_row"], "graph": use_graph, "rows": rows}
     if profile:
         res["profile"] = session.profile(batches[0], seqs[0], iters)
+        res["profile_groups"] = {s.title: [g._asdict() for g in layer_profile.groups(s)]
+                                 for s in layer_profile.parse(res["profile"])}
     return res
 
 
@@ -72,7 +77,8 @@ def run(args) -> int:
     for name, vals in (("--batch", args.batch), ("--seq", args.seq)):
         if any(v < 1 for v in vals):
             raise ValueError(f"bench: {name} values must be >= 1, got {vals}")
-    res = bench(args.engine_dir, args.batch, args.seq, args.iters, args.plugins, not args.no_graph, args.profile)
+    profile = args.profile or args.profile_layers
+    res = bench(args.engine_dir, args.batch, args.seq, args.iters, args.plugins, not args.no_graph, profile)
     print(f"copy bandwidth {res['copy_bandwidth_GBps']:.0f} GB/s; decode moves {res['weight_bytes'] / 1e6:.1f} MB "
           f"of weights + {res['state_bytes_per_row'] / 1e6:.2f} MB of states per row (x2: read and write)")
     print(f"{'batch':>5} {'seq':>6} {'prefill ms':>11} {'decode ms':>10} {'tokens/s':>10} {'bound':>10} {'of bound':>8}")
@@ -80,8 +86,10 @@ def run(args) -> int:
         print(f"{r['batch']:>5} {r['seq']:>6} {r['prefill_ms']:>11.3f} {r['decode_ms_per_step']:>10.4f} "
               f"{r['decode_tokens_per_s']:>10.0f} {r['decode_bound_tokens_per_s']:>10.0f} "
               f"{r['decode_fraction_of_bound']:>8.1%}")
-    if args.profile:
-        print(res["profile"])
+    if profile:
+        print(layer_profile.summary(res["profile"]))
+        if args.profile_layers:
+            print(res["profile"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
