@@ -10,16 +10,12 @@ it declares its dynamic shared memory (a host buffer, NaN at the start: a value 
 shows). Says nothing about speed or memory ordering on a GPU: test_kernels_gpu.py and compute-sanitizer do."""
 from __future__ import annotations
 
-import subprocess
-
-import numpy as np
 import pytest
 import torch
 
 import kernel_cases as kc
-from host_emulation_build import thread_harness
+from host_emulation_build import assert_ssd_matches_reference, run_ssd_harness, thread_harness
 from qmamba.export.layer_sizes import LayerShape
-from qmamba.export.ops import quant_ssd_ref
 
 Y_BOUND = 1e-5        # fp32 y against the fp32 sequential reference (the design's order: ~1e-6)
 Y_BOUND_FP16 = 1e-3   # fp16 y: its own rounding (2^-11 relative) on top
@@ -58,39 +54,11 @@ def harness(tmp_path_factory):
                           more_sources=("ssdChecks.cu",))
 
 
-def run_harness(harness, tmp_path, t: dict, a: dict, chunk: int, fp16: bool, sms: int):
-    bt, L = t["x"].shape[:2]
-    nhg, ndg = t["x_out_scales"].shape[1:]
-    has_state = t["ssm_state"] is not None
-    head = [bt, L, a["ngroups"], a["nheads"], a["headdim"], a["d_state"], nhg, ndg, chunk, int(has_state),
-            int(fp16), sms]
-    with open(tmp_path / "in.bin", "wb") as f:
-        f.write(np.array(head, np.int32).tobytes())
-        f.write(np.array([a["dt_scale"], a["dt_min"], a["dt_max"]], np.float32).tobytes())
-        for k in ("x", "dt", "B", "C", "A_log", "D", "dt_bias", "x_out_scales", "B_out_scales", "C_out_scales",
-                  "x_head_group_range", "x_dim_group_range", "ssm_state_scale", *(["ssm_state"] if has_state else [])):
-            f.write(t[k].contiguous().numpy().tobytes())
-    r = subprocess.run([str(harness), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stdout + r.stderr
-    raw = np.fromfile(tmp_path / "out.bin", np.uint8)
-    ny = bt * L * a["nheads"] * a["headdim"]
-    ybytes = ny * (2 if fp16 else 4)
-    y = raw[:ybytes].view(np.float16 if fp16 else np.float32).astype(np.float32).reshape(bt, L, -1)
-    state = raw[ybytes:].view(np.int8).reshape(bt, a["nheads"], a["headdim"], a["d_state"])
-    return torch.from_numpy(y.copy()), torch.from_numpy(state.copy())
-
-
 @pytest.mark.parametrize("with_state", [True, False])
 @pytest.mark.parametrize("name", list(CASES))
 def test_prefill_in_host_emulation_matches_reference(harness, tmp_path, name, with_state):
     s, bt, L, chunk, fp16, sms = CASES[name]
     gen = torch.Generator().manual_seed(kc.case_seed(name, with_state, "emulation"))
     t, a = kc.ssd_case(s, bt, L, gen, with_state=with_state, device="cpu")
-    y, state = run_harness(harness, tmp_path, t, a, chunk, fp16, sms)
-    y_ref, state_ref = quant_ssd_ref(**t, **a)
-    assert torch.isfinite(y).all(), "non-finite y (a value never written, or read before it was?)"
-    err = ((y - y_ref).norm() / y_ref.norm()).item()
-    assert err <= (Y_BOUND_FP16 if fp16 else Y_BOUND), f"{name}: y relative error {err:.2e}"
-    diff = (state.int() - state_ref.int()).abs()
-    assert diff.max().item() <= 1, f"{name}: ssm_state_out off by {diff.max().item()} LSB"
+    y, state = run_ssd_harness(harness, tmp_path, t, a, chunk, fp16, sms)
+    assert_ssd_matches_reference(name, t, a, y, state, Y_BOUND_FP16 if fp16 else Y_BOUND)

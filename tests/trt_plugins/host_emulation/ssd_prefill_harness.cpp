@@ -1,63 +1,22 @@
 // QuantSSD prefill's launcher and its three kernels (a patched copy of quantSSDPrefillKernel.cu, see
 // test_ssd_prefill_host_emulation.py) run on the CPU, each CUDA thread a host thread and each mma a warp-wide
-// exchange (tensor_core_shim.h). Reads from argv[1]: int32 "batch seqlen ngroups nheads headdim d_state nhg ndg
-// chunk has_state out_fp16 sms", float32 "dt_scale dt_min dt_max", then x, dt, B, C (int8), A_log, D, dt_bias,
-// x_out_scales, B_out_scales, C_out_scales (float32), the head and dim ranges (int32), ssm_state_scale
-// (float32) and, with has_state, ssm_state (int8). Writes y (float32, or float16 bits) then ssm_state_out
-// (int8) to argv[2].
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-
-#include "qmamba_kernels.h"
+// exchange (tensor_core_shim.h), on the case in argv[1] (ssd_harness_io.h); y and ssm_state_out to argv[2].
+#include "ssd_harness_io.h"
 
 int g_fake_sm_count = 132, g_fake_blocks_per_sm = 1;  // the runtime stand-in's device (cuda_runtime.h)
 
-template <class T>
-static std::vector<T> take(FILE* in, size_t n) {
-  std::vector<T> v(n);
-  if (n && std::fread(v.data(), sizeof(T), n, in) != n) std::exit(5);
-  return v;
-}
-
 int main(int argc, char** argv) {
   if (argc != 3) return 2;
-  FILE* in = std::fopen(argv[1], "rb");
-  if (!in) return 3;
-  const std::vector<int32_t> h = take<int32_t>(in, 12);
-  const std::vector<float> f = take<float>(in, 3);
-  const int64_t bt = h[0], L = h[1];
-  const int g = h[2], nh = h[3], hp = h[4], n = h[5], nhg = h[6], ndg = h[7];
-  g_fake_sm_count = h[11];
-  const size_t rows = size_t(bt) * L, d_ssm = size_t(nh) * hp, gn = size_t(g) * n;
-  auto x = take<int8_t>(in, rows * d_ssm), dt = take<int8_t>(in, rows * nh), B = take<int8_t>(in, rows * gn),
-       C = take<int8_t>(in, rows * gn);
-  auto A_log = take<float>(in, nh), D = take<float>(in, nh), dt_bias = take<float>(in, nh),
-       xs = take<float>(in, size_t(g) * nhg * ndg), Bs = take<float>(in, g), Cs = take<float>(in, g);
-  auto hr = take<int32_t>(in, size_t(g) * nhg), dr = take<int32_t>(in, size_t(g) * nhg * ndg);
-  auto ss = take<float>(in, size_t(g) * nhg * ndg * n);
-  auto state = take<int8_t>(in, h[9] ? size_t(bt) * nh * hp * n : 0);
-  std::fclose(in);
-  const size_t ybytes = rows * d_ssm * (h[10] ? 2 : 4);
-  std::vector<unsigned char> y(ybytes, 0xff);  // NaN poison in either dtype
-  std::vector<int8_t> state_out(size_t(bt) * nh * hp * n, -77);
-  const qmamba_ssd_params p{f[0], f[1], f[2], g, nh, hp, n, nhg, ndg, h[10], h[8]};
-  const qmamba_ssd_tensors t{x.data(), dt.data(), B.data(), C.data(), A_log.data(), D.data(), dt_bias.data(),
-                             xs.data(), Bs.data(), Cs.data(), hr.data(), dr.data(), ss.data(),
-                             h[9] ? state.data() : nullptr, y.data(), state_out.data()};
-  const size_t ws = qmamba_quant_ssd_prefill_workspace(&p, bt, L);
+  SsdCase c;
+  read_case(argv[1], c);
+  g_fake_sm_count = c.sms;
+  const size_t ws = qmamba_quant_ssd_prefill_workspace(&c.p, c.batch, c.seqlen);
   std::vector<float> workspace(ws / 4 + 4, std::nanf(""));
-  const int rc = qmamba_quant_ssd_prefill(&p, &t, bt, L, workspace.data(), ws, nullptr);
+  const int rc = qmamba_quant_ssd_prefill(&c.p, &c.t, c.batch, c.seqlen, workspace.data(), ws, nullptr);
   if (rc != QMAMBA_OK) {
     std::printf("qmamba_quant_ssd_prefill returned %d: %s\n", rc, qmamba_last_error());
     return 6;
   }
-  FILE* o = std::fopen(argv[2], "wb");
-  if (!o || std::fwrite(y.data(), 1, ybytes, o) != ybytes ||
-      std::fwrite(state_out.data(), 1, state_out.size(), o) != state_out.size()) {
-    return 7;
-  }
-  std::fclose(o);
-  std::printf("prefill of %lld x %lld tokens, workspace %zu bytes\n", (long long)bt, (long long)L, ws);
-  return 0;
+  std::printf("prefill of %lld x %lld tokens, workspace %zu bytes\n", (long long)c.batch, (long long)c.seqlen, ws);
+  return write_outputs(argv[2], c);
 }
