@@ -26,10 +26,10 @@ from qmamba.tokenizer import copy_tokenizer_files
 from . import trt_builder, trt_runner
 from .decode_fusion import (DECODE_LINEAR_CHOICES, DECODE_MIXER_CHOICES, LINEAR_PLUGIN_MAX_BATCH,
                             decode_linear_plugin, fuse_decode_linears, fuse_decode_mixers)
+from .in_proj_pieces import in_proj_pieces
 from .last_logits import last_position_logits
 from .onnx_validate import validate_onnx_model
 from .prefill_fusion import OP_NAME as NORM_PLUGIN, fuse_prefill_gated_norms
-from .in_proj_pieces import in_proj_pieces
 from .scale_after_split import scale_after_split
 from .trt8_graph import bits_as_float_outputs, explicit_zero_points, float_fake_quant, qdq_plugin_edges
 from .weight_channel_scale import weight_channel_scales
