@@ -321,17 +321,23 @@ def test_cli_build_generate_bench(model_engines, tmp_path, capsys):
 # ngroups 8 without and one of ngroups 1 with the Hadamard rotation (d_ssm 256 = 2 x 128).
 @pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
 def norm_plugin_engines(request, tmp_path_factory):
+    onnx_dir, root, metas = _engine_variants(request.param, tmp_path_factory, "norm",
+                                             {plugin: {"prefill_norm_plugin": plugin} for plugin in (True, False)})
+    return onnx_dir, root, {plugin: meta["prefill_gated_norm"] for plugin, meta in metas.items()}
+
+
+def _engine_variants(model, tmp_path_factory, label: str, variants: dict):
+    """(onnx_dir, root, {variant: qmamba_engines.json}) of a small model ((kind, hadamard)) exported once and
+    built into root / engines_<variant> with each variant's build_engines options, at a small profile."""
     from qmamba.runtime.build import build_engines
 
-    kind, hadamard = request.param
-    root = tmp_path_factory.mktemp(f"norm_{kind}_{hadamard}")
+    kind, hadamard = model
+    root = tmp_path_factory.mktemp(f"{label}_{kind}_{hadamard}")
     onnx_dir = export_small_model(root / "onnx", kind, hadamard=hadamard)
-    notes = {}
-    for plugin in (True, False):
-        meta = build_engines(onnx_dir, root / f"engines_{plugin}", batch=(1, 1, 2), seq=(1, 64, 128),
-                             no_tactic_libraries=True, backend="cpp", prefill_norm_plugin=plugin)
-        notes[plugin] = meta["prefill_gated_norm"]
-    return onnx_dir, root, notes
+    metas = {variant: build_engines(onnx_dir, root / f"engines_{variant}", batch=(1, 1, 2), seq=(1, 64, 128),
+                                    no_tactic_libraries=True, backend="cpp", **options)
+             for variant, options in variants.items()}
+    return onnx_dir, root, metas
 
 
 def _prefill_agreement(onnx_dir, engines_on, engines_off, what: str) -> list:
@@ -373,17 +379,8 @@ def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugi
 # the same two models.
 @pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
 def channel_scale_engines(request, tmp_path_factory):
-    from qmamba.runtime.build import build_engines
-
-    kind, hadamard = request.param
-    root = tmp_path_factory.mktemp(f"channel_{kind}_{hadamard}")
-    onnx_dir = export_small_model(root / "onnx", kind, hadamard=hadamard)
-    metas = {}
-    for variant, options in (("default", {}), ("channel", {"weight_channel_scales": True}),
-                             ("pieces", {"in_proj_pieces": True})):
-        metas[variant] = build_engines(onnx_dir, root / f"engines_{variant}", batch=(1, 1, 2), seq=(1, 64, 128),
-                                       no_tactic_libraries=True, backend="cpp", **options)
-    return onnx_dir, root, metas
+    return _engine_variants(request.param, tmp_path_factory, "channel",
+                            {"default": {}, "channel": {"weight_channel_scales": True}, "pieces": {"in_proj_pieces": True}})
 
 
 def test_weight_channel_scales_engine_matches_default_and_onnxruntime(channel_scale_engines):
