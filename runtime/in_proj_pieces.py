@@ -10,8 +10,8 @@ its rows of the weight:
 
 - pieces that go through one QuantizeLinear each into one Concat (x, B, C), or through one QuantizeLinear
   alone (dt), fold their quantization scale s into the weight's per-channel scale, ``c[n] / s``, and end in
-  ``QuantizeLinear(scale 1)``: the shape TensorRT fuses into an int8-output GEMM, writing the Concat's (or
-  the QuantizeLinear's) int8 output directly;
+  ``QuantizeLinear(scale 1)``: a GEMM with its output quantized, which TensorRT's explicit quantization can
+  run as one int8-output GEMM writing the Concat's (or the QuantizeLinear's) int8 output directly;
 - any other piece gets a MatMul that writes its fp32 values under the same name: z, whose Q/DQ pair
   QmambaGatedNorm takes along from the fp32 values (``runtime/prefill_fusion.py``).
 
