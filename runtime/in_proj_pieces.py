@@ -36,21 +36,26 @@ def in_proj_pieces(model, notes: dict | None = None):
     from onnx import helper, numpy_helper
 
     g = model.graph
-    ix = GraphIndex(g)
-    dropped, replace, new_inits, taken = set(), {}, {}, []
-    for split in [n for n in g.node if n.op_type == "Split"]:
-        linear = _channel_scaled_linear(split, ix)
-        if linear is None:
-            continue
-        mm, tr, dq, w, c = linear
-        sizes = numpy_helper.to_array(ix.inits[split.input[1]]).astype(np.int64).tolist()
-        if sum(sizes) != w.shape[0] or len(sizes) != len(split.output):
-            continue
-        runs = _runs(split, sizes, ix)
-        if not any(r["quantized"] for r in runs):
-            continue
+    taken = []
+    # One linear at a time, each spliced in before the next is looked for: the graph holds the old and the new
+    # weights of one in_proj at once, not of all of them (an 8b model's are some 4 GB).
+    while True:
+        ix = GraphIndex(g)
+        for split in (n for n in g.node if n.op_type == "Split"):
+            linear = _channel_scaled_linear(split, ix)
+            if linear is None:
+                continue
+            mm, tr, dq, w, c = linear
+            sizes = numpy_helper.to_array(ix.inits[split.input[1]]).astype(np.int64).tolist()
+            if sum(sizes) != w.shape[0] or len(sizes) != len(split.output):
+                continue
+            runs = _runs(split, sizes, ix)
+            if any(r["quantized"] for r in runs):
+                break
+        else:
+            break
         prefix = dq.input[0]
-        nodes, drop = [], [split, tr, dq]
+        nodes, drop, new_inits = [], [split, tr, dq], {}
         for k, r in enumerate(runs):
             rows = slice(r["start"], r["end"])
             scale = c[rows]
@@ -72,11 +77,9 @@ def in_proj_pieces(model, notes: dict | None = None):
                       helper.make_node("QuantizeLinear", [f"{base}.acc", unit, r["zero_point"]], [r["output"]],
                                        name=f"{base}/q")]
             drop += r["nodes"]
-        replace[id(mm)] = nodes
-        dropped.update(id(n) for n in drop)
         taken.append((mm.name, len(runs), sum(bool(r["quantized"]) for r in runs)))
-    if replace:
-        replace_nodes(g, dropped, replace, new_inits)
+        del w, c, linear
+        replace_nodes(g, {id(n) for n in drop}, {id(mm): nodes}, new_inits)
     if notes is not None:
         notes["in_proj_pieces"] = (f"{len(taken)} linears as {sum(t[1] for t in taken)} MatMuls, "
                                    f"{sum(t[2] for t in taken)} of them with int8 outputs")
