@@ -45,9 +45,9 @@ def in_proj_pieces(model, notes: dict | None = None):
             linear = _channel_scaled_linear(split, ix)
             if linear is None:
                 continue
-            mm, tr, dq, w, c = linear
+            mm, tr, dq, w_init, c = linear
             sizes = numpy_helper.to_array(ix.inits[split.input[1]]).astype(np.int64).tolist()
-            if sum(sizes) != w.shape[0] or len(sizes) != len(split.output):
+            if sum(sizes) != w_init.dims[0] or len(sizes) != len(split.output):
                 continue
             runs = _runs(split, sizes, ix)
             if any(r["quantized"] for r in runs):
@@ -55,6 +55,7 @@ def in_proj_pieces(model, notes: dict | None = None):
         else:
             break
         prefix = dq.input[0]
+        w = numpy_helper.to_array(w_init)  # only the weight being split is copied
         nodes, drop, new_inits = [], [split, tr, dq], {}
         for k, r in enumerate(runs):
             rows = slice(r["start"], r["end"])
@@ -78,7 +79,7 @@ def in_proj_pieces(model, notes: dict | None = None):
                                        name=f"{base}/q")]
             drop += r["nodes"]
         taken.append((mm.name, len(runs), sum(bool(r["quantized"]) for r in runs)))
-        del w, c, linear
+        del w, w_init, c, linear
         replace_nodes(g, {id(n) for n in drop}, {id(mm): nodes}, new_inits)
     if notes is not None:
         notes["in_proj_pieces"] = (f"{len(taken)} linears as {sum(t[1] for t in taken)} MatMuls, "
@@ -87,10 +88,10 @@ def in_proj_pieces(model, notes: dict | None = None):
 
 
 def _channel_scaled_linear(split, ix: GraphIndex):
-    """(MatMul, Transpose, DequantizeLinear, W, c) of weight_channel_scales' form that the Split alone reads,
-    split along the last axis by constant sizes; None otherwise."""
+    """(MatMul, Transpose, DequantizeLinear, W's initializer, c) of weight_channel_scales' form that the Split alone
+    reads, split along the last axis by constant sizes; None otherwise."""
     import numpy as np
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
 
     axis = attributes(split).get("axis", 0)
     if axis != -1 or len(split.input) < 2 or split.input[1] not in ix.inits:
@@ -114,7 +115,7 @@ def _channel_scaled_linear(split, ix: GraphIndex):
         zero = ix.constant(dq.input[2])
         if zero is None or np.any(zero != 0):
             return None
-    return mm, tr, dq, numpy_helper.to_array(w_init), c
+    return mm, tr, dq, w_init, c
 
 
 def _quantized_alone(piece, ix: GraphIndex):
