@@ -71,6 +71,18 @@ class GraphIndex:
             return np.multiply(a, b, dtype=np.result_type(a, b))
         return None
 
+    def transposed_weight(self, matmul):
+        """(Transpose, DequantizeLinear) when ``matmul``'s second input is ``Transpose(DequantizeLinear(W),
+        perm=[1, 0])`` and each of the two is read by nothing else (the exported W8A8 linear's weight); else None."""
+        tr = self.made_by(matmul.input[1], "Transpose")
+        if tr is None or self.sole(tr.output[0], "MatMul") is not matmul \
+                or list(attributes(tr).get("perm", [])) != [1, 0]:
+            return None
+        dq = self.made_by(tr.input[0], "DequantizeLinear")
+        if dq is None or self.sole(dq.output[0], "Transpose") is not tr:
+            return None
+        return tr, dq
+
     def sole(self, name, op):
         """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
         users = self.consumers.get(name, [])

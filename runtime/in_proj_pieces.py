@@ -99,12 +99,10 @@ def _channel_scaled_linear(split, ix: GraphIndex):
     mm = ix.made_by(split.input[0], "MatMul")
     if mm is None or ix.sole(mm.output[0], "Split") is not split:
         return None
-    tr = ix.made_by(mm.input[1], "Transpose")
-    if tr is None or ix.sole(tr.output[0], "MatMul") is not mm or list(attributes(tr).get("perm", [])) != [1, 0]:
+    weight = ix.transposed_weight(mm)
+    if weight is None or attributes(weight[1]).get("axis", 1) != 0:
         return None
-    dq = ix.made_by(tr.input[0], "DequantizeLinear")
-    if dq is None or ix.sole(dq.output[0], "Transpose") is not tr or attributes(dq).get("axis", 1) != 0:
-        return None
+    tr, dq = weight
     w_init = ix.inits.get(dq.input[0])
     if w_init is None or w_init.data_type != TensorProto.INT8 or len(w_init.dims) != 2:
         return None

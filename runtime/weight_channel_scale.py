@@ -28,13 +28,10 @@ def weight_channel_scales(model, notes: dict | None = None):
     dropped, replace, new_inits, taken = set(), {}, {}, []
     for mm in [n for n in g.node if n.op_type == "MatMul"]:
         mul = ix.sole(mm.output[0], "Mul")
-        tr = ix.made_by(mm.input[1], "Transpose")
-        if mul is None or tr is None or ix.sole(tr.output[0], "MatMul") is not mm:
+        weight = ix.transposed_weight(mm)
+        if mul is None or weight is None:
             continue
-        perm = next((list(a.ints) for a in tr.attribute if a.name == "perm"), None)
-        dq = ix.made_by(tr.input[0], "DequantizeLinear")
-        if perm != [1, 0] or dq is None or ix.sole(dq.output[0], "Transpose") is not tr:
-            continue
+        _, dq = weight
         w = ix.inits.get(dq.input[0])
         s = ix.constant(dq.input[1])
         zero = ix.constant(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
