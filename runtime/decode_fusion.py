@@ -149,15 +149,14 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
 
     dropped, replace, new_inits, rotation_path = set(), {}, {}, None
     for mm in [n for n in g.node if n.op_type == "MatMul"]:
-        dq_x, tr = unit_dq(mm.input[0]), producers.get(mm.input[1])
+        dq_x, weight = unit_dq(mm.input[0]), ix.transposed_weight(mm)
         q = dq_x and producers.get(dq_x.input[0])
-        dq_w = tr is not None and tr.op_type == "Transpose" and unit_dq(tr.input[0])
-        perm = tr is not None and next((list(a.ints) for a in tr.attribute if a.name == "perm"), None)
+        tr, dq_w = weight or (None, None)
         scale_mul = sole(mm.output[0], "Mul")
-        if not (q is not None and q.op_type == "QuantizeLinear" and dq_w and perm == [1, 0] and scale_mul
+        if not (q is not None and q.op_type == "QuantizeLinear" and dq_w is not None
+                and dq_w.input[1] == onnx_ops.UNIT_SCALE and scale_mul
                 and dq_w.input[0] in inits and inits[dq_w.input[0]].data_type == onnx.TensorProto.INT8
-                and sole(q.output[0], "DequantizeLinear") and sole(dq_x.output[0], "MatMul")
-                and sole(dq_w.output[0], "Transpose") and sole(tr.output[0], "MatMul")):
+                and sole(q.output[0], "DequantizeLinear") and sole(dq_x.output[0], "MatMul")):
             continue
         out_scale = scale_mul.input[1] if scale_mul.input[0] == mm.output[0] else scale_mul.input[0]
         x, s_in, w = q.input[0], q.input[1], dq_w.input[0]
