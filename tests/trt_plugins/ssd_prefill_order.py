@@ -5,7 +5,8 @@ states, a pass over the chunks, chunk outputs) with its own rounding points: the
 float operand (``Xq w`` in phase 1, ``S'`` in phase 3) as three int8 limbs of a 23-bit fixed point,
 their int8 products exact and combined in fp32 a limb at a time; M's TF32 operands split into two
 parts (``v = big + small``), fp32 accumulation one mma at a time,
-``__expf`` in the entries of M, the warp's scan order for the cumulative sums of ``dt * A``. This
+``__expf`` in the entries of M (left of a strip's diagonal slab as the product of a row, a slab and a column
+factor), the warp's scan order for the cumulative sums of ``dt * A``. This
 module repeats those roundings so that the kernel's error against the sequential reference
 (``quant_ssd_ref``) can be measured without a GPU. What it cannot repeat: how a tensor core adds
 the products inside one mma (taken here as exact, then rounded once) and the last ulp of ``expf``,
@@ -198,6 +199,19 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
         M = (((cb * sCB[None, None, :, None, None]).astype(F32) * fast_exp(np.where(causal, diff, F32(0))))
              .astype(F32) * dtv[..., None, :]).astype(F32)
     M = np.where(causal, M, F32(0))
+    # Left of a strip's diagonal slab (slab s0 with s0 + 8 <= m0, the strip's first row): the decay as three
+    # factors, I2F(cb) * (row * slab) * colw[s] (the kernel's phase 3).
+    tq, sq = np.arange(Q)[:, None], np.arange(Q)[None, :]
+    m0 = tq // 16 * 16
+    left = (sq // 8 * 8 + 8) <= m0                                                   # [Q, Q]
+    with np.errstate(over="ignore", invalid="ignore"):
+        colw = ((fast_exp((acum[..., np.arange(Q) | 7] - acum).astype(F32)) * dtv).astype(F32)
+                * sCB[None, None, :, None]).astype(F32)                              # [bt, nc, h, Q]
+        a_ref = acum[..., np.maximum(m0[:, 0] - 1, 0)]                                 # [bt, nc, h, Q] by row t
+        row = fast_exp((acum - a_ref).astype(F32))
+        slab = fast_exp((a_ref[..., :, None] - acum[..., None, np.arange(Q) // 8 * 8 + 7]).astype(F32))
+        M_left = ((cb * (row[..., :, None] * slab).astype(F32)).astype(F32) * colw[..., None, :]).astype(F32)
+    M = np.where(left, M_left, M)
     big, small = split_tf32(M)
     sides = []
     for side in (0, 1):

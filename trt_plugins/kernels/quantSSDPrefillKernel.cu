@@ -20,9 +20,9 @@
 // qmamba_quant_ssd_prefill_workspace() says how much.
 //
 // Arithmetic, point by point as in the fused kernel this replaces: dt (dt_value), the scan of
-// dt * A (one warp, the same order), rC, w, the decay (expf), the entries of M (int32 product, then
-// * sC sB * __expf(a_cum[t] - a_cum[s]) * dt[s], left to right), the initial S' (IEEE product, IEEE
-// division) and the final Q. Products on tensor cores:
+// dt * A (one warp, the same order), rC, w, the decay (expf), the entries of M on and right of a strip's
+// diagonal slab (int32 product, then * sC sB * __expf(a_cum[t] - a_cum[s]) * dt[s], left to right), the
+// initial S' (IEEE product, IEEE division) and the final Q. Products on tensor cores:
 //   - Cq Bq^T: mma.sync m16n8k32 s8 x s8 -> s32, exact (|sum| <= 2^22 < 2^31), as the fused kernel's
 //     TF32 product was;
 //   - Xw^T Bq and Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 with the float operand (Xw, S') as three
@@ -31,6 +31,8 @@
 //   - M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, M split into two TF32 numbers
 //     v = big + small (2xTF32: small * b first, then big * b; Xq is int8, exact in TF32).
 // Where the order differs from the fused kernel, and how far results may move:
+//   - M left of a strip's diagonal slab: the decay as the product of three __expf factors (row, slab,
+//     column; phase 3 below), each rounded, instead of one __expf: a few fp32 roundings an entry.
 //   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
 //     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
 //     Bq * w was) and S' = d_c S' + L_c is one IEEE multiply and one IEEE add. Each changes a
@@ -149,24 +151,24 @@ __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
   return l;
 }
 
-// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as int8 [P][Q + 16],
+// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as bf16 [P][Q + 8],
 // S'_c as three int8 limbs [3][P][npad + 16] (state_limbs), the second warp of each pair's sums (Q / 32 pairs
-// of 32 lanes x P / 2 floats, in fragment order), dt, a_cum, rC (Q floats each), s_x and the limbs' row
+// of 32 lanes x P / 2 floats, in fragment order), dt, a_cum, rC, colw (Q floats each), s_x and the limbs' row
 // scales (P floats each).
 struct ScanLayout {
-  int ldn, ldq;
+  int ldn, ldh;
   int off_b, off_xt, off_s, off_red, off_vec, bytes;
 };
 __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   ScanLayout l;
   l.ldn = npad + 16;
-  l.ldq = Q + 16;
+  l.ldh = Q + 8;  // halves: a row is 4 (mod 8) words for Q = 0 (mod 64), else 20 (mod 32)
   l.off_b = Q * l.ldn;
   l.off_xt = 2 * Q * l.ldn;
-  l.off_s = l.off_xt + P * l.ldq;
+  l.off_s = l.off_xt + P * l.ldh * 2;
   l.off_red = l.off_s + 3 * P * l.ldn;
   l.off_vec = l.off_red + Q * P * 2;
-  l.bytes = l.off_vec + 3 * Q * 4 + 2 * P * 4;
+  l.bytes = l.off_vec + 4 * Q * 4 + 2 * P * 4;
   return l;
 }
 
@@ -288,6 +290,32 @@ __device__ __forceinline__ void load_transposed(int8_t* dst, int ld, const int8_
     for (int k = 0; k < 16; ++k) *reinterpret_cast<uint32_t*>(dst + (c + k) * ld + r) = col[k];
   }
 }
+
+// As load_transposed, into bf16 (the int8 values, exact): dst [cols_pad][ld halves], each thread's 4 rows of a
+// column one 8-byte store. Phase 3's M Xq takes its TF32 B operands from these halves with a shift or a mask
+// (a bf16 in a word's high half is a TF32 number), where int8 took a conversion per value and product.
+template <int VEC>
+__device__ __forceinline__ void load_transposed_bf16(uint16_t* dst, int ld, const int8_t* __restrict__ src,
+                                                     int64_t stride, int rows_valid, int rows, int cols_valid,
+                                                     int cols_pad) {
+  const int rblocks = rows / 4, blocks = rblocks * (cols_pad / 16);
+  for (int e = threadIdx.x; e < blocks; e += blockDim.x) {
+    const int r = (e % rblocks) * 4, c = (e / rblocks) * 16;
+    uint32_t col[16];
+    load_columns_4x16<VEC>(src, stride, r, c, rows_valid, cols_valid, col);
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      float f[4];
+      biased_word_to_floats(col[k] ^ 0x80808080u, f);
+      const uint2 h = make_uint2(__byte_perm(__float_as_uint(f[0]), __float_as_uint(f[1]), 0x7632),
+                                 __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632));
+      *reinterpret_cast<uint2*>(dst + (c + k) * ld + r) = h;
+    }
+  }
+}
+
+// The float value of a bf16 (its bits in the low half of h).
+__device__ __forceinline__ float bf16_to_float(uint32_t h) { return __uint_as_float(h << 16); }
 
 // An int8 tile [rows][cols_pad] copied into dst [rows][ld] in 16-byte pieces, zero outside
 // rows_valid x cols_valid.
@@ -528,12 +556,13 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   const ScanLayout lay = scan_layout(Q, P, npad);
   int8_t* tC = smem;                  // Cq [Q][ldn]
   int8_t* tB = smem + lay.off_b;      // Bq [Q][ldn]
-  int8_t* tXt = smem + lay.off_xt;    // Xq^T [P][ldq]
+  uint16_t* tXh = reinterpret_cast<uint16_t*>(smem + lay.off_xt);  // Xq^T as bf16 [P][ldh]
   int8_t* tL = smem + lay.off_s;      // S'_c's limbs [3][P][ldn], limb 0 the lowest
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
   float* rC = acum + Q;
-  float* sx = rC + Q;
+  float* colw = rC + Q;                // column factors of M's off-diagonal slabs (below)
+  float* sx = colw + Q;
   float* su = sx + P;                  // the limbs' row scales u_i
 
   const ChunkBlock blk = chunk_block(a);
@@ -552,10 +581,13 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     sx[i] = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i0 + i));
   }
   chunk_dt_cumsum(a, a.dt + row0 * a.nheads + hd, T, A, __ldg(a.dt_bias + hd), dtv, acum);
-  for (int t = threadIdx.x; t < Q; t += blockDim.x) rC[t] = expf(acum[t]) * sC;
+  for (int t = threadIdx.x; t < Q; t += blockDim.x) {
+    rC[t] = expf(acum[t]) * sC;
+    colw[t] = __expf(acum[t | 7] - acum[t]) * dtv[t] * sCB;
+  }
   load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
-  load_transposed<VEC>(tXt, lay.ldq, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
+  load_transposed_bf16<VEC>(tXh, lay.ldh, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
     // S'_c as limbs, a warp a row: its largest |entry| by a shuffle tree, then each lane's entries.
@@ -641,8 +673,13 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     }
 
     // The chunk's own part: M Xq over this warp's 8-wide slabs s0 < min(m0 + 16, T) (M is zero right
-    // of the diagonal and Xq past T).
+    // of the diagonal and Xq past T). Left of the strip (s0 + 8 <= m0, no mask) the decay is taken as three
+    // factors, each at most 1 (a_cum does not increase): the row's exp(a_t - a_{m0-1}), once a strip; the
+    // slab's exp(a_{m0-1} - a_{s0+7}), one for the warp; the column's colw[s] = exp(a_{s0+7} - a_s) dt[s] sC sB,
+    // once a block. An entry is then its int product times two factors instead of an exp of its own.
     const float at_lo = acum[t_lo], at_hi = acum[t_hi];
+    const float a_ref = m0 > 0 ? acum[m0 - 1] : 0.0f;
+    const float row_lo = __expf(at_lo - a_ref), row_hi = __expf(at_hi - a_ref);
     const int s_end = min(m0 + 16, (T + 7) / 8 * 8);
     for (int s0 = 8 * side; s0 < s_end; s0 += 16) {
       int cb[4] = {0, 0, 0, 0};
@@ -654,22 +691,30 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
       }
       // cb: (t_lo, s0 + 2q), (t_lo, s0 + 2q + 1), (t_hi, s0 + 2q), (t_hi, s0 + 2q + 1)
       const int sa = s0 + 2 * q, sb = sa + 1;
-      const float as_a = acum[sa], as_b = acum[sb], dt_a = dtv[sa], dt_b = dtv[sb];
-      const float m00 = sa <= t_lo ? __int2float_rn(cb[0]) * sCB * __expf(at_lo - as_a) * dt_a : 0.0f;
-      const float m01 = sb <= t_lo ? __int2float_rn(cb[1]) * sCB * __expf(at_lo - as_b) * dt_b : 0.0f;
-      const float m10 = sa <= t_hi ? __int2float_rn(cb[2]) * sCB * __expf(at_hi - as_a) * dt_a : 0.0f;
-      const float m11 = sb <= t_hi ? __int2float_rn(cb[3]) * sCB * __expf(at_hi - as_b) * dt_b : 0.0f;
+      float m00, m01, m10, m11;
+      if (s0 + 8 <= m0) {  // warp-uniform
+        const float slab = __expf(a_ref - acum[s0 + 7]);
+        const float r_lo = row_lo * slab, r_hi = row_hi * slab, w_a = colw[sa], w_b = colw[sb];
+        m00 = __int2float_rn(cb[0]) * r_lo * w_a;
+        m01 = __int2float_rn(cb[1]) * r_lo * w_b;
+        m10 = __int2float_rn(cb[2]) * r_hi * w_a;
+        m11 = __int2float_rn(cb[3]) * r_hi * w_b;
+      } else {
+        const float as_a = acum[sa], as_b = acum[sb], dt_a = dtv[sa], dt_b = dtv[sb];
+        m00 = sa <= t_lo ? __int2float_rn(cb[0]) * sCB * __expf(at_lo - as_a) * dt_a : 0.0f;
+        m01 = sb <= t_lo ? __int2float_rn(cb[1]) * sCB * __expf(at_lo - as_b) * dt_b : 0.0f;
+        m10 = sa <= t_hi ? __int2float_rn(cb[2]) * sCB * __expf(at_hi - as_a) * dt_a : 0.0f;
+        m11 = sb <= t_hi ? __int2float_rn(cb[3]) * sCB * __expf(at_hi - as_b) * dt_b : 0.0f;
+      }
       // As the A fragment with k = 2q, 2q + 1: a0 = (g, 2q), a1 = (g + 8, 2q), a2 = (g, 2q + 1), a3 = (g + 8, 2q + 1).
       const SplitTf32 e0 = split_tf32(m00), e1 = split_tf32(m10), e2 = split_tf32(m01), e3 = split_tf32(m11);
       const uint32_t a_big[4] = {e0.big, e1.big, e2.big, e3.big};
       const uint32_t a_small[4] = {e0.small, e1.small, e2.small, e3.small};
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        // Xq[s0 + 2q][i], Xq[s0 + 2q + 1][i] for column i = 8 nt + g: two bytes of Xq^T's row i.
-        const uint32_t pair_x = *reinterpret_cast<const uint16_t*>(tXt + (8 * nt + g) * lay.ldq + s0 + 2 * q);
-        const uint32_t biased = pair_x ^ 0x8080u;
-        const uint32_t b0 = __float_as_uint(biased_byte_to_float<0>(biased));
-        const uint32_t b1 = __float_as_uint(biased_byte_to_float<1>(biased));
+        // Xq[s0 + 2q][i], Xq[s0 + 2q + 1][i] for column i = 8 nt + g: two halves of Xq^T's row i, as TF32.
+        const uint32_t pair_x = *reinterpret_cast<const uint32_t*>(tXh + (8 * nt + g) * lay.ldh + s0 + 2 * q);
+        const uint32_t b0 = pair_x << 16, b1 = pair_x & 0xffff0000u;
         mma_tf32(acc[nt], a_small, b0, b1);
         mma_tf32(acc[nt], a_big, b0, b1);
       }
@@ -697,7 +742,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
 #pragma unroll
           for (int cc = 0; cc < 2; ++cc) {
             const float sum = acc[nt][2 * r + cc] + red[(nt * 4 + 2 * r + cc) * 32 + lane];
-            const float xh = sx[i + cc] * static_cast<float>(tXt[(i + cc) * lay.ldq + t]);
+            const float xh = sx[i + cc] * bf16_to_float(tXh[(i + cc) * lay.ldh + t]);
             yv[cc] = sx[i + cc] * sum + Dh * xh;
           }
           store_y2(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv[0], yv[1], fp16, vec_y);
