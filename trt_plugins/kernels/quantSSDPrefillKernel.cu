@@ -275,11 +275,21 @@ __device__ __forceinline__ void load_columns_4x16(const int8_t* __restrict__ src
   }
 }
 
-// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld] (bytes), zero outside
-// rows_valid x cols_valid. Neighbouring threads take neighbouring 4-row blocks: their 4-byte
-// stores fill a row of dst.
-template <int VEC>
-__device__ __forceinline__ void load_transposed(int8_t* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
+// Four rows of one column (byte m of `word` is row r + m) at p: as int8, one 4-byte store; as bf16 (the int8
+// values, exact), one 8-byte store. Phase 3's M Xq takes its TF32 B operands from bf16 halves with a shift or a
+// mask (a bf16 in a word's high half is a TF32 number), where int8 took a conversion per value and product.
+__device__ __forceinline__ void store_rows4(int8_t* p, uint32_t word) { *reinterpret_cast<uint32_t*>(p) = word; }
+__device__ __forceinline__ void store_rows4(uint16_t* p, uint32_t word) {
+  float f[4];
+  biased_word_to_floats(word ^ 0x80808080u, f);
+  *reinterpret_cast<uint2*>(p) = make_uint2(__byte_perm(__float_as_uint(f[0]), __float_as_uint(f[1]), 0x7632),
+                                            __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632));
+}
+
+// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld] (int8 or bf16 elements), zero outside
+// rows_valid x cols_valid. Neighbouring threads take neighbouring 4-row blocks: their stores fill a row of dst.
+template <int VEC, typename T>
+__device__ __forceinline__ void load_transposed(T* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
                                                 int rows_valid, int rows, int cols_valid, int cols_pad) {
   const int rblocks = rows / 4, blocks = rblocks * (cols_pad / 16);
   for (int e = threadIdx.x; e < blocks; e += blockDim.x) {
@@ -287,30 +297,7 @@ __device__ __forceinline__ void load_transposed(int8_t* dst, int ld, const int8_
     uint32_t col[16];
     load_columns_4x16<VEC>(src, stride, r, c, rows_valid, cols_valid, col);
 #pragma unroll
-    for (int k = 0; k < 16; ++k) *reinterpret_cast<uint32_t*>(dst + (c + k) * ld + r) = col[k];
-  }
-}
-
-// As load_transposed, into bf16 (the int8 values, exact): dst [cols_pad][ld halves], each thread's 4 rows of a
-// column one 8-byte store. Phase 3's M Xq takes its TF32 B operands from these halves with a shift or a mask
-// (a bf16 in a word's high half is a TF32 number), where int8 took a conversion per value and product.
-template <int VEC>
-__device__ __forceinline__ void load_transposed_bf16(uint16_t* dst, int ld, const int8_t* __restrict__ src,
-                                                     int64_t stride, int rows_valid, int rows, int cols_valid,
-                                                     int cols_pad) {
-  const int rblocks = rows / 4, blocks = rblocks * (cols_pad / 16);
-  for (int e = threadIdx.x; e < blocks; e += blockDim.x) {
-    const int r = (e % rblocks) * 4, c = (e / rblocks) * 16;
-    uint32_t col[16];
-    load_columns_4x16<VEC>(src, stride, r, c, rows_valid, cols_valid, col);
-#pragma unroll
-    for (int k = 0; k < 16; ++k) {
-      float f[4];
-      biased_word_to_floats(col[k] ^ 0x80808080u, f);
-      const uint2 h = make_uint2(__byte_perm(__float_as_uint(f[0]), __float_as_uint(f[1]), 0x7632),
-                                 __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632));
-      *reinterpret_cast<uint2*>(dst + (c + k) * ld + r) = h;
-    }
+    for (int k = 0; k < 16; ++k) store_rows4(dst + (c + k) * ld + r, col[k]);
   }
 }
 
@@ -587,7 +574,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   }
   load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
-  load_transposed_bf16<VEC>(tXh, lay.ldh, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
+  load_transposed<VEC>(tXh, lay.ldh, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
     // S'_c as limbs, a warp a row: its largest |entry| by a shuffle tree, then each lane's entries.
