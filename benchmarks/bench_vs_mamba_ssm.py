@@ -212,12 +212,14 @@ def main() -> int:
                     help=f"as `qmamba build` (default {DEFAULT_OPTIMIZATION_LEVEL})")
     ap.add_argument("--no-tactic-libraries", action="store_true",
                     help="as `qmamba build`: no cuBLAS/cuDNN tactics (a TensorRT without those libraries)")
-    ap.add_argument("--decode-rotation-pass", action="store_true",
-                    help="as `qmamba build`: the decode engine's Hadamard rotation inside QmambaW8A8Linear")
+    ap.add_argument("--decode-rotation-pass", action=argparse.BooleanOptionalAction, default=True,
+                    help="as `qmamba build`: the decode engine's gated norm and Hadamard rotation inside "
+                         "QmambaW8A8Linear (the default), or as the graph's layers (--no-decode-rotation-pass)")
     ap.add_argument("--weight-channel-scales", action="store_true",
                     help="as `qmamba build`: the linears' output scales in their weights' DequantizeLinear")
     ap.add_argument("--in-proj-pieces", action="store_true",
-                    help="as `qmamba build`: the prefill's in_proj as one GEMM per piece, x | B | C and dt int8 out of it")
+                    help="as `qmamba build`: the prefill's in_proj as one GEMM per piece, x | B | C and dt int8 out "
+                         "of it (TensorRT 10 and later)")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     args = ap.parse_args()

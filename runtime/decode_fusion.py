@@ -125,9 +125,9 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
     rotation between them when the model has one (fields ``rotation_first`` and ``rotation_last``, the dense
     factor F_0 as an input: the rotation pass is QmambaGatedNorm's kernel without a gate, so the factors must be
     what ``prefill_fusion.plugin_rotation`` accepts, a Sylvester last one; otherwise the rotation stays the
-    graph's); the gate itself is QmambaDecodeMixer's (fuse_decode_mixers). The rotation goes into the linear only
-    with ``rotation_pass`` (``qmamba build --decode-rotation-pass``): the pass is not yet measured in a decode step
-    (docs/tensorrt.md), so by default the norm and MatMuls stay and out_proj reads their output. Where the graph
+    graph's); the gate itself is QmambaDecodeMixer's (fuse_decode_mixers). The rotation goes into the linear
+    with ``rotation_pass`` (``qmamba build``'s default: a decode step 1.56x faster at batch 1 on an H100,
+    docs/tensorrt.md); without it the norm and MatMuls stay and out_proj reads their output. Where the graph
     has a rotation, ``notes["decode_rotation"]`` says which path it took."""
     import numpy as np
     import onnx
@@ -179,7 +179,7 @@ def fuse_decode_linears(model, notes: dict | None = None, rotation_pass: bool = 
             chain = rms_norm_chain(gate, ix)
             form = plugin_rotation(mats, int(np.prod([m.shape[0] for m in mats])))
             if not rotation_pass:
-                rotation_path = "TensorRT MatMuls (the default; --decode-rotation-pass moves it into QmambaW8A8Linear)"
+                rotation_path = "TensorRT MatMuls (--no-decode-rotation-pass)"
                 chain = None
             elif not chain:
                 rotation_path = "TensorRT MatMuls (no gated norm before the rotation)"

@@ -239,3 +239,30 @@ def test_build_says_what_to_change_when_tensorrt_finds_no_kernel(stand_in_builde
     assert "ForeignNode[(Unnamed Layer* 287)" in err and "with the profile batch 1..2..4" in err
     assert "try the default profile, an optimum batch of 1" in err
     assert not (tmp_path / "engines").exists()
+
+
+def test_build_refuses_in_proj_pieces_with_tensorrt_8(stand_in_builder, tmp_path, capsys):
+    """TensorRT 8.6 stops building the prefill graph whose in_proj is int8-output GEMMs (an internal assertion,
+    seen on an H100): `build --in-proj-pieces` says so before anything is built or written."""
+    from tiny_models import exported_tiny_model
+
+    _, onnx_dir = exported_tiny_model("g1", tmp_path / "onnx")
+    out = tmp_path / "engines"
+    assert main(["build", str(onnx_dir), "-o", str(out), "--in-proj-pieces"]) == 2
+    err = _err(capsys)
+    assert "--in-proj-pieces needs TensorRT 10 or later" in err and "chooseHigherPrecision" in err
+    assert stand_in_builder == [] and not out.exists()
+
+
+def test_build_puts_the_decode_rotation_into_the_linear_unless_told_not_to(stand_in_builder, tmp_path):
+    """The decode engine's gated norm and Hadamard rotation go into out_proj's QmambaW8A8Linear by default
+    (faster on an H100); --no-decode-rotation-pass keeps them as the graph's layers."""
+    from qmamba.export.onnx_export import export_onnx
+    from tiny_models import tiny_quantized_model
+
+    export_onnx(tiny_quantized_model("g1", hadamard=True), tmp_path / "onnx", force=True)
+    for flags, want in (([], "QmambaW8A8Linear (rotation_first"),
+                        (["--no-decode-rotation-pass"], "TensorRT MatMuls (--no-decode-rotation-pass)")):
+        out = tmp_path / f"engines{len(flags)}"
+        assert main(["build", str(tmp_path / "onnx"), "-o", str(out), *flags]) == 0
+        assert json.loads((out / "qmamba_engines.json").read_text())["decode_rotation"].startswith(want)

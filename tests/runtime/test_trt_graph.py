@@ -345,12 +345,12 @@ def test_hadamard_rotation_folds_into_out_proj(kind, orders, tmp_path):
 
 
 @pytest.mark.parametrize("rotation_pass, note", [
-    (False, "TensorRT MatMuls (the default; --decode-rotation-pass moves it into QmambaW8A8Linear)"),
+    (False, "TensorRT MatMuls (--no-decode-rotation-pass)"),
     (True, "TensorRT MatMuls (its rotation's factors of orders [12, 32] are not a dense one of order <= 16 and a "
            "Sylvester one)"),
-], ids=["default", "factors-the-pass-does-not-take"])
+], ids=["no-rotation-pass", "factors-the-pass-does-not-take"])
 def test_the_rotation_stays_in_the_graph(rotation_pass, note, monkeypatch, tmp_path):
-    """Without rotation_pass (qmamba build's default), or where the rotation pass cannot take the factors
+    """Without rotation_pass (qmamba build --no-decode-rotation-pass), or where the rotation pass cannot take the factors
     (prefill_fusion.plugin_rotation's verdict), out_proj is fused without the gated norm's RMS and the rotation:
     they stay TensorRT layers between the mixer and out_proj, and the note says why."""
     from qmamba.runtime import prefill_fusion
