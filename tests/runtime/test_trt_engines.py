@@ -379,8 +379,12 @@ def test_prefill_norm_plugin_engine_matches_graph_ops_and_onnxruntime(norm_plugi
 # the same two models.
 @pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
 def channel_scale_engines(request, tmp_path_factory):
-    return _engine_variants(request.param, tmp_path_factory, "channel",
-                            {"default": {}, "channel": {"weight_channel_scales": True}, "pieces": {"in_proj_pieces": True}})
+    from qmamba.runtime.build import tensorrt_major
+
+    variants = {"default": {}, "channel": {"weight_channel_scales": True}}
+    if tensorrt_major() >= 10:  # TensorRT 8.6 cannot build it: `build` refuses it (test_trt_cli.py)
+        variants["pieces"] = {"in_proj_pieces": True}
+    return _engine_variants(request.param, tmp_path_factory, "channel", variants)
 
 
 def test_weight_channel_scales_engine_matches_default_and_onnxruntime(channel_scale_engines):
@@ -391,6 +395,9 @@ def test_weight_channel_scales_engine_matches_default_and_onnxruntime(channel_sc
 
 def test_in_proj_pieces_engine_matches_default_and_onnxruntime(channel_scale_engines):
     onnx_dir, root, metas = channel_scale_engines
+    if "pieces" not in metas:
+        pytest.skip("--in-proj-pieces needs TensorRT 10 or later; with TensorRT 8 `qmamba build` refuses it "
+                    "(test_trt_cli.py::test_build_refuses_in_proj_pieces_with_tensorrt_8)")
     assert metas["pieces"]["in_proj_pieces"] == "2 linears as 6 MatMuls, 4 of them with int8 outputs"
     assert "in_proj_pieces" not in metas["channel"]
     rows = _prefill_agreement(onnx_dir, root / "engines_pieces", root / "engines_default", "--in-proj-pieces")
