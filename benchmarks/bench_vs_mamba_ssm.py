@@ -219,7 +219,7 @@ def main() -> int:
                     help="as `qmamba build`: the linears' output scales in their weights' DequantizeLinear")
     ap.add_argument("--in-proj-pieces", action="store_true",
                     help="as `qmamba build`: the prefill's in_proj as one GEMM per piece, x | B | C and dt int8 out "
-                         "of it (TensorRT 10 and later)")
+                         "of it (refused with TensorRT 8)")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     args = ap.parse_args()

@@ -109,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-proj-pieces", action="store_true",
                         help="the prefill engine's in_proj as one GEMM per piece (z; x, B and C; dt), the int8 pieces "
                              "quantized in their GEMM instead of passes over its fp32 output (runtime/in_proj_pieces.py; "
-                             "implies --weight-channel-scales); TensorRT 10 and later: TensorRT 8.6 cannot build it")
+                             "implies --weight-channel-scales); refused with TensorRT 8, which cannot build it; not yet run on 10+")
 
 
 def _read_export(onnx_dir: Path) -> dict:
@@ -220,7 +220,7 @@ def no_implementation_hint(kind: str, profile: trt_runner.Profile) -> str:
 # TensorRT 8.6.0 fails an internal assertion on the prefill graph with in_proj as int8-output GEMMs
 # (H100, 2.7b-shaped, 8 and 64 layers, level 0, without cuBLAS/cuDNN tactics).
 IN_PROJ_PIECES_TRT8 = (
-    "build: --in-proj-pieces needs TensorRT 10 or later: TensorRT 8.6 stops building that prefill graph with "
+    "build: --in-proj-pieces is refused with TensorRT 8: TensorRT 8.6 stops building that prefill graph with "
     "\"[graphOptimizer.cpp::chooseHigherPrecision] Assertion dt1 == DataType::kFLOAT || dt1 == DataType::kHALF "
     "failed\"; build without --in-proj-pieces (--weight-channel-scales alone builds)")
 

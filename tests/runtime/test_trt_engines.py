@@ -396,7 +396,7 @@ def test_weight_channel_scales_engine_matches_default_and_onnxruntime(channel_sc
 def test_in_proj_pieces_engine_matches_default_and_onnxruntime(channel_scale_engines):
     onnx_dir, root, metas = channel_scale_engines
     if "pieces" not in metas:
-        pytest.skip("--in-proj-pieces needs TensorRT 10 or later; with TensorRT 8 `qmamba build` refuses it "
+        pytest.skip("--in-proj-pieces: with TensorRT 8 `qmamba build` refuses it "
                     "(test_trt_cli.py::test_build_refuses_in_proj_pieces_with_tensorrt_8)")
     assert metas["pieces"]["in_proj_pieces"] == "2 linears as 6 MatMuls, 4 of them with int8 outputs"
     assert "in_proj_pieces" not in metas["channel"]
