@@ -18,11 +18,13 @@ With ``--agree``, the engines are also compared with ONNX Runtime (CPU) on rando
 logits at batch 1 and 4, and how many greedy tokens agree.
 
     python benchmarks/bench_vs_mamba_ssm.py --model mamba2-130m [--layers N] [--work DIR] [--json FILE]
+        [--compare=--no-decode-rotation-pass]   # a second engine set, differing in its build alone
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -193,9 +195,63 @@ def agreement(quamba2_dir: Path, onnx_dir: Path, engines: Path, vocab: int, batc
     return rows
 
 
+# The arguments that are build options: --compare may change these and nothing else.
+BUILD_ARGS = ("builder_optimization_level", "no_tactic_libraries", "decode_rotation_pass", "weight_channel_scales",
+              "in_proj_pieces")
+
+
+def build_options(args) -> dict:
+    """The build_engines options the arguments ask for: engines built earlier are reused only when built with these."""
+    return dict(optimization_level=args.builder_optimization_level, no_tactic_libraries=args.no_tactic_libraries,
+                decode_rotation_pass=args.decode_rotation_pass, weight_channel_scales=args.weight_channel_scales,
+                in_proj_pieces=args.in_proj_pieces)
+
+
+def compare_options(ap: argparse.ArgumentParser, args) -> dict | None:
+    """The build options of ``--compare FLAGS``: this run's, changed by FLAGS; None without --compare. FLAGS
+    that change anything but build options, or nothing, are refused through ``ap.error``: the two engine sets
+    must differ in their build alone."""
+    if args.compare is None:
+        return None
+    other = ap.parse_args(shlex.split(args.compare), namespace=argparse.Namespace(**vars(args)))
+    changed = [k for k, v in vars(other).items() if k != "compare" and v != getattr(args, k)]
+    outside = [k for k in changed if k not in BUILD_ARGS]
+    if outside or not changed:
+        ap.error(f"--compare {args.compare!r} must change build options only ("
+                 f"{', '.join('--' + k.replace('_', '-') for k in BUILD_ARGS)}): "
+                 + (f"it changes {', '.join('--' + k.replace('_', '-') for k in outside)}" if outside
+                    else "it changes none"))
+    return build_options(other)
+
+
+def prepare_engines(sets, options: dict, onnx_dir: Path, write_export, say) -> None:
+    """Builds each engine set with ``options`` (``qmamba build --prefill-logits last``), unless built so before."""
+    for s in sets:
+        built, built_with = s.folder / "qmamba_engines.json", s.folder.with_name(s.folder.name + ".options.json")
+        if built.is_file() and json.loads(built.read_text())["profiles"]["prefill"]["batch"] == list(s.batch) \
+                and built_with.is_file() and json.loads(built_with.read_text()) == options:
+            continue
+        if not (onnx_dir / "qmamba_onnx.json").is_file():
+            write_export()
+        say(f"building {s.folder} (decode batch {s.decode_batches})")
+        build_engines(onnx_dir, s.folder, batch=s.batch, seq=s.seq, prefill_logits="last", force=True, progress=say,
+                      **options)
+        built_with.write_text(json.dumps(options))
+
+
+def measure_sets(sets, prefill_batches, seqs, iters: int, bw: float) -> dict:
+    """qmamba_rows over the engine sets: the prefills on the first, each decode batch on its own set."""
+    q = qmamba_rows(sets[0].folder, prefill_batches, seqs, sets[0].decode_batches, iters, bw)
+    for s in sets[1:]:
+        more = qmamba_rows(s.folder, [], [], s.decode_batches, iters, bw)
+        for key in ("tpot", "fraction_of_bound"):
+            q[key].update(more[key])
+    return q
+
+
 # ---------------------------------------------------------------------------------------------
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=names(), default="mamba2-130m")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the model has (default: all)")
@@ -222,7 +278,17 @@ def main() -> int:
                          "of it (refused with TensorRT 8)")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
+    ap.add_argument("--compare", metavar="FLAGS",
+                    help="also build the engines with these build options changed (e.g. "
+                         "--compare=--no-decode-rotation-pass) from the same export into WORK/compare, measure them "
+                         "in the same run and print their times against this run's")
+    return ap
+
+
+def main() -> int:
+    ap = parser()
     args = ap.parse_args()
+    other_options = compare_options(ap, args)
     if args.prepare_only and not args.work:
         ap.error("--prepare-only needs --work")
     if not torch.cuda.is_available():
@@ -243,28 +309,17 @@ def main() -> int:
             f"GPU {torch.cuda.get_device_name()}")
         qdir, fdir, onnx_dir = (work / n for n in ("quamba2", "float", "onnx"))
         sets = engine_sets(work, args.prefill_batch, args.seq, args.decode_batch)
-        # engines built earlier into --work are reused only when built with the same options
-        options = dict(optimization_level=args.builder_optimization_level, no_tactic_libraries=args.no_tactic_libraries,
-                       decode_rotation_pass=args.decode_rotation_pass, weight_channel_scales=args.weight_channel_scales,
-                       in_proj_pieces=args.in_proj_pieces)
-        for s in sets:
-            built, built_with = s.folder / "qmamba_engines.json", s.folder.with_name(s.folder.name + ".options.json")
-            if built.is_file() and json.loads(built.read_text())["profiles"]["prefill"]["batch"] == list(s.batch) \
-                    and built_with.is_file() and json.loads(built_with.read_text()) == options:
-                continue
-            if not (onnx_dir / "qmamba_onnx.json").is_file():
-                write_standin(config, qdir, "quamba2")
-                say("Quamba2 W8A8 stand-in written")
-                export_onnx(load_quamba2(qdir), onnx_dir, force=True)
-                say("exported")
-            say(f"building {s.folder.name} (decode batch {s.decode_batches})")
-            build_engines(onnx_dir, s.folder, batch=s.batch, seq=s.seq,
-                          optimization_level=args.builder_optimization_level,
-                          no_tactic_libraries=args.no_tactic_libraries, prefill_logits="last", force=True,
-                          decode_rotation_pass=args.decode_rotation_pass,
-                          weight_channel_scales=args.weight_channel_scales, in_proj_pieces=args.in_proj_pieces,
-                          progress=say)
-            built_with.write_text(json.dumps(options))
+        other_sets = engine_sets(work / "compare", args.prefill_batch, args.seq, args.decode_batch)
+
+        def write_export():
+            write_standin(config, qdir, "quamba2")
+            say("Quamba2 W8A8 stand-in written")
+            export_onnx(load_quamba2(qdir), onnx_dir, force=True)
+            say("exported")
+
+        prepare_engines(sets, build_options(args), onnx_dir, write_export, say)
+        if other_options is not None:
+            prepare_engines(other_sets, other_options, onnx_dir, write_export, say)
         if not args.skip_peer and not (fdir / "config.json").is_file():
             write_standin(config, fdir, "mamba_ssm")
             say("mamba_ssm float stand-in written")
@@ -274,11 +329,8 @@ def main() -> int:
         sizes_mb = {f"{s.folder.name}/{p.name}": round(p.stat().st_size / 1e6, 1)
                     for s in sets for p in s.folder.glob("*.engine")}
         bw = trt_bench.copy_bandwidth()  # once: every engine pair's bound from the same reading
-        q = qmamba_rows(engines, args.prefill_batch, args.seq, sets[0].decode_batches, args.iters, bw)
-        for s in sets[1:]:
-            more = qmamba_rows(s.folder, [], [], s.decode_batches, args.iters, bw)
-            for key in ("tpot", "fraction_of_bound"):
-                q[key].update(more[key])
+        q = measure_sets(sets, args.prefill_batch, args.seq, args.iters, bw)
+        other = None if other_options is None else measure_sets(other_sets, args.prefill_batch, args.seq, args.iters, bw)
         say(f"qmamba measured; engines {sizes_mb} MB, {q['device_memory_bytes'] / 2**20:.0f} MiB of device "
             f"memory in use for a session of {engines.name} at batch "
             f"{max([*args.prefill_batch, *sets[0].decode_batches])}")
@@ -301,6 +353,14 @@ def main() -> int:
     for b, ms in q["tpot"].items():
         p = peer["tpot"][b] if peer else float("nan")
         print(f"{'TPOT':<6}{b:>6}{'':>6}{ms:>11.4f}{p:>14.4f}{p / ms:>8.2f}{q['fraction_of_bound'][b]:>10.1%}")
+    if other is not None:
+        print(f"\nthe same export built with {args.compare!r} (ratio: its time / this run's, > 1: this run's "
+              f"engines are faster)")
+        print(f"{'':<6}{'batch':>6}{'L':>6}{'compared ms':>13}{'ratio':>8}{'of bound':>10}")
+        for (b, L), ms in other["ttft"].items():
+            print(f"{'TTFT':<6}{b:>6}{L:>6}{ms:>13.3f}{ms / q['ttft'][b, L]:>8.2f}{'':>10}")
+        for b, ms in other["tpot"].items():
+            print(f"{'TPOT':<6}{b:>6}{'':>6}{ms:>13.4f}{ms / q['tpot'][b]:>8.2f}{other['fraction_of_bound'][b]:>10.1%}")
     for r in agree:
         print(f"engines vs ONNX Runtime, batch {r['batch']}: last logits rel L2 {r['prefill_logits_rel_l2']:.2e} "
               f"(PyTorch W8A8 reference vs ONNX Runtime: {r['reference_vs_onnxruntime_rel_l2']:.2e}), "
@@ -311,7 +371,10 @@ def main() -> int:
         out = {"model": args.model, "layers": sizes.n_layer, "gpu": torch.cuda.get_device_name(),
                "engine_mb": sizes_mb, "peer_path": path, "agreement": agree,
                "qmamba": {k: keyed(v) if isinstance(v, dict) else v for k, v in q.items()},
-               "mamba_ssm": {k: keyed(v) for k, v in peer.items()} if peer else None}
+               "mamba_ssm": {k: keyed(v) for k, v in peer.items()} if peer else None,
+               "compare": None if other is None else {
+                   "flags": args.compare, "options": other_options,
+                   "qmamba": {k: keyed(v) if isinstance(v, dict) else v for k, v in other.items()}}}
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 
