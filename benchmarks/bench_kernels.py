@@ -5,6 +5,7 @@ bandwidth; beside it the same work done by the fp16 peers (mamba_ssm's Triton ke
 causal_conv1d) and in plain PyTorch fp16.
 
     python benchmarks/bench_kernels.py [--quick] [--decode-only] [--only conv|ssd] [--no-peers] [--json out.json]
+        [--previous OLD/libqmamba_kernels.so]   # and an earlier build's times at the same shapes, previous / now
 
 Timing (the same for qmamba, the peers and PyTorch): each measured call is captured (several
 times, on rotating input sets so that together they exceed the L2 cache) in a CUDA graph; the
@@ -20,9 +21,12 @@ import argparse
 import ctypes
 import json
 import math
+import os
 import pathlib
 import statistics
+import subprocess
 import sys
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +264,29 @@ def bench(kind: str, s: LayerShape, bt: int, L: int, copy_bw: float, gen, baseli
     return row
 
 
-def main() -> int:
+def row_key(r: dict) -> tuple:
+    """What makes a row: the same key in two runs is the same measurement."""
+    return r["kernel"], r["layer"], r["batch"], r["L"], r.get("chunk_size")
+
+
+def previous_command(args) -> tuple[list[str], dict]:
+    """This script on the earlier library (``--previous``), qmamba's kernels only, rows into ``args.json``'s place."""
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--no-peers", "--no-baseline"]
+    cmd += ["--quick"] * args.quick + ["--decode-only"] * args.decode_only + (["--only", args.only] if args.only else [])
+    return cmd, {**os.environ, "QMAMBA_KERNELS_LIB": str(args.previous)}
+
+
+def previous_times(args) -> dict:
+    """row_key -> ms of the earlier library at the same shapes, timed by a process of its own (a library is
+    loaded once a process), right after this one's rows."""
+    cmd, env = previous_command(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "previous.json"
+        subprocess.run([*cmd, "--json", str(out)], env=env, check=True, stdout=subprocess.DEVNULL)
+        return {row_key(r): r["ms"] for r in json.loads(out.read_text())["rows"]}
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one shape per kernel")
     ap.add_argument("--json", type=pathlib.Path, default=None)
@@ -270,9 +296,19 @@ def main() -> int:
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                     help="also time mamba_ssm's (and causal_conv1d's) fp16 kernels at the same shapes "
                          "(default: when mamba_ssm is importable)")
-    args = ap.parse_args()
+    ap.add_argument("--previous", type=pathlib.Path, metavar="LIB",
+                    help="an earlier build's libqmamba_kernels.so: its times at the same shapes (taken right after, "
+                         "in a process of its own) and previous / now beside each row")
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     if kernels.library_path() is None or not torch.cuda.is_available():
         print("needs a CUDA GPU and libqmamba_kernels", file=sys.stderr)
+        return 2
+    if args.previous is not None and not args.previous.is_file():
+        print(f"--previous {args.previous}: no such file", file=sys.stderr)
         return 2
     peers = None
     if args.peers is not False:
@@ -302,6 +338,14 @@ def main() -> int:
         for cs in (32, 64, 128, 256):
             rows.append(bench("ssd", layers[name], bt, 2048, copy_bw, gen, False, chunk_size=cs) | {"layer": name})
             print(_fmt(rows[-1]), flush=True)
+    if args.previous is not None:
+        before = previous_times(args)
+        print(f"\nagainst {args.previous} (previous / now > 1: this build is faster)")
+        for r in rows:
+            r["previous_ms"] = before.get(row_key(r), float("nan"))
+            cs = f" chunk {r['chunk_size']}" if "chunk_size" in r else ""
+            print(f"{r['kernel']:<12} {r['layer']:>5} b={r['batch']:<3} L={r['L']:<5}{cs} {r['ms'] * 1e3:9.1f} us, "
+                  f"previous {r['previous_ms'] * 1e3:9.1f} us, previous/now {r['previous_ms'] / r['ms']:5.2f}x")
     if args.json:
         args.json.write_text(json.dumps(dict(copy_bw=copy_bw, rows=rows), indent=1))
     return 0

@@ -122,3 +122,17 @@ def test_ssd_peer_calls_match_mamba_ssm_layouts():
     assert D.shape == dt_bias.shape == (s.nheads, s.headdim) and update.kwargs["z"] is None
     # selective_state_update's tie_hdim test
     assert A.stride()[-2:] == (0, 0) and dt.stride(-1) == 0 and dt_bias.stride(-1) == 0
+
+
+def test_previous_times_this_script_on_the_earlier_library(tmp_path):
+    """--previous LIB: the same shapes, qmamba's kernels only, in a process that loads LIB; rows matched by key."""
+    import bench_kernels
+
+    old = tmp_path / "libqmamba_kernels.so"
+    args = bench_kernels.parser().parse_args(["--only", "ssd", "--quick", "--previous", str(old)])
+    cmd, env = bench_kernels.previous_command(args)
+    assert pathlib.Path(cmd[1]).name == "bench_kernels.py"
+    assert cmd[2:] == ["--no-peers", "--no-baseline", "--quick", "--only", "ssd"]
+    assert env["QMAMBA_KERNELS_LIB"] == str(old)
+    row = {"kernel": "ssd prefill", "layer": "8b", "batch": 8, "L": 2048}
+    assert bench_kernels.row_key(row) != bench_kernels.row_key(row | {"chunk_size": 64})
