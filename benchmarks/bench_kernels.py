@@ -343,9 +343,8 @@ def main() -> int:
         print(f"\nagainst {args.previous} (previous / now > 1: this build is faster)")
         for r in rows:
             r["previous_ms"] = before.get(row_key(r), float("nan"))
-            cs = f" chunk {r['chunk_size']}" if "chunk_size" in r else ""
-            print(f"{r['kernel']:<12} {r['layer']:>5} b={r['batch']:<3} L={r['L']:<5}{cs} {r['ms'] * 1e3:9.1f} us, "
-                  f"previous {r['previous_ms'] * 1e3:9.1f} us, previous/now {r['previous_ms'] / r['ms']:5.2f}x")
+            print(f"{_label(r)} {r['ms'] * 1e3:9.1f} us, previous {r['previous_ms'] * 1e3:9.1f} us, "
+                  f"previous/now {r['previous_ms'] / r['ms']:5.2f}x")
     if args.json:
         args.json.write_text(json.dumps(dict(copy_bw=copy_bw, rows=rows), indent=1))
     return 0
@@ -357,9 +356,13 @@ def _fmt(r: dict) -> str:
     if "peer" in r:
         extra = (f"  | {r['peer']} {r['peer_ms'] * 1e3:9.1f} us {100 * r['peer_of_copy']:5.1f}% of copy, "
                  f"peer/qmamba {r['peer_ms'] / r['ms']:5.2f}x |" + extra)
+    return f"{_label(r)} {r['ms'] * 1e3:9.1f} us {r['GBps']:7.0f} GB/s {100 * r['of_copy']:5.1f}% of copy{extra}"
+
+
+def _label(r: dict) -> str:
+    """A row's kernel, layer, batch, length and chunk, as every table of this script names it."""
     cs = f" chunk {r['chunk_size']}" if "chunk_size" in r else ""
-    return (f"{r['kernel']:<12} {r.get('layer', ''):>5} b={r['batch']:<3} L={r['L']:<5}{cs} "
-            f"{r['ms'] * 1e3:9.1f} us {r['GBps']:7.0f} GB/s {100 * r['of_copy']:5.1f}% of copy{extra}")
+    return f"{r['kernel']:<12} {r.get('layer', ''):>5} b={r['batch']:<3} L={r['L']:<5}{cs}"
 
 
 if __name__ == "__main__":

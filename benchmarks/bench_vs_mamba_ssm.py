@@ -195,16 +195,15 @@ def agreement(quamba2_dir: Path, onnx_dir: Path, engines: Path, vocab: int, batc
     return rows
 
 
-# The arguments that are build options: --compare may change these and nothing else.
-BUILD_ARGS = ("builder_optimization_level", "no_tactic_libraries", "decode_rotation_pass", "weight_channel_scales",
-              "in_proj_pieces")
+# The arguments that are build options, and build_engines' names for them: --compare may change these alone.
+BUILD_ARGS = {"builder_optimization_level": "optimization_level", "no_tactic_libraries": "no_tactic_libraries",
+              "decode_rotation_pass": "decode_rotation_pass", "weight_channel_scales": "weight_channel_scales",
+              "in_proj_pieces": "in_proj_pieces"}
 
 
 def build_options(args) -> dict:
     """The build_engines options the arguments ask for: engines built earlier are reused only when built with these."""
-    return dict(optimization_level=args.builder_optimization_level, no_tactic_libraries=args.no_tactic_libraries,
-                decode_rotation_pass=args.decode_rotation_pass, weight_channel_scales=args.weight_channel_scales,
-                in_proj_pieces=args.in_proj_pieces)
+    return {option: getattr(args, arg) for arg, option in BUILD_ARGS.items()}
 
 
 def compare_options(ap: argparse.ArgumentParser, args) -> dict | None:
