@@ -234,7 +234,7 @@ def quant_ssd(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_scales, C_out_
     """QuantSSD on the GPU; same arguments and outputs as ``quant_ssd_ref``.
 
     L == 1 runs the decode kernel (the reference's order of operations, state equal but at ties);
-    longer sequences run the chunk-parallel prefill (int8 and TF32 tensor cores, error bound in
+    longer sequences run the chunk-parallel prefill (int8 and f16 tensor cores, error bound in
     docs/kernels.md) with the workspace it asks for. ``chunk_size`` is a speed parameter (the
     kernel uses a multiple of 32 from 32 to 256).
     ``state_in_place``: ssm_state_out is written into ``ssm_state`` (and returned).

@@ -1,7 +1,7 @@
 """QuantMamba2LM on the GPU: the "kernels" op backend (libqmamba_kernels) against the reference.
 
 The whole model runs on CUDA twice, once with the PyTorch reference ops and once with the CUDA
-kernels for QuantConv1dSiLU / QuantSSD. The kernels' prefill SSD uses TF32 tensor cores (relative
+kernels for QuantConv1dSiLU / QuantSSD. The kernels' prefill SSD sums on tensor cores (relative
 y error <= 2e-3 per op, docs/kernels.md), and an int8 activation then differs by 1 LSB where a
 value sits near a rounding tie, so the logits are compared by relative error and greedy tokens.
 """

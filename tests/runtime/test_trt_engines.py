@@ -14,7 +14,7 @@ import pytest
 
 from qmamba.export import onnx_ops
 from qmamba.runtime import trt_runner
-from qmamba.runtime.agreement import TF32_STATE_MAX_FRACTION, TIE_MAX_FRACTION, float_agreement, int8_agreement
+from qmamba.runtime.agreement import PREFILL_STATE_MAX_FRACTION, TIE_MAX_FRACTION, float_agreement, int8_agreement
 from qmamba.runtime.build import tensorrt_major, trt_graph
 
 from op_cases import conv_case, ssd_case
@@ -24,7 +24,7 @@ from trt_helpers import (SMALL_LAYER_SHAPES, export_small_model, float_feed, flo
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt,
               pytest.mark.skipif(trt_unavailable() is not None, reason=str(trt_unavailable()))]
 
-# Relative L2 bounds against ONNX Runtime: the SSD prefill kernel sums in another order on TF32 tensor
+# Relative L2 bounds against ONNX Runtime: the SSD prefill kernel sums in another order on tensor
 # cores (its own bound against the fp32 reference is 2e-3, tests/trt_plugins/test_kernels_gpu.py).
 Y_BOUND = 3e-3
 LOGITS_BOUND = 1e-2
@@ -54,9 +54,9 @@ def test_single_op_engine_matches_onnxruntime(tmp_path, op, shape, with_state, s
         if name == "y":
             a = float_agreement(name, got[name], ref, Y_BOUND)
         else:  # int8 values carried as float through DequantizeLinear(scale 1)
-            tf32 = op == "QuantSSD" and seqlen > 1  # the prefill kernel's state
+            chunked = op == "QuantSSD" and seqlen > 1  # the prefill kernel's state
             a = int8_agreement(name, got[name].astype(np.int8), ref.astype(np.int8),
-                               TF32_STATE_MAX_FRACTION if tf32 else TIE_MAX_FRACTION)
+                               PREFILL_STATE_MAX_FRACTION if chunked else TIE_MAX_FRACTION)
         assert a.ok, a.row()
 
 
@@ -223,9 +223,9 @@ def model_engines(request, tmp_path_factory):
 
 
 def _state_agreement(label, name_out, got, ref):
-    """ssm states come from the TF32 prefill kernel (and decode goes on from them); conv states are
+    """ssm states come from the chunked prefill kernel (and decode goes on from them); conv states are
     exact but for ties."""
-    budget = TF32_STATE_MAX_FRACTION if name_out.startswith("ssm_state") else TIE_MAX_FRACTION
+    budget = PREFILL_STATE_MAX_FRACTION if name_out.startswith("ssm_state") else TIE_MAX_FRACTION
     return int8_agreement(label, got, ref, budget)
 
 
@@ -252,7 +252,7 @@ def test_model_prefill_and_decode_match_onnxruntime(model_engines, mode):
         rows.append(_state_agreement(f"prefill {name_out}", name_out, got, ref[name_out]))
         shapes[name_in] = ref[name_out].shape
     # Each decode step is compared alone: ONNX Runtime starts from the engine's states of the step before
-    # (so the prefill's TF32 differences do not carry over), and the step is exact but for ties.
+    # (so the prefill's chunked-order differences do not carry over), and the step is exact but for ties.
     for step, use_graph in enumerate(DECODE_MODES[mode]):
         tok = logits.argmax(-1)
         states = {name_in: session.read_state(name_in, shape) for name_in, shape in shapes.items()}
@@ -410,7 +410,7 @@ def test_polygraphy_comparator_engine_vs_onnxruntime(model_engines):
 
     onnx_dir, engines = model_engines
     ids = np.frombuffer(b"To be, or not to be", np.uint8).astype(np.int64)[None]
-    # Logits: the mean error (the TF32 prefill sum moves single logits more than an fp32 sum would);
+    # Logits: the mean error (the chunked prefill sum moves single logits more than an fp32 sum would);
     # int8 states: within 1 LSB everywhere.
     ok, _ = compare(onnx_dir / "prefill.onnx", engines / "prefill.engine", [{"input_ids": ids}], rtol=1e-2,
                     atol=1e-2, float_error_stat="mean")

@@ -3,10 +3,10 @@
 ``trt_plugins/kernels/quantSSDPrefillKernel.cu`` computes the chunked scan in three phases (chunk
 states, a pass over the chunks, chunk outputs) with its own rounding points: the state products'
 float operand (``Xq w`` in phase 1, ``S'`` in phase 3) as three int8 limbs of a 23-bit fixed point,
-their int8 products exact and combined in fp32 a limb at a time; M's TF32 operands split into two
-parts (``v = big + small``), fp32 accumulation one mma at a time,
-``__expf`` in the entries of M (left of a strip's diagonal slab as the product of a row, a slab and a column
-factor), the warp's scan order for the cumulative sums of ``dt * A``. This
+their int8 products exact and combined in fp32 a limb at a time; M's entries, scaled by a power of two into
+f16's range, split into two f16 parts (``v = big + small``), fp32 accumulation one mma at a time,
+``__expf`` in the entries of M (left of a strip's 16-wide diagonal slab as the product of a row, a slab and a
+column factor), the warp's scan order for the cumulative sums of ``dt * A``. This
 module repeats those roundings so that the kernel's error against the sequential reference
 (``quant_ssd_ref``) can be measured without a GPU. What it cannot repeat: how a tensor core adds
 the products inside one mma (taken here as exact, then rounded once) and the last ulp of ``expf``,
@@ -28,16 +28,19 @@ from qmamba.export.ops import state_scales, x_channel_scales
 F32 = np.float32
 
 
-def tf32(v: np.ndarray) -> np.ndarray:
-    """cvt.rna.tf32.f32: nearest, ties away from zero, 10 mantissa bits (inf and nan kept)."""
-    b = np.asarray(v, dtype=F32).view(np.uint32)
-    r = (b + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
-    return np.where((b & np.uint32(0x7F800000)) == np.uint32(0x7F800000), b, r).view(F32)
+def split_f16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """v = big + small as f16 (cvt.rn.f16x2.f32, nearest even, subnormals kept), small from v - big in fp32."""
+    with np.errstate(over="ignore"):
+        big = np.asarray(v, F32).astype(np.float16)
+        return big, (np.asarray(v, F32) - big.astype(F32)).astype(F32).astype(np.float16)
 
 
-def split_tf32(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    big = tf32(v)
-    return big, tf32((np.asarray(v, F32) - big).astype(F32))
+def m_scale(bound: np.ndarray) -> np.ndarray:
+    """The kernel's m_scale: 2^(15 - k) for bound in [2^(k - 1), 2^k), at most 2^64; 1 where bound is not > 0."""
+    b = np.asarray(bound, F32)
+    k = ((b.view(np.uint32) >> 23) & 0xFF).astype(np.int64) - 126
+    e = np.minimum(15 - k, 64)
+    return np.where((b > 0) & (b <= F32(3.0e38)), np.ldexp(F32(1), e).astype(F32), F32(1)).astype(F32)
 
 
 def fast_exp(x: np.ndarray) -> np.ndarray:
@@ -188,44 +191,49 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     state_out = np.clip(np.round(state_lsb), -128, 127).astype(np.int8)
 
     # Phase 3: y = s_x (rC * (Cq S'^T) + M Xq) + D xh, a strip's sums split between two warps (side 0: the even
-    # 32-wide blocks of d_state and the even 8-wide slabs of M, side 1 the odd ones), added at the end.
+    # 32-wide blocks of d_state and the even 16-wide slabs of M, side 1 the odd ones), added at the end; M and the
+    # state's part times mscale (a power of two), the sum divided by it.
     rC = (np.exp(acum).astype(F32) * sC[None, None, :, None]).astype(F32)
+    bound = ((F32(16384 * npad) * sCB).astype(F32)[None, None, :] * dtv.max(-1)).astype(F32)  # [bt, nc, h]
+    mscale = m_scale(bound)
+    sCBm = (sCB[None, None, :] * mscale).astype(F32)                                      # [bt, nc, h]
     limbs, u = state_limbs(S_in)                                                     # [bt, nc, h, p, npad], [.., p]
     blocks = [np.arange(k0, k0 + 32) for k0 in range(0, npad, 32)]
     cb = np.einsum("...tj,...sj->...ts", Cq.astype(np.float64), Bq.astype(np.float64)).astype(F32)  # exact
     diff = (acum[..., :, None] - acum[..., None, :]).astype(F32)
     causal = np.tril(np.ones((Q, Q), bool))
     with np.errstate(over="ignore", invalid="ignore"):
-        M = (((cb * sCB[None, None, :, None, None]).astype(F32) * fast_exp(np.where(causal, diff, F32(0))))
+        M = (((cb * sCBm[..., None, None]).astype(F32) * fast_exp(np.where(causal, diff, F32(0))))
              .astype(F32) * dtv[..., None, :]).astype(F32)
     M = np.where(causal, M, F32(0))
-    # Left of a strip's diagonal slab (slab s0 with s0 + 8 <= m0, the strip's first row): the decay as three
+    # Left of a strip's diagonal slab (slab s0 with s0 + 16 <= m0, the strip's first row): the decay as three
     # factors, I2F(cb) * (row * slab) * colw[s] (the kernel's phase 3).
     tq, sq = np.arange(Q)[:, None], np.arange(Q)[None, :]
     m0 = tq // 16 * 16
-    left = (sq // 8 * 8 + 8) <= m0                                                   # [Q, Q]
+    left = (sq // 16 * 16 + 16) <= m0                                                # [Q, Q]
     with np.errstate(over="ignore", invalid="ignore"):
-        colw = ((fast_exp((acum[..., np.arange(Q) | 7] - acum).astype(F32)) * dtv).astype(F32)
-                * sCB[None, None, :, None]).astype(F32)                              # [bt, nc, h, Q]
+        colw = ((fast_exp((acum[..., np.arange(Q) | 15] - acum).astype(F32)) * dtv).astype(F32)
+                * sCBm[..., None]).astype(F32)                                       # [bt, nc, h, Q]
         a_ref = acum[..., np.maximum(m0[:, 0] - 1, 0)]                                 # [bt, nc, h, Q] by row t
         row = fast_exp((acum - a_ref).astype(F32))
-        slab = fast_exp((a_ref[..., :, None] - acum[..., None, np.arange(Q) // 8 * 8 + 7]).astype(F32))
+        slab = fast_exp((a_ref[..., :, None] - acum[..., None, np.arange(Q) // 16 * 16 + 15]).astype(F32))
         M_left = ((cb * (row[..., :, None] * slab).astype(F32)).astype(F32) * colw[..., None, :]).astype(F32)
     M = np.where(left, M_left, M)
-    big, small = split_tf32(M)
+    big, small = split_f16(M)
     sides = []
     for side in (0, 1):
         acc = np.zeros((bt, nc, h, Q, p), F32)
         ks = [k for i, b in enumerate(blocks) if i % 2 == side for k in b]
         if ks:
             acc = limb_product(limbs, Cq, "...ik,...tk->...ti", np.array(ks))
-        acc = ((acc * u[..., None, :]).astype(F32) * rC[..., None]).astype(F32)
-        for s0 in range(8 * side, Q, 16):
-            ks8 = np.arange(s0, s0 + 8)
-            acc = mma(acc, small, X, ks8)
-            acc = mma(acc, big, X, ks8)
+        acc = (((acc * u[..., None, :]).astype(F32) * rC[..., None]).astype(F32)
+               * mscale[..., None, None]).astype(F32)
+        for s0 in range(16 * side, Q, 32):
+            ks16 = np.arange(s0, s0 + 16)
+            acc = mma(acc, small, X, ks16)
+            acc = mma(acc, big, X, ks16)
         sides.append(acc)
-    acc = (sides[0] + sides[1]).astype(F32)
+    acc = ((sides[0] + sides[1]).astype(F32) * (F32(1) / mscale)[..., None, None]).astype(F32)
     xh = (sx[None, None, :, None, :] * X).astype(F32)
     y = ((sx[None, None, :, None, :] * acc).astype(F32) + (Dh[None, None, :, None, None] * xh).astype(F32)).astype(F32)
     y = y.transpose(0, 1, 3, 2, 4).reshape(bt, nc * Q, h * p)[:, :L]

@@ -6,7 +6,7 @@ The reference runs on the same GPU in fp32; the checks:
 - QuantSSD decode (L = 1): y within 1e-5 relative, ssm_state_out equal except at ties, in place too;
 - QmambaW8A8Linear: y equal (within one rounding tie of an activation with the RMSNorm);
 - QmambaGatedNorm: each row within 1e-5 relative of the float64 twin;
-- QuantSSD prefill (chunk-parallel, int8 and 2xTF32 tensor cores): ||y - y_ref|| / ||y_ref|| <=
+- QuantSSD prefill (chunk-parallel, int8 and split-f16 tensor cores): ||y - y_ref|| / ||y_ref|| <=
   Y_BOUND = 2e-3 (justified in docs/kernels.md), ssm_state_out within 1 LSB, in place too; prefill(L)
   then decode == prefill(L + 1) up to the rounding of the int8 state the decode starts from (the
   reference's own gap, measured).

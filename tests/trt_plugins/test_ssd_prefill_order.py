@@ -1,7 +1,7 @@
 """The QuantSSD prefill kernel's arithmetic order, emulated on the CPU (ssd_prefill_order.py), against
 the sequential fp32 reference, and the byte transposes its tile loads rely on.
 
-These run without a GPU: they check the kernel's design (where it rounds, how it splits the TF32
+These run without a GPU: they check the kernel's design (where it rounds, how it splits the f16
 operands, in which order it sums), not the compiled kernel; test_kernels_gpu.py checks that.
 """
 from __future__ import annotations

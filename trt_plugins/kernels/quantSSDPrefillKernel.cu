@@ -28,11 +28,14 @@
 //   - Xw^T Bq and Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 with the float operand (Xw, S') as three
 //     int8 limbs of a 23-bit fixed point (kLimbScale, below), exact a limb, combined in fp32 and scaled
 //     by the unit (one a chunk for Xw, one a row of S');
-//   - M Xq: mma.sync m16n8k8 TF32 with fp32 accumulation, M split into two TF32 numbers
-//     v = big + small (2xTF32: small * b first, then big * b; Xq is int8, exact in TF32).
+//   - M Xq: mma.sync m16n8k16 f16 with fp32 accumulation, M times mscale (a power of two that puts |M|
+//     below 2^15) split into two f16 numbers v = big + small (small * b first, then big * b; Xq is int8,
+//     exact in f16): 22 bits of each entry, as two TF32 numbers kept before.
 // Where the order differs from the fused kernel, and how far results may move:
 //   - M left of a strip's diagonal slab: the decay as the product of three __expf factors (row, slab,
-//     column; phase 3 below), each rounded, instead of one __expf: a few fp32 roundings an entry.
+//     column; phase 3 below), each rounded, instead of one __expf: a few fp32 roundings an entry. An
+//     entry so small that mscale leaves it below f16's normal range (2^-14, i.e. under 2^-29 of the bound
+//     of |M|) keeps fewer bits: at most 2^-25 absolute after scaling, 2^-40 of the bound.
 //   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
 //     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
 //     Bq * w was) and S' = d_c S' + L_c is one IEEE multiply and one IEEE add. Each changes a
@@ -43,14 +46,12 @@
 //   - y: rC and u_i are applied to the sum Cq S'^T instead of to each entry before the product, S'
 //     is rounded to 2^-22 of its row's largest entry (the fused kernel split both operands of its
 //     TF32 product, 3xTF32), and the two warps of a pair sum halves of d_state and of the slabs of M
-//     apart. Relative error of y: ~1e-6 (emulated, as with 2xTF32 for Cq S'^T), far under the
-//     tests' 2e-3.
+//     apart. Relative error of y: ~1e-6 (emulated), far under the tests' 2e-3.
 //   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
 //     the same code (chunk_dt_cumsum), so the two agree bit for bit.
-// Fragment order: the int8 m16n8k32 operands are loaded as 4-byte words of their rows (bytes 4q..4q+3
-// and 16 + 4q.. of a 32-wide k block); the M tile stays in registers, its accumulator layout (row g,
-// columns 2q and 2q+1 of an 8-wide slab) being the A fragment of the next TF32 product with k = 2q,
-// 2q+1.
+// Fragment order: the mma operands come from shared memory by ldmatrix (four 8 x 16-byte tiles a load);
+// the M tile stays in registers, the accumulators of a 16-wide slab's two 8-wide halves (row g, columns 2q
+// and 2q+1 of each) being, packed to f16 pairs, the A fragment of the next product.
 #include <math.h>
 
 #include "checks.h"
@@ -136,8 +137,8 @@ __device__ __forceinline__ float add_limb(float acc, int ai, int l) {
 }
 
 // Shared memory of phase 1, in bytes: Xw^T as three int8 limbs [3][P][Q + 16] (the chunk's 23-bit fixed
-// point, see kLimbScale), Bq^T as int8 [npad][Q + 16], dt, a_cum, w (Q floats each). Row strides are 16
-// (mod 32) bytes, so the 4-byte fragment loads of a warp hit distinct banks.
+// point, see kLimbScale), Bq^T as int8 [npad][Q + 16], dt, a_cum, w (Q floats each). Rows start 16-byte
+// aligned and lie 16 (mod 32) bytes apart, so the eight rows of an ldmatrix tile fall in distinct banks.
 struct StateLayout {
   int ldq;
   int off_bt, off_vec, bytes;
@@ -151,10 +152,11 @@ __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
   return l;
 }
 
-// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as bf16 [P][Q + 8],
+// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as f16 [P][Q + 8],
 // S'_c as three int8 limbs [3][P][npad + 16] (state_limbs), the second warp of each pair's sums (Q / 32 pairs
 // of 32 lanes x P / 2 floats, in fragment order), dt, a_cum, rC, colw (Q floats each), s_x and the limbs' row
-// scales (P floats each).
+// scales (P floats each), the chunk's largest dt. Every row starts 16-byte aligned (ldmatrix) and rows 16
+// (mod 128) bytes apart: the eight rows of an ldmatrix tile fall in distinct banks.
 struct ScanLayout {
   int ldn, ldh;
   int off_b, off_xt, off_s, off_red, off_vec, bytes;
@@ -162,25 +164,38 @@ struct ScanLayout {
 __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   ScanLayout l;
   l.ldn = npad + 16;
-  l.ldh = Q + 8;  // halves: a row is 4 (mod 8) words for Q = 0 (mod 64), else 20 (mod 32)
+  l.ldh = Q + 8;  // halves: 2Q + 16 bytes, 16 (mod 128) for Q = 0 (mod 64), else 80
   l.off_b = Q * l.ldn;
   l.off_xt = 2 * Q * l.ldn;
   l.off_s = l.off_xt + P * l.ldh * 2;
   l.off_red = l.off_s + 3 * P * l.ldn;
   l.off_vec = l.off_red + Q * P * 2;
-  l.bytes = l.off_vec + 4 * Q * 4 + 2 * P * 4;
+  l.bytes = l.off_vec + 4 * Q * 4 + 2 * P * 4 + 16;
   return l;
 }
 
 constexpr int kMaxQuadsPerLane = 2;  // npad <= 256: a row of S' is at most 64 float4, two a lane
 
-// v = big + small, both TF32: what TF32 rounding leaves of v is carried by a second product.
-struct SplitTf32 {
+// Two values v as f16 pairs big + small: what f16 rounding leaves of v (exact in fp32) is carried by a second
+// product, so that big + small keeps 22 of v's bits (11 + 11) where it lies in f16's normal range.
+struct SplitF16x2 {
   uint32_t big, small;
 };
-__device__ __forceinline__ SplitTf32 split_tf32(float v) {
-  const uint32_t big = to_tf32(v);
-  return {big, to_tf32(v - __uint_as_float(big))};
+__device__ __forceinline__ SplitF16x2 split_f16x2(float lo, float hi) {
+  const uint32_t big = pack_f16x2(lo, hi);
+  const float2 b = unpack_f16x2(big);
+  return {big, pack_f16x2(lo - b.x, hi - b.y)};
+}
+
+// The power of two that puts M's entries in f16's range, from a bound of |M|: 2^(15 - k) for bound in
+// [2^(k - 1), 2^k), so |M| * scale < 2^15 (f16's largest is 65504) and an entry near the bound keeps its 22 bits;
+// at most 2^64, so that the state's part, scaled alike, stays far from fp32's overflow.
+constexpr int kMaxMScaleLog2 = 64;
+__device__ __forceinline__ float m_scale(float bound) {
+  if (!(bound > 0.0f) || bound > 3.0e38f) return 1.0f;  // no entry to scale (or none that f16 can hold)
+  const int k = static_cast<int>((__float_as_uint(bound) >> 23) & 0xffu) - 126;  // a subnormal bound: k = -126
+  const int e = min(15 - k, kMaxMScaleLog2);
+  return __uint_as_float(static_cast<uint32_t>(e + 127) << 23);
 }
 
 // The four int8 of a word as exact floats (byte k -> f[k]), without I2F.
@@ -188,14 +203,14 @@ __device__ __forceinline__ void int8x4_to_floats(uint32_t w, float (&f)[4]) {
   biased_word_to_floats(w ^ 0x80808080u, f);
 }
 
-__device__ __forceinline__ uint32_t lds32(const int8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
 // dtv[t] = dt of row t of the chunk (0 past the sequence: no decay, no input) and acum[t] = the
 // inclusive cumulative sum of dt * A over the chunk, in the fused kernel's order: warp 0, Q / 32
-// consecutive values a lane summed in turn, then a shuffle scan of the lanes' sums. Every thread of
-// the block calls it (it synchronizes); phases 1 and 3 call it on the same inputs and agree bit for bit.
+// consecutive values a lane summed in turn, then a shuffle scan of the lanes' sums; *dt_largest (where
+// given) the chunk's largest dt. Every thread of the block calls it (it synchronizes); phases 1 and 3 call
+// it on the same inputs and agree bit for bit.
 __device__ __forceinline__ void chunk_dt_cumsum(const PrefillArgs& a, const int8_t* __restrict__ dt_col, int T,
-                                                float A, float dt_b, float* dtv, float* acum) {
+                                                float A, float dt_b, float* dtv, float* acum,
+                                                float* dt_largest = nullptr) {
   const int Q = a.Q;
   for (int t = threadIdx.x; t < Q; t += blockDim.x) {
     const float d = t < T ? dt_value(dt_col[static_cast<int64_t>(t) * a.nheads], a.dt_scale, dt_b, a.dt_min, a.dt_max)
@@ -207,13 +222,19 @@ __device__ __forceinline__ void chunk_dt_cumsum(const PrefillArgs& a, const int8
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x, per = Q / 32;
     float v[kMaxChunk / 32];
-    float run = 0.0f;
+    float run = 0.0f, dmax = 0.0f;
 #pragma unroll
     for (int k = 0; k < kMaxChunk / 32; ++k) {
       if (k < per) {
         run += acum[lane * per + k];
         v[k] = run;
+        dmax = fmaxf(dmax, dtv[lane * per + k]);
       }
+    }
+    if (dt_largest != nullptr) {
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) dmax = fmaxf(dmax, __shfl_xor_sync(0xffffffffu, dmax, off));
+      if (lane == 0) *dt_largest = dmax;
     }
     float incl = run;
 #pragma unroll
@@ -275,18 +296,16 @@ __device__ __forceinline__ void load_columns_4x16(const int8_t* __restrict__ src
   }
 }
 
-// Four rows of one column (byte m of `word` is row r + m) at p: as int8, one 4-byte store; as bf16 (the int8
-// values, exact), one 8-byte store. Phase 3's M Xq takes its TF32 B operands from bf16 halves with a shift or a
-// mask (a bf16 in a word's high half is a TF32 number), where int8 took a conversion per value and product.
+// Four rows of one column (byte m of `word` is row r + m) at p: as int8, one 4-byte store; as f16 (the int8
+// values, exact), one 8-byte store. Phase 3's M Xq takes its f16 B operands straight from these rows.
 __device__ __forceinline__ void store_rows4(int8_t* p, uint32_t word) { *reinterpret_cast<uint32_t*>(p) = word; }
 __device__ __forceinline__ void store_rows4(uint16_t* p, uint32_t word) {
   float f[4];
   biased_word_to_floats(word ^ 0x80808080u, f);
-  *reinterpret_cast<uint2*>(p) = make_uint2(__byte_perm(__float_as_uint(f[0]), __float_as_uint(f[1]), 0x7632),
-                                            __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632));
+  *reinterpret_cast<uint2*>(p) = make_uint2(pack_f16x2(f[0], f[1]), pack_f16x2(f[2], f[3]));
 }
 
-// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld] (int8 or bf16 elements), zero outside
+// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld] (int8 or f16 elements), zero outside
 // rows_valid x cols_valid. Neighbouring threads take neighbouring 4-row blocks: their stores fill a row of dst.
 template <int VEC, typename T>
 __device__ __forceinline__ void load_transposed(T* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
@@ -300,9 +319,6 @@ __device__ __forceinline__ void load_transposed(T* dst, int ld, const int8_t* __
     for (int k = 0; k < 16; ++k) store_rows4(dst + (c + k) * ld + r, col[k]);
   }
 }
-
-// The float value of a bf16 (its bits in the low half of h).
-__device__ __forceinline__ float bf16_to_float(uint32_t h) { return __uint_as_float(h << 16); }
 
 // An int8 tile [rows][cols_pad] copied into dst [rows][ld] in 16-byte pieces, zero outside
 // rows_valid x cols_valid.
@@ -411,6 +427,8 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
+  const int a_row = (lane & 7) + (lane & 8), a_col = (lane & 16);           // ldmatrix rows: see phase 3
+  const int b_row = (lane & 7) + ((lane & 16) >> 1), b_col = (lane & 8) * 2;
   const int k_end = (T + 31) / 32 * 32;  // Xw and Bq are zero past T
   const int nj_tiles = npad / 32;
   float* out = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4;
@@ -424,20 +442,16 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
       for (int k0 = 0; k0 < k_end; k0 += 32) {
         uint32_t af[2][4];  // [16-row half][fragment]: rows g, g + 8, bytes 4q.. and 16 + 4q.. of k
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const int8_t* lo = limb + (m0 + 16 * mt + g) * lay.ldq + k0 + 4 * q;
-          const int8_t* hi = lo + 8 * lay.ldq;
-          af[mt][0] = lds32(lo);
-          af[mt][1] = lds32(hi);
-          af[mt][2] = lds32(lo + 16);
-          af[mt][3] = lds32(hi + 16);
-        }
+        for (int mt = 0; mt < 2; ++mt) ldmatrix_x4(af[mt], limb + (m0 + 16 * mt + a_row) * lay.ldq + k0 + a_col);
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          const int8_t* b_col = tBt + (n0 + 8 * nt + g) * lay.ldq + k0 + 4 * q;
-          const uint32_t b0 = lds32(b_col), b1 = lds32(b_col + 16);
+        for (int nt = 0; nt < 4; nt += 2) {
+          uint32_t b[4];  // b0, b1 of column tiles nt and nt + 1
+          ldmatrix_x4(b, tBt + (n0 + 8 * nt + b_row) * lay.ldq + k0 + b_col);
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) mma_s8(ai[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b0, b1);
+          for (int mt = 0; mt < 2; ++mt) {
+            mma_s8(ai[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b[0], b[1]);
+            mma_s8(ai[mt][nt + 1], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b[2], b[3]);
+          }
         }
       }
 #pragma unroll
@@ -530,10 +544,11 @@ __device__ __forceinline__ void store_y2(void* y, int64_t idx, float v0, float v
 // Phase 3: y of one (batch row, chunk, head, slice of P dims), Q / 16 warps in Q / 32 pairs. Pair p
 // (warps p and p + Q / 32) owns the 16-row strips p and Q/16 - 1 - p (equal work under the causal mask)
 // and all P columns; its two warps split each strip's sums: the state's part diag(rC) Cq S'^T over
-// the first and the second half of d_state, then M Xq over the even and the odd 8-wide slabs of M,
-// each slab made by int8 mma and scaled in registers. The second warp's sums reach the first through
-// shared memory; the first adds them and writes y. (Two warps a strip instead of one: twice the
-// warps an SM for the same shared memory, and neither repeats the other's work.)
+// the even and the odd 32-wide blocks of d_state, then M Xq over the even and the odd 16-wide slabs of M,
+// each slab made by int8 mma, scaled in registers and packed into the next f16 mma's A fragment. The
+// second warp's sums reach the first through shared memory; the first adds them and writes y. (Two warps
+// a strip instead of one: twice the warps an SM for the same shared memory, and neither repeats the
+// other's work.)
 template <int VEC, int P>
 __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(const PrefillArgs a) {
   constexpr int NT = P / 8;  // 8-wide column tiles of a strip
@@ -543,7 +558,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   const ScanLayout lay = scan_layout(Q, P, npad);
   int8_t* tC = smem;                  // Cq [Q][ldn]
   int8_t* tB = smem + lay.off_b;      // Bq [Q][ldn]
-  uint16_t* tXh = reinterpret_cast<uint16_t*>(smem + lay.off_xt);  // Xq^T as bf16 [P][ldh]
+  uint16_t* tXh = reinterpret_cast<uint16_t*>(smem + lay.off_xt);  // Xq^T as f16 [P][ldh]
   int8_t* tL = smem + lay.off_s;      // S'_c's limbs [3][P][ldn], limb 0 the lowest
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
@@ -551,6 +566,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   float* colw = rC + Q;                // column factors of M's off-diagonal slabs (below)
   float* sx = colw + Q;
   float* su = sx + P;                  // the limbs' row scales u_i
+  float* dt_largest = su + P;
 
   const ChunkBlock blk = chunk_block(a);
   const int hd = blk.hd, i0 = blk.ps * P;
@@ -567,10 +583,14 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   for (int i = threadIdx.x; i < P; i += blockDim.x) {
     sx[i] = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i0 + i));
   }
-  chunk_dt_cumsum(a, a.dt + row0 * a.nheads + hd, T, A, __ldg(a.dt_bias + hd), dtv, acum);
+  chunk_dt_cumsum(a, a.dt + row0 * a.nheads + hd, T, A, __ldg(a.dt_bias + hd), dtv, acum, dt_largest);
+  // M's entries go to f16 times mscale, a power of two (exact both ways): |Cq Bq^T| <= 128 * 128 * npad and the
+  // decay is at most 1, so |M| <= 16384 npad sC sB max dt. The state's part is scaled alike and the sum unscaled.
+  const float mscale = m_scale(__fmul_rn(__fmul_rn(16384.0f * static_cast<float>(npad), sCB), *dt_largest));
+  const float sCBm = sCB * mscale;
   for (int t = threadIdx.x; t < Q; t += blockDim.x) {
     rC[t] = expf(acum[t]) * sC;
-    colw[t] = __expf(acum[t | 7] - acum[t]) * dtv[t] * sCB;
+    colw[t] = __expf(acum[t | 15] - acum[t]) * dtv[t] * sCBm;
   }
   load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
@@ -613,6 +633,12 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   __syncthreads();
 
   const int g = lane / 4, q = lane % 4;
+  // ldmatrix row addresses: lane l names row l % 8 of tile l / 8. As mma_s8's A (16 rows x 32 bytes) the tiles are
+  // (rows 0-7, bytes 0-15), (8-15, 0-15), (0-7, 16-31), (8-15, 16-31); as two column tiles' b (16 rows of the
+  // operand's transpose, 32 bytes) (0-7, 0-15), (0-7, 16-31), (8-15, 0-15), (8-15, 16-31); as two column tiles'
+  // f16 b (16 rows, 16 halves) (0-7, 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15).
+  const int a_row = (lane & 7) + (lane & 8), a_col = (lane & 16);           // bytes
+  const int b_row = (lane & 7) + ((lane & 16) >> 1), b_col = (lane & 8) * 2;  // bytes (f16 b: halves (lane & 8))
   const int strips = Q / 16, pairs = Q / 32;
   const int pair = warp % pairs, side = warp / pairs;  // side 0 writes y
   float* red = reinterpret_cast<float*>(smem + lay.off_red) + pair * (32 * NT * 4);  // [NT * 4][32 lanes]
@@ -622,23 +648,25 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     const int m0 = 16 * (half == 0 ? pair : strips - 1 - pair);
     if (m0 >= T) continue;  // pair-uniform: rows past the sequence
     float acc[NT][4] = {};
+    const int8_t* c_rows = tC + (m0 + a_row) * lay.ldn + a_col;  // the strip's Cq as mma_s8's A, k0 = 0
 
     // The state's part over this warp's 32-wide blocks of d_state (the even ones, or the odd): Cq S'^T a limb
     // at a time, the top one first (exact int32 sums, one fp32 rounding a limb), then each column times its
-    // row scale u_i and each row times rC.
+    // row scale u_i and each row times rC (and mscale, exact).
     const int t_lo = m0 + g, t_hi = m0 + g + 8;
 #pragma unroll 1
     for (int l = 2; l >= 0; --l) {
       int ai[NT][4] = {};
-      const int8_t* limb = tL + l * P * lay.ldn;
+      const int8_t* limb_rows = tL + (l * P + b_row) * lay.ldn + b_col;
       for (int k0 = 32 * side; k0 < npad; k0 += 64) {
-        const int8_t* c_lo = tC + (m0 + g) * lay.ldn + k0 + 4 * q;
-        const int8_t* c_hi = c_lo + 8 * lay.ldn;
-        const uint32_t a0 = lds32(c_lo), a1 = lds32(c_hi), a2 = lds32(c_lo + 16), a3 = lds32(c_hi + 16);
+        uint32_t ca[4];
+        ldmatrix_x4(ca, c_rows + k0);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const int8_t* b_col = limb + (8 * nt + g) * lay.ldn + k0 + 4 * q;
-          mma_s8(ai[nt], a0, a1, a2, a3, lds32(b_col), lds32(b_col + 16));
+        for (int nt = 0; nt < NT; nt += 2) {
+          uint32_t b[4];  // b0, b1 of column tiles nt and nt + 1
+          ldmatrix_x4(b, limb_rows + 8 * nt * lay.ldn + k0);
+          mma_s8(ai[nt], ca[0], ca[1], ca[2], ca[3], b[0], b[1]);
+          mma_s8(ai[nt + 1], ca[0], ca[1], ca[2], ca[3], b[2], b[3]);
         }
       }
 #pragma unroll
@@ -652,58 +680,71 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         const float u0 = su[8 * nt + 2 * q], u1 = su[8 * nt + 2 * q + 1];
-        acc[nt][0] = acc[nt][0] * u0 * r_lo;
-        acc[nt][1] = acc[nt][1] * u1 * r_lo;
-        acc[nt][2] = acc[nt][2] * u0 * r_hi;
-        acc[nt][3] = acc[nt][3] * u1 * r_hi;
+        acc[nt][0] = acc[nt][0] * u0 * r_lo * mscale;
+        acc[nt][1] = acc[nt][1] * u1 * r_lo * mscale;
+        acc[nt][2] = acc[nt][2] * u0 * r_hi * mscale;
+        acc[nt][3] = acc[nt][3] * u1 * r_hi * mscale;
       }
     }
 
-    // The chunk's own part: M Xq over this warp's 8-wide slabs s0 < min(m0 + 16, T) (M is zero right
-    // of the diagonal and Xq past T). Left of the strip (s0 + 8 <= m0, no mask) the decay is taken as three
+    // The chunk's own part: M Xq over this warp's 16-wide slabs s0 < min(m0 + 16, T) (M is zero right of
+    // the diagonal and Xq past T). Left of the strip (s0 + 16 <= m0, no mask) the decay is taken as three
     // factors, each at most 1 (a_cum does not increase): the row's exp(a_t - a_{m0-1}), once a strip; the
-    // slab's exp(a_{m0-1} - a_{s0+7}), one for the warp; the column's colw[s] = exp(a_{s0+7} - a_s) dt[s] sC sB,
+    // slab's exp(a_{m0-1} - a_{s0+15}), one for the warp; the column's colw[s] = exp(a_{s0+15} - a_s) dt[s] sC sB,
     // once a block. An entry is then its int product times two factors instead of an exp of its own.
     const float at_lo = acum[t_lo], at_hi = acum[t_hi];
     const float a_ref = m0 > 0 ? acum[m0 - 1] : 0.0f;
     const float row_lo = __expf(at_lo - a_ref), row_hi = __expf(at_hi - a_ref);
-    const int s_end = min(m0 + 16, (T + 7) / 8 * 8);
-    for (int s0 = 8 * side; s0 < s_end; s0 += 16) {
-      int cb[4] = {0, 0, 0, 0};
+    const int s_end = min(m0 + 16, (T + 15) / 16 * 16);
+    for (int s0 = 16 * side; s0 < s_end; s0 += 32) {
+      int cb[2][4] = {};  // columns s0 .. s0 + 7, s0 + 8 .. s0 + 15
+      const int8_t* b_rows = tB + (s0 + b_row) * lay.ldn + b_col;
       for (int k0 = 0; k0 < npad; k0 += 32) {
-        const int8_t* c_lo = tC + (m0 + g) * lay.ldn + k0 + 4 * q;
-        const int8_t* c_hi = c_lo + 8 * lay.ldn;
-        const int8_t* b_row = tB + (s0 + g) * lay.ldn + k0 + 4 * q;
-        mma_s8(cb, lds32(c_lo), lds32(c_hi), lds32(c_lo + 16), lds32(c_hi + 16), lds32(b_row), lds32(b_row + 16));
+        uint32_t ca[4], bb[4];
+        ldmatrix_x4(ca, c_rows + k0);
+        ldmatrix_x4(bb, b_rows + k0);
+        mma_s8(cb[0], ca[0], ca[1], ca[2], ca[3], bb[0], bb[1]);
+        mma_s8(cb[1], ca[0], ca[1], ca[2], ca[3], bb[2], bb[3]);
       }
-      // cb: (t_lo, s0 + 2q), (t_lo, s0 + 2q + 1), (t_hi, s0 + 2q), (t_hi, s0 + 2q + 1)
-      const int sa = s0 + 2 * q, sb = sa + 1;
-      float m00, m01, m10, m11;
-      if (s0 + 8 <= m0) {  // warp-uniform
-        const float slab = __expf(a_ref - acum[s0 + 7]);
-        const float r_lo = row_lo * slab, r_hi = row_hi * slab, w_a = colw[sa], w_b = colw[sb];
-        m00 = __int2float_rn(cb[0]) * r_lo * w_a;
-        m01 = __int2float_rn(cb[1]) * r_lo * w_b;
-        m10 = __int2float_rn(cb[2]) * r_hi * w_a;
-        m11 = __int2float_rn(cb[3]) * r_hi * w_b;
+      // cb[h]: (t_lo, s), (t_lo, s + 1), (t_hi, s), (t_hi, s + 1) for s = s0 + 8h + 2q
+      float m[2][4];
+      if (s0 + 16 <= m0) {  // warp-uniform
+        const float slab = __expf(a_ref - acum[s0 + 15]);
+        const float r_lo = row_lo * slab, r_hi = row_hi * slab;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float2 w = *reinterpret_cast<const float2*>(colw + s0 + 8 * h + 2 * q);
+          m[h][0] = __int2float_rn(cb[h][0]) * r_lo * w.x;
+          m[h][1] = __int2float_rn(cb[h][1]) * r_lo * w.y;
+          m[h][2] = __int2float_rn(cb[h][2]) * r_hi * w.x;
+          m[h][3] = __int2float_rn(cb[h][3]) * r_hi * w.y;
+        }
       } else {
-        const float as_a = acum[sa], as_b = acum[sb], dt_a = dtv[sa], dt_b = dtv[sb];
-        m00 = sa <= t_lo ? __int2float_rn(cb[0]) * sCB * __expf(at_lo - as_a) * dt_a : 0.0f;
-        m01 = sb <= t_lo ? __int2float_rn(cb[1]) * sCB * __expf(at_lo - as_b) * dt_b : 0.0f;
-        m10 = sa <= t_hi ? __int2float_rn(cb[2]) * sCB * __expf(at_hi - as_a) * dt_a : 0.0f;
-        m11 = sb <= t_hi ? __int2float_rn(cb[3]) * sCB * __expf(at_hi - as_b) * dt_b : 0.0f;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int sa = s0 + 8 * h + 2 * q, sb = sa + 1;
+          const float as_a = acum[sa], as_b = acum[sb], dt_a = dtv[sa], dt_b = dtv[sb];
+          m[h][0] = sa <= t_lo ? __int2float_rn(cb[h][0]) * sCBm * __expf(at_lo - as_a) * dt_a : 0.0f;
+          m[h][1] = sb <= t_lo ? __int2float_rn(cb[h][1]) * sCBm * __expf(at_lo - as_b) * dt_b : 0.0f;
+          m[h][2] = sa <= t_hi ? __int2float_rn(cb[h][2]) * sCBm * __expf(at_hi - as_a) * dt_a : 0.0f;
+          m[h][3] = sb <= t_hi ? __int2float_rn(cb[h][3]) * sCBm * __expf(at_hi - as_b) * dt_b : 0.0f;
+        }
       }
-      // As the A fragment with k = 2q, 2q + 1: a0 = (g, 2q), a1 = (g + 8, 2q), a2 = (g, 2q + 1), a3 = (g + 8, 2q + 1).
-      const SplitTf32 e0 = split_tf32(m00), e1 = split_tf32(m10), e2 = split_tf32(m01), e3 = split_tf32(m11);
+      // The A fragment of the 16 x 16 slab: a0 = (g, 2q..), a1 = (g + 8, 2q..), a2 = (g, 8 + 2q..), a3 = (g + 8, 8 + 2q..).
+      const SplitF16x2 e0 = split_f16x2(m[0][0], m[0][1]), e1 = split_f16x2(m[0][2], m[0][3]);
+      const SplitF16x2 e2 = split_f16x2(m[1][0], m[1][1]), e3 = split_f16x2(m[1][2], m[1][3]);
       const uint32_t a_big[4] = {e0.big, e1.big, e2.big, e3.big};
       const uint32_t a_small[4] = {e0.small, e1.small, e2.small, e3.small};
+      // Xq[s0 ..][i] for columns i of tiles nt, nt + 1: rows of Xq^T, 16 halves from s0.
+      const uint16_t* x_rows = tXh + b_row * lay.ldh + s0 + b_col / 2;
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        // Xq[s0 + 2q][i], Xq[s0 + 2q + 1][i] for column i = 8 nt + g: two halves of Xq^T's row i, as TF32.
-        const uint32_t pair_x = *reinterpret_cast<const uint32_t*>(tXh + (8 * nt + g) * lay.ldh + s0 + 2 * q);
-        const uint32_t b0 = pair_x << 16, b1 = pair_x & 0xffff0000u;
-        mma_tf32(acc[nt], a_small, b0, b1);
-        mma_tf32(acc[nt], a_big, b0, b1);
+      for (int nt = 0; nt < NT; nt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, x_rows + 8 * nt * lay.ldh);
+        mma_f16(acc[nt], a_small, b[0], b[1]);
+        mma_f16(acc[nt + 1], a_small, b[2], b[3]);
+        mma_f16(acc[nt], a_big, b[0], b[1]);
+        mma_f16(acc[nt + 1], a_big, b[2], b[3]);
       }
     }
 
@@ -717,7 +758,8 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     }
     warp_pair_barrier(1 + pair);
     if (side == 0) {
-      // y = s_x * acc + D xh for the strip's rows inside the sequence.
+      // y = s_x * acc / mscale + D xh for the strip's rows inside the sequence.
+      const float unscale = 1.0f / mscale;  // a power of two: exact
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -728,8 +770,8 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
           float yv[2];
 #pragma unroll
           for (int cc = 0; cc < 2; ++cc) {
-            const float sum = acc[nt][2 * r + cc] + red[(nt * 4 + 2 * r + cc) * 32 + lane];
-            const float xh = sx[i + cc] * bf16_to_float(tXh[(i + cc) * lay.ldh + t]);
+            const float sum = (acc[nt][2 * r + cc] + red[(nt * 4 + 2 * r + cc) * 32 + lane]) * unscale;
+            const float xh = sx[i + cc] * f16_bits_to_float(tXh[(i + cc) * lay.ldh + t]);
             yv[cc] = sx[i + cc] * sum + Dh * xh;
           }
           store_y2(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv[0], yv[1], fp16, vec_y);

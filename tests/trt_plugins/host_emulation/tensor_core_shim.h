@@ -1,18 +1,15 @@
 // Host stand-in for trt_plugins/kernels/tensorCore.cuh (with thread_shim.h): each mma is a warp-wide
 // exchange of the lanes' fragments through memory, then every lane computes its own four results from the
 // whole tiles, the products summed exactly (double, or int64 for int8) and rounded once before the fp32
-// add, as tests/trt_plugins/ssd_prefill_order.py models a tensor core. A wrong fragment index in the kernel
-// gives a wrong product here as on a GPU.
+// add, as tests/trt_plugins/ssd_prefill_order.py models a tensor core; ldmatrix exchanges the lanes' row
+// addresses likewise. A wrong fragment index in the kernel gives a wrong product here as on a GPU.
 #pragma once
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 namespace qmamba {
-
-inline uint32_t to_tf32(float v) {  // cvt.rna.tf32.f32: nearest, ties away from zero; inf and nan kept
-  const uint32_t b = __float_as_uint(v);
-  if ((b & 0x7f800000u) == 0x7f800000u) return b;
-  return (b + 0x1000u) & 0xffffe000u;
-}
 
 namespace emu_mma {
 // Puts this lane's n words where its warp can read them; returns the warp's words ([lane][kLaneWords]).
@@ -24,26 +21,8 @@ inline const uint32_t* exchange(const uint32_t* mine, int n) {
   return emu::lane_words.data() + size_t(t & ~31u) * emu::kLaneWords;
 }
 inline void done() { emu::warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
-inline double tf32_value(uint32_t r) { return double(__uint_as_float(r & 0xffffe000u)); }  // a TF32 operand's bits
 inline int s8_byte(uint32_t w, int k) { return int(int8_t(uint8_t(w >> (8 * k)))); }
 }  // namespace emu_mma
-
-inline void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
-  const uint32_t* w = emu_mma::exchange(mine, 6);
-  auto A = [&](int r, int k) {  // lane (r % 8, k % 4): a0 (r < 8, k < 4), a1 (r >= 8), a2 / a3 (k >= 4)
-    return emu_mma::tf32_value(w[((r % 8) * 4 + k % 4) * emu::kLaneWords + (r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
-  };
-  auto B = [&](int k, int c) { return emu_mma::tf32_value(w[(c * 4 + k % 4) * emu::kLaneWords + 4 + (k >= 4)]); };
-  const int g = int(threadIdx.x % 32) / 4, q = int(threadIdx.x % 4);
-  for (int e = 0; e < 4; ++e) {
-    const int r = g + 8 * (e / 2), c = 2 * q + e % 2;
-    double sum = 0.0;
-    for (int k = 0; k < 8; ++k) sum += A(r, k) * B(k, c);
-    d[e] = d[e] + float(sum);
-  }
-  emu_mma::done();
-}
 
 inline void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
   const uint32_t mine[6] = {a0, a1, a2, a3, b0, b1};
@@ -61,6 +40,61 @@ inline void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t 
     int64_t sum = 0;
     for (int k = 0; k < 32; ++k) sum += int64_t(A(r, k)) * B(k, c);
     d[e] = int(int64_t(d[e]) + sum);
+  }
+  emu_mma::done();
+}
+
+inline uint32_t pack_f16x2(float lo, float hi) {  // cvt.rn.f16x2.f32: nearest even, lo in the low half
+  const _Float16 h[2] = {static_cast<_Float16>(lo), static_cast<_Float16>(hi)};
+  uint32_t r;
+  std::memcpy(&r, h, 4);
+  return r;
+}
+inline float2 unpack_f16x2(uint32_t v) {
+  _Float16 h[2];
+  std::memcpy(h, &v, 4);
+  return make_float2(float(h[0]), float(h[1]));
+}
+
+inline float f16_bits_to_float(uint16_t h) {
+  _Float16 v;
+  std::memcpy(&v, &h, 2);
+  return float(v);
+}
+
+inline void mma_f16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
+  const uint32_t* w = emu_mma::exchange(mine, 6);
+  auto half = [](uint32_t word, int hi) { return double(hi ? unpack_f16x2(word).y : unpack_f16x2(word).x); };
+  auto A = [&](int r, int k) {  // lane (r % 8, (k % 8) / 2), half k % 2: a0 / a1 (k < 8), a2 / a3
+    return half(w[((r % 8) * 4 + (k % 8) / 2) * emu::kLaneWords + (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  auto B = [&](int k, int c) { return half(w[(c * 4 + (k % 8) / 2) * emu::kLaneWords + 4 + (k >= 8)], k % 2); };
+  const int g = int(threadIdx.x % 32) / 4, q = int(threadIdx.x % 4);
+  for (int e = 0; e < 4; ++e) {
+    const int r = g + 8 * (e / 2), c = 2 * q + e % 2;
+    double sum = 0.0;
+    for (int k = 0; k < 16; ++k) sum += A(r, k) * B(k, c);
+    d[e] = d[e] + float(sum);
+  }
+  emu_mma::done();
+}
+
+// ldmatrix.x4: every lane gives a row address; lane l takes word l % 4 of row l / 4 of each tile j (rows given by
+// lanes 8j .. 8j + 7). The address must be 16-byte aligned, as on a GPU.
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(row);
+  if (p % 16 != 0) {
+    std::fprintf(stderr, "ldmatrix_x4: row address %p is not 16-byte aligned\n", row);
+    std::abort();
+  }
+  const uint32_t mine[2] = {uint32_t(p), uint32_t(uint64_t(p) >> 32)};
+  const uint32_t* w = emu_mma::exchange(mine, 2);
+  const int lane = int(threadIdx.x % 32);
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t* src = w + (8 * j + lane / 4) * emu::kLaneWords;
+    const uintptr_t rp = uintptr_t(src[0]) | (uintptr_t(uint64_t(src[1]) << 32));
+    std::memcpy(&r[j], reinterpret_cast<const void*>(rp + 4 * (lane % 4)), 4);
   }
   emu_mma::done();
 }
