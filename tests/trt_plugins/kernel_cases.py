@@ -96,6 +96,16 @@ def ssd_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, with_state: b
     return t, attrs
 
 
+def with_bc_scaled(t: dict, attrs: dict, factor: float) -> dict:
+    """The case with B's and C's scales times `factor`, D = 0 and the state scale calibrated anew: the prefill's
+    M Xq (its entries scaled by a power of two into f16's range) is then y's only part without a state, and a
+    factor far from 1 puts M's unscaled entries past f16's largest or under its normal range."""
+    t = {**t, "B_out_scales": t["B_out_scales"] * factor, "C_out_scales": t["C_out_scales"] * factor,
+         "D": torch.zeros_like(t["D"])}
+    t["ssm_state_scale"] = calibrate_state_scale(t, attrs, nsteps=min(t["x"].shape[1], 512))
+    return t
+
+
 def calibrate_state_scale(t: dict, attrs: dict, nsteps: int) -> torch.Tensor:
     """Per (SSD group, head group, dim group, state index): the largest |state| over the first
     `nsteps` tokens from a zero state, over the rows of that group, / 127, with room (x 2)."""

@@ -144,6 +144,20 @@ def test_ssd_prefill_chunk_sizes_and_fp16(chunk_size, out_dtype):
     assert (st.int() - st_ref.int()).abs().max().item() <= 1
 
 
+@pytest.mark.parametrize("factor", [1e3, 1e-4])
+def test_ssd_prefill_scales_m_into_f16_range(factor):
+    """B and C scales far from the calibrated ones (kernel_cases.with_bc_scaled): M's entries, unscaled, would
+    overflow f16 or fall under its normal range; with D = 0 and no state y is M Xq alone."""
+    gen = torch.Generator().manual_seed(kc.case_seed("m-scale", factor, "ssd"))
+    t, a = kc.ssd_case(kc.LAYERS["8b"], 2, 300, gen, with_state=False)
+    t = kc.with_bc_scaled(t, a, factor)
+    y_ref, st_ref = quant_ssd_ref(**t, **a)
+    y, st = kernels.quant_ssd(**t, **a)
+    assert torch.isfinite(y).all()
+    assert rel_err(y, y_ref) <= Y_BOUND
+    assert (st.int() - st_ref.int()).abs().max().item() <= 1
+
+
 def test_ssd_prefill_in_place_and_its_workspace():
     """The state may be updated in place (the state pass reads each entry before writing it); a
     workspace smaller than the one asked for is refused before anything is launched."""

@@ -62,3 +62,16 @@ def test_prefill_in_host_emulation_matches_reference(harness, tmp_path, name, wi
     t, a = kc.ssd_case(s, bt, L, gen, with_state=with_state, device="cpu")
     y, state = run_ssd_harness(harness, tmp_path, t, a, chunk, fp16, sms)
     assert_ssd_matches_reference(name, t, a, y, state, Y_BOUND_FP16 if fp16 else Y_BOUND)
+
+
+
+# M's entries go to f16 times a power of two (mscale): B and C scales far from the calibrated ones (with_bc_scaled)
+# put the unscaled entries past f16's largest or under its normal range; an entry lost or overflowed shows in y.
+@pytest.mark.parametrize("factor", [1e3, 1e-4])
+def test_prefill_in_host_emulation_scales_m_into_f16_range(harness, tmp_path, factor):
+    s = LayerShape(ngroups=1, nheads=2, headdim=64, d_state=128)
+    gen = torch.Generator().manual_seed(kc.case_seed("m-scale", factor, "emulation"))
+    t, a = kc.ssd_case(s, 1, 150, gen, with_state=False, device="cpu")
+    t = kc.with_bc_scaled(t, a, factor)
+    y, state = run_ssd_harness(harness, tmp_path, t, a, 128, False, 1)
+    assert_ssd_matches_reference(f"B, C scales x {factor:g}", t, a, y, state, Y_BOUND)
