@@ -27,15 +27,17 @@ PATCHES = [
     (SHARED, EMU_SHARED),  # phase 3
     (r"kernel<<<static_cast<unsigned>\(blocks\), threads, smem, stream>>>\(a\);",
      "emulate_threads(kernel, dim3(static_cast<unsigned>(blocks)), threads, smem, a);"),
-    (r"quant_ssd_state_pass_kernel<<<static_cast<unsigned>\(pass_blocks\), kPassThreads, 0, s>>>\(a\);",
-     "emulate_threads(quant_ssd_state_pass_kernel, dim3(static_cast<unsigned>(pass_blocks)), kPassThreads, 0, a);"),
+    (r"quant_ssd_state_pass_kernel<1><<<static_cast<unsigned>\(pass_blocks\), kPassWarps \* 32, 0, s>>>\(a\);",
+     "emulate_threads(quant_ssd_state_pass_kernel<1>, dim3(static_cast<unsigned>(pass_blocks)), kPassWarps * 32, 0, a);"),
+    (r"quant_ssd_state_pass_kernel<2><<<static_cast<unsigned>\(pass_blocks\), kPassWarps \* 32, 0, s>>>\(a\);",
+     "emulate_threads(quant_ssd_state_pass_kernel<2>, dim3(static_cast<unsigned>(pass_blocks)), kPassWarps * 32, 0, a);"),
 ]
 
 # name: (layer, batch, L, chunk, fp16 y, SMs the launcher sees). d_state 40 takes the bytewise loads (VEC 1);
 # headdim 64 with few SMs takes 64-dim slices (P 64), headdim 32 32-dim ones; L not a multiple of the chunk
 # leaves a short last chunk; chunk 64 runs two warp pairs a block, 32 one; the default chunk of 128 with 64-dim
 # slices (the 8b and 2.7b layers' shape: 4 pairs, 8-wide tiles of 64 columns) and the longest chunk, 256 (8 pairs,
-# named barriers 1 to 8).
+# named barriers 1 to 8); d_state 256, where each lane of the state pass holds two quads of a row.
 CASES = {
     "n64-chunk32-P32": (LayerShape(ngroups=2, nheads=4, headdim=32, d_state=64), 1, 70, 32, False, 2),
     "n40-bytewise": (LayerShape(ngroups=2, nheads=4, headdim=32, d_state=40), 2, 45, 32, False, 2),
@@ -44,6 +46,7 @@ CASES = {
     "n128-chunk128-P64": (LayerShape(ngroups=1, nheads=2, headdim=64, d_state=128), 1, 300, 128, False, 1),
     "chunk256-fp16-y": (LayerShape(ngroups=1, nheads=2, headdim=32, d_state=64), 1, 300, 256, True, 2),
     "L2": (LayerShape(ngroups=1, nheads=2, headdim=32, d_state=32), 2, 2, 32, False, 2),
+    "n256-two-quads-a-lane": (LayerShape(ngroups=1, nheads=2, headdim=32, d_state=256), 1, 80, 32, False, 2),
 }
 
 

@@ -8,16 +8,16 @@
 //        L_c   = Xw^T Bq,  Xw[s, i] = Xq[s, i] * w[s],  w[s] = exp(a_last - a_cum[s]) dt[s] sB    [P x n]
 //        d_c   = exp(a_last)                                        (the chunk's decay, a_last = a_cum[Q-1])
 //      written to the workspace (fp32).
-//   2. state pass, a thread per 4 state entries of one (batch row, head), walking the chunks:
-//        S'_0 = s_state * q / s_x;  workspace[c] <- S'_c (the state entering chunk c);
+//   2. state pass, a warp per state row of one (batch row, head), walking the chunks:
+//        S'_0 = s_state * q / s_x;  workspace[c] <- S'_c (the state entering chunk c, as phase 3's limbs);
 //        S'_{c+1} = d_c S'_c + L_c;  ssm_state_out = Q(S'_last * s_x, s_state).
 //   3. chunk scan, a block per (batch row, chunk, head, slice), all chunks at once:
 //        y = s_x(i) * ( diag(rC) Cq S'_c^T + M Xq ) + D xh,   rC[t] = exp(a_cum[t]) sC,
 //        M[t, s] = (Cq Bq^T)[t, s] sC sB exp(a_cum[t] - a_cum[s]) dt[s]  for s <= t, else 0.
 //
 // Only phase 2 is sequential over chunks, and it is a multiply-add per entry and chunk, streaming
-// the workspace. The workspace holds one fp32 state per (batch row, chunk, head):
-// qmamba_quant_ssd_prefill_workspace() says how much.
+// the workspace. The workspace holds one state per (batch row, chunk, head), 16 bytes a quad of entries
+// (L_c in fp32, then S'_c as limbs): qmamba_quant_ssd_prefill_workspace() says how much.
 //
 // Arithmetic, point by point as in the fused kernel this replaces: dt (dt_value), the scan of
 // dt * A (one warp, the same order), rC, w, the decay (expf), the entries of M on and right of a strip's
@@ -66,7 +66,7 @@ constexpr int kDefaultChunk = 128;   // chunk_size 0; the state traffic halves w
 constexpr int kMaxChunk = 256;       // phase 3 runs Q / 16 warps: at most 16
 constexpr int kStateWarps = 4;       // phase 1
 constexpr int kStateThreads = kStateWarps * 32;
-constexpr int kPassThreads = 256;    // phase 2
+constexpr int kPassWarps = 8;        // phase 2: a warp a state row
 constexpr int kSmallestOptin = 101376;  // workspace sizing without a device: sm_86 / sm_89's opt-in (99 KiB)
 constexpr size_t kStatesAlign = 256;
 
@@ -87,7 +87,7 @@ struct PrefillArgs {
   const int8_t* state;  // may alias state_out: each thread of phase 2 reads its entries before writing them
   void* __restrict__ y;
   int8_t* state_out;
-  float* __restrict__ states;  // workspace: [batch, nchunks, nheads, headdim, n4] fp32
+  float* __restrict__ states;  // workspace: [batch, nchunks, nheads, headdim, n4] fp32 L_c, then S'_c's limbs
   float* __restrict__ decays;  // workspace: [batch, nchunks, nheads]
   int64_t seqlen;
   float dt_scale, dt_min, dt_max;
@@ -174,7 +174,6 @@ __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   return l;
 }
 
-constexpr int kMaxQuadsPerLane = 2;  // npad <= 256: a row of S' is at most 64 float4, two a lane
 
 // Two values v as f16 pairs big + small: what f16 rounding leaves of v (exact in fp32) is carried by a second
 // product, so that big + small keeps 22 of v's bits (11 + 11) where it lies in f16's normal range.
@@ -480,50 +479,99 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   }
 }
 
-// Phase 2: for 4 consecutive entries of the [headdim][n4] state of one (batch row, head), the walk
-// over the chunks: the workspace's L_c is replaced by S'_c, the state entering chunk c.
-__global__ void __launch_bounds__(kPassThreads) quant_ssd_state_pass_kernel(const PrefillArgs a) {
+// S'_c's row as phase 3 takes it, written over the row's L_c: lane l's quads of entries 4(l + 32u) .. + 3 each as
+// one 16-byte word {limb 0, limb 1, limb 2, the row's unit} (t = rint(v / u), u = max_j |S'[i, j]| / kLimbScale,
+// the limbs of four entries a word), so that every lane writes exactly the bytes it read.
+template <int QPL>
+__device__ __forceinline__ void store_state_limbs(float4* row, const float4 (&v)[QPL], int n4, int lane) {
+  float m = 0.0f;
+#pragma unroll
+  for (int u = 0; u < QPL; ++u) {
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  const float inv = m > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), m) : 0.0f;
+  const float unit = m > 0.0f ? __fdiv_rn(m, static_cast<float>(kLimbScale)) : 0.0f;
+#pragma unroll
+  for (int u = 0; u < QPL; ++u) {
+    const int q = lane + 32 * u;
+    if (4 * q >= n4) continue;
+    const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+    uint32_t bl[4], w[3];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(f[e], inv));
+    pack_limbs(bl, w);
+    reinterpret_cast<uint4*>(row)[q] = make_uint4(w[0], w[1], w[2], __float_as_uint(unit));
+  }
+}
+
+// Phase 2: a warp per row i of the [headdim][n4] state of one (batch row, head), lane l holding the entries
+// 4(l + 32u) .. + 3 (u < QPL: 1 for n4 <= 128, else 2), the walk over the chunks: the workspace's L_c (fp32) is
+// replaced by S'_c, the state entering chunk c, as three int8 limbs and the row's unit (store_state_limbs), which
+// phase 3 reads as they are.
+template <int QPL>
+__global__ void __launch_bounds__(kPassWarps * 32) quant_ssd_state_pass_kernel(const PrefillArgs a) {
   const int p = a.headdim, n = a.d_state, n4 = a.n4;
-  const int per_head = p * n4 / 4;  // float4 pieces of one state (p is a multiple of 32)
-  const int parts = (per_head + kPassThreads - 1) / kPassThreads;
-  const int64_t bh = blockIdx.x / parts;
-  const int v = static_cast<int>(blockIdx.x % parts) * kPassThreads + threadIdx.x;
-  if (v >= per_head) return;
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kPassWarps + threadIdx.x / 32;  // (batch row, head, i)
+  const int i = static_cast<int>(row % p);
+  const int64_t bh = row / p;
   const int hd = static_cast<int>(bh % a.nheads);
   const int64_t b = bh / a.nheads;
   const int sg = hd / a.hpg;
   const int hg = head_group(a.head_ranges, a.nhg, sg, hd % a.hpg);
-  // The 4 entries share a row i (n4 is a multiple of 4), so one dim group and one x scale.
-  const int i = 4 * v / n4, j0 = 4 * v % n4;
   const int group = (sg * a.nhg + hg) * a.ndg + dim_group(a.dim_ranges, a.nhg, a.ndg, sg, hg, i);
   const float sx = __ldg(a.x_out_scales + group);
-  const int64_t srow = ((b * a.nheads + hd) * p + i) * n;  // the row's entries in ssm_state / ssm_state_out
-  float S[4], ss[4];
+  const int64_t srow = row * n;  // the row's entries in ssm_state / ssm_state_out
+  float4 S[QPL];
+  float ss[QPL][4];
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const int j = j0 + k;
-    ss[k] = j < n ? __ldg(a.state_scale + static_cast<int64_t>(group) * n + j) : 1.0f;
-    S[k] = 0.0f;
-    if (a.state != nullptr && j < n) S[k] = __fdiv_rn(__fmul_rn(static_cast<float>(a.state[srow + j]), ss[k]), sx);
+  for (int u = 0; u < QPL; ++u) {
+    float v[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int j = 4 * (lane + 32 * u) + k;
+      ss[u][k] = j < n ? __ldg(a.state_scale + static_cast<int64_t>(group) * n + j) : 1.0f;
+      v[k] = 0.0f;
+      if (a.state != nullptr && j < n) v[k] = __fdiv_rn(__fmul_rn(static_cast<float>(a.state[srow + j]), ss[u][k]), sx);
+    }
+    S[u] = make_float4(v[0], v[1], v[2], v[3]);
   }
 
-  const int64_t chunk_stride = static_cast<int64_t>(a.nheads) * p * n4;  // floats from chunk c to c + 1
-  float4* st = reinterpret_cast<float4*>(a.states + (b * a.nchunks * a.nheads + hd) * static_cast<int64_t>(p) * n4) + v;
+  const int64_t chunk_stride = static_cast<int64_t>(a.nheads) * p * n4 / 4;  // float4 from chunk c to c + 1
+  float4* st = reinterpret_cast<float4*>(a.states + ((b * a.nchunks * a.nheads + hd) * p + i) * static_cast<int64_t>(n4));
   const float* dec = a.decays + b * a.nchunks * a.nheads + hd;
-  float4 next = st[0];
+  auto load_row = [&](int c, float4 (&L)[QPL]) {
+#pragma unroll
+    for (int u = 0; u < QPL; ++u) {
+      const int q = lane + 32 * u;
+      L[u] = 4 * q < n4 ? st[c * chunk_stride + q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  };
+  float4 next[QPL];
+  load_row(0, next);
   for (int c = 0; c < a.nchunks; ++c) {
-    const float4 L = next;
-    if (c + 1 < a.nchunks) next = st[(c + 1) * (chunk_stride / 4)];  // in flight during this chunk's update
-    st[c * (chunk_stride / 4)] = make_float4(S[0], S[1], S[2], S[3]);
+    float4 L[QPL];
+#pragma unroll
+    for (int u = 0; u < QPL; ++u) L[u] = next[u];
+    if (c + 1 < a.nchunks) load_row(c + 1, next);  // in flight during this chunk's update
+    store_state_limbs(st + c * chunk_stride, S, n4, lane);
     const float d = dec[static_cast<int64_t>(c) * a.nheads];
-    S[0] = __fadd_rn(__fmul_rn(d, S[0]), L.x);
-    S[1] = __fadd_rn(__fmul_rn(d, S[1]), L.y);
-    S[2] = __fadd_rn(__fmul_rn(d, S[2]), L.z);
-    S[3] = __fadd_rn(__fmul_rn(d, S[3]), L.w);
+#pragma unroll
+    for (int u = 0; u < QPL; ++u) {
+      S[u] = make_float4(__fadd_rn(__fmul_rn(d, S[u].x), L[u].x), __fadd_rn(__fmul_rn(d, S[u].y), L[u].y),
+                         __fadd_rn(__fmul_rn(d, S[u].z), L[u].z), __fadd_rn(__fmul_rn(d, S[u].w), L[u].w));
+    }
   }
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    if (j0 + k < n) a.state_out[srow + j0 + k] = quantize_rn(__fmul_rn(S[k], sx), ss[k]);
+  for (int u = 0; u < QPL; ++u) {
+    const float v[4] = {S[u].x, S[u].y, S[u].z, S[u].w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int j = 4 * (lane + 32 * u) + k;
+      if (j < n) a.state_out[srow + j] = quantize_rn(__fmul_rn(v[k], sx), ss[u][k]);
+    }
   }
 }
 
@@ -597,37 +645,19 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   load_transposed<VEC>(tXh, lay.ldh, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
-    // S'_c as limbs, a warp a row: its largest |entry| by a shuffle tree, then each lane's entries.
-    const float* Sc = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4 +
-                      static_cast<int64_t>(i0) * a.n4;
-    const int nwarps = blockDim.x / 32;
-    for (int i = warp; i < P; i += nwarps) {
-      float4 v[kMaxQuadsPerLane];
-      float m = 0.0f;
+    // S'_c's limbs as phase 2 left them (store_state_limbs): a 16-byte word a quad of entries, its three limb
+    // words to the three limb rows; the row's unit from its first quad. Columns [n4, npad) are zero.
+    const uint4* Sc = reinterpret_cast<const uint4*>(
+        a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4 +
+        static_cast<int64_t>(i0) * a.n4);
+    const int quads = npad / 4, q4 = a.n4 / 4;
+    for (int e = threadIdx.x; e < P * quads; e += blockDim.x) {
+      const int i = e / quads, qd = e % quads;
+      const uint4 w = qd < q4 ? Sc[static_cast<int64_t>(i) * q4 + qd] : make_uint4(0u, 0u, 0u, 0u);
+      const uint32_t limbs[3] = {w.x, w.y, w.z};
 #pragma unroll
-      for (int u = 0; u < kMaxQuadsPerLane; ++u) {
-        const int j = 4 * (lane + 32 * u);
-        // Columns in [d_state, n4) hold the zeros phases 1 and 2 wrote; those past n4 are zero here.
-        v[u] = j < a.n4 ? *reinterpret_cast<const float4*>(Sc + static_cast<int64_t>(i) * a.n4 + j)
-                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        m = fmaxf(m, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      const float inv = m > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), m) : 0.0f;
-      if (lane == 0) su[i] = m > 0.0f ? __fdiv_rn(m, static_cast<float>(kLimbScale)) : 0.0f;
-#pragma unroll
-      for (int u = 0; u < kMaxQuadsPerLane; ++u) {
-        const int j = 4 * (lane + 32 * u);
-        if (j >= npad) continue;
-        const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-        uint32_t bl[4], w[3];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(f[e], inv));
-        pack_limbs(bl, w);
-#pragma unroll
-        for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tL + (l * P + i) * lay.ldn + j) = w[l];
-      }
+      for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tL + (l * P + i) * lay.ldn + 4 * qd) = limbs[l];
+      if (qd == 0) su[i] = __uint_as_float(w.w);
     }
   }
   __syncthreads();
@@ -896,7 +926,7 @@ extern "C" int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const q
   a.P = wide ? 64 : 32;
   a.pslices = a.headdim / a.P;
   const int64_t chunk_blocks = batch * nchunks * a.nheads * a.pslices;
-  const int64_t pass_blocks = batch * a.nheads * ((a.headdim * a.n4 / 4 + kPassThreads - 1) / kPassThreads);
+  const int64_t pass_blocks = batch * a.nheads * (a.headdim / kPassWarps);  // headdim: a multiple of 32
   if (chunk_blocks > 0x7fffffff || pass_blocks > 0x7fffffff) {
     return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * seqlen * nheads too large for one launch", where);
   }
@@ -911,7 +941,11 @@ extern "C" int qmamba_quant_ssd_prefill(const qmamba_ssd_params* params, const q
                 cudaGetErrorString(e));
   }
   QMAMBA_TRY(check_launch(where));
-  quant_ssd_state_pass_kernel<<<static_cast<unsigned>(pass_blocks), kPassThreads, 0, s>>>(a);
+  if (a.n4 <= 128) {
+    quant_ssd_state_pass_kernel<1><<<static_cast<unsigned>(pass_blocks), kPassWarps * 32, 0, s>>>(a);
+  } else {
+    quant_ssd_state_pass_kernel<2><<<static_cast<unsigned>(pass_blocks), kPassWarps * 32, 0, s>>>(a);
+  }
   QMAMBA_TRY(check_launch(where));
   if (a.P == 64) {
     e = vec16 ? launch_with_smem(quant_ssd_chunk_scan_kernel<16, 64>, chunk_blocks, 2 * a.Q, smem3, s, a)
