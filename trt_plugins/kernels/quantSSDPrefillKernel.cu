@@ -152,22 +152,22 @@ __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
   return l;
 }
 
-// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq^T as f16 [P][Q + 8],
+// Shared memory of phase 3, in bytes: Cq and Bq as int8 [Q][npad + 16], Xq as f16 [Q][P + 8],
 // S'_c as three int8 limbs [3][P][npad + 16] (state_limbs), the second warp of each pair's sums (Q / 32 pairs
 // of 32 lanes x P / 2 floats, in fragment order), dt, a_cum, rC, colw (Q floats each), s_x and the limbs' row
 // scales (P floats each), the chunk's largest dt. Every row starts 16-byte aligned (ldmatrix) and rows 16
 // (mod 128) bytes apart: the eight rows of an ldmatrix tile fall in distinct banks.
 struct ScanLayout {
-  int ldn, ldh;
+  int ldn, ldx;
   int off_b, off_xt, off_s, off_red, off_vec, bytes;
 };
 __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   ScanLayout l;
   l.ldn = npad + 16;
-  l.ldh = Q + 8;  // halves: 2Q + 16 bytes, 16 (mod 128) for Q = 0 (mod 64), else 80
+  l.ldx = P + 8;  // halves: 2P + 16 bytes, 16 (mod 128) for P = 64, 80 for P = 32
   l.off_b = Q * l.ldn;
   l.off_xt = 2 * Q * l.ldn;
-  l.off_s = l.off_xt + P * l.ldh * 2;
+  l.off_s = l.off_xt + Q * l.ldx * 2;
   l.off_red = l.off_s + 3 * P * l.ldn;
   l.off_vec = l.off_red + Q * P * 2;
   l.bytes = l.off_vec + 4 * Q * 4 + 2 * P * 4 + 16;
@@ -295,19 +295,10 @@ __device__ __forceinline__ void load_columns_4x16(const int8_t* __restrict__ src
   }
 }
 
-// Four rows of one column (byte m of `word` is row r + m) at p: as int8, one 4-byte store; as f16 (the int8
-// values, exact), one 8-byte store. Phase 3's M Xq takes its f16 B operands straight from these rows.
-__device__ __forceinline__ void store_rows4(int8_t* p, uint32_t word) { *reinterpret_cast<uint32_t*>(p) = word; }
-__device__ __forceinline__ void store_rows4(uint16_t* p, uint32_t word) {
-  float f[4];
-  biased_word_to_floats(word ^ 0x80808080u, f);
-  *reinterpret_cast<uint2*>(p) = make_uint2(pack_f16x2(f[0], f[1]), pack_f16x2(f[2], f[3]));
-}
-
-// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld] (int8 or f16 elements), zero outside
-// rows_valid x cols_valid. Neighbouring threads take neighbouring 4-row blocks: their stores fill a row of dst.
-template <int VEC, typename T>
-__device__ __forceinline__ void load_transposed(T* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
+// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld], zero outside rows_valid x cols_valid.
+// Neighbouring threads take neighbouring 4-row blocks: their 4-byte stores fill a row of dst.
+template <int VEC>
+__device__ __forceinline__ void load_transposed(int8_t* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
                                                 int rows_valid, int rows, int cols_valid, int cols_pad) {
   const int rblocks = rows / 4, blocks = rblocks * (cols_pad / 16);
   for (int e = threadIdx.x; e < blocks; e += blockDim.x) {
@@ -315,14 +306,27 @@ __device__ __forceinline__ void load_transposed(T* dst, int ld, const int8_t* __
     uint32_t col[16];
     load_columns_4x16<VEC>(src, stride, r, c, rows_valid, cols_valid, col);
 #pragma unroll
-    for (int k = 0; k < 16; ++k) store_rows4(dst + (c + k) * ld + r, col[k]);
+    for (int k = 0; k < 16; ++k) *reinterpret_cast<uint32_t*>(dst + (c + k) * ld + r) = col[k];
   }
 }
 
-// An int8 tile [rows][cols_pad] copied into dst [rows][ld] in 16-byte pieces, zero outside
-// rows_valid x cols_valid.
-template <int VEC>
-__device__ __forceinline__ void load_rows(int8_t* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
+// 16 int8 of a row at dst: as int8, one 16-byte store; as f16 (the int8 values, exact), two. Phase 3's M Xq takes
+// its f16 B operands from such rows by ldmatrix.trans.
+__device__ __forceinline__ void store_piece16(int8_t* dst, uint4 v) { *reinterpret_cast<uint4*>(dst) = v; }
+__device__ __forceinline__ void store_piece16(uint16_t* dst, uint4 v) {
+  uint32_t h[8];
+  int8x4_to_f16x2(v.x, h[0], h[1]);
+  int8x4_to_f16x2(v.y, h[2], h[3]);
+  int8x4_to_f16x2(v.z, h[4], h[5]);
+  int8x4_to_f16x2(v.w, h[6], h[7]);
+  reinterpret_cast<uint4*>(dst)[0] = make_uint4(h[0], h[1], h[2], h[3]);
+  reinterpret_cast<uint4*>(dst)[1] = make_uint4(h[4], h[5], h[6], h[7]);
+}
+
+// An int8 tile [rows][cols_pad] copied into dst [rows][ld] (int8 or f16 elements) in 16-element pieces, zero
+// outside rows_valid x cols_valid.
+template <int VEC, typename T>
+__device__ __forceinline__ void load_rows(T* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
                                           int rows_valid, int rows, int cols_valid, int cols_pad) {
   const int pieces = cols_pad / 16;
   for (int e = threadIdx.x; e < rows * pieces; e += blockDim.x) {
@@ -340,7 +344,7 @@ __device__ __forceinline__ void load_rows(int8_t* dst, int ld, const int8_t* __r
       }
       v = make_uint4(w[0], w[1], w[2], w[3]);
     }
-    *reinterpret_cast<uint4*>(dst + r * ld + c) = v;
+    store_piece16(dst + r * ld + c, v);
   }
 }
 
@@ -606,7 +610,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   const ScanLayout lay = scan_layout(Q, P, npad);
   int8_t* tC = smem;                  // Cq [Q][ldn]
   int8_t* tB = smem + lay.off_b;      // Bq [Q][ldn]
-  uint16_t* tXh = reinterpret_cast<uint16_t*>(smem + lay.off_xt);  // Xq^T as f16 [P][ldh]
+  uint16_t* tX = reinterpret_cast<uint16_t*>(smem + lay.off_xt);  // Xq as f16 [Q][ldx]
   int8_t* tL = smem + lay.off_s;      // S'_c's limbs [3][P][ldn], limb 0 the lowest
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
@@ -642,7 +646,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   }
   load_rows<VEC>(tC, lay.ldn, a.C + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   load_rows<VEC>(tB, lay.ldn, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
-  load_transposed<VEC>(tXh, lay.ldh, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
+  load_rows<VEC>(tX, lay.ldx, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
     // S'_c's limbs as phase 2 left them (store_state_limbs): a 16-byte word a quad of entries, its three limb
@@ -664,11 +668,11 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
 
   const int g = lane / 4, q = lane % 4;
   // ldmatrix row addresses: lane l names row l % 8 of tile l / 8. As mma_s8's A (16 rows x 32 bytes) the tiles are
-  // (rows 0-7, bytes 0-15), (8-15, 0-15), (0-7, 16-31), (8-15, 16-31); as two column tiles' b (16 rows of the
-  // operand's transpose, 32 bytes) (0-7, 0-15), (0-7, 16-31), (8-15, 0-15), (8-15, 16-31); as two column tiles'
-  // f16 b (16 rows, 16 halves) (0-7, 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15).
+  // (rows 0-7, bytes 0-15), (8-15, 0-15), (0-7, 16-31), (8-15, 16-31), and the same rows and halves 0-7, 8-15 of Xq
+  // (f16) are, transposed, mma_f16's b of two column tiles; as two column tiles' b of mma_s8 (16 rows of the
+  // operand's transpose, 32 bytes) (0-7, 0-15), (0-7, 16-31), (8-15, 0-15), (8-15, 16-31).
   const int a_row = (lane & 7) + (lane & 8), a_col = (lane & 16);           // bytes
-  const int b_row = (lane & 7) + ((lane & 16) >> 1), b_col = (lane & 8) * 2;  // bytes (f16 b: halves (lane & 8))
+  const int b_row = (lane & 7) + ((lane & 16) >> 1), b_col = (lane & 8) * 2;  // bytes
   const int strips = Q / 16, pairs = Q / 32;
   const int pair = warp % pairs, side = warp / pairs;  // side 0 writes y
   float* red = reinterpret_cast<float*>(smem + lay.off_red) + pair * (32 * NT * 4);  // [NT * 4][32 lanes]
@@ -765,12 +769,13 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
       const SplitF16x2 e2 = split_f16x2(m[1][0], m[1][1]), e3 = split_f16x2(m[1][2], m[1][3]);
       const uint32_t a_big[4] = {e0.big, e1.big, e2.big, e3.big};
       const uint32_t a_small[4] = {e0.small, e1.small, e2.small, e3.small};
-      // Xq[s0 ..][i] for columns i of tiles nt, nt + 1: rows of Xq^T, 16 halves from s0.
-      const uint16_t* x_rows = tXh + b_row * lay.ldh + s0 + b_col / 2;
+      // Xq[s0 .. s0 + 15][i] for the columns i of tiles nt, nt + 1, transposed on the way: tiles (rows s0 + 0-7,
+      // columns 8nt + 0-7), (s0 + 8-15, 8nt + 0-7), (s0 + 0-7, 8nt + 8-15), (s0 + 8-15, 8nt + 8-15).
+      const uint16_t* x_rows = tX + (s0 + a_row) * lay.ldx + a_col / 2;
 #pragma unroll
       for (int nt = 0; nt < NT; nt += 2) {
         uint32_t b[4];
-        ldmatrix_x4(b, x_rows + 8 * nt * lay.ldh);
+        ldmatrix_x4_trans(b, x_rows + 8 * nt);
         mma_f16(acc[nt], a_small, b[0], b[1]);
         mma_f16(acc[nt + 1], a_small, b[2], b[3]);
         mma_f16(acc[nt], a_big, b[0], b[1]);
@@ -801,7 +806,7 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
 #pragma unroll
           for (int cc = 0; cc < 2; ++cc) {
             const float sum = (acc[nt][2 * r + cc] + red[(nt * 4 + 2 * r + cc) * 32 + lane]) * unscale;
-            const float xh = sx[i + cc] * f16_bits_to_float(tXh[(i + cc) * lay.ldh + t]);
+            const float xh = sx[i + cc] * f16_bits_to_float(tX[t * lay.ldx + i + cc]);
             yv[cc] = sx[i + cc] * sum + Dh * xh;
           }
           store_y2(a.y, (row0 + t) * d_ssm + hd * p + i0 + i, yv[0], yv[1], fp16, vec_y);

@@ -42,6 +42,24 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
                : "r"(addr));
 }
 
+// The same four tiles transposed: r[j] holds rows 2q and 2q + 1 of column g of tile j (the lower row in the low
+// half). Tiles of a row-major f16 [k][n] operand so taken are mma_f16's b for k = 2q.. of column g.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// The four int8 of a word as f16 (exact), bytes 0, 1 in lo and 2, 3 in hi: each biased byte b = v + 128 set in
+// the f16 1024 + b (0x6400 | b), then 1152 taken off both halves at once.
+__device__ __forceinline__ void int8x4_to_f16x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  const uint32_t biased = w ^ 0x80808080u;
+  const uint32_t a = __byte_perm(biased, 0x64646464u, 0x4140), b = __byte_perm(biased, 0x64646464u, 0x4342);
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(0x64806480u));
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(0x64806480u));
+}
+
 // lo and hi rounded to f16 (nearest even), lo in the low half.
 __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
   uint32_t r;

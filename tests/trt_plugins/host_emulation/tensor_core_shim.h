@@ -99,6 +99,37 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
   emu_mma::done();
 }
 
+// ldmatrix.x4.trans: lane l takes, of each tile j, column l / 4 of rows 2(l % 4) and 2(l % 4) + 1 (lower row in
+// the low half), the rows' addresses given by lanes 8j .. 8j + 7.
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(row);
+  if (p % 16 != 0) {
+    std::fprintf(stderr, "ldmatrix_x4_trans: row address %p is not 16-byte aligned\n", row);
+    std::abort();
+  }
+  const uint32_t mine[2] = {uint32_t(p), uint32_t(uint64_t(p) >> 32)};
+  const uint32_t* w = emu_mma::exchange(mine, 2);
+  const int lane = int(threadIdx.x % 32);
+  auto row_of = [&](int src_lane) {
+    const uint32_t* a = w + src_lane * emu::kLaneWords;
+    return uintptr_t(a[0]) | (uintptr_t(uint64_t(a[1]) << 32));
+  };
+  for (int j = 0; j < 4; ++j) {
+    uint16_t h[2];
+    for (int k = 0; k < 2; ++k) {
+      std::memcpy(&h[k], reinterpret_cast<const void*>(row_of(8 * j + 2 * (lane % 4) + k) + 2 * (lane / 4)), 2);
+    }
+    r[j] = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+  }
+  emu_mma::done();
+}
+
+inline void int8x4_to_f16x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  auto v = [&](int k) { return float(int8_t(uint8_t(w >> (8 * k)))); };
+  lo = pack_f16x2(v(0), v(1));
+  hi = pack_f16x2(v(2), v(3));
+}
+
 inline void warp_pair_barrier(int id) { emu::pair_barriers[id]->arrive_and_wait(); }
 
 }  // namespace qmamba
