@@ -1,10 +1,10 @@
 """The QuantSSD prefill kernel's arithmetic, in its order, on the CPU (numpy float32).
 
 ``trt_plugins/kernels/quantSSDPrefillKernel.cu`` computes the chunked scan in three phases (chunk
-states, a pass over the chunks, chunk outputs) with its own rounding points: the state products'
-float operand (``Xq w`` in phase 1, ``S'`` in phase 3) as three int8 limbs of a 23-bit fixed point,
-their int8 products exact and combined in fp32 a limb at a time; M's entries, scaled by a power of two into
-f16's range, split into two f16 parts (``v = big + small``), fp32 accumulation one mma at a time,
+states, a pass over the chunks, chunk outputs) with its own rounding points: ``S'`` in phase 3's state
+product as three int8 limbs of a 23-bit fixed point, their int8 products exact and combined in fp32 a limb at
+a time; ``Xq w`` (phase 1) and M's entries, scaled by a power of two into f16's range, split into two f16
+parts (``v = big + small``), fp32 accumulation one mma at a time,
 ``__expf`` in the entries of M (left of a strip's 16-wide diagonal slab as the product of a row, a slab and a
 column factor), the warp's scan order for the cumulative sums of ``dt * A``. This
 module repeats those roundings so that the kernel's error against the sequential reference
@@ -164,16 +164,19 @@ def quant_ssd_prefill_order(x, dt, B, C, A_log, D, dt_bias, x_out_scales, B_out_
     acum = chunk_cumsum((dtv * A[None, None, :, None]).astype(F32))
     a_last = acum[..., -1:]
 
-    # Phase 1: L_c = Xw^T Bq with Xw = Xq * w as the chunk's limbs (unit 128 max_s w[s] / LIMB_SCALE), and the decays.
+    # Phase 1: L_c = Xw^T Bq with Xw = Xq * w times xscale (a power of two putting 128 max_s w[s] below 2^15) in
+    # two f16 parts, small then big a 16-deep step; the sum divided by xscale. And the decays.
     w = ((np.exp((a_last - acum).astype(F32)).astype(F32) * dtv).astype(F32) * sB[None, None, :, None]).astype(F32)
     Xw = (X * w[..., None]).astype(F32)                                              # [bt, nc, h, Q, p]
-    top = (F32(128) * w.max(-1)).astype(F32)                                         # [bt, nc, h]
-    with np.errstate(divide="ignore"):
-        inv = np.where(top > 0, (F32(LIMB_SCALE) / top).astype(F32), F32(0)).astype(F32)
-        unit = np.where(top > 0, (top / F32(LIMB_SCALE)).astype(F32), F32(0)).astype(F32)
-    xw_limbs = limbs_of(np.rint((np.swapaxes(Xw, -1, -2) * inv[..., None, None]).astype(F32)).astype(np.int64))
-    Lc = limb_product(xw_limbs, np.swapaxes(Bq, -1, -2), "...ik,...jk->...ij", np.arange(Q))  # [bt, nc, h, p, npad]
-    Lc = (Lc * unit[..., None, None]).astype(F32)
+    xscale = m_scale((F32(128) * w.max(-1)).astype(F32))                             # [bt, nc, h]
+    big, small = split_f16((Xw * xscale[..., None, None]).astype(F32))
+    big, small = np.swapaxes(big, -1, -2), np.swapaxes(small, -1, -2)                 # [bt, nc, h, p, Q]
+    Lc = np.zeros((bt, nc, h, p, npad), F32)
+    for k0 in range(0, Q, 16):
+        ks16 = np.arange(k0, k0 + 16)
+        Lc = mma(Lc, small, Bq, ks16)
+        Lc = mma(Lc, big, Bq, ks16)
+    Lc = (Lc * (F32(1) / xscale)[..., None, None]).astype(F32)
     decay = np.exp(a_last[..., 0]).astype(F32)                                       # [bt, nc, h]
 
     # Phase 2: the pass over the chunks.

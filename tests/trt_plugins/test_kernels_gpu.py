@@ -109,6 +109,7 @@ SSD_CASES = {
     "headdim32-n16": (LayerShape(ngroups=4, nheads=16, headdim=32, d_state=16), 2, 131),
     "headdim128-n256": (LayerShape(ngroups=2, nheads=8, headdim=128, d_state=256), 2, 200),
     "n40-bytewise": (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40), 2, 97),
+    "n80-six-pieces-a-row": (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=80), 2, 150),
 }
 
 

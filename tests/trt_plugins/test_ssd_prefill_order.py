@@ -1,5 +1,5 @@
 """The QuantSSD prefill kernel's arithmetic order, emulated on the CPU (ssd_prefill_order.py), against
-the sequential fp32 reference, and the byte transposes its tile loads rely on.
+the sequential fp32 reference, and the int8-to-f16 conversion its tile loads rely on.
 
 These run without a GPU: they check the kernel's design (where it rounds, how it splits the f16
 operands, in which order it sums), not the compiled kernel; test_kernels_gpu.py checks that.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pathlib
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from qmamba.export.layer_sizes import LayerShape
 from qmamba.export.ops import _ssd_inputs, quant_ssd_ref
 from ssd_prefill_order import quant_ssd_prefill_order
 
-KERNEL = pathlib.Path(__file__).resolve().parents[2] / "trt_plugins" / "kernels" / "quantSSDPrefillKernel.cu"
+TENSOR_CORE = pathlib.Path(__file__).resolve().parents[2] / "trt_plugins" / "kernels" / "tensorCore.cuh"
 STATE_TIE_DELTA = 0.05   # docs/ops.md: a chunked fp32 implementation's S_L / s within this of the reference's
 Y_DESIGN_BOUND = 1e-5    # the emulated order's y (measured <= 1e-6); the GPU test's bar is 2e-3
 
@@ -70,17 +71,25 @@ def byte_perm(x: int, y: int, s: int) -> int:
     return sum(((src >> (8 * ((s >> (4 * k)) & 7))) & 0xFF) << (8 * k) for k in range(4))
 
 
-def test_load_columns_transposes_4x4_bytes():
-    """The eight __byte_perm of load_columns_4x16, as written in the kernel, turn 4 row words into 4
-    column words (byte m of column word k = byte k of row word m)."""
-    body = KERNEL.read_text().split("load_columns_4x16(", 1)[1].split("\n}\n", 1)[0]
-    t_sel = dict(re.findall(r"const uint32_t (t\d) = __byte_perm\(row\[\d\]\[w\], row\[\d\]\[w\], (0x[0-9a-f]+)\)", body))
-    t_rows = dict(re.findall(r"const uint32_t (t\d) = __byte_perm\(row\[(\d)\]\[w\]", body))
-    c_sel = re.findall(r"col\[4 \* w \+ (\d)\] = __byte_perm\((t\d), (t\d), (0x[0-9a-f]+)\)", body)
-    assert len(t_sel) == 4 and len(c_sel) == 4, body
-    rows = [int.from_bytes(bytes([16 * m + k for k in range(4)]), "little") for m in range(4)]
-    t = {name: byte_perm(rows[int(t_rows[name])], rows[int(t_rows[name]) + 1], int(sel, 16))
-         for name, sel in t_sel.items()}
-    for k, lo, hi, sel in c_sel:
-        col = byte_perm(t[lo], t[hi], int(sel, 16))
-        assert list(col.to_bytes(4, "little")) == [16 * m + int(k) for m in range(4)], (k, hex(col))
+def test_int8_to_f16_pairs_are_exact():
+    """int8x4_to_f16x2 (tensorCore.cuh, which the host emulation replaces): its two __byte_perm and its f16x2
+    subtraction, as written, give each of the 256 int8 values as the f16 of the same value, in byte order."""
+    body = TENSOR_CORE.read_text().split("void int8x4_to_f16x2(", 1)[1].split("\n}\n", 1)[0]
+    biased_xor = int(re.search(r"w \^ (0x[0-9a-f]+)u", body).group(1), 16)
+    perms = re.findall(r"__byte_perm\(biased, (0x[0-9a-f]+)u, (0x[0-9a-f]+)\)", body)
+    sub = re.findall(r"sub\.rn\.f16x2[^;]*;\" : \"=r\"\((lo|hi)\) : \"r\"\((a|b)\), \"r\"\((0x[0-9a-f]+)u\)", body)
+    assert len(perms) == 2 and len(sub) == 2, body
+    assert [(out, src) for out, src, _ in sub] == [("lo", "a"), ("hi", "b")], sub
+
+    def halves(word: int) -> list[float]:
+        return [float(h) for h in np.array([word & 0xFFFF, word >> 16], np.uint16).view(np.float16)]
+
+    for v in range(-128, 128):
+        for k in range(4):
+            w = (v & 0xFF) << (8 * k)
+            biased = w ^ biased_xor
+            got = []
+            for (y, sel), (_, _, c) in zip(perms, sub):
+                pair = np.array(halves(byte_perm(biased, int(y, 16), int(sel, 16))), np.float16)
+                got += [float(x) for x in (pair - np.array(halves(int(c, 16)), np.float16)).astype(np.float16)]
+            assert got == [float(v if j == k else 0) for j in range(4)], (v, k, got)

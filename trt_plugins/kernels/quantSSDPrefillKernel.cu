@@ -25,22 +25,22 @@
 // initial S' (IEEE product, IEEE division) and the final Q. Products on tensor cores:
 //   - Cq Bq^T: mma.sync m16n8k32 s8 x s8 -> s32, exact (|sum| <= 2^22 < 2^31), as the fused kernel's
 //     TF32 product was;
-//   - Xw^T Bq and Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 with the float operand (Xw, S') as three
-//     int8 limbs of a 23-bit fixed point (kLimbScale, below), exact a limb, combined in fp32 and scaled
-//     by the unit (one a chunk for Xw, one a row of S');
-//   - M Xq: mma.sync m16n8k16 f16 with fp32 accumulation, M times mscale (a power of two that puts |M|
-//     below 2^15) split into two f16 numbers v = big + small (small * b first, then big * b; Xq is int8,
-//     exact in f16): 22 bits of each entry, as two TF32 numbers kept before.
+//   - Cq S'^T: mma.sync m16n8k32 s8 x s8 -> s32 with S' as three int8 limbs of a 23-bit fixed point
+//     (kLimbScale, below), exact a limb, combined in fp32 and scaled by the row's unit;
+//   - M Xq and Xw^T Bq: mma.sync m16n8k16 f16 with fp32 accumulation, the float operand (M, Xw) times a
+//     power of two that puts it below 2^15 (mscale a block, xscale a chunk) and split into two f16 numbers
+//     v = big + small (small * b first, then big * b; Xq and Bq are int8, exact in f16): 22 bits of each
+//     entry, as two TF32 numbers (M) or the limbs (Xw) kept before.
 // Where the order differs from the fused kernel, and how far results may move:
 //   - M left of a strip's diagonal slab: the decay as the product of three __expf factors (row, slab,
 //     column; phase 3 below), each rounded, instead of one __expf: a few fp32 roundings an entry. An
-//     entry so small that mscale leaves it below f16's normal range (2^-14, i.e. under 2^-29 of the bound
-//     of |M|) keeps fewer bits: at most 2^-25 absolute after scaling, 2^-40 of the bound.
+//     entry of M or Xw so small that its scale leaves it below f16's normal range (2^-14, i.e. under 2^-29
+//     of the bound) keeps fewer bits: at most 2^-25 absolute after scaling, 2^-40 of the bound.
 //   - The state: the fused kernel added the chunk's products onto d_c S' inside the accumulator; here
 //     L_c is summed on its own (the weight w rides on Xq instead of Bq: Xq * w is rounded where
 //     Bq * w was) and S' = d_c S' + L_c is one IEEE multiply and one IEEE add. Each changes a
 //     chunk's state by a few fp32 roundings of its magnitude (|S / s| <= 127.5 LSB: ~1e-5 LSB), and
-//     the limbs keep 2^-22 of the chunk's largest |Xq w|, so S_L stays well inside docs/ops.md's
+//     Xw's two f16 parts keep 22 bits of each entry, so S_L stays well inside docs/ops.md's
 //     delta = 0.05 LSB of the sequential reference (ssd_prefill_order.py emulates this order on the
 //     CPU: tests/trt_plugins/test_ssd_prefill_order.py).
 //   - y: rC and u_i are applied to the sum Cq S'^T instead of to each entry before the product, S'
@@ -49,8 +49,8 @@
 //     apart. Relative error of y: ~1e-6 (emulated), far under the tests' 2e-3.
 //   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
 //     the same code (chunk_dt_cumsum), so the two agree bit for bit.
-// Fragment order: the mma operands come from shared memory by ldmatrix (four 8 x 16-byte tiles a load);
-// the M tile stays in registers, the accumulators of a 16-wide slab's two 8-wide halves (row g, columns 2q
+// Fragment order: the mma operands come from shared memory by ldmatrix (four 8 x 16-byte tiles a load;
+// .trans for the f16 operands that lie token by token, Xq, Xw and Bq); the M tile stays in registers, the accumulators of a 16-wide slab's two 8-wide halves (row g, columns 2q
 // and 2q+1 of each) being, packed to f16 pairs, the A fragment of the next product.
 #include <math.h>
 
@@ -102,12 +102,11 @@ struct PrefillArgs {
   int nchunks;  // ceil(seqlen / Q)
 };
 
-// The state products in int8 mma: a float operand v given as the integer t = rint(v / u), |t| <= kLimbScale
-// (u its unit: 2^-22 of the largest |v| it covers), written as three balanced base-256 digits
+// The state product of phase 3 in int8 mma: a float operand v given as the integer t = rint(v / u),
+// |t| <= kLimbScale (u its unit: 2^-22 of the largest |v| it covers), written as three balanced base-256 digits
 // t = l2 * 65536 + l1 * 256 + l0, each in [-128, 127]; its product with an int8 operand is then three exact int32
-// sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), combined in fp32, top limb first, and scaled by u. Phase 1 takes
-// Xw^T so (one unit a block: 128 max_s w[s] / kLimbScale), phase 3 S'_c (a unit a row: max_j |S'[i, j]| /
-// kLimbScale). A numpy study on an 8b-shaped head put Cq S'^T so at 1.2e-7 relative L2 from float64 (at 24 bits
+// sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), combined in fp32, top limb first, and scaled by u. S'_c has a
+// unit a row, max_j |S'[i, j]| / kLimbScale (phase 2 writes the limbs). A numpy study on an 8b-shaped head put Cq S'^T so at 1.2e-7 relative L2 from float64 (at 24 bits
 // fixed point), with 2xTF32 at 4.4e-8 and plain TF32 at 2.2e-4.
 // kLimbScale keeps |v / u| below 2^22 (by 64, for the roundings of v * (1 / u)), where adding 1.5 * 2^23 to a
 // float rounds it to an integer (to nearest even, as cvt.rni) in the low bits: no F2I (a quarter of the FADD
@@ -136,19 +135,21 @@ __device__ __forceinline__ float add_limb(float acc, int ai, int l) {
   return acc + __int2float_rn(ai) * (l == 2 ? 65536.0f : (l == 1 ? 256.0f : 1.0f));  // the product is exact
 }
 
-// Shared memory of phase 1, in bytes: Xw^T as three int8 limbs [3][P][Q + 16] (the chunk's 23-bit fixed
-// point, see kLimbScale), Bq^T as int8 [npad][Q + 16], dt, a_cum, w (Q floats each). Rows start 16-byte
-// aligned and lie 16 (mod 32) bytes apart, so the eight rows of an ldmatrix tile fall in distinct banks.
+// Shared memory of phase 1, in bytes: Xw = Xq w xscale as two f16 parts, big and small, [2][Q][P + 8]; Bq as f16
+// [Q][npad + 8] (exact); dt, a_cum, w (Q floats each) and the warps' largest w (kStateWarps floats). Rows start
+// 16-byte aligned and lie an odd multiple of 16 bytes apart, so the eight rows of an ldmatrix tile fall in
+// distinct banks.
 struct StateLayout {
-  int ldq;
-  int off_bt, off_vec, bytes;
+  int ldx, ldb;  // halves
+  int off_b, off_vec, bytes;
 };
 __host__ __device__ inline StateLayout state_layout(int Q, int P, int npad) {
   StateLayout l;
-  l.ldq = Q + 16;
-  l.off_bt = 3 * P * l.ldq;
-  l.off_vec = l.off_bt + npad * l.ldq;
-  l.bytes = l.off_vec + 3 * Q * 4;
+  l.ldx = P + 8;
+  l.ldb = npad + 8;
+  l.off_b = 2 * Q * l.ldx * 2;
+  l.off_vec = l.off_b + Q * l.ldb * 2;
+  l.bytes = l.off_vec + 3 * Q * 4 + kStateWarps * 4;
   return l;
 }
 
@@ -195,11 +196,6 @@ __device__ __forceinline__ float m_scale(float bound) {
   const int k = static_cast<int>((__float_as_uint(bound) >> 23) & 0xffu) - 126;  // a subnormal bound: k = -126
   const int e = min(15 - k, kMaxMScaleLog2);
   return __uint_as_float(static_cast<uint32_t>(e + 127) << 23);
-}
-
-// The four int8 of a word as exact floats (byte k -> f[k]), without I2F.
-__device__ __forceinline__ void int8x4_to_floats(uint32_t w, float (&f)[4]) {
-  biased_word_to_floats(w ^ 0x80808080u, f);
 }
 
 // dtv[t] = dt of row t of the chunk (0 past the sequence: no decay, no input) and acum[t] = the
@@ -250,66 +246,6 @@ __device__ __forceinline__ void chunk_dt_cumsum(const PrefillArgs& a, const int8
   __syncthreads();
 }
 
-// Rows [r, r + 4) x columns [c, c + 16) of an int8 matrix (row stride `stride`; zero outside
-// rows_valid x cols_valid), returned by column: word k holds column c + k, byte m of it row r + m.
-// VEC = 16: 16-byte loads (cols_valid, c, the stride and the base 16-byte aligned); VEC = 1: bytes.
-template <int VEC>
-__device__ __forceinline__ void load_columns_4x16(const int8_t* __restrict__ src, int64_t stride, int r, int c,
-                                                  int rows_valid, int cols_valid, uint32_t (&col)[16]) {
-  uint32_t row[4][4];
-#pragma unroll
-  for (int m = 0; m < 4; ++m) {
-    if constexpr (VEC == 16) {
-      uint4 v = make_uint4(0u, 0u, 0u, 0u);
-      if (r + m < rows_valid && c < cols_valid) v = *reinterpret_cast<const uint4*>(src + (r + m) * stride + c);
-      row[m][0] = v.x;
-      row[m][1] = v.y;
-      row[m][2] = v.z;
-      row[m][3] = v.w;
-    } else {
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        uint32_t word = 0;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const int cc = c + 4 * w + k;
-          const uint32_t byte = (r + m < rows_valid && cc < cols_valid)
-                                    ? static_cast<uint8_t>(src[(r + m) * stride + cc]) : 0u;
-          word |= byte << (8 * k);
-        }
-        row[m][w] = word;
-      }
-    }
-  }
-  // 4 x 4 byte transposes: t0 = [r0.b0 r1.b0 r0.b1 r1.b1], t2 = [r0.b2 r1.b2 r0.b3 r1.b3] (t1, t3: rows 2, 3).
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    const uint32_t t0 = __byte_perm(row[0][w], row[1][w], 0x5140);
-    const uint32_t t1 = __byte_perm(row[2][w], row[3][w], 0x5140);
-    const uint32_t t2 = __byte_perm(row[0][w], row[1][w], 0x7362);
-    const uint32_t t3 = __byte_perm(row[2][w], row[3][w], 0x7362);
-    col[4 * w + 0] = __byte_perm(t0, t1, 0x5410);
-    col[4 * w + 1] = __byte_perm(t0, t1, 0x7632);
-    col[4 * w + 2] = __byte_perm(t2, t3, 0x5410);
-    col[4 * w + 3] = __byte_perm(t2, t3, 0x7632);
-  }
-}
-
-// The transpose of an int8 tile [rows][cols_pad] into dst [cols_pad][ld], zero outside rows_valid x cols_valid.
-// Neighbouring threads take neighbouring 4-row blocks: their 4-byte stores fill a row of dst.
-template <int VEC>
-__device__ __forceinline__ void load_transposed(int8_t* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
-                                                int rows_valid, int rows, int cols_valid, int cols_pad) {
-  const int rblocks = rows / 4, blocks = rblocks * (cols_pad / 16);
-  for (int e = threadIdx.x; e < blocks; e += blockDim.x) {
-    const int r = (e % rblocks) * 4, c = (e / rblocks) * 16;
-    uint32_t col[16];
-    load_columns_4x16<VEC>(src, stride, r, c, rows_valid, cols_valid, col);
-#pragma unroll
-    for (int k = 0; k < 16; ++k) *reinterpret_cast<uint32_t*>(dst + (c + k) * ld + r) = col[k];
-  }
-}
-
 // 16 int8 of a row at dst: as int8, one 16-byte store; as f16 (the int8 values, exact), two. Phase 3's M Xq takes
 // its f16 B operands from such rows by ldmatrix.trans.
 __device__ __forceinline__ void store_piece16(int8_t* dst, uint4 v) { *reinterpret_cast<uint4*>(dst) = v; }
@@ -328,9 +264,10 @@ __device__ __forceinline__ void store_piece16(uint16_t* dst, uint4 v) {
 template <int VEC, typename T>
 __device__ __forceinline__ void load_rows(T* dst, int ld, const int8_t* __restrict__ src, int64_t stride,
                                           int rows_valid, int rows, int cols_valid, int cols_pad) {
-  const int pieces = cols_pad / 16;
-  for (int e = threadIdx.x; e < rows * pieces; e += blockDim.x) {
-    const int r = e / pieces, c = (e % pieces) * 16;
+  // A thread keeps one column piece and steps over rows (one division a thread, not one a piece).
+  const int pieces = cols_pad / 16, row_step = blockDim.x / pieces;
+  const int c = (threadIdx.x % pieces) * 16;
+  for (int r = threadIdx.x / pieces; r < rows && threadIdx.x < row_step * pieces; r += row_step) {
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if constexpr (VEC == 16) {
       if (r < rows_valid && c < cols_valid) v = *reinterpret_cast<const uint4*>(src + r * stride + c);
@@ -367,18 +304,22 @@ __device__ __forceinline__ ChunkBlock chunk_block(const PrefillArgs& a) {
 }
 
 // Phase 1: L_c = Xw^T Bq for one (batch row, chunk, head, slice of P dims), 32 x 32 warp tiles over
-// P x npad, and the chunk's decay.
+// P x npad on f16 tensor cores, and the chunk's decay. Both operands lie in shared memory in the inputs' own
+// row order (token s, then dim or state index): ldmatrix.trans gives the fragments of the product over s. Xw is
+// Xq w (one fp32 rounding, as the fused kernel rounded Bq w) times xscale, a power of two that puts |Xw| below
+// 2^15 (|Xq w| <= 128 max_s w[s]), in two f16 parts v = big + small (22 bits); L_c is the sum divided by xscale.
 template <int VEC>
 __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(const PrefillArgs a) {
   extern __shared__ float4 smem_f4[];
   int8_t* smem = reinterpret_cast<int8_t*>(smem_f4);
   const int Q = a.Q, P = a.P, npad = a.npad, n = a.d_state, p = a.headdim;
   const StateLayout lay = state_layout(Q, P, npad);
-  int8_t* tWl = smem;                           // Xw^T's limbs [3][P][ldq], limb 0 the lowest
-  int8_t* tBt = smem + lay.off_bt;              // Bq^T [npad][ldq]
+  uint16_t* tXw = reinterpret_cast<uint16_t*>(smem);              // [2][Q][ldx]: big, then small
+  uint16_t* tB = reinterpret_cast<uint16_t*>(smem + lay.off_b);   // Bq as f16 [Q][ldb]
   float* dtv = reinterpret_cast<float*>(smem + lay.off_vec);
   float* acum = dtv + Q;
   float* w = acum + Q;
+  float* wmax_warp = w + Q;
 
   const ChunkBlock blk = chunk_block(a);
   const int hd = blk.hd, i0 = blk.ps * P;
@@ -389,80 +330,104 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   const float A = -expf(__ldg(a.A_log + hd));
   const float sB = __ldg(a.B_out_scales + sg);
   const int64_t row0 = blk.b * a.seqlen + c0;  // token row of the chunk's first token
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   chunk_dt_cumsum(a, a.dt + row0 * a.nheads + hd, T, A, __ldg(a.dt_bias + hd), dtv, acum);
   const float a_last = acum[Q - 1];
-  for (int t = threadIdx.x; t < Q; t += kStateThreads) w[t] = expf(a_last - acum[t]) * dtv[t] * sB;
+  {
+    float m = 0.0f;  // w >= 0
+    for (int t = threadIdx.x; t < Q; t += kStateThreads) {
+      w[t] = expf(a_last - acum[t]) * dtv[t] * sB;
+      m = fmaxf(m, w[t]);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0) wmax_warp[warp] = m;
+  }
   if (blk.ps == 0 && threadIdx.x == 0) a.decays[(blk.b * a.nchunks + blk.c) * a.nheads + hd] = expf(a_last);
+  load_rows<VEC>(tB, lay.ldb, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   __syncthreads();
-  // The chunk's unit: |Xq * w| <= 128 max_s w[s] (w >= 0), so t = rint(Xq * w / unit) stays within kLimbScale.
   float wmax = 0.0f;
-  for (int t = 0; t < Q; ++t) wmax = fmaxf(wmax, w[t]);  // the same in every thread (a broadcast read)
-  const float top = __fmul_rn(128.0f, wmax);
-  const float inv = top > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), top) : 0.0f;
-  const float unit = top > 0.0f ? __fdiv_rn(top, static_cast<float>(kLimbScale)) : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kStateWarps; ++k) wmax = fmaxf(wmax, wmax_warp[k]);
+  const float xscale = m_scale(__fmul_rn(128.0f, wmax));
 
-  // Xw^T[i][s] = Xq[s][i] * w[s] (one rounding) as the limbs of rint(Xw * inv), Bq^T[j][s] = Bq[s][j].
+  // Xw[s][i] = Xq[s][i] * w[s] * xscale as f16 big and small, 16 dims of a row a piece.
   {
     const int8_t* X = a.x + row0 * d_ssm + hd * p + i0;
-    const int rblocks = Q / 4, blocks = rblocks * (P / 16);
-    for (int e = threadIdx.x; e < blocks; e += kStateThreads) {
-      const int r = (e % rblocks) * 4, c = (e / rblocks) * 16;
-      uint32_t col[16];
-      load_columns_4x16<VEC>(X, d_ssm, r, c, T, P, col);
-      const float4 wr = *reinterpret_cast<const float4*>(w + r);
-      const float wv[4] = {wr.x, wr.y, wr.z, wr.w};
+    const int pieces = P / 16, row_step = kStateThreads / pieces;  // P / 16 divides kStateThreads
+    const int c = (threadIdx.x % pieces) * 16;
+    for (int r = threadIdx.x / pieces; r < Q; r += row_step) {
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if constexpr (VEC == 16) {
+        if (r < T) v = *reinterpret_cast<const uint4*>(X + r * static_cast<int64_t>(d_ssm) + c);
+      } else {
+        uint32_t wd[4] = {0u, 0u, 0u, 0u};
+        if (r < T) {
 #pragma unroll
-      for (int k = 0; k < 16; ++k) {
-        float f[4];
-        int8x4_to_floats(col[k], f);
-        uint32_t bl[4], words[3];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(__fmul_rn(f[e], wv[e]), inv));
-        pack_limbs(bl, words);
-#pragma unroll
-        for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tWl + (l * P + c + k) * lay.ldq + r) = words[l];
+          for (int k = 0; k < 16; ++k) {
+            wd[k / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(X[r * static_cast<int64_t>(d_ssm) + c + k]))
+                         << (8 * (k % 4));
+          }
+        }
+        v = make_uint4(wd[0], wd[1], wd[2], wd[3]);
       }
+      const float ws = w[r] * xscale;  // a power of two: Xq * ws is fp32(Xq * w) * xscale exactly
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+      uint32_t big[8], small[8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        float f[4];
+        biased_word_to_floats(words[k] ^ 0x80808080u, f);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const SplitF16x2 sp = split_f16x2(__fmul_rn(f[2 * h], ws), __fmul_rn(f[2 * h + 1], ws));
+          big[2 * k + h] = sp.big;
+          small[2 * k + h] = sp.small;
+        }
+      }
+      uint4* dst_big = reinterpret_cast<uint4*>(tXw + r * lay.ldx + c);
+      uint4* dst_small = reinterpret_cast<uint4*>(tXw + (Q + r) * lay.ldx + c);
+      dst_big[0] = make_uint4(big[0], big[1], big[2], big[3]);
+      dst_big[1] = make_uint4(big[4], big[5], big[6], big[7]);
+      dst_small[0] = make_uint4(small[0], small[1], small[2], small[3]);
+      dst_small[1] = make_uint4(small[4], small[5], small[6], small[7]);
     }
   }
-  load_transposed<VEC>(tBt, lay.ldq, a.B + row0 * a.gn + sg * n, a.gn, T, Q, n, npad);
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
-  const int a_row = (lane & 7) + (lane & 8), a_col = (lane & 16);           // ldmatrix rows: see phase 3
-  const int b_row = (lane & 7) + ((lane & 16) >> 1), b_col = (lane & 8) * 2;
-  const int k_end = (T + 31) / 32 * 32;  // Xw and Bq are zero past T
+  // ldmatrix.trans row addresses (lane l names row l % 8 of tile l / 8). mma_f16's a from Xw [s][i] (a = Xw^T):
+  // tiles (s 0-7, i 0-7), (s 0-7, i 8-15), (s 8-15, i 0-7), (s 8-15, i 8-15); its b of two column tiles from
+  // Bq [s][j]: (s 0-7, j 0-7), (s 8-15, j 0-7), (s 0-7, j 8-15), (s 8-15, j 8-15).
+  const int a_row = (lane & 7) + ((lane & 16) >> 1), a_col = (lane & 8);  // halves
+  const int b_row = (lane & 7) + (lane & 8), b_col = (lane & 16) >> 1;
+  const int k_end = (T + 15) / 16 * 16;  // Xw and Bq are zero past T
   const int nj_tiles = npad / 32;
+  const float unscale = 1.0f / xscale;  // a power of two: exact
   float* out = a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4;
   for (int tile = warp; tile < (P / 32) * nj_tiles; tile += kStateWarps) {
     const int m0 = (tile / nj_tiles) * 32, n0 = (tile % nj_tiles) * 32;
     float acc[2][4][4] = {};
-#pragma unroll 1
-    for (int l = 2; l >= 0; --l) {
-      int ai[2][4][4] = {};
-      const int8_t* limb = tWl + l * P * lay.ldq;
-      for (int k0 = 0; k0 < k_end; k0 += 32) {
-        uint32_t af[2][4];  // [16-row half][fragment]: rows g, g + 8, bytes 4q.. and 16 + 4q.. of k
+    const uint16_t* a_big = tXw + a_row * lay.ldx + m0 + a_col;
+    const uint16_t* a_small = a_big + Q * lay.ldx;
+    const uint16_t* b_rows = tB + b_row * lay.ldb + n0 + b_col;
+    for (int k0 = 0; k0 < k_end; k0 += 16) {
+      uint32_t ab[2][4], as[2][4], bf[2][4];  // [16-row half of m], [pair of 8-wide column tiles of n]
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) ldmatrix_x4(af[mt], limb + (m0 + 16 * mt + a_row) * lay.ldq + k0 + a_col);
-#pragma unroll
-        for (int nt = 0; nt < 4; nt += 2) {
-          uint32_t b[4];  // b0, b1 of column tiles nt and nt + 1
-          ldmatrix_x4(b, tBt + (n0 + 8 * nt + b_row) * lay.ldq + k0 + b_col);
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            mma_s8(ai[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b[0], b[1]);
-            mma_s8(ai[mt][nt + 1], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b[2], b[3]);
-          }
-        }
+      for (int mt = 0; mt < 2; ++mt) {
+        ldmatrix_x4_trans(ab[mt], a_big + k0 * lay.ldx + 16 * mt);
+        ldmatrix_x4_trans(as[mt], a_small + k0 * lay.ldx + 16 * mt);
       }
+#pragma unroll
+      for (int np = 0; np < 2; ++np) ldmatrix_x4_trans(bf[np], b_rows + k0 * lay.ldb + 16 * np);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = add_limb(acc[mt][nt][e], ai[mt][nt][e], l);
+          const uint32_t b0 = bf[nt / 2][2 * (nt % 2)], b1 = bf[nt / 2][2 * (nt % 2) + 1];
+          mma_f16(acc[mt][nt], as[mt], b0, b1);
+          mma_f16(acc[mt][nt], ab[mt], b0, b1);
         }
       }
     }
@@ -476,7 +441,7 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
         for (int r = 0; r < 2; ++r) {
           const int i = i0 + m0 + 16 * mt + g + 8 * r;
           *reinterpret_cast<float2*>(out + static_cast<int64_t>(i) * a.n4 + j) =
-              make_float2(acc[mt][nt][2 * r] * unit, acc[mt][nt][2 * r + 1] * unit);
+              make_float2(acc[mt][nt][2 * r] * unscale, acc[mt][nt][2 * r + 1] * unscale);
         }
       }
     }
