@@ -80,45 +80,40 @@ inline void mma_f16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t
   emu_mma::done();
 }
 
-// ldmatrix.x4: every lane gives a row address; lane l takes word l % 4 of row l / 4 of each tile j (rows given by
-// lanes 8j .. 8j + 7). The address must be 16-byte aligned, as on a GPU.
-inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+namespace emu_mma {
+// ldmatrix's row addresses: each lane's (16-byte aligned, as on a GPU) put where its warp can read them; the
+// returned function gives the address of lane l's row.
+inline auto exchange_rows(const char* what, const void* row) {
   const uintptr_t p = reinterpret_cast<uintptr_t>(row);
   if (p % 16 != 0) {
-    std::fprintf(stderr, "ldmatrix_x4: row address %p is not 16-byte aligned\n", row);
+    std::fprintf(stderr, "%s: row address %p is not 16-byte aligned\n", what, row);
     std::abort();
   }
   const uint32_t mine[2] = {uint32_t(p), uint32_t(uint64_t(p) >> 32)};
-  const uint32_t* w = emu_mma::exchange(mine, 2);
+  const uint32_t* w = exchange(mine, 2);
+  return [w](int lane) {
+    const uint32_t* a = w + lane * emu::kLaneWords;
+    return reinterpret_cast<const char*>(uintptr_t(a[0]) | (uintptr_t(uint64_t(a[1]) << 32)));
+  };
+}
+}  // namespace emu_mma
+
+// ldmatrix.x4: lane l takes word l % 4 of row l / 4 of each tile j (rows given by lanes 8j .. 8j + 7).
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const auto row_of = emu_mma::exchange_rows("ldmatrix_x4", row);
   const int lane = int(threadIdx.x % 32);
-  for (int j = 0; j < 4; ++j) {
-    const uint32_t* src = w + (8 * j + lane / 4) * emu::kLaneWords;
-    const uintptr_t rp = uintptr_t(src[0]) | (uintptr_t(uint64_t(src[1]) << 32));
-    std::memcpy(&r[j], reinterpret_cast<const void*>(rp + 4 * (lane % 4)), 4);
-  }
+  for (int j = 0; j < 4; ++j) std::memcpy(&r[j], row_of(8 * j + lane / 4) + 4 * (lane % 4), 4);
   emu_mma::done();
 }
 
 // ldmatrix.x4.trans: lane l takes, of each tile j, column l / 4 of rows 2(l % 4) and 2(l % 4) + 1 (lower row in
-// the low half), the rows' addresses given by lanes 8j .. 8j + 7.
+// the low half).
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
-  const uintptr_t p = reinterpret_cast<uintptr_t>(row);
-  if (p % 16 != 0) {
-    std::fprintf(stderr, "ldmatrix_x4_trans: row address %p is not 16-byte aligned\n", row);
-    std::abort();
-  }
-  const uint32_t mine[2] = {uint32_t(p), uint32_t(uint64_t(p) >> 32)};
-  const uint32_t* w = emu_mma::exchange(mine, 2);
+  const auto row_of = emu_mma::exchange_rows("ldmatrix_x4_trans", row);
   const int lane = int(threadIdx.x % 32);
-  auto row_of = [&](int src_lane) {
-    const uint32_t* a = w + src_lane * emu::kLaneWords;
-    return uintptr_t(a[0]) | (uintptr_t(uint64_t(a[1]) << 32));
-  };
   for (int j = 0; j < 4; ++j) {
     uint16_t h[2];
-    for (int k = 0; k < 2; ++k) {
-      std::memcpy(&h[k], reinterpret_cast<const void*>(row_of(8 * j + 2 * (lane % 4) + k) + 2 * (lane / 4)), 2);
-    }
+    for (int k = 0; k < 2; ++k) std::memcpy(&h[k], row_of(8 * j + 2 * (lane % 4) + k) + 2 * (lane / 4), 2);
     r[j] = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
   }
   emu_mma::done();
