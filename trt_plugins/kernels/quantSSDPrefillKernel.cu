@@ -50,8 +50,9 @@
 //   - d_c and a_last come from phase 1's scan; phase 3 repeats the same scan on the same inputs with
 //     the same code (chunk_dt_cumsum), so the two agree bit for bit.
 // Fragment order: the mma operands come from shared memory by ldmatrix (four 8 x 16-byte tiles a load;
-// .trans for the f16 operands that lie token by token, Xq, Xw and Bq); the M tile stays in registers, the accumulators of a 16-wide slab's two 8-wide halves (row g, columns 2q
-// and 2q+1 of each) being, packed to f16 pairs, the A fragment of the next product.
+// .trans for the f16 operands that lie token by token, Xq, Xw and Bq); the M tile stays in registers, the
+// accumulators of a 16-wide slab's two 8-wide halves (row g, columns 2q and 2q+1 of each) being, packed to
+// f16 pairs, the A fragment of the next product.
 #include <math.h>
 
 #include "checks.h"
@@ -106,8 +107,9 @@ struct PrefillArgs {
 // |t| <= kLimbScale (u its unit: 2^-22 of the largest |v| it covers), written as three balanced base-256 digits
 // t = l2 * 65536 + l1 * 256 + l0, each in [-128, 127]; its product with an int8 operand is then three exact int32
 // sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), combined in fp32, top limb first, and scaled by u. S'_c has a
-// unit a row, max_j |S'[i, j]| / kLimbScale (phase 2 writes the limbs). A numpy study on an 8b-shaped head put Cq S'^T so at 1.2e-7 relative L2 from float64 (at 24 bits
-// fixed point), with 2xTF32 at 4.4e-8 and plain TF32 at 2.2e-4.
+// unit a row, max_j |S'[i, j]| / kLimbScale (phase 2 writes the limbs). A numpy study on an 8b-shaped head put
+// Cq S'^T so at 1.2e-7 relative L2 from float64 (at 24 bits fixed point), with 2xTF32 at 4.4e-8 and plain TF32
+// at 2.2e-4.
 // kLimbScale keeps |v / u| below 2^22 (by 64, for the roundings of v * (1 / u)), where adding 1.5 * 2^23 to a
 // float rounds it to an integer (to nearest even, as cvt.rni) in the low bits: no F2I (a quarter of the FADD
 // rate) and no integer digit arithmetic.
@@ -175,7 +177,6 @@ __host__ __device__ inline ScanLayout scan_layout(int Q, int P, int npad) {
   return l;
 }
 
-
 // Two values v as f16 pairs big + small: what f16 rounding leaves of v (exact in fp32) is carried by a second
 // product, so that big + small keeps 22 of v's bits (11 + 11) where it lies in f16's normal range.
 struct SplitF16x2 {
@@ -187,9 +188,9 @@ __device__ __forceinline__ SplitF16x2 split_f16x2(float lo, float hi) {
   return {big, pack_f16x2(lo - b.x, hi - b.y)};
 }
 
-// The power of two that puts M's entries in f16's range, from a bound of |M|: 2^(15 - k) for bound in
-// [2^(k - 1), 2^k), so |M| * scale < 2^15 (f16's largest is 65504) and an entry near the bound keeps its 22 bits;
-// at most 2^64, so that the state's part, scaled alike, stays far from fp32's overflow.
+// The power of two that puts a float operand's entries (M, Xw) in f16's range, from a bound of their size:
+// 2^(15 - k) for bound in [2^(k - 1), 2^k), so |v| * scale < 2^15 (f16's largest is 65504) and an entry near the
+// bound keeps its 22 bits; at most 2^64, so that phase 3's state part, scaled alike, stays far from fp32's overflow.
 constexpr int kMaxMScaleLog2 = 64;
 __device__ __forceinline__ float m_scale(float bound) {
   if (!(bound > 0.0f) || bound > 3.0e38f) return 1.0f;  // no entry to scale (or none that f16 can hold)
@@ -509,7 +510,8 @@ __global__ void __launch_bounds__(kPassWarps * 32) quant_ssd_state_pass_kernel(c
   }
 
   const int64_t chunk_stride = static_cast<int64_t>(a.nheads) * p * n4 / 4;  // float4 from chunk c to c + 1
-  float4* st = reinterpret_cast<float4*>(a.states + ((b * a.nchunks * a.nheads + hd) * p + i) * static_cast<int64_t>(n4));
+  const int64_t row_c0 = ((b * a.nchunks * a.nheads + hd) * p + i) * static_cast<int64_t>(n4);  // row i of chunk 0
+  float4* st = reinterpret_cast<float4*>(a.states + row_c0);
   const float* dec = a.decays + b * a.nchunks * a.nheads + hd;
   auto load_row = [&](int c, float4 (&L)[QPL]) {
 #pragma unroll
@@ -729,7 +731,8 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
           m[h][3] = sb <= t_hi ? __int2float_rn(cb[h][3]) * sCBm * __expf(at_hi - as_b) * dt_b : 0.0f;
         }
       }
-      // The A fragment of the 16 x 16 slab: a0 = (g, 2q..), a1 = (g + 8, 2q..), a2 = (g, 8 + 2q..), a3 = (g + 8, 8 + 2q..).
+      // The A fragment of the 16 x 16 slab: a0 = (g, 2q..), a1 = (g + 8, 2q..), a2 = (g, 8 + 2q..),
+      // a3 = (g + 8, 8 + 2q..).
       const SplitF16x2 e0 = split_f16x2(m[0][0], m[0][1]), e1 = split_f16x2(m[0][2], m[0][3]);
       const SplitF16x2 e2 = split_f16x2(m[1][0], m[1][1]), e3 = split_f16x2(m[1][2], m[1][3]);
       const uint32_t a_big[4] = {e0.big, e1.big, e2.big, e3.big};

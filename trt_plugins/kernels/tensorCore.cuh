@@ -1,6 +1,7 @@
 // Warp-level tensor-core products, their fragment loads and f16 pairs, and the barrier of a warp pair, as the
-// QuantSSD prefill and the W8A8 linear use them (sm_80 and later). Host emulation (tests/trt_plugins/host_emulation/tensor_core_shim.h) stands in
-// for this header with the same functions, so the fragment layouts below are checked on a CPU too.
+// QuantSSD prefill and the W8A8 linear use them (sm_80 and later). Host emulation
+// (tests/trt_plugins/host_emulation/tensor_core_shim.h) stands in for this header with the same functions, so the
+// fragment layouts below are checked on a CPU too.
 #pragma once
 
 #include <stdint.h>
