@@ -4,7 +4,7 @@
     compute-sanitizer --tool racecheck --error-exitcode 1 python tests/trt_plugins/sanitize_kernels.py --only ssd
 
 Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
-the chunk, d_state 16 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
+the chunk, the SSD prefill at chunk 32 and at its default, d_state 16, 80 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
 several batch rows, decode pieces of 4 bytes, two a thread and bytewise, part-full decode stages; the
 decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple of 8, several rows) and
 QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place, the rotation
@@ -31,13 +31,16 @@ from qmamba.runtime.w8a8_linear import activation_ref, near_tie_error, one_tie_e
 
 CONV = [(kc.LAYERS["8b"], 2, 37), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=40, d_conv=3), 2, 9),
         (LayerShape(ngroups=1, nheads=8, headdim=64, d_state=64, d_conv=4), 3, 2), (kc.LAYERS["130m"], 4, 1)]
-SSD = [(kc.LAYERS["8b"], 1, 70), (LayerShape(ngroups=1, nheads=4, headdim=128, d_state=256), 1, 45),
-       (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=16), 2, 33),
-       (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40), 1, 20),
-       (kc.LAYERS["130m"], 3, 1), (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 64, 1),
-       (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36), 6, 1),
-       (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=132), 3, 1),
-       (LayerShape(ngroups=1, nheads=4, headdim=32, d_state=17), 5, 1)]
+# (shape, batch, L, chunk): chunk 32 runs one warp pair a block; 0, the default 128, four pairs (at 8b, L 257:
+# 384 blocks, so 64-dim slices on an H100), and d_state 80 rows of six 16-byte pieces.
+SSD = [(kc.LAYERS["8b"], 1, 70, 32), (LayerShape(ngroups=1, nheads=4, headdim=128, d_state=256), 1, 45, 32),
+       (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=16), 2, 33, 32),
+       (LayerShape(ngroups=2, nheads=6, headdim=32, d_state=40), 1, 20, 32),
+       (kc.LAYERS["8b"], 1, 257, 0), (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=80), 1, 200, 0),
+       (kc.LAYERS["130m"], 3, 1, 0), (LayerShape(ngroups=2, nheads=8, headdim=64, d_state=128), 64, 1, 0),
+       (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36), 6, 1, 0),
+       (LayerShape(ngroups=2, nheads=6, headdim=64, d_state=132), 3, 1, 0),
+       (LayerShape(ngroups=1, nheads=4, headdim=32, d_state=17), 5, 1, 0)]
 MIXER = [(kc.LAYERS["2.7b"], 1), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=36, d_conv=3), 2),
          (LayerShape(ngroups=1, nheads=4, headdim=64, d_state=64, d_conv=2), 3)]
 # (K, N, rows, norm, residual in place, norm_group)
@@ -62,13 +65,13 @@ def main() -> int:
             print(f"conv {s} bt={bt} L={L}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     if args.only in (None, "ssd"):
-        for s, bt, L in SSD:
+        for s, bt, L, chunk in SSD:
             t, a = kc.ssd_case(s, bt, L, gen)
             y_ref, st_ref = quant_ssd_ref(**t, **a)
-            y, st = kernels.quant_ssd(**t, **a, chunk_size=32, state_in_place=(L == 1))
+            y, st = kernels.quant_ssd(**t, **a, chunk_size=chunk, state_in_place=(L == 1))
             err = ((y - y_ref).norm() / y_ref.norm()).item()
             ok = err < 2e-3 and (st.int() - st_ref.int()).abs().max().item() <= 1
-            print(f"ssd {s} bt={bt} L={L}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
+            print(f"ssd {s} bt={bt} L={L} chunk={chunk}: rel err {err:.1e} {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     if args.only in (None, "mixer"):
         for s, bt in MIXER:
