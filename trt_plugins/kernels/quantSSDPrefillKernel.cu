@@ -106,7 +106,8 @@ struct PrefillArgs {
 // The state product of phase 3 in int8 mma: a float operand v given as the integer t = rint(v / u),
 // |t| <= kLimbScale (u its unit: 2^-22 of the largest |v| it covers), written as three balanced base-256 digits
 // t = l2 * 65536 + l1 * 256 + l0, each in [-128, 127]; its product with an int8 operand is then three exact int32
-// sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), combined in fp32, top limb first, and scaled by u. S'_c has a
+// sums (|sum| <= 128 * 128 * 256 = 2^22 a limb), the low two as one int32 (256 l1-sums + l0-sums), then
+// 65536 hi + lo in fp32, and scaled by u. S'_c has a
 // unit a row, max_j |S'[i, j]| / kLimbScale (phase 2 writes the limbs). A numpy study on an 8b-shaped head put
 // Cq S'^T so at 1.2e-7 relative L2 from float64 (at 24 bits fixed point), with 2xTF32 at 4.4e-8 and plain TF32
 // at 2.2e-4.
@@ -132,9 +133,24 @@ __device__ __forceinline__ void pack_limbs(const uint32_t (&b)[4], uint32_t (&wo
   words[2] = __byte_perm(hi01, hi23, 0x5410) ^ 0x80808080u;
 }
 
-// The fp32 value of the three limb sums ai_2, ai_1, ai_0 (each exact), top first: acc + ai * 2^(8 l).
-__device__ __forceinline__ float add_limb(float acc, int ai, int l) {
-  return acc + __int2float_rn(ai) * (l == 2 ? 65536.0f : (l == 1 ? 256.0f : 1.0f));  // the product is exact
+// The sums of Cq's strip (A fragments at c_rows) times one limb of S' (B rows at limb_rows) over this warp's
+// 32-wide blocks of d_state (from k_first, every other one), added onto d: exact in int32 while |d| stays below
+// 2^31 (a limb's sums are at most 128 * 128 * 256 = 2^22).
+template <int NT>
+__device__ __forceinline__ void add_limb_sums(int (&d)[NT][4], const int8_t* c_rows, const int8_t* limb_rows, int ldn,
+                                              int k_first, int npad) {
+#pragma unroll 1  // unrolled, the fragments in flight cost the P = 32 kernel a third block an SM (94 registers)
+  for (int k0 = k_first; k0 < npad; k0 += 64) {
+    uint32_t ca[4];
+    ldmatrix_x4(ca, c_rows + k0);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt += 2) {
+      uint32_t b[4];  // b0, b1 of column tiles nt and nt + 1
+      ldmatrix_x4(b, limb_rows + 8 * nt * ldn + k0);
+      mma_s8(d[nt], ca[0], ca[1], ca[2], ca[3], b[0], b[1]);
+      mma_s8(d[nt + 1], ca[0], ca[1], ca[2], ca[3], b[2], b[3]);
+    }
+  }
 }
 
 // Shared memory of phase 1, in bytes: Xw = Xq w xscale as two f16 parts, big and small, [2][Q][P + 8]; Bq as f16
@@ -651,29 +667,29 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
     float acc[NT][4] = {};
     const int8_t* c_rows = tC + (m0 + a_row) * lay.ldn + a_col;  // the strip's Cq as mma_s8's A, k0 = 0
 
-    // The state's part over this warp's 32-wide blocks of d_state (the even ones, or the odd): Cq S'^T a limb
-    // at a time, the top one first (exact int32 sums, one fp32 rounding a limb), then each column times its
-    // row scale u_i and each row times rC (and mscale, exact).
+    // The state's part over this warp's 32-wide blocks of d_state (the even ones, or the odd): Cq S'^T by limbs,
+    // exact in int32: the top limb's sums alone, the low two's as one integer (the middle limb's sums times 256,
+    // then the low limb's added by the mma itself; |lo| <= 2^30 + 2^22); acc = 65536 hi + lo in fp32 (lo rounded
+    // once, the sum once). Then each column times its row scale u_i and each row times rC (and mscale, exact).
     const int t_lo = m0 + g, t_hi = m0 + g + 8;
-#pragma unroll 1
-    for (int l = 2; l >= 0; --l) {
-      int ai[NT][4] = {};
-      const int8_t* limb_rows = tL + (l * P + b_row) * lay.ldn + b_col;
-      for (int k0 = 32 * side; k0 < npad; k0 += 64) {
-        uint32_t ca[4];
-        ldmatrix_x4(ca, c_rows + k0);
-#pragma unroll
-        for (int nt = 0; nt < NT; nt += 2) {
-          uint32_t b[4];  // b0, b1 of column tiles nt and nt + 1
-          ldmatrix_x4(b, limb_rows + 8 * nt * lay.ldn + k0);
-          mma_s8(ai[nt], ca[0], ca[1], ca[2], ca[3], b[0], b[1]);
-          mma_s8(ai[nt + 1], ca[0], ca[1], ca[2], ca[3], b[2], b[3]);
-        }
-      }
+    {
+      int hi[NT][4] = {}, lo[NT][4] = {};
+      const int8_t* limb_rows = tL + b_row * lay.ldn + b_col;  // limb l at + l * P * ldn
+      add_limb_sums(hi, c_rows, limb_rows + 2 * P * lay.ldn, lay.ldn, 32 * side, npad);
+      add_limb_sums(lo, c_rows, limb_rows + P * lay.ldn, lay.ldn, 32 * side, npad);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[nt][e] = add_limb(acc[nt][e], ai[nt][e], l);
+        for (int e = 0; e < 4; ++e) lo[nt][e] *= 256;
+      }
+      add_limb_sums(lo, c_rows, limb_rows, lay.ldn, 32 * side, npad);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // 65536 hi is exact, so the FMA rounds once, as the product and the sum would
+          acc[nt][e] = __fmaf_rn(__int2float_rn(hi[nt][e]), 65536.0f, __int2float_rn(lo[nt][e]));
+        }
       }
     }
     {
