@@ -4,13 +4,13 @@
     compute-sanitizer --tool racecheck --error-exitcode 1 python tests/trt_plugins/sanitize_kernels.py --only ssd
 
 Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
-the chunk, the SSD prefill at chunk 32 and at its default, d_state 16, 80 and 256, headdim 32 and 128, in-place decode, decode blocks that stream
-several batch rows, decode pieces of 4 bytes, two a thread and bytewise, part-full decode stages; the
-decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a multiple of 8, several rows) and
-QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes, residual in place, the rotation
-pass: QmambaGatedNorm's kernel without a gate, at 2.7b's row, one dense factor, f1 = 2 under an odd f0) and the
-prefill's QmambaGatedNorm (kernel_cases' cases, with and without a gate, blocks that take several rows in turn).
-Exits
+the chunk, the SSD prefill at chunk 32 and at its default, d_state 16, 80 and 256, headdim 32 and 128,
+in-place decode, decode blocks that stream several batch rows, decode pieces of 4 bytes, two a thread and
+bytewise, part-full decode stages; the decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a
+multiple of 8, several rows) and QmambaW8A8Linear (row segments, word-wise rows, norm groups, several passes,
+residual in place, the rotation pass: QmambaGatedNorm's kernel without a gate, at 2.7b's row, one dense factor,
+f1 = 2 under an odd f0) and the prefill's QmambaGatedNorm (kernel_cases' cases, with and without a gate, blocks
+that take several rows in turn). Exits
 non-zero if a kernel refuses its arguments or a result is off (a coarse check: the tests do the fine one).
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``trt_plugins/kernels/quantSSDPrefillKernel.cu`` computes the chunked scan in three phases (chunk
 states, a pass over the chunks, chunk outputs) with its own rounding points: ``S'`` in phase 3's state
-product as three int8 limbs of a 23-bit fixed point, their int8 products exact and combined in fp32 a limb at
-a time; ``Xq w`` (phase 1) and M's entries, scaled by a power of two into f16's range, split into two f16
+product as three int8 limbs of a 23-bit fixed point, their int8 products exact, the low two limbs' sums one
+integer, then ``65536 hi + lo`` in fp32; ``Xq w`` (phase 1) and M's entries, scaled by a power of two into f16's range, split into two f16
 parts (``v = big + small``), fp32 accumulation one mma at a time,
 ``__expf`` in the entries of M (left of a strip's 16-wide diagonal slab as the product of a row, a slab and a
 column factor), the warp's scan order for the cumulative sums of ``dt * A``. This

@@ -22,6 +22,21 @@ inline const uint32_t* exchange(const uint32_t* mine, int n) {
 }
 inline void done() { emu::warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
 inline int s8_byte(uint32_t w, int k) { return int(int8_t(uint8_t(w >> (8 * k)))); }
+// ldmatrix's row addresses: each lane's (16-byte aligned, as on a GPU) put where its warp can read them; the
+// returned function gives the address of lane l's row.
+inline auto exchange_rows(const char* what, const void* row) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(row);
+  if (p % 16 != 0) {
+    std::fprintf(stderr, "%s: row address %p is not 16-byte aligned\n", what, row);
+    std::abort();
+  }
+  const uint32_t mine[2] = {uint32_t(p), uint32_t(uint64_t(p) >> 32)};
+  const uint32_t* w = exchange(mine, 2);
+  return [w](int lane) {
+    const uint32_t* a = w + lane * emu::kLaneWords;
+    return reinterpret_cast<const char*>(uintptr_t(a[0]) | (uintptr_t(uint64_t(a[1]) << 32)));
+  };
+}
 }  // namespace emu_mma
 
 inline void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
@@ -79,24 +94,6 @@ inline void mma_f16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t
   }
   emu_mma::done();
 }
-
-namespace emu_mma {
-// ldmatrix's row addresses: each lane's (16-byte aligned, as on a GPU) put where its warp can read them; the
-// returned function gives the address of lane l's row.
-inline auto exchange_rows(const char* what, const void* row) {
-  const uintptr_t p = reinterpret_cast<uintptr_t>(row);
-  if (p % 16 != 0) {
-    std::fprintf(stderr, "%s: row address %p is not 16-byte aligned\n", what, row);
-    std::abort();
-  }
-  const uint32_t mine[2] = {uint32_t(p), uint32_t(uint64_t(p) >> 32)};
-  const uint32_t* w = exchange(mine, 2);
-  return [w](int lane) {
-    const uint32_t* a = w + lane * emu::kLaneWords;
-    return reinterpret_cast<const char*>(uintptr_t(a[0]) | (uintptr_t(uint64_t(a[1]) << 32)));
-  };
-}
-}  // namespace emu_mma
 
 // ldmatrix.x4: lane l takes word l % 4 of row l / 4 of each tile j (rows given by lanes 8j .. 8j + 7).
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
