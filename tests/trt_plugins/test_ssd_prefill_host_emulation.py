@@ -38,7 +38,8 @@ PATCHES = [
 # leaves a short last chunk; chunk 64 runs two warp pairs a block, 32 one; the default chunk of 128 with 64-dim
 # slices (the 8b and 2.7b layers' shape: 4 pairs, 8-wide tiles of 64 columns) and the longest chunk, 256 (8 pairs,
 # named barriers 1 to 8); d_state 256, where each lane of the state pass holds two quads of a row; d_state 80,
-# rows of six 16-byte pieces (a block's threads not a multiple of them).
+# rows of six 16-byte pieces (a block's threads not a multiple of them); d_state 16, one 32 x 32 tile of phase 1
+# (its state columns padded from 16 to 32).
 CASES = {
     "n64-chunk32-P32": (LayerShape(ngroups=2, nheads=4, headdim=32, d_state=64), 1, 70, 32, False, 2),
     "n40-bytewise": (LayerShape(ngroups=2, nheads=4, headdim=32, d_state=40), 2, 45, 32, False, 2),
@@ -49,6 +50,7 @@ CASES = {
     "L2": (LayerShape(ngroups=1, nheads=2, headdim=32, d_state=32), 2, 2, 32, False, 2),
     "n256-two-quads-a-lane": (LayerShape(ngroups=1, nheads=2, headdim=32, d_state=256), 1, 80, 32, False, 2),
     "n80-six-pieces-a-row": (LayerShape(ngroups=1, nheads=2, headdim=32, d_state=80), 1, 75, 64, False, 2),
+    "n16-one-tile": (LayerShape(ngroups=2, nheads=4, headdim=32, d_state=16), 1, 50, 32, False, 2),
 }
 
 
