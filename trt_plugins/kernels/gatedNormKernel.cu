@@ -18,8 +18,10 @@
 // Without a rotation step 2 writes out; a row too large for shared memory is normed in out itself.
 //
 // Arithmetic: fp32. z * z_col_scale[k]: one IEEE product, the graph's Mul. z' =
-// DequantizeLinear(QuantizeLinear(z)): an IEEE division, rounding half to even, saturation, an IEEE product, as
-// the graph; sigmoid = 1 / (1 + expf(-z')) with the accurate expf (TensorRT's Sigmoid differs in the last ulps);
+// DequantizeLinear(QuantizeLinear(z)): the IEEE division's rounding half to even, saturation, an IEEE product, as
+// the graph (with z_scale > 0 the gate's factor z' * sigmoid(z') comes from a table of its 256 values, the index
+// found by a reciprocal multiply with the division deciding near ties: the same bits);
+// sigmoid = 1 / (1 + expf(-z')) with the accurate expf (TensorRT's Sigmoid differs in the last ulps);
 // the gate's two products, the norm's sum of squares, / G, + eps, sqrt, reciprocal and two products each rounded
 // on its own as the graph's layers round them. The sums run in another order than the graph's (ReduceMean; the
 // MatMuls, whose products of +-fp32(1 / sqrt(f1)) are here sums of +-v scaled once), so values differ from ONNX
@@ -53,7 +55,7 @@ constexpr int kMaxFactor = 128;  // largest order of either rotation factor (exp
 // rather than in shared memory, which would leave room for few blocks an SM.
 constexpr size_t kRowInSharedLimit = 48 * 1024;
 // Room left for the kernel's static shared arrays when checking a block's dynamic shared memory.
-constexpr size_t kStaticSharedRoom = 1024;
+constexpr size_t kStaticSharedRoom = 2048;
 
 struct GatedNormArgs {
   const float* __restrict__ y;      // [rows, K]
@@ -86,6 +88,23 @@ __device__ __forceinline__ float gate(float y, float z, float z_scale) {
   return __fmul_rn(y, __fmul_rn(z, sigmoid));
 }
 
+// With z_scale > 0, z' takes one of 256 values, so the gate's factor z' * sigmoid(z') is a table of them (gate()'s
+// arithmetic, entry q + 128 for z' = q z_scale), built once a block; a channel then costs its quantization (the
+// reciprocal multiply of quantize4_with_inverse, exact: the true division decides near a tie), a shared-memory
+// read and the product with y, where it took the division, expf and the reciprocal. Bit for bit gate()'s result.
+constexpr int kGateTable = 256;
+__device__ __forceinline__ void build_gate_table(float* table, float z_scale) {
+  for (int q = static_cast<int>(threadIdx.x); q < kGateTable; q += kThreads) {
+    const float zq = __fmul_rn(static_cast<float>(q - 128), z_scale);
+    table[q] = __fmul_rn(zq, __frcp_rn(__fadd_rn(1.0f, expf(-zq))));
+  }
+}
+
+// The table's entry of byte e of a word of quantize4_with_inverse (int8 q at index q + 128).
+__device__ __forceinline__ float gate_factor(const float* table, uint32_t qw, int e) {
+  return table[((qw >> (8 * e)) & 0xffu) ^ 0x80u];
+}
+
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
@@ -101,22 +120,27 @@ __device__ void copy_row(const GatedNormArgs& a, const float* __restrict__ yr, f
   }
 }
 
-// Step 1: the row's gated values into v (shared memory, or the row of out).
-__device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v) {
+// Step 1: the row's gated values into v (shared memory, or the row of out); `table` (z_scale > 0) the gate's
+// factor by quantized z.
+__device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const float* table) {
   const float* yr = a.y + row * a.K;
   if (!a.z) {
     copy_row(a, yr, v);
     return;
   }
   const float* zr = a.z + row * a.K;
+  const float zs = a.z_scale, inv = __frcp_rn(zs);  // inv: used with z_scale > 0 only
   if (!a.vec) {
 #pragma unroll 1
     for (int k = threadIdx.x; k < a.K; k += kThreads) {
-      const float z = __ldg(zr + k);
-      v[k] = gate(__ldg(yr + k), a.z_col ? __fmul_rn(z, __ldg(a.z_col + k)) : z, a.z_scale);
+      float z = __ldg(zr + k);
+      if (a.z_col) z = __fmul_rn(z, __ldg(a.z_col + k));
+      v[k] = zs > 0.0f ? __fmul_rn(__ldg(yr + k), gate_factor(table, quantize1_with_inverse(z, zs, inv) & 0xffu, 0))
+                       : gate(__ldg(yr + k), z, zs);
     }
     return;
   }
+  const float s4[4] = {zs, zs, zs, zs}, inv4[4] = {inv, inv, inv, inv};
   for (int c = threadIdx.x; c < a.K / 4; c += kThreads) {
     const float4 yv = __ldg(reinterpret_cast<const float4*>(yr) + c);
     float4 zv = __ldg(reinterpret_cast<const float4*>(zr) + c);
@@ -124,8 +148,16 @@ __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v) {
       const float4 s = __ldg(reinterpret_cast<const float4*>(a.z_col) + c);
       zv = make_float4(__fmul_rn(zv.x, s.x), __fmul_rn(zv.y, s.y), __fmul_rn(zv.z, s.z), __fmul_rn(zv.w, s.w));
     }
-    store4(v + 4 * c, make_float4(gate(yv.x, zv.x, a.z_scale), gate(yv.y, zv.y, a.z_scale),
-                                  gate(yv.z, zv.z, a.z_scale), gate(yv.w, zv.w, a.z_scale)));
+    if (zs > 0.0f) {
+      const float zz[4] = {zv.x, zv.y, zv.z, zv.w};
+      const uint32_t qw = quantize4_with_inverse(zz, s4, inv4);
+      store4(v + 4 * c,
+             make_float4(__fmul_rn(yv.x, gate_factor(table, qw, 0)), __fmul_rn(yv.y, gate_factor(table, qw, 1)),
+                         __fmul_rn(yv.z, gate_factor(table, qw, 2)), __fmul_rn(yv.w, gate_factor(table, qw, 3))));
+    } else {
+      store4(v + 4 * c, make_float4(gate(yv.x, zv.x, zs), gate(yv.y, zv.y, zs), gate(yv.z, zv.z, zs),
+                                    gate(yv.w, zv.w, zs)));
+    }
   }
 }
 
@@ -340,16 +372,18 @@ __device__ void first_product(const GatedNormArgs& a, const float* v, const floa
 template <int TJ, bool kShared>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) gated_norm_kernel(const GatedNormArgs a) {
   extern __shared__ float4 shared4[];
+  __shared__ float gate_table[kGateTable];
   float* const shared = reinterpret_cast<float*>(shared4);
   float* const tiles = shared + a.row_floats;
   if constexpr (TJ > 0) stage_first<TJ>(a, tiles);
+  if (a.z && a.z_scale > 0.0f) build_gate_table(gate_table, a.z_scale);  // a constant, as F_0
   pdl_wait();  // y and z are earlier kernels' outputs
   const bool rotate = a.f0 > 1 || a.f1 > 1;
   for (int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
     float* const out = a.out + row * a.K;
     float* const v = kShared ? shared : out;
     __syncthreads();  // the previous row's last reads of v done (and F_0 staged)
-    gate_row(a, row, v);
+    gate_row(a, row, v, gate_table);
     prefetch_row(a, row + gridDim.x);
     __syncthreads();
     if (row == blockIdx.x) pdl_launch_dependents();  // every block has read its first row
