@@ -77,3 +77,14 @@ def test_host_emulation_decides_z_ties_by_division(harness, tmp_path):
     t["z"] = torch.stack([ties, torch.nextafter(ties, torch.tensor(float("inf")))]).reshape(2, 1, 256)
     got = run_harness(harness, tmp_path, t, a, False, 2)
     assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= BOUND
+
+
+def test_host_emulation_gates_with_a_subnormal_z_scale(harness, tmp_path):
+    """A z_scale below the normal floats has no finite reciprocal: the gate is computed per channel there (the
+    table's index would take 0 * inf for z = 0), so zeros stay zeros and the rest saturates, as the division does."""
+    t, a = kc.gated_norm_case(2, 96, 4, None, 1e-39)
+    z = t["z"].clone()
+    z.view(-1)[::3] = 0.0
+    t["z"] = z
+    got = run_harness(harness, tmp_path, t, a, False, 2)
+    assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= BOUND

@@ -120,8 +120,8 @@ __device__ void copy_row(const GatedNormArgs& a, const float* __restrict__ yr, f
   }
 }
 
-// Step 1: the row's gated values into v (shared memory, or the row of out); `table` (z_scale > 0) the gate's
-// factor by quantized z.
+// Step 1: the row's gated values into v (shared memory, or the row of out); `table` (built where z_scale > 0) the
+// gate's factor by quantized z.
 __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const float* table) {
   const float* yr = a.y + row * a.K;
   if (!a.z) {
@@ -129,14 +129,17 @@ __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const fl
     return;
   }
   const float* zr = a.z + row * a.K;
-  const float zs = a.z_scale, inv = __frcp_rn(zs);  // inv: used with z_scale > 0 only
+  // The table where 1 / z_scale is finite (z_scale a normal float): below, the reciprocal multiply is no estimate of
+  // the quotient, and the gate is computed per channel.
+  const float zs = a.z_scale, inv = __frcp_rn(zs);
+  const bool by_table = zs >= 1.17549435e-38f;
   if (!a.vec) {
 #pragma unroll 1
     for (int k = threadIdx.x; k < a.K; k += kThreads) {
       float z = __ldg(zr + k);
       if (a.z_col) z = __fmul_rn(z, __ldg(a.z_col + k));
-      v[k] = zs > 0.0f ? __fmul_rn(__ldg(yr + k), gate_factor(table, quantize1_with_inverse(z, zs, inv) & 0xffu, 0))
-                       : gate(__ldg(yr + k), z, zs);
+      v[k] = by_table ? __fmul_rn(__ldg(yr + k), gate_factor(table, quantize1_with_inverse(z, zs, inv) & 0xffu, 0))
+                      : gate(__ldg(yr + k), z, zs);
     }
     return;
   }
@@ -148,7 +151,7 @@ __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const fl
       const float4 s = __ldg(reinterpret_cast<const float4*>(a.z_col) + c);
       zv = make_float4(__fmul_rn(zv.x, s.x), __fmul_rn(zv.y, s.y), __fmul_rn(zv.z, s.z), __fmul_rn(zv.w, s.w));
     }
-    if (zs > 0.0f) {
+    if (by_table) {
       const float zz[4] = {zv.x, zv.y, zv.z, zv.w};
       const uint32_t qw = quantize4_with_inverse(zz, s4, inv4);
       store4(v + 4 * c,
