@@ -329,7 +329,8 @@ def main() -> int:
                     for s in sets for p in s.folder.glob("*.engine")}
         bw = trt_bench.copy_bandwidth()  # once: every engine pair's bound from the same reading
         q = measure_sets(sets, args.prefill_batch, args.seq, args.iters, bw)
-        other = None if other_options is None else measure_sets(other_sets, args.prefill_batch, args.seq, args.iters, bw)
+        other = None if other_options is None else \
+            measure_sets(other_sets, args.prefill_batch, args.seq, args.iters, bw)
         say(f"qmamba measured; engines {sizes_mb} MB, {q['device_memory_bytes'] / 2**20:.0f} MiB of device "
             f"memory in use for a session of {engines.name} at batch "
             f"{max([*args.prefill_batch, *sets[0].decode_batches])}")
@@ -367,13 +368,17 @@ def main() -> int:
     if args.json:
         def keyed(d):
             return {",".join(map(str, k)) if isinstance(k, tuple) else str(k): v for k, v in d.items()}
+
+        def rows_json(rows):  # a qmamba_rows / measure_sets result with its tables keyed by strings
+            return {k: keyed(v) if isinstance(v, dict) else v for k, v in rows.items()}
+
         out = {"model": args.model, "layers": sizes.n_layer, "gpu": torch.cuda.get_device_name(),
                "engine_mb": sizes_mb, "peer_path": path, "agreement": agree,
-               "qmamba": {k: keyed(v) if isinstance(v, dict) else v for k, v in q.items()},
+               "qmamba": rows_json(q),
                "mamba_ssm": {k: keyed(v) for k, v in peer.items()} if peer else None,
                "compare": None if other is None else {
                    "flags": args.compare, "options": other_options,
-                   "qmamba": {k: keyed(v) if isinstance(v, dict) else v for k, v in other.items()}}}
+                   "qmamba": rows_json(other)}}
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 

@@ -350,9 +350,9 @@ def test_hadamard_rotation_folds_into_out_proj(kind, orders, tmp_path):
            "Sylvester one)"),
 ], ids=["no-rotation-pass", "factors-the-pass-does-not-take"])
 def test_the_rotation_stays_in_the_graph(rotation_pass, note, monkeypatch, tmp_path):
-    """Without rotation_pass (qmamba build --no-decode-rotation-pass), or where the rotation pass cannot take the factors
-    (prefill_fusion.plugin_rotation's verdict), out_proj is fused without the gated norm's RMS and the rotation:
-    they stay TensorRT layers between the mixer and out_proj, and the note says why."""
+    """Without rotation_pass (qmamba build --no-decode-rotation-pass), or where the rotation pass cannot take the
+    factors (prefill_fusion.plugin_rotation's verdict), out_proj is fused without the gated norm's RMS and the
+    rotation: they stay TensorRT layers between the mixer and out_proj, and the note says why."""
     from qmamba.runtime import prefill_fusion
     from qmamba.runtime.decode_fusion import fuse_decode_linears, fuse_decode_mixers
     from qmamba.runtime.graph_index import attributes

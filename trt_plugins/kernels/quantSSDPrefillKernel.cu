@@ -276,6 +276,26 @@ __device__ __forceinline__ void store_piece16(uint16_t* dst, uint4 v) {
   reinterpret_cast<uint4*>(dst)[1] = make_uint4(h[4], h[5], h[6], h[7]);
 }
 
+// The 16 int8 of row r from column c of src (row stride `stride`), zero outside rows_valid x cols_valid. VEC = 16:
+// one 16-byte load (cols_valid, c, the stride and the base 16-byte aligned); VEC = 1: bytes.
+template <int VEC>
+__device__ __forceinline__ uint4 load_piece16(const int8_t* __restrict__ src, int64_t stride, int r, int c,
+                                              int rows_valid, int cols_valid) {
+  if constexpr (VEC == 16) {
+    return r < rows_valid && c < cols_valid ? *reinterpret_cast<const uint4*>(src + r * stride + c)
+                                            : make_uint4(0u, 0u, 0u, 0u);
+  } else {
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      if (r < rows_valid && c + k < cols_valid) {
+        w[k / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(src[r * stride + c + k])) << (8 * (k % 4));
+      }
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
 // An int8 tile [rows][cols_pad] copied into dst [rows][ld] (int8 or f16 elements) in 16-element pieces, zero
 // outside rows_valid x cols_valid.
 template <int VEC, typename T>
@@ -285,20 +305,7 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const int8_t* __restri
   const int pieces = cols_pad / 16, row_step = blockDim.x / pieces;
   const int c = (threadIdx.x % pieces) * 16;
   for (int r = threadIdx.x / pieces; r < rows && threadIdx.x < row_step * pieces; r += row_step) {
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if constexpr (VEC == 16) {
-      if (r < rows_valid && c < cols_valid) v = *reinterpret_cast<const uint4*>(src + r * stride + c);
-    } else {
-      uint32_t w[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-      for (int k = 0; k < 16; ++k) {
-        if (r < rows_valid && c + k < cols_valid) {
-          w[k / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(src[r * stride + c + k])) << (8 * (k % 4));
-        }
-      }
-      v = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-    store_piece16(dst + r * ld + c, v);
+    store_piece16(dst + r * ld + c, load_piece16<VEC>(src, stride, r, c, rows_valid, cols_valid));
   }
 }
 
@@ -375,20 +382,7 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
     const int pieces = P / 16, row_step = kStateThreads / pieces;  // P / 16 divides kStateThreads
     const int c = (threadIdx.x % pieces) * 16;
     for (int r = threadIdx.x / pieces; r < Q; r += row_step) {
-      uint4 v = make_uint4(0u, 0u, 0u, 0u);
-      if constexpr (VEC == 16) {
-        if (r < T) v = *reinterpret_cast<const uint4*>(X + r * static_cast<int64_t>(d_ssm) + c);
-      } else {
-        uint32_t wd[4] = {0u, 0u, 0u, 0u};
-        if (r < T) {
-#pragma unroll
-          for (int k = 0; k < 16; ++k) {
-            wd[k / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(X[r * static_cast<int64_t>(d_ssm) + c + k]))
-                         << (8 * (k % 4));
-          }
-        }
-        v = make_uint4(wd[0], wd[1], wd[2], wd[3]);
-      }
+      const uint4 v = load_piece16<VEC>(X, d_ssm, r, c, T, P);
       const float ws = w[r] * xscale;  // a power of two: Xq * ws is fp32(Xq * w) * xscale exactly
       const uint32_t words[4] = {v.x, v.y, v.z, v.w};
       uint32_t big[8], small[8];
