@@ -106,6 +106,22 @@ def with_bc_scaled(t: dict, attrs: dict, factor: float) -> dict:
     return t
 
 
+def with_subnormal_state_scales(t: dict, attrs: dict) -> dict:
+    """The case with the state scales of state indices 0 and 1 (every group) under the normal floats, 1e-40 (whose
+    reciprocal overflows to inf) and 5e-39, B = 0 there (the state decays: S = dA * S0, which such a scale
+    holds in range) and a third of the state there 0 (without a state, all of it): Q's reciprocal multiply cannot
+    serve these scales (needs_division in common.cuh), and a state of exactly 0 must stay 0."""
+    n = attrs["d_state"]
+    t = {**t, "B": t["B"].clone(), "ssm_state_scale": t["ssm_state_scale"].clone()}
+    for j, scale in ((0, 1e-40), (1, 5e-39)):
+        t["ssm_state_scale"][..., j] = scale
+        t["B"][..., j::n] = 0
+    if t.get("ssm_state") is not None:
+        t["ssm_state"] = t["ssm_state"].clone()
+        t["ssm_state"][:, :, ::3, :2] = 0
+    return t
+
+
 def calibrate_state_scale(t: dict, attrs: dict, nsteps: int) -> torch.Tensor:
     """Per (SSD group, head group, dim group, state index): the largest |state| over the first
     `nsteps` tokens from a zero state, over the rows of that group, / 127, with room (x 2)."""

@@ -241,6 +241,21 @@ def test_ssd_decode_shapes_match_reference(name, with_state):
         assert st2.data_ptr() == state.data_ptr() and torch.equal(state, st) and torch.equal(y2, y)
 
 
+@pytest.mark.parametrize("name", ["n24-8byte", "n36-4byte", "n17-bytewise", "8b-batch37"])
+def test_ssd_decode_with_state_scales_under_the_normal_floats(name):
+    """State scales of 1e-40 (1 / s is inf) and 5e-39 take Q's division: a zero state stays 0, the decayed
+    states equal the reference's (kernel_cases.with_subnormal_state_scales)."""
+    s, bt = DECODE_CASES[name]
+    gen = torch.Generator().manual_seed(kc.case_seed(name, "decode subnormal scales"))
+    t, a = kc.ssd_case(s, bt, 1, gen)
+    t = kc.with_subnormal_state_scales(t, a)
+    y_ref, st_ref = quant_ssd_ref(**t, **a)
+    y, st = kernels.quant_ssd(**t, **a)
+    assert rel_err(y, y_ref) <= Y_BOUND_DECODE
+    assert_int8_close(st, st_ref, f"{name} decode ssm_state_out")
+    assert torch.equal(st[..., :2], st_ref[..., :2]) and (st[..., :2] == 0).any()
+
+
 @pytest.mark.parametrize("name", ["130m", "8b", "headdim128-n256"])
 def test_ssd_prefill_then_decode_equals_longer_prefill(name):
     s, bt, L = SSD_CASES[name]
@@ -335,6 +350,22 @@ def test_linear_matches_reference(name):
         one_lsb = one_tie_error(args["out_scale"], w)
         assert ((got - want).abs() <= one_lsb + 1e-6 * want.abs()).all(), name
         assert (got != want).float().mean().item() <= 0.01, name
+
+
+@pytest.mark.parametrize("name", ["rows17-passes", "one-row-K12-b1", "tiles-K48-N13-b6"])
+def test_linear_with_an_input_scale_under_the_normal_floats(name):
+    """input_scale 1e-40 (1 / s is inf): the activation's Q divides, so an exact 0 stays 0 and the rest saturate,
+    as the twin's; without the norm the outputs are equal."""
+    from qmamba.runtime.w8a8_linear import w8a8_linear_ref
+
+    k, n, rows, _, residual, *group = LINEAR_CASES[name]
+    args, _ = kc.linear_case(k, n, rows, False, residual)
+    args["input_scale"] = torch.tensor([1e-40], device="cuda")
+    args["x"][..., ::3] = 0
+    got = decode_kernels.w8a8_linear(**args)
+    want = w8a8_linear_ref(**args)
+    torch.cuda.synchronize()
+    assert torch.equal(got, want), name
 
 
 @pytest.mark.parametrize("name", list(kc.LINEAR_ROTATION_CASES))
@@ -446,6 +477,27 @@ def test_decode_mixer_matches_reference(name):
     assert torch.equal(conv_out, want_conv), name
     assert_int8_close(ssm_out, want_ssm, f"{name} ssm_state_out", fraction=5e-3)
     assert rel_err(gated, want_g) <= 1e-4, name
+
+
+def test_decode_mixer_with_state_scales_under_the_normal_floats():
+    """The fused step's Q divides for state scales of 1e-40 and 5e-39 (state indices 0 and 1, whose B the conv
+    makes 0 from zero taps and bias): a zero state stays 0 and those states equal the twin's."""
+    from qmamba.runtime.decode_mixer import decode_mixer_ref
+
+    shape, bt = MIXER_CASES["8b-b3"]
+    t, fields = kc.mixer_case(shape, bt, torch.Generator(device="cuda").manual_seed(12))
+    n, first_b = shape.d_state, shape.d_ssm
+    for j, scale in ((0, 1e-40), (1, 5e-39)):
+        t["ssm_state_scale"][..., j] = scale
+        t["conv_weight"][first_b + j:first_b + shape.ngroups * n:n] = 0
+        t["conv_bias"][first_b + j:first_b + shape.ngroups * n:n] = 0
+    t["ssm_state"][:, :, ::3, :2] = 0
+    gated, conv_out, ssm_out = decode_kernels.decode_mixer(**t, **fields)
+    want_g, want_conv, want_ssm = decode_mixer_ref(**t, **fields)
+    torch.cuda.synchronize()
+    assert torch.equal(ssm_out[..., :2], want_ssm[..., :2]) and (ssm_out[..., :2] == 0).any()
+    assert_int8_close(ssm_out, want_ssm, "decode mixer ssm_state_out", fraction=5e-3)
+    assert rel_err(gated, want_g) <= 1e-4
 
 
 def test_decode_mixer_equals_the_two_op_kernels():

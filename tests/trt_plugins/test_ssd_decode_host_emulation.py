@@ -57,3 +57,20 @@ def test_decode_in_host_emulation_matches_reference(harness, tmp_path, name, wit
     t, a = kc.ssd_case(s, bt, 1, gen, with_state=with_state, device="cpu")
     y, state = run_ssd_harness(harness, tmp_path, t, a, 0, fp16, sms)
     assert_ssd_matches_reference(name, t, a, y, state, Y_BOUND_FP16 if fp16 else Y_BOUND, TIE_FRACTION)
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize("name", ["n128-16byte", "n17-bytewise"])
+def test_decode_with_state_scales_under_the_normal_floats(harness, tmp_path, name, with_state):
+    """State scales of 1e-40 (1 / s is inf) and 5e-39: Q divides there, so a state of exactly 0 stays 0 (the
+    reciprocal multiply made it -128) and the decayed states match the reference bit for bit."""
+    s, bt, fp16, sms = CASES[name]
+    gen = torch.Generator().manual_seed(kc.case_seed(name, with_state, "decode subnormal scales"))
+    t, a = kc.ssd_case(s, bt, 1, gen, with_state=with_state, device="cpu")
+    t = kc.with_subnormal_state_scales(t, a)
+    y, state = run_ssd_harness(harness, tmp_path, t, a, 0, fp16, sms)
+    assert_ssd_matches_reference(name, t, a, y, state, Y_BOUND, TIE_FRACTION)
+    from qmamba.export.ops import quant_ssd_ref
+    _, state_ref = quant_ssd_ref(**t, **a)
+    assert torch.equal(state[..., :2], state_ref[..., :2])
+    assert (state[..., :2] == 0).any()

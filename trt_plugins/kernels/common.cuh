@@ -39,17 +39,21 @@ __device__ __forceinline__ float small_int_to_float(int v) {
   return __fadd_rn(__int_as_float(v + 0x4B400000), -12582912.0f);
 }
 
+// Whether 1 / s cannot stand in for a division by s in the paths below: under the normal floats 1 / s
+// overflows to inf (s < 2^-128) and v * inf is no estimate of v / s (a state of exactly 0 would land on
+// -128). Such a scale is within the contract (finite, > 0), so its values take the true division.
+__device__ __forceinline__ bool needs_division(float s) { return !(s >= 1.17549435e-38f); }
+
 // Q(v, s) given inv_s = 1/s: v * inv_s is within 1.5 ulp of the true quotient, so unless it lies
 // within 2^-20 (relative) of a rounding tie, rounding it gives the contract's result; near a tie
 // the true division decides. The clamp to [-128, 127] before rounding equals saturating after it.
 // Rounding: adding 1.5 * 2^23 rounds to an integer (half to even) in the low mantissa bits.
-__device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float inv_s);
-
-__device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float inv_s) {
+// `exact` (needs_division(s), worked out where inv_s is) sends v to the division whatever the estimate.
+__device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float inv_s, bool exact) {
   const float est = fminf(fmaxf(v * inv_s, -128.0f), 127.0f);
   const float shifted = __fadd_rn(est, 12582912.0f);
   const float r = __fadd_rn(shifted, -12582912.0f);
-  if (fabsf(fabsf(est - r) - 0.5f) > fabsf(est) * 0x1p-20f + 0x1p-30f) {
+  if (!exact && fabsf(fabsf(est - r) - 0.5f) > fabsf(est) * 0x1p-20f + 0x1p-30f) {
     return static_cast<int8_t>(__float_as_uint(shifted) & 0xffu);
   }
   return quantize_rn(v, s);
@@ -62,10 +66,11 @@ __device__ __forceinline__ int8_t quantize_with_inverse(float v, float s, float 
 // (2^-23 relative from the product, 2^-15 from the grid, |v / s| <= 128 where it matters), so both round to
 // the same integer unless g - 768 is itself a half-integer (bits 0..13 of g are 0x2000); when one of the
 // four is, the true division decides all four. The results equal quantize_with_inverse's for every input,
-// NaN (-128) included.
-__device__ __forceinline__ uint32_t quantize4_with_inverse(const float (&v)[4], const float* s, const float* inv_s) {
+// NaN (-128) included. `exact` (needs_division of any of the four scales) sends all four to the division.
+__device__ __forceinline__ uint32_t quantize4_with_inverse(const float (&v)[4], const float* s, const float* inv_s,
+                                                           bool exact) {
   uint32_t r[4];
-  bool tie = false;
+  bool tie = exact;
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     const float g = fminf(fmaxf(__fmaf_rn(v[e], inv_s[e], 768.0f), 640.0f), 895.0f);
@@ -80,9 +85,9 @@ __device__ __forceinline__ uint32_t quantize4_with_inverse(const float (&v)[4], 
 }
 
 // One value of the same (the low byte of the result; the other bits are not defined).
-__device__ __forceinline__ uint32_t quantize1_with_inverse(float v, float s, float inv_s) {
+__device__ __forceinline__ uint32_t quantize1_with_inverse(float v, float s, float inv_s, bool exact) {
   const float g = fminf(fmaxf(__fmaf_rn(v, inv_s, 768.0f), 640.0f), 895.0f);
-  if ((__float_as_uint(g) & 0x3fffu) == 0x2000u) return static_cast<uint8_t>(quantize_rn(v, s));
+  if (exact || (__float_as_uint(g) & 0x3fffu) == 0x2000u) return static_cast<uint8_t>(quantize_rn(v, s));
   return __float_as_uint(__fadd_rn(g, 12582144.0f));
 }
 

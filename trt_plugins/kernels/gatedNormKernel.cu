@@ -132,13 +132,13 @@ __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const fl
   // The table where 1 / z_scale is finite (z_scale a normal float): below, the reciprocal multiply is no estimate of
   // the quotient, and the gate is computed per channel.
   const float zs = a.z_scale, inv = __frcp_rn(zs);
-  const bool by_table = zs >= 1.17549435e-38f;
+  const bool by_table = !needs_division(zs);
   if (!a.vec) {
 #pragma unroll 1
     for (int k = threadIdx.x; k < a.K; k += kThreads) {
       float z = __ldg(zr + k);
       if (a.z_col) z = __fmul_rn(z, __ldg(a.z_col + k));
-      v[k] = by_table ? __fmul_rn(__ldg(yr + k), gate_factor(table, quantize1_with_inverse(z, zs, inv) & 0xffu, 0))
+      v[k] = by_table ? __fmul_rn(__ldg(yr + k), gate_factor(table, quantize1_with_inverse(z, zs, inv, false) & 0xffu, 0))
                       : gate(__ldg(yr + k), z, zs);
     }
     return;
@@ -153,7 +153,7 @@ __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const fl
     }
     if (by_table) {
       const float zz[4] = {zv.x, zv.y, zv.z, zv.w};
-      const uint32_t qw = quantize4_with_inverse(zz, s4, inv4);
+      const uint32_t qw = quantize4_with_inverse(zz, s4, inv4, false);
       store4(v + 4 * c,
              make_float4(__fmul_rn(yv.x, gate_factor(table, qw, 0)), __fmul_rn(yv.y, gate_factor(table, qw, 1)),
                          __fmul_rn(yv.z, gate_factor(table, qw, 2)), __fmul_rn(yv.w, gate_factor(table, qw, 3))));

@@ -138,11 +138,11 @@ __device__ __forceinline__ void biased_to_floats(uint32_t biased, uint32_t exp23
 }
 
 // One piece of a state row: S = dA * S0 + (dt * xh) * Bh in the reference's order (no FMA),
-// Q(S, scale) into q; returns the piece's share of y = sum_j S * Ch. bh/ch: the piece's first
-// four-float chunk in shared memory, chunk k at float4 [k * chunk_stride].
+// Q(S, scale) into q (by the division throughout where `exact`); returns the piece's share of y = sum_j S * Ch.
+// bh/ch: the piece's first four-float chunk in shared memory, chunk k at float4 [k * chunk_stride].
 template <int VEC>
 __device__ __forceinline__ float step_piece(const StatePiece<VEC>& s, const float (&sc)[VEC], const float (&inv)[VEC],
-                                            const float* bh, const float* ch, float dA, float dtx,
+                                            bool exact, const float* bh, const float* ch, float dA, float dtx,
                                             uint32_t exp23, StatePiece<VEC>& q) {
   float y = 0.0f;
   if constexpr (VEC >= 4) {
@@ -161,13 +161,13 @@ __device__ __forceinline__ float step_piece(const StatePiece<VEC>& s, const floa
         s1[e] = __fadd_rn(__fmul_rn(dA, s0), __fmul_rn(dtx, bv[e]));
         y = __fmaf_rn(s1[e], cv[e], y);
       }
-      q.w[k] = quantize4_with_inverse(s1, sc + 4 * k, inv + 4 * k);
+      q.w[k] = quantize4_with_inverse(s1, sc + 4 * k, inv + 4 * k, exact);
     }
   } else {
     const float s0 = __fmul_rn(static_cast<float>(static_cast<int>(s.w[0])), sc[0]);
     const float s1 = __fadd_rn(__fmul_rn(dA, s0), __fmul_rn(dtx, *bh));
     y = __fmaf_rn(s1, *ch, y);
-    q.w[0] = quantize1_with_inverse(s1, sc[0], inv[0]);
+    q.w[0] = quantize1_with_inverse(s1, sc[0], inv[0], exact);
   }
   return y;
 }
@@ -328,12 +328,14 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
   load_stage(nrows0, cur);
   FillBytes<VEC> fill = load_fill<VEC>(plan, nrows0);
 
-  // Per thread, for all its batch rows: group lookups, the x scale, the state scales and reciprocals.
+  // Per thread, for all its batch rows: group lookups, the x scale, the state scales and reciprocals (and
+  // whether one of them cannot serve: then this thread's Q divides, needs_division in common.cuh).
   const int hg = group_of8(a.head_ranges + sg * a.nhg, a.nhg, hd % a.hpg);
   const int dg = group_of8(a.dim_ranges + (sg * a.nhg + hg) * a.ndg, a.ndg, i);
   const float s_x = __ldg(a.x_out_scales + (sg * a.nhg + hg) * a.ndg + dg);
   const float* sscale = a.state_scale + static_cast<int64_t>((sg * a.nhg + hg) * a.ndg + dg) * n;
   float sc[MAXP][VEC], inv[MAXP][VEC];
+  bool exact = false;
 #pragma unroll
   for (int p = 0; p < MAXP; ++p) {
     const int j0 = (p * a.tpr + lane) * VEC;
@@ -347,7 +349,10 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
       }
     }
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) inv[p][e] = __frcp_rn(sc[p][e]);
+    for (int e = 0; e < VEC; ++e) {
+      inv[p][e] = __frcp_rn(sc[p][e]);
+      exact |= needs_division(sc[p][e]);
+    }
   }
   const float A = -expf(__ldg(a.A_log + hd));
   const float Dh = __ldg(a.D + hd), dt_b = __ldg(a.dt_bias + hd);
@@ -405,7 +410,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
             // Piece p's chunks: VEC >= 4 pieces are consecutive float4s, bytewise ones consecutive floats.
             const float* bh = bc + r * 2 * row_len + p * a.tpr * (VEC >= 4 ? 4 : 1);
             StatePiece<VEC> q;
-            const float yp = step_piece<VEC>(cur.st[r][p], sc[p], inv[p], bh, bh + row_len, dA, dtx, a.exp23, q);
+            const float yp = step_piece<VEC>(cur.st[r][p], sc[p], inv[p], exact, bh, bh + row_len, dA, dtx, a.exp23, q);
             y = p == 0 ? yp : y + yp;
             store_piece<VEC>(dst_cur + r * state_stride + p * a.tpr * VEC, q);
           }

@@ -16,7 +16,8 @@ struct RowInputs {
 };
 
 // One state piece: S = dA * S0 + (dt * xh) * Bh in the reference's order (no FMA), requantized
-// (inv_sc = 1 / scale for the fast rounding path); returns this piece's share of y = sum_j S * Ch.
+// (inv_sc = 1 / scale for the fast rounding path, the division where needs_division(scale));
+// returns this piece's share of y = sum_j S * Ch.
 template <int VEC>
 __device__ __forceinline__ float update_piece(const RowInputs<VEC>& r, const Floats<VEC>& sc,
                                               const Floats<VEC>& inv_sc, float dA, float dtx,
@@ -45,7 +46,7 @@ __device__ __forceinline__ float update_piece(const RowInputs<VEC>& r, const Flo
     const float bh = __fmul_rn(bq[e], sB);
     const float s1 = __fadd_rn(__fmul_rn(dA, s0), __fmul_rn(dtx, bh));
     y += s1 * __fmul_rn(cq[e], sC);
-    q.v[e] = quantize_with_inverse(s1, sc.v[e], inv_sc.v[e]);
+    q.v[e] = quantize_with_inverse(s1, sc.v[e], inv_sc.v[e], needs_division(sc.v[e]));
   }
   *reinterpret_cast<Bytes<VEC>*>(out) = q;
   return y;

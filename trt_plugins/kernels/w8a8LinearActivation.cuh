@@ -40,9 +40,11 @@ __device__ __forceinline__ float4 load_x4(const LinearArgs& a, const float* p, i
   return make_float4(v[0], v[1], v[2], v[3]);
 }
 
-// Q(v) (quantize_with_inverse) as byte j of a word of the packed activation.
+// Q(v) (quantize_with_inverse; the division for a scale under the normal floats) as byte j of a word of the
+// packed activation.
 __device__ __forceinline__ uint32_t quantized_byte(float v, float s_in, float inv_s, int j) {
-  return static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s))) << (8 * j);
+  return static_cast<uint32_t>(static_cast<uint8_t>(quantize_with_inverse(v, s_in, inv_s, needs_division(s_in))))
+         << (8 * j);
 }
 
 // Loads per thread issued together in each round trip of the activation's two passes: each pass is then a
