@@ -45,6 +45,11 @@ class ConvTensors(ctypes.Structure):
         "x_head_group_range", "x_dim_group_range", "conv_state", "x", "B", "C", "conv_state_out")]
 
 
+class ConvFloatInput(ctypes.Structure):
+    _fields_ = [("zxbcdt", ctypes.c_void_p), ("col_scale", ctypes.c_void_p), ("row_width", ctypes.c_int64),
+                ("xbc_offset", ctypes.c_int64)]
+
+
 class SSDParams(ctypes.Structure):
     _fields_ = [(name, ctypes.c_float) for name in ("dt_scale", "dt_min", "dt_max")] + [
         (name, ctypes.c_int32) for name in (
@@ -125,6 +130,10 @@ def load_library() -> ctypes.CDLL:
         lib.qmamba_quant_conv1d_silu_prefill.argtypes = [
             ctypes.POINTER(ConvParams), ctypes.POINTER(ConvTensors), ctypes.c_int64, ctypes.c_int64,
             ctypes.c_void_p]
+        lib.qmamba_quant_conv1d_silu_prefill_from_float.restype = ctypes.c_int
+        lib.qmamba_quant_conv1d_silu_prefill_from_float.argtypes = [
+            ctypes.POINTER(ConvParams), ctypes.POINTER(ConvFloatInput), ctypes.POINTER(ConvTensors), ctypes.c_int64,
+            ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_quant_conv1d_silu_decode.argtypes = [
             ctypes.POINTER(ConvParams), ctypes.POINTER(ConvTensors), ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_quant_ssd_prefill_workspace.restype = ctypes.c_size_t

@@ -1,9 +1,9 @@
 """ctypes binding of the engines' own kernels in libqmamba_kernels, for torch CUDA tensors.
 
 ``w8a8_linear`` (QmambaW8A8Linear, ``runtime/w8a8_linear.py``), ``decode_mixer`` (QmambaDecodeMixer,
-``runtime/decode_mixer.py``) and ``gated_norm`` (QmambaGatedNorm, ``runtime/gated_norm.py``) take the arguments
-of their reference twins and return the same outputs; the ``*_launcher`` forms check once and return a launch
-for graph capture.
+``runtime/decode_mixer.py``), ``gated_norm`` (QmambaGatedNorm, ``runtime/gated_norm.py``) and ``in_proj_conv``
+(QmambaInProjConv, ``runtime/in_proj_conv.py``) take the arguments of their reference twins and return the same
+outputs; the ``*_launcher`` forms check once and return a launch for graph capture.
 The library, its structures and error handling are ``qmamba.export.kernels``'.
 """
 from __future__ import annotations
@@ -13,11 +13,13 @@ import math
 
 import torch
 
-from qmamba.export.kernels import (ConvParams, GatedNormParams, GatedNormTensors, LinearParams, LinearTensors,
-                                   MixerParams, MixerTensors, launcher, on_cuda, ptr)
+from qmamba.export.kernels import (ConvFloatInput, ConvParams, ConvTensors, GatedNormParams, GatedNormTensors,
+                                   LinearParams, LinearTensors, MixerParams, MixerTensors, launcher, on_cuda, ptr)
+from qmamba.export.ops import check_conv_call
 from qmamba.export.validate import check_tensor
 from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, check_mixer_inputs
 from .gated_norm import OP_NAME as NORM_OP, check_gated_norm_inputs
+from .in_proj_conv import OP_NAME as IN_PROJ_CONV_OP, check_in_proj_conv_inputs
 from .w8a8_linear import OP_NAME as LINEAR_OP, check_linear_inputs
 
 
@@ -126,3 +128,37 @@ def gated_norm_launcher(y, z, weight, *, group_size: int, eps: float, z_scale: f
     held = (y, z, z_col_scale, weight, first, o)
     return launcher(dev, lambda lib, stream: lib.qmamba_gated_norm(ctypes.byref(params), ctypes.byref(tensors),
                                                                     rows, stream), held), o
+
+
+def in_proj_conv(zxbcdt, weight, bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+                 x_dim_group_range, col_scale=None, *, xbc_offset: int, **attributes):
+    """QmambaInProjConv on the GPU (``runtime/in_proj_conv.py``); same arguments and outputs as
+    ``in_proj_conv_ref``: (x, B, C, conv_state_out), int8."""
+    check_tensor(IN_PROJ_CONV_OP, "zxbcdt", zxbcdt, torch.float32, (None, None, None))
+    bt, L, width = zxbcdt.shape
+    # QuantConv1dSiLU's own checks, on an int8 stand-in of xBC's shape (only its shape is read).
+    d_ssm, gn = attributes["nheads"] * attributes["headdim"], attributes["ngroups"] * attributes["d_state"]
+    shape_only = torch.empty(bt, L, max(d_ssm + 2 * gn, 0), dtype=torch.int8, device="meta")
+    call = check_conv_call(shape_only, weight, bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+                           x_dim_group_range, None, **attributes)
+    _, _, K, d_ssm, gn, conv_dim = call.sizes
+    check_in_proj_conv_inputs(zxbcdt, col_scale, xbc_offset, conv_dim)
+    dev = on_cuda(IN_PROJ_CONV_OP, zxbcdt=zxbcdt, col_scale=col_scale, weight=weight, bias=bias,
+                  x_out_scales=x_out_scales, B_out_scales=B_out_scales, C_out_scales=C_out_scales,
+                  x_head_group_range=x_head_group_range, x_dim_group_range=x_dim_group_range)
+    x = torch.empty(bt, L, d_ssm, dtype=torch.int8, device=dev)
+    B = torch.empty(bt, L, gn, dtype=torch.int8, device=dev)
+    C = torch.empty(bt, L, gn, dtype=torch.int8, device=dev)
+    state_out = torch.empty(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)
+    params = ConvParams(**{k: float(v) for k, v in call.scalars.items()}, **call.shape, d_conv=K,
+                        n_head_groups=x_out_scales.shape[1], n_dim_groups=x_out_scales.shape[2])
+    source = ConvFloatInput(ptr(zxbcdt), ptr(col_scale), width, xbc_offset)
+    tensors = ConvTensors(None, ptr(weight), ptr(bias), ptr(x_out_scales), ptr(B_out_scales), ptr(C_out_scales),
+                          ptr(x_head_group_range), ptr(x_dim_group_range), None, ptr(x), ptr(B), ptr(C),
+                          ptr(state_out))
+    held = (zxbcdt, col_scale, weight, bias, x_out_scales, B_out_scales, C_out_scales, x_head_group_range,
+            x_dim_group_range, x, B, C, state_out)
+    launch = launcher(dev, lambda lib, stream: lib.qmamba_quant_conv1d_silu_prefill_from_float(
+        ctypes.byref(params), ctypes.byref(source), ctypes.byref(tensors), bt, L, stream), held)
+    launch()
+    return x, B, C, state_out

@@ -40,8 +40,9 @@ def explicit_zero_points(model):
     return model
 
 
-# Which inputs of each custom op are int8 (docs/ops.md); every output is int8 except QuantSSD's y (0).
-PLUGIN_INT8_INPUTS = {"QuantConv1dSiLU": {0, 1, 2, 8}, "QuantSSD": {0, 1, 2, 3, 13}}
+# Which inputs of each custom op are int8 (docs/ops.md; QmambaInProjConv: trt_plugins/inProjConvPlugin/README.md);
+# every output is int8 except QuantSSD's y (0).
+PLUGIN_INT8_INPUTS = {"QuantConv1dSiLU": {0, 1, 2, 8}, "QuantSSD": {0, 1, 2, 3, 13}, "QmambaInProjConv": {1, 2}}
 PLUGIN_FLOAT_OUTPUTS = {"QuantSSD": {0}}
 
 

@@ -43,11 +43,12 @@ add_library(qmamba_trt_plugins SHARED
   ${_qp}/bitsAsFloatPlugin/bitsAsFloatCore.cpp
   ${_qp}/w8a8LinearPlugin/w8a8LinearCore.cpp
   ${_qp}/decodeMixerPlugin/decodeMixerCore.cpp
-  ${_qp}/gatedNormPlugin/gatedNormCore.cpp)
+  ${_qp}/gatedNormPlugin/gatedNormCore.cpp
+  ${_qp}/inProjConvPlugin/inProjConvCore.cpp)
 target_compile_features(qmamba_trt_plugins PRIVATE cxx_std_17)
 target_include_directories(qmamba_trt_plugins PRIVATE
   ${_qp}/common ${_qp}/include ${_qp}/quantConv1dSiLUPlugin ${_qp}/quantSSDPlugin ${_qp}/bitsAsFloatPlugin
-  ${_qp}/w8a8LinearPlugin ${_qp}/decodeMixerPlugin ${_qp}/gatedNormPlugin)
+  ${_qp}/w8a8LinearPlugin ${_qp}/decodeMixerPlugin ${_qp}/gatedNormPlugin ${_qp}/inProjConvPlugin)
 target_include_directories(qmamba_trt_plugins SYSTEM PRIVATE "${TensorRT_INCLUDE_DIR}" ${CUDAToolkit_INCLUDE_DIRS})
 # The version engines record and check: the package's (scikit-build-core), else "dev".
 set(_qmamba_version "${SKBUILD_PROJECT_VERSION}")

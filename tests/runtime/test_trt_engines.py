@@ -404,6 +404,25 @@ def test_in_proj_pieces_engine_matches_default_and_onnxruntime(channel_scale_eng
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
 
 
+# --in-proj-conv-plugin: each prefill layer's xBC quantization and conv as one QmambaInProjConv node reading
+# in_proj's output, after scale_after_split (col_scale) and with --weight-channel-scales (none), on the same two
+# models.
+@pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
+def in_proj_conv_engines(request, tmp_path_factory):
+    variants = {"default": {}, "conv": {"in_proj_conv_plugin": True},
+                "conv_channel": {"in_proj_conv_plugin": True, "weight_channel_scales": True}}
+    return _engine_variants(request.param, tmp_path_factory, "in_proj_conv", variants)
+
+
+@pytest.mark.parametrize("variant", ["conv", "conv_channel"])
+def test_in_proj_conv_engine_matches_default_and_onnxruntime(in_proj_conv_engines, variant):
+    onnx_dir, root, metas = in_proj_conv_engines
+    assert metas[variant]["in_proj_conv"] == "QmambaInProjConv in 2 of 2 layers"
+    assert "in_proj_conv" not in metas["default"]
+    rows = _prefill_agreement(onnx_dir, root / f"engines_{variant}", root / "engines_default", "QmambaInProjConv")
+    assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
+
+
 def test_polygraphy_comparator_engine_vs_onnxruntime(model_engines):
     pytest.importorskip("polygraphy")
     from qmamba.runtime.polygraphy_trt import compare

@@ -73,6 +73,28 @@ def conv_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, with_state: 
     return {k: (v.to(device) if v is not None else None) for k, v in t.items()}, attrs
 
 
+def in_proj_conv_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, col_scale: bool = True,
+                      device: str = "cuda") -> tuple[dict, dict]:
+    """(tensors, attributes) of QmambaInProjConv: conv_case's weights and scales, and in_proj's float output
+    ``[bt, L, d_ssm | conv_dim | nheads]`` whose xBC columns (times col_scale, when given: output scales of
+    1e-4 .. 5e-3) quantize to spread int8 values, some saturating, one in 16 at a rounding tie of the quotient."""
+    conv, attrs = conv_case(s, bt, L, gen, with_state=False, device="cpu")
+    del conv["xBC"], conv["conv_state"]
+    conv_dim = s.conv_dim
+    col = torch.exp(math.log(1e-4) + 4 * torch.rand(conv_dim, generator=gen, device=gen.device)) if col_scale \
+        else torch.ones(conv_dim)
+    s_in = torch.cat([torch.full((s.d_ssm,), attrs["x_scale"]), torch.full((s.ngroups * s.d_state,), attrs["B_scale"]),
+                      torch.full((s.ngroups * s.d_state,), attrs["C_scale"])])
+    q = torch.randn(bt, L, conv_dim, generator=gen, device=gen.device) * 60
+    ties = torch.rand(bt, L, conv_dim, generator=gen, device=gen.device) < 1 / 16
+    q = torch.where(ties, q.floor() + 0.5, q)
+    xbc = (q.double() * s_in.double() / col.double()).float()
+    zxbcdt = torch.cat([torch.randn(bt, L, s.d_ssm, generator=gen, device=gen.device), xbc,
+                        torch.randn(bt, L, s.nheads, generator=gen, device=gen.device)], -1)
+    t = dict(zxbcdt=zxbcdt, **conv, col_scale=col.float() if col_scale else None)
+    return {k: (v.to(device) if v is not None else None) for k, v in t.items()}, {**attrs, "xbc_offset": s.d_ssm}
+
+
 def ssd_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, with_state: bool = True,
              device: str = "cuda") -> tuple[dict, dict]:
     """(tensors, attributes) of QuantSSD; ssm_state_scale is calibrated on the inputs' own state."""

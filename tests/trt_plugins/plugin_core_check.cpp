@@ -4,6 +4,7 @@
 #include "bitsAsFloatCore.h"
 #include "decodeMixerCore.h"
 #include "gatedNormCore.h"
+#include "inProjConvCore.h"
 #include "qmambaFields.h"
 #include "qmambaSerialize.h"
 #include "qmambaShapes.h"
@@ -137,6 +138,30 @@ extern "C" int qmamba_gated_norm(const qmamba_gated_norm_params* params, const q
     gatedNormCall.tensors = *t;
     gatedNormCall.rows = rows;
     return gatedNormCall.status;
+}
+
+// QuantConv1dSiLU's launcher with a float source, recorded the same way (what InProjConvCore's enqueue hands it).
+struct InProjConvCall
+{
+    int calls{0};
+    qmamba_conv_params params{};
+    qmamba_conv_float_input source{};
+    qmamba_conv_tensors tensors{};
+    int64_t batch{0}, seqlen{0};
+};
+InProjConvCall inProjConvCall;
+
+extern "C" int qmamba_quant_conv1d_silu_prefill_from_float(const qmamba_conv_params* params,
+    const qmamba_conv_float_input* in, const qmamba_conv_tensors* t, int64_t batch, int64_t seqlen,
+    qmamba_stream_t /*stream*/)
+{
+    ++inProjConvCall.calls;
+    inProjConvCall.params = *params;
+    inProjConvCall.source = *in;
+    inProjConvCall.tensors = *t;
+    inProjConvCall.batch = batch;
+    inProjConvCall.seqlen = seqlen;
+    return QMAMBA_OK;
 }
 
 // The linear's launcher, recorded the same way (what W8A8LinearCore's enqueue hands it).
@@ -767,7 +792,8 @@ int main()
             std::memcpy(buf.data() + sizeof(h), pod, bytes);
             throwsWith(name, [&] { readSerialized<NormPod>("QmambaGatedNorm", buf.data(), buf.size()); },
                 "engine was built with another version of the qmamba plugin library (serialization format "
-                    + std::to_string(format) + ", " + std::to_string(bytes) + " bytes; this library reads format 6, "
+                    + std::to_string(format) + ", " + std::to_string(bytes) + " bytes; this library reads format "
+                    + std::to_string(kSERIAL_FORMAT) + ", "
                     + std::to_string(sizeof(NormPod)) + " bytes): rebuild the engine");
         };
         qmamba_gated_norm_params const three = rotatedNorm.serial().params; // format 3: the params alone
@@ -832,6 +858,74 @@ int main()
             && gt.z_col_scale == cBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
             && gt.out == outBuf.data() && gatedNormCall.params.z_scale == 0.05f,
         "norm: with z_col_scale, enqueue passes it from input 2, weight and F_0 from inputs 3, 4");
+
+    // ---- QmambaInProjConv --------------------------------------------------------------------------
+    {
+        FieldSpec const* IS = InProjConvCore::kFIELDS;
+        size_t const IN = InProjConvCore::kNB_FIELDS;
+        // g 2, h 8, p 32, n 16: d_ssm 256, conv_dim 320; in_proj's row 256 (z) + 320 + 8 (dt) = 584.
+        auto fields = [](int32_t offset, int32_t col) {
+            Fields x = mixerFields();
+            x.raw.erase(x.raw.begin() + 13, x.raw.end()); // the 13 conv fields, not d_conv and the mixer's
+            x.in("xbc_offset", offset);
+            if (col >= 0)
+            {
+                x.in("col_scale", col);
+            }
+            return x;
+        };
+        auto core = [&](Fields const& x) { return InProjConvCore(parseFields("QmambaInProjConv", IS, IN, x.raw)); };
+        InProjConvCore plain = core(fields(256, -1));
+        InProjConvCore scaled = core(fields(256, 1));
+        check(plain.serial().col_scale == 0 && plain.serial().xbc_offset == 256, "in_proj conv: col_scale defaults to 0");
+        throwsWith("in_proj conv: col_scale 2", [&] { core(fields(256, 2)); },
+            "QmambaInProjConv: field col_scale must be 0 (xBC as it comes) or 1");
+        throwsWith("in_proj conv: negative offset", [&] { core(fields(-1, 0)); },
+            "QmambaInProjConv: field xbc_offset must be >= 0");
+        throwsWith("in_proj conv: xbc_offset is required", [&] {
+            Fields x = fields(256, -1);
+            x.raw.pop_back();
+            core(x);
+        }, "QmambaInProjConv: required field xbc_offset is missing");
+        std::vector<Shape> in = {shape({2, 5, 584}), shape({320, 4}), shape({320}), shape({2, 4, 4}), shape({2}),
+            shape({2}), shape({2, 4}), shape({2, 4, 4})};
+        plain.checkInputs(in);
+        check(plain.inputType(0) == DType::kFloat && plain.inputType(1) == DType::kInt8
+                && plain.inputType(2) == DType::kInt8 && plain.inputType(6) == DType::kInt32
+                && plain.inputType(8) == DType::kFloat && plain.outputType(3) == DType::kInt8,
+            "in_proj conv: zxbcdt float, weight and bias int8, outputs int8");
+        throwsWith("in_proj conv: a narrow zxbcdt", [&] {
+            std::vector<Shape> narrow = in;
+            narrow[0] = shape({2, 5, 575});
+            plain.checkInputs(narrow);
+        }, "QmambaInProjConv: input zxbcdt: its last dimension 575 must hold xbc_offset + conv_dim = 256 + 320 columns");
+        throwsWith("in_proj conv: col_scale = 1 needs its input", [&] { scaled.checkInputs(in); },
+            "QmambaInProjConv: takes 9 inputs with col_scale = 1, got 8");
+        std::vector<Shape> inScaled = in;
+        inScaled.push_back(shape({320}));
+        scaled.checkInputs(inScaled);
+        throwsWith("in_proj conv: col_scale's shape", [&] {
+            std::vector<Shape> bad = inScaled;
+            bad[8] = shape({584});
+            scaled.checkInputs(bad);
+        }, "QmambaInProjConv: input col_scale must have shape [320], got [584]");
+        check(roundTrip(scaled).fieldValues() == scaled.fieldValues(), "in_proj conv: round trip");
+        std::vector<float> zx(1), scales(1), cs(1);
+        std::vector<int8_t> w(1), b(1), ox(1), oB(1), oC(1), ost(1);
+        std::vector<int32_t> ranges(1);
+        void const* inputs[] = {zx.data(), w.data(), b.data(), scales.data(), scales.data(), scales.data(),
+            ranges.data(), ranges.data(), cs.data()};
+        void* outputs[] = {ox.data(), oB.data(), oC.data(), ost.data()};
+        scaled.enqueue(inScaled, inputs, outputs, nullptr, 0, nullptr);
+        InProjConvCall const& c = inProjConvCall;
+        check(c.calls == 1 && c.batch == 2 && c.seqlen == 5 && c.params.d_conv == 4 && c.params.n_head_groups == 4
+                && c.source.zxbcdt == zx.data() && c.source.col_scale == cs.data() && c.source.row_width == 584
+                && c.source.xbc_offset == 256 && c.tensors.xBC == nullptr && c.tensors.conv_state == nullptr
+                && c.tensors.weight == w.data() && c.tensors.x == ox.data() && c.tensors.conv_state_out == ost.data(),
+            "in_proj conv: enqueue passes the float source, its width and offset, col_scale from input 8");
+        plain.enqueue(in, inputs, outputs, nullptr, 0, nullptr);
+        check(c.calls == 2 && c.source.col_scale == nullptr, "in_proj conv: without col_scale, NULL");
+    }
     std::printf("all checks passed\n");
     return 0;
 }

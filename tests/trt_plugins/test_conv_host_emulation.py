@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent / "host_emulation"
 
 PATCHES = [
-    ("quantConv1dSiLUKernel.cu", r"(quant_conv1d_silu_kernel<VEC, K>)<<<(.*?)>>>\(a\);", r"emulate_launch(\1, \2, a);"),
+    ("quantConv1dSiLUKernel.cu", r"(quant_conv1d_silu_kernel<VEC, K, kFloatIn>)<<<(.*?)>>>\(a\);",
+     r"emulate_launch(\1, \2, a);"),
     ("quantConv1dSiLUKernel.cu", r"  if \(near\) \{", "  ++g_steps;\n  if (near) {\n    ++g_slow_steps;"),
     ("convMath.cuh", r'asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);', "y = emu_ex2(x);"),
     ("convMath.cuh", r'asm\("rcp\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);', "y = emu_rcp(x);"),

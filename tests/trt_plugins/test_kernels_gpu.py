@@ -113,6 +113,28 @@ SSD_CASES = {
 }
 
 
+@pytest.mark.parametrize("name", list(CONV_CASES))
+@pytest.mark.parametrize("col_scale", [True, False])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_in_proj_conv_matches_twin(name, col_scale, aligned):
+    """QmambaInProjConv (the conv reading in_proj's float output) against in_proj_conv_ref: every output bit for
+    bit but at the conv's own rounding ties (docs/ops.md); a source 4 bytes off 16-byte alignment takes the
+    one-channel path."""
+    from qmamba.runtime.in_proj_conv import in_proj_conv_ref
+
+    s, bt, L = CONV_CASES[name]
+    gen = torch.Generator().manual_seed(kc.case_seed(name, col_scale, "in_proj conv"))
+    t, a = kc.in_proj_conv_case(s, bt, L, gen, col_scale=col_scale)
+    if not aligned:
+        z = t["zxbcdt"]
+        t["zxbcdt"] = torch.empty(z.numel() + 1, device="cuda")[1:].view(z.shape).copy_(z)
+    want = in_proj_conv_ref(**t, **a)
+    got = decode_kernels.in_proj_conv(**t, **a)
+    for g, w, what in zip(got, want, ("x", "B", "C", "conv_state_out")):
+        assert_int8_close(g, w, f"{name} in_proj conv {what}")
+    assert torch.equal(got[3], want[3])
+
+
 @pytest.mark.parametrize("name", list(SSD_CASES))
 @pytest.mark.parametrize("with_state", [True, False])
 def test_ssd_prefill_matches_reference(name, with_state):

@@ -31,7 +31,7 @@ PLUGIN_SOURCES = ["common/qmambaFields.cpp", "common/qmambaShapes.cpp", "common/
                   "common/qmambaPluginLibrary.cpp", "quantConv1dSiLUPlugin/quantConv1dSiLUCore.cpp",
                   "quantSSDPlugin/quantSSDCore.cpp", "bitsAsFloatPlugin/bitsAsFloatCore.cpp",
                   "w8a8LinearPlugin/w8a8LinearCore.cpp", "decodeMixerPlugin/decodeMixerCore.cpp",
-                  "gatedNormPlugin/gatedNormCore.cpp"]
+                  "gatedNormPlugin/gatedNormCore.cpp", "inProjConvPlugin/inProjConvCore.cpp"]
 RUNNER_SOURCES = ["runnerCommon.cpp", "engine.cpp", "engineProfile.cpp", "engineBuilder.cpp", "session.cpp",
                   "sessionBench.cpp", "sessionProfile.cpp", "runnerApi.cpp", "qmamba_trt.cpp"]
 
@@ -67,7 +67,7 @@ def test_plugins_compile(plugin_api):
     _syntax_check([tp / s for s in PLUGIN_SOURCES], inc,
                   [tp / "common", tp / "include", tp / "quantConv1dSiLUPlugin",
                    tp / "quantSSDPlugin", tp / "bitsAsFloatPlugin", tp / "w8a8LinearPlugin", tp / "decodeMixerPlugin",
-                   tp / "gatedNormPlugin"])
+                   tp / "gatedNormPlugin", tp / "inProjConvPlugin"])
 
 
 @pytest.mark.slow

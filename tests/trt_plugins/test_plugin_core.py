@@ -21,9 +21,10 @@ def test_plugin_cores(tmp_path):
                TP / "common" / "qmambaShapes.cpp", TP / "quantConv1dSiLUPlugin" / "quantConv1dSiLUCore.cpp",
                TP / "quantSSDPlugin" / "quantSSDCore.cpp", TP / "bitsAsFloatPlugin" / "bitsAsFloatCore.cpp",
                TP / "w8a8LinearPlugin" / "w8a8LinearCore.cpp", TP / "decodeMixerPlugin" / "decodeMixerCore.cpp",
-               TP / "gatedNormPlugin" / "gatedNormCore.cpp"]
+               TP / "gatedNormPlugin" / "gatedNormCore.cpp", TP / "inProjConvPlugin" / "inProjConvCore.cpp"]
     includes = [TP / "common", TP / "include", TP / "quantConv1dSiLUPlugin", TP / "quantSSDPlugin",
-                TP / "bitsAsFloatPlugin", TP / "w8a8LinearPlugin", TP / "decodeMixerPlugin", TP / "gatedNormPlugin"]
+                TP / "bitsAsFloatPlugin", TP / "w8a8LinearPlugin", TP / "decodeMixerPlugin", TP / "gatedNormPlugin",
+                TP / "inProjConvPlugin"]
     cmd = ["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", *[f"-I{i}" for i in includes],
            *map(str, sources), "-no-pie", "-Wl,--unresolved-symbols=ignore-all", "-o", str(exe)]
     r = subprocess.run(cmd, capture_output=True, text=True)

@@ -85,10 +85,11 @@ BUILD_PLUGINS = {
     "QmambaW8A8Linear": ROOT / "trt_plugins" / "w8a8LinearPlugin" / "w8a8LinearCore",
     "QmambaDecodeMixer": ROOT / "trt_plugins" / "decodeMixerPlugin" / "decodeMixerCore",
     "QmambaGatedNorm": ROOT / "trt_plugins" / "gatedNormPlugin" / "gatedNormCore",
+    "QmambaInProjConv": ROOT / "trt_plugins" / "inProjConvPlugin" / "inProjConvCore",
 }
 # Their Python modules, whose FIELDS are what `qmamba build` writes.
 TWINS = {"QmambaW8A8Linear": "qmamba.runtime.w8a8_linear", "QmambaDecodeMixer": "qmamba.runtime.decode_mixer",
-         "QmambaGatedNorm": "qmamba.runtime.prefill_fusion"}
+         "QmambaGatedNorm": "qmamba.runtime.prefill_fusion", "QmambaInProjConv": "qmamba.runtime.in_proj_conv"}
 
 
 def _readme_table(op: str, heading: str) -> list[list[str]]:
@@ -124,11 +125,12 @@ def test_python_fields_match_the_plugin(op):
         assert _same_default(doc, m), f"{op}.{name}: Python default {d}, plugin {m}"
 
 
-@pytest.mark.parametrize("op, counts", [("QmambaDecodeMixer", (14, 14, 3)), ("QmambaGatedNorm", (2, 5, 1))])
+@pytest.mark.parametrize("op, counts", [("QmambaDecodeMixer", (14, 14, 3)), ("QmambaGatedNorm", (2, 5, 1)),
+                                        ("QmambaInProjConv", (8, 9, 4))])
 def test_build_plugin_tensor_positions_match_docs(op, counts):
-    """The kIN_* / kOUT_* constants of QmambaDecodeMixer and QmambaGatedNorm follow their READMEs' input and
-    output tables; the input and output counts are the tables' (an optional input last; QmambaGatedNorm's z is
-    optional too, gate = 0, and so is its z_col_scale)."""
+    """The kIN_* / kOUT_* constants of QmambaDecodeMixer, QmambaGatedNorm and QmambaInProjConv follow their READMEs'
+    input and output tables; the input and output counts are the tables' (an optional input last; QmambaGatedNorm's
+    z is optional too, gate = 0, and so is its z_col_scale)."""
     header = BUILD_PLUGINS[op].with_suffix(".h").read_text()
     consts = {m[0]: int(m[1]) for m in re.findall(r"static constexpr int32_t (k(?:IN|OUT)_\w+) = (\d+);", header)}
     for kind, prefix in (("Inputs", "kIN_"), ("Outputs", "kOUT_")):

@@ -80,6 +80,40 @@ inline void validateConvScales(char const* op, FieldSpec const* fields, qmamba_c
     }
 }
 
+// conv_dim = nheads * headdim + 2 * ngroups * d_state: the channels of xBC, the conv's weight, bias and state.
+inline int64_t convDimOf(qmamba_conv_params const& p)
+{
+    return int64_t{p.nheads} * p.headdim + 2 * int64_t{p.ngroups} * p.d_state;
+}
+
+// The conv's outputs (QuantConv1dSiLU's, QmambaInProjConv's): x [b, s, d_ssm], B and C [b, s, g*n], conv_state_out
+// [b, K-1, conv_dim], with b and s the first two dimensions of input `source` and K the second of input `weight`.
+inline OutputRule convOutputRule(char const* op, qmamba_conv_params const& p, int32_t index, int32_t source,
+    int32_t weight)
+{
+    int64_t const dSsm = int64_t{p.nheads} * p.headdim;
+    int64_t const gn = int64_t{p.ngroups} * p.d_state;
+    switch (index)
+    {
+    case 0: return {3, {inputDim(source, 0), inputDim(source, 1), constDim(dSsm)}};
+    case 1:
+    case 2: return {3, {inputDim(source, 0), inputDim(source, 1), constDim(gn)}};
+    case 3: return {3, {inputDim(source, 0), inputDim(weight, 1, -1), constDim(dSsm + 2 * gn)}};
+    default: throw PluginError(std::string(op) + ": no output " + std::to_string(index));
+    }
+}
+
+// Checks the conv's weight [conv_dim, K] (K in 2..4) and bias [conv_dim]; returns K (-1: not known yet).
+inline int64_t checkConvWeightAndBias(char const* op, Shape const& weight, Shape const& bias, int64_t convDim)
+{
+    checkShape(op, "weight", weight, {convDim, -1});
+    int64_t const K = weight.d[1];
+    require(K < 0 || (K >= 2 && K <= 4), op, "input weight: d_conv (its second dimension) must be 2..4, got "
+        + std::to_string(K));
+    checkShape(op, "bias", bias, {convDim});
+    return K;
+}
+
 // The input count: kMIN_INPUTS, or kMAX_INPUTS with the optional state input `stateName`.
 template <typename Core>
 void checkInputCount(std::vector<Shape> const& in, char const* stateName)

@@ -6,6 +6,7 @@
 #include "bitsAsFloatPlugin.h"
 #include "decodeMixerPlugin.h"
 #include "gatedNormPlugin.h"
+#include "inProjConvPlugin.h"
 #include "qmambaSerialize.h"
 #include "qmambaTrtUtils.h"
 #include "quantConv1dSiLUPlugin.h"
@@ -27,6 +28,7 @@ using qmamba::QuantConv1dSiLUPluginCreator;
 using qmamba::QuantSSDPluginCreator;
 using qmamba::DecodeMixerPluginCreator;
 using qmamba::GatedNormPluginCreator;
+using qmamba::InProjConvPluginCreator;
 using qmamba::W8A8LinearPluginCreator;
 
 REGISTER_TENSORRT_PLUGIN(QuantConv1dSiLUPluginCreator);
@@ -36,6 +38,7 @@ REGISTER_TENSORRT_PLUGIN(QuantSSDPluginCreator);
 REGISTER_TENSORRT_PLUGIN(W8A8LinearPluginCreator);
 REGISTER_TENSORRT_PLUGIN(DecodeMixerPluginCreator);
 REGISTER_TENSORRT_PLUGIN(GatedNormPluginCreator);
+REGISTER_TENSORRT_PLUGIN(InProjConvPluginCreator);
 #if NV_TENSORRT_MAJOR < 10
 // TensorRT 8 only: QuantSSD's y leaves the V2 plugin as int32 words (pluginV2Adapter.h, carriedAsInt32).
 using qmamba::BitsAsFloatPluginCreator;
@@ -79,17 +82,19 @@ CreatorBase* const* libraryCreators(int32_t& nbCreators)
     static W8A8LinearPluginCreator linear;
     static DecodeMixerPluginCreator mixer;
     static GatedNormPluginCreator norm;
+    static InProjConvPluginCreator inProjConv;
     dropStaticRegistration(conv);
     dropStaticRegistration(ssd);
     dropStaticRegistration(linear);
     dropStaticRegistration(mixer);
     dropStaticRegistration(norm);
+    dropStaticRegistration(inProjConv);
 #if NV_TENSORRT_MAJOR < 10
     static BitsAsFloatPluginCreator bits;
     dropStaticRegistration(bits);
-    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &norm, &bits};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &norm, &inProjConv, &bits};
 #else
-    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &norm};
+    static CreatorBase* const creators[] = {&conv, &ssd, &linear, &mixer, &norm, &inProjConv};
 #endif
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
@@ -158,6 +163,7 @@ extern "C" const char* qmamba_plugin_fields(void)
         describeFields<qmamba::W8A8LinearCore>(os);
         describeFields<qmamba::DecodeMixerCore>(os);
         describeFields<qmamba::GatedNormCore>(os);
+        describeFields<qmamba::InProjConvCore>(os);
 #if NV_TENSORRT_MAJOR < 10
         describeFields<qmamba::BitsAsFloatCore>(os);
 #endif

@@ -60,6 +60,20 @@ typedef struct qmamba_conv_tensors {
 // Whole sequence (any seqlen >= 1).
 int qmamba_quant_conv1d_silu_prefill(const qmamba_conv_params* params, const qmamba_conv_tensors* t,
                                      int64_t batch, int64_t seqlen, qmamba_stream_t stream);
+// QuantConv1dSiLU's prefill with xBC quantized from in_proj's float output as it is read (what `qmamba build`
+// fuses into the prefill's QmambaInProjConv): for channel c of segment x, B or C (input scale s_in = x_scale,
+// B_scale or C_scale), xBC[b, t, c] = Q(fp32(zxbcdt[b, t, xbc_offset + c] * col_scale[c]), s_in) (col_scale
+// NULL: the value as it is), then the op as above. t->xBC is not read.
+typedef struct qmamba_conv_float_input {
+  const float* zxbcdt;     // [batch, seqlen, row_width]: in_proj's output (z | xBC | dt)
+  const float* col_scale;  // [conv_dim] or NULL: in_proj's output scale of the xBC columns
+  int64_t row_width;       // floats a token's row, >= xbc_offset + conv_dim
+  int64_t xbc_offset;      // the column of xBC's first channel
+} qmamba_conv_float_input;
+
+int qmamba_quant_conv1d_silu_prefill_from_float(const qmamba_conv_params* params, const qmamba_conv_float_input* in,
+                                                const qmamba_conv_tensors* t, int64_t batch, int64_t seqlen,
+                                                qmamba_stream_t stream);
 // One token per batch row (seqlen == 1); conv_state may equal conv_state_out (in place).
 int qmamba_quant_conv1d_silu_decode(const qmamba_conv_params* params, const qmamba_conv_tensors* t,
                                     int64_t batch, qmamba_stream_t stream);

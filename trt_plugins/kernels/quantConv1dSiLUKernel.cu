@@ -17,7 +17,15 @@
 // a step whose eight estimates are all clear of rounding ties (all but a few in 10^3 steps at
 // calibrated scales) stores them, otherwise the exact sequence decides the close ones. Threads whose
 // output scales are all at least kNoLowSaturationScale run a step loop without the clamp at -128.
+//
+// The same kernel, kFloatIn, reads xBC from in_proj's float output instead
+// (qmamba_quant_conv1d_silu_prefill_from_float): a row of a thread's 8 channels is 32 bytes, held as
+// floats until its step, then multiplied by the columns' output scale and quantized with the segment's
+// input scale (x_scale, B_scale or C_scale: quantize4_with_inverse, four channels a word) into the same
+// words the int8 path loads, so the window, the steps and the state are the int8 path's. Fewer rows
+// ahead (two: 64 bytes a thread in flight against 32) and fewer blocks an SM leave room for the floats.
 #include <atomic>
+#include <type_traits>
 
 #include <math.h>
 
@@ -32,8 +40,12 @@ constexpr int kThreads = 128;
 // Seven blocks of 128 threads an SM: at most 72 registers a thread (28 warps, 44 % occupancy). The
 // step loops need that many without spilling (at 64 they spill inside the loop).
 constexpr int kMinBlocks = 7;
-// Rows of xBC in flight per thread.
-constexpr int kAhead = 4;
+// Rows of xBC in flight per thread, and blocks an SM, for int8 and float input: the float path holds 8
+// floats a row and the 8 column scales, at most 102 registers at five blocks of 128 threads.
+template <bool kFloatIn>
+constexpr int kAhead = kFloatIn ? 2 : 4;
+template <bool kFloatIn>
+constexpr int kMinBlocksFor = kFloatIn ? 5 : kMinBlocks;
 
 struct ConvArgs {
   const int8_t* __restrict__ xBC;
@@ -56,6 +68,12 @@ struct ConvArgs {
   bool weight_words;    // K = 4 and weight 4-byte aligned: a channel's taps are one aligned word
   float acc_scale[3];   // fp32(s_in * s_w) of the x, B, C segments
   float bias_scale[3];  // s_b of the x, B, C segments
+  // The float source (kFloatIn): xBC row r is Q(fp32(xf[r * xf_stride + c] * col_scale[c]), in_scale[seg]).
+  const float* __restrict__ xf;         // in_proj's output at xBC's first column
+  const float* __restrict__ col_scale;  // [conv_dim], or null (1)
+  int64_t xf_stride;                    // floats from one token's row to the next
+  float in_scale[3], in_inv[3];         // s_in of the x, B, C segments and its IEEE reciprocal
+  bool in_exact[3];                     // needs_division(s_in): Q by the division
 };
 
 // Output scales of channels [c0, c0 + VEC), all in one segment and (for x) one head
@@ -88,6 +106,16 @@ struct Row {
   uint32_t w[kWords];
 };
 
+// A row of VEC channels of the float source, as loaded (two 16-byte loads for 8 channels).
+template <int VEC>
+struct FloatRow {
+  float v[VEC];
+};
+
+// What a step reads from xBC: int8 words, or the floats it quantizes.
+template <int VEC, bool kFloatIn>
+using InRow = std::conditional_t<kFloatIn, FloatRow<VEC>, Row<VEC>>;
+
 // A row of xBC (read-only for the whole launch: through the read-only data cache) or, with
 // kReadOnly = false, of conv_state, which decode may update in place (plain loads).
 template <int VEC, bool kReadOnly = true>
@@ -103,6 +131,53 @@ __device__ __forceinline__ Row<VEC> load_row(const int8_t* p) {
   return r;
 }
 
+// A row of the float source (read-only for the launch).
+template <int VEC>
+__device__ __forceinline__ FloatRow<VEC> load_row(const float* p) {
+  FloatRow<VEC> r;
+  if constexpr (VEC == 8) {
+    const float4 lo = __ldg(reinterpret_cast<const float4*>(p));
+    const float4 hi = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    r.v[0] = lo.x; r.v[1] = lo.y; r.v[2] = lo.z; r.v[3] = lo.w;
+    r.v[4] = hi.x; r.v[5] = hi.y; r.v[6] = hi.z; r.v[7] = hi.w;
+  } else {
+    r.v[0] = __ldg(p);
+  }
+  return r;
+}
+
+// The per-thread constants of the float source's quantization: the columns' scales and the segment's input
+// scale with its reciprocal (all VEC channels lie in one segment).
+template <int VEC>
+struct InQuant {
+  float col[VEC];
+  float s[4], inv[4];  // the segment's s_in and 1 / s_in, four times (quantize4_with_inverse's operands)
+  bool exact;
+};
+
+// The int8 words of a row: as loaded, or the float row scaled by its columns' scales and quantized, the
+// contract's Q (quantize{4,1}_with_inverse: the IEEE division's result, decided by it near a tie).
+template <int VEC>
+__device__ __forceinline__ Row<VEC> to_words(const Row<VEC>& r, const InQuant<VEC>& /*iq*/) {
+  return r;
+}
+
+template <int VEC>
+__device__ __forceinline__ Row<VEC> to_words(const FloatRow<VEC>& f, const InQuant<VEC>& iq) {
+  Row<VEC> r;
+  if constexpr (VEC == 8) {
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const float v[4] = {__fmul_rn(f.v[4 * m], iq.col[4 * m]), __fmul_rn(f.v[4 * m + 1], iq.col[4 * m + 1]),
+                          __fmul_rn(f.v[4 * m + 2], iq.col[4 * m + 2]), __fmul_rn(f.v[4 * m + 3], iq.col[4 * m + 3])};
+      r.w[m] = quantize4_with_inverse(v, iq.s, iq.inv, iq.exact);
+    }
+  } else {
+    r.w[0] = quantize1_with_inverse(__fmul_rn(f.v[0], iq.col[0]), iq.s[0], iq.inv[0], iq.exact) & 0xffu;
+  }
+  return r;
+}
+
 template <int VEC>
 __device__ __forceinline__ Row<VEC> zero_row() {
   Row<VEC> r;
@@ -112,9 +187,13 @@ __device__ __forceinline__ Row<VEC> zero_row() {
 }
 
 // Row `row` of u = concat(conv_state, xBC) along time for batch b, channels [c0, c0 + VEC).
-template <int VEC, int K>
-__device__ __forceinline__ Row<VEC> load_u(const ConvArgs& a, int64_t b, int64_t row, int c0) {
-  if (row >= K - 1) return load_row<VEC>(a.xBC + (b * a.seqlen + row - (K - 1)) * a.conv_dim + c0);
+template <int VEC, int K, bool kFloatIn>
+__device__ __forceinline__ Row<VEC> load_u(const ConvArgs& a, const InQuant<VEC>& iq, int64_t b, int64_t row, int c0) {
+  if (row >= K - 1) {
+    const int64_t r = b * a.seqlen + row - (K - 1);
+    if constexpr (kFloatIn) return to_words<VEC>(load_row<VEC>(a.xf + r * a.xf_stride + c0), iq);
+    return load_row<VEC>(a.xBC + r * a.conv_dim + c0);
+  }
   if (a.state != nullptr) return load_row<VEC, false>(a.state + (b * (K - 1) + row) * a.conv_dim + c0);
   return zero_row<VEC>();
 }
@@ -186,10 +265,14 @@ __device__ __forceinline__ void store_bits(int8_t* p, const uint32_t (&bits)[VEC
 
 // The steps [pos, end) of the flattened (row, step) sequence for channels [c0, c0 + VEC), cut into
 // runs along batch rows; outputs at out_base (rows of out_width, from channel out_c0).
-template <int VEC, int K, bool kClampLow>
-__device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC>& ch, int c0, int8_t* out_base,
-                                           int out_width, int out_c0, int64_t pos, const int64_t end) {
-  const uint32_t in_stride = a.conv_dim;
+template <int VEC, int K, bool kClampLow, bool kFloatIn>
+__device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC>& ch, const InQuant<VEC>& iq, int c0,
+                                           int8_t* out_base, int out_width, int out_c0, int64_t pos,
+                                           const int64_t end) {
+  using In = std::conditional_t<kFloatIn, float, int8_t>;
+  const uint32_t in_stride = kFloatIn ? static_cast<uint32_t>(a.xf_stride) : static_cast<uint32_t>(a.conv_dim);
+  const In* const src = kFloatIn ? reinterpret_cast<const In*>(a.xf) : reinterpret_cast<const In*>(a.xBC);
+  constexpr int kAheadRows = kAhead<kFloatIn>;
   while (pos < end) {
     const int64_t b = pos / a.seqlen;
     const int64_t t0 = pos - b * a.seqlen;
@@ -200,43 +283,43 @@ __device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC
 #pragma unroll
     for (int k = 0; k < VEC; ++k) win[k] = 0;
 #pragma unroll
-    for (int j = 0; j < K - 1; ++j) slide_in<VEC>(win, load_u<VEC, K>(a, b, t0 + j, c0));
+    for (int j = 0; j < K - 1; ++j) slide_in<VEC>(win, load_u<VEC, K, kFloatIn>(a, iq, b, t0 + j, c0));
 
-    const int8_t* in = a.xBC + (b * a.seqlen + t0) * in_stride + c0;
+    const In* in = src + (b * a.seqlen + t0) * in_stride + c0;
     int8_t* out = out_base + (b * a.seqlen + t0) * out_width + out_c0;
-    // A ring of kAhead + 1 rows: step u takes row u of the ring, whose slot then waits for the row
-    // kAhead + 1 steps on; the load into the slot freed one step earlier goes first.
-    constexpr int kRing = kAhead + 1;
-    Row<VEC> ring[kRing];
+    // A ring of kAheadRows + 1 rows: step u takes row u of the ring, whose slot then waits for the row
+    // kAheadRows + 1 steps on; the load into the slot freed one step earlier goes first.
+    constexpr int kRing = kAheadRows + 1;
+    InRow<VEC, kFloatIn> ring[kRing];
 #pragma unroll
-    for (int u = 0; u < kAhead; ++u) {
+    for (int u = 0; u < kAheadRows; ++u) {
       if (u < n) ring[u] = load_row<VEC>(in + u * in_stride);
     }
-    const int8_t* next = in + kAhead * in_stride;
+    const In* next = in + kAheadRows * in_stride;
     // One step on ring slot u (a constant once the loops below are unrolled): the row in, one output row out.
     auto step = [&](int u) {
       next += in_stride;
-      slide_in<VEC>(win, ring[u]);
+      slide_in<VEC>(win, to_words<VEC>(ring[u], iq));
       uint32_t bits[VEC];
       conv_step<VEC, kClampLow>(ch, win, bits);
       store_bits<VEC>(out, bits);
       out += out_width;
     };
     int i = 0;
-    // Steady state: every row kAhead steps on exists.
-    for (; i + kRing + kAhead <= n; i += kRing) {
+    // Steady state: every row kAheadRows steps on exists.
+    for (; i + kRing + kAheadRows <= n; i += kRing) {
 #pragma unroll
       for (int u = 0; u < kRing; ++u) {
-        ring[(u + kAhead) % kRing] = load_row<VEC>(next);
+        ring[(u + kAheadRows) % kRing] = load_row<VEC>(next);
         step(u);
       }
     }
-    // The last (up to kRing + kAhead - 1) steps.
+    // The last (up to kRing + kAheadRows - 1) steps.
     for (; i < n; i += kRing) {
 #pragma unroll
       for (int u = 0; u < kRing; ++u) {
         if (i + u < n) {
-          if (i + u + kAhead < n) ring[(u + kAhead) % kRing] = load_row<VEC>(next);
+          if (i + u + kAheadRows < n) ring[(u + kAheadRows) % kRing] = load_row<VEC>(next);
           step(u);
         }
       }
@@ -257,8 +340,8 @@ __device__ __forceinline__ void conv_slice(const ConvArgs& a, const Channels<VEC
   }
 }
 
-template <int VEC, int K>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) quant_conv1d_silu_kernel(const ConvArgs a) {
+template <int VEC, int K, bool kFloatIn>
+__global__ void __launch_bounds__(kThreads, kMinBlocksFor<kFloatIn>) quant_conv1d_silu_kernel(const ConvArgs a) {
   static_assert(VEC == 1 || VEC == 8, "8-byte or bytewise channel vectors");
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (gid >= a.nslices * a.nvec) return;
@@ -289,6 +372,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) quant_conv1d_silu_kernel
     ch.bias_term[k] = __fmul_rn(static_cast<float>(__ldg(a.bias + c0 + k)), bias_scale);
   }
   out_scales<VEC>(a, c0, ch.s_out);
+  InQuant<VEC> iq;
+  if constexpr (kFloatIn) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) iq.col[k] = a.col_scale != nullptr ? __ldg(a.col_scale + c0 + k) : 1.0f;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      iq.s[e] = a.in_scale[seg];
+      iq.inv[e] = a.in_inv[seg];
+    }
+    iq.exact = a.in_exact[seg];
+  }
   // The estimate needs |v| < 2^100 (|acc| <= 2^16) and takes the threshold of the smallest scale;
   // NaN fails every comparison here and sends all of this thread's outputs to the exact sequence.
   bool in_range = ch.acc_scale < 0x1p82f;
@@ -306,20 +400,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) quant_conv1d_silu_kernel
   const int64_t pos = slice * per + min(slice, extra);
   const int64_t end = pos + per + (slice < extra ? 1 : 0);
   if (s_min >= kNoLowSaturationScale) {
-    conv_slice<VEC, K, false>(a, ch, c0, out_base, out_width, out_c0, pos, end);
+    conv_slice<VEC, K, false, kFloatIn>(a, ch, iq, c0, out_base, out_width, out_c0, pos, end);
   } else {
-    conv_slice<VEC, K, true>(a, ch, c0, out_base, out_width, out_c0, pos, end);
+    conv_slice<VEC, K, true, kFloatIn>(a, ch, iq, c0, out_base, out_width, out_c0, pos, end);
   }
 }
 
-template <int VEC, int K>
+template <int VEC, int K, bool kFloatIn>
 int resident_blocks_per_sm(int device) {
   // Occupancy depends on the kernel and the device's architecture only: found once per device.
   static std::atomic<int> cache[64];
   std::atomic<int>* slot = (device >= 0 && device < 64) ? &cache[device] : nullptr;
   int n = slot != nullptr ? slot->load(std::memory_order_relaxed) : 0;
   if (n > 0) return n;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quant_conv1d_silu_kernel<VEC, K>, kThreads, 0) != cudaSuccess ||
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quant_conv1d_silu_kernel<VEC, K, kFloatIn>, kThreads, 0) !=
+          cudaSuccess ||
       n < 1) {
     (void)cudaGetLastError();
     n = 1;
@@ -329,12 +424,12 @@ int resident_blocks_per_sm(int device) {
   return n;
 }
 
-template <int VEC, int K>
+template <int VEC, int K, bool kFloatIn>
 int launch_kernel(ConvArgs& a, const DeviceLimits& dev, cudaStream_t stream) {
   // As many slices per channel vector as keep every resident thread busy (one wave: all threads
   // end together, and each thread's setup serves the longest slice), but slices of at least 4 steps
   // (or the whole row) so that the K-1 rows read before each slice stay a small overhead.
-  const int64_t resident = int64_t(dev.sm_count) * resident_blocks_per_sm<VEC, K>(dev.device) * kThreads;
+  const int64_t resident = int64_t(dev.sm_count) * resident_blocks_per_sm<VEC, K, kFloatIn>(dev.device) * kThreads;
   const int64_t total = a.batch * a.seqlen;
   const int64_t min_steps = a.seqlen < 4 ? a.seqlen : 4;
   int64_t slices = resident / a.nvec;
@@ -342,24 +437,25 @@ int launch_kernel(ConvArgs& a, const DeviceLimits& dev, cudaStream_t stream) {
   a.nslices = slices < 1 ? 1 : slices;
   const int64_t blocks = (a.nslices * a.nvec + kThreads - 1) / kThreads;
   if (blocks > 0x7fffffff) return QMAMBA_ERR_BAD_SIZE;
-  quant_conv1d_silu_kernel<VEC, K><<<static_cast<int>(blocks), kThreads, 0, stream>>>(a);
+  quant_conv1d_silu_kernel<VEC, K, kFloatIn><<<static_cast<int>(blocks), kThreads, 0, stream>>>(a);
   return QMAMBA_OK;
 }
 
-template <int VEC>
+template <int VEC, bool kFloatIn>
 int launch_for_width(ConvArgs& a, int K, const DeviceLimits& dev, cudaStream_t stream) {
   switch (K) {
-    case 2: return launch_kernel<VEC, 2>(a, dev, stream);
-    case 3: return launch_kernel<VEC, 3>(a, dev, stream);
-    default: return launch_kernel<VEC, 4>(a, dev, stream);
+    case 2: return launch_kernel<VEC, 2, kFloatIn>(a, dev, stream);
+    case 3: return launch_kernel<VEC, 3, kFloatIn>(a, dev, stream);
+    default: return launch_kernel<VEC, 4, kFloatIn>(a, dev, stream);
   }
 }
 
+// `fin`: the float source of qmamba_quant_conv1d_silu_prefill_from_float (then t->xBC is not read), else null.
 int check_conv(const char* where, const qmamba_conv_params* p, const qmamba_conv_tensors* t,
-               int64_t batch, int64_t seqlen, bool decode) {
+               const qmamba_conv_float_input* fin, int64_t batch, int64_t seqlen, bool decode) {
   QMAMBA_TRY(check_ptr(where, "params", p));
   QMAMBA_TRY(check_ptr(where, "tensors", t));
-  QMAMBA_TRY(check_ptr(where, "xBC", t->xBC));
+  if (fin == nullptr) QMAMBA_TRY(check_ptr(where, "xBC", t->xBC));
   QMAMBA_TRY(check_ptr(where, "weight", t->weight));
   QMAMBA_TRY(check_ptr(where, "bias", t->bias));
   QMAMBA_TRY(check_ptr(where, "x_out_scales", t->x_out_scales));
@@ -378,11 +474,21 @@ int check_conv(const char* where, const qmamba_conv_params* p, const qmamba_conv
   QMAMBA_TRY(check_conv_params(where, p));
   QMAMBA_TRY(check_range(where, "batch", batch, 1, int64_t(1) << 24));
   QMAMBA_TRY(check_range(where, "seqlen", seqlen, 1, 65536));
+  if (fin != nullptr) {
+    QMAMBA_TRY(check_ptr(where, "zxbcdt", fin->zxbcdt));
+    const int64_t conv_dim = int64_t(p->nheads) * p->headdim + 2 * int64_t(p->ngroups) * p->d_state;
+    QMAMBA_TRY(check_range(where, "xbc_offset", fin->xbc_offset, 0, int64_t(1) << 30));
+    if (fin->row_width < fin->xbc_offset + conv_dim || fin->row_width > (int64_t(1) << 30)) {
+      return fail(QMAMBA_ERR_BAD_SIZE, "%s: row_width = %lld must hold xbc_offset + conv_dim = %lld + %lld columns",
+                  where, static_cast<long long>(fin->row_width), static_cast<long long>(fin->xbc_offset),
+                  static_cast<long long>(conv_dim));
+    }
+  }
   return QMAMBA_OK;
 }
 
 int launch_conv(const char* where, const qmamba_conv_params* p, const qmamba_conv_tensors* t,
-                int64_t batch, int64_t seqlen, cudaStream_t stream) {
+                const qmamba_conv_float_input* fin, int64_t batch, int64_t seqlen, cudaStream_t stream) {
   DeviceLimits dev;
   QMAMBA_TRY(device_limits(where, &dev));
   ConvArgs a;
@@ -401,13 +507,34 @@ int launch_conv(const char* where, const qmamba_conv_params* p, const qmamba_con
   a.acc_scale[2] = p->C_scale * p->wC_scale;
   a.bias_scale[0] = p->bx_scale; a.bias_scale[1] = p->bB_scale; a.bias_scale[2] = p->bC_scale;
 
+  a.xf = nullptr; a.col_scale = nullptr; a.xf_stride = 0;
+  if (fin != nullptr) {
+    a.xBC = nullptr;
+    a.xf = fin->zxbcdt + fin->xbc_offset;
+    a.col_scale = fin->col_scale;
+    a.xf_stride = fin->row_width;
+    const float in_scale[3] = {p->x_scale, p->B_scale, p->C_scale};
+    for (int seg = 0; seg < 3; ++seg) {
+      a.in_scale[seg] = in_scale[seg];
+      a.in_inv[seg] = 1.0f / in_scale[seg];
+      a.in_exact[seg] = !(in_scale[seg] >= 1.17549435e-38f);  // needs_division (common.cuh)
+    }
+  }
+
   a.weight_words = p->d_conv == 4 && (reinterpret_cast<uintptr_t>(a.weight) & 3u) == 0;
-  // 8-byte accesses need every segment and row to start on an 8-byte boundary.
-  const bool vec8 = a.gn % 8 == 0 && a.d_ssm % 8 == 0 && aligned8(a.xBC) && aligned8(a.x) &&
-                    aligned8(a.B) && aligned8(a.C) && aligned8(a.state) && aligned8(a.state_out);
+  // 8-byte accesses need every segment and row to start on an 8-byte boundary; the float source's rows
+  // (8 floats, two 16-byte loads) on a 16-byte one.
+  const bool in8 = fin == nullptr ? aligned8(a.xBC) : aligned16(a.xf) && a.xf_stride % 4 == 0;
+  const bool vec8 = a.gn % 8 == 0 && a.d_ssm % 8 == 0 && in8 && aligned8(a.x) && aligned8(a.B) && aligned8(a.C) &&
+                    aligned8(a.state) && aligned8(a.state_out);
   const int vec = vec8 ? 8 : 1;
   a.nvec = a.conv_dim / vec;
-  const int rc = vec8 ? launch_for_width<8>(a, p->d_conv, dev, stream) : launch_for_width<1>(a, p->d_conv, dev, stream);
+  int rc;
+  if (fin != nullptr) {
+    rc = vec8 ? launch_for_width<8, true>(a, p->d_conv, dev, stream) : launch_for_width<1, true>(a, p->d_conv, dev, stream);
+  } else {
+    rc = vec8 ? launch_for_width<8, false>(a, p->d_conv, dev, stream) : launch_for_width<1, false>(a, p->d_conv, dev, stream);
+  }
   if (rc == QMAMBA_ERR_BAD_SIZE) return fail(QMAMBA_ERR_BAD_SIZE, "%s: batch * seqlen too large for one launch", where);
   return check_launch(where);
 }
@@ -419,14 +546,24 @@ extern "C" int qmamba_quant_conv1d_silu_prefill(const qmamba_conv_params* params
                                                 const qmamba_conv_tensors* t, int64_t batch,
                                                 int64_t seqlen, qmamba_stream_t stream) {
   const char* where = "qmamba_quant_conv1d_silu_prefill";
-  QMAMBA_TRY(qmamba::check_conv(where, params, t, batch, seqlen, false));
-  return qmamba::launch_conv(where, params, t, batch, seqlen, stream);
+  QMAMBA_TRY(qmamba::check_conv(where, params, t, nullptr, batch, seqlen, false));
+  return qmamba::launch_conv(where, params, t, nullptr, batch, seqlen, stream);
+}
+
+extern "C" int qmamba_quant_conv1d_silu_prefill_from_float(const qmamba_conv_params* params,
+                                                           const qmamba_conv_float_input* in,
+                                                           const qmamba_conv_tensors* t, int64_t batch,
+                                                           int64_t seqlen, qmamba_stream_t stream) {
+  const char* where = "qmamba_quant_conv1d_silu_prefill_from_float";
+  QMAMBA_TRY(qmamba::check_ptr(where, "in", in));
+  QMAMBA_TRY(qmamba::check_conv(where, params, t, in, batch, seqlen, false));
+  return qmamba::launch_conv(where, params, t, in, batch, seqlen, stream);
 }
 
 extern "C" int qmamba_quant_conv1d_silu_decode(const qmamba_conv_params* params,
                                                const qmamba_conv_tensors* t, int64_t batch,
                                                qmamba_stream_t stream) {
   const char* where = "qmamba_quant_conv1d_silu_decode";
-  QMAMBA_TRY(qmamba::check_conv(where, params, t, batch, 1, true));
-  return qmamba::launch_conv(where, params, t, batch, 1, stream);
+  QMAMBA_TRY(qmamba::check_conv(where, params, t, nullptr, batch, 1, true));
+  return qmamba::launch_conv(where, params, t, nullptr, batch, 1, stream);
 }

@@ -74,33 +74,17 @@ DType QuantConv1dSiLUCore::outputType(int32_t /*index*/) const
 
 OutputRule QuantConv1dSiLUCore::outputRule(int32_t index) const
 {
-    qmamba_conv_params const& p = mSerial.params;
-    int64_t const dSsm = int64_t{p.nheads} * p.headdim;
-    int64_t const gn = int64_t{p.ngroups} * p.d_state;
-    switch (index)
-    {
-    case kOUT_X: return {3, {inputDim(kIN_XBC, 0), inputDim(kIN_XBC, 1), constDim(dSsm)}};
-    case kOUT_B:
-    case kOUT_C: return {3, {inputDim(kIN_XBC, 0), inputDim(kIN_XBC, 1), constDim(gn)}};
-    case kOUT_CONV_STATE_OUT: return {3, {inputDim(kIN_XBC, 0), inputDim(kIN_WEIGHT, 1, -1), constDim(dSsm + 2 * gn)}};
-    default: throw PluginError(std::string(kOP) + ": no output " + std::to_string(index));
-    }
+    return convOutputRule(kOP, mSerial.params, index, kIN_XBC, kIN_WEIGHT);
 }
 
 void QuantConv1dSiLUCore::checkInputs(std::vector<Shape> const& in) const
 {
     checkInputCount<QuantConv1dSiLUCore>(in, "conv_state");
-    qmamba_conv_params const& p = mSerial.params;
-    int64_t const g = p.ngroups;
-    int64_t const convDim = int64_t{p.nheads} * p.headdim + 2 * g * p.d_state;
+    int64_t const convDim = convDimOf(mSerial.params);
     Shape const& xBC = in[kIN_XBC];
     checkShape(kOP, "xBC", xBC, {-1, -1, convDim});
-    checkShape(kOP, "weight", in[kIN_WEIGHT], {convDim, -1});
-    int64_t const K = in[kIN_WEIGHT].d[1];
-    require(K < 0 || (K >= 2 && K <= 4), kOP, "input weight: d_conv (its second dimension) must be 2..4, got "
-        + std::to_string(K));
-    checkShape(kOP, "bias", in[kIN_BIAS], {convDim});
-    checkGroupInputs<QuantConv1dSiLUCore>(in, g);
+    int64_t const K = checkConvWeightAndBias(kOP, in[kIN_WEIGHT], in[kIN_BIAS], convDim);
+    checkGroupInputs<QuantConv1dSiLUCore>(in, mSerial.params.ngroups);
     if (static_cast<int32_t>(in.size()) > kIN_CONV_STATE)
     {
         checkShape(kOP, "conv_state", in[kIN_CONV_STATE], {xBC.d[0], K < 0 ? -1 : K - 1, convDim});

@@ -149,6 +149,57 @@ static int run(const Case& c, bool decode, int off, std::vector<int8_t>& x, std:
   st.assign(pso, pso + poisonst.size());
   return 0;
 }
+// The float source of qmamba_quant_conv1d_silu_prefill_from_float for a case: rows of `width` floats (z, then
+// xBC at column `offset`, then dt), xBC's columns times col_scale (when given) quantizing with the segment's input
+// scale to spread int8 values, a few of them saturating and some exactly at a rounding tie; c.xBC becomes
+// the contract's Q of them (the reference's input).
+struct FloatSource { std::vector<float> rows, col; int64_t width, offset; bool with_col; };
+static int8_t q_div(float v, float s) {
+  float r = std::nearbyint(v / s);  // the IEEE quotient, rounded half to even
+  if (std::isnan(r)) r = 0;
+  return int8_t(r < -128 ? -128 : (r > 127 ? 127 : r));
+}
+static FloatSource float_source(Case& c, int64_t offset, int64_t tail, bool with_col) {
+  const Shape& s = c.s;
+  const int d_ssm = s.nheads * s.headdim, gn = s.ngroups * s.d_state, conv_dim = d_ssm + 2 * gn;
+  FloatSource f; f.offset = offset; f.width = offset + conv_dim + tail; f.with_col = with_col;
+  std::uniform_real_distribution<double> U(0, 1);
+  std::normal_distribution<double> N(0, 60);
+  for (int ch = 0; ch < conv_dim; ++ch) f.col.push_back(with_col ? float(std::exp(std::log(1e-4) + 4 * U(rng))) : 1.0f);
+  const float s_in[3] = {c.p.x_scale, c.p.B_scale, c.p.C_scale};
+  f.rows.assign(size_t(c.batch) * c.L * f.width, 0.0f);
+  for (int64_t r = 0; r < int64_t(c.batch) * c.L; ++r) {
+    for (int64_t k = 0; k < f.width; ++k) f.rows[r * f.width + k] = float(N(rng));  // z and dt: anything
+    for (int ch = 0; ch < conv_dim; ++ch) {
+      const int seg = ch < d_ssm ? 0 : (ch < d_ssm + gn ? 1 : 2);
+      const double u = U(rng);
+      // Mostly spread values; one in 16 a tie k + 1/2 of the quotient (exact where the products allow).
+      const float q = u < 1.0 / 16 ? float(std::floor(N(rng)) + 0.5) : float(N(rng));
+      f.rows[r * f.width + offset + ch] = float(double(q) * s_in[seg] / f.col[ch]);
+      c.xBC[r * conv_dim + ch] = q_div(f.rows[r * f.width + offset + ch] * f.col[ch], s_in[seg]);
+    }
+  }
+  return f;
+}
+// Runs the float launcher on a copy of the rows at float offset `foff` (0: 16-byte aligned; 1: not, the
+// one-channel path), outputs as run() gives them.
+static int run_float(const Case& c, const FloatSource& f, int foff, std::vector<int8_t>& x, std::vector<int8_t>& B,
+                     std::vector<int8_t>& C, std::vector<int8_t>& st) {
+  const Shape& s = c.s; const int K = s.K;
+  const int d_ssm = s.nheads * s.headdim, gn = s.ngroups * s.d_state, conv_dim = d_ssm + 2 * gn;
+  std::vector<float> rows(f.rows.size() + 8, NAN);
+  float* pr = rows.data() + 4 + foff;  // vector storage is 16-byte aligned
+  std::memcpy(pr, f.rows.data(), f.rows.size() * sizeof(float));
+  x.assign(size_t(c.batch) * c.L * d_ssm, int8_t(0x5a)); B.assign(size_t(c.batch) * c.L * gn, int8_t(0x5a)); C = B;
+  st.assign(size_t(c.batch) * (K - 1) * conv_dim, int8_t(0x5a));
+  const int8_t* pst = c.with_state ? c.state.data() : nullptr;
+  qmamba_conv_tensors t{nullptr, c.weight.data(), c.bias.data(), c.xs.data(), c.Bs.data(), c.Cs.data(), c.hr.data(),
+                        c.dr.data(), pst, x.data(), B.data(), C.data(), st.data()};
+  qmamba_conv_float_input in{pr, f.with_col ? f.col.data() : nullptr, f.width, f.offset};
+  int rc = qmamba_quant_conv1d_silu_prefill_from_float(&c.p, &in, &t, c.batch, c.L, nullptr);
+  if (rc != 0) printf("launcher error %d: %s\n", rc, qmamba_last_error());
+  return rc;
+}
 static int failures = 0;
 static void expect_equal(const std::vector<int8_t>& a, const std::vector<int8_t>& b, const std::string& what) {
   size_t bad = 0, first = 0;
@@ -177,6 +228,32 @@ int main() {
       if (run(c, true, off, x, B, C, st, with_state)) { ++failures; continue; }
       expect_equal(x, rx, tag + " decode x"); expect_equal(B, rB, tag + " decode B"); expect_equal(C, rC, tag + " decode C");
       expect_equal(st, rst, tag + " decode state_out");
+    }
+  }
+  // The float source: in_proj-like rows (xBC after a z piece, dt after it), with and without column scales,
+  // aligned (8 channels a thread) and not (one), input scales under the normal floats (Q divides).
+  {
+    struct FloatNamed { const char* name; Shape s; int batch, L; };
+    const FloatNamed fcases[] = {
+      {"130m", {1, 24, 64, 128, 4}, 2, 300}, {"8b", {8, 128, 64, 128, 4}, 2, 57}, {"K3-headdim32", {4, 16, 32, 16, 3}, 2, 129},
+      {"n20-bytewise", {1, 4, 32, 20, 4}, 3, 19}, {"L2-shorter-than-state", {1, 8, 64, 64, 4}, 4, 2},
+    };
+    g_err_mode = 0;
+    for (const FloatNamed& nc : fcases) for (int with_col = 0; with_col < 2; ++with_col) for (int foff = 0; foff < 2; ++foff)
+    for (int with_state = 0; with_state < 2; ++with_state) for (int tiny = 0; tiny < 2; ++tiny) {
+      if (tiny && (with_state || foff)) continue;
+      g_fake_sm_count = foff ? 3 : 132;
+      Case c = make_case(nc.s, nc.batch, nc.L, with_state);
+      if (tiny) { c.p.B_scale = 1e-40f; c.p.wB_scale = 1e30f; }  // 1 / B_scale is inf
+      const int d_ssm = nc.s.nheads * nc.s.headdim;
+      FloatSource f = float_source(c, d_ssm, nc.s.nheads, with_col);
+      std::vector<int8_t> rx, rB, rC, rst, x, B, C, st;
+      reference(c, rx, rB, rC, rst);
+      std::string tag = std::string("float ") + nc.name + (with_col ? " col" : " nocol") + " foff" + std::to_string(foff) +
+                        (with_state ? " state" : " nostate") + (tiny ? " tiny-B-scale" : "");
+      if (run_float(c, f, foff, x, B, C, st)) { ++failures; continue; }
+      expect_equal(x, rx, tag + " x"); expect_equal(B, rB, tag + " B"); expect_equal(C, rC, tag + " C");
+      expect_equal(st, rst, tag + " state_out");
     }
   }
   // Scales far from calibrated ones: tiny output scales (every estimate rejected), huge ones, a

@@ -8,6 +8,7 @@ extern Dim3 blockIdx, threadIdx, blockDim, gridDim;
 using std::min; using std::max;
 struct uint2 { unsigned x, y; };
 struct uint4 { unsigned x, y, z, w; };
+struct float4 { float x, y, z, w; };
 // Emulated error models (conv_harness.cpp): MUFU.EX2 / MUFU.RCP with flushed denormals, and the
 // accurate expf at CUDA's documented 2 ulp.
 float emu_ex2(float x);
