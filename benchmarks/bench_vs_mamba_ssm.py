@@ -198,7 +198,7 @@ def agreement(quamba2_dir: Path, onnx_dir: Path, engines: Path, vocab: int, batc
 # The arguments that are build options, and build_engines' names for them: --compare may change these alone.
 BUILD_ARGS = {"builder_optimization_level": "optimization_level", "no_tactic_libraries": "no_tactic_libraries",
               "decode_rotation_pass": "decode_rotation_pass", "weight_channel_scales": "weight_channel_scales",
-              "in_proj_pieces": "in_proj_pieces", "in_proj_conv_plugin": "in_proj_conv_plugin"}
+              "in_proj_pieces": "in_proj_pieces", "fuse_in_proj_split": "fuse_in_proj_split"}
 
 
 def build_options(args) -> dict:
@@ -275,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--in-proj-pieces", action="store_true",
                     help="as `qmamba build`: the prefill's in_proj as one GEMM per piece, x | B | C and dt int8 out "
                          "of it (refused with TensorRT 8)")
-    ap.add_argument("--in-proj-conv-plugin", action="store_true",
+    ap.add_argument("--fuse-in-proj-split", action="store_true",
                     help="as `qmamba build`: the prefill's xBC quantization and conv as one QmambaInProjConv node "
                          "reading in_proj's output")
     ap.add_argument("--prepare-only", action="store_true",

@@ -77,7 +77,8 @@ class LinearTensors(ctypes.Structure):
 
 class GatedNormParams(ctypes.Structure):
     _fields_ = [("channels", ctypes.c_int32), ("group_size", ctypes.c_int32), ("eps", ctypes.c_float),
-                ("z_scale", ctypes.c_float), ("rotation_first", ctypes.c_int32), ("rotation_last", ctypes.c_int32)]
+                ("z_scale", ctypes.c_float), ("rotation_first", ctypes.c_int32), ("rotation_last", ctypes.c_int32),
+                ("z_row_width", ctypes.c_int32)]
 
 
 class GatedNormTensors(ctypes.Structure):

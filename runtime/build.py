@@ -107,10 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each W8A8 linear's output scale as its weight's per-channel DequantizeLinear scale, so "
                              "that TensorRT applies it in the GEMM instead of a pass of its own "
                              "(runtime/weight_channel_scale.py); not yet measured")
-    parser.add_argument("--in-proj-conv-plugin", action="store_true",
-                        help="each prefill layer's quantization of in_proj's x, B and C pieces (their output-scale "
-                             "Muls, QuantizeLinear and Concat) and its conv as one QmambaInProjConv node that reads "
-                             "in_proj's float output (runtime/in_proj_conv_fusion.py); not yet run on a GPU")
+    parser.add_argument("--fuse-in-proj-split", action="store_true",
+                        help="the prefill's readers of in_proj's output read it whole: each layer's conv as one "
+                             "QmambaInProjConv node that quantizes x, B and C as it reads them (no scale Muls, "
+                             "QuantizeLinear or Concat passes; runtime/in_proj_conv_fusion.py), and QmambaGatedNorm "
+                             "its z as the first columns of each row (no copy of the z piece); not yet run on a GPU")
     parser.add_argument("--in-proj-pieces", action="store_true",
                         help="the prefill engine's in_proj as one GEMM per piece (z; x, B and C; dt), the int8 pieces "
                              "quantized in their GEMM instead of passes over its fp32 output (runtime/in_proj_pieces.py; "
@@ -150,7 +151,7 @@ def decode_bytes(meta: dict, onnx_path: Path) -> dict:
 
 def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plugin: bool = False,
               notes: dict | None = None, norm_plugin: bool = False, rotation_pass: bool = False,
-              channel_scales: bool = False, pieces: bool = False, in_proj_conv: bool = False):
+              channel_scales: bool = False, pieces: bool = False, in_proj_split: bool = False):
     """The exported graph as the TensorRT of that major version builds it; every rewrite is exact
     (fuse_decode_linears and fuse_prefill_gated_norms up to their order of summation, in_proj_pieces up to a
     rounding tie).
@@ -160,8 +161,9 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
     ``channel_scales``: weight_channel_scales (after the decode fusions, which read the linears as exported; before
     scale_after_split, which then finds no Mul to move). ``pieces``: in_proj_pieces after it (channel scales
     implied; where it went: ``notes["in_proj_pieces"]``).
-    ``in_proj_conv``: fuse_in_proj_convs (in how many layers: ``notes["in_proj_conv"]``), after scale_after_split,
-    so that the node takes the x, B and C pieces' Muls of in_proj's output scale along.
+    ``in_proj_split``: in_proj's Split fused into its prefill readers: fuse_in_proj_convs (in how many layers:
+    ``notes["in_proj_conv"]``), after scale_after_split, so that the node takes the x, B and C pieces' Muls of
+    in_proj's output scale along, and fuse_prefill_gated_norms' z from in_proj's whole rows (``z_whole_row``).
     ``norm_plugin``: fuse_prefill_gated_norms (in how many layers and RMSNorms: ``notes["prefill_gated_norm"]``),
     after scale_after_split, so that the node takes the z piece's Mul of in_proj's output scale along.
     All versions:
@@ -180,10 +182,10 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
     if pieces:
         model = in_proj_pieces(model, notes)
     model = scale_after_split(model)  # before the prefill fusions, which take the pieces' Muls of it along
-    if in_proj_conv:
+    if in_proj_split:
         model = fuse_in_proj_convs(model, notes)
     if norm_plugin:
-        model = fuse_prefill_gated_norms(model, notes)
+        model = fuse_prefill_gated_norms(model, notes, z_whole_row=in_proj_split)
     model = explicit_zero_points(float_fake_quant(model))
     if tensorrt_major < 10:
         model = bits_as_float_outputs(qdq_plugin_edges(model))
@@ -192,7 +194,7 @@ def trt_graph(model, tensorrt_major: int, linear_plugin: bool = False, mixer_plu
 
 def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, mixer_plugin: bool,
               notes: dict, last_logits: bool = False, norm_plugin: bool = False, rotation_pass: bool = False,
-              channel_scales: bool = False, pieces: bool = False, in_proj_conv: bool = False) -> Path:
+              channel_scales: bool = False, pieces: bool = False, in_proj_split: bool = False) -> Path:
     """onnx_path rewritten by trt_graph for that TensorRT (a prefill cut to its last position's logits
     first when ``last_logits``), written into out_dir."""
     import onnx
@@ -201,7 +203,7 @@ def _trt_onnx(onnx_path: Path, out_dir: Path, major: int, linear_plugin: bool, m
     if last_logits:
         model = last_position_logits(model)
     model = trt_graph(model, major, linear_plugin, mixer_plugin, notes, norm_plugin, rotation_pass, channel_scales,
-                      pieces, in_proj_conv)
+                      pieces, in_proj_split)
     path = out_dir / f"{onnx_path.stem}.trt.onnx"
     # Past protobuf's 2 GiB (a 2.7b model) the weights go to a file beside the graph; ByteSize()
     # itself fails there, so the weights are counted instead.
@@ -246,7 +248,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                   no_tactic_libraries=False, backend="auto", force=False, keep_onnx=False,
                   decode_linear="auto", decode_mixer="plugin", optimization_level=DEFAULT_OPTIMIZATION_LEVEL,
                   timing_cache="default", prefill_logits="all", prefill_norm_plugin=True, decode_rotation_pass=True,
-                  weight_channel_scales=False, in_proj_pieces=False, in_proj_conv_plugin=False,
+                  weight_channel_scales=False, in_proj_pieces=False, fuse_in_proj_split=False,
                   progress=None) -> dict:
     """Builds ENGINES/prefill.engine and decode.engine; returns the written qmamba_engines.json.
 
@@ -269,8 +271,9 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
     ``in_proj_pieces``: the prefill engine's in_proj as one GEMM per piece with the int8 pieces quantized in it
     (runtime/in_proj_pieces.py; implies ``weight_channel_scales``); how many: ``in_proj_pieces`` of the result.
     Refused with TensorRT 8 (IN_PROJ_PIECES_TRT8), before anything is written.
-    ``in_proj_conv_plugin``: each prefill layer's xBC quantization and conv as one QmambaInProjConv node reading
-    in_proj's output (runtime/in_proj_conv_fusion.py); in how many layers: ``in_proj_conv`` of the result.
+    ``fuse_in_proj_split``: each prefill layer's xBC quantization and conv as one QmambaInProjConv node reading
+    in_proj's output (runtime/in_proj_conv_fusion.py; in how many layers: ``in_proj_conv`` of the result), and
+    QmambaGatedNorm's z read from in_proj's whole rows (``prefill_gated_norm`` says in how many).
     ``progress``: called with a line before and after each engine.
     """
     onnx_dir, out = Path(onnx_dir), Path(out_dir)
@@ -318,7 +321,7 @@ def build_engines(onnx_dir, out_dir, *, batch=(1, 1, 8), seq=(1, 128, 2048), plu
                                   rotation_pass=decode_rotation_pass and decode,
                                   channel_scales=weight_channel_scales or in_proj_pieces,
                                   pieces=in_proj_pieces and not decode,
-                                  in_proj_conv=in_proj_conv_plugin and not decode)
+                                  in_proj_split=fuse_in_proj_split and not decode)
             engine_path = tmp / f"{kind}.engine"
             say(f"building {engine_path.name} ({profile.describe()})")
             start = time.perf_counter()
@@ -371,7 +374,7 @@ def run(args) -> int:
                          prefill_logits=args.prefill_logits, prefill_norm_plugin=not args.no_prefill_norm_plugin,
                          decode_rotation_pass=args.decode_rotation_pass,
                          weight_channel_scales=args.weight_channel_scales, in_proj_pieces=args.in_proj_pieces,
-                         in_proj_conv_plugin=args.in_proj_conv_plugin, progress=lambda line: print(line, flush=True))
+                         fuse_in_proj_split=args.fuse_in_proj_split, progress=lambda line: print(line, flush=True))
     print(f"built with {'TensorRT Python API' if meta['backend'] == 'python' else 'the C++ runner'}; "
           f"decode reads {meta['weight_bytes'] / 1e6:.1f} MB of weights per step; its linears: {meta['decode_linears']}; "
           f"its mixers: {meta['decode_mixers']}"

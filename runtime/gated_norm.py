@@ -51,8 +51,9 @@ def sylvester(f: int, dtype=torch.float32, device=None) -> torch.Tensor:
 
 
 def check_gated_norm_inputs(y, z, weight, group_size: int, eps: float, z_scale: float, rotation,
-                            z_col_scale=None):
-    """Shapes, dtypes and attributes (``z`` None: no gate, ``z_scale`` and ``z_col_scale`` not read); returns
+                            z_col_scale=None, z_row_width: int = 0):
+    """Shapes, dtypes and attributes (``z`` None: no gate, ``z_scale``, ``z_col_scale`` and ``z_row_width`` not
+    read; ``z_row_width`` > 0: z is ``[..., z_row_width]`` and the gate's z its first K columns); returns
     ``(K, f0, f1, F_0 or None)``."""
     check_tensor(OP_NAME, "y", y, torch.float32)
     if y.dim() < 1 or y.shape[-1] < 1:
@@ -61,7 +62,9 @@ def check_gated_norm_inputs(y, z, weight, group_size: int, eps: float, z_scale: 
     if k > MAX_CHANNELS:
         raise QMambaInputError(f"{OP_NAME}: K = {k} channels are more than the {MAX_CHANNELS} the kernel takes")
     if z is not None:
-        check_tensor(OP_NAME, "z", z, torch.float32, tuple(y.shape))
+        if z_row_width and not (isinstance(z_row_width, int) and z_row_width >= k):
+            raise QMambaInputError(f"{OP_NAME}: z_row_width must be 0 or at least K = {k}, got {z_row_width!r}")
+        check_tensor(OP_NAME, "z", z, torch.float32, (*y.shape[:-1], z_row_width or k))
         if z_col_scale is not None:
             check_tensor(OP_NAME, "z_col_scale", z_col_scale, torch.float32, (k,))
     check_tensor(OP_NAME, "weight", weight, torch.float32, (k,), finite=True)
@@ -90,16 +93,18 @@ def check_rotation(op: str, k: int, rotation) -> tuple[int, int, torch.Tensor | 
 
 
 def gated_norm_ref(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
-                   z_col_scale=None, dtype=torch.float64) -> torch.Tensor:
-    """``out [..., K]`` in ``dtype``: z times ``z_col_scale [K]`` in fp32 when given (the graph's Mul), then
+                   z_col_scale=None, z_row_width: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """``out [..., K]`` in ``dtype``: z (its first K columns with ``z_row_width``) times ``z_col_scale [K]`` in fp32 when given (the graph's Mul), then
     ``z' = DequantizeLinear(QuantizeLinear(z, z_scale))`` in fp32 (z when ``z_scale`` is 0), then in ``dtype``:
     ``g = y * (z' * sigmoid(z'))`` (``g = y`` when ``z`` is None: no gate, ``z_scale`` and ``z_col_scale``
     ignored), per group of ``group_size`` channels
     ``g * (1 / sqrt(mean(g^2) + eps))``, ``* weight``, and with ``rotation = (f0, f1, F_0)`` each row as an
     ``[f0, f1]`` matrix V becomes ``F_0^T V S_f1``. ``dtype=torch.float32`` is the graph's own arithmetic."""
-    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation, z_col_scale)
+    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation, z_col_scale,
+                                               z_row_width)
     g = y.to(dtype)
     if z is not None:
+        z = z[..., :k]
         if z_col_scale is not None:
             z = z * z_col_scale
         if z_scale > 0:

@@ -83,6 +83,23 @@ class GraphIndex:
             return None
         return tr, dq
 
+    def split_sizes(self, split):
+        """The piece widths of a Split node (its sizes input, or its ``split`` attribute before opset 13), or None."""
+        if len(split.input) > 1 and split.input[1]:
+            sizes = self.constant(split.input[1])
+            return None if sizes is None else [int(v) for v in sizes.reshape(-1)]
+        given = attributes(split).get("split")
+        return [int(v) for v in given] if given is not None else None
+
+    def whole_row(self, piece):
+        """(the Split's input, its row width) when ``piece`` is the first piece of a Split along the last axis of a
+        3-D tensor (in_proj's z of its output z | x | B | C | dt) whose widths are known; else None."""
+        split = self.made_by(piece, "Split")
+        if split is None or split.output[0] != piece or int(attributes(split).get("axis", 0)) not in (-1, 2):
+            return None
+        sizes = self.split_sizes(split)
+        return None if sizes is None else (split.input[0], sum(sizes))
+
     def sole(self, name, op):
         """The one node that reads ``name``, if it is an ``op`` and ``name`` is not a graph output."""
         users = self.consumers.get(name, [])

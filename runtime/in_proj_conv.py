@@ -1,6 +1,6 @@
 """QmambaInProjConv: a prefill QuantConv1dSiLU that reads in_proj's float output (docs/tensorrt.md).
 
-Not an op of the exported ONNX graphs: ``qmamba build --in-proj-conv-plugin`` (``runtime/prefill_fusion.py``,
+Not an op of the exported ONNX graphs: ``qmamba build --fuse-in-proj-split`` (``runtime/in_proj_conv_fusion.py``,
 ``fuse_in_proj_convs``) puts it in the prefill graph in place of what lies between in_proj's output and the conv:
 the Split's x, B and C pieces, each piece's Mul by its slice of in_proj's output scale (``scale_after_split``'s, or
 none where the scale went into the GEMM, ``--weight-channel-scales``), their QuantizeLinear and the Concat of xBC,

@@ -1,5 +1,5 @@
 """The prefill graph's xBC quantization and QuantConv1dSiLU into QmambaInProjConv, for ``qmamba build
---in-proj-conv-plugin`` (docs/tensorrt.md, trt_plugins/inProjConvPlugin/README.md).
+--fuse-in-proj-split`` (docs/tensorrt.md, trt_plugins/inProjConvPlugin/README.md).
 
 Each mixer of the exported prefill graph splits in_proj's fp32 output into z | x | B | C | dt, quantizes the x, B
 and C pieces (after ``scale_after_split``, each piece is first multiplied by its slice of in_proj's output scale;
@@ -112,20 +112,11 @@ def _xbc_source(conv, ix: GraphIndex):
         return "x, B and C are not pieces of one Split"
     outs = list(split.output)
     k = outs.index(pieces[0])
-    sizes = _split_sizes(split, ix)
+    sizes = ix.split_sizes(split)
     if pieces != outs[k:k + 3] or sizes is None or tuple(sizes[k:k + 3]) != _widths(attrs) \
             or int(attributes(split).get("axis", 0)) not in (-1, 2):
         return "x, B and C are not consecutive pieces of the widths the conv takes along the last axis"
     return split.input[0], int(sum(sizes[:k])), cols, taken
-
-
-def _split_sizes(split, ix: GraphIndex):
-    """The Split's piece widths (its sizes input or ``split`` attribute), or None."""
-    if len(split.input) > 1 and split.input[1]:
-        sizes = ix.constant(split.input[1])
-        return None if sizes is None else [int(v) for v in sizes.reshape(-1)]
-    given = attributes(split).get("split")
-    return [int(v) for v in given] if given is not None else None
 
 
 def _note(total: int, left: dict) -> str:

@@ -98,21 +98,22 @@ def decode_mixer_launcher(zxbcdt, conv_weight, conv_bias, x_out_scales, B_out_sc
 
 
 def gated_norm(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
-               z_col_scale=None, out=None):
+               z_col_scale=None, z_row_width: int = 0, out=None):
     """QmambaGatedNorm on the GPU (``runtime/gated_norm.py``); same arguments as ``gated_norm_ref`` (``z`` None:
     no gate), fp32 out ``[..., K]`` like y. ``out``: optional preallocated output (it must not overlap y, z or
     z_col_scale)."""
     launch, o = gated_norm_launcher(y, z, weight, group_size=group_size, eps=eps, z_scale=z_scale,
-                                    rotation=rotation, z_col_scale=z_col_scale, out=out)
+                                    rotation=rotation, z_col_scale=z_col_scale, z_row_width=z_row_width, out=out)
     launch()
     return o
 
 
 def gated_norm_launcher(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
-                        z_col_scale=None, out=None):
+                        z_col_scale=None, z_row_width: int = 0, out=None):
     """(launch, out): ``gated_norm``'s arguments checked once, and a no-argument launch on the current stream
     (see w8a8_linear_launcher)."""
-    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation, z_col_scale)
+    k, f0, f1, first = check_gated_norm_inputs(y, z, weight, group_size, eps, z_scale, rotation, z_col_scale,
+                                               z_row_width)
     first = first.contiguous() if first is not None else None
     z_col_scale = z_col_scale.contiguous() if z is not None and z_col_scale is not None else None
     dev = on_cuda(NORM_OP, y=y, z=z, z_col_scale=z_col_scale, weight=weight, rotation_first=first)
@@ -122,7 +123,7 @@ def gated_norm_launcher(y, z, weight, *, group_size: int, eps: float, z_scale: f
         o = check_tensor(NORM_OP, "out", out, torch.float32, tuple(y.shape))
         on_cuda(NORM_OP, y=y, out=o)
     params = GatedNormParams(channels=k, group_size=group_size, eps=float(eps), z_scale=float(z_scale),
-                             rotation_first=f0, rotation_last=f1)
+                             rotation_first=f0, rotation_last=f1, z_row_width=z_row_width if z is not None else 0)
     tensors = GatedNormTensors(ptr(y), ptr(z), ptr(z_col_scale), ptr(weight), ptr(first), ptr(o))
     rows = y.numel() // k
     held = (y, z, z_col_scale, weight, first, o)

@@ -21,13 +21,13 @@ OP_NAME = "QmambaGatedNorm"
 # trt_plugins/gatedNormPlugin/README.md).
 FIELDS = (("channels", "int", None), ("group_size", "int", None), ("eps", "float", 1e-5), ("z_scale", "float", 0.0),
           ("rotation_first", "int", 1), ("rotation_last", "int", 1), ("gate", "int", 1), ("z_col_scale", "int", 0),
-          ("y_bits", "int", 0))
+          ("y_bits", "int", 0), ("z_row_width", "int", 0))
 # The kernel's limits (qmamba_gated_norm refuses beyond them): channels a row, order of either rotation factor.
 MAX_CHANNELS = 65536
 MAX_FACTOR = 128
 
 
-def fuse_prefill_gated_norms(model, notes: dict | None = None):
+def fuse_prefill_gated_norms(model, notes: dict | None = None, z_whole_row: bool = False):
     """Every gated norm of the graph that feeds a QuantizeLinear (out_proj's), from QuantSSD's y and the z piece
     (before z's QuantizeLinear) to that QuantizeLinear's input, with the Hadamard rotation between when the model
     has one, becomes one QmambaGatedNorm node: inputs y, z, the norm's weight and, for a dense rotation factor,
@@ -35,6 +35,8 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
     dequantized values have other readers, the Q/DQ pair stays and the node reads z' with z_scale = 0. Where z
     is ``Mul(Split piece, fp32 [K] constant)`` read by nothing else (in_proj's output scale after
     scale_after_split, which runs first), the node reads the piece and the constant (z_col_scale = 1).
+    ``z_whole_row``: where the z piece the node reads is the first piece of a Split along the last axis, the node
+    reads the Split's input instead, z its first K columns (z_row_width = the row's width): no copy of the piece.
     Every RMSNorm that feeds a QuantizeLinear (in_proj's, lm_head's) becomes one QmambaGatedNorm node with
     gate = 0, group_size = its width and no rotation: inputs x (the residual, which keeps its other readers)
     and the weight.
@@ -48,7 +50,7 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
     g = model.graph
     ix = GraphIndex(g)
     dropped, replace, new_inits, rotations, left, fused = set(), {}, {}, set(), {}, set()
-    rms_norms = []
+    rms_norms, whole_rows = [], set()
     for x in dict.fromkeys(n.input[0] for n in g.node if n.op_type == "QuantizeLinear"):
         layer = _gated_norm_layer(x, ix)
         if layer is not None:
@@ -60,6 +62,10 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
                 taken = [*taken, scaled]
             inputs = [layer["y"], *([z] if scaled is None else scaled.input), layer["weight"]]
             fields.update(gate=1, z_col_scale=int(scaled is not None))
+            row = ix.whole_row(inputs[1]) if z_whole_row else None
+            if row is not None:
+                inputs[1], fields["z_row_width"] = row
+                whole_rows.add(name)
         else:
             layer = _rms_norm(x, ix)
             if layer is None:
@@ -89,7 +95,8 @@ def fuse_prefill_gated_norms(model, notes: dict | None = None):
         replace_nodes(g, dropped, replace, new_inits)
     if notes is not None:
         ssds = [n.name for n in g.node if n.op_type == "QuantSSD"]
-        notes["prefill_gated_norm"] = _note(ssds, rms_norms, fused, rotations, left)
+        notes["prefill_gated_norm"] = _note(ssds, rms_norms, fused, rotations, left,
+                                            len(whole_rows & fused) if z_whole_row else None)
     return model
 
 
@@ -247,12 +254,15 @@ def _rotation_text(fields: dict) -> str:
     return f"Hadamard {f0 * f1}" if f0 * f1 > 1 else "no rotation"
 
 
-def _note(ssds: list, rms_norms: list, fused: set, rotations: set, left: dict) -> str:
+def _note(ssds: list, rms_norms: list, fused: set, rotations: set, left: dict, whole_rows: int | None) -> str:
     """What ``qmamba build`` prints: in how many of the layers (QuantSSD nodes) the node went, their rotation,
-    in how many of the RMSNorms it found, and why the others were left as graph ops."""
+    in how many z came from in_proj's whole rows (when asked), in how many of the RMSNorms it found, and why the
+    others were left as graph ops."""
     text = f"{OP_NAME} in {len(fused & set(ssds))} of {len(ssds)} layers"
     if rotations:
         text += f" ({', '.join(sorted(rotations))})"
+    if whole_rows is not None:
+        text += f", z from in_proj's whole rows in {whole_rows}"
     if rms_norms:
         text += f" and {len(fused & set(rms_norms))} of {len(rms_norms)} RMSNorms"
     reasons = [f"{name}: {left.get(name, 'its gated norm is not the exported pattern')}"

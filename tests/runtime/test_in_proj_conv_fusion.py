@@ -159,7 +159,7 @@ def test_tensorrt8_rules_hold_around_the_node(case):
 
     _, prefill, _ = case
     notes = {}
-    g = trt_graph(_copy(prefill), 8, notes=notes, norm_plugin=True, in_proj_conv=True)
+    g = trt_graph(_copy(prefill), 8, notes=notes, norm_plugin=True, in_proj_split=True)
     assert notes["in_proj_conv"].startswith(f"{OP_NAME} in ")
     made = {o: n for n in g.graph.node for o in n.output}
     readers = {}

@@ -113,6 +113,30 @@ def test_the_scaled_z_piece_comes_unscaled_with_its_column_scale(case):
     assert not {n.output[0] for n in left} & {f"layers.{i}.mixer.in_proj.z" for i in range(len(nodes))}
 
 
+@pytest.mark.parametrize("split_first", [True, False], ids=["scale-after-split", "exported"])
+def test_z_from_in_proj_whole_rows(case, split_first):
+    """z_whole_row: the node reads the Split's input with z_row_width its width: after scale_after_split
+    in_proj's unscaled output (with the z slice's scale), on the exported graph in_proj's scaled output (the Mul
+    before the Split); the Split stays for the other pieces; the note says in how many."""
+    (kind, had), model, prefill = case
+    g = scale_after_split(_copy(prefill)) if split_first else _copy(prefill)
+    notes = {}
+    after = fuse_prefill_gated_norms(g, notes, z_whole_row=True)
+    n_layer = len(model.layers)
+    whole = n_layer
+    rms = n_layer + 1
+    assert notes == {"prefill_gated_norm": f"{OP_NAME} in {n_layer} of {n_layer} layers ({ROTATION_NOTE[kind, had]}),"
+                                           f" z from in_proj's whole rows in {whole} and {rms} of {rms} RMSNorms"}
+    made = {o: n for n in after.graph.node for o in n.output}
+    width = 2 * model.layers[0].mixer.d_ssm + 2 * model.layers[0].mixer.ngroups * model.layers[0].mixer.d_state \
+        + model.layers[0].mixer.nheads
+    for node in _fused(after, gate=1):
+        a = attributes(node)
+        assert a["z_row_width"] == width and a["z_col_scale"] == int(split_first), node.name
+        assert made[node.input[1]].op_type == ("MatMul" if split_first else "Mul"), node.name
+        assert "Split" in {n.op_type for n in after.graph.node if node.input[1] in n.input}
+
+
 def test_a_scaled_z_read_elsewhere_keeps_its_mul(case):
     """Layer 0's scaled z is also a graph output: its Mul stays and the node reads its output (z_col_scale = 0);
     layer 1 takes its Mul along."""
@@ -124,8 +148,9 @@ def test_a_scaled_z_read_elsewhere_keeps_its_mul(case):
     assert attributes(second)["z_col_scale"] == 1 and len(second.input) == len(first.input) + 1
 
 
-@pytest.mark.parametrize("split_first", [False, True], ids=["exported", "scale-after-split"])
-def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path, split_first):
+@pytest.mark.parametrize("split_first, whole_row", [(False, False), (True, False), (True, True)],
+                         ids=["exported", "scale-after-split", "z-from-whole-rows"])
+def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path, split_first, whole_row):
     """ONNX Runtime on the exported graph (y and the z piece in, out_proj's QuantizeLinear input out; after
     scale_after_split the unscaled z piece) against the reference made from the node alone: z times its column
     scale (with z_col_scale), z's Q/DQ with its z_scale, QuantGatedRMSNorm with its channels, group_size, eps
@@ -138,7 +163,7 @@ def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path, split_firs
     _, _, prefill = case
     if split_first:
         prefill = scale_after_split(_copy(prefill))
-    after = fuse_prefill_gated_norms(_copy(prefill))
+    after = fuse_prefill_gated_norms(_copy(prefill), z_whole_row=whole_row)
     nodes = _fused(after, gate=1)
     inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
     values = _probe(prefill, {x for n in nodes for x in (n.input[0], n.input[1], n.output[0])}, tmp_path)
@@ -154,6 +179,8 @@ def test_the_nodes_fields_describe_the_replaced_graph(case, tmp_path, split_firs
             np.testing.assert_allclose(np.kron(first, last), hadamard.rotation_matrix(k, torch.float64).numpy(),
                                        rtol=0, atol=1e-7)
         y, z = (torch.from_numpy(values[x]) for x in node.input[:2])
+        assert a.get("z_row_width", 0) == (z.shape[-1] if whole_row else 0) and z.shape[-1] >= k
+        z = z[..., :k]
         if a["z_col_scale"]:
             z = z * torch.from_numpy(inits[node.input[2]].copy())  # one fp32 product, as the kernel makes it
         scale = torch.tensor(a["z_scale"], dtype=torch.float32)

@@ -404,13 +404,13 @@ def test_in_proj_pieces_engine_matches_default_and_onnxruntime(channel_scale_eng
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)
 
 
-# --in-proj-conv-plugin: each prefill layer's xBC quantization and conv as one QmambaInProjConv node reading
-# in_proj's output, after scale_after_split (col_scale) and with --weight-channel-scales (none), on the same two
-# models.
+# --fuse-in-proj-split: each prefill layer's xBC quantization and conv as one QmambaInProjConv node reading
+# in_proj's output, and QmambaGatedNorm's z from in_proj's whole rows, after scale_after_split (col_scale) and with
+# --weight-channel-scales (none), on the same two models.
 @pytest.fixture(scope="module", params=[("g8", False), ("g1", True)], ids=["g8", "g1-hadamard"])
 def in_proj_conv_engines(request, tmp_path_factory):
-    variants = {"default": {}, "conv": {"in_proj_conv_plugin": True},
-                "conv_channel": {"in_proj_conv_plugin": True, "weight_channel_scales": True}}
+    variants = {"default": {}, "conv": {"fuse_in_proj_split": True},
+                "conv_channel": {"fuse_in_proj_split": True, "weight_channel_scales": True}}
     return _engine_variants(request.param, tmp_path_factory, "in_proj_conv", variants)
 
 
@@ -418,6 +418,7 @@ def in_proj_conv_engines(request, tmp_path_factory):
 def test_in_proj_conv_engine_matches_default_and_onnxruntime(in_proj_conv_engines, variant):
     onnx_dir, root, metas = in_proj_conv_engines
     assert metas[variant]["in_proj_conv"] == "QmambaInProjConv in 2 of 2 layers"
+    assert ", z from in_proj's whole rows in 2 " in metas[variant]["prefill_gated_norm"]
     assert "in_proj_conv" not in metas["default"]
     rows = _prefill_agreement(onnx_dir, root / f"engines_{variant}", root / "engines_default", "QmambaInProjConv")
     assert all(r.ok for r in rows), "\n".join(r.row() for r in rows if not r.ok)

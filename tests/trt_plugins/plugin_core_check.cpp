@@ -613,16 +613,18 @@ int main()
     };
     GatedNormCore rotatedNorm = norm(rotatedFields());
     check(rotatedNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 0.0, 0.0},
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 0.0, 0.0,
+                0.0},
         "norm: fields parsed in the table's order");
     GatedNormCore plainNorm = norm(Fields().in("channels", 96).in("group_size", 96));
-    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0, 0.0, 0.0},
-        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate, no column scale of z, y as float32 by default");
+    check(plainNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0},
+        "norm: eps 1e-5, z_scale 0 (z as is), no rotation, a gate, no column scale of z, y as float32, z of K "
+        "columns by default");
     // Without a gate (a block's RMSNorm): y, weight and, with a dense factor, F_0; K 384 in one group.
     GatedNormCore ungatedNorm = norm(Fields().in("channels", 384).in("group_size", 384).in("rotation_first", 12)
                                          .in("rotation_last", 32).in("gate", 0));
     GatedNormCore rmsNorm = norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0));
-    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0, 0.0, 0.0}
+    check(rmsNorm.fieldValues() == FieldValues{96.0, 96.0, static_cast<double>(1e-5f), 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0}
             && ungatedNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == 1
             && ungatedNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == 2
             && ungatedNorm.inputPosition(GatedNormCore::kIN_Z) == -1
@@ -635,7 +637,8 @@ int main()
     // With in_proj's column scale of z (the unscaled z piece): y, z, z_col_scale, weight, F_0 at their constants.
     GatedNormCore scaledNorm = norm(rotatedFields().in("z_col_scale", 1));
     check(scaledNorm.fieldValues()
-            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 1.0, 0.0}
+            == FieldValues{384.0, 192.0, static_cast<double>(1e-6f), static_cast<double>(0.05f), 12.0, 32.0, 1.0, 1.0, 0.0,
+                0.0}
             && scaledNorm.inputPosition(GatedNormCore::kIN_Z_COL_SCALE) == GatedNormCore::kIN_Z_COL_SCALE
             && scaledNorm.inputPosition(GatedNormCore::kIN_WEIGHT) == GatedNormCore::kIN_WEIGHT
             && scaledNorm.inputPosition(GatedNormCore::kIN_ROTATION_FIRST) == GatedNormCore::kIN_ROTATION_FIRST,
@@ -645,6 +648,18 @@ int main()
     throwsWith("norm: z_col_scale needs a gate", [&] {
         norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0).in("z_col_scale", 1));
     }, "QmambaGatedNorm: field z_col_scale = 1 needs gate = 1 (with gate = 0 there is no z to scale)");
+    // z from in_proj's whole output: z [b, s, W] with W >= K, its first K columns.
+    GatedNormCore wideNorm = norm(rotatedFields().in("z_col_scale", 1).in("z_row_width", 1000));
+    wideNorm.checkInputs({shape({2, 5, 384}), shape({2, 5, 1000}), shape({384}), shape({384}), shape({12, 12})});
+    throwsWith("norm: z_row_width sets z's width", [&] {
+        wideNorm.checkInputs({shape({2, 5, 384}), shape({2, 5, 384}), shape({384}), shape({384}), shape({12, 12})});
+    }, "QmambaGatedNorm: input z must have shape [2, 5, 1000], got [2, 5, 384]");
+    throwsWith("norm: z_row_width below channels", [&] { norm(rotatedFields().in("z_row_width", 383)); },
+        "QmambaGatedNorm: field z_row_width must be 0 (z is [batch, seq, channels]) or at least channels = 384");
+    throwsWith("norm: z_row_width needs a gate", [&] {
+        norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 0).in("z_row_width", 200));
+    }, "QmambaGatedNorm: field z_row_width needs gate = 1");
+    check(roundTrip(wideNorm).fieldValues() == wideNorm.fieldValues(), "norm: round trip with z_row_width");
     throwsWith("norm: gate 0 or 1", [&] { norm(Fields().in("channels", 96).in("group_size", 96).in("gate", 2)); },
         "QmambaGatedNorm: field gate must be 0 (no z: a plain RMSNorm) or 1 (the input z gates y), got 2");
     throwsWith("norm: z_scale needs a gate", [&] { norm(rotatedFields().in("gate", 0)); },
@@ -708,7 +723,7 @@ int main()
     {
         bitsTypes = bitsTypes && bitsNorm.inputType(i) == DType::kFloat;
     }
-    check(bitsTypes && bitsNorm.fieldValues().back() == 1.0 && roundTrip(bitsNorm).fieldValues() == bitsNorm.fieldValues(),
+    check(bitsTypes && bitsNorm.fieldValues()[8] == 1.0 && roundTrip(bitsNorm).fieldValues() == bitsNorm.fieldValues(),
         "norm: y_bits = 1 takes y as int32 words, the rest float32; it survives a round trip");
     throwsWith("norm: y_bits 0 or 1", [&] { norm(rotatedFields().in("y_bits", 2)); },
         "QmambaGatedNorm: field y_bits must be 0 (y is float32) or 1 (y is int32 words holding float32 values), got 2");
@@ -812,6 +827,14 @@ int main()
         };
         Format5 const five{rotatedNorm.serial().params, 1, 0};
         olderLayout("norm: an engine of the layout before y_bits is refused", 5u, &five, sizeof(five));
+        struct Format6 // the params before z_row_width, the gate, z_col_scale and y_bits
+        {
+            int32_t channels, group_size;
+            float eps, z_scale;
+            int32_t rotation_first, rotation_last, gate, z_col_scale, y_bits;
+        };
+        Format6 const six{384, 192, 1e-6f, 0.05f, 12, 32, 1, 0, 1};
+        olderLayout("norm: an engine of the layout before z_row_width is refused", 6u, &six, sizeof(six));
     }
     // enqueue hands the C ABI the fields, the tensors' pointers and batch x seq rows, and its refusal through.
     std::vector<float> yBuf(1), zBuf(1), wBuf(1), fBuf(1), outBuf(1);
@@ -858,6 +881,11 @@ int main()
             && gt.z_col_scale == cBuf.data() && gt.weight == wBuf.data() && gt.rotation_first == fBuf.data()
             && gt.out == outBuf.data() && gatedNormCall.params.z_scale == 0.05f,
         "norm: with z_col_scale, enqueue passes it from input 2, weight and F_0 from inputs 3, 4");
+    check(gatedNormCall.params.z_row_width == 0, "norm: z of K columns by default");
+    wideNorm.enqueue({shape({2, 5, 384}), shape({2, 5, 1000}), shape({384}), shape({384}), shape({12, 12})},
+        scaledInputs, normOutputs, nullptr, 0, nullptr);
+    check(gatedNormCall.calls == 7 && gatedNormCall.rows == 10 && gatedNormCall.params.z_row_width == 1000
+            && gt.z == zBuf.data(), "norm: enqueue passes z_row_width with the rows");
 
     // ---- QmambaInProjConv --------------------------------------------------------------------------
     {

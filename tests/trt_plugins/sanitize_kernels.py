@@ -3,7 +3,8 @@
     compute-sanitizer --tool memcheck --error-exitcode 1 python tests/trt_plugins/sanitize_kernels.py
     compute-sanitizer --tool racecheck --error-exitcode 1 python tests/trt_plugins/sanitize_kernels.py --only ssd
 
-Covers the vector and bytewise paths, L = 1, L shorter than the conv state, L not a multiple of
+Covers the vector and bytewise paths, L = 1, L shorter than the conv state, the conv from in_proj's float
+output (QmambaInProjConv: column scales or none, 16-byte rows and the one-channel path), L not a multiple of
 the chunk, the SSD prefill at chunk 32 and at its default, d_state 16, 80 and 256, headdim 32 and 128,
 in-place decode, decode blocks that stream several batch rows, decode pieces of 4 bytes, two a thread and
 bytewise, part-full decode stages; the decode engine's QmambaDecodeMixer (conv widths 2-4, d_state not a
@@ -27,6 +28,7 @@ from qmamba.export.ops import quant_conv1d_silu_ref, quant_ssd_ref
 from qmamba.runtime import kernels as decode_kernels
 from qmamba.runtime.decode_mixer import decode_mixer_ref
 from qmamba.runtime.gated_norm import gated_norm_ref
+from qmamba.runtime.in_proj_conv import in_proj_conv_ref
 from qmamba.runtime.w8a8_linear import activation_ref, near_tie_error, one_tie_error, w8a8_linear_ref
 
 CONV = [(kc.LAYERS["8b"], 2, 37), (LayerShape(ngroups=2, nheads=8, headdim=32, d_state=40, d_conv=3), 2, 9),
@@ -63,6 +65,16 @@ def main() -> int:
             got = kernels.quant_conv1d_silu(**t, **a, state_in_place=(L == 1))
             ok = all((g.int() - r.int()).abs().max().item() <= 1 for g, r in zip(got, ref))
             print(f"conv {s} bt={bt} L={L}: {'ok' if ok else 'MISMATCH'}")
+            bad += not ok
+        for (s, bt, L), col in zip(CONV, (True, False, True, False)):
+            t, a = kc.in_proj_conv_case(s, bt, L, gen, col_scale=col)
+            if not col:  # rows 4 bytes off 16-byte alignment: the one-channel path
+                z = t["zxbcdt"]
+                t["zxbcdt"] = torch.empty(z.numel() + 1, device="cuda")[1:].view(z.shape).copy_(z)
+            ref = in_proj_conv_ref(**t, **a)
+            got = decode_kernels.in_proj_conv(**t, **a)
+            ok = all((g.int() - r.int()).abs().max().item() <= 1 for g, r in zip(got, ref))
+            print(f"in_proj conv {s} bt={bt} L={L} col_scale={col}: {'ok' if ok else 'MISMATCH'}")
             bad += not ok
     if args.only in (None, "ssd"):
         for s, bt, L, chunk in SSD:

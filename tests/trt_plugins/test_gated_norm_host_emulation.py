@@ -40,12 +40,12 @@ def harness(tmp_path_factory):
 
 
 def run_harness(harness, tmp_path, t: dict, a: dict, misaligned: bool, sms: int) -> torch.Tensor:
-    y, z_col = t["y"], t.get("z_col_scale")
+    y, z_col, zw = t["y"], t.get("z_col_scale"), a.get("z_row_width", 0)
     rows, k = y.numel() // y.shape[-1], y.shape[-1]
     f0, f1, first = a["rotation"] or (1, 1, None)
     with open(tmp_path / "in.bin", "wb") as f:
         f.write(np.array([rows, k, a["group_size"], f0, f1, int(misaligned), sms, int(t["z"] is not None),
-                          int(z_col is not None)], np.int32).tobytes())
+                          int(z_col is not None), zw], np.int32).tobytes())
         # z_scale NaN without z: the launcher does not read it
         f.write(np.array([a["eps"], a["z_scale"] if t["z"] is not None else np.nan], np.float32).tobytes())
         for x in [t["y"], t["z"], z_col, t["weight"], first]:
@@ -87,4 +87,18 @@ def test_host_emulation_gates_with_a_subnormal_z_scale(harness, tmp_path):
     z.view(-1)[::3] = 0.0
     t["z"] = z
     got = run_harness(harness, tmp_path, t, a, False, 2)
+    assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= BOUND
+
+
+@pytest.mark.parametrize("name, tail, misaligned", [("col-scale-2.7b-40x128", 5456, False),
+                                                    ("130m-12x128", 1816, False), ("plain-8-groups-z-as-is", 7, True)])
+def test_host_emulation_reads_z_from_a_wider_row(harness, tmp_path, name, tail, misaligned):
+    """z_row_width: z is the first K columns of rows of K + tail floats (in_proj's whole output z | x | B | C | dt);
+    the columns after z are NaN, so reading one of them shows. An odd width takes the scalar path."""
+    t, a = kc.gated_norm_case(*kc.GATED_NORM_CASES[name])
+    z = t["z"]
+    t["z"] = torch.cat([z, torch.full((*z.shape[:-1], tail), float("nan"))], -1)
+    a = {**a, "z_row_width": z.shape[-1] + tail}
+    got = run_harness(harness, tmp_path, t, a, misaligned, 2)
+    assert torch.isfinite(got).all()
     assert kc.row_rel_err(got, gated_norm_ref(**t, **a)) <= BOUND

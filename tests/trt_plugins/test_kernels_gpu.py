@@ -622,6 +622,21 @@ def test_gated_norm_column_scale_is_the_graphs_mul(name):
     assert torch.equal(no_gate, decode_kernels.gated_norm(**dict(plain, z_col_scale=None), **a))
 
 
+@pytest.mark.parametrize("name, tail", [("col-scale-2.7b-40x128", 5456), ("130m-12x128", 1816),
+                                        ("plain-8-groups-z-as-is", 7)])
+def test_gated_norm_reads_z_from_a_wider_row(name, tail):
+    """z_row_width: z as the first K columns of in_proj's whole rows (the columns after it NaN: a read of one shows);
+    an odd row width takes the scalar path. Equal to the kernel on a z of K columns."""
+    t, a = kc.gated_norm_case(*kc.GATED_NORM_CASES[name], device="cuda")
+    z = t["z"]
+    wide = torch.cat([z, torch.full((*z.shape[:-1], tail), float("nan"), device="cuda")], -1)
+    got = decode_kernels.gated_norm(t["y"], wide, t["weight"], **a, z_col_scale=t.get("z_col_scale"),
+                                    z_row_width=wide.shape[-1])
+    want = decode_kernels.gated_norm(t["y"], z, t["weight"], **a, z_col_scale=t.get("z_col_scale"))
+    torch.cuda.synchronize()
+    assert torch.isfinite(got).all() and torch.equal(got, want), name
+
+
 def test_gated_norm_is_deterministic_and_captures_into_a_graph():
     t, a = kc.gated_norm_case(*GATED_NORM_CASES["2.7b-300-rows"], device="cuda")
     first = decode_kernels.gated_norm(**t, **a)

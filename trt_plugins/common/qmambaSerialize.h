@@ -16,7 +16,7 @@ namespace qmamba
 
 // Bumped whenever a plugin's serialized struct or field table changes (2: QmambaW8A8Linear's norm_group,
 // 3: its rotation, 4: its rotation as the orders rotation_first and rotation_last, the last factor Sylvester,
-// and QmambaGatedNorm's gate, 5: QmambaGatedNorm's z_col_scale, 6: its y_bits, 7: QmambaInProjConv).
+// and QmambaGatedNorm's gate, 5: QmambaGatedNorm's z_col_scale, 6: its y_bits, 7: QmambaInProjConv and QmambaGatedNorm's z_row_width).
 constexpr uint32_t kSERIAL_MAGIC = 0x514D4D42u; // "QMMB"
 constexpr uint32_t kSERIAL_FORMAT = 7u;
 

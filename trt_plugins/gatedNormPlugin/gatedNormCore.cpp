@@ -30,6 +30,7 @@ FieldSpec const GatedNormCore::kFIELDS[kNB_FIELDS] = {
     {"gate", FieldKind::kInt, false, 1},
     {"z_col_scale", FieldKind::kInt, false, 0},
     {"y_bits", FieldKind::kInt, false, 0},
+    {"z_row_width", FieldKind::kInt, false, 0},
 };
 // clang-format on
 
@@ -46,6 +47,7 @@ GatedNormCore::GatedNormCore(FieldValues const& v)
     mSerial.gate = static_cast<int32_t>(v[6]);
     mSerial.z_col_scale = static_cast<int32_t>(v[7]);
     mSerial.y_bits = static_cast<int32_t>(v[8]);
+    p.z_row_width = static_cast<int32_t>(v[9]);
     validate();
 }
 
@@ -60,7 +62,8 @@ FieldValues GatedNormCore::fieldValues() const
     qmamba_gated_norm_params const& p = mSerial.params;
     return {static_cast<double>(p.channels), static_cast<double>(p.group_size), static_cast<double>(p.eps),
         static_cast<double>(p.z_scale), static_cast<double>(p.rotation_first), static_cast<double>(p.rotation_last),
-        static_cast<double>(mSerial.gate), static_cast<double>(mSerial.z_col_scale), static_cast<double>(mSerial.y_bits)};
+        static_cast<double>(mSerial.gate), static_cast<double>(mSerial.z_col_scale), static_cast<double>(mSerial.y_bits),
+        static_cast<double>(p.z_row_width)};
 }
 
 void GatedNormCore::validate() const
@@ -97,6 +100,10 @@ void GatedNormCore::validate() const
     require(mSerial.y_bits == 0 || mSerial.y_bits == 1, kOP,
         "field y_bits must be 0 (y is float32) or 1 (y is int32 words holding float32 values), got "
             + std::to_string(mSerial.y_bits));
+    require(p.z_row_width == 0 || p.z_row_width >= p.channels, kOP,
+        "field z_row_width must be 0 (z is [batch, seq, channels]) or at least channels = " + std::to_string(p.channels)
+            + " (z is the first channels columns of its rows), got " + std::to_string(p.z_row_width));
+    require(mSerial.gate == 1 || p.z_row_width == 0, kOP, "field z_row_width needs gate = 1 (with gate = 0 there is no z)");
 }
 
 bool GatedNormCore::present(int32_t input) const
@@ -155,7 +162,7 @@ void GatedNormCore::checkInputs(std::vector<Shape> const& in) const
     checkShape(kOP, "y", y, {-1, -1, K});
     if (mSerial.gate)
     {
-        checkShape(kOP, "z", in[kIN_Z], {y.d[0], y.d[1], K});
+        checkShape(kOP, "z", in[kIN_Z], {y.d[0], y.d[1], p.z_row_width > 0 ? p.z_row_width : K});
     }
     if (mSerial.z_col_scale)
     {

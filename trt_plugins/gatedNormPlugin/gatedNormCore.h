@@ -3,7 +3,8 @@
 // in one kernel (README.md beside this file; kernel behind qmamba_gated_norm of qmamba_kernels.h). With the
 // field gate = 0 there is no z: a plain RMSNorm (the block's before in_proj, the final one before lm_head).
 // With z_col_scale = 1 z comes unscaled and in_proj's output scale of it as an input of its own. With
-// y_bits = 1 y comes as the int32 words that hold QuantSSD's fp32 y (TensorRT 8's V2 QuantSSD output).
+// y_bits = 1 y comes as the int32 words that hold QuantSSD's fp32 y (TensorRT 8's V2 QuantSSD output). With
+// z_row_width = W > 0 the input z is in_proj's whole output [batch, seq, W], z its first channels columns.
 // Not an op of the exported graphs: `qmamba build` puts it into prefill graphs (runtime/prefill_fusion.py).
 #ifndef QMAMBA_GATED_NORM_CORE_H
 #define QMAMBA_GATED_NORM_CORE_H
@@ -42,7 +43,7 @@ public:
     static constexpr int32_t kMAX_CHANNELS = 65536;
     static constexpr int32_t kMAX_FACTOR = 128;
 
-    static constexpr size_t kNB_FIELDS = 9;
+    static constexpr size_t kNB_FIELDS = 10;
     static FieldSpec const kFIELDS[kNB_FIELDS];
 
     struct Serial

@@ -2,7 +2,7 @@
 // output, each value multiplied by its column's output scale (field col_scale = 1) and quantized with its
 // segment's input scale as it is read (README.md beside this file; kernel behind
 // qmamba_quant_conv1d_silu_prefill_from_float of qmamba_kernels.h). Not an op of the exported graphs:
-// `qmamba build --in-proj-conv-plugin` puts it into prefill graphs (runtime/prefill_fusion.py).
+// `qmamba build --fuse-in-proj-split` puts it into prefill graphs (runtime/in_proj_conv_fusion.py).
 #ifndef QMAMBA_IN_PROJ_CONV_CORE_H
 #define QMAMBA_IN_PROJ_CONV_CORE_H
 

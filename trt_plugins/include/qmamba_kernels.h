@@ -161,12 +161,14 @@ typedef struct qmamba_gated_norm_params {
   int32_t rotation_first;    // f0: order of the dense factor F_0 (1: none)
   int32_t rotation_last;     // f1: order of the normalized Sylvester factor (power of two; 1: none); K = f0 * f1
                              //   when either is > 1
+  int32_t z_row_width;       // 0: z is [rows, K]; W >= K: z is [rows, W] and its first K columns are the gate's
+                             //   (in_proj's whole output z | x | B | C | dt, read without a copy of the z piece)
 } qmamba_gated_norm_params;
 
 // Device tensors of QmambaGatedNorm; out must not alias y, z or z_col_scale.
 typedef struct qmamba_gated_norm_tensors {
   const float* y;              // [rows, K]
-  const float* z;              // [rows, K], or NULL: no gate (g = y; z_scale ignored)
+  const float* z;              // [rows, K] (or [rows, z_row_width]), or NULL: no gate (g = y; z_scale ignored)
   const float* z_col_scale;    // [K] or NULL: z is multiplied by it first (z * z_col_scale[k], one fp32 product,
                                //   as the graph's Mul); ignored without z
   const float* weight;         // [K]

@@ -59,19 +59,21 @@ constexpr size_t kStaticSharedRoom = 2048;
 
 struct GatedNormArgs {
   const float* __restrict__ y;      // [rows, K]
-  const float* __restrict__ z;      // [rows, K], or NULL: no gate
+  const float* __restrict__ z;      // [rows, z_stride] (its first K columns), or NULL: no gate
   const float* __restrict__ z_col;  // [K], or NULL: z as it comes (read only with z)
   const float* __restrict__ weight; // [K]
   const float* __restrict__ first;  // F_0 [f0, f0] when f0 > 1
   float* out;                       // [rows, K]
   int64_t rows;
   int K, group, ngroups;
+  int64_t z_stride;                 // floats from one row of z to the next: K, or z_row_width
   int f0, f1;                       // 1 and 1 without a rotation
   int tiles;                        // f0 > 1: tiles of TJ outputs j (ceil(f0 / TJ))
   int row_floats;                   // floats of shared memory the row takes (0: normed in out)
   float eps, z_scale;
   float f1_scale;                   // fp32(1 / sqrt(f1)), the entries of S_f1 as the graph holds them
-  int vec;                          // K % 4 == 0 and y, z, z_col (those given), weight, out 16-byte aligned
+  int vec;                          // K % 4 == 0, z_stride % 4 == 0 and y, z, z_col (those given), weight, out
+                                    // 16-byte aligned
 };
 
 __host__ __device__ constexpr int padded4(int n) { return (n + 3) / 4 * 4; }
@@ -128,7 +130,7 @@ __device__ void gate_row(const GatedNormArgs& a, int64_t row, float* v, const fl
     copy_row(a, yr, v);
     return;
   }
-  const float* zr = a.z + row * a.K;
+  const float* zr = a.z + row * a.z_stride;
   // The table where 1 / z_scale is finite (z_scale a normal float): below, the reciprocal multiply is no estimate of
   // the quotient, and the gate is computed per channel.
   const float zs = a.z_scale, inv = __frcp_rn(zs);
@@ -178,7 +180,7 @@ __device__ __forceinline__ void prefetch_row(const GatedNormArgs& a, int64_t row
   const int lines = (a.K + 31) / 32;
   const int tensors = a.z ? 2 : 1;
   for (int l = threadIdx.x; l < tensors * lines; l += kThreads) {
-    const float* p = (l < lines ? a.y + row * a.K + 32 * l : a.z + row * a.K + 32 * (l - lines));
+    const float* p = (l < lines ? a.y + row * a.K + 32 * l : a.z + row * a.z_stride + 32 * (l - lines));
     prefetch_l2(p);
   }
 }
@@ -467,10 +469,9 @@ int prepare(const char* where, const DeviceLimits& dev, Kernel kernel, size_t sm
 }
 
 // Whether [p, p + n floats) and [q, q + n floats) overlap.
-bool overlaps(const float* p, const float* q, int64_t n) {
+bool overlaps(const float* p, int64_t np, const float* q, int64_t nq) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
-  const uintptr_t bytes = static_cast<uintptr_t>(n) * sizeof(float);
-  return a < b + bytes && b < a + bytes;
+  return a < b + static_cast<uintptr_t>(nq) * sizeof(float) && b < a + static_cast<uintptr_t>(np) * sizeof(float);
 }
 
 // gate: z is given (z_scale is read only then).
@@ -497,6 +498,10 @@ int check_params(const char* where, const qmamba_gated_norm_params* p, bool gate
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: z_scale must be finite and >= 0 (0: z as is), got %g", where,
                 static_cast<double>(p->z_scale));
   }
+  if (p->z_row_width != 0 && (p->z_row_width < K || p->z_row_width > (1 << 30))) {
+    return fail(QMAMBA_ERR_BAD_SIZE, "%s: z_row_width = %d must be 0 (z is [rows, K]) or hold channels = %d", where,
+                p->z_row_width, K);
+  }
   return QMAMBA_OK;
 }
 
@@ -517,21 +522,25 @@ extern "C" int qmamba_gated_norm(const qmamba_gated_norm_params* params, const q
   QMAMBA_TRY(check_ptr(where, "weight", t->weight));
   QMAMBA_TRY(check_ptr(where, "out", t->out));
   if (f0 > 1) QMAMBA_TRY(check_ptr(where, "rotation_first", t->rotation_first));
-  if (overlaps(t->out, t->y, rows * K)) return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias y", where);
-  if (t->z && overlaps(t->out, t->z, rows * K)) return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias z", where);
+  if (overlaps(t->out, rows * K, t->y, rows * K)) return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias y", where);
+  const int z_stride = params->z_row_width > 0 ? params->z_row_width : K;
+  QMAMBA_TRY(check_range(where, "rows", rows, 0, INT64_MAX / z_stride));
+  if (t->z && overlaps(t->out, rows * K, t->z, (rows - 1) * z_stride + K)) {
+    return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias z", where);
+  }
   const float* z_col = t->z ? t->z_col_scale : nullptr;
-  if (z_col && overlaps(t->out, z_col, K)) {
+  if (z_col && overlaps(t->out, rows * K, z_col, K)) {
     return fail(QMAMBA_ERR_BAD_VALUE, "%s: out must not alias z_col_scale", where);
   }
 
   GatedNormArgs a{};
   a.y = t->y; a.z = t->z; a.z_col = z_col; a.weight = t->weight; a.out = t->out;
   a.first = f0 > 1 ? t->rotation_first : nullptr;
-  a.rows = rows; a.K = K; a.group = params->group_size; a.ngroups = K / params->group_size;
+  a.rows = rows; a.K = K; a.z_stride = z_stride; a.group = params->group_size; a.ngroups = K / params->group_size;
   a.f0 = f0; a.f1 = f1; a.eps = params->eps; a.z_scale = params->z_scale;
   a.f1_scale = static_cast<float>(1.0 / sqrt(static_cast<double>(f1)));
-  a.vec = K % 4 == 0 && aligned16(a.y) && (!a.z || aligned16(a.z)) && (!z_col || aligned16(z_col)) &&
-          aligned16(a.weight) && aligned16(a.out);
+  a.vec = K % 4 == 0 && aligned16(a.y) && (!a.z || (aligned16(a.z) && z_stride % 4 == 0)) &&
+          (!z_col || aligned16(z_col)) && aligned16(a.weight) && aligned16(a.out);
   const bool rotate = f0 > 1 || f1 > 1;
   const int tj = f0 > 1 ? tile_height(f0, f1) : 0;
   a.tiles = tj > 0 ? (f0 + tj - 1) / tj : 0;

@@ -66,7 +66,7 @@ extern "C" int qmamba_w8a8_linear(const qmamba_linear_params* params, const qmam
   // before its launch, are this pass's); the linear then takes them as x, without a norm. A refusal of the
   // linear below leaves only the workspace written.
   if (rotate) {
-    const qmamba_gated_norm_params gp{params->in_features, norm_group, params->eps, 0.0f, f0, f1};
+    const qmamba_gated_norm_params gp{params->in_features, norm_group, params->eps, 0.0f, f0, f1, 0};
     const qmamba_gated_norm_tensors gt{t->x, nullptr, nullptr, t->norm_weight, f0 > 1 ? t->rotation_first : nullptr,
                                        t->workspace};
     const int rc = qmamba_gated_norm(&gp, &gt, rows, stream);
