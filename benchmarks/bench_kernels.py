@@ -133,6 +133,35 @@ def conv_torch_fp16(t, a, decode: bool):
     return lambda: F.silu(F.conv1d(xt, w16, b16, padding=K - 1, groups=w16.shape[0])[..., : xt.shape[-1]])
 
 
+def in_proj_conv_launch(t, a):
+    """A no-argument launch of the conv kernel with the float source (QmambaInProjConv) on prepared tensors."""
+    bt, L, width = t["zxbcdt"].shape
+    s = LayerShape(ngroups=a["ngroups"], nheads=a["nheads"], headdim=a["headdim"], d_state=a["d_state"],
+                   d_conv=t["weight"].shape[1])
+    x = torch.empty(bt, L, s.d_ssm, dtype=torch.int8, device="cuda")
+    B = torch.empty(bt, L, s.ngroups * s.d_state, dtype=torch.int8, device="cuda")
+    C = torch.empty_like(B)
+    st_out = torch.empty(bt, s.d_conv - 1, s.conv_dim, dtype=torch.int8, device="cuda")
+    params = kernels.ConvParams(**{k: float(a[k]) for k in (
+        "x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale",
+        "bC_scale")}, ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state, d_conv=s.d_conv,
+        n_head_groups=t["x_out_scales"].shape[1], n_dim_groups=t["x_out_scales"].shape[2])
+    ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
+    source = kernels.ConvFloatInput(ptr(t["zxbcdt"]), ptr(t["col_scale"]), width, a["xbc_offset"])
+    tens = kernels.ConvTensors(*[ptr(v) for v in (
+        None, t["weight"], t["bias"], t["x_out_scales"], t["B_out_scales"], t["C_out_scales"],
+        t["x_head_group_range"], t["x_dim_group_range"], None, x, B, C, st_out)])
+    lib = _lib()
+    keep = (x, B, C, st_out)
+
+    def launch():
+        _ = keep
+        rc = lib.qmamba_quant_conv1d_silu_prefill_from_float(ctypes.byref(params), ctypes.byref(source),
+                                                              ctypes.byref(tens), bt, L, _stream())
+        kernels.check_status(rc, lib)
+    return launch
+
+
 # ----------------------------------------------------------------------------- QuantSSD
 def ssd_launch(t, a, decode: bool, chunk_size: int = 0):
     bt, L, _ = t["x"].shape
@@ -228,7 +257,11 @@ def time_peer(name: str, calls, nbytes: int, copy_bw: float) -> dict:
 def bench(kind: str, s: LayerShape, bt: int, L: int, copy_bw: float, gen, baseline: bool,
           peers: kernel_peers.Peers | None = None, **kw) -> dict:
     decode = L == 1
-    if kind == "conv":
+    if kind == "in_proj_conv":  # prefill only; no peer (the fp16 conv reads no int8)
+        nbytes = kernel_bytes.in_proj_conv_bytes(bt, L, s.conv_dim, s.d_conv)
+        sets = [kc.in_proj_conv_case(s, bt, L, gen) for _ in range(n_sets(nbytes))]
+        calls, base, peers = [in_proj_conv_launch(t, a) for t, a in sets], None, None
+    elif kind == "conv":
         nbytes = kernel_bytes.quant_conv_bytes(bt, L, s.conv_dim, s.d_conv)
         sets = [kc.conv_case(s, bt, L, gen) for _ in range(n_sets(nbytes))]
         calls = [conv_launch(t, a, decode) for t, a in sets]
@@ -329,6 +362,10 @@ def main() -> int:
                 for L in lengths:
                     rows.append(bench(kind, s, bt, L, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                     print(_fmt(rows[-1]), flush=True)
+                    if kind == "conv" and hasattr(_lib(), "qmamba_quant_conv1d_silu_prefill_from_float"):
+                        # The same conv reading in_proj's float output (QmambaInProjConv); an earlier library has none.
+                        rows.append(bench("in_proj_conv", s, bt, L, copy_bw, gen, False) | {"layer": name})
+                        print(_fmt(rows[-1]), flush=True)
             for bt in ((16,) if args.quick else (1, 8, 16, 64)):
                 rows.append(bench(kind, s, bt, 1, copy_bw, gen, not args.no_baseline, peers) | {"layer": name})
                 print(_fmt(rows[-1]), flush=True)

@@ -19,6 +19,13 @@ def quant_conv_bytes(bt: int, L: int, conv_dim: int, d_conv: int) -> int:
     return tokens + state + conv_dim * (d_conv + 1) * INT8
 
 
+def in_proj_conv_bytes(bt: int, L: int, conv_dim: int, d_conv: int) -> int:
+    """QmambaInProjConv (the conv reading in_proj's float output): fp32 xBC columns in, int8 x|B|C out, the int8
+    conv state out (a prefill from zeros), the int8 weight and bias and the fp32 column scales."""
+    tokens = bt * L * conv_dim * (FP32 + INT8)
+    return tokens + bt * (d_conv - 1) * conv_dim * INT8 + conv_dim * (d_conv + 1) * INT8 + conv_dim * FP32
+
+
 def quant_ssd_bytes(bt: int, L: int, nheads: int, headdim: int, d_state: int, ngroups: int,
                     decode: bool) -> int:
     """QuantSSD: int8 x, dt, B, C in, fp16 y out; the int8 state out, and in as well for a decode

@@ -131,10 +131,11 @@ def load_library() -> ctypes.CDLL:
         lib.qmamba_quant_conv1d_silu_prefill.argtypes = [
             ctypes.POINTER(ConvParams), ctypes.POINTER(ConvTensors), ctypes.c_int64, ctypes.c_int64,
             ctypes.c_void_p]
-        lib.qmamba_quant_conv1d_silu_prefill_from_float.restype = ctypes.c_int
-        lib.qmamba_quant_conv1d_silu_prefill_from_float.argtypes = [
-            ctypes.POINTER(ConvParams), ctypes.POINTER(ConvFloatInput), ctypes.POINTER(ConvTensors), ctypes.c_int64,
-            ctypes.c_int64, ctypes.c_void_p]
+        if hasattr(lib, "qmamba_quant_conv1d_silu_prefill_from_float"):  # an earlier library (a benchmark's) has none
+            lib.qmamba_quant_conv1d_silu_prefill_from_float.restype = ctypes.c_int
+            lib.qmamba_quant_conv1d_silu_prefill_from_float.argtypes = [
+                ctypes.POINTER(ConvParams), ctypes.POINTER(ConvFloatInput), ctypes.POINTER(ConvTensors),
+                ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_quant_conv1d_silu_decode.argtypes = [
             ctypes.POINTER(ConvParams), ctypes.POINTER(ConvTensors), ctypes.c_int64, ctypes.c_void_p]
         lib.qmamba_quant_ssd_prefill_workspace.restype = ctypes.c_size_t

@@ -81,16 +81,17 @@ def in_proj_conv_case(s: LayerShape, bt: int, L: int, gen: torch.Generator, col_
     conv, attrs = conv_case(s, bt, L, gen, with_state=False, device="cpu")
     del conv["xBC"], conv["conv_state"]
     conv_dim = s.conv_dim
-    col = torch.exp(math.log(1e-4) + 4 * torch.rand(conv_dim, generator=gen, device=gen.device)) if col_scale \
-        else torch.ones(conv_dim)
+    dev = gen.device
+    col = torch.exp(math.log(1e-4) + 4 * torch.rand(conv_dim, generator=gen, device=dev)) if col_scale \
+        else torch.ones(conv_dim, device=dev)
     s_in = torch.cat([torch.full((s.d_ssm,), attrs["x_scale"]), torch.full((s.ngroups * s.d_state,), attrs["B_scale"]),
-                      torch.full((s.ngroups * s.d_state,), attrs["C_scale"])])
-    q = torch.randn(bt, L, conv_dim, generator=gen, device=gen.device) * 60
-    ties = torch.rand(bt, L, conv_dim, generator=gen, device=gen.device) < 1 / 16
+                      torch.full((s.ngroups * s.d_state,), attrs["C_scale"])]).to(dev)
+    q = torch.randn(bt, L, conv_dim, generator=gen, device=dev) * 60
+    ties = torch.rand(bt, L, conv_dim, generator=gen, device=dev) < 1 / 16
     q = torch.where(ties, q.floor() + 0.5, q)
     xbc = (q.double() * s_in.double() / col.double()).float()
-    zxbcdt = torch.cat([torch.randn(bt, L, s.d_ssm, generator=gen, device=gen.device), xbc,
-                        torch.randn(bt, L, s.nheads, generator=gen, device=gen.device)], -1)
+    zxbcdt = torch.cat([torch.randn(bt, L, s.d_ssm, generator=gen, device=dev), xbc,
+                        torch.randn(bt, L, s.nheads, generator=gen, device=dev)], -1)
     t = dict(zxbcdt=zxbcdt, **conv, col_scale=col.float() if col_scale else None)
     return {k: (v.to(device) if v is not None else None) for k, v in t.items()}, {**attrs, "xbc_offset": s.d_ssm}
 

@@ -34,6 +34,11 @@ def test_quant_conv_bytes_by_hand():
     assert kb.quant_conv_bytes(2, 5, 14, 4) == 140 + 140 + 168 + 70
 
 
+def test_in_proj_conv_bytes_by_hand():
+    # fp32 xBC in 2*5*14*4=560, int8 x|B|C out 140, state (3 rows) out 2*3*14=84, weight 56 + bias 14, fp32 col 56
+    assert kb.in_proj_conv_bytes(2, 5, 14, 4) == 560 + 140 + 84 + 70 + 56
+
+
 def test_fp16_peer_bytes_by_hand():
     # prefill: fp16 x 120, dt 40, B 80, C 80, y 120; fp32 final state 2*2*3*4*4=192
     assert kb.fp16_ssd_bytes(2, 5, **TOY, decode=False) == 120 + 40 + 80 + 80 + 120 + 192
