@@ -76,6 +76,9 @@ def _xbc_source(conv, ix: GraphIndex):
 
     if len(conv.input) > 8 and conv.input[8]:
         return "a conv_state input"
+    missing = [k for k in CONV_FIELDS if k not in attributes(conv)]
+    if missing:
+        return f"the conv has no {missing[0]}"
     concat = ix.made_by(conv.input[0], "Concat")
     if concat is None or len(concat.input) != 3 or ix.sole(concat.output[0], "QuantConv1dSiLU") is not conv \
             or int(attributes(concat).get("axis", 0)) not in (-1, 2):

@@ -126,6 +126,7 @@ def test_the_decode_graph_is_left_alone(case):
     ("x scale", "the QuantizeLinear before x is not of the conv's x_scale with an int8 zero point 0"),
     ("concat read twice", "xBC is not a Concat of three pieces along the channels read by the conv alone"),
     ("mul read twice", "a piece's scale Mul has other readers"),
+    ("no d_state", "the conv has no d_state"),
 ])
 def test_what_differs_is_left_as_it_is(case, how, why):
     """Layer 0 changed; the other layers still fuse, and the note says what kept layer 0."""
@@ -141,9 +142,13 @@ def test_what_differs_is_left_as_it_is(case, how, why):
         q_x.input[1] = "bad_x_scale"
     elif how == "concat read twice":
         g.graph.output.append(helper.make_tensor_value_info(concat.output[0], TensorProto.INT8, None))
-    else:
+    elif how == "mul read twice":
         mul = made[q_x.input[0]]
         g.graph.output.append(helper.make_tensor_value_info(mul.output[0], TensorProto.FLOAT, None))
+    else:
+        kept = [a for a in conv.attribute if a.name != "d_state"]
+        del conv.attribute[:]
+        conv.attribute.extend(kept)
     notes = {}
     after = fuse_in_proj_convs(g, notes)
     n_layer = len(model.layers)
