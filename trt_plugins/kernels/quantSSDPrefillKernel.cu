@@ -17,7 +17,8 @@
 //
 // Only phase 2 is sequential over chunks, and it is a multiply-add per entry and chunk, streaming
 // the workspace. The workspace holds one state per (batch row, chunk, head), 16 bytes a quad of entries
-// (L_c in fp32, then S'_c as limbs): qmamba_quant_ssd_prefill_workspace() says how much.
+// (L_c in fp32; then S'_c as limbs, three bytes an entry and a unit a row, in the first 3 n4 + 4 bytes of each
+// row): qmamba_quant_ssd_prefill_workspace() says how much.
 //
 // Arithmetic, point by point as in the fused kernel this replaces: dt (dt_value), the scan of
 // dt * A (one warp, the same order), rC, w, the decay (expf), the entries of M on and right of a strip's
@@ -459,11 +460,19 @@ __global__ void __launch_bounds__(kStateThreads) quant_ssd_chunk_state_kernel(co
   }
 }
 
-// S'_c's row as phase 3 takes it, written over the row's L_c: lane l's quads of entries 4(l + 32u) .. + 3 each as
-// one 16-byte word {limb 0, limb 1, limb 2, the row's unit} (t = rint(v / u), u = max_j |S'[i, j]| / kLimbScale,
-// the limbs of four entries a word), so that every lane writes exactly the bytes it read.
+// S'_c's row as phase 3 takes it, to be written over the row's L_c (4 n4 bytes) in its first 3 n4 + 4: the three
+// limb planes (bytes [l n4, (l + 1) n4): limb l of each entry, t = rint(v / u), u = max_j |S'[i, j]| / kLimbScale),
+// then the unit u. Lane l holds the limb words of its quads 4(l + 32u) .. + 3 (store_limbs writes them, 128 bytes
+// a warp and plane, and lane 0 the unit); phase 3 copies a plane with 16-byte accesses and reads a quarter fewer
+// bytes than the row's floats.
 template <int QPL>
-__device__ __forceinline__ void store_state_limbs(float4* row, const float4 (&v)[QPL], int n4, int lane) {
+struct StateLimbs {
+  uint32_t w[QPL][3];
+  float unit;
+};
+
+template <int QPL>
+__device__ __forceinline__ StateLimbs<QPL> state_limbs(const float4 (&v)[QPL]) {
   float m = 0.0f;
 #pragma unroll
   for (int u = 0; u < QPL; ++u) {
@@ -472,26 +481,44 @@ __device__ __forceinline__ void store_state_limbs(float4* row, const float4 (&v)
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
   const float inv = m > 0.0f ? __fdiv_rn(static_cast<float>(kLimbScale), m) : 0.0f;
-  const float unit = m > 0.0f ? __fdiv_rn(m, static_cast<float>(kLimbScale)) : 0.0f;
+  StateLimbs<QPL> r;
+  r.unit = m > 0.0f ? __fdiv_rn(m, static_cast<float>(kLimbScale)) : 0.0f;
+#pragma unroll
+  for (int u = 0; u < QPL; ++u) {
+    const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+    uint32_t bl[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(f[e], inv));
+    pack_limbs(bl, r.w[u]);
+  }
+  return r;
+}
+
+// The row's limb planes and unit (state_limbs) over its L_c. A lane writes bytes other lanes read as L_c: the
+// caller has used its L_c (the loaded values are in registers) and passed a __syncwarp first.
+template <int QPL>
+__device__ __forceinline__ void store_limbs(uint32_t* row, const StateLimbs<QPL>& s, int n4, int lane) {
+  const int q4 = n4 / 4;  // words a plane
 #pragma unroll
   for (int u = 0; u < QPL; ++u) {
     const int q = lane + 32 * u;
-    if (4 * q >= n4) continue;
-    const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-    uint32_t bl[4], w[3];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) bl[e] = biased_limbs(__fmul_rn(f[e], inv));
-    pack_limbs(bl, w);
-    reinterpret_cast<uint4*>(row)[q] = make_uint4(w[0], w[1], w[2], __float_as_uint(unit));
+    if (q >= q4) continue;
+    uint32_t* const at = row + q;
+    at[0] = s.w[u][0];
+    at[q4] = s.w[u][1];
+    at[2 * q4] = s.w[u][2];
   }
+  if (lane == 0) row[3 * q4] = __float_as_uint(s.unit);
 }
 
 // Phase 2: a warp per row i of the [headdim][n4] state of one (batch row, head), lane l holding the entries
 // 4(l + 32u) .. + 3 (u < QPL: 1 for n4 <= 128, else 2), the walk over the chunks: the workspace's L_c (fp32) is
-// replaced by S'_c, the state entering chunk c, as three int8 limbs and the row's unit (store_state_limbs), which
+// replaced by S'_c, the state entering chunk c, as three int8 limbs and the row's unit (state_limbs), which
 // phase 3 reads as they are.
+// Six blocks an SM with one quad a lane (40 registers; the few values it then spills are saved before the walk
+// over the chunks and restored after it), as before the limbs were held across the update.
 template <int QPL>
-__global__ void __launch_bounds__(kPassWarps * 32) quant_ssd_state_pass_kernel(const PrefillArgs a) {
+__global__ void __launch_bounds__(kPassWarps * 32, QPL == 1 ? 6 : 1) quant_ssd_state_pass_kernel(const PrefillArgs a) {
   const int p = a.headdim, n = a.d_state, n4 = a.n4;
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kPassWarps + threadIdx.x / 32;  // (batch row, head, i)
@@ -537,13 +564,16 @@ __global__ void __launch_bounds__(kPassWarps * 32) quant_ssd_state_pass_kernel(c
 #pragma unroll
     for (int u = 0; u < QPL; ++u) L[u] = next[u];
     if (c + 1 < a.nchunks) load_row(c + 1, next);  // in flight during this chunk's update
-    store_state_limbs(st + c * chunk_stride, S, n4, lane);
+    const StateLimbs<QPL> limbs = state_limbs(S);
     const float d = dec[static_cast<int64_t>(c) * a.nheads];
 #pragma unroll
     for (int u = 0; u < QPL; ++u) {
       S[u] = make_float4(__fadd_rn(__fmul_rn(d, S[u].x), L[u].x), __fadd_rn(__fmul_rn(d, S[u].y), L[u].y),
                          __fadd_rn(__fmul_rn(d, S[u].z), L[u].z), __fadd_rn(__fmul_rn(d, S[u].w), L[u].w));
     }
+    // Every lane has used its L_c above: from here the warp may write S'_c's limbs over the row.
+    __syncwarp();
+    store_limbs(reinterpret_cast<uint32_t*>(st + c * chunk_stride), limbs, n4, lane);
   }
 #pragma unroll
   for (int u = 0; u < QPL; ++u) {
@@ -626,20 +656,30 @@ __global__ void __launch_bounds__(2 * kMaxChunk) quant_ssd_chunk_scan_kernel(con
   load_rows<VEC>(tX, lay.ldx, a.x + row0 * d_ssm + hd * p + i0, d_ssm, T, Q, P, P);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   {
-    // S'_c's limbs as phase 2 left them (store_state_limbs): a 16-byte word a quad of entries, its three limb
-    // words to the three limb rows; the row's unit from its first quad. Columns [n4, npad) are zero.
-    const uint4* Sc = reinterpret_cast<const uint4*>(
+    // S'_c's limbs as phase 2 left them (store_limbs): row i's three planes of n4 bytes each to the limb
+    // rows as they are, 16 bytes at a time where n4 is a multiple of 16 (else 4), and its unit after them.
+    // Columns [n4, npad) are zero.
+    const uint32_t* Sc = reinterpret_cast<const uint32_t*>(
         a.states + ((blk.b * a.nchunks + blk.c) * a.nheads + hd) * static_cast<int64_t>(p) * a.n4 +
         static_cast<int64_t>(i0) * a.n4);
-    const int quads = npad / 4, q4 = a.n4 / 4;
-    for (int e = threadIdx.x; e < P * quads; e += blockDim.x) {
-      const int i = e / quads, qd = e % quads;
-      const uint4 w = qd < q4 ? Sc[static_cast<int64_t>(i) * q4 + qd] : make_uint4(0u, 0u, 0u, 0u);
-      const uint32_t limbs[3] = {w.x, w.y, w.z};
-#pragma unroll
-      for (int l = 0; l < 3; ++l) *reinterpret_cast<uint32_t*>(tL + (l * P + i) * lay.ldn + 4 * qd) = limbs[l];
-      if (qd == 0) su[i] = __uint_as_float(w.w);
+    const int q4 = a.n4 / 4;  // words a plane; a row is n4 words apart
+    if (q4 % 4 == 0) {
+      const int pieces = npad / 16, q16 = q4 / 4;
+      for (int e = threadIdx.x; e < 3 * P * pieces; e += blockDim.x) {
+        const int li = e / pieces, k = e % pieces, l = li / P, i = li % P;
+        const uint4 w = k < q16 ? *reinterpret_cast<const uint4*>(Sc + static_cast<int64_t>(i) * a.n4 + l * q4 + 4 * k)
+                                : make_uint4(0u, 0u, 0u, 0u);
+        *reinterpret_cast<uint4*>(tL + li * lay.ldn + 16 * k) = w;
+      }
+    } else {
+      const int quads = npad / 4;
+      for (int e = threadIdx.x; e < 3 * P * quads; e += blockDim.x) {
+        const int li = e / quads, qd = e % quads, l = li / P, i = li % P;
+        *reinterpret_cast<uint32_t*>(tL + li * lay.ldn + 4 * qd) =
+            qd < q4 ? Sc[static_cast<int64_t>(i) * a.n4 + l * q4 + qd] : 0u;
+      }
     }
+    for (int i = threadIdx.x; i < P; i += blockDim.x) su[i] = __uint_as_float(Sc[static_cast<int64_t>(i) * a.n4 + 3 * q4]);
   }
   __syncthreads();
 

@@ -41,6 +41,7 @@ inline std::vector<float> dynamic_shared;
 }  // namespace emu
 
 inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
 // v of lane `src` of this thread's warp, exchanged through memory between two barriers of the warp.
 inline float emu_shuffle(float v, unsigned src) {
   const unsigned t = threadIdx.x;
