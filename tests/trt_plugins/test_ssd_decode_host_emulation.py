@@ -22,8 +22,9 @@ Y_BOUND_FP16 = 1e-3   # fp16 y: its own rounding (2^-11 relative) on top
 TIE_FRACTION = 0.005  # state elements that may land on the other side of a rounding tie
 
 PATCHES = [
+    (r'#include "launch.cuh"', '#include "launch_shim.h"'),
     (r"extern __shared__ __align__\(16\) float smem\[\];", "float* smem = emu::dynamic_shared.data();"),
-    (r"kernel<<<static_cast<unsigned>\(blocks\), threads, smem, stream>>>\(a\);",
+    (r"launch_dependent\(dev, kernel, dim3\(static_cast<unsigned>\(blocks\)\), dim3\(threads\), smem, stream, a\);",
      "emulate_threads(kernel, dim3(static_cast<unsigned>(blocks)), threads, smem, a);"),
 ]
 

@@ -16,6 +16,14 @@
 
 namespace qmamba {
 
+// Whether this compilation targets an SM with programmatic dependent launch (a kernel may order its loads
+// differently where pdl_wait() can overlap the kernel before it).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+constexpr bool kPdlDevice = true;
+#else
+constexpr bool kPdlDevice = false;
+#endif
+
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

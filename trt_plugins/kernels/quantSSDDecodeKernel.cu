@@ -18,6 +18,7 @@
 
 #include "checks.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "ssdChecks.h"
 
 namespace qmamba {
@@ -315,7 +316,9 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
     if (dt_row >= 0 && dt_row < nrows) s.dtq = __ldg(dt_src);
   };
 
-  // Stage 0's loads first: they depend on nothing below.
+  // Stage 0's loads (the state, x, dt, B and C: earlier kernels' outputs) and what no kernel writes (the group
+  // lookups, scales, A, D, dt_bias, below) overlap: without programmatic dependent launch stage 0's loads go
+  // first; with it (sm_90) the lookups go first, before pdl_wait(), while the kernel before still runs.
   const int nrows0 = b_end - b_begin < kRows ? static_cast<int>(b_end - b_begin) : kRows;
   StageLoads<VEC, MAXP> cur;
 #pragma unroll
@@ -325,8 +328,12 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
     cur.xq[r] = 0;
   }
   cur.dtq = 0;
-  load_stage(nrows0, cur);
-  FillBytes<VEC> fill = load_fill<VEC>(plan, nrows0);
+  FillBytes<VEC> fill;
+  auto stage0_loads = [&] {
+    load_stage(nrows0, cur);
+    fill = load_fill<VEC>(plan, nrows0);
+  };
+  if constexpr (!kPdlDevice) stage0_loads();
 
   // Per thread, for all its batch rows: group lookups, the x scale, the state scales and reciprocals (and
   // whether one of them cannot serve: then this thread's Q divides, needs_division in common.cuh).
@@ -357,6 +364,9 @@ __global__ void __launch_bounds__(kMaxThreads, 2) quant_ssd_decode_kernel(const 
   const float A = -expf(__ldg(a.A_log + hd));
   const float Dh = __ldg(a.D + hd), dt_b = __ldg(a.dt_bias + hd);
   const float sB = __ldg(a.B_out_scales + sg), sC = __ldg(a.C_out_scales + sg);
+  pdl_wait();
+  if constexpr (kPdlDevice) stage0_loads();
+  pdl_launch_dependents();  // the next kernel's blocks may be placed as ours end
 
   float* const s_dt = smem + 2 * kRows * 2 * row_len;  // [2][kRows]
   float* const s_dA = s_dt + 2 * kRows;                // [2][kRows]
@@ -519,6 +529,6 @@ extern "C" int qmamba_quant_ssd_decode(const qmamba_ssd_params* params, const qm
   } else if (vec == 4) {
     kernel = st ? quant_ssd_decode_kernel<4, 2, true> : quant_ssd_decode_kernel<4, 2, false>;
   }
-  kernel<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a);
+  launch_dependent(dev, kernel, dim3(static_cast<unsigned>(blocks)), dim3(threads), smem, stream, a);
   return check_launch(where);
 }
