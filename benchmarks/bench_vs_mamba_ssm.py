@@ -276,8 +276,8 @@ def parser() -> argparse.ArgumentParser:
                     help="as `qmamba build`: the prefill's in_proj as one GEMM per piece, x | B | C and dt int8 out "
                          "of it (refused with TensorRT 8)")
     ap.add_argument("--fuse-in-proj-split", action="store_true",
-                    help="as `qmamba build`: the prefill's xBC quantization and conv as one QmambaInProjConv node "
-                         "reading in_proj's output")
+                    help="as `qmamba build`: the prefill's conv (QmambaInProjConv, quantizing x, B and C as it "
+                         "reads them) and QmambaGatedNorm's z read from in_proj's output itself")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write the stand-ins and build the engines into --work, measure nothing")
     ap.add_argument("--compare", metavar="FLAGS",

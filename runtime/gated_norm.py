@@ -94,7 +94,8 @@ def check_rotation(op: str, k: int, rotation) -> tuple[int, int, torch.Tensor | 
 
 def gated_norm_ref(y, z, weight, *, group_size: int, eps: float, z_scale: float = 0.0, rotation=None,
                    z_col_scale=None, z_row_width: int = 0, dtype=torch.float64) -> torch.Tensor:
-    """``out [..., K]`` in ``dtype``: z (its first K columns with ``z_row_width``) times ``z_col_scale [K]`` in fp32 when given (the graph's Mul), then
+    """``out [..., K]`` in ``dtype``: z (its first K columns with ``z_row_width``) times ``z_col_scale [K]`` in
+    fp32 when given (the graph's Mul), then
     ``z' = DequantizeLinear(QuantizeLinear(z, z_scale))`` in fp32 (z when ``z_scale`` is 0), then in ``dtype``:
     ``g = y * (z' * sigmoid(z'))`` (``g = y`` when ``z`` is None: no gate, ``z_scale`` and ``z_col_scale``
     ignored), per group of ``group_size`` channels

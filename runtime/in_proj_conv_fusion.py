@@ -94,7 +94,8 @@ def _xbc_source(conv, ix: GraphIndex):
         if scale is None or scale.dtype != np.float32 or scale.size != 1 \
                 or np.float32(scale.reshape(())) != np.float32(attrs[scale_attr]) \
                 or zero is None or zero.dtype != np.int8 or zero.size != 1 or int(zero.reshape(())) != 0:
-            return f"the QuantizeLinear before {scale_attr[0]} is not of the conv's {scale_attr} with an int8 zero point 0"
+            return (f"the QuantizeLinear before {scale_attr[0]} is not of the conv's {scale_attr} with an int8 zero "
+                    "point 0")
         taken.append(q)
         piece, col = q.input[0], None
         mul = ix.made_by(piece, "Mul")
