@@ -85,25 +85,34 @@ def _stream():
 
 
 # ----------------------------------------------------------------------------- QuantConv1dSiLU
-def conv_launch(t, a, decode: bool):
-    """A no-argument launch of the conv kernel on prepared tensors (no checks: they ran once)."""
-    bt, L, _ = t["xBC"].shape
+def _conv_call(t, a, bt: int, L: int, xbc, state, decode: bool):
+    """(params, tensors, the outputs to keep) of a conv launch on prepared tensors: outputs x, B, C allocated, the
+    state out in place for decode (``state``), else allocated."""
     s = LayerShape(ngroups=a["ngroups"], nheads=a["nheads"], headdim=a["headdim"], d_state=a["d_state"],
                    d_conv=t["weight"].shape[1])
     x = torch.empty(bt, L, s.d_ssm, dtype=torch.int8, device="cuda")
     B = torch.empty(bt, L, s.ngroups * s.d_state, dtype=torch.int8, device="cuda")
     C = torch.empty_like(B)
-    st_out = t["conv_state"] if decode else torch.empty_like(t["conv_state"])
+    st_out = state if decode else torch.empty(bt, s.d_conv - 1, s.conv_dim, dtype=torch.int8, device="cuda")
     params = kernels.ConvParams(**{k: float(a[k]) for k in (
         "x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale",
         "bC_scale")}, ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state, d_conv=s.d_conv,
         n_head_groups=t["x_out_scales"].shape[1], n_dim_groups=t["x_out_scales"].shape[2])
-    ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
-    tens = kernels.ConvTensors(*[ptr(v) for v in (
-        t["xBC"], t["weight"], t["bias"], t["x_out_scales"], t["B_out_scales"], t["C_out_scales"],
-        t["x_head_group_range"], t["x_dim_group_range"], t["conv_state"], x, B, C, st_out)])
+    tens = kernels.ConvTensors(*[_ptr(v) for v in (
+        xbc, t["weight"], t["bias"], t["x_out_scales"], t["B_out_scales"], t["C_out_scales"],
+        t["x_head_group_range"], t["x_dim_group_range"], state, x, B, C, st_out)])
+    return params, tens, (x, B, C, st_out)
+
+
+def _ptr(v):
+    return None if v is None else v.data_ptr()
+
+
+def conv_launch(t, a, decode: bool):
+    """A no-argument launch of the conv kernel on prepared tensors (no checks: they ran once)."""
+    bt, L, _ = t["xBC"].shape
+    params, tens, keep = _conv_call(t, a, bt, L, t["xBC"], t["conv_state"], decode)
     lib = _lib()
-    keep = (x, B, C, st_out)
 
     def launch():
         _ = keep
@@ -136,23 +145,9 @@ def conv_torch_fp16(t, a, decode: bool):
 def in_proj_conv_launch(t, a):
     """A no-argument launch of the conv kernel with the float source (QmambaInProjConv) on prepared tensors."""
     bt, L, width = t["zxbcdt"].shape
-    s = LayerShape(ngroups=a["ngroups"], nheads=a["nheads"], headdim=a["headdim"], d_state=a["d_state"],
-                   d_conv=t["weight"].shape[1])
-    x = torch.empty(bt, L, s.d_ssm, dtype=torch.int8, device="cuda")
-    B = torch.empty(bt, L, s.ngroups * s.d_state, dtype=torch.int8, device="cuda")
-    C = torch.empty_like(B)
-    st_out = torch.empty(bt, s.d_conv - 1, s.conv_dim, dtype=torch.int8, device="cuda")
-    params = kernels.ConvParams(**{k: float(a[k]) for k in (
-        "x_scale", "wx_scale", "bx_scale", "B_scale", "wB_scale", "bB_scale", "C_scale", "wC_scale",
-        "bC_scale")}, ngroups=s.ngroups, nheads=s.nheads, headdim=s.headdim, d_state=s.d_state, d_conv=s.d_conv,
-        n_head_groups=t["x_out_scales"].shape[1], n_dim_groups=t["x_out_scales"].shape[2])
-    ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
-    source = kernels.ConvFloatInput(ptr(t["zxbcdt"]), ptr(t["col_scale"]), width, a["xbc_offset"])
-    tens = kernels.ConvTensors(*[ptr(v) for v in (
-        None, t["weight"], t["bias"], t["x_out_scales"], t["B_out_scales"], t["C_out_scales"],
-        t["x_head_group_range"], t["x_dim_group_range"], None, x, B, C, st_out)])
+    params, tens, keep = _conv_call(t, a, bt, L, None, None, False)
+    source = kernels.ConvFloatInput(_ptr(t["zxbcdt"]), _ptr(t["col_scale"]), width, a["xbc_offset"])
     lib = _lib()
-    keep = (x, B, C, st_out)
 
     def launch():
         _ = keep
@@ -174,8 +169,7 @@ def ssd_launch(t, a, decode: bool, chunk_size: int = 0):
                                n_head_groups=t["x_out_scales"].shape[1],
                                n_dim_groups=t["x_out_scales"].shape[2], out_fp16=1,
                                chunk_size=chunk_size)
-    ptr = lambda v: None if v is None else v.data_ptr()  # noqa: E731
-    tens = kernels.SSDTensors(*[ptr(v) for v in (
+    tens = kernels.SSDTensors(*[_ptr(v) for v in (
         t["x"], t["dt"], t["B"], t["C"], t["A_log"], t["D"], t["dt_bias"], t["x_out_scales"],
         t["B_out_scales"], t["C_out_scales"], t["x_head_group_range"], t["x_dim_group_range"],
         t["ssm_state_scale"], st_in if decode else None, y, st_out)])
@@ -189,7 +183,7 @@ def ssd_launch(t, a, decode: bool, chunk_size: int = 0):
         if decode:
             rc = lib.qmamba_quant_ssd_decode(ctypes.byref(params), ctypes.byref(tens), bt, _stream())
         else:
-            rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, ptr(ws), ws_bytes,
+            rc = lib.qmamba_quant_ssd_prefill(ctypes.byref(params), ctypes.byref(tens), bt, L, _ptr(ws), ws_bytes,
                                               _stream())
         kernels.check_status(rc, lib)
     return launch
