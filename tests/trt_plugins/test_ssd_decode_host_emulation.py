@@ -75,3 +75,25 @@ def test_decode_with_state_scales_under_the_normal_floats(harness, tmp_path, nam
     _, state_ref = quant_ssd_ref(**t, **a)
     assert torch.equal(state[..., :2], state_ref[..., :2])
     assert (state[..., :2] == 0).any()
+
+
+@pytest.fixture(scope="module")
+def lookups_first_harness(tmp_path_factory):
+    """The kernel as sm_90 compiles it (kPdlDevice true: the lookups before pdl_wait(), stage 0's loads after)."""
+    patches = [(r'#include "launch.cuh"', '#include "launch_shim.h"\n#define kPdlDevice true'), *PATCHES[1:]]
+    return thread_harness(tmp_path_factory.mktemp("ssd_decode_pdl"), "quantSSDDecodeKernel.cu", patches,
+                          "ssd_decode_harness.cpp", more_sources=("ssdChecks.cu",))
+
+
+@pytest.mark.parametrize("name", ["n128-16byte-split", "n17-bytewise", "n132-two-pieces"])
+def test_decode_with_the_lookups_first_is_the_same(harness, lookups_first_harness, tmp_path, name):
+    """The order of the programmatic-launch build (the lookups and constants first, stage 0's loads after the wait)
+    gives the same y and state, bit for bit, as the order the other builds use."""
+    s, bt, fp16, sms = CASES[name]
+    gen = torch.Generator().manual_seed(kc.case_seed(name, "decode order"))
+    t, a = kc.ssd_case(s, bt, 1, gen, with_state=True, device="cpu")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    y, state = run_ssd_harness(harness, tmp_path / "a", t, a, 0, fp16, sms)
+    y2, state2 = run_ssd_harness(lookups_first_harness, tmp_path / "b", t, a, 0, fp16, sms)
+    assert torch.equal(y, y2) and torch.equal(state, state2)
