@@ -189,6 +189,13 @@ def on_cuda(op: str, **tensors: torch.Tensor | None) -> torch.device:
     return devices.pop()
 
 
+def conv_params(call, K: int, x_out_scales) -> ConvParams:
+    """The C params of a checked QuantConv1dSiLU call (``ops.check_conv_call``): its attributes, the conv width
+    K and the group counts x_out_scales' shape gives."""
+    return ConvParams(**{k: float(v) for k, v in call.scalars.items()}, **call.shape, d_conv=K,
+                      n_head_groups=x_out_scales.shape[1], n_dim_groups=x_out_scales.shape[2])
+
+
 def quant_conv1d_silu(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scales,
                       x_head_group_range, x_dim_group_range, conv_state=None, *,
                       state_in_place=False, out=None, **attributes):
@@ -221,8 +228,7 @@ def quant_conv1d_silu(xBC, weight, bias, x_out_scales, B_out_scales, C_out_scale
         check_tensor(op, "out C", C, torch.int8, (bt, L, gn))
         on_cuda(op, xBC=xBC, out_x=x, out_B=B, out_C=C)
     state_out = conv_state if state_in_place else torch.empty(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)
-    params = ConvParams(**{k: float(v) for k, v in call.scalars.items()}, **call.shape, d_conv=K,
-                        n_head_groups=x_out_scales.shape[1], n_dim_groups=x_out_scales.shape[2])
+    params = conv_params(call, K, x_out_scales)
     tensors = ConvTensors(
         ptr(xBC), ptr(weight), ptr(bias), ptr(x_out_scales), ptr(B_out_scales),
         ptr(C_out_scales), ptr(x_head_group_range), ptr(x_dim_group_range), ptr(conv_state),

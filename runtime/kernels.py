@@ -14,7 +14,8 @@ import math
 import torch
 
 from qmamba.export.kernels import (ConvFloatInput, ConvParams, ConvTensors, GatedNormParams, GatedNormTensors,
-                                   LinearParams, LinearTensors, MixerParams, MixerTensors, launcher, on_cuda, ptr)
+                                   LinearParams, LinearTensors, MixerParams, MixerTensors, conv_params, launcher,
+                                   on_cuda, ptr)
 from qmamba.export.ops import check_conv_call
 from qmamba.export.validate import check_tensor
 from .decode_mixer import CONV_SCALES, OP_NAME as MIXER_OP, check_mixer_inputs
@@ -151,8 +152,7 @@ def in_proj_conv(zxbcdt, weight, bias, x_out_scales, B_out_scales, C_out_scales,
     B = torch.empty(bt, L, gn, dtype=torch.int8, device=dev)
     C = torch.empty(bt, L, gn, dtype=torch.int8, device=dev)
     state_out = torch.empty(bt, K - 1, conv_dim, dtype=torch.int8, device=dev)
-    params = ConvParams(**{k: float(v) for k, v in call.scalars.items()}, **call.shape, d_conv=K,
-                        n_head_groups=x_out_scales.shape[1], n_dim_groups=x_out_scales.shape[2])
+    params = conv_params(call, K, x_out_scales)
     source = ConvFloatInput(ptr(zxbcdt), ptr(col_scale), width, xbc_offset)
     tensors = ConvTensors(None, ptr(weight), ptr(bias), ptr(x_out_scales), ptr(B_out_scales), ptr(C_out_scales),
                           ptr(x_head_group_range), ptr(x_dim_group_range), None, ptr(x), ptr(B), ptr(C),
